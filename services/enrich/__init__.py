@@ -1,0 +1,1 @@
+"""enrich: identity resolution and normalisation. Consumes `events.raw`, produces `events.enriched`."""

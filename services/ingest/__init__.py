@@ -1,0 +1,1 @@
+"""ingest: the Segment-compatible HTTP tracking API. Produces `events.raw`."""

@@ -1,0 +1,37 @@
+"""Write-key authentication as Segment clients send it.
+
+The key arrives as the user name of HTTP Basic auth (`Authorization: Basic base64("<key>:")`);
+some clients also put it in the body as `writeKey`. Keys are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+
+def key_from_basic_auth(header: str | None) -> str | None:
+    """The user name of a Basic `Authorization` header, or None if there is none or it is garbled."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, _password = decoded.partition(":")
+    return user or None
+
+
+def source_for_key(key: str | None, write_keys: dict[str, str]) -> str | None:
+    """The source name a write key belongs to, or None for an unknown key."""
+    if not key:
+        return None
+    found: str | None = None
+    for known, source in write_keys.items():
+        if hmac.compare_digest(known.encode(), key.encode()):
+            found = source
+    return found

@@ -1,0 +1,2 @@
+"""router: routing decisions. Consumes `leads.lifecycle`, produces `routing.sdr` and
+`routing.nurture`."""

@@ -1,0 +1,52 @@
+"""Which failures are transient (retry, never commit past) and which are the message's fault."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+
+class ConcurrentUpdate(Exception):
+    """Another process changed the rows this batch relies on; handling it again will succeed."""
+
+
+_TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+    "53300",  # too_many_connections
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",  # connection exceptions
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of the infrastructure (database, broker, network), not of a message."""
+    if isinstance(exc, ConcurrentUpdate | OSError | asyncio.TimeoutError | TimeoutError):
+        return True
+    if isinstance(exc, KafkaError):
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(
+            getattr(exc.orig, "__cause__", None), "sqlstate", None
+        )
+        return sqlstate in _TRANSIENT_SQLSTATES
+    if isinstance(exc, asyncpg.PostgresError):
+        return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_transient(cause)

@@ -1,0 +1,492 @@
+"""The consumer runner: batch fetch -> decode -> handle + store -> produce -> commit.
+
+Contract, per batch (see DESIGN.md, "Delivery semantics"):
+1. Fetch up to `max_batch_records` records from the assigned partitions.
+2. Decode and validate each value against its topic's model. Undecodable or invalid values
+   become dead letters (`<topic>.dlq`, original bytes, reason in headers).
+3. In ONE database transaction: lock the partitions' stored offsets, skip records already applied
+   (a redelivery), call the service's handler, store its outputs and the dead letters in the
+   outbox, and advance the stored offsets. A handler's `InvalidMessage` dead-letters that record
+   and the batch is handled again without it; an unexpected handler error re-runs the batch one
+   record at a time, so only the record that fails alone is dead-lettered.
+4. Produce the outbox records and await every acknowledgement (acks=all), then delete them.
+5. Commit the Kafka offsets (throttled; forced on partition revocation and shutdown).
+
+Effects are therefore exactly-once (offsets stored with them), outputs at-least-once (a crash
+between 3 and 4 re-produces them when the partition is next assigned: consumers downstream dedupe
+by message id / decision id). Transient failures (database, broker) retry the failing step with
+exponential backoff and never commit past it; one that lasts `retry_give_up_after_s` ends the
+process with an error. A stop request (SIGTERM) lets the batch in flight finish and commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.codec import UndecodableMessage, decode, encode
+from shared.consumer.failures import is_transient
+from shared.consumer.messages import Handler, InvalidMessage, Message, Output
+from shared.consumer.store import PendingRecord, RunnerStore
+from shared.db import unit_of_work
+from shared.kafka import create_consumer, create_producer
+from shared.settings import ConsumerSettings, KafkaSettings
+from shared.telemetry import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    MESSAGES_IN,
+    MESSAGES_OUT,
+    RETRIES,
+)
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]  # topic, partition, offset, key, value, headers
+
+COMMIT_INTERVAL_S = 1.0
+
+
+class Stopping(Exception):
+    """The runner was asked to stop while a step was waiting to be retried."""
+
+
+class ConsumerRunner:
+    """Runs one consumer-group member of a service until `stop` is set. See the module doc."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        subscriptions: Sequence[Topic],
+        handler: Handler,
+        sessions: async_sessionmaker[AsyncSession],
+        schema: str,
+        kafka: KafkaSettings,
+        consumer: ConsumerSettings,
+        group_id: str | None = None,
+    ) -> None:
+        self._service = service
+        self._handler = handler
+        self._sessions = sessions
+        self._kafka = kafka
+        self._settings = consumer
+        prefix = kafka.topic_prefix
+        self._topics = {topic.full_name(prefix): topic for topic in subscriptions}
+        self._group = group_id or f"{prefix}leadflow-{service}"
+        self._store = RunnerStore(schema=schema, group=self._group)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()  # held while a batch is in flight; revocation waits on it
+        self._stop = asyncio.Event()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._assigned: set[TopicPartition] = set()
+        self._outbox_to_recheck: set[TopicPartition] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the runner to finish the batch in flight, commit, and return from `run`."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Consume until `request_stop`. Raises if a transient failure outlasts the give-up time."""
+        try:
+            self._producer = await self._retrying("start producer", self._start_producer)
+            self._consumer = consumer = await self._retrying("start consumer", self._start_consumer)
+            while not self._stop.is_set():
+                if self._outbox_to_recheck:
+                    await self._produce_leftovers()
+                batch = await consumer.getmany(
+                    timeout_ms=self._settings.poll_timeout_ms,
+                    max_records=self._settings.max_batch_records,
+                )
+                if batch:
+                    async with self._lock:
+                        await self._handle_batch(batch)
+                elif self._uncommitted:
+                    await self._commit(force=False)
+        except Stopping:
+            log.info("stopped while waiting to retry; the batch in flight will be redelivered")
+        finally:
+            await self._shutdown()
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = create_producer(self._kafka, client_id=f"leadflow-{self._service}")
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        consumer = create_consumer(
+            self._kafka,
+            group_id=self._group,
+            client_id=f"leadflow-{self._service}",
+            max_batch_records=self._settings.max_batch_records,
+        )
+        try:
+            await consumer.start()
+            consumer.subscribe(list(self._topics), listener=_Rebalance(self))
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
+
+    async def _shutdown(self) -> None:
+        if self._consumer is not None:
+            async with self._lock:
+                await self._commit(force=True)
+            await self._consumer.stop()  # leaves the group: partitions move on at once
+        if self._producer is not None:
+            await self._producer.stop()  # flushes anything still buffered
+
+    async def readiness(self) -> dict[str, bool]:
+        """Checks for `/readyz`: broker client started, partitions assigned, database answering."""
+        return {
+            "broker": self._producer is not None and self._consumer is not None,
+            "partitions_assigned": bool(self._assigned),
+            "database": await self._database_answers(),
+        }
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(2), self._sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[RawRecord]]) -> None:
+        started = time.perf_counter()
+        records = [record for tp_records in batch.values() for record in tp_records]
+        decoded, dead = self._decode(records)
+        pending = await self._retrying(
+            "store batch", lambda: self._store_batch(batch, decoded, dead)
+        )
+        await self._retrying("produce outputs", lambda: self._produce(pending))
+        await self._retrying("clear outbox", lambda: self._forget(pending))
+        for tp, tp_records in batch.items():
+            self._uncommitted[tp] = tp_records[-1].offset + 1
+            MESSAGES_IN.labels(self._service, tp.topic).inc(len(tp_records))
+            self._report_lag(tp, next_offset=tp_records[-1].offset + 1)
+        await self._commit(force=False)
+        BATCH_SIZE.labels(self._service).observe(len(records))
+        BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+
+    def _decode(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[Message[BaseModel]], list[tuple[RawRecord, str]]]:
+        decoded: list[Message[BaseModel]] = []
+        dead: list[tuple[RawRecord, str]] = []
+        for record in records:
+            topic = self._topics[record.topic]
+            try:
+                value = decode(record.value, topic.model)
+            except UndecodableMessage as exc:
+                dead.append((record, str(exc)))
+                continue
+            decoded.append(
+                Message(
+                    topic=topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=value,
+                    headers=tuple(record.headers or ()),
+                )
+            )
+        return decoded, dead
+
+    async def _store_batch(
+        self,
+        batch: dict[TopicPartition, list[RawRecord]],
+        decoded: list[Message[BaseModel]],
+        dead: list[tuple[RawRecord, str]],
+    ) -> list[PendingRecord]:
+        """Step 3 of the contract: handler effects, outbox and offsets in one transaction."""
+        raw_by_position = {(r.topic, r.partition, r.offset): r for rs in batch.values() for r in rs}
+        refused: dict[tuple[str, int, int], str] = {
+            (r.topic, r.partition, r.offset): reason for r, reason in dead
+        }
+        prefix = self._kafka.topic_prefix
+        one_by_one = False
+        while True:
+            try:
+                async with unit_of_work(self._sessions) as session:
+                    next_to_apply = await self._lock_offsets(session, batch)
+                    fresh = [
+                        m
+                        for m in decoded
+                        if m.offset >= next_to_apply[_position(m, prefix)[:2]]
+                        and _position(m, prefix) not in refused
+                    ]
+                    outputs: Sequence[Output] = []
+                    if fresh and one_by_one:
+                        outputs = await self._handle_one_by_one(fresh, session, refused)
+                    elif fresh:
+                        outputs = await self._handler(fresh, session)
+                    batch_id = uuid.uuid4()
+                    pending = self._to_records(batch_id, outputs, fresh)
+                    pending += self._dead_letters(
+                        batch_id,
+                        start_seq=len(pending),
+                        letters=[
+                            (raw_by_position[position], reason)
+                            for position, reason in refused.items()
+                            if position[2] >= next_to_apply[(position[0], position[1])]
+                        ],
+                    )
+                    await self._store.add_to_outbox(session, pending)
+                    await self._advance_offsets(session, batch)
+                return pending
+            except InvalidMessage as exc:
+                refused[_position(exc.message, self._kafka.topic_prefix)] = exc.reason
+            except Exception as exc:
+                if is_transient(exc) or one_by_one:
+                    raise
+                log.warning("handler failed on a batch of %d; retrying one by one", len(decoded))
+                one_by_one = True
+
+    async def _handle_one_by_one(
+        self,
+        messages: Sequence[Message[BaseModel]],
+        session: AsyncSession,
+        refused: dict[tuple[str, int, int], str],
+    ) -> list[Output]:
+        """Find the record a handler cannot take: each in a savepoint; a failure alone is poison."""
+        outputs: list[Output] = []
+        for message in messages:
+            try:
+                async with session.begin_nested():
+                    outputs += await self._handler([message], session)
+            except InvalidMessage as exc:
+                refused[_position(message, self._kafka.topic_prefix)] = exc.reason
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception("handler failed on %s; dead-lettering it", _position(message, ""))
+                refused[_position(message, self._kafka.topic_prefix)] = (
+                    f"handler error: {type(exc).__name__}: {exc}"
+                )
+        return outputs
+
+    async def _lock_offsets(
+        self, session: AsyncSession, batch: dict[TopicPartition, list[RawRecord]]
+    ) -> dict[tuple[str, int], int]:
+        partitions: dict[str, list[int]] = defaultdict(list)
+        for tp in batch:
+            partitions[tp.topic].append(tp.partition)
+        next_to_apply: dict[tuple[str, int], int] = {}
+        for topic in sorted(partitions):  # a fixed order: two owners never deadlock
+            stored = await self._store.lock_offsets(
+                session, topic=topic, partitions=sorted(partitions[topic])
+            )
+            next_to_apply.update({(topic, p): offset for p, offset in stored.items()})
+        return next_to_apply
+
+    async def _advance_offsets(
+        self, session: AsyncSession, batch: dict[TopicPartition, list[RawRecord]]
+    ) -> None:
+        by_topic: dict[str, dict[int, int]] = defaultdict(dict)
+        for tp, records in batch.items():
+            by_topic[tp.topic][tp.partition] = records[-1].offset + 1
+        for topic, next_offsets in sorted(by_topic.items()):
+            await self._store.advance_offsets(session, topic=topic, next_offsets=next_offsets)
+
+    def _to_records(
+        self, batch_id: uuid.UUID, outputs: Sequence[Output], fresh: Sequence[Message[BaseModel]]
+    ) -> list[PendingRecord]:
+        # Outbox rows remember a source partition so a new owner can finish producing them.
+        source = fresh[0] if fresh else None
+        return [
+            PendingRecord(
+                batch_id=batch_id,
+                seq=seq,
+                topic=output.topic.full_name(self._kafka.topic_prefix),
+                key=output.key.encode(),
+                value=encode(output.value),
+                headers=output.headers,
+                source_topic=source.topic.full_name(self._kafka.topic_prefix) if source else "",
+                source_partition=source.partition if source else -1,
+            )
+            for seq, output in enumerate(outputs)
+        ]
+
+    def _dead_letters(
+        self, batch_id: uuid.UUID, *, start_seq: int, letters: Sequence[tuple[RawRecord, str]]
+    ) -> list[PendingRecord]:
+        records = []
+        for seq, (raw, reason) in enumerate(letters, start=start_seq):
+            topic = self._topics[raw.topic]
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason
+            )
+            headers = (
+                *tuple(raw.headers or ()),
+                ("leadflow.error", reason.encode()[:4000]),
+                ("leadflow.service", self._service.encode()),
+                ("leadflow.source_topic", raw.topic.encode()),
+                ("leadflow.source_partition", str(raw.partition).encode()),
+                ("leadflow.source_offset", str(raw.offset).encode()),
+            )
+            records.append(
+                PendingRecord(
+                    batch_id=batch_id,
+                    seq=seq,
+                    topic=topic.dlq_name(self._kafka.topic_prefix),
+                    key=raw.key,
+                    value=raw.value,
+                    headers=headers,
+                    source_topic=raw.topic,
+                    source_partition=raw.partition,
+                )
+            )
+        return records
+
+    async def _produce(self, pending: Sequence[PendingRecord]) -> None:
+        """Send every record, then wait for every acknowledgement (acks=all)."""
+        assert self._producer is not None
+        futures = [
+            await self._producer.send(
+                record.topic, value=record.value, key=record.key, headers=list(record.headers)
+            )
+            for record in pending
+        ]
+        await asyncio.gather(*futures)
+        for record in pending:
+            if record.topic.endswith(".dlq"):
+                DEAD_LETTERS.labels(self._service, record.source_topic).inc()
+            else:
+                MESSAGES_OUT.labels(self._service, record.topic).inc()
+
+    async def _forget(self, pending: Sequence[PendingRecord]) -> None:
+        if pending:
+            async with unit_of_work(self._sessions) as session:
+                await self._store.remove_from_outbox(session, pending)
+
+    async def _produce_leftovers(self) -> None:
+        """Produce what a crashed or revoked owner of our new partitions stored but did not send."""
+        partitions = {(tp.topic, tp.partition) for tp in self._outbox_to_recheck}
+
+        async def load() -> list[PendingRecord]:
+            async with unit_of_work(self._sessions) as session:
+                return await self._store.leftover_outbox(session, partitions=partitions)
+
+        leftovers = await self._retrying("load outbox", load)
+        if leftovers:
+            log.info("producing %d records left in the outbox by a previous owner", len(leftovers))
+            await self._retrying("produce outbox", lambda: self._produce(leftovers))
+            await self._retrying("clear outbox", lambda: self._forget(leftovers))
+        self._outbox_to_recheck.clear()
+
+    async def _commit(self, *, force: bool) -> None:
+        """Commit consumed offsets to Kafka. The database holds the truth, so a failure only
+        means some records will be redelivered and skipped; it is logged, not fatal."""
+        if not self._uncommitted or self._consumer is None:
+            return
+        if not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        offsets = {
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self._uncommitted.items()
+            if tp in self._assigned
+        }
+        try:
+            if offsets:
+                await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("offset commit failed (records will be redelivered and skipped): %s", exc)
+        self._uncommitted.clear()
+        self._last_commit = time.monotonic()
+
+    def _report_lag(self, tp: TopicPartition, *, next_offset: int) -> None:
+        assert self._consumer is not None
+        highwater = self._consumer.highwater(tp)
+        if highwater is not None:
+            CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(
+                max(highwater - next_offset, 0)
+            )
+
+    # -- retries -----------------------------------------------------------------------------
+
+    async def _retrying(self, step: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run `action` until it succeeds, backing off on transient failures.
+
+        Non-transient exceptions propagate at once. Gives up (re-raises) after
+        `retry_give_up_after_s` of continuous failure; raises `Stopping` if a stop is requested
+        while waiting.
+        """
+        backoff = self._settings.retry_initial_backoff_s
+        first_failure: float | None = None
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure > self._settings.retry_give_up_after_s:
+                    log.error("%s: still failing after %.0fs; giving up", step, now - first_failure)
+                    raise
+                RETRIES.labels(self._service, type(exc).__name__).inc()
+                log.warning(
+                    "%s failed (%s: %s); retrying in %.1fs", step, type(exc).__name__, exc, backoff
+                )
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            else:
+                raise Stopping
+            backoff = min(backoff * 2, self._settings.retry_max_backoff_s)
+
+    # -- rebalances ----------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # let the batch in flight finish and commit
+            await self._commit(force=True)
+            self._assigned -= set(revoked)
+            for tp in revoked:
+                self._uncommitted.pop(tp, None)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assigned = set(assigned)
+        self._outbox_to_recheck |= set(assigned)
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+def _position(message: Message[Any], prefix: str) -> tuple[str, int, int]:
+    return (message.topic.full_name(prefix), message.partition, message.offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runner.on_assigned(assigned)

@@ -1,0 +1,31 @@
+"""One pydantic model per topic value. The topic registry is `shared.topics`."""
+
+from shared.contracts.crm_feedback import CrmFeedback
+from shared.contracts.events_enriched import Consent, EnrichedEvent, LeadProfile
+from shared.contracts.events_raw import RawEvent, corrected_timestamp
+from shared.contracts.leads import (
+    FORWARD_ORDER,
+    Contribution,
+    LeadScored,
+    LifecycleChanged,
+    Score,
+    Stage,
+)
+from shared.contracts.routing import Owner, RoutingDecision
+
+__all__ = [
+    "FORWARD_ORDER",
+    "Consent",
+    "Contribution",
+    "CrmFeedback",
+    "EnrichedEvent",
+    "LeadProfile",
+    "LeadScored",
+    "LifecycleChanged",
+    "Owner",
+    "RawEvent",
+    "RoutingDecision",
+    "Score",
+    "Stage",
+    "corrected_timestamp",
+]

@@ -1,0 +1,86 @@
+"""`leads.scored` and `leads.lifecycle`: what score decided about a lead."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.base import AwareDatetime, Contract, Part
+from shared.contracts.events_enriched import Consent, LeadProfile
+
+
+class Stage(StrEnum):
+    """Lifecycle stages (DESIGN.md). Order of the forward path is `FORWARD_ORDER`."""
+
+    ANONYMOUS = "anonymous"
+    KNOWN = "known"
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    SQO = "sqo"
+    CUSTOMER = "customer"
+    RECYCLED = "recycled"
+    DISQUALIFIED = "disqualified"
+
+
+FORWARD_ORDER: tuple[Stage, ...] = (
+    Stage.ANONYMOUS,
+    Stage.KNOWN,
+    Stage.LEAD,
+    Stage.MQL,
+    Stage.SQL,
+    Stage.SQO,
+    Stage.CUSTOMER,
+)
+
+
+class Score(Part):
+    fit: int
+    behaviour: int
+    total: int
+    grade: str = Field(description="fit grade A (best) to D")
+
+
+class Contribution(Part):
+    """One rule's points for one event: the explanation of a score change."""
+
+    rule_id: str
+    points: int
+    reason: str
+
+
+class LeadScored(Contract):
+    """A score change. Key: lead_id. Emitted once per (lead, triggering message)."""
+
+    schema_version: Literal[1] = 1
+    lead_id: str
+    message_id: str = Field(description="the event that changed the score")
+    score: Score
+    contributions: list[Contribution]
+    rule_version: str
+    scored_at: AwareDatetime
+    received_at: AwareDatetime
+
+
+class LifecycleChanged(Contract):
+    """A stage change. Key: lead_id. `transition_id` is unique per change (idempotency key).
+
+    Carries the lead's profile, consent and score at the time of the change so a consumer
+    (router, CRM) can act on it without a lookup.
+    """
+
+    schema_version: Literal[1] = 1
+    transition_id: str
+    lead_id: str
+    from_stage: Stage
+    to_stage: Stage
+    reason: str
+    at: AwareDatetime
+    received_at: AwareDatetime = Field(description="ingest time of the triggering event")
+    profile: LeadProfile
+    consent: Consent
+    account_id: str | None = None
+    score: Score
+    top_contributions: list[Contribution] = Field(default_factory=list)

@@ -1,0 +1,73 @@
+"""Kafka clients built the same way everywhere, and topic creation for local stacks and tests."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import KafkaSettings
+from shared.topics import all_topic_names
+
+log = logging.getLogger(__name__)
+
+
+def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """A producer that reports success only once every in-sync replica has the record."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=settings.enable_idempotence,
+        request_timeout_ms=settings.request_timeout_ms,
+        linger_ms=settings.linger_ms,
+        compression_type=settings.compression_type,
+    )
+
+
+def create_consumer(
+    settings: KafkaSettings, *, group_id: str, client_id: str, max_batch_records: int
+) -> AIOKafkaConsumer:
+    """A consumer with auto-commit off: the consumer runner commits, and only last."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=max_batch_records,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        request_timeout_ms=max(settings.request_timeout_ms, settings.session_timeout_ms + 5_000),
+    )
+
+
+async def ensure_topics(settings: KafkaSettings, *, partitions: int) -> list[str]:
+    """Create every leadflow topic (and its DLQ) that does not exist yet; return those created.
+
+    For local stacks and tests. Production topics are declared as Strimzi `KafkaTopic`s.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id="leadflow-topics"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in all_topic_names(settings.topic_prefix) if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(name, num_partitions=partitions, replication_factor=1)
+                        for name in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently by another process")
+        return missing
+    finally:
+        await admin.close()

@@ -1,0 +1,71 @@
+"""The topic registry: every topic's name, value model, key and dead-letter topic, in one place.
+
+Names are contracts (DESIGN.md, "Topics"); a deployment may put a prefix in front of all of them
+(`LEADFLOW_KAFKA_TOPIC_PREFIX`), which is how tests keep their data apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from shared.contracts import (
+    CrmFeedback,
+    EnrichedEvent,
+    LeadScored,
+    LifecycleChanged,
+    RawEvent,
+    RoutingDecision,
+)
+
+EXAMPLES_DIR = Path(__file__).parent / "contracts" / "examples"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic contract. `name` is the unprefixed default; use `full_name(prefix)` on the wire."""
+
+    name: str
+    model: type[BaseModel]
+    key: str
+    producer: str
+
+    def full_name(self, prefix: str = "") -> str:
+        return f"{prefix}{self.name}"
+
+    def dlq_name(self, prefix: str = "") -> str:
+        """The dead-letter topic: the original bytes of messages its consumers could not take."""
+        return f"{prefix}{self.name}.dlq"
+
+    @property
+    def examples_file(self) -> Path:
+        return EXAMPLES_DIR / f"{self.name}.json"
+
+
+EVENTS_RAW = Topic("events.raw", RawEvent, key="anonymousId, else userId", producer="ingest")
+EVENTS_ENRICHED = Topic("events.enriched", EnrichedEvent, key="lead_id", producer="enrich")
+LEADS_SCORED = Topic("leads.scored", LeadScored, key="lead_id", producer="score")
+LEADS_LIFECYCLE = Topic("leads.lifecycle", LifecycleChanged, key="lead_id", producer="score")
+ROUTING_SDR = Topic("routing.sdr", RoutingDecision, key="lead_id", producer="router")
+ROUTING_NURTURE = Topic("routing.nurture", RoutingDecision, key="lead_id", producer="router")
+CRM_FEEDBACK = Topic("crm.feedback", CrmFeedback, key="lead_id or email", producer="CRMs")
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    EVENTS_RAW,
+    EVENTS_ENRICHED,
+    LEADS_SCORED,
+    LEADS_LIFECYCLE,
+    ROUTING_SDR,
+    ROUTING_NURTURE,
+    CRM_FEEDBACK,
+)
+
+
+def all_topic_names(prefix: str = "") -> list[str]:
+    """Every topic and its dead-letter topic, prefixed: what a deployment must create."""
+    names: list[str] = []
+    for topic in ALL_TOPICS:
+        names += [topic.full_name(prefix), topic.dlq_name(prefix)]
+    return names

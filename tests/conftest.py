@@ -1,0 +1,17 @@
+"""Test tiers by folder: tests/unit (pure, no I/O) and tests/integration (real broker and
+PostgreSQL, started once per session; a fresh database and topic prefix per test)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.infra", "tests.fixtures.pipeline"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        if "/tests/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/tests/unit/" in path:
+            item.add_marker(pytest.mark.unit)
