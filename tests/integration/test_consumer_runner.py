@@ -1,0 +1,246 @@
+"""The consumer runner's delivery contract, on the real broker and database, in-process.
+
+A tiny test topic and handler stand in for a service: the handler writes one row per message
+(a plain INSERT, so a second application of the same message would fail loudly) and returns
+one output per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.consumer import ConsumerRunner, InvalidMessage, Message, Output
+from shared.consumer.failures import ConcurrentUpdate
+from shared.contracts.base import Contract
+from shared.db import create_engine, create_sessionmaker
+from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from shared.topics import Topic
+from tests.fixtures.infra import Infrastructure
+from tests.fixtures.pipeline import Pipeline, StackAddresses
+
+
+class Note(Contract):
+    text: str
+
+
+class NoteHandler:
+    """Writes each note; fails on "boom" (a bug), refuses "refuse" (a domain reason)."""
+
+    def __init__(self, output_topic: Topic) -> None:
+        self.output_topic = output_topic
+        self.calls = 0
+        self.transient_failures_left = 0
+
+    async def __call__(
+        self, messages: Sequence[Message[BaseModel]], session: AsyncSession
+    ) -> Sequence[Output]:
+        self.calls += 1
+        if self.transient_failures_left:
+            self.transient_failures_left -= 1
+            raise ConcurrentUpdate("simulated")
+        outputs = []
+        for message in messages:
+            assert isinstance(message.value, Note)
+            if message.value.text == "boom":
+                raise ValueError("a bug in the handler")
+            if message.value.text == "refuse":
+                raise InvalidMessage(message, "notes saying 'refuse' are refused")
+            await session.execute(
+                text("INSERT INTO public.effects (note) VALUES (:note)"),
+                {"note": message.value.text},
+            )
+            outputs.append(Output(self.output_topic, key="k", value=message.value))
+        return outputs
+
+
+class Harness:
+    def __init__(self, infra: Infrastructure, database_url: str, prefix: str) -> None:
+        self.infra = infra
+        self.database_url = database_url
+        self.prefix = prefix
+        self.source = Topic("notes", Note, key="any", producer="test")
+        self.output = Topic("notes.out", Note, key="any", producer="test")
+        self.handler = NoteHandler(self.output)
+        self.kafka = KafkaSettings(
+            bootstrap_servers=infra.kafka_bootstrap,
+            topic_prefix=prefix,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+        )
+        self.engine = create_engine(
+            DatabaseSettings(url=database_url), application_name="runner-test"  # type: ignore[arg-type]
+        )
+        self.group = f"{prefix}group"
+
+    def runner(self) -> ConsumerRunner:
+        return ConsumerRunner(
+            service="test",
+            subscriptions=[self.source],
+            handler=self.handler,
+            sessions=create_sessionmaker(self.engine),
+            schema="enrich",  # any schema holding the runner's tables
+            kafka=self.kafka,
+            consumer=ConsumerSettings(retry_initial_backoff_s=0.05, retry_max_backoff_s=0.2),
+            group_id=self.group,
+        )
+
+    async def send(self, *notes: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.infra.kafka_bootstrap)
+        await producer.start()
+        try:
+            for i, note in enumerate(notes):
+                await producer.send_and_wait(
+                    self.source.full_name(self.prefix),
+                    value=Note(text=note).model_dump_json().encode(),
+                    key=str(i).encode(),
+                )
+        finally:
+            await producer.stop()
+
+    def reader(self) -> Pipeline:
+        return Pipeline(
+            addresses=StackAddresses(
+                kafka_bootstrap=self.infra.kafka_bootstrap,
+                database_url=self.database_url,
+                topic_prefix=self.prefix,
+            ),
+            log_dir=None,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+async def harness(
+    infrastructure: Infrastructure, database_url: str, topic_prefix: str, db: asyncpg.Connection
+) -> AsyncIterator[Harness]:
+    await db.execute("CREATE TABLE public.effects (note text PRIMARY KEY)")
+    harness = Harness(infrastructure, database_url, topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
+    await admin.start()
+    names = [harness.source.full_name(topic_prefix), harness.output.full_name(topic_prefix),
+             harness.source.dlq_name(topic_prefix)]
+    await admin.create_topics([NewTopic(n, num_partitions=2, replication_factor=1) for n in names])
+    await admin.close()
+    yield harness
+    await harness.engine.dispose()
+
+
+async def run_until(
+    runner: ConsumerRunner, condition: Callable[[], Any], *, timeout_s: float = 30
+) -> None:
+    task = asyncio.create_task(runner.run())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not await condition():
+            if task.done():
+                task.result()
+                raise AssertionError("runner ended before the condition held")
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.1)
+    finally:
+        runner.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def count(db: asyncpg.Connection, query: str, expected: int) -> Callable[[], Any]:
+    async def holds() -> bool:
+        return bool(await db.fetchval(query) == expected)
+
+    return holds
+
+
+NOTES = [f"note-{i}" for i in range(20)]
+
+
+async def test_a_redelivered_batch_is_applied_once(
+    harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.send(*NOTES)
+    first = harness.runner()
+
+    async def crash_before_commit(*, force: bool) -> None:
+        return None
+
+    monkeypatch.setattr(first, "_commit", crash_before_commit)
+    await run_until(first, count(db, "SELECT count(*) FROM effects", 20))
+
+    # Kafka never saw a commit: a new member of the group gets every record again.
+    second = harness.runner()
+
+    async def redelivered_and_committed() -> bool:
+        consumer = second._consumer
+        if consumer is None or not second._assigned:
+            return False
+        committed = [await consumer.committed(tp) or 0 for tp in second._assigned]
+        return sum(committed) == len(NOTES)
+
+    calls_before = harness.handler.calls
+    await run_until(second, redelivered_and_committed)
+    assert await db.fetchval("SELECT count(*) FROM effects") == 20
+    assert harness.handler.calls == calls_before  # skipped before reaching the handler
+    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    assert sorted(r.json()["text"] for r in out) == sorted(NOTES)
+
+
+async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
+    harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.send(*NOTES)
+    first = harness.runner()
+
+    async def crash_before_produce(pending: Any) -> None:
+        raise RuntimeError("process died between database commit and produce")
+
+    monkeypatch.setattr(first, "_produce", crash_before_produce)
+    with pytest.raises(RuntimeError, match="process died"):
+        await run_until(first, count(db, "SELECT count(*) FROM effects", 20))
+    assert await db.fetchval("SELECT count(*) FROM effects") > 0
+    assert await db.fetchval("SELECT count(*) FROM enrich.outbox") > 0
+
+    second = harness.runner()
+    await run_until(second, count(db, "SELECT count(*) FROM enrich.outbox", 0))
+    await run_until(harness.runner(), count(db, "SELECT count(*) FROM effects", 20))
+    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    assert sorted(r.json()["text"] for r in out) == sorted(NOTES)
+
+
+async def test_only_the_failing_message_is_dead_lettered(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    await harness.send("a", "boom", "b", "refuse", "c")
+    await run_until(harness.runner(), count(db, "SELECT count(*) FROM effects", 3))
+    assert {r["note"] for r in await db.fetch("SELECT note FROM effects")} == {"a", "b", "c"}
+    dlq = await harness.reader().read(
+        harness.source.dlq_name(harness.prefix), until=lambda records: len(records) >= 2
+    )
+    reasons = {orjson_text(r.value): r.headers["leadflow.error"].decode() for r in dlq}
+    assert reasons["boom"] == "handler error: ValueError: a bug in the handler"
+    assert reasons["refuse"] == "notes saying 'refuse' are refused"
+
+
+async def test_a_transient_failure_is_retried_and_nothing_is_lost(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    harness.handler.transient_failures_left = 3
+    await harness.send(*NOTES)
+    await run_until(harness.runner(), count(db, "SELECT count(*) FROM effects", 20))
+    assert harness.handler.transient_failures_left == 0
+    dlq = await harness.reader().read_all(harness.source.dlq_name(harness.prefix), settle_s=1)
+    assert dlq == []
+
+
+def orjson_text(value: bytes | None) -> str:
+    assert value is not None
+    return str(Note.model_validate_json(value).text)
+
+

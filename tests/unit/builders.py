@@ -1,0 +1,131 @@
+"""Builders of test data: one factory per value, keyword arguments over sensible defaults.
+
+Each returns a valid value as its service would see it; a test names only what it is about.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from services.router.routing_config import RoutingConfig
+from shared.contracts import (
+    Consent,
+    Contribution,
+    EnrichedEvent,
+    LeadProfile,
+    LifecycleChanged,
+    RawEvent,
+    Score,
+    Stage,
+)
+
+NOW = datetime(2026, 3, 2, 9, 15, 41, tzinfo=UTC)
+"""A fixed 'now' for every test: domain code never reads the clock."""
+
+
+def raw_event(**fields: Any) -> RawEvent:
+    """A track call from an anonymous browser visitor, as ingest stamped it."""
+    defaults: dict[str, Any] = {
+        "type": "track",
+        "message_id": "msg-1",
+        "source": "website",
+        "received_at": NOW,
+        "timestamp": NOW,
+        "anonymous_id": "anon-1",
+        "event": "Page Viewed",
+    }
+    if fields.get("type", "track") != "track":
+        defaults["event"] = None
+    return RawEvent(**{**defaults, **fields})
+
+
+def identify(**fields: Any) -> RawEvent:
+    """An identify call: `raw_event(type="identify", ...)`."""
+    return raw_event(**{"type": "identify", **fields})
+
+
+def profile(**fields: Any) -> LeadProfile:
+    """A VP with a work email at a mid-size company (override to make someone else)."""
+    defaults: dict[str, Any] = {
+        "email": "maria.gonzalez@northwind-logistics.com",
+        "first_name": "María",
+        "last_name": "González",
+        "title": "VP of Sales Operations",
+        "company": "Northwind Logistics",
+        "company_domain": "northwind-logistics.com",
+    }
+    return LeadProfile(**{**defaults, **fields})
+
+
+def enriched_event(**fields: Any) -> EnrichedEvent:
+    """An anonymous page view attributed to lead `lead-1`, empty profile, no consent withdrawn."""
+    defaults: dict[str, Any] = {
+        "message_id": "msg-1",
+        "lead_id": "lead-1",
+        "type": "page",
+        "source": "website",
+        "timestamp": NOW,
+        "received_at": NOW,
+        "identified": False,
+    }
+    return EnrichedEvent(**{**defaults, **fields})
+
+
+def track(event: str, **fields: Any) -> EnrichedEvent:
+    """An enriched track call named `event`."""
+    return enriched_event(**{"type": "track", "event": event, **fields})
+
+
+def page_view(path: str, **fields: Any) -> EnrichedEvent:
+    """An enriched page call at `path`."""
+    return enriched_event(**{"type": "page", "properties": {"path": path}, **fields})
+
+
+def score(**fields: Any) -> Score:
+    defaults: dict[str, Any] = {"fit": 35, "behaviour": 75, "total": 110, "grade": "A"}
+    return Score(**{**defaults, **fields})
+
+
+def lifecycle_change(**fields: Any) -> LifecycleChanged:
+    """A lead becoming an MQL after asking for a demo, consent intact."""
+    defaults: dict[str, Any] = {
+        "transition_id": "lead-1:mql:msg-1",
+        "lead_id": "lead-1",
+        "from_stage": Stage.LEAD,
+        "to_stage": Stage.MQL,
+        "reason": "total score 110 >= MQL threshold 60",
+        "at": NOW,
+        "received_at": NOW,
+        "profile": profile(),
+        "consent": Consent(),
+        "score": score(),
+        "top_contributions": [
+            Contribution(rule_id="demo-request", points=60, reason="asked for a demo")
+        ],
+    }
+    return LifecycleChanged(**{**defaults, **fields})
+
+
+def routing_config(**fields: Any) -> RoutingConfig:
+    """Two SDR teams (three reps in `sdr-emea`), nurture tracks for A/B, a 5-minute SLA for A."""
+    defaults: dict[str, Any] = {
+        "sdr_team": "sdr-emea",
+        "teams": [
+            {
+                "name": "sdr-emea",
+                "reps": [
+                    {"id": "rep-ada", "name": "Ada Lovelace", "email": "ada@example.com"},
+                    {"id": "rep-grace", "name": "Grace Hopper", "email": "grace@example.com"},
+                    {"id": "rep-alan", "name": "Alan Turing", "email": "alan@example.com"},
+                ],
+            },
+            {
+                "name": "sdr-amer",
+                "reps": [{"id": "rep-kat", "name": "Katherine Johnson", "email": "kj@example.com"}],
+            },
+        ],
+        "nurture": {"by_grade": {"A": "high-fit-nurture", "B": "high-fit-nurture"}, "default": "general-nurture"},
+        "sla": {"minutes_by_grade": {"A": 5}, "default_minutes": 60},
+    }
+    return RoutingConfig.model_validate({**defaults, **fields})
