@@ -16,10 +16,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devstack.processes import StackAddresses
 from shared.consumer import ConsumerRunner, InvalidMessage, Message, Output
 from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts.base import Contract
@@ -27,7 +28,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import Topic
 from tests.fixtures.infra import Infrastructure
-from tests.fixtures.pipeline import Pipeline, StackAddresses
+from tests.fixtures.pipeline import Pipeline
 
 
 class Note(Contract):
@@ -79,7 +80,7 @@ class Harness:
             heartbeat_interval_ms=500,
         )
         self.engine = create_engine(
-            DatabaseSettings(url=database_url), application_name="runner-test"  # type: ignore[arg-type]
+            DatabaseSettings(url=SecretStr(database_url)), application_name="runner-test"
         )
         self.group = f"{prefix}group"
 
@@ -127,8 +128,11 @@ async def harness(
     harness = Harness(infrastructure, database_url, topic_prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
     await admin.start()
-    names = [harness.source.full_name(topic_prefix), harness.output.full_name(topic_prefix),
-             harness.source.dlq_name(topic_prefix)]
+    names = [
+        harness.source.full_name(topic_prefix),
+        harness.output.full_name(topic_prefix),
+        harness.source.dlq_name(topic_prefix),
+    ]
     await admin.create_topics([NewTopic(n, num_partitions=2, replication_factor=1) for n in names])
     await admin.close()
     yield harness
@@ -242,5 +246,3 @@ async def test_a_transient_failure_is_retried_and_nothing_is_lost(
 def orjson_text(value: bytes | None) -> str:
     assert value is not None
     return str(Note.model_validate_json(value).text)
-
-

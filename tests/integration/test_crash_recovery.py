@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
 
@@ -16,9 +17,14 @@ LEADS = 40
 async def post_leads(pipeline: Pipeline, statuses: list[int]) -> None:
     for i in range(LEADS):
         user = f"u-crash-{i}"
-        calls = [
-            ("/v1/identify", {"userId": user, "traits": {
-                "email": f"buyer{i}@initech.com", "title": "Director of IT"}}),
+        calls: list[tuple[str, dict[str, Any]]] = [
+            (
+                "/v1/identify",
+                {
+                    "userId": user,
+                    "traits": {"email": f"buyer{i}@initech.com", "title": "Director of IT"},
+                },
+            ),
             ("/v1/track", {"userId": user, "event": "Demo Requested"}),
             ("/v1/track", {"userId": user, "event": "Webinar Attended"}),
         ]

@@ -17,9 +17,15 @@ async def test_malformed_messages_are_dead_lettered_and_the_pipeline_continues(
     garbage = b"\x00\xffnot json at all"
     wrong_schema = orjson.dumps({"lead_id": "x", "hello": "world"})
     no_identity = orjson.dumps(
-        {"type": "track", "messageId": "m-placeholder", "source": "s", "event": "Demo Requested",
-         "receivedAt": "2026-11-23T10:00:00Z", "timestamp": "2026-11-23T10:00:00Z",
-         "userId": "undefined"}
+        {
+            "type": "track",
+            "messageId": "m-placeholder",
+            "source": "s",
+            "event": "Demo Requested",
+            "receivedAt": "2026-11-23T10:00:00Z",
+            "timestamp": "2026-11-23T10:00:00Z",
+            "userId": "undefined",
+        }
     )
     pipeline.produce_raw(EVENTS_RAW, garbage, key=b"g1")
     pipeline.produce_raw(EVENTS_RAW, no_identity, key=b"g2")
@@ -42,9 +48,10 @@ async def test_malformed_messages_are_dead_lettered_and_the_pipeline_continues(
     garbage_letter = next(r for r in raw_dlq if r.value == garbage)
     assert garbage_letter.key == b"g1"
     assert garbage_letter.headers["leadflow.service"] == b"enrich"
-    assert garbage_letter.headers["leadflow.source_topic"] == EVENTS_RAW.full_name(
-        pipeline.prefix
-    ).encode()
+    assert (
+        garbage_letter.headers["leadflow.source_topic"]
+        == EVENTS_RAW.full_name(pipeline.prefix).encode()
+    )
     assert int(garbage_letter.headers["leadflow.source_offset"]) >= 0
 
     enriched_dlq = await pipeline.read(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 from tests.fixtures.pipeline import Pipeline, Record
 
 
-def decisions_for(email: str) -> object:
+def decisions_for(email: str) -> Callable[[list[Record]], bool]:
     def found(records: list[Record]) -> bool:
         return any(r.json()["email"] == email for r in records)
 
@@ -21,15 +22,23 @@ async def test_hot_lead_reaches_an_sdr_with_an_owner(pipeline: Pipeline) -> None
 
     identify = await pipeline.post(
         "/v1/identify",
-        {"userId": "u-vera", "traits": {"email": email, "firstName": "Vera", "lastName": "Kim",
-                                        "title": "VP of Sales", "company": "Acme Robotics"}},
+        {
+            "userId": "u-vera",
+            "traits": {
+                "email": email,
+                "firstName": "Vera",
+                "lastName": "Kim",
+                "title": "VP of Sales",
+                "company": "Acme Robotics",
+            },
+        },
     )
     track = await pipeline.post("/v1/track", {"userId": "u-vera", "event": "Demo Requested"})
     assert (identify.status_code, identify.json()) == (200, {"success": True})
     assert (track.status_code, track.json()) == (200, {"success": True})
 
     records = await pipeline.read(
-        ROUTING_SDR.full_name(pipeline.prefix), until=decisions_for(email)  # type: ignore[arg-type]
+        ROUTING_SDR.full_name(pipeline.prefix), until=decisions_for(email)
     )
     decision = next(r.json() for r in records if r.json()["email"] == email)
     assert decision["route"] == "sdr"
@@ -55,7 +64,7 @@ async def test_lead_below_the_threshold_goes_to_nurture(pipeline: Pipeline) -> N
     assert response.status_code == 200
 
     records = await pipeline.read(
-        ROUTING_NURTURE.full_name(pipeline.prefix), until=decisions_for(email)  # type: ignore[arg-type]
+        ROUTING_NURTURE.full_name(pipeline.prefix), until=decisions_for(email)
     )
     decision = next(r.json() for r in records if r.json()["email"] == email)
     assert decision["route"] == "nurture"

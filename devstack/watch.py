@@ -1,0 +1,54 @@
+"""Prints routing decisions as CRMs would receive them, with their speed-to-lead."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+
+from shared.codec import UndecodableMessage, decode
+from shared.contracts import RoutingDecision
+from shared.topics import ROUTING_NURTURE, ROUTING_SDR
+
+
+def describe(decision: RoutingDecision) -> str:
+    who = decision.email or decision.lead_id
+    score = f"{decision.score.grade} {decision.score.total:>4}"
+    if decision.owner is not None:
+        target = f"SDR      -> {decision.owner.name} ({decision.owner.team})"
+    else:
+        target = f"NURTURE  -> {decision.track}"
+    at = decision.decided_at.strftime("%H:%M:%S")
+    return (
+        f"{at}  {target:<42} {who:<40} {decision.stage.value:<5} score {score}  "
+        f"speed-to-lead {decision.speed_to_lead_ms} ms"
+    )
+
+
+async def print_decisions(bootstrap: str, prefix: str, *, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        ROUTING_SDR.full_name(prefix),
+        ROUTING_NURTURE.full_name(prefix),
+        bootstrap_servers=bootstrap,
+        group_id=f"leadflow-watch-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    # Delivery is at-least-once: a consumer of decisions dedupes by decision_id, as CRMs must.
+    seen: collections.deque[str] = collections.deque(maxlen=10_000)
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for record in records:
+                    with contextlib.suppress(UndecodableMessage):
+                        decision = decode(record.value, RoutingDecision)
+                        if decision.decision_id not in seen:
+                            seen.append(decision.decision_id)
+                            print(describe(decision), flush=True)
+    finally:
+        await consumer.stop()
