@@ -86,7 +86,9 @@ class LocalPostgres:
         command = [str(server_binaries() / tool), *args]
         if self._run_as is not None:
             command = ["runuser", "-u", self._run_as, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, start_new_session=True
+        )
         if check and result.returncode != 0:
             log = self.log_file.read_text() if self.log_file.exists() else ""
             raise RuntimeError(

@@ -76,6 +76,9 @@ class ServiceProcess:
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
+            # Own session: a terminal's Ctrl+C reaches only the stack runner, which stops the
+            # services first and the broker and database after them.
+            start_new_session=True,
         )
         return self
 

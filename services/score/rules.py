@@ -40,7 +40,11 @@ class Condition(_Strict):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                # pydantic reports ValueError with the field's location; re.error would escape.
+                raise ValueError(f"not a regular expression: {exc}") from None
         return pattern
 
     def holds_for_event(self, event: EnrichedEvent) -> bool:
@@ -104,13 +108,14 @@ class RuleSet(_Strict):
     grades: Grades
     rules: list[Rule]
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> RuleSet:
-        ids = [rule.id for rule in self.rules]
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: list[Rule]) -> list[Rule]:
+        ids = [rule.id for rule in rules]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"rule ids must be unique: {', '.join(duplicates)}")
-        return self
+        return rules
 
 
 class RulesFileError(ValueError):

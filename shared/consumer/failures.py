@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 
@@ -30,11 +30,29 @@ _TRANSIENT_SQLSTATES = {
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures of the infrastructure (database, broker, network), not of a message."""
+    """True for failures of the infrastructure (database, broker, network), not of a message.
+
+    Looks through the chain of causes (`raise ... from ...`), each exception once.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if _transient_itself(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
+def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, ConcurrentUpdate | OSError | asyncio.TimeoutError | TimeoutError):
         return True
-    if isinstance(exc, KafkaError):
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return True
+    if isinstance(exc, KafkaError):
+        # A retriable broker error (leader moved, not enough replicas, ...); not one that can
+        # never succeed (message too large, authorisation).
+        return bool(exc.retriable)
     if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, OperationalError | InterfaceError):
@@ -48,5 +66,4 @@ def is_transient(exc: BaseException) -> bool:
         return sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(exc, asyncpg.PostgresError):
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
-    cause = exc.__cause__
-    return cause is not None and cause is not exc and is_transient(cause)
+    return False

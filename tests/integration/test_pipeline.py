@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import httpx
+
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 from tests.fixtures.pipeline import Pipeline, Record
 
@@ -75,3 +77,35 @@ async def test_lead_below_the_threshold_goes_to_nurture(pipeline: Pipeline) -> N
     assert decision["score"]["behaviour"] == 10
     sdr = await pipeline.read_all(ROUTING_SDR.full_name(pipeline.prefix), settle_s=1)
     assert not [r for r in sdr if r.json()["email"] == email]
+
+
+async def test_services_report_health_and_metrics_and_drain_on_sigterm(pipeline: Pipeline) -> None:
+    await pipeline.start("ingest", "enrich", "score", "router")
+    email = f"metrics.{uuid.uuid4().hex[:6]}@initech.com"
+    await pipeline.post("/v1/identify", {"userId": "u-m", "traits": {"email": email}})
+    await pipeline.read(
+        ROUTING_NURTURE.full_name(pipeline.prefix), until=decisions_for(email), timeout_s=30
+    )
+    async with httpx.AsyncClient(timeout=5) as client:
+        for service in ("ingest", "enrich", "score", "router"):
+            alive = await client.get(pipeline.addresses.health_url(service, "/healthz"))
+            ready = await client.get(pipeline.addresses.health_url(service, "/readyz"))
+            assert (alive.status_code, ready.status_code) == (200, 200), service
+        router_metrics = (
+            await client.get(pipeline.addresses.health_url("router", "/metrics"))
+        ).text
+        ingest_metrics = (
+            await client.get(pipeline.addresses.health_url("ingest", "/metrics"))
+        ).text
+    lifecycle = f'topic="{pipeline.prefix}leads.lifecycle"'
+    assert f'leadflow_messages_in_total{{service="router",{lifecycle}}} 1.0' in router_metrics
+    assert 'leadflow_speed_to_lead_seconds_count{route="nurture"} 1.0' in router_metrics
+    assert "leadflow_batch_seconds_bucket" in router_metrics
+    assert 'leadflow_consumer_lag{partition="' in router_metrics
+    assert (
+        f'leadflow_messages_out_total{{service="ingest",topic="{pipeline.prefix}events.raw"}} 1.0'
+        in ingest_metrics
+    )
+    # SIGTERM: every service drains, commits and exits cleanly.
+    for service in ("ingest", "enrich", "score", "router"):
+        assert pipeline.stop(service) == 0, pipeline.logs()

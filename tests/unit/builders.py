@@ -125,7 +125,10 @@ def routing_config(**fields: Any) -> RoutingConfig:
                 "reps": [{"id": "rep-kat", "name": "Katherine Johnson", "email": "kj@example.com"}],
             },
         ],
-        "nurture": {"by_grade": {"A": "high-fit-nurture", "B": "high-fit-nurture"}, "default": "general-nurture"},
+        "nurture": {
+            "by_grade": {"A": "high-fit-nurture", "B": "high-fit-nurture"},
+            "default": "general-nurture",
+        },
         "sla": {"minutes_by_grade": {"A": 5}, "default_minutes": 60},
     }
     return RoutingConfig.model_validate({**defaults, **fields})

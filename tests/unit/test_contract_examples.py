@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from shared.codec import UndecodableMessage, decode, encode
 from shared.contracts import CrmFeedback, RawEvent, RoutingDecision, corrected_timestamp
@@ -99,7 +100,12 @@ def _sdr_decision(**changes: Any) -> bytes:
         "company": "Northwind Logistics",
         "stage": "mql",
         "score": {"fit": 35, "behaviour": 75, "total": 110, "grade": "A"},
-        "owner": {"id": "rep-ada", "name": "Ada Lovelace", "email": "ada@example.com", "team": "sdr"},
+        "owner": {
+            "id": "rep-ada",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "team": "sdr",
+        },
         "received_at": "2026-03-02T09:15:41Z",
         "decided_at": "2026-03-02T09:15:41.300Z",
         "sla_due_at": "2026-03-02T09:20:41.300Z",
@@ -117,22 +123,60 @@ def test_the_refusal_fixtures_are_valid_as_given() -> None:
 @pytest.mark.parametrize(
     ("raw", "model", "reason"),
     [
-        pytest.param(_raw(campaign="spring"), RawEvent, "campaign: Extra inputs are not permitted", id="unknown-field"),
         pytest.param(
-            _raw(receivedAt="2026-03-02T09:15:41"), RawEvent, "receivedAt: Value error, timestamp must carry a time zone", id="naive-timestamp"
+            _raw(campaign="spring"),
+            RawEvent,
+            "campaign: Extra inputs are not permitted",
+            id="unknown-field",
         ),
         pytest.param(
-            _raw(anonymousId=None, userId=None), RawEvent, "a call needs userId or anonymousId", id="raw-without-ids"
+            _raw(receivedAt="2026-03-02T09:15:41"),
+            RawEvent,
+            "receivedAt: Value error, timestamp must carry a time zone",
+            id="naive-timestamp",
         ),
-        pytest.param(_raw(anonymousId="", userId=""), RawEvent, "a call needs userId or anonymousId", id="raw-with-empty-ids"),
-        pytest.param(_raw(event=None), RawEvent, "a track call needs an event name", id="track-without-event"),
-        pytest.param(_raw(type="purchase"), RawEvent, "type: Input should be", id="unknown-call-type"),
-        pytest.param(_sdr_decision(owner=None), RoutingDecision, "an sdr decision needs an owner", id="sdr-without-owner"),
         pytest.param(
-            _sdr_decision(route="nurture", owner=None, track=""), RoutingDecision, "a nurture decision needs a track", id="nurture-without-track"
+            _raw(anonymousId=None, userId=None),
+            RawEvent,
+            "a call needs userId or anonymousId",
+            id="raw-without-ids",
         ),
-        pytest.param(_sdr_decision(speed_to_lead_ms=-1), RoutingDecision, "speed_to_lead_ms: Input should be greater than or equal to 0", id="negative-speed"),
-        pytest.param(_sdr_decision(stage="hot"), RoutingDecision, "stage: Input should be", id="unknown-stage"),
+        pytest.param(
+            _raw(anonymousId="", userId=""),
+            RawEvent,
+            "a call needs userId or anonymousId",
+            id="raw-with-empty-ids",
+        ),
+        pytest.param(
+            _raw(event=None), RawEvent, "a track call needs an event name", id="track-without-event"
+        ),
+        pytest.param(
+            _raw(type="purchase"), RawEvent, "type: Input should be", id="unknown-call-type"
+        ),
+        pytest.param(
+            _sdr_decision(owner=None),
+            RoutingDecision,
+            "an sdr decision needs an owner",
+            id="sdr-without-owner",
+        ),
+        pytest.param(
+            _sdr_decision(route="nurture", owner=None, track=""),
+            RoutingDecision,
+            "a nurture decision needs a track",
+            id="nurture-without-track",
+        ),
+        pytest.param(
+            _sdr_decision(speed_to_lead_ms=-1),
+            RoutingDecision,
+            "speed_to_lead_ms: Input should be greater than or equal to 0",
+            id="negative-speed",
+        ),
+        pytest.param(
+            _sdr_decision(stage="hot"),
+            RoutingDecision,
+            "stage: Input should be",
+            id="unknown-stage",
+        ),
         pytest.param(
             orjson.dumps({"feedback_id": "f-1", "outcome": "won", "at": "2026-03-02T09:15:41Z"}),
             CrmFeedback,
@@ -141,7 +185,7 @@ def test_the_refusal_fixtures_are_valid_as_given() -> None:
         ),
     ],
 )
-def test_models_refuse_bad_values(raw: bytes, model: type, reason: str) -> None:
+def test_models_refuse_bad_values(raw: bytes, model: type[BaseModel], reason: str) -> None:
     with pytest.raises(UndecodableMessage, match=f"^invalid {model.__name__}: ") as refused:
         decode(raw, model)
 
@@ -178,4 +222,3 @@ def test_an_offset_timestamp_is_kept_with_its_offset() -> None:
 
     assert event.timestamp == NOW
     assert event.timestamp.utcoffset() == timedelta(hours=1)
-

@@ -200,7 +200,9 @@ def test_identifying_an_anonymous_lead_links_email_and_user_id_to_it() -> None:
 def test_when_known_identities_disagree_the_highest_priority_wins_and_nothing_is_relinked(
     known: dict[Identity, str], lead_id: str
 ) -> None:
-    resolution = resolve_lead([MARIA_USER, MARIA_EMAIL, MARIA_ANON], known=known, new_lead_id=fresh())
+    resolution = resolve_lead(
+        [MARIA_USER, MARIA_EMAIL, MARIA_ANON], known=known, new_lead_id=fresh()
+    )
 
     assert resolution is not None
     assert resolution.lead_id == lead_id
@@ -212,7 +214,9 @@ def test_no_usable_identity_resolves_to_nobody() -> None:
     def must_not_be_called() -> str:
         raise AssertionError("no lead is made for an event without identities")
 
-    assert resolve_lead([], known={MARIA_ANON: "lead-maria"}, new_lead_id=must_not_be_called) is None
+    assert (
+        resolve_lead([], known={MARIA_ANON: "lead-maria"}, new_lead_id=must_not_be_called) is None
+    )
 
 
 def test_a_known_lead_does_not_consume_a_new_lead_id() -> None:
@@ -230,11 +234,19 @@ def test_a_known_lead_does_not_consume_a_new_lead_id() -> None:
     ("traits", "first", "last"),
     [
         pytest.param({"name": "Jonas Weber"}, "Jonas", "Weber", id="full-name"),
-        pytest.param({"name": "María José  García López"}, "María", "José García López", id="several-words"),
+        pytest.param(
+            {"name": "María José  García López"}, "María", "José García López", id="several-words"
+        ),
         pytest.param({"name": "Cher"}, "Cher", None, id="one-word"),
-        pytest.param({"firstName": "Priya", "lastName": "Raman"}, "Priya", "Raman", id="segment-names"),
-        pytest.param({"first_name": "Priya", "last_name": "Raman"}, "Priya", "Raman", id="snake-names"),
-        pytest.param({"firstName": "Priya", "name": "P. Raman"}, "Priya", None, id="parts-beat-full-name"),
+        pytest.param(
+            {"firstName": "Priya", "lastName": "Raman"}, "Priya", "Raman", id="segment-names"
+        ),
+        pytest.param(
+            {"first_name": "Priya", "last_name": "Raman"}, "Priya", "Raman", id="snake-names"
+        ),
+        pytest.param(
+            {"firstName": "Priya", "name": "P. Raman"}, "Priya", None, id="parts-beat-full-name"
+        ),
         pytest.param({"firstName": "  Priya \t"}, "Priya", None, id="trimmed"),
     ],
 )
@@ -298,11 +310,15 @@ def test_absent_blank_or_invalid_traits_keep_what_was_known() -> None:
 
 
 def test_present_traits_override() -> None:
-    merged = merge_profile(profile(), {"title": "Chief Revenue Officer", "lastName": "Ruiz"})
+    merged = merge_profile(
+        profile(),
+        {"title": "Chief Revenue Officer", "firstName": "Maria", "company": "Northwind Group"},
+    )
 
     assert merged.title == "Chief Revenue Officer"
-    assert merged.last_name == "Ruiz"
-    assert merged.first_name == "María"
+    assert merged.first_name == "Maria"
+    assert merged.company == "Northwind Group"
+    assert merged.last_name == "González", "a name part not given is kept"
 
 
 def test_a_new_free_mail_address_keeps_the_known_company_domain() -> None:
@@ -347,7 +363,9 @@ def test_company_domain(email: str | None, domain: str | None) -> None:
         pytest.param(identify(traits={"unsubscribed": False}), False, id="trait-false"),
         pytest.param(identify(traits={"unsubscribed": "no"}), False, id="trait-not-a-boolean"),
         pytest.param(raw_event(event="Demo Requested"), False, id="other-track"),
-        pytest.param(raw_event(type="page", name="Unsubscribed"), False, id="page-named-unsubscribed"),
+        pytest.param(
+            raw_event(type="page", name="Unsubscribed"), False, id="page-named-unsubscribed"
+        ),
         pytest.param(raw_event(event="Newsletter Subscribed"), False, id="subscribed"),
     ],
 )

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.ingest.auth import key_from_basic_auth, source_for_key
 from services.ingest.tracking import IdentifyCall, TrackCall, to_raw_event
@@ -222,16 +222,42 @@ def test_the_partition_key_is_the_anonymous_id_else_the_user_id() -> None:
 @pytest.mark.parametrize(
     ("call_type", "body", "complaint"),
     [
-        pytest.param(IdentifyCall, {"traits": {"email": "a@b.com"}}, "userId or anonymousId", id="identify-no-ids"),
-        pytest.param(IdentifyCall, {"userId": " ", "anonymousId": ""}, "userId or anonymousId", id="identify-blank-ids"),
-        pytest.param(TrackCall, {"userId": None, "event": "Demo Requested"}, "userId or anonymousId", id="track-no-ids"),
-        pytest.param(TrackCall, {"anonymousId": "anon-1", "event": ""}, "event", id="track-empty-event"),
+        pytest.param(
+            IdentifyCall,
+            {"traits": {"email": "a@b.com"}},
+            "userId or anonymousId",
+            id="identify-no-ids",
+        ),
+        pytest.param(
+            IdentifyCall,
+            {"userId": " ", "anonymousId": ""},
+            "userId or anonymousId",
+            id="identify-blank-ids",
+        ),
+        pytest.param(
+            TrackCall,
+            {"userId": None, "event": "Demo Requested"},
+            "userId or anonymousId",
+            id="track-no-ids",
+        ),
+        pytest.param(
+            TrackCall, {"anonymousId": "anon-1", "event": ""}, "event", id="track-empty-event"
+        ),
         pytest.param(TrackCall, {"anonymousId": "anon-1"}, "event", id="track-no-event"),
-        pytest.param(TrackCall, {"anonymousId": "a" * 201, "event": "X"}, "anonymousId", id="id-too-long"),
-        pytest.param(IdentifyCall, {"anonymousId": "anon-1", "timestamp": "yesterday"}, "timestamp", id="bad-timestamp"),
+        pytest.param(
+            TrackCall, {"anonymousId": "a" * 201, "event": "X"}, "anonymousId", id="id-too-long"
+        ),
+        pytest.param(
+            IdentifyCall,
+            {"anonymousId": "anon-1", "timestamp": "yesterday"},
+            "timestamp",
+            id="bad-timestamp",
+        ),
     ],
 )
-def test_invalid_calls_are_refused(call_type: type, body: dict[str, Any], complaint: str) -> None:
+def test_invalid_calls_are_refused(
+    call_type: type[BaseModel], body: dict[str, Any], complaint: str
+) -> None:
     with pytest.raises(ValidationError, match=complaint):
         call_type.model_validate(body)
 
@@ -249,7 +275,9 @@ def basic(credentials: bytes, scheme: str = "Basic") -> str:
         pytest.param(basic(b"local-dev-key:"), "local-dev-key", id="segment-style"),
         pytest.param(basic(b"local-dev-key:secret"), "local-dev-key", id="with-password"),
         pytest.param(basic(b"local-dev-key"), "local-dev-key", id="no-colon"),
-        pytest.param(basic(b"local-dev-key:", scheme="basic"), "local-dev-key", id="lower-case-scheme"),
+        pytest.param(
+            basic(b"local-dev-key:", scheme="basic"), "local-dev-key", id="lower-case-scheme"
+        ),
         pytest.param(basic(b"local-dev-key:") + "  ", "local-dev-key", id="trailing-space"),
         pytest.param(None, None, id="no-header"),
         pytest.param("", None, id="empty-header"),

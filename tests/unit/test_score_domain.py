@@ -95,9 +95,7 @@ def test_a_student_on_the_careers_page_loses_points_and_never_becomes_an_mql() -
 
 
 def test_the_careers_page_alone_costs_points() -> None:
-    change = score_event(
-        LeadState(lead_id="lead-1"), page_view("/careers/engineering"), RULES
-    )
+    change = score_event(LeadState(lead_id="lead-1"), page_view("/careers/engineering"), RULES)
 
     assert [(c.rule_id, c.points) for c in change.contributions] == [("careers-page", -20)]
     assert change.state.total == -20
@@ -139,7 +137,9 @@ def test_fit_rules_count_once_per_lead_across_events() -> None:
 
 
 def test_a_fit_rule_counts_when_the_profile_first_reveals_it() -> None:
-    state, _ = play([page_view("/", identified=True, profile=VP.model_copy(update={"title": None}))])
+    state, _ = play(
+        [page_view("/", identified=True, profile=VP.model_copy(update={"title": None}))]
+    )
     assert state.fit == 10
 
     state, _ = play([page_view("/", identified=True, profile=VP)], state=state)
@@ -165,10 +165,14 @@ def test_behaviour_rules_count_every_time() -> None:
         pytest.param(track("Unsubscribed"), ["unsubscribed"], id="unsubscribed"),
         pytest.param(page_view("/pricing/enterprise"), ["pricing-page"], id="pricing-subpage"),
         pytest.param(
-            track("Page Viewed", properties={"path": "/PRICING"}), ["pricing-page"], id="pricing-as-track"
+            track("Page Viewed", properties={"path": "/PRICING"}),
+            ["pricing-page"],
+            id="pricing-as-track",
         ),
         pytest.param(page_view("/blog/why-lead-scoring"), [], id="blog"),
-        pytest.param(enriched_event(type="page", name="Demo Requested"), [], id="a-page-is-not-a-track"),
+        pytest.param(
+            enriched_event(type="page", name="Demo Requested"), [], id="a-page-is-not-a-track"
+        ),
         pytest.param(page_view("/pricing", properties={"path": 42}), [], id="path-not-text"),
         pytest.param(track("Demo Request"), [], id="event-name-must-match-whole"),
     ],
@@ -187,9 +191,7 @@ def test_unsubscribing_takes_points_away() -> None:
 
 
 def test_every_contribution_explains_itself() -> None:
-    change = score_event(
-        LeadState(lead_id="lead-1"), track("Demo Requested", profile=VP), RULES
-    )
+    change = score_event(LeadState(lead_id="lead-1"), track("Demo Requested", profile=VP), RULES)
 
     reasons = {c.rule_id: c.reason for c in change.contributions}
     assert reasons["demo-request"] == "asked for a demo"
@@ -269,7 +271,9 @@ def test_advance_stage(
         (Stage.LEAD, True, 75, "total score 75 >= MQL threshold 60"),
     ],
 )
-def test_a_stage_move_gives_its_reason(stage: Stage, engaged: bool, total: int, reason: str) -> None:
+def test_a_stage_move_gives_its_reason(
+    stage: Stage, engaged: bool, total: int, reason: str
+) -> None:
     move = advance_stage(stage, identified=True, engaged=engaged, total=total, rules=RULES)
 
     assert move is not None
@@ -277,7 +281,9 @@ def test_a_stage_move_gives_its_reason(stage: Stage, engaged: bool, total: int, 
 
 
 def test_the_threshold_comes_from_the_rules() -> None:
-    strict = RULES.model_copy(update={"thresholds": RULES.thresholds.model_copy(update={"mql_total": 100})})
+    strict = RULES.model_copy(
+        update={"thresholds": RULES.thresholds.model_copy(update={"mql_total": 100})}
+    )
 
     assert advance_stage(Stage.LEAD, identified=True, engaged=True, total=99, rules=strict) is None
     assert advance_stage(Stage.LEAD, identified=True, engaged=True, total=100, rules=strict)
@@ -288,7 +294,17 @@ def test_the_threshold_comes_from_the_rules() -> None:
 
 @pytest.mark.parametrize(
     ("fit", "grade"),
-    [(70, "A"), (35, "A"), (34, "B"), (20, "B"), (19, "C"), (10, "C"), (9, "D"), (0, "D"), (-40, "D")],
+    [
+        (70, "A"),
+        (35, "A"),
+        (34, "B"),
+        (20, "B"),
+        (19, "C"),
+        (10, "C"),
+        (9, "D"),
+        (0, "D"),
+        (-40, "D"),
+    ],
 )
 def test_grade_by_fit(fit: int, grade: str) -> None:
     score = score_of(LeadState(lead_id="lead-1", fit=fit, behaviour=100), RULES)
