@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from services.ingest.auth import key_from_basic_auth, source_for_key
+from services.ingest.auth import authenticate
 from services.ingest.config import IngestSettings
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
 from services.ingest.tracking import IdentifyCall, TrackCall, TrackingCall, to_raw_event
@@ -56,10 +56,11 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
         body = await _json_object(request)
         if isinstance(body, Response):
             return body
-        key = key_from_basic_auth(request.headers.get("authorization"))
-        if key is None and isinstance(body.get("writeKey"), str):
-            key = body["writeKey"]
-        source = source_for_key(key, settings.write_keys)
+        source = authenticate(
+            authorization=request.headers.get("authorization"),
+            body_write_key=body.get("writeKey"),
+            write_keys=settings.write_keys,
+        )
         if source is None:
             return JSONResponse(
                 {"success": False, "error": "missing or unknown write key"},

@@ -35,3 +35,14 @@ def source_for_key(key: str | None, write_keys: dict[str, str]) -> str | None:
         if hmac.compare_digest(known.encode(), key.encode()):
             found = source
     return found
+
+
+def authenticate(
+    *, authorization: str | None, body_write_key: object, write_keys: dict[str, str]
+) -> str | None:
+    """The source a request is from: Basic auth first, else a `writeKey` in the body; None when
+    neither names a known key (the caller answers 401)."""
+    key = key_from_basic_auth(authorization)
+    if key is None and isinstance(body_write_key, str):
+        key = body_write_key
+    return source_for_key(key, write_keys)
