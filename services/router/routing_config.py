@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.config_files import load_yaml_model
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "config" / "default.yaml"
 
@@ -60,13 +61,4 @@ class RoutingFileError(ValueError):
 
 
 def load_routing(path: Path) -> RoutingConfig:
-    try:
-        return RoutingConfig.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RoutingFileError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise RoutingFileError(f"{path}: {problems}") from None
+    return load_yaml_model(path, RoutingConfig, error=RoutingFileError)

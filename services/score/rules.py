@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.config_files import load_yaml_model
 from shared.contracts import EnrichedEvent, LeadProfile
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "rules" / "default.yaml"
@@ -123,15 +123,4 @@ class RulesFileError(ValueError):
 
 
 def load_rules(path: Path) -> RuleSet:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RulesFileError(f"{path}: {exc}") from None
-    try:
-        return RuleSet.model_validate(document)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise RulesFileError(f"{path}: {problems}") from None
+    return load_yaml_model(path, RuleSet, error=RulesFileError)
