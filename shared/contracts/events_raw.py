@@ -43,6 +43,7 @@ class RawEvent(Contract):
     group_id: str | None = Field(default=None, max_length=200)
     event: str | None = Field(default=None, max_length=200)
     name: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
     traits: dict[str, Any] = Field(default_factory=dict)
     properties: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
@@ -54,6 +55,10 @@ class RawEvent(Contract):
             raise ValueError("a call needs userId or anonymousId")
         if self.type == "track" and not self.event:
             raise ValueError("a track call needs an event name")
+        if self.type == "alias" and not (self.previous_id and self.user_id):
+            raise ValueError("an alias call needs previousId and userId")
+        if self.type == "group" and not self.group_id:
+            raise ValueError("a group call needs a groupId")
         return self
 
     @property
