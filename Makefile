@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run up down status test test-unit test-integration lint format clean
+.PHONY: help install run up down status test test-unit test-integration bench lint format clean image
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -51,5 +51,11 @@ test-unit: $(STAMP) ## Only the pure unit tests (no broker, no database)
 test-integration: $(STAMP) ## Only the integration tests
 	$(BIN)/pytest -q tests/integration
 
+image: ## Build the container image with podman (local Debian base via debootstrap, see deploy/README.md)
+	deploy/image/build.sh
+
+bench: $(STAMP) ## Benchmarks on the real broker and PostgreSQL: prints a table, writes .bench/results.json
+	$(BIN)/python -m bench $(SECTIONS)
+
 clean: ## Remove the virtual environment and local stack state
-	rm -rf $(VENV) .devstack .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .devstack .bench .mypy_cache .ruff_cache .pytest_cache

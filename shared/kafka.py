@@ -23,6 +23,7 @@ def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProdu
         enable_idempotence=settings.enable_idempotence,
         request_timeout_ms=settings.request_timeout_ms,
         linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
     )
 

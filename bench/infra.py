@@ -1,0 +1,69 @@
+"""The broker and PostgreSQL a benchmark run measures against: the same local processes as
+`make run` (Tansu, embedded PostgreSQL), started once per `make bench`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from devstack.broker import LocalBroker, free_port
+from devstack.postgres import LocalPostgres
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade_to_head
+from shared.settings import KafkaSettings
+
+REPO = Path(__file__).resolve().parents[1]
+MIGRATED_SERVICES = ("enrich", "score", "router")
+PARTITIONS = 4
+
+
+@dataclass
+class BenchInfra:
+    kafka_bootstrap: str
+    postgres: LocalPostgres
+
+    async def fresh_database(self) -> str:
+        """A new database with every service's migrations applied (asyncpg SQLAlchemy URL)."""
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(self.postgres.url("postgres", driver="postgresql"))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = self.postgres.url(name)
+        for service in MIGRATED_SERVICES:
+            await asyncio.to_thread(
+                upgrade_to_head,
+                migrations_dir=REPO / "services" / service / "migrations",
+                schema=service,
+                database_url=url,
+            )
+        return url
+
+    async def fresh_topic_prefix(self, partitions: int = PARTITIONS) -> str:
+        """A new prefix with every leadflow topic (and DLQ) created."""
+        prefix = f"b{uuid.uuid4().hex[:8]}."
+        settings = KafkaSettings(bootstrap_servers=self.kafka_bootstrap, topic_prefix=prefix)
+        await ensure_topics(settings, partitions=partitions)
+        return prefix
+
+
+@contextmanager
+def local_infrastructure() -> Iterator[BenchInfra]:
+    postgres = LocalPostgres(port=free_port())
+    broker = LocalBroker(port=free_port())
+    postgres.start()
+    try:
+        broker.start()
+        try:
+            yield BenchInfra(kafka_bootstrap=broker.bootstrap_servers, postgres=postgres)
+        finally:
+            broker.stop()
+    finally:
+        postgres.stop()
