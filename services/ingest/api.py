@@ -2,36 +2,49 @@
 
 Answers (Segment's contract, so existing clients work unchanged):
 - 200 `{"success": true}` only after the broker acknowledged every event of the request;
-- 400 with a reason for a body that is not a valid call (never 422, never 500);
+- 400 with a reason per problem for a body that is not valid (never 422, never 500); a batch
+  with any invalid call is refused whole, its reasons naming each call by index;
 - 401 for a missing or unknown write key;
+- 429 with `Retry-After` when the write key sent more events than its rate limit allows;
 - 503 with `Retry-After` when the broker did not acknowledge in time (resend: same messageId).
+
+Bodies are read and parsed here (not by FastAPI) to enforce the size limits before parsing, to
+undo gzip with a cap, and for speed; the OpenAPI document still describes every body.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from services.ingest.auth import authenticate
 from services.ingest.config import IngestSettings
+from services.ingest.intake import (
+    Refused,
+    decompressed,
+    events_from,
+    json_object,
+    limit_for,
+)
+from services.ingest.openapi import ENDPOINTS, document_bodies
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
-from services.ingest.tracking import IdentifyCall, TrackCall, TrackingCall, to_raw_event
+from services.ingest.rate_limit import RateLimits
 from shared.telemetry import MESSAGES_IN
 
-SUCCESS = {"success": True}
+SUCCESS = b'{"success":true}'
+UNAUTHORIZED = {"success": False, "error": "missing or unknown write key"}
 
 
 def create_app(settings: IngestSettings, publisher: EventPublisher | None = None) -> FastAPI:
     publisher = publisher or EventPublisher(settings.kafka, timeout_s=settings.publish_timeout_s)
+    rate_limits = RateLimits(rate=settings.rate_limit_events_per_s, burst=settings.rate_limit_burst)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -44,18 +57,25 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
     app = FastAPI(
         title="leadflow ingest",
         summary="Segment-compatible HTTP tracking API",
+        description=(
+            "Send calls the way Segment clients do: HTTP Basic auth with the write key as user "
+            "name (or `writeKey` in the body), JSON bodies, optionally gzip "
+            "(`Content-Encoding: gzip`). Limits: 32 KB per call, 500 KB per batch request."
+        ),
         version="1",
         lifespan=lifespan,
     )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _bad_request(_reasons(exc.errors()))
+        return _bad_request([str(error.get("msg")) for error in exc.errors()])
 
-    async def accept(request: Request, call_type: type[TrackingCall]) -> Response:
-        body = await _json_object(request)
-        if isinstance(body, Response):
-            return body
+    async def accept(request: Request, endpoint: str) -> Response:
+        received_at = datetime.now(UTC)
+        try:
+            body = json_object(await _read_body(request, limit=limit_for(endpoint)))
+        except Refused as refused:
+            return _bad_request(refused.reasons)
         source = authenticate(
             authorization=request.headers.get("authorization"),
             body_write_key=body.get("writeKey"),
@@ -63,33 +83,41 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
         )
         if source is None:
             return JSONResponse(
-                {"success": False, "error": "missing or unknown write key"},
+                UNAUTHORIZED,
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="leadflow"'},
             )
         try:
-            call = call_type.model_validate(body)
-        except ValidationError as exc:
-            return _bad_request(_reasons(exc.errors()))
-        event = to_raw_event(call, source=source, received_at=datetime.now(UTC))
+            events = events_from(body, endpoint=endpoint, source=source, received_at=received_at)
+        except Refused as refused:
+            return _bad_request(refused.reasons)
+        wait_s = rate_limits.retry_after(source, events=len(events), now=time.monotonic())
+        if wait_s is not None:
+            return JSONResponse(
+                {"success": False, "error": f"rate limit of write key for {source!r} exceeded"},
+                status_code=429,
+                headers={"Retry-After": str(wait_s)},
+            )
         try:
-            await publisher.publish([event])
+            await publisher.publish(events)
         except BrokerUnavailable as exc:
             return JSONResponse(
                 {"success": False, "error": f"event store unavailable: {exc}"},
                 status_code=503,
                 headers={"Retry-After": str(settings.retry_after_s)},
             )
-        MESSAGES_IN.labels("ingest", f"/v1/{call.type}").inc()
-        return JSONResponse(SUCCESS)
+        MESSAGES_IN.labels("ingest", f"/v1/{endpoint}").inc(len(events))
+        return Response(SUCCESS, media_type="application/json")
 
-    @app.post("/v1/identify", summary="Identify a user: who they are and their traits")
-    async def identify(request: Request) -> Response:
-        return await accept(request, IdentifyCall)
-
-    @app.post("/v1/track", summary="Record an action a user performed")
-    async def track(request: Request) -> Response:
-        return await accept(request, TrackCall)
+    for endpoint, summary in ENDPOINTS.items():
+        app.add_api_route(
+            f"/v1/{endpoint}",
+            _handler(accept, endpoint),
+            methods=["POST"],
+            summary=summary,
+            name=endpoint,
+            response_model=None,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -107,26 +135,37 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    document_bodies(app)
     return app
 
 
-async def _json_object(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return _bad_request([f"body is not valid JSON: {exc}"])
-    if not isinstance(body, dict):
-        return _bad_request(["body must be a JSON object"])
-    return body
+def _handler(
+    accept: Callable[[Request, str], Awaitable[Response]], endpoint: str
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        return await accept(request, endpoint)
+
+    handle.__name__ = f"post_{endpoint}"
+    return handle
 
 
-def _reasons(errors: Any) -> list[str]:
-    reasons = []
-    for error in errors:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        reasons.append(f"{location}: {error['msg']}" if location else str(error["msg"]))
-    return reasons
+async def _read_body(request: Request, *, limit: int) -> bytes:
+    """The body, decompressed, refusing (before reading it all) one larger than `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])
+        chunks.append(chunk)
+    return decompressed(
+        b"".join(chunks),
+        content_encoding=request.headers.get("content-encoding"),
+        limit=limit,
+    )
 
 
 def _bad_request(reasons: list[str]) -> JSONResponse:

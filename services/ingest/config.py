@@ -19,6 +19,10 @@ class IngestSettings(ServiceSettings):
     # How long a request may wait for the broker's acknowledgement before answering 503.
     publish_timeout_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
+    # Per write key (source), in events: a batch of 100 costs 100. The burst must hold the
+    # largest batch a client sends at once (500 KB is about 1,500 small events).
+    rate_limit_events_per_s: float = Field(default=10_000, gt=0)
+    rate_limit_burst: int = Field(default=20_000, ge=1)
 
     @field_validator("write_keys")
     @classmethod

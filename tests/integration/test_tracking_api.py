@@ -1,0 +1,328 @@
+"""The full tracking API against the real broker: every call type, batches (all or nothing),
+limits, gzip, write keys and the rate limit. The app runs under uvicorn on a free port, in the
+test's event loop, so each test can choose its settings (e.g. a tiny rate limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from devstack.broker import free_port
+from services.ingest.api import create_app
+from services.ingest.config import IngestSettings
+from shared.codec import decode
+from shared.contracts import RawEvent
+from shared.health import ServerWithoutSignals
+from shared.settings import KafkaSettings
+from shared.topics import EVENTS_RAW
+from tests.fixtures.infra import Infrastructure
+from tests.fixtures.pipeline import Pipeline, PipelineFactory
+
+WEBSITE_KEY = "wk_website_1"
+CAREERS_KEY = "wk_careers_2"
+WRITE_KEYS = {WEBSITE_KEY: "website", CAREERS_KEY: "careers-site"}
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@dataclass
+class Ingest:
+    """A running ingest app and a way to read what it produced."""
+
+    client: httpx.AsyncClient
+    reader: Pipeline  # only its `read` (an independent confluent-kafka client) is used
+
+    async def post(
+        self, path: str, body: Any, *, key: str | None = WEBSITE_KEY, **headers: str
+    ) -> httpx.Response:
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        all_headers = {"Content-Type": "application/json", **(basic(key) if key else {})}
+        return await self.client.post(path, content=content, headers={**all_headers, **headers})
+
+    async def events(self, count: int) -> list[RawEvent]:
+        records = await self.reader.read(
+            EVENTS_RAW.full_name(self.reader.prefix), until=lambda records: len(records) >= count
+        )
+        return [decode(record.value, RawEvent) for record in records]
+
+    async def no_events(self) -> None:
+        records = await self.reader.read_all(EVENTS_RAW.full_name(self.reader.prefix), settle_s=1)
+        assert records == []
+
+
+StartIngest = Callable[..., Awaitable[Ingest]]
+
+
+@pytest.fixture
+async def start_ingest(
+    infrastructure: Infrastructure, topic_prefix: str, pipeline_factory: PipelineFactory
+) -> AsyncIterator[StartIngest]:
+    servers: list[tuple[ServerWithoutSignals, asyncio.Task[None], httpx.AsyncClient]] = []
+
+    async def start(**settings: Any) -> Ingest:
+        port = free_port()
+        config = IngestSettings(
+            write_keys=WRITE_KEYS,
+            port=port,
+            kafka=KafkaSettings(
+                bootstrap_servers=infrastructure.kafka_bootstrap, topic_prefix=topic_prefix
+            ),
+            **settings,
+        )
+        server = ServerWithoutSignals(
+            uvicorn.Config(create_app(config), port=port, log_level="warning", access_log=False)
+        )
+        task = asyncio.create_task(server.serve())
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        servers.append((server, task, client))
+        for _ in range(500):
+            if server.started and (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+        return Ingest(client=client, reader=pipeline_factory())
+
+    yield start
+    for server, task, client in servers:
+        await client.aclose()
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def ingest(start_ingest: StartIngest) -> Ingest:
+    return await start_ingest()
+
+
+IDENTITY = {"anonymousId": "anon-1", "userId": "usr-1"}
+CALLS: dict[str, dict[str, Any]] = {
+    "identify": {**IDENTITY, "traits": {"email": "ada@initech.com"}},
+    "track": {**IDENTITY, "event": "Demo Requested", "properties": {"plan": "pro"}},
+    "page": {**IDENTITY, "name": "Pricing", "category": "Docs", "properties": {"path": "/p"}},
+    "screen": {**IDENTITY, "name": "Home", "category": "App", "properties": {"dark": True}},
+    "group": {**IDENTITY, "groupId": "acct-9", "traits": {"employees": 850}},
+    "alias": {"previousId": "anon-1", "userId": "usr-1"},
+}
+
+
+# ---- each call type, alone and in a batch -----------------------------------------------------
+
+
+async def test_every_call_type_lands_on_events_raw_with_its_fields(ingest: Ingest) -> None:
+    for call_type, body in CALLS.items():
+        response = await ingest.post(f"/v1/{call_type}", {**body, "messageId": f"m-{call_type}"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"success": True}
+
+    events = {event.message_id: event for event in await ingest.events(len(CALLS))}
+
+    assert {event.type for event in events.values()} == set(CALLS)
+    assert {event.source for event in events.values()} == {"website"}
+    assert events["m-identify"].traits == {"email": "ada@initech.com"}
+    assert (events["m-track"].event, events["m-track"].properties) == (
+        "Demo Requested",
+        {"plan": "pro"},
+    )
+    assert (events["m-page"].name, events["m-page"].category) == ("Pricing", "Docs")
+    assert events["m-screen"].properties == {"dark": True}
+    assert (events["m-group"].group_id, events["m-group"].traits) == ("acct-9", {"employees": 850})
+    assert (events["m-alias"].previous_id, events["m-alias"].user_id) == ("anon-1", "usr-1")
+
+
+async def test_a_batch_applies_its_context_and_sent_at_to_each_call(ingest: Ingest) -> None:
+    calls = [
+        {"type": call_type, **body, "messageId": f"b-{call_type}", "context": {"ip": "1.2.3.4"}}
+        for call_type, body in CALLS.items()
+    ]
+    calls[0]["timestamp"] = "2026-11-23T10:00:00Z"  # 5 s before the batch was sent
+    batch = {
+        "batch": calls,
+        "context": {"library": {"name": "analytics-python"}, "ip": "9.9.9.9"},
+        "integrations": {"Salesforce": False},
+        "sentAt": "2026-11-23T10:00:05Z",
+    }
+
+    response = await ingest.post("/v1/batch", batch)
+
+    assert response.json() == {"success": True}
+    events = {event.message_id: event for event in await ingest.events(len(CALLS))}
+    assert len(events) == len(CALLS)
+    for event in events.values():
+        assert event.context == {"library": {"name": "analytics-python"}, "ip": "1.2.3.4"}
+        assert event.integrations == {"Salesforce": False}
+    identify = events["b-identify"]
+    assert identify.received_at - identify.timestamp == timedelta(seconds=5)
+
+
+async def test_a_batch_with_invalid_calls_names_each_and_accepts_none(ingest: Ingest) -> None:
+    batch = {
+        "batch": [
+            {"type": "track", **CALLS["track"]},
+            {"type": "track", "event": "No Identity"},
+            {"type": "alias", "userId": "usr-1"},
+            {"type": "launch", **IDENTITY},
+            "not a call",
+            {"type": "identify", **CALLS["identify"]},
+        ]
+    }
+
+    response = await ingest.post("/v1/batch", batch)
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [error.split(":")[0] for error in errors] == [
+        "batch[1]",
+        "batch[2]",
+        "batch[3]",
+        "batch[4]",
+    ]
+    assert "userId or anonymousId is required" in errors[0]
+    assert "previousId and userId are required" in errors[1]
+    assert "type: must be one of" in errors[2]
+    await ingest.no_events()
+
+
+# ---- write keys --------------------------------------------------------------------------------
+
+
+async def test_each_write_key_names_its_source_by_basic_auth_or_body(ingest: Ingest) -> None:
+    by_basic = await ingest.post("/v1/track", {**CALLS["track"], "messageId": "a"}, key=CAREERS_KEY)
+    in_body = await ingest.post(
+        "/v1/batch",
+        {"batch": [{"type": "track", **CALLS["track"], "messageId": "b"}], "writeKey": WEBSITE_KEY},
+        key=None,
+    )
+
+    assert (by_basic.status_code, in_body.status_code) == (200, 200)
+    sources = {event.message_id: event.source for event in await ingest.events(2)}
+    assert sources == {"a": "careers-site", "b": "website"}
+
+
+@pytest.mark.parametrize(
+    ("key", "body_key"),
+    [(None, None), ("wrong", None), (None, "wrong"), (None, 42)],
+    ids=["none", "unknown-basic", "unknown-body", "body-not-text"],
+)
+async def test_a_missing_or_unknown_write_key_gets_401(
+    ingest: Ingest, key: str | None, body_key: Any
+) -> None:
+    body = {**CALLS["track"], **({"writeKey": body_key} if body_key is not None else {})}
+
+    response = await ingest.post("/v1/track", body, key=key)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+# ---- limits and encodings ----------------------------------------------------------------------
+
+
+async def test_a_call_over_32_kb_is_refused(ingest: Ingest) -> None:
+    big = {**CALLS["track"], "properties": {"blob": "x" * 33_000}}
+
+    alone = await ingest.post("/v1/track", big)
+    in_batch = await ingest.post("/v1/batch", {"batch": [{"type": "track", **big}]})
+
+    assert alone.status_code == 400
+    assert "larger than 32 KB" in alone.json()["errors"][0]
+    assert in_batch.status_code == 400
+    assert in_batch.json()["errors"][0].startswith("batch[0]: call is 32 KB, larger than 32 KB")
+
+
+async def test_a_batch_over_500_kb_is_refused(ingest: Ingest) -> None:
+    call = {"type": "track", **CALLS["track"], "properties": {"blob": "x" * 20_000}}
+
+    response = await ingest.post("/v1/batch", {"batch": [call] * 26})
+
+    assert response.status_code == 400
+    assert "larger than 500 KB" in response.json()["errors"][0]
+    await ingest.no_events()
+
+
+async def test_a_gzip_body_is_accepted(ingest: Ingest) -> None:
+    body = gzip.compress(orjson.dumps({"batch": [{"type": "track", **CALLS["track"]}]}))
+
+    response = await ingest.post("/v1/batch", body, **{"Content-Encoding": "gzip"})
+
+    assert response.json() == {"success": True}
+    assert (await ingest.events(1))[0].event == "Demo Requested"
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "reason"),
+    [
+        (gzip.compress(b" " * 5_000_000), "gzip", "larger than 500 KB"),  # a zip bomb, 5 KB
+        (b"\x1f\x8b not gzip", "gzip", "not valid gzip"),
+        (gzip.compress(b'{"batch": []}')[:-12], "gzip", "not valid gzip"),
+        (zlib.compress(b"{}"), "br", "not supported"),
+    ],
+    ids=["bomb", "garbage", "truncated", "unknown-encoding"],
+)
+async def test_bad_compressed_bodies_get_400(
+    ingest: Ingest, body: bytes, encoding: str, reason: str
+) -> None:
+    response = await ingest.post("/v1/batch", body, **{"Content-Encoding": encoding})
+
+    assert response.status_code == 400
+    assert reason in response.json()["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        (b'{"userId": "\\ud800", "event": "X"}', "not valid JSON"),
+        (b'{"userId": 1e999, "event": "X"}', "not valid JSON"),
+        (b'{"userId": [1], "event": "X"}', "userId: Input should be"),
+        (b'{"userId": "u", "event": 7}', "event: Input should be"),
+        (b'{"userId": "u", "event": "X", "context": "web"}', "context: Input should be"),
+        (b'{"userId": "u", "event": "X", "type": "page"}', "posted to /v1/track"),
+    ],
+    ids=["empty", "bad-utf8", "lone-surrogate", "infinite", "id-list", "event-int", "ctx", "type"],
+)
+async def test_malformed_bodies_get_400_never_500(ingest: Ingest, body: bytes, reason: str) -> None:
+    response = await ingest.post("/v1/track", body)
+
+    assert response.status_code == 400
+    assert any(reason in error for error in response.json()["errors"]), response.json()
+
+
+async def test_a_huge_integer_property_is_kept(ingest: Ingest) -> None:
+    body = b'{"userId": "u", "event": "X", "properties": {"n": 18446744073709551615}}'
+
+    assert (await ingest.post("/v1/track", body)).status_code == 200
+    assert (await ingest.events(1))[0].properties == {"n": 18446744073709551615}
+
+
+# ---- rate limit --------------------------------------------------------------------------------
+
+
+async def test_a_write_key_over_its_rate_limit_gets_429_and_others_do_not(
+    start_ingest: StartIngest,
+) -> None:
+    ingest = await start_ingest(rate_limit_events_per_s=1, rate_limit_burst=5)
+    five = {"batch": [{"type": "track", **CALLS["track"]}] * 5}
+
+    first = await ingest.post("/v1/batch", five)
+    second = await ingest.post("/v1/track", CALLS["track"])
+    other_key = await ingest.post("/v1/track", CALLS["track"], key=CAREERS_KEY)
+
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert 1 <= int(second.headers["Retry-After"]) <= 5
+    assert other_key.status_code == 200
+    await asyncio.sleep(int(second.headers["Retry-After"]))
+    assert (await ingest.post("/v1/track", CALLS["track"])).status_code == 200
