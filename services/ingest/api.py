@@ -33,6 +33,7 @@ from services.ingest.intake import (
     json_object,
     limit_for,
 )
+from services.ingest.lead_import import create_import_router
 from services.ingest.openapi import ENDPOINTS, document_bodies
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
 from services.ingest.rate_limit import RateLimits
@@ -135,6 +136,7 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(create_import_router(settings, publisher))
     document_bodies(app)
     return app
 

@@ -1,0 +1,267 @@
+"""`POST /v1/leads/import` and `GET /v1/leads/import/{id}`: the HTTP edge of the lead-list upload.
+
+Answers:
+- 200 with the report once every lead of the file is acknowledged by the broker (acks=all);
+- 400 with a reason when the file as a whole cannot be imported (not UTF-8, empty, no email
+  column, a bad mapping, too many columns): nothing of it is published;
+- 401 for a missing or unknown write key; 409 for an import id that is still running;
+  415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once;
+- 503 with `Retry-After` when the broker stops acknowledging part-way: upload the same file
+  again; the leads already published carry the same messageIds and are dropped as repeats.
+Rows that cannot be imported never fail the request: the report lists them by row number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
+
+from services.ingest.auth import authenticate
+from services.ingest.config import IngestSettings
+from services.ingest.lead_import.progress import ImportInProgress, ImportRegistry
+from services.ingest.lead_import.reading import DELIMITERS, BadUpload
+from services.ingest.lead_import.report import ImportReport, ImportState
+from services.ingest.lead_import.upload import FileFormat, LeadListUpload
+from services.ingest.publisher import BrokerUnavailable, EventPublisher
+from shared.telemetry import MESSAGES_IN
+
+log = logging.getLogger(__name__)
+
+PUBLISH_BATCH = 500  # leads per publish call; awaiting each call's acks is the backpressure
+MAX_RUNNING_IMPORTS = 4
+MAX_DISCARD = 100 * 1024 * 1024
+_CHUNK = 256 * 1024  # body bytes handed to the worker thread at once
+_IMPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_CSV_TYPES = {"text/csv", "application/csv", "text/plain", "text/tab-separated-values"}
+_NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-lines"}
+_UNAUTHORIZED = {"success": False, "error": "missing or unknown write key"}
+
+
+def create_import_router(settings: IngestSettings, publisher: EventPublisher) -> APIRouter:
+    router = APIRouter(tags=["lead lists"])
+    registry = ImportRegistry()
+
+    @router.post(
+        "/v1/leads/import",
+        summary="Import a lead list (CSV or NDJSON), streamed; answers with the import report",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "E-mail,Full Name,Company,Phone,Country\n"
+                        "ada@initech.com,Ada Lovelace,Initech,020 7183 8750,UK\n",
+                    },
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def import_leads(
+        request: Request,
+        list_name: str = Query(
+            alias="list",
+            min_length=1,
+            max_length=200,
+            description="The list's name: becomes the `source` of every lead's identify event",
+        ),
+        mapping: str | None = Query(
+            default=None,
+            description='JSON object header -> field (or null to ignore), e.g. {"Mail": "email"}',
+        ),
+        delimiter: str | None = Query(default=None, description="CSV delimiter; else guessed"),
+        file_format: str | None = Query(
+            default=None, alias="format", description="csv or ndjson; else from Content-Type"
+        ),
+        import_id: str | None = Header(
+            default=None,
+            alias="X-Import-Id",
+            description="Client-chosen id to follow the import's progress",
+        ),
+    ) -> Response:
+        source = authenticate(
+            authorization=request.headers.get("authorization"),
+            body_write_key=None,
+            write_keys=settings.write_keys,
+        )
+        if source is None:
+            return _unauthorized()
+        try:
+            chosen_format = _file_format(file_format, request.headers.get("content-type"))
+            given_mapping = _mapping(mapping)
+        except _Refusal as refusal:
+            return refusal.response
+        if delimiter is not None and delimiter not in DELIMITERS:
+            return _error(400, f"delimiter must be one of {DELIMITERS!r}")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            return _error(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
+        if import_id is not None and not _IMPORT_ID.match(import_id):
+            return _error(400, "X-Import-Id: 1-100 letters, digits, '.', '_', ':' or '-'")
+        if registry.running >= MAX_RUNNING_IMPORTS:
+            return _error(429, "too many imports are running; retry later", retry_after=30)
+        report = ImportReport(import_id=import_id or str(uuid.uuid4()), list_name=list_name)
+        try:
+            registry.begin(report)
+        except ImportInProgress:
+            return _error(409, f"import {report.import_id!r} is still running")
+        upload = LeadListUpload(
+            report=report, file_format=chosen_format, mapping=given_mapping, delimiter=delimiter
+        )
+        try:
+            return await _run(request, upload, report, key_source=source)
+        finally:
+            if report.state in (ImportState.RECEIVING, ImportState.PUBLISHING):
+                report.state = ImportState.FAILED
+                report.error = report.error or "stopped"
+            await asyncio.to_thread(upload.close)
+
+    async def _run(
+        request: Request, upload: LeadListUpload, report: ImportReport, *, key_source: str
+    ) -> Response:
+        headers = {
+            "X-Import-Id": report.import_id,
+            "Location": f"/v1/leads/import/{report.import_id}",
+        }
+        try:
+            await _receive(request, upload)
+        except BadUpload as exc:
+            report.state, report.error = ImportState.FAILED, str(exc)
+            await _discard_rest(request)
+            return _report_response(400, report, headers)
+        except ClientDisconnect:
+            report.state, report.error = ImportState.FAILED, "the client disconnected"
+            log.info("import %s: client disconnected during upload", report.import_id)
+            return _report_response(400, report, headers)
+        report.state = ImportState.PUBLISHING
+        received_at = datetime.now(UTC)
+        try:
+            while events := await asyncio.to_thread(
+                upload.next_events, PUBLISH_BATCH, key_source=key_source, received_at=received_at
+            ):
+                await publisher.publish(events)
+                report.published += len(events)
+        except BrokerUnavailable as exc:
+            report.state = ImportState.FAILED
+            report.error = f"event store unavailable: {exc}; upload the same file again"
+            headers["Retry-After"] = str(settings.retry_after_s)
+            return _report_response(503, report, headers)
+        MESSAGES_IN.labels("ingest", "/v1/leads/import").inc(report.published)
+        report.state = ImportState.DONE
+        return _report_response(200, report, headers)
+
+    @router.get(
+        "/v1/leads/import/{import_id}",
+        summary="Progress (and, once done, the report) of an import on this ingest replica",
+        response_model=None,
+    )
+    async def import_progress(request: Request, import_id: str) -> Response:
+        source = authenticate(
+            authorization=request.headers.get("authorization"),
+            body_write_key=None,
+            write_keys=settings.write_keys,
+        )
+        if source is None:
+            return _unauthorized()
+        report = registry.get(import_id)
+        if report is None:
+            return _error(404, f"no import {import_id!r} on this ingest replica")
+        return _report_response(200, report, {})
+
+    return router
+
+
+async def _receive(request: Request, upload: LeadListUpload) -> None:
+    """Stream the body into the upload in chunks of about _CHUNK bytes; parsing, normalising
+    and spooling run in a worker thread so the event loop keeps serving other requests."""
+    buffered: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        buffered.append(chunk)
+        size += len(chunk)
+        if size >= _CHUNK:
+            await asyncio.to_thread(upload.feed, b"".join(buffered))
+            buffered, size = [], 0
+    if buffered:
+        await asyncio.to_thread(upload.feed, b"".join(buffered))
+    await asyncio.to_thread(upload.finish)
+
+
+async def _discard_rest(request: Request) -> None:
+    """Read (and drop) what is left of a refused body, so a streaming client gets to read the
+    400 instead of a reset connection; past MAX_DISCARD the connection is simply closed."""
+    discarded = 0
+    try:
+        async for chunk in request.stream():
+            discarded += len(chunk)
+            if discarded > MAX_DISCARD:
+                return
+    except (ClientDisconnect, RuntimeError):  # RuntimeError: the body was already read whole
+        return
+
+
+class _Refusal(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _file_format(given: str | None, content_type: str | None) -> FileFormat:
+    if given is not None:
+        if given not in ("csv", "ndjson"):
+            raise _Refusal(_error(400, "format must be 'csv' or 'ndjson'"))
+        return "csv" if given == "csv" else "ndjson"
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in _CSV_TYPES:
+        return "csv"
+    if media in _NDJSON_TYPES:
+        return "ndjson"
+    raise _Refusal(
+        _error(
+            415,
+            f"Content-Type {media or '(none)'!r}: send text/csv or application/x-ndjson "
+            "(or pass format=csv|ndjson)",
+        )
+    )
+
+
+def _mapping(raw: str | None) -> dict[str, str | None] | None:
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Refusal(_error(400, f"mapping is not valid JSON: {exc}")) from None
+    if not isinstance(value, dict) or not all(
+        v is None or isinstance(v, str) for v in value.values()
+    ):
+        raise _Refusal(_error(400, 'mapping must be a JSON object {"header": "field" or null}'))
+    return value
+
+
+def _report_response(status: int, report: ImportReport, headers: dict[str, str]) -> Response:
+    body: dict[str, Any] = {"success": status == 200, **report.as_json()}
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _error(status: int, reason: str, *, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse({"success": False, "error": reason}, status_code=status, headers=headers)
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse(
+        _UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": 'Basic realm="leadflow"'}
+    )
