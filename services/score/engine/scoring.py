@@ -1,0 +1,243 @@
+"""Score arithmetic: awards, caps, limits, decay, grade, band, priority and MQL.
+
+The state of a lead is its ledger: the behaviour awards it earned (points after caps, at event
+time) and the fit points it holds now (one line per fit rule that holds). Everything else is
+derived from the ledger at a given time, so:
+
+- the behaviour score at time T is the sum of every award's decayed value at T; the fit score is
+  the sum of the fit points held; the total is their sum: the ledger sum, always;
+- caps are applied when points are awarded (an award is clipped to the room left in its group
+  and in the total, at that moment); decay only shrinks positive awards, so a capped score stays
+  within its cap. (Negative awards in a decaying group can fade faster than positive ones; the
+  read side clamps to the cap then, and `ScoreCard.clamped` says by how much.)
+- evaluation takes the time as an argument (event time for events, the sweep time for the
+  decay sweep): a replay of the same events in the same order gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.score.engine.conditions import Facts
+from services.score.engine.ruleset import Rule, RuleSet
+
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Award:
+    """A behaviour ledger line: `points` (after caps, signed) earned by `rule_id` at `at`."""
+
+    rule_id: str
+    group: str
+    points: int
+    at: datetime
+    message_id: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What one evaluation adds to the ledger. `points` is signed: a fit rule that stops
+    holding gives back its points. `requested` is the rule's points before caps."""
+
+    rule_id: str
+    group: str
+    kind: str
+    points: int
+    requested: int
+    reason: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreState:
+    awards: tuple[Award, ...] = ()
+    fit: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreCard:
+    fit: int
+    behaviour: int
+    total: int
+    grade: str
+    band: int
+    priority: str
+    qualifies_as_mql: bool
+    by_group: Mapping[str, float]
+    clamped: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    state: ScoreState
+    entries: tuple[LedgerEntry, ...]
+    card: ScoreCard
+
+
+def decayed_value(rules: RuleSet, award: Award, at: datetime) -> float:
+    group = rules.groups_by_id.get(award.group)
+    if group is None or group.decay is None:
+        return float(award.points)
+    age_days = (at - award.at).total_seconds() / SECONDS_PER_DAY
+    return award.points * group.decay.factor(age_days)
+
+
+def evaluate(rules: RuleSet, state: ScoreState, at: datetime) -> ScoreCard:
+    """The lead's score at time `at`, from its ledger alone.
+
+    Ledger lines of rules or groups a newer rule version removed still count (the total stays
+    the ledger sum) until a rescore under the new version gives them back.
+    """
+    by_group: dict[str, float] = {group.id: 0.0 for group in rules.groups}
+    rule_groups = rules.rule_groups
+    fit = 0.0
+    for rule_id, points in state.fit.items():
+        fit += points
+        group_id = rule_groups.get(rule_id)
+        if group_id is not None:
+            by_group[group_id] += points
+    raw_behaviour = 0.0
+    for award in state.awards:
+        value = decayed_value(rules, award, at)
+        raw_behaviour += value
+        if award.group in by_group:
+            by_group[award.group] += value
+    behaviour = raw_behaviour
+    if rules.caps.behaviour is not None:
+        behaviour = min(behaviour, rules.caps.behaviour)
+    fit_i, behaviour_i = round(fit), round(behaviour)
+    grade, band = rules.grades.of(fit_i), rules.bands.of(behaviour_i)
+    total = fit_i + behaviour_i
+    mql = rules.mql
+    qualifies = (
+        (mql.min_fit is None or fit_i >= mql.min_fit)
+        and (mql.min_behaviour is None or behaviour_i >= mql.min_behaviour)
+        and (mql.min_total is None or total >= mql.min_total)
+    )
+    return ScoreCard(
+        fit=fit_i,
+        behaviour=behaviour_i,
+        total=total,
+        grade=grade,
+        band=band,
+        priority=f"{grade}{band}",
+        qualifies_as_mql=qualifies,
+        by_group=by_group,
+        clamped=raw_behaviour - behaviour,
+    )
+
+
+def apply_profile(rules: RuleSet, state: ScoreState, facts: Facts) -> list[LedgerEntry]:
+    """Fit entries that bring the held fit points in line with the profile in `facts`.
+
+    Fit rules hold or not as a whole; caps (per group, then the fit total) are filled in rule
+    order, so the file's order says which rule wins when a cap bites.
+    """
+    wanted: dict[str, tuple[Rule, int, str]] = {}
+    room_by_group: dict[str, float] = {}
+    room_total = float(rules.caps.fit) if rules.caps.fit is not None else float("inf")
+    for rule in rules.rules_of("fit"):
+        if not rule.when.holds(facts):
+            continue
+        group = rules.group(rule.group)
+        room = room_by_group.setdefault(
+            group.id, float(group.cap) if group.cap is not None else float("inf")
+        )
+        points, note = _clip(rule.points, min(room, room_total), group.id)
+        room_by_group[group.id] = room - max(points, 0)
+        room_total -= max(points, 0)
+        wanted[rule.id] = (rule, points, note)
+    entries: list[LedgerEntry] = []
+    for rule in rules.rules_of("fit"):
+        held = state.fit.get(rule.id, 0)
+        target_rule, target, note = wanted.get(rule.id, (rule, 0, ""))
+        if target == held:
+            continue
+        reason = rule.reason if rule.id in wanted else f"no longer: {rule.reason}"
+        entries.append(
+            LedgerEntry(rule.id, rule.group, "fit", target - held, target_rule.points, reason, note)
+        )
+    return entries
+
+
+def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -> list[LedgerEntry]:
+    """Behaviour entries an event earns at event time `at` (limits, then caps)."""
+    entries: list[LedgerEntry] = []
+    awards = list(state.awards)
+    for rule in rules.rules_of("behaviour"):
+        if not rule.when.holds(facts) or _limit_reached(rule, awards, at):
+            continue
+        group = rules.group(rule.group)
+        group_now = sum(decayed_value(rules, a, at) for a in awards if a.group == group.id)
+        behaviour_now = sum(decayed_value(rules, a, at) for a in awards)
+        room = min(
+            (group.cap - group_now) if group.cap is not None else float("inf"),
+            (rules.caps.behaviour - behaviour_now)
+            if rules.caps.behaviour is not None
+            else float("inf"),
+        )
+        points, note = _clip(rule.points, room, group.id)
+        entries.append(
+            LedgerEntry(rule.id, group.id, "behaviour", points, rule.points, rule.reason, note)
+        )
+        # Later rules of the same event see this award (caps, limits).
+        awards.append(Award(rule.id, group.id, points, at, message_id=""))
+    return entries
+
+
+def score_event(
+    rules: RuleSet,
+    state: ScoreState,
+    facts: Facts,
+    *,
+    at: datetime,
+    message_id: str,
+    behaviour: bool,
+) -> Evaluation:
+    """Apply one enriched message: fit rules always (the profile may have changed), behaviour
+    rules only when `behaviour` (a tracking call, not a profile update). Evaluated at `at`."""
+    entries = apply_profile(rules, state, facts)
+    if behaviour:
+        entries += apply_event(rules, state, facts, at)
+    new_state = fold(state, entries, at=at, message_id=message_id)
+    return Evaluation(new_state, tuple(entries), evaluate(rules, new_state, at))
+
+
+def fold(
+    state: ScoreState, entries: Sequence[LedgerEntry], *, at: datetime, message_id: str
+) -> ScoreState:
+    """The state after `entries` were written to the ledger."""
+    fit = dict(state.fit)
+    awards = list(state.awards)
+    for entry in entries:
+        if entry.kind == "fit":
+            fit[entry.rule_id] = fit.get(entry.rule_id, 0) + entry.points
+            if fit[entry.rule_id] == 0:
+                del fit[entry.rule_id]
+        else:
+            awards.append(Award(entry.rule_id, entry.group, entry.points, at, message_id))
+    return ScoreState(awards=tuple(awards), fit=fit)
+
+
+def _clip(points: int, room: float, group_id: str) -> tuple[int, str]:
+    """Positive points fill at most the room left; negative points are never capped."""
+    if points <= 0 or points <= room:
+        return points, ""
+    allowed = max(0, int(room))
+    return allowed, f"capped: {points} asked, {allowed} left under the cap of {group_id}"
+
+
+def _limit_reached(rule: Rule, awards: Sequence[Award], at: datetime) -> bool:
+    if rule.limit is None:
+        return False
+    window = rule.limit.within_days
+    earlier = [
+        award
+        for award in awards
+        if award.rule_id == rule.id
+        and (window is None or 0 <= (at - award.at).total_seconds() < window * SECONDS_PER_DAY)
+    ]
+    return len(earlier) >= rule.limit.times
