@@ -129,6 +129,22 @@ class _LineFeed:
         self.lines: deque[str] = deque()
         self.taken: list[str] = []
         self.taken_chars = 0
+        self.waiting_parity: int | None = None
+        """After a cut record: the parity of quotes in the lines waiting. Parsing is retried
+        only once it is even (the record is then probably complete), so a long record is not
+        re-parsed for every chunk that extends it."""
+        self.waiting_chars = 0
+
+    def push(self, line: str) -> None:
+        self.lines.append(line)
+        if self.waiting_parity is not None:
+            self.waiting_parity = (self.waiting_parity + line.count('"')) % 2
+            self.waiting_chars += len(line)
+
+    def worth_parsing(self) -> bool:
+        return (self.waiting_parity in (None, 0) or self.waiting_chars > MAX_RECORD_CHARS) and bool(
+            self.lines
+        )
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -146,9 +162,17 @@ class _LineFeed:
     def record_done(self) -> None:
         self.taken.clear()
         self.taken_chars = 0
+        self.waiting_parity = None
+        self.waiting_chars = 0
 
     def rewind(self) -> None:
         self.lines.extendleft(reversed(self.taken))
+        self.record_done()
+        self.waiting_parity = sum(line.count('"') for line in self.lines) % 2
+        self.waiting_chars = sum(len(line) for line in self.lines)
+
+    def clear(self) -> None:
+        self.lines.clear()
         self.record_done()
 
 
@@ -186,7 +210,7 @@ class CsvRecords:
             if self._skipping is None:
                 self._row += 1
                 quotes += sum(line.count('"') for line in self._feed.lines)
-                self._feed.lines.clear()
+                self._feed.clear()
                 self._skipping = (quotes % 2, self._too_large())
             else:
                 self._skipping = ((self._skipping[0] + quotes) % 2, self._skipping[1])
@@ -195,13 +219,14 @@ class CsvRecords:
 
     def finish(self) -> list[Record]:
         records = self.feed("\n") if self._partial else []
+        self._feed.waiting_parity = None  # no more text: whatever waits is parsed now
         records.extend(self._parse())
         if self._skipping is not None:
             records.append(Record(self._row, None, self._skipping[1]))
             self._skipping = None
         elif self._feed.lines:
             self._row += 1
-            self._feed.lines.clear()
+            self._feed.clear()
             records.append(Record(self._row, None, "a quoted cell is never closed"))
         return records
 
@@ -220,7 +245,7 @@ class CsvRecords:
                 else:
                     self._skipping = (parity, reason)
                 continue
-            self._feed.lines.append(line)
+            self._feed.push(line)
             if self._reader is None:
                 self._start(line)
         records.extend(self._parse())
@@ -237,14 +262,14 @@ class CsvRecords:
         records: list[Record] = []
         if self._reader is None:
             return records
-        while self._feed.lines and self._skipping is None:
+        while self._feed.worth_parsing() and self._skipping is None:
             try:
                 cells = next(self._reader)
             except _NeedMore:
                 self._feed.rewind()
                 break
             except (_RecordTooLarge, csv.Error) as exc:
-                reason = self._too_large() if isinstance(exc, _RecordTooLarge) else str(exc)
+                reason = self._too_large() if isinstance(exc, _RecordTooLarge) else _csv_reason(exc)
                 self._row += 1
                 quotes = sum(line.count('"') for line in self._feed.taken)
                 self._feed.record_done()
@@ -253,13 +278,19 @@ class CsvRecords:
                 else:
                     self._skipping = (1, reason)
                     pending = list(self._feed.lines)
-                    self._feed.lines.clear()
+                    self._feed.clear()
                     records.extend(self._lines(pending))
                 break
             self._feed.record_done()
             self._row += 1
             records.append(Record(self._row, cells))
         return records
+
+
+def _csv_reason(exc: Exception) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"a cell longer than {csv.field_size_limit():,} characters"
+    return f"not readable as CSV: {exc}"
 
 
 class NdjsonRecords:
