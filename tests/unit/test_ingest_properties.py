@@ -1,0 +1,117 @@
+"""Properties of intake for any input (hypothesis): every body is either accepted as valid
+`events.raw` values or refused with reasons; nothing else can happen (no 500). And valid calls
+pass through unchanged in what the client said."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.ingest.intake import Refused, decompressed, events_from, json_object, limit_for
+from services.ingest.tracking import CALLS
+from shared.codec import decode, encode
+from shared.contracts import RawEvent
+from tests.unit.builders import NOW
+
+pytestmark = pytest.mark.unit
+
+ENDPOINTS = [*CALLS, "batch"]
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    # what orjson parses as integers (larger numbers arrive as floats)
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+# Values drawn where Segment's fields are, so the generator reaches deep into validation.
+field_names = st.sampled_from(
+    [
+        "type", "userId", "anonymousId", "previousId", "groupId", "messageId", "event", "name",
+        "category", "timestamp", "sentAt", "traits", "properties", "context", "integrations",
+        "writeKey",
+    ]
+)  # fmt: skip
+call_like = st.dictionaries(field_names, json_values | st.sampled_from(list(CALLS)), max_size=8)
+bodies = call_like | st.fixed_dictionaries(
+    {"batch": st.lists(call_like | json_values, max_size=5)},
+    optional={"context": json_values, "sentAt": json_values, "integrations": json_values},
+)
+
+
+def outcome(body: Any, endpoint: str) -> list[RawEvent] | Refused:
+    try:
+        return events_from(body, endpoint=endpoint, source="website", received_at=NOW)
+    except Refused as refused:
+        return refused
+
+
+@SETTINGS
+@given(body=bodies, endpoint=st.sampled_from(ENDPOINTS))
+def test_any_body_is_accepted_as_valid_events_or_refused_with_reasons(
+    body: dict[str, Any], endpoint: str
+) -> None:
+    result = outcome(body, endpoint)
+
+    if isinstance(result, Refused):
+        assert result.reasons
+        assert all(isinstance(reason, str) and reason for reason in result.reasons)
+    else:
+        assert len(result) == (len(body["batch"]) if endpoint == "batch" else 1)
+        for event in result:
+            # What goes on the wire decodes as the topic's contract.
+            assert decode(encode(event), RawEvent) == event
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=200), gzipped=st.booleans(), endpoint=st.sampled_from(ENDPOINTS))
+def test_any_bytes_are_parsed_or_refused(raw: bytes, gzipped: bool, endpoint: str) -> None:
+    body = gzip.compress(raw) if gzipped else raw
+    try:
+        parsed = json_object(
+            decompressed(
+                body, content_encoding="gzip" if gzipped else None, limit=limit_for(endpoint)
+            )
+        )
+    except Refused:
+        return  # the client gets 400 with the reason
+    assert isinstance(outcome(parsed, endpoint), list | Refused)
+
+
+ids = st.text(min_size=1, max_size=30).filter(lambda text: text.strip() == text and text != "")
+tracks = st.fixed_dictionaries(
+    {
+        "type": st.just("track"),
+        "anonymousId": ids,
+        "event": ids,
+        "messageId": ids,
+        "properties": st.dictionaries(st.text(max_size=8), json_scalars, max_size=4),
+    }
+)
+
+
+@SETTINGS
+@given(calls=st.lists(tracks, min_size=1, max_size=20))
+def test_valid_calls_keep_order_ids_and_properties(calls: list[dict[str, Any]]) -> None:
+    events = events_from({"batch": calls}, endpoint="batch", source="website", received_at=NOW)
+
+    assert [event.message_id for event in events] == [call["messageId"] for call in calls]
+    assert [event.partition_key for event in events] == [call["anonymousId"] for call in calls]
+    # Properties survive the trip to the wire bit for bit (as JSON).
+    assert [orjson.loads(encode(event))["properties"] for event in events] == [
+        orjson.loads(orjson.dumps(call["properties"])) for call in calls
+    ]
