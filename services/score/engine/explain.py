@@ -1,0 +1,230 @@
+"""Why a lead has its score: the ledger, rule by rule, valued at a given time, and its stage
+history with time in each stage. Pure: the caller reads the rows; the CLI and the HTTP endpoint
+render the same `Explanation`.
+
+The explanation's total is computed from the ledger lines it shows, so "the total equals the
+ledger sum" is visible to the reader, not only asserted by the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from services.score.engine.ruleset import RuleSet
+from services.score.engine.scoring import Award, ScoreState, decayed_value, evaluate
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LedgerLine(_Frozen):
+    """One ledger row as stored."""
+
+    message_id: str
+    rule_id: str
+    group: str
+    kind: str
+    points: int
+    requested: int
+    reason: str
+    note: str
+    rule_version: str
+    event_time: datetime
+
+
+class StageLine(_Frozen):
+    from_stage: str
+    to_stage: str
+    reason: str
+    at: datetime
+
+
+class ExplainedLine(_Frozen):
+    rule_id: str
+    group: str
+    kind: str
+    reason: str
+    points: int
+    value_now: float
+    event_time: datetime
+    message_id: str
+    rule_version: str
+    note: str
+
+
+class RuleSummary(_Frozen):
+    rule_id: str
+    kind: str
+    reason: str
+    times: int
+    points: int
+    value_now: float
+
+
+class StageStay(_Frozen):
+    stage: str
+    since: datetime
+    until: datetime | None
+    days: float
+    reason: str
+
+
+class Explanation(_Frozen):
+    lead_id: str
+    email: str | None
+    stage: str
+    as_of: datetime
+    rule_version: str
+    fit: int
+    behaviour: int
+    total: int
+    grade: str
+    band: int
+    priority: str
+    qualifies_as_mql: bool
+    by_rule: list[RuleSummary]
+    lines: list[ExplainedLine]
+    stages: list[StageStay]
+
+
+def explain(
+    *,
+    lead_id: str,
+    email: str | None,
+    stage: str,
+    ledger: Sequence[LedgerLine],
+    stages: Sequence[StageLine],
+    rules: RuleSet,
+    at: datetime,
+) -> Explanation:
+    state = state_of(ledger)
+    card = evaluate(rules, state, at)
+    lines = [
+        ExplainedLine(
+            rule_id=row.rule_id,
+            group=row.group,
+            kind=row.kind,
+            reason=row.reason,
+            points=row.points,
+            value_now=round(_value(rules, row, at), 2),
+            event_time=row.event_time,
+            message_id=row.message_id,
+            rule_version=row.rule_version,
+            note=row.note,
+        )
+        for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id))
+    ]
+    return Explanation(
+        lead_id=lead_id,
+        email=email,
+        stage=stage,
+        as_of=at,
+        rule_version=rules.version,
+        fit=card.fit,
+        behaviour=card.behaviour,
+        total=card.total,
+        grade=card.grade,
+        band=card.band,
+        priority=card.priority,
+        qualifies_as_mql=card.qualifies_as_mql,
+        by_rule=_by_rule(lines),
+        lines=lines,
+        stages=_stays(stages, at),
+    )
+
+
+def state_of(ledger: Sequence[LedgerLine]) -> ScoreState:
+    """The engine's state from stored ledger rows (fit rows add up per rule)."""
+    fit: dict[str, int] = {}
+    awards: list[Award] = []
+    for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id)):
+        if row.kind == "fit":
+            fit[row.rule_id] = fit.get(row.rule_id, 0) + row.points
+        else:
+            awards.append(Award(row.rule_id, row.group, row.points, row.event_time, row.message_id))
+    return ScoreState(awards=tuple(awards), fit={k: v for k, v in fit.items() if v != 0})
+
+
+def render_text(explanation: Explanation) -> str:
+    """The CLI's view: the score, then each rule's share, then the stage history."""
+    e = explanation
+    out = [
+        f"lead {e.lead_id}" + (f" <{e.email}>" if e.email else ""),
+        f"stage {e.stage}; priority {e.priority} (grade {e.grade}, band {e.band});"
+        f" {'qualifies' if e.qualifies_as_mql else 'does not qualify'} as MQL",
+        f"score {e.total} = fit {e.fit} + behaviour {e.behaviour}"
+        f" (as of {e.as_of:%Y-%m-%d %H:%M} UTC, rules {e.rule_version})",
+        "",
+        f"{'rule':<26}{'kind':<11}{'times':>5}{'points':>8}{'now':>9}  reason",
+    ]
+    for rule in e.by_rule:
+        out.append(
+            f"{rule.rule_id:<26}{rule.kind:<11}{rule.times:>5}{rule.points:>8}"
+            f"{rule.value_now:>9.1f}  {rule.reason}"
+        )
+    out += ["", "ledger:"]
+    for line in e.lines:
+        note = f" [{line.note}]" if line.note else ""
+        out.append(
+            f"  {line.event_time:%Y-%m-%d %H:%M}  {line.rule_id:<24}{line.points:>5}"
+            f" -> {line.value_now:>6.1f}  {line.message_id}{note}"
+        )
+    out += ["", "stages:"]
+    for stay in e.stages:
+        until = f"{stay.until:%Y-%m-%d %H:%M}" if stay.until else "now"
+        out.append(
+            f"  {stay.stage:<13}{stay.since:%Y-%m-%d %H:%M} .. {until:<16}"
+            f"{stay.days:>7.1f} days  ({stay.reason})"
+        )
+    return "\n".join(out)
+
+
+def _value(rules: RuleSet, row: LedgerLine, at: datetime) -> float:
+    if row.kind == "fit":
+        return float(row.points)
+    return decayed_value(rules, Award(row.rule_id, row.group, row.points, row.event_time, ""), at)
+
+
+def _by_rule(lines: Sequence[ExplainedLine]) -> list[RuleSummary]:
+    """Per rule: how often it counted (a fit rule counts once while it holds), its points
+    and their value now."""
+    grouped: dict[str, list[ExplainedLine]] = {}
+    for line in lines:
+        grouped.setdefault(line.rule_id, []).append(line)
+    summary = []
+    for rule_id, rows in grouped.items():
+        points = sum(row.points for row in rows)
+        fit = rows[0].kind == "fit"
+        summary.append(
+            RuleSummary(
+                rule_id=rule_id,
+                kind=rows[0].kind,
+                reason=rows[0].reason,
+                times=(1 if points != 0 else 0) if fit else len(rows),
+                points=points,
+                value_now=round(sum(row.value_now for row in rows), 2),
+            )
+        )
+    return sorted(summary, key=lambda s: (-abs(s.value_now), s.rule_id))
+
+
+def _stays(stages: Sequence[StageLine], at: datetime) -> list[StageStay]:
+    ordered = sorted(stages, key=lambda s: s.at)
+    stays = []
+    for index, change in enumerate(ordered):
+        until = ordered[index + 1].at if index + 1 < len(ordered) else None
+        end = until or at
+        stays.append(
+            StageStay(
+                stage=change.to_stage,
+                since=change.at,
+                until=until,
+                days=round(max((end - change.at).total_seconds(), 0) / 86_400, 2),
+                reason=change.reason,
+            )
+        )
+    return stays
