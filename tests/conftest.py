@@ -15,3 +15,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif "/tests/unit/" in path:
             item.add_marker(pytest.mark.unit)
+        elif "/tests/deploy/" in path:
+            item.add_marker(pytest.mark.deploy)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # tests/deploy: kustomize renders deploy/ and the manifests are validated offline.
+    config.addinivalue_line("markers", "deploy: Kubernetes manifests rendered and validated")

@@ -1,0 +1,241 @@
+"""Policies on the rendered overlays: hardened, observable workloads, settings that the services
+really read, durable Kafka topics for every contract, and rules files the services accept."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.settings import ConsumerSettings
+from shared.topics import ALL_TOPICS, all_topic_names
+from tests.deploy.manifests import OVERLAYS, Resource
+from tests.deploy.policies import (
+    ALL_POLICIES,
+    container_env,
+    containers,
+    env_name_violations,
+    probes_violations,
+    resources_violations,
+    scrape_violations,
+    security_violations,
+    service_of,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DAY_MS = 86_400_000
+
+
+def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
+    return [r for r in resources if r["kind"] == kind]
+
+
+def named(resources: list[Resource], kind: str, name: str) -> Resource:
+    return next(r for r in of_kind(resources, kind) if r["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=lambda policy: policy.__name__)
+def test_every_workload_meets_the_policy(
+    rendered: dict[str, list[Resource]], overlay: str, policy: Any
+) -> None:
+    assert policy(rendered[overlay]) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (probes_violations, ["no HTTP livenessProbe", "no HTTP readinessProbe"]),
+        (resources_violations, ["no memory request", "no cpu limit", "no memory limit"]),
+        (
+            security_violations,
+            [
+                "runAsNonRoot is not true",
+                "runs as user 0",
+                "root filesystem is writable",
+                "privilege escalation is allowed",
+                "capabilities are not all dropped",
+                "no writable /tmp",
+            ],
+        ),
+        (scrape_violations, ["scrape port 9999 is not a container port"]),
+        (
+            env_name_violations,
+            [
+                "LEADFLOW_SCORE_RULEZ_FILE is not a setting of services.score",
+                "LEADFLOW_KAFKA_BOOTSTRAP_SERVER (from envFrom) is no leadflow setting",
+                "required setting LEADFLOW_DATABASE_URL is not provided",
+            ],
+        ),
+    ],
+    ids=lambda value: getattr(value, "__name__", "expected"),
+)
+def test_each_policy_reports_the_broken_workload(policy: Any, expected: list[str]) -> None:
+    broken = [doc for doc in yaml.safe_load_all((FIXTURES / "broken-workload.yaml").read_text())]
+    violations = " | ".join(policy(broken))
+    for fragment in expected:
+        assert fragment in violations
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_consumers_get_longer_to_stop_than_their_drain(
+    rendered: dict[str, list[Resource]], overlay: str
+) -> None:
+    resources = rendered[overlay]
+    default_drain = ConsumerSettings.model_fields["shutdown_drain_timeout_s"].default
+    checked = 0
+    for deployment in of_kind(resources, "Deployment"):
+        for _, container in containers(deployment):
+            if service_of(container) in {"enrich", "score", "router"}:
+                env = container_env(resources, container)
+                drain = float(
+                    env.get("LEADFLOW_CONSUMER_SHUTDOWN_DRAIN_TIMEOUT_S") or default_drain
+                )
+                grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                assert grace > drain + 10, f"{deployment['metadata']['name']}: {grace}s <= drain"
+                checked += 1
+    assert checked == 3
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_producer_is_idempotent_against_real_kafka(
+    rendered: dict[str, list[Resource]], overlay: str
+) -> None:
+    settings = of_kind(rendered[overlay], "ConfigMap")
+    values = next(
+        r["data"] for r in settings if r["metadata"]["name"].startswith("leadflow-settings")
+    )
+    assert values["LEADFLOW_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "loader"),
+    [
+        ("score", "LEADFLOW_SCORE_RULES_FILE", "load_rules"),
+        ("router", "LEADFLOW_ROUTER_ROUTING_FILE", "load_routing"),
+    ],
+)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rules_files_in_config_maps_load_as_the_service_loads_them(
+    rendered: dict[str, list[Resource]],
+    tmp_path: Path,
+    overlay: str,
+    service: str,
+    variable: str,
+    loader: str,
+) -> None:
+    """The file the setting names is a key of a ConfigMap mounted there, and the service's own
+    loader (the one its entry point calls at start) accepts its content."""
+    resources = rendered[overlay]
+    deployment = named(resources, "Deployment", f"leadflow-{service}")
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    path = PurePosixPath(str(container_env(resources, container)[variable]))
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    config_map = named(resources, "ConfigMap", volume["configMap"]["name"])
+    copy = tmp_path / path.name
+    copy.write_text(config_map["data"][path.name])
+    entry_point = importlib.import_module(f"services.{service}.__main__")
+    try:
+        getattr(entry_point, loader)(copy)
+    except Exception as exc:
+        pytest.fail(
+            f"the {volume['configMap']['name']} ConfigMap (deploy/base/config/{path.name}) no"
+            f" longer loads with services.{service}; update it from the service's default"
+            f" file: {exc}"
+        )
+
+
+# -- Kafka in production ------------------------------------------------------------------
+
+
+def test_every_topic_and_dead_letter_topic_has_a_kafka_topic_in_prod(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    topics = of_kind(rendered["prod"], "KafkaTopic")
+    declared = {t["spec"].get("topicName", t["metadata"]["name"]) for t in topics}
+    missing = sorted(set(all_topic_names()) - declared)
+    assert missing == [], (
+        f"add KafkaTopics to deploy/components/strimzi-kafka/topics.yaml: {missing}"
+    )
+
+
+def test_prod_kafka_is_kraft_with_three_nodes_rf3_and_min_insync_2(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    resources = rendered["prod"]
+    (kafka,) = of_kind(resources, "Kafka")
+    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+    assert kafka["metadata"]["annotations"]["strimzi.io/node-pools"] == "enabled"
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3
+    assert config["min.insync.replicas"] == 2
+    assert config["offsets.topic.replication.factor"] == 3
+    assert config["unclean.leader.election.enable"] is False
+    assert config["auto.create.topics.enable"] is False
+    (pool,) = of_kind(resources, "KafkaNodePool")
+    assert pool["spec"]["replicas"] == 3
+    assert sorted(pool["spec"]["roles"]) == ["broker", "controller"]
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    for topic in of_kind(resources, "KafkaTopic"):
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert topic["spec"]["replicas"] == 3
+        assert topic["spec"]["config"]["min.insync.replicas"] == 2
+
+
+def test_dead_letters_are_kept_longer_than_their_topic(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    by_name = {t["spec"]["topicName"]: t for t in of_kind(rendered["prod"], "KafkaTopic")}
+    for topic in ALL_TOPICS:
+        if topic.full_name() not in by_name:
+            continue  # reported by the test above
+        source = by_name[topic.full_name()]["spec"]["config"]
+        dead = by_name[topic.dlq_name()]["spec"]["config"]
+        assert dead["retention.ms"] > source["retention.ms"] >= 7 * DAY_MS
+        assert source["cleanup.policy"] == dead["cleanup.policy"] == "delete"
+
+
+def test_lag_autoscaling_never_exceeds_the_partitions_of_the_consumed_topic(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    resources = rendered["prod"]
+    partitions = {
+        t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(resources, "KafkaTopic")
+    }
+    scaled = of_kind(resources, "ScaledObject")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
+        "leadflow-enrich",
+        "leadflow-score",
+        "leadflow-router",
+    }
+    for scaled_object in scaled:
+        (trigger,) = scaled_object["spec"]["triggers"]
+        target = scaled_object["spec"]["scaleTargetRef"]["name"]
+        assert trigger["type"] == "kafka"
+        # The runner's group id is leadflow-<service> (shared/consumer/runner.py).
+        assert trigger["metadata"]["consumerGroup"] == target
+        assert scaled_object["spec"]["maxReplicaCount"] <= partitions[trigger["metadata"]["topic"]]
+        deployment = named(resources, "Deployment", target)
+        assert "replicas" not in deployment["spec"], "apply would reset the autoscaler's choice"
+
+
+def test_prod_runs_a_pinned_image_with_a_database_cluster(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    resources = rendered["prod"]
+    for workload in [*of_kind(resources, "Deployment"), *of_kind(resources, "Job")]:
+        for label, container in containers(workload):
+            assert not container["image"].endswith(":latest"), label
+            assert ":" in container["image"], label
+    (cluster,) = of_kind(resources, "Cluster")
+    assert cluster["spec"]["instances"] == 3
+    assert len(of_kind(resources, "PodDisruptionBudget")) == 4
+    assert any(
+        p["metadata"]["name"] == "leadflow-default-deny"
+        for p in of_kind(resources, "NetworkPolicy")
+    )
