@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from shared.contracts import (
     CrmFeedback,
+    EnrichCommand,
     EnrichedEvent,
     LeadScored,
     LifecycleChanged,
@@ -51,6 +52,9 @@ LEADS_LIFECYCLE = Topic("leads.lifecycle", LifecycleChanged, key="lead_id", prod
 ROUTING_SDR = Topic("routing.sdr", RoutingDecision, key="lead_id", producer="router")
 ROUTING_NURTURE = Topic("routing.nurture", RoutingDecision, key="lead_id", producer="router")
 CRM_FEEDBACK = Topic("crm.feedback", CrmFeedback, key="lead_id or email", producer="CRMs")
+ENRICH_COMMANDS = Topic(
+    "enrich.commands", EnrichCommand, key="domain or merge_id", producer="enrich (internal)"
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     EVENTS_RAW,
@@ -60,6 +64,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ROUTING_SDR,
     ROUTING_NURTURE,
     CRM_FEEDBACK,
+    ENRICH_COMMANDS,
 )
 
 

@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ConsumingServiceSettings
+
+DATA_DIR = Path(__file__).parent / "data"
 
 
 class EnrichSettings(ConsumingServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_ENRICH_", frozen=True, extra="ignore")
 
     health_port: int = 8081
+
+    # Identity guardrails.
+    anonymous_ids_per_week: int = Field(default=20, ge=1)
+    max_anonymous_history: int = Field(
+        default=500, ge=0, description="anonymous events kept per lead for re-attribution"
+    )
+    anonymous_history_retention_days: float = Field(default=30, gt=0)
+    # Dedupe by messageId: Segment's clients retry for hours; keep ids at least a day.
+    seen_messages_retention_hours: float = Field(default=48, ge=24)
+    housekeeping_interval_s: float = Field(default=3600, gt=0)
+
+    # Firmographics.
+    firmographics_provider: Literal["file", "http", "none"] = "file"
+    companies_file: Path = DATA_DIR / "companies.csv"
+    vendor_url: str = ""
+    vendor_api_key: SecretStr = SecretStr("")
+    vendor_timeout_s: float = Field(default=0.5, gt=0)
+    vendor_retries: int = Field(default=1, ge=0)
+    vendor_cache_ttl_s: float = Field(default=3600, gt=0)
+    vendor_breaker_failures: int = Field(default=5, ge=1)
+    vendor_breaker_reset_s: float = Field(default=30, gt=0)
+    lookup_budget_s: float = Field(
+        default=1.0, gt=0, description="the longest a batch waits for the provider"
+    )
+    reenrich_interval_s: float = Field(default=30, gt=0)
+    reenrich_backoff_initial_s: float = Field(default=30, gt=0)
+    reenrich_backoff_max_s: float = Field(default=3600, gt=0)
+    reenrich_batch: int = Field(default=200, ge=1)
+
+    # Accounts and suppressions (loaded into enrich's tables; also `load-accounts` command).
+    accounts_file: Path | None = None
+    suppressions_file: Path | None = None
+    account_fuzzy_threshold: float = Field(default=90, ge=50, le=100)
+    reference_refresh_s: float = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> EnrichSettings:
+        if self.firmographics_provider == "http" and not self.vendor_url:
+            raise ValueError("LEADFLOW_ENRICH_VENDOR_URL is required with the http provider")
+        return self

@@ -1,97 +1,563 @@
-"""The consumer handler: `events.raw` -> `events.enriched`.
+"""The consumer handler: `events.raw` (+ `enrich.commands`) -> `events.enriched`.
 
-Per batch: claim message ids (a client's retry of the same messageId is dropped here, once),
-load every identity and lead the batch mentions in two queries, resolve events in consumption
-order in memory (so an identify followed by a track in one batch already agree), then write the
-new identity links and the changed leads. Output order follows input order, keyed by lead_id.
+Per batch of events, in one transaction (the runner's): claim message ids (a client's retry of a
+messageId is dropped here, once, for as long as ids are kept), load every identity, identity
+fact and lead the batch mentions (three queries, leads locked), look up the firmographics of the
+company domains the batch names (concurrently, within `lookup_budget_s`: a slow or failed
+provider delays nothing, the lead is marked pending and re-enriched later), then resolve events
+in consumption order in memory, and write links, leads and anonymous history in a few batched
+statements. Merges are the exception: a few statements each.
+
+Outputs per event, in this order: re-attributed anonymous history (if the event absorbed an
+anonymous lead), one `merged` per merged lead, then the event itself. Because the history rows
+are deleted in the same transaction that stores these outputs in the outbox, a redelivered batch
+never re-emits them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enrich import repository
-from services.enrich.domain import (
+from services.enrich.firmographics import FirmographicsProvider, ProviderUnavailable
+from services.enrich.identity import (
     Identity,
+    IdentityKind,
+    LeadFacts,
     identities_of,
-    is_identified,
-    merge_profile,
-    opts_out,
-    resolve_lead,
+    is_identifying,
+    resolve,
+    traits_of,
 )
-from services.enrich.repository import LeadRecord
+from services.enrich.profile import (
+    company_domain_of,
+    consent_after,
+    email_company_domain,
+    folded_consent,
+    folded_profile,
+    profile_after,
+)
+from services.enrich.references import References
+from services.enrich.repository import HistoryRow, LeadRecord, MergeRecord
 from shared.consumer import InvalidMessage, Message, Output
-from shared.contracts import Consent, EnrichedEvent, LeadProfile, RawEvent
+from shared.contracts import (
+    AttributedFrom,
+    EnrichCommand,
+    EnrichedEvent,
+    Firmographics,
+    LeadProfile,
+    MergeInfo,
+    RawEvent,
+)
 from shared.topics import EVENTS_ENRICHED
+
+log = logging.getLogger(__name__)
+
+MERGE_NAMESPACE = uuid.UUID("6c1f7a52-4d0e-4b8e-9a55-0f3c2e7d9b14")
 
 
 def new_lead_id() -> str:
     return str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class EnrichPolicy:
+    anonymous_ids_per_week: int = 20
+    max_anonymous_history: int = 500
+    lookup_budget_s: float = 1.0
+
+
+@dataclass
+class _Batch:
+    """What one batch has resolved so far (in memory until the end of the batch)."""
+
+    known: dict[Identity, str]
+    facts: dict[str, LeadFacts]
+    leads: dict[str, LeadRecord]
+    lookups: dict[str, Firmographics | None]
+    links: list[tuple[Identity, str]] = field(default_factory=list)
+    changed: dict[str, LeadRecord] = field(default_factory=dict)
+    history: dict[str, list[HistoryRow]] = field(default_factory=dict)
+    history_dropped: set[str] = field(default_factory=set)
+    pending_domains: set[str] = field(default_factory=set)
+
+
 class EnrichHandler:
+    def __init__(
+        self,
+        *,
+        provider: FirmographicsProvider | None,
+        references: References,
+        policy: EnrichPolicy,
+        new_lead_id: Callable[[], str] = new_lead_id,
+    ) -> None:
+        self._provider = provider
+        self._references = references
+        self._policy = policy
+        self._new_lead_id = new_lead_id
+
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
+        outputs: list[Output] = []
+        for message in messages:
+            if isinstance(message.value, EnrichCommand):
+                outputs += await self._command(message.value, session)
         events = [(m, m.value) for m in messages if isinstance(m.value, RawEvent)]
+        if events:
+            outputs += await self._events(events, session)
+        return outputs
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _events(
+        self, events: list[tuple[Message[BaseModel], RawEvent]], session: AsyncSession
+    ) -> list[Output]:
         new_ids = await repository.claim_new_message_ids(
             session, [event.message_id for _, event in events]
         )
-        identities = {id(event): identities_of(event) for _, event in events}
-        known = await repository.get_leads_by_identities(
-            session, (i for found in identities.values() for i in found)
-        )
-        leads = await repository.get_leads(session, known.values())
-
-        outputs: list[Output] = []
-        links: list[tuple[Identity, str]] = []
-        changed: dict[str, LeadRecord] = {}
+        fresh = []
         for message, event in events:
-            if event.message_id not in new_ids:
-                continue  # already enriched: a client retry, or a duplicate inside this batch
-            new_ids.discard(event.message_id)
-            resolution = resolve_lead(identities[id(event)], known=known, new_lead_id=new_lead_id)
-            if resolution is None:
-                raise InvalidMessage(message, "no usable userId, email or anonymousId")
-            for identity in resolution.new_links:
-                known[identity] = resolution.lead_id
-                links.append((identity, resolution.lead_id))
-            lead = leads.get(resolution.lead_id) or LeadRecord(
-                lead_id=resolution.lead_id,
-                profile=LeadProfile(),
-                identified=False,
-                email_opt_out=False,
-            )
-            lead = LeadRecord(
-                lead_id=lead.lead_id,
-                profile=merge_profile(lead.profile, event.traits),
-                identified=lead.identified or is_identified(identities[id(event)]),
-                email_opt_out=lead.email_opt_out or opts_out(event),
-            )
-            leads[lead.lead_id] = changed[lead.lead_id] = lead
-            outputs.append(Output(EVENTS_ENRICHED, key=lead.lead_id, value=enriched(event, lead)))
-        await repository.link_identities(session, links)
-        await repository.save_leads(session, list(changed.values()))
+            if event.message_id in new_ids:  # else a client retry, or a duplicate in this batch
+                new_ids.discard(event.message_id)
+                fresh.append((message, event, identities_of(event), traits_of(event)))
+        known = await repository.get_leads_by_identities(
+            session, (i for _, _, found, _ in fresh for i in found)
+        )
+        lead_ids = set(known.values())
+        batch = _Batch(
+            known=known,
+            facts=await repository.get_lead_facts(session, lead_ids),
+            leads=await repository.get_leads(session, lead_ids),
+            lookups=await self._look_up(
+                {d for _, _, _, traits in fresh if (d := company_domain_of(traits))}
+            ),
+        )
+        outputs: list[Output] = []
+        for message, event, found, traits in fresh:
+            outputs += await self._event(session, batch, message, event, found, traits)
+        await repository.link_identities(session, batch.links)
+        await repository.drop_anonymous_history(session, batch.history_dropped)
+        await repository.keep_anonymous_history(
+            session, [row for rows in batch.history.values() for row in rows]
+        )
+        await repository.request_enrichment(session, batch.pending_domains)
+        await repository.save_leads(session, list(batch.changed.values()))
         return outputs
 
+    async def _event(
+        self,
+        session: AsyncSession,
+        batch: _Batch,
+        message: Message[BaseModel],
+        event: RawEvent,
+        found: list[Identity],
+        traits: dict[str, object],
+    ) -> list[Output]:
+        resolution = resolve(
+            found,
+            known=batch.known,
+            leads=batch.facts,
+            new_lead_id=self._new_lead_id,
+            anonymous_ids_per_week=self._policy.anonymous_ids_per_week,
+        )
+        if resolution is None:
+            raise InvalidMessage(
+                message, "no usable userId, email or anonymousId (only empty or placeholder ids)"
+            )
+        for refusal in resolution.refused:
+            log.info("not linking %s: %s", refusal.identity, refusal.reason)
+        lead = batch.leads.get(resolution.lead_id) or LeadRecord(lead_id=resolution.lead_id)
+        batch.leads[lead.lead_id] = lead
+        for identity in resolution.new_links:
+            batch.known[identity] = lead.lead_id
+            batch.links.append((identity, lead.lead_id))
+        self._note_facts(batch, lead.lead_id, resolution.new_links)
 
-def enriched(event: RawEvent, lead: LeadRecord) -> EnrichedEvent:
+        was_identified = lead.identified
+        lead.profile = profile_after(lead.profile, traits)
+        if not lead.identified and is_identifying(found):
+            lead.identified, lead.identified_at = True, event.timestamp
+        lead.consent = consent_after(
+            lead.consent,
+            event=event,
+            traits=traits,
+            suppression_reason=self._references.suppressions.reason_for(lead.profile),
+        )
+        history: list[tuple[HistoryRow, str]] = []
+        merges: list[MergeInfo] = []
+        for merged_id in resolution.merged:
+            rows, info = await self._merge(
+                session,
+                batch,
+                survivor=lead,
+                merged=batch.leads.get(merged_id) or LeadRecord(lead_id=merged_id),
+                absorbed=merged_id in resolution.absorbed_anonymous,
+                trigger=event,
+            )
+            history += [(row, merged_id) for row in rows]
+            merges.append(info)
+        self._refresh_company(batch, lead)
+        lead.version += 1
+        batch.changed[lead.lead_id] = lead
+
+        outputs = [
+            self._output(reattributed(row.payload, lead, from_lead=from_lead))
+            for row, from_lead in history
+        ]
+        outputs += [
+            self._output(
+                lead_message(
+                    lead,
+                    kind="merged",
+                    message_id=f"merged:{info.merge_id}",
+                    at=event.timestamp,
+                    received_at=event.received_at,
+                    merge=info,
+                )
+            )
+            for info in merges
+        ]
+        enriched = enriched_event(event, lead)
+        outputs.append(self._output(enriched))
+        if lead.identified and not was_identified:
+            # Became known under its own lead_id: its anonymous history is already its own.
+            batch.history.pop(lead.lead_id, None)
+            batch.history_dropped.add(lead.lead_id)
+        elif (
+            not lead.identified
+            and lead.anonymous_events_stored < self._policy.max_anonymous_history
+        ):
+            batch.history.setdefault(lead.lead_id, []).append(
+                HistoryRow(lead.lead_id, event.message_id, enriched.model_dump(mode="json"))
+            )
+            lead.anonymous_events_stored += 1
+        return outputs
+
+    def _note_facts(self, batch: _Batch, lead_id: str, links: Sequence[Identity]) -> None:
+        facts = batch.facts.get(lead_id) or LeadFacts(lead_id)
+        users = {i.value for i in links if i.kind is IdentityKind.USER_ID}
+        anonymous = sum(1 for i in links if i.kind is IdentityKind.ANONYMOUS_ID)
+        batch.facts[lead_id] = replace(
+            facts,
+            user_ids=facts.user_ids | users,
+            identified=facts.identified or is_identifying(links),
+            anonymous_ids_this_week=facts.anonymous_ids_this_week + anonymous,
+        )
+
+    async def _merge(
+        self,
+        session: AsyncSession,
+        batch: _Batch,
+        *,
+        survivor: LeadRecord,
+        merged: LeadRecord,
+        absorbed: bool,
+        trigger: RawEvent,
+    ) -> tuple[list[HistoryRow], MergeInfo]:
+        """Fold `merged` into `survivor`: identities move, the merge is recorded (reversible),
+        an anonymous lead's kept history is taken to be re-attributed."""
+        moved = await repository.move_identities(
+            session, from_lead=merged.lead_id, to_lead=survivor.lead_id
+        )
+        for index, (identity, owner) in enumerate(batch.links):
+            if owner == merged.lead_id:
+                batch.links[index] = (identity, survivor.lead_id)
+                moved.append(identity)
+        for identity, owner in list(batch.known.items()):
+            if owner == merged.lead_id:
+                batch.known[identity] = survivor.lead_id
+        theirs = batch.facts.pop(merged.lead_id, LeadFacts(merged.lead_id))
+        mine = batch.facts.get(survivor.lead_id) or LeadFacts(survivor.lead_id)
+        batch.facts[survivor.lead_id] = replace(
+            mine,
+            user_ids=mine.user_ids | theirs.user_ids,
+            identified=mine.identified or theirs.identified,
+            anonymous_ids_this_week=mine.anonymous_ids_this_week + theirs.anonymous_ids_this_week,
+        )
+        history: list[HistoryRow] = []
+        if absorbed:
+            history = await repository.take_anonymous_history(session, merged.lead_id)
+            history += batch.history.pop(merged.lead_id, [])
+        merge_id = str(
+            uuid.uuid5(MERGE_NAMESPACE, f"{survivor.lead_id}:{merged.lead_id}:{trigger.message_id}")
+        )
+        reason = "anonymous visitor identified" if absorbed else "same person (shared identity)"
+        await repository.record_merge(
+            session,
+            MergeRecord(
+                merge_id=merge_id,
+                surviving_lead_id=survivor.lead_id,
+                merged_lead_id=merged.lead_id,
+                reason=reason,
+                history_replayed=absorbed,
+                moved_identities=tuple(sorted(set(moved))),
+                merged_lead_snapshot=snapshot(merged),
+                triggered_by=trigger.message_id,
+            ),
+        )
+        survivor.profile = folded_profile(survivor.profile, merged.profile)
+        survivor.consent = folded_consent(survivor.consent, merged.consent)
+        if merged.identified and not survivor.identified:
+            survivor.identified, survivor.identified_at = True, merged.identified_at
+        if survivor.firmographics is None and merged.firmographics is not None:
+            survivor.firmographics = merged.firmographics
+            survivor.firmographics_domain = merged.firmographics_domain
+        merged.merged_into = survivor.lead_id
+        merged.version += 1
+        batch.changed[merged.lead_id] = merged
+        log.info("merged lead %s into %s (%s)", merged.lead_id, survivor.lead_id, reason)
+        return history, MergeInfo(
+            merge_id=merge_id,
+            surviving_lead_id=survivor.lead_id,
+            merged_lead_ids=[merged.lead_id],
+            reason=reason,
+            history_replayed=absorbed,
+        )
+
+    def _refresh_company(self, batch: _Batch, lead: LeadRecord) -> None:
+        """Firmographics and account for the lead's current company domain and name."""
+        domain = lead.profile.company_domain
+        if domain is None:
+            lead.firmographics, lead.firmographics_pending, lead.firmographics_domain = (
+                None,
+                False,
+                None,
+            )
+        elif domain != lead.firmographics_domain:
+            lead.firmographics_domain = domain
+            if domain in batch.lookups:
+                lead.firmographics, lead.firmographics_pending = batch.lookups[domain], False
+            else:
+                lead.firmographics, lead.firmographics_pending = None, True
+                batch.pending_domains.add(domain)
+        email_domain = email_company_domain(lead.profile.email)
+        lead.account = self._references.accounts.match(
+            email_domain=email_domain,
+            website_domain=domain if domain != email_domain else None,
+            company=lead.profile.company,
+        )
+
+    async def _look_up(self, domains: set[str]) -> dict[str, Firmographics | None]:
+        """Every domain's answer that arrives within the budget; the others are left out (and
+        their leads marked pending by `_refresh_company`)."""
+        if not domains or self._provider is None:
+            return {}
+        provider = self._provider
+        tasks = {domain: asyncio.ensure_future(provider.lookup(domain)) for domain in domains}
+        done, late = await asyncio.wait(tasks.values(), timeout=self._policy.lookup_budget_s)
+        for task in late:
+            task.cancel()
+        answers: dict[str, Firmographics | None] = {}
+        for domain, task in tasks.items():
+            if task not in done:
+                continue
+            if (error := task.exception()) is None:
+                answers[domain] = task.result()
+            elif not isinstance(error, ProviderUnavailable):
+                log.warning("firmographics lookup of %s failed: %r", domain, error)
+        if late or len(answers) < len(tasks):
+            log.info(
+                "firmographics: %d of %d domains pending", len(tasks) - len(answers), len(tasks)
+            )
+        return answers
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def _command(self, command: EnrichCommand, session: AsyncSession) -> list[Output]:
+        if command.kind == "firmographics_found":
+            assert command.domain is not None
+            return await self._firmographics_found(session, command)
+        assert command.merge_id is not None
+        return await unmerge(
+            session, merge_id=command.merge_id, by=command.requested_by or "operator", at=command.at
+        )
+
+    async def _firmographics_found(
+        self, session: AsyncSession, command: EnrichCommand
+    ) -> list[Output]:
+        """Complete the leads that waited for this domain: one `profile_updated` each."""
+        assert command.domain is not None
+        outputs = []
+        leads = await repository.get_leads_waiting_for(session, command.domain)
+        for lead in leads:
+            lead.firmographics = command.firmographics
+            lead.firmographics_pending = False
+            lead.firmographics_domain = command.domain
+            lead.version += 1
+            outputs.append(
+                self._output(
+                    lead_message(
+                        lead,
+                        kind="profile_updated",
+                        message_id=f"profile:{lead.lead_id}:{lead.version}",
+                        at=command.at,
+                        received_at=command.at,
+                    )
+                )
+            )
+        await repository.save_leads(session, leads)
+        await repository.enrichment_done(session, command.domain)
+        return outputs
+
+    @staticmethod
+    def _output(value: EnrichedEvent) -> Output:
+        return Output(EVENTS_ENRICHED, key=value.lead_id, value=value)
+
+
+async def unmerge(session: AsyncSession, *, merge_id: str, by: str, at: datetime) -> list[Output]:
+    """Reverse a merge: the merged lead's identities (those moved by the merge and still on the
+    survivor) and its profile as it was come back; the merge is marked unmerged. Emits
+    `unmerged` (key: survivor) and a `profile_updated` for the restored lead. Applying it twice,
+    or to an unknown merge, does nothing."""
+    merge = await repository.get_merge(session, merge_id, lock=True)
+    if merge is None or merge.unmerged_at is not None:
+        log.warning("unmerge %s: %s", merge_id, "no such merge" if merge is None else "already")
+        return []
+    leads = await repository.get_leads(session, [merge.surviving_lead_id, merge.merged_lead_id])
+    survivor = leads[merge.surviving_lead_id]
+    restored = restore(merge.merged_lead_snapshot, lead_id=merge.merged_lead_id)
+    restored.version = max(restored.version, leads[merge.merged_lead_id].version) + 1
+    await repository.move_identities(
+        session,
+        from_lead=survivor.lead_id,
+        to_lead=restored.lead_id,
+        only=merge.moved_identities,
+    )
+    survivor.version += 1
+    await repository.save_leads(session, [survivor, restored])
+    await repository.mark_unmerged(session, merge_id, by=by)
+    info = MergeInfo(
+        merge_id=merge_id,
+        surviving_lead_id=survivor.lead_id,
+        merged_lead_ids=[restored.lead_id],
+        reason=f"unmerged by {by}",
+        history_replayed=merge.history_replayed,
+    )
+    log.info("unmerged %s: lead %s restored from %s", merge_id, restored.lead_id, survivor.lead_id)
+    return [
+        EnrichHandler._output(
+            lead_message(
+                survivor,
+                kind="unmerged",
+                message_id=f"unmerged:{merge_id}",
+                at=at,
+                received_at=at,
+                merge=info,
+            )
+        ),
+        EnrichHandler._output(
+            lead_message(
+                restored,
+                kind="profile_updated",
+                message_id=f"profile:{restored.lead_id}:{restored.version}",
+                at=at,
+                received_at=at,
+            )
+        ),
+    ]
+
+
+def snapshot(lead: LeadRecord) -> dict[str, object]:
+    """A lead's picture as JSON, kept with a merge so an unmerge can restore it."""
+    return {
+        "profile": lead.profile.model_dump(mode="json"),
+        "identified": lead.identified,
+        "identified_at": lead.identified_at.isoformat() if lead.identified_at else None,
+        "consent": lead.consent.model_dump(mode="json"),
+        "firmographics": lead.firmographics.model_dump(mode="json") if lead.firmographics else None,
+        "firmographics_domain": lead.firmographics_domain,
+        "account": lead.account.model_dump(mode="json") if lead.account else None,
+        "version": lead.version,
+    }
+
+
+def restore(saved: dict[str, object], *, lead_id: str) -> LeadRecord:
+    from shared.contracts import AccountMatch, Consent
+
+    identified_at = saved.get("identified_at")
+    return LeadRecord(
+        lead_id=lead_id,
+        profile=LeadProfile.model_validate(saved["profile"]),
+        identified=bool(saved["identified"]),
+        identified_at=datetime.fromisoformat(identified_at)
+        if isinstance(identified_at, str)
+        else None,
+        consent=Consent.model_validate(saved["consent"]),
+        firmographics=Firmographics.model_validate(saved["firmographics"])
+        if saved.get("firmographics")
+        else None,
+        firmographics_domain=saved.get("firmographics_domain"),  # type: ignore[arg-type]
+        account=AccountMatch.model_validate(saved["account"]) if saved.get("account") else None,
+        version=int(saved.get("version") or 0),  # type: ignore[call-overload]
+    )
+
+
+def _picture(lead: LeadRecord) -> dict[str, object]:
+    return {
+        "lead_id": lead.lead_id,
+        "lead_version": lead.version,
+        "identified": lead.identified,
+        "stage": "known" if lead.identified else "anonymous",
+        "profile": lead.profile,
+        "firmographics": lead.firmographics,
+        "firmographics_pending": lead.firmographics_pending,
+        "account": lead.account,
+        "account_id": lead.account.account_id if lead.account else None,
+        "consent": lead.consent,
+    }
+
+
+def enriched_event(event: RawEvent, lead: LeadRecord) -> EnrichedEvent:
     return EnrichedEvent(
+        kind="event",
         message_id=event.message_id,
-        lead_id=lead.lead_id,
         type=event.type,
         event=event.event,
         name=event.name,
         source=event.source,
         timestamp=event.timestamp,
         received_at=event.received_at,
-        identified=lead.identified,
-        profile=lead.profile,
         properties=event.properties,
         context=event.context,
-        consent=Consent(email_opt_out=lead.email_opt_out),
+        **_picture(lead),
+    )
+
+
+def lead_message(
+    lead: LeadRecord,
+    *,
+    kind: str,
+    message_id: str,
+    at: datetime,
+    received_at: datetime,
+    merge: MergeInfo | None = None,
+) -> EnrichedEvent:
+    return EnrichedEvent(
+        kind=kind,
+        message_id=message_id,
+        source="enrich",
+        timestamp=at,
+        received_at=received_at,
+        merge=merge,
+        **_picture(lead),
+    )
+
+
+def reattributed(payload: dict[str, object], lead: LeadRecord, *, from_lead: str) -> EnrichedEvent:
+    """A kept anonymous event, re-emitted under the known lead with its current picture."""
+    original = EnrichedEvent.model_validate(payload)
+    return original.model_copy(
+        update={
+            **_picture(lead),
+            "attributed_from": AttributedFrom(lead_id=from_lead),
+        }
     )

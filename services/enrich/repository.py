@@ -1,26 +1,62 @@
-"""enrich's tables (schema `enrich`): leads, identities, seen message ids. Batched statements."""
+"""enrich's tables (schema `enrich`). Every statement is batched: one round trip per batch of
+events, whatever its size, except on the rare merge / unmerge paths (a few per merge).
+
+Tables: leads (the lead's whole picture as JSON plus searchable columns), identities
+(kind, value) -> lead, seen_messages (dedupe, with retention), anonymous_events (history of
+leads not yet identified, kept to re-attribute), merges (reversible), pending_enrichment
+(domains whose provider lookup failed), accounts, suppressions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.enrich.domain import Identity, IdentityKind
+from services.enrich.accounts import Account
+from services.enrich.identity import Identity, IdentityKind, LeadFacts
 from shared.consumer.failures import ConcurrentUpdate
-from shared.contracts import LeadProfile
+from shared.contracts import AccountMatch, Consent, Firmographics, LeadProfile
 
 SCHEMA = "enrich"
 
 
-@dataclass(frozen=True)
+@dataclass
 class LeadRecord:
+    """The lead as stored. Mutable inside one batch; `version` grows with every saved change."""
+
     lead_id: str
-    profile: LeadProfile
-    identified: bool
-    email_opt_out: bool
+    profile: LeadProfile = field(default_factory=LeadProfile)
+    identified: bool = False
+    identified_at: datetime | None = None
+    consent: Consent = field(default_factory=Consent)
+    firmographics: Firmographics | None = None
+    firmographics_pending: bool = False
+    firmographics_domain: str | None = None  # the domain last looked up (found or not)
+    account: AccountMatch | None = None
+    version: int = 0
+    merged_into: str | None = None
+    anonymous_events_stored: int = 0
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return orjson.dumps(value).decode()
+
+
+def _loads(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+# -- dedupe -------------------------------------------------------------------------------------
 
 
 async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
@@ -39,6 +75,25 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
         {"ids": list(message_ids)},
     )
     return {row[0] for row in rows}
+
+
+async def forget_seen_messages(session: AsyncSession, *, older_than_hours: float) -> int:
+    """Delete up to 10,000 message ids seen longer ago than the retention; returns how many."""
+    result = await session.execute(
+        text(
+            """
+            DELETE FROM enrich.seen_messages WHERE message_id IN (
+                SELECT message_id FROM enrich.seen_messages
+                WHERE seen_at < now() - make_interval(secs => :seconds)
+                LIMIT 10000)
+            """
+        ),
+        {"seconds": older_than_hours * 3600},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- identities and leads ------------------------------------------------------------------------
 
 
 async def get_leads_by_identities(
@@ -60,37 +115,85 @@ async def get_leads_by_identities(
     return {Identity(IdentityKind(kind), value): lead_id for kind, value, lead_id in rows}
 
 
-async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRecord]:
+async def get_lead_facts(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadFacts]:
+    """userIds, identified flag and anonymousIds attached in the last 7 days, per lead."""
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
     rows = await session.execute(
         text(
             """
-            SELECT lead_id, email, first_name, last_name, title, company, company_domain,
-                   identified, email_opt_out
-            FROM enrich.leads WHERE lead_id = ANY(CAST(:ids AS text[]))
-            FOR UPDATE
+            SELECT l.lead_id, l.identified,
+                   coalesce(array_agg(i.value) FILTER (WHERE i.kind = 'user_id'), '{}'),
+                   count(*) FILTER (WHERE i.kind = 'anonymous_id'
+                                      AND i.created_at > now() - interval '7 days')
+            FROM enrich.leads AS l
+            LEFT JOIN enrich.identities AS i ON i.lead_id = l.lead_id
+            WHERE l.lead_id = ANY(CAST(:ids AS text[]))
+            GROUP BY l.lead_id, l.identified
             """
         ),
         {"ids": ids},
     )
     return {
-        row.lead_id: LeadRecord(
-            lead_id=row.lead_id,
-            profile=LeadProfile(
-                email=row.email,
-                first_name=row.first_name,
-                last_name=row.last_name,
-                title=row.title,
-                company=row.company,
-                company_domain=row.company_domain,
-            ),
-            identified=row.identified,
-            email_opt_out=row.email_opt_out,
+        lead_id: LeadFacts(
+            lead_id=lead_id,
+            identified=identified,
+            user_ids=frozenset(user_ids),
+            anonymous_ids_this_week=int(anonymous),
         )
-        for row in rows
+        for lead_id, identified, user_ids, anonymous in rows
     }
+
+
+_LEAD_COLUMNS = """lead_id, profile, identified, identified_at, consent, firmographics,
+                   firmographics_pending, firmographics_domain, account, version, merged_into, anonymous_events_stored"""
+
+
+def _lead(row: Any) -> LeadRecord:
+    firmographics = _loads(row.firmographics)
+    account = _loads(row.account)
+    return LeadRecord(
+        lead_id=row.lead_id,
+        profile=LeadProfile.model_validate(_loads(row.profile) or {}),
+        identified=row.identified,
+        identified_at=row.identified_at,
+        consent=Consent.model_validate(_loads(row.consent) or {}),
+        firmographics=Firmographics.model_validate(firmographics) if firmographics else None,
+        firmographics_pending=row.firmographics_pending,
+        firmographics_domain=row.firmographics_domain,
+        account=AccountMatch.model_validate(account) if account else None,
+        version=row.version,
+        merged_into=row.merged_into,
+        anonymous_events_stored=row.anonymous_events_stored,
+    )
+
+
+async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRecord]:
+    """The leads, locked for this transaction (another process's batch waits for ours)."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(
+        text(
+            f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
+            " WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id FOR UPDATE"
+        ),
+        {"ids": ids},
+    )
+    return {row.lead_id: _lead(row) for row in rows}
+
+
+async def get_leads_waiting_for(session: AsyncSession, domain: str) -> list[LeadRecord]:
+    rows = await session.execute(
+        text(
+            f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
+            " WHERE company_domain = :domain AND firmographics_pending AND merged_into IS NULL"
+            " ORDER BY lead_id FOR UPDATE"
+        ),
+        {"domain": domain},
+    )
+    return [_lead(row) for row in rows]
 
 
 async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity, str]]) -> None:
@@ -118,6 +221,38 @@ async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity,
         raise ConcurrentUpdate("an identity was linked by another process")
 
 
+async def move_identities(
+    session: AsyncSession, *, from_lead: str, to_lead: str, only: Sequence[Identity] | None = None
+) -> list[Identity]:
+    """Re-point identities of `from_lead` (all, or `only` those) at `to_lead`; returns them."""
+    if only is not None:
+        rows = await session.execute(
+            text(
+                """
+                UPDATE enrich.identities AS i SET lead_id = :to_lead
+                FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS w(kind, value)
+                WHERE i.kind = w.kind AND i.value = w.value AND i.lead_id = :from_lead
+                RETURNING i.kind, i.value
+                """
+            ),
+            {
+                "to_lead": to_lead,
+                "from_lead": from_lead,
+                "kinds": [i.kind.value for i in only],
+                "values": [i.value for i in only],
+            },
+        )
+    else:
+        rows = await session.execute(
+            text(
+                "UPDATE enrich.identities SET lead_id = :to_lead WHERE lead_id = :from_lead"
+                " RETURNING kind, value"
+            ),
+            {"to_lead": to_lead, "from_lead": from_lead},
+        )
+    return sorted(Identity(IdentityKind(kind), value) for kind, value in rows)
+
+
 async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None:
     if not leads:
         return
@@ -125,24 +260,357 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None
         text(
             """
             INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
-                                      company_domain, identified, email_opt_out)
+                company_domain, identified, email_opt_out, profile, identified_at, consent,
+                firmographics, firmographics_pending, firmographics_domain, account, version, merged_into,
+                anonymous_events_stored)
             VALUES (:lead_id, :email, :first_name, :last_name, :title, :company,
-                    :company_domain, :identified, :email_opt_out)
+                :company_domain, :identified, :email_opt_out, CAST(:profile AS jsonb),
+                :identified_at, CAST(:consent AS jsonb), CAST(:firmographics AS jsonb),
+                :firmographics_pending, :firmographics_domain, CAST(:account AS jsonb), :version, :merged_into,
+                :anonymous_events_stored)
             ON CONFLICT (lead_id) DO UPDATE SET
                 email = EXCLUDED.email, first_name = EXCLUDED.first_name,
                 last_name = EXCLUDED.last_name, title = EXCLUDED.title,
                 company = EXCLUDED.company, company_domain = EXCLUDED.company_domain,
                 identified = EXCLUDED.identified, email_opt_out = EXCLUDED.email_opt_out,
+                profile = EXCLUDED.profile, identified_at = EXCLUDED.identified_at,
+                consent = EXCLUDED.consent, firmographics = EXCLUDED.firmographics,
+                firmographics_pending = EXCLUDED.firmographics_pending,
+                firmographics_domain = EXCLUDED.firmographics_domain,
+                account = EXCLUDED.account, version = EXCLUDED.version,
+                merged_into = EXCLUDED.merged_into,
+                anonymous_events_stored = EXCLUDED.anonymous_events_stored,
                 updated_at = now()
             """
         ),
         [
             {
                 "lead_id": lead.lead_id,
-                **lead.profile.model_dump(),
+                "email": lead.profile.email,
+                "first_name": lead.profile.first_name,
+                "last_name": lead.profile.last_name,
+                "title": lead.profile.title,
+                "company": lead.profile.company,
+                "company_domain": lead.profile.company_domain,
                 "identified": lead.identified,
-                "email_opt_out": lead.email_opt_out,
+                "email_opt_out": lead.consent.email_opt_out,
+                "profile": _json(lead.profile),
+                "identified_at": lead.identified_at,
+                "consent": _json(lead.consent),
+                "firmographics": _json(lead.firmographics),
+                "firmographics_pending": lead.firmographics_pending,
+                "firmographics_domain": lead.firmographics_domain,
+                "account": _json(lead.account),
+                "version": lead.version,
+                "merged_into": lead.merged_into,
+                "anonymous_events_stored": lead.anonymous_events_stored,
             }
             for lead in leads
         ],
     )
+
+
+# -- anonymous history ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    lead_id: str
+    message_id: str
+    payload: dict[str, Any]
+
+
+async def keep_anonymous_history(session: AsyncSession, rows: Sequence[HistoryRow]) -> None:
+    """Append rows in the given order (seq follows insertion order)."""
+    if not rows:
+        return
+    await session.execute(
+        text(
+            """
+            INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
+            SELECT l, m, CAST(p AS jsonb) FROM unnest(
+                CAST(:leads AS text[]), CAST(:messages AS text[]), CAST(:payloads AS text[])
+            ) WITH ORDINALITY AS r(l, m, p, n) ORDER BY n
+            """
+        ),
+        {
+            "leads": [r.lead_id for r in rows],
+            "messages": [r.message_id for r in rows],
+            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+        },
+    )
+
+
+async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[HistoryRow]:
+    """Remove and return a lead's kept history, oldest first. Removal commits with the outputs
+    that re-emit it, so it is re-emitted exactly once."""
+    rows = await session.execute(
+        text(
+            "DELETE FROM enrich.anonymous_events WHERE lead_id = :lead_id"
+            " RETURNING seq, message_id, payload"
+        ),
+        {"lead_id": lead_id},
+    )
+    return [
+        HistoryRow(lead_id=lead_id, message_id=message_id, payload=_loads(payload))
+        for _, message_id, payload in sorted(rows, key=lambda r: r[0])
+    ]
+
+
+async def drop_anonymous_history(session: AsyncSession, lead_ids: Iterable[str]) -> None:
+    ids = sorted(set(lead_ids))
+    if ids:
+        await session.execute(
+            text("DELETE FROM enrich.anonymous_events WHERE lead_id = ANY(CAST(:ids AS text[]))"),
+            {"ids": ids},
+        )
+
+
+async def forget_old_anonymous_history(session: AsyncSession, *, older_than_days: float) -> int:
+    result = await session.execute(
+        text(
+            "DELETE FROM enrich.anonymous_events"
+            " WHERE stored_at < now() - make_interval(secs => :seconds)"
+        ),
+        {"seconds": older_than_days * 86400},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- merges --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    merge_id: str
+    surviving_lead_id: str
+    merged_lead_id: str
+    reason: str
+    history_replayed: bool
+    moved_identities: tuple[Identity, ...]
+    merged_lead_snapshot: dict[str, Any]
+    triggered_by: str
+    merged_at: datetime | None = None
+    unmerged_at: datetime | None = None
+
+
+async def record_merge(session: AsyncSession, merge: MergeRecord) -> None:
+    await session.execute(
+        text(
+            """
+            INSERT INTO enrich.merges (merge_id, surviving_lead_id, merged_lead_id, reason,
+                history_replayed, moved_identities, merged_lead_snapshot, triggered_by)
+            VALUES (:merge_id, :surviving, :merged, :reason, :replayed,
+                CAST(:moved AS jsonb), CAST(:snapshot AS jsonb), :triggered_by)
+            """
+        ),
+        {
+            "merge_id": merge.merge_id,
+            "surviving": merge.surviving_lead_id,
+            "merged": merge.merged_lead_id,
+            "reason": merge.reason,
+            "replayed": merge.history_replayed,
+            "moved": _json([[i.kind.value, i.value] for i in merge.moved_identities]),
+            "snapshot": _json(merge.merged_lead_snapshot),
+            "triggered_by": merge.triggered_by,
+        },
+    )
+
+
+def _merge(row: Any) -> MergeRecord:
+    return MergeRecord(
+        merge_id=row.merge_id,
+        surviving_lead_id=row.surviving_lead_id,
+        merged_lead_id=row.merged_lead_id,
+        reason=row.reason,
+        history_replayed=row.history_replayed,
+        moved_identities=tuple(
+            Identity(IdentityKind(kind), value) for kind, value in _loads(row.moved_identities)
+        ),
+        merged_lead_snapshot=_loads(row.merged_lead_snapshot),
+        triggered_by=row.triggered_by,
+        merged_at=row.merged_at,
+        unmerged_at=row.unmerged_at,
+    )
+
+
+_MERGE_COLUMNS = """merge_id, surviving_lead_id, merged_lead_id, reason, history_replayed,
+    moved_identities, merged_lead_snapshot, triggered_by, merged_at, unmerged_at"""
+
+
+async def get_merge(session: AsyncSession, merge_id: str, *, lock: bool) -> MergeRecord | None:
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {_MERGE_COLUMNS} FROM enrich.merges WHERE merge_id = :merge_id"
+                + (" FOR UPDATE" if lock else "")
+            ),
+            {"merge_id": merge_id},
+        )
+    ).first()
+    return _merge(row) if row else None
+
+
+async def get_merges_of(session: AsyncSession, lead_id: str) -> list[MergeRecord]:
+    rows = await session.execute(
+        text(
+            f"SELECT {_MERGE_COLUMNS} FROM enrich.merges"
+            " WHERE surviving_lead_id = :lead OR merged_lead_id = :lead ORDER BY merged_at"
+        ),
+        {"lead": lead_id},
+    )
+    return [_merge(row) for row in rows]
+
+
+async def mark_unmerged(session: AsyncSession, merge_id: str, *, by: str) -> None:
+    await session.execute(
+        text(
+            "UPDATE enrich.merges SET unmerged_at = now(), unmerged_by = :by"
+            " WHERE merge_id = :merge_id"
+        ),
+        {"merge_id": merge_id, "by": by},
+    )
+
+
+# -- re-enrichment -------------------------------------------------------------------------------
+
+
+async def request_enrichment(session: AsyncSession, domains: Iterable[str]) -> None:
+    """Queue domains whose lookup failed; a domain already queued keeps its schedule."""
+    wanted = sorted(set(domains))
+    if wanted:
+        await session.execute(
+            text(
+                """
+                INSERT INTO enrich.pending_enrichment (domain)
+                SELECT unnest(CAST(:domains AS text[]))
+                ON CONFLICT (domain) DO NOTHING
+                """
+            ),
+            {"domains": wanted},
+        )
+
+
+async def claim_due_domains(session: AsyncSession, *, limit: int, lease_s: float) -> list[str]:
+    """Domains due for another lookup, leased for `lease_s` so other processes skip them."""
+    rows = await session.execute(
+        text(
+            """
+            UPDATE enrich.pending_enrichment SET next_attempt_at = now()
+                + make_interval(secs => :lease)
+            WHERE domain IN (
+                SELECT domain FROM enrich.pending_enrichment WHERE next_attempt_at <= now()
+                ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+            RETURNING domain
+            """
+        ),
+        {"limit": limit, "lease": lease_s},
+    )
+    return sorted(row[0] for row in rows)
+
+
+async def reschedule_enrichment(
+    session: AsyncSession, *, domain: str, error: str, initial_s: float, max_s: float
+) -> None:
+    await session.execute(
+        text(
+            """
+            UPDATE enrich.pending_enrichment SET attempts = attempts + 1, last_error = :error,
+                next_attempt_at = now() + make_interval(
+                    secs => least(:max_s, :initial_s * power(2, attempts)))
+            WHERE domain = :domain
+            """
+        ),
+        {"domain": domain, "error": error[:500], "initial_s": initial_s, "max_s": max_s},
+    )
+
+
+async def enrichment_done(session: AsyncSession, domain: str) -> None:
+    await session.execute(
+        text("DELETE FROM enrich.pending_enrichment WHERE domain = :domain"), {"domain": domain}
+    )
+
+
+# -- accounts and suppressions -------------------------------------------------------------------
+
+
+async def upsert_accounts(session: AsyncSession, accounts: Sequence[Account]) -> None:
+    if not accounts:
+        return
+    await session.execute(
+        text(
+            """
+            INSERT INTO enrich.accounts (account_id, name, domain, type, owner_id, owner_email)
+            VALUES (:account_id, :name, :domain, :type, :owner_id, :owner_email)
+            ON CONFLICT (account_id) DO UPDATE SET name = EXCLUDED.name,
+                domain = EXCLUDED.domain, type = EXCLUDED.type, owner_id = EXCLUDED.owner_id,
+                owner_email = EXCLUDED.owner_email, updated_at = now()
+            """
+        ),
+        [
+            {
+                "account_id": a.account_id,
+                "name": a.name,
+                "domain": a.domain,
+                "type": a.type,
+                "owner_id": a.owner_id,
+                "owner_email": a.owner_email,
+            }
+            for a in accounts
+        ],
+    )
+
+
+async def get_accounts(session: AsyncSession) -> list[Account]:
+    rows = await session.execute(
+        text(
+            "SELECT account_id, name, domain, type, owner_id, owner_email FROM enrich.accounts"
+            " ORDER BY account_id"
+        )
+    )
+    return [
+        Account(
+            account_id=r.account_id,
+            name=r.name,
+            type=r.type,
+            domain=r.domain,
+            owner_id=r.owner_id,
+            owner_email=r.owner_email,
+        )
+        for r in rows
+    ]
+
+
+async def reference_version(session: AsyncSession) -> str:
+    """Changes whenever accounts or suppressions change: the cue to rebuild the in-memory index."""
+    row = (
+        await session.execute(
+            text(
+                """
+                SELECT (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '')
+                        FROM enrich.accounts) || '/' ||
+                       (SELECT count(*) || ':' || coalesce(max(added_at)::text, '')
+                        FROM enrich.suppressions)
+                """
+            )
+        )
+    ).scalar_one()
+    return str(row)
+
+
+async def upsert_suppressions(session: AsyncSession, entries: Sequence[tuple[str, str]]) -> None:
+    if entries:
+        await session.execute(
+            text(
+                """
+                INSERT INTO enrich.suppressions (value, reason) VALUES (:value, :reason)
+                ON CONFLICT (value) DO UPDATE SET reason = EXCLUDED.reason
+                """
+            ),
+            [{"value": value.lower(), "reason": reason} for value, reason in entries],
+        )
+
+
+async def get_suppressions(session: AsyncSession) -> dict[str, str]:
+    rows = await session.execute(text("SELECT value, reason FROM enrich.suppressions"))
+    return {value: reason for value, reason in rows}

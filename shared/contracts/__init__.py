@@ -1,7 +1,16 @@
 """One pydantic model per topic value. The topic registry is `shared.topics`."""
 
 from shared.contracts.crm_feedback import CrmFeedback
-from shared.contracts.events_enriched import Consent, EnrichedEvent, LeadProfile
+from shared.contracts.enrich_commands import EnrichCommand
+from shared.contracts.events_enriched import (
+    AccountMatch,
+    AttributedFrom,
+    Consent,
+    EnrichedEvent,
+    Firmographics,
+    LeadProfile,
+    MergeInfo,
+)
 from shared.contracts.events_raw import RawEvent, corrected_timestamp
 from shared.contracts.leads import (
     FORWARD_ORDER,
@@ -15,13 +24,18 @@ from shared.contracts.routing import Owner, RoutingDecision
 
 __all__ = [
     "FORWARD_ORDER",
+    "AccountMatch",
+    "AttributedFrom",
     "Consent",
     "Contribution",
     "CrmFeedback",
+    "EnrichCommand",
     "EnrichedEvent",
+    "Firmographics",
     "LeadProfile",
     "LeadScored",
     "LifecycleChanged",
+    "MergeInfo",
     "Owner",
     "RawEvent",
     "RoutingDecision",

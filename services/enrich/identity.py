@@ -1,0 +1,272 @@
+"""Identity resolution: which lead an event belongs to. Pure functions, no I/O, no clock.
+
+A person is a lead with a stable `lead_id`. Identities point at leads: a userId, an email, an
+anonymousId (an alias call's previousId counts as an anonymousId). An event's identities are
+considered in priority order userId > email > anonymousId; the first one already known names the
+lead (the *primary*), and every identity of the event is then attached to it:
+
+- unknown identities are linked to the primary;
+- an identity known to another lead means the two leads are one person: that lead is merged into
+  the primary (an anonymous-only lead is *absorbed*: its kept history is re-attributed);
+- guardrails: placeholder values ("null", "anonymous", "0", "test@test.com", ...) never identify
+  anyone; a lead never gets a second, different userId (two logged-in people on one browser stay
+  two leads); at most `anonymous_ids_per_week` anonymousIds attach to one lead per week (a shared
+  kiosk or a bot does not glue hundreds of visitors together).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shared import normalize
+from shared.contracts import RawEvent
+
+
+class IdentityKind(StrEnum):
+    USER_ID = "user_id"
+    EMAIL = "email"
+    ANONYMOUS_ID = "anonymous_id"
+
+
+@dataclass(frozen=True, order=True)
+class Identity:
+    kind: IdentityKind
+    value: str
+
+
+PLACEHOLDER_IDS = frozenset(
+    {
+        "",
+        "null",
+        "none",
+        "nil",
+        "nan",
+        "undefined",
+        "anonymous",
+        "anon",
+        "unknown",
+        "0",
+        "-1",
+        "1",
+        "n/a",
+        "na",
+        "[object object]",
+        "guest",
+        "user",
+        "test",
+        "false",
+        "true",
+        "00000000-0000-0000-0000-000000000000",
+    }
+)
+PLACEHOLDER_EMAIL_LOCALS = frozenset(
+    {
+        "test",
+        "testing",
+        "tester",
+        "example",
+        "noreply",
+        "no-reply",
+        "donotreply",
+        "null",
+        "none",
+        "nobody",
+        "asdf",
+        "qwerty",
+        "foo",
+        "bar",
+        "foobar",
+        "abc",
+        "xxx",
+        "a",
+        "aa",
+        "aaa",
+        "user",
+        "email",
+        "fake",
+    }
+)
+# Reserved for documentation and testing (RFC 2606 / 6761) or typed to get past a form.
+PLACEHOLDER_EMAIL_DOMAINS = frozenset(
+    {
+        "test.com",
+        "test.de",
+        "example.com",
+        "example.org",
+        "example.net",
+        "test",
+        "example",
+        "invalid",
+        "localhost",
+        "email.com",
+        "domain.com",
+        "mail.test",
+        "asdf.com",
+        "fake.com",
+        "none.com",
+        "noemail.com",
+    }
+)
+_REPEATED = re.compile(r"^(.)\1*$")
+
+
+def usable_id(value: object) -> str | None:
+    """A trimmed userId / anonymousId, or None for a placeholder that identifies nobody."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    stripped = str(value).strip()
+    return None if stripped.lower() in PLACEHOLDER_IDS else stripped
+
+
+def is_placeholder_email(address: str) -> bool:
+    """Junk typed to get past a form: test@test.com, foo@example.org, aaa@aaa.com, x@localhost."""
+    local, _, domain = address.rpartition("@")
+    label = domain.split(".")[0]
+    if domain in PLACEHOLDER_EMAIL_DOMAINS or domain.endswith((".test", ".example", ".invalid")):
+        return True
+    if local in PLACEHOLDER_EMAIL_LOCALS and (local == label or label in {"test", "example"}):
+        return True
+    return bool(_REPEATED.match(local) and _REPEATED.match(label))
+
+
+def usable_email(value: Any) -> str | None:
+    """The normalised address (shared.normalize.email), or None if invalid or a placeholder."""
+    if not isinstance(value, str):
+        return None
+    try:
+        address = normalize.email(value)
+    except normalize.InvalidValue:
+        return None
+    return None if is_placeholder_email(address) else address
+
+
+def traits_of(event: RawEvent) -> dict[str, Any]:
+    """The event's traits; some clients (rudder, analytics.js on track) send them in context."""
+    context_traits = event.context.get("traits")
+    if isinstance(context_traits, dict):
+        return {**context_traits, **event.traits}
+    return dict(event.traits)
+
+
+def identities_of(event: RawEvent) -> list[Identity]:
+    """The event's usable identities, highest priority first, without duplicates."""
+    found: list[Identity] = []
+    if user_id := usable_id(event.user_id):
+        found.append(Identity(IdentityKind.USER_ID, user_id))
+    if email := usable_email(traits_of(event).get("email")):
+        found.append(Identity(IdentityKind.EMAIL, email))
+    for anonymous in (event.anonymous_id, event.previous_id):
+        if (anonymous_id := usable_id(anonymous)) and (
+            identity := Identity(IdentityKind.ANONYMOUS_ID, anonymous_id)
+        ) not in found:
+            found.append(identity)
+    return found
+
+
+def is_identifying(identities: Sequence[Identity]) -> bool:
+    return any(i.kind in (IdentityKind.USER_ID, IdentityKind.EMAIL) for i in identities)
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    """What resolution needs to know about an existing lead."""
+
+    lead_id: str
+    user_ids: frozenset[str] = frozenset()
+    identified: bool = False
+    anonymous_ids_this_week: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    identity: Identity
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """`lead_id` owns the event. `merged`: other leads that are the same person, to fold into
+    `lead_id` in this order; `absorbed_anonymous` says which of them were anonymous-only."""
+
+    lead_id: str
+    created: bool
+    new_links: tuple[Identity, ...] = ()
+    merged: tuple[str, ...] = ()
+    absorbed_anonymous: frozenset[str] = field(default_factory=frozenset)
+    refused: tuple[Refusal, ...] = ()
+
+
+def resolve(
+    identities: Sequence[Identity],
+    *,
+    known: Mapping[Identity, str],
+    leads: Mapping[str, LeadFacts],
+    new_lead_id: Callable[[], str],
+    anonymous_ids_per_week: int,
+) -> Resolution | None:
+    """Which lead an event belongs to, which identities to link, which leads to merge into it.
+
+    None when the event has no usable identity (only placeholders): nobody can be named.
+    Deterministic for the same inputs; `new_lead_id` is called only when a lead is created.
+    """
+    if not identities:
+        return None
+    event_user = next((i.value for i in identities if i.kind is IdentityKind.USER_ID), None)
+
+    def facts(lead_id: str) -> LeadFacts:
+        return leads.get(lead_id) or LeadFacts(lead_id)
+
+    def takes_user(lead_id: str) -> bool:
+        user_ids = facts(lead_id).user_ids
+        return event_user is None or not user_ids or user_ids == {event_user}
+
+    primary = next(
+        (known[i] for i in identities if i in known and takes_user(known[i])),
+        None,
+    )
+    created = primary is None
+    if primary is None:
+        primary = new_lead_id()
+    user_ids = set(facts(primary).user_ids) | ({event_user} if event_user else set())
+    anonymous_count = facts(primary).anonymous_ids_this_week
+    links: list[Identity] = []
+    merged: list[str] = []
+    absorbed: set[str] = set()
+    refused: list[Refusal] = []
+    for identity in identities:
+        owner = known.get(identity)
+        if owner == primary or (owner is not None and owner in merged):
+            continue
+        if owner is None:
+            if identity.kind is IdentityKind.ANONYMOUS_ID:
+                if anonymous_count >= anonymous_ids_per_week:
+                    refused.append(Refusal(identity, "anonymous id limit per week reached"))
+                    continue
+                anonymous_count += 1
+            links.append(identity)
+            continue
+        other = facts(owner)
+        if other.user_ids and user_ids and other.user_ids != user_ids:
+            refused.append(Refusal(identity, f"belongs to lead {owner} with another userId"))
+            continue
+        if not other.identified:
+            weight = max(1, other.anonymous_ids_this_week)
+            if anonymous_count + weight > anonymous_ids_per_week:
+                refused.append(Refusal(identity, "anonymous id limit per week reached"))
+                continue
+            anonymous_count += weight
+            absorbed.add(owner)
+        merged.append(owner)
+        user_ids |= other.user_ids
+    return Resolution(
+        lead_id=primary,
+        created=created,
+        new_links=tuple(links),
+        merged=tuple(merged),
+        absorbed_anonymous=frozenset(absorbed),
+        refused=tuple(refused),
+    )

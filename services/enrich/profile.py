@@ -1,0 +1,171 @@
+"""A lead's normalised profile after an event's traits, and its consent. Pure, no I/O.
+
+Traits are what clients send (Segment's reserved traits in camelCase or snake_case, rudder's
+`context.traits`); values that do not normalise are ignored (the event itself is still good), so
+a typo in a phone field never holds a lead back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.enrich.identity import usable_email
+from services.enrich.mailboxes import is_disposable, is_free_mail
+from services.enrich.titles import function_of, seniority_of
+from shared import normalize
+from shared.contracts import Consent, LeadProfile, RawEvent
+
+UNSUBSCRIBE_EVENTS = frozenset(
+    {"unsubscribed", "email unsubscribed", "unsubscribe", "opted out", "email opted out"}
+)
+_TRUE = frozenset({"true", "yes", "1", "y", "on"})
+
+
+def _text(traits: Mapping[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = traits.get(name)
+        if isinstance(value, str) and (cleaned := normalize.text(value)):
+            return cleaned
+    return None
+
+
+def _company_name(traits: Mapping[str, Any]) -> str | None:
+    company = traits.get("company")
+    if isinstance(company, dict):
+        return _text(company, "name")
+    return _text(traits, "company", "companyName", "company_name")
+
+
+def _country(traits: Mapping[str, Any]) -> str | None:
+    address = traits.get("address")
+    candidates = [traits.get("country")]
+    if isinstance(address, dict):
+        candidates.append(address.get("country"))
+    for value in candidates:
+        if isinstance(value, str) and value.strip():
+            try:
+                return normalize.country(value)
+            except normalize.InvalidValue:
+                continue
+    return None
+
+
+def _phone(traits: Mapping[str, Any], region: str | None) -> str | None:
+    value = traits.get("phone") or traits.get("phoneNumber") or traits.get("phone_number")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    try:
+        return normalize.phone(str(value), default_region=region)
+    except normalize.InvalidValue:
+        return None
+
+
+def _website_domain(traits: Mapping[str, Any]) -> str | None:
+    company = traits.get("company")
+    candidates = [traits.get("website"), traits.get("companyWebsite"), traits.get("domain")]
+    if isinstance(company, dict):
+        candidates += [company.get("website"), company.get("domain")]
+    for value in candidates:
+        if isinstance(value, str) and (domain := normalize.domain_of_website(value)):
+            return domain
+    return None
+
+
+def email_company_domain(email: str | None) -> str | None:
+    """The employer's domain from a work email; None for free-mail and disposable addresses."""
+    if not email:
+        return None
+    domain = normalize.domain_of_email(email)
+    return None if is_free_mail(domain) or is_disposable(domain) else domain
+
+
+def profile_after(profile: LeadProfile, traits: Mapping[str, Any]) -> LeadProfile:
+    """The profile after an event's traits: a usable trait overrides, an absent one keeps.
+
+    company_domain comes from a work email first, then the website trait, and is never taken
+    from a free-mail or disposable address.
+    """
+    email = usable_email(traits.get("email")) or profile.email
+    first = _text(traits, "firstName", "first_name")
+    last = _text(traits, "lastName", "last_name")
+    if not (first or last) and (full := _text(traits, "name")):
+        first, last = normalize.split_name(full)
+    title = _text(traits, "title", "jobTitle", "job_title") or profile.title
+    country = _country(traits) or profile.country
+    email_domain = normalize.domain_of_email(email) if email else None
+    return LeadProfile(
+        email=email,
+        first_name=first or profile.first_name,
+        last_name=last or profile.last_name,
+        title=title,
+        company=_company_name(traits) or profile.company,
+        company_domain=email_company_domain(email)
+        or _website_domain(traits)
+        or profile.company_domain,
+        phone=_phone(traits, country) or profile.phone,
+        country=country,
+        seniority=seniority_of(title),
+        job_function=function_of(title),
+        free_mail=bool(email_domain and is_free_mail(email_domain)),
+        disposable_email=bool(email_domain and is_disposable(email_domain)),
+    )
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return isinstance(value, int) and value == 1
+
+
+def consent_after(
+    consent: Consent,
+    *,
+    event: RawEvent,
+    traits: Mapping[str, Any],
+    suppression_reason: str | None,
+) -> Consent:
+    """Consent after an event. Withdrawals only: an opt-out is never granted back by an event
+    (re-subscribing is a double-opt-in matter for the email tool, not for a tracking call)."""
+    reasons = list(consent.reasons)
+    opt_out = consent.email_opt_out
+    suppressed = consent.suppressed
+    if event.type == "track" and (event.event or "").strip().lower() in UNSUBSCRIBE_EVENTS:
+        opt_out = True
+        reasons.append(f"event: {event.event}")
+    for name in ("unsubscribed", "emailOptOut", "email_opt_out", "optOut", "opt_out"):
+        if _truthy(traits.get(name)):
+            opt_out = True
+            reasons.append(f"traits.{name}")
+    if suppression_reason:
+        opt_out = suppressed = True
+        reasons.append(f"suppression list: {suppression_reason}")
+    return Consent(
+        email_opt_out=opt_out, suppressed=suppressed, reasons=list(dict.fromkeys(reasons))
+    )
+
+
+def company_domain_of(traits: Mapping[str, Any]) -> str | None:
+    """The company domain an event's traits name (work email first, then website)."""
+    return email_company_domain(usable_email(traits.get("email"))) or _website_domain(traits)
+
+
+def folded_profile(survivor: LeadProfile, merged: LeadProfile) -> LeadProfile:
+    """The survivor's profile after a merge: its own values win, gaps are filled from the merged
+    lead's (so a merge never loses a fact, and never overrides the lead sales already knows)."""
+    mine = survivor.model_dump()
+    theirs = merged.model_dump()
+    return LeadProfile.model_validate(
+        {name: mine[name] if mine[name] not in (None, False) else theirs[name] for name in mine}
+    )
+
+
+def folded_consent(survivor: Consent, merged: Consent) -> Consent:
+    """Opt-outs of either lead hold for the merged person."""
+    return Consent(
+        email_opt_out=survivor.email_opt_out or merged.email_opt_out,
+        suppressed=survivor.suppressed or merged.suppressed,
+        reasons=list(dict.fromkeys([*survivor.reasons, *merged.reasons])),
+    )

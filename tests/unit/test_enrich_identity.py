@@ -1,0 +1,263 @@
+"""Identity resolution: guardrails, priority, merges (services/enrich/identity.py)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from services.enrich.identity import (
+    Identity,
+    IdentityKind,
+    LeadFacts,
+    identities_of,
+    is_identifying,
+    is_placeholder_email,
+    resolve,
+    usable_email,
+)
+from tests.unit.builders import identify, raw_event
+
+pytestmark = pytest.mark.unit
+
+USER = IdentityKind.USER_ID
+EMAIL = IdentityKind.EMAIL
+ANON = IdentityKind.ANONYMOUS_ID
+MARIA_USER = Identity(USER, "usr_48213")
+MARIA_EMAIL = Identity(EMAIL, "maria.gonzalez@northwind-logistics.com")
+MARIA_ANON = Identity(ANON, "anon-maria")
+
+
+def fresh() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"new-lead-{next(counter)}"
+
+
+def run(
+    identities: list[Identity],
+    known: dict[Identity, str] | None = None,
+    leads: dict[str, LeadFacts] | None = None,
+    limit: int = 20,
+) -> Any:
+    return resolve(
+        identities,
+        known=known or {},
+        leads=leads or {},
+        new_lead_id=fresh(),
+        anonymous_ids_per_week=limit,
+    )
+
+
+# ---- guardrails -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Maria.Gonzalez@Northwind-Logistics.COM", "maria.gonzalez@northwind-logistics.com"),
+        ("  d.okafor@fernhill-analytics.com\n", "d.okafor@fernhill-analytics.com"),
+        ("priya.raman+leads@brightwave.co.uk", "priya.raman+leads@brightwave.co.uk"),
+        ("test@lumenboard.io", "test@lumenboard.io"),  # a real mailbox at a real company
+        ("jonas.weber@gmail.com", "jonas.weber@gmail.com"),
+        ("test@test.com", None),
+        ("TEST@Test.com", None),
+        ("noreply@example.com", None),
+        ("maria@example.org", None),
+        ("asdf@asdf.com", None),
+        ("aaa@aaa.com", None),
+        ("foo@foo.com", None),
+        ("someone@shop.test", None),
+        ("maria@localhost", None),
+        ("not an email", None),
+        ("maria.gonzalez@", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_usable_email(value: Any, expected: str | None) -> None:
+    assert usable_email(value) == expected
+
+
+def test_a_real_address_at_a_company_named_test_is_not_junk() -> None:
+    assert not is_placeholder_email("maria@testo.de")
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["null", "NULL", "undefined", "0", "-1", "anonymous", "Anonymous", " none ", "[object Object]",
+     "   ", "guest"],
+)  # fmt: skip
+def test_placeholder_ids_never_identify(placeholder: str) -> None:
+    event = identify(
+        user_id=placeholder, anonymous_id=placeholder, traits={"email": "test@test.com"}
+    )
+
+    assert identities_of(event) == []
+    assert run(identities_of(event)) is None
+
+
+def test_identities_in_priority_order_user_id_email_anonymous_id() -> None:
+    event = identify(
+        anonymous_id="anon-1",
+        user_id="usr_48213",
+        traits={"email": "Maria.Gonzalez@northwind-logistics.com"},
+    )
+
+    assert identities_of(event) == [
+        Identity(USER, "usr_48213"),
+        Identity(EMAIL, "maria.gonzalez@northwind-logistics.com"),
+        Identity(ANON, "anon-1"),
+    ]
+
+
+def test_email_in_context_traits_identifies_too() -> None:
+    event = raw_event(context={"traits": {"email": "maria@northwind-logistics.com"}})
+
+    assert Identity(EMAIL, "maria@northwind-logistics.com") in identities_of(event)
+
+
+def test_an_email_only_in_properties_does_not_identify() -> None:
+    event = raw_event(properties={"email": "maria.gonzalez@northwind-logistics.com"})
+
+    assert identities_of(event) == [Identity(ANON, "anon-1")]
+    assert not is_identifying(identities_of(event))
+
+
+def test_alias_previous_id_is_an_anonymous_identity() -> None:
+    event = raw_event(type="alias", user_id="usr-9", previous_id="anon-old", anonymous_id=None)
+
+    assert identities_of(event) == [Identity(USER, "usr-9"), Identity(ANON, "anon-old")]
+
+
+# ---- resolution -------------------------------------------------------------------------------
+
+
+def test_an_unknown_visitor_becomes_a_new_lead_with_all_identities() -> None:
+    resolution = run([MARIA_EMAIL, MARIA_ANON])
+
+    assert (resolution.lead_id, resolution.created) == ("new-lead-1", True)
+    assert resolution.new_links == (MARIA_EMAIL, MARIA_ANON)
+    assert resolution.merged == ()
+
+
+def test_identify_of_an_anonymous_visitor_keeps_its_lead_id() -> None:
+    """First identification: the anonymous lead becomes known, same lead_id, nothing merged."""
+    resolution = run(
+        [MARIA_USER, MARIA_EMAIL, MARIA_ANON],
+        known={MARIA_ANON: "lead-anon"},
+        leads={"lead-anon": LeadFacts("lead-anon", anonymous_ids_this_week=1)},
+    )
+
+    assert (resolution.lead_id, resolution.created) == ("lead-anon", False)
+    assert resolution.new_links == (MARIA_USER, MARIA_EMAIL)
+    assert resolution.merged == ()
+
+
+def test_user_id_beats_email_beats_anonymous_id() -> None:
+    known = {MARIA_USER: "lead-user", MARIA_EMAIL: "lead-email", MARIA_ANON: "lead-anon"}
+    leads = {
+        "lead-user": LeadFacts("lead-user", user_ids=frozenset({"usr_48213"}), identified=True),
+        "lead-email": LeadFacts("lead-email", identified=True),
+        "lead-anon": LeadFacts("lead-anon", anonymous_ids_this_week=1),
+    }
+
+    resolution = run([MARIA_USER, MARIA_EMAIL, MARIA_ANON], known=known, leads=leads)
+
+    assert resolution.lead_id == "lead-user"
+    assert resolution.merged == ("lead-email", "lead-anon")
+    assert resolution.absorbed_anonymous == {"lead-anon"}
+
+
+def test_anonymous_browsing_on_a_new_device_is_absorbed_into_the_known_lead() -> None:
+    known = {MARIA_EMAIL: "lead-maria", MARIA_ANON: "lead-anon"}
+    leads = {
+        "lead-maria": LeadFacts("lead-maria", identified=True),
+        "lead-anon": LeadFacts("lead-anon", anonymous_ids_this_week=1),
+    }
+
+    resolution = run([MARIA_EMAIL, MARIA_ANON], known=known, leads=leads)
+
+    assert resolution.lead_id == "lead-maria"
+    assert resolution.merged == ("lead-anon",)
+    assert resolution.absorbed_anonymous == {"lead-anon"}
+
+
+def test_two_known_leads_of_one_person_merge_into_the_user_id_lead() -> None:
+    """A userId lead (product sign-up) and an email lead (webinar list) meet in one identify."""
+    known = {MARIA_USER: "lead-product", MARIA_EMAIL: "lead-webinar"}
+    leads = {
+        "lead-product": LeadFacts(
+            "lead-product", user_ids=frozenset({"usr_48213"}), identified=True
+        ),
+        "lead-webinar": LeadFacts("lead-webinar", identified=True),
+    }
+
+    resolution = run([MARIA_USER, MARIA_EMAIL], known=known, leads=leads)
+
+    assert resolution.lead_id == "lead-product"
+    assert resolution.merged == ("lead-webinar",)
+    assert resolution.absorbed_anonymous == frozenset()
+
+
+def test_two_people_on_one_browser_stay_two_leads() -> None:
+    """anonymousId shared by two logged-in users: the second userId never joins the first lead."""
+    known = {Identity(ANON, "shared-laptop"): "lead-ana"}
+    leads = {"lead-ana": LeadFacts("lead-ana", user_ids=frozenset({"usr-ana"}), identified=True)}
+
+    resolution = run([Identity(USER, "usr-bob"), Identity(ANON, "shared-laptop")], known, leads)
+
+    assert (resolution.lead_id, resolution.created) == ("new-lead-1", True)
+    assert resolution.new_links == (Identity(USER, "usr-bob"),)
+    assert resolution.merged == ()
+    assert [r.identity for r in resolution.refused] == [Identity(ANON, "shared-laptop")]
+
+
+def test_leads_with_different_user_ids_never_merge_through_an_email() -> None:
+    known = {Identity(USER, "usr-1"): "lead-1", MARIA_EMAIL: "lead-2"}
+    leads = {
+        "lead-1": LeadFacts("lead-1", user_ids=frozenset({"usr-1"}), identified=True),
+        "lead-2": LeadFacts("lead-2", user_ids=frozenset({"usr-2"}), identified=True),
+    }
+
+    resolution = run([Identity(USER, "usr-1"), MARIA_EMAIL], known=known, leads=leads)
+
+    assert resolution.lead_id == "lead-1"
+    assert resolution.merged == ()
+    assert "another userId" in resolution.refused[0].reason
+
+
+def test_anonymous_ids_per_week_limit_stops_new_devices_attaching() -> None:
+    leads = {"lead-kiosk": LeadFacts("lead-kiosk", identified=True, anonymous_ids_this_week=3)}
+    known = {MARIA_EMAIL: "lead-kiosk"}
+
+    resolution = run([MARIA_EMAIL, Identity(ANON, "device-4")], known, leads, limit=3)
+
+    assert resolution.lead_id == "lead-kiosk"
+    assert resolution.new_links == ()
+    assert resolution.refused[0].reason == "anonymous id limit per week reached"
+
+
+def test_the_limit_also_stops_absorbing_anonymous_leads() -> None:
+    leads = {
+        "lead-kiosk": LeadFacts("lead-kiosk", identified=True, anonymous_ids_this_week=3),
+        "lead-anon": LeadFacts("lead-anon", anonymous_ids_this_week=1),
+    }
+    known = {MARIA_EMAIL: "lead-kiosk", MARIA_ANON: "lead-anon"}
+
+    resolution = run([MARIA_EMAIL, MARIA_ANON], known, leads, limit=3)
+
+    assert resolution.merged == ()
+    assert resolution.refused
+
+
+def test_resolution_is_deterministic() -> None:
+    known = {MARIA_USER: "lead-a", MARIA_EMAIL: "lead-b", MARIA_ANON: "lead-c"}
+    leads = {k: LeadFacts(k, identified=k != "lead-c") for k in ("lead-a", "lead-b", "lead-c")}
+
+    first = run([MARIA_USER, MARIA_EMAIL, MARIA_ANON], known, leads)
+    again = run([MARIA_USER, MARIA_EMAIL, MARIA_ANON], known, leads)
+
+    assert first == again
