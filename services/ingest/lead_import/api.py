@@ -70,11 +70,11 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
     )
     async def import_leads(
         request: Request,
-        list_name: str = Query(
+        list_name: str | None = Query(
+            default=None,
             alias="list",
-            min_length=1,
-            max_length=200,
-            description="The list's name: becomes the `source` of every lead's identify event",
+            description="Required. The list's name (1-200 characters): becomes the `source` "
+            "of every lead's identify event",
         ),
         mapping: str | None = Query(
             default=None,
@@ -97,6 +97,12 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         )
         if source is None:
             return _unauthorized()
+        list_name = (list_name or "").strip()
+        if not 0 < len(list_name) <= 200:
+            # Checked here, not by FastAPI, so the answer names the parameter.
+            return _error(
+                400, "the query parameter 'list' (the list's name, 1-200 characters) is required"
+            )
         try:
             chosen_format = _file_format(file_format, request.headers.get("content-type"))
             given_mapping = _mapping(mapping)
