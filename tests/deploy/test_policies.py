@@ -234,6 +234,15 @@ def test_prod_runs_a_pinned_image_with_a_database_cluster(
             assert ":" in container["image"], label
     (cluster,) = of_kind(resources, "Cluster")
     assert cluster["spec"]["instances"] == 3
+    # The first deployment applies Kafka and PostgreSQL alone by these labels (README).
+    for kind, component in [
+        ("Kafka", "kafka"),
+        ("KafkaNodePool", "kafka"),
+        ("KafkaTopic", "kafka"),
+        ("Cluster", "database"),
+    ]:
+        for resource in of_kind(resources, kind):
+            assert resource["metadata"]["labels"]["app.kubernetes.io/component"] == component
     assert len(of_kind(resources, "PodDisruptionBudget")) == 4
     assert any(
         p["metadata"]["name"] == "leadflow-default-deny"
