@@ -149,7 +149,11 @@ def _event(call: dict[str, Any], *, call_type: Any, source: str, received_at: da
         parsed = model.model_validate(call)
     except ValidationError as exc:
         raise Refused(reasons_of(exc)) from None
-    return to_raw_event(parsed, source=source, received_at=received_at)
+    try:
+        return to_raw_event(parsed, source=source, received_at=received_at)
+    except OverflowError:
+        # receivedAt - (sentAt - timestamp) falls outside the calendar (years 1-9999).
+        raise Refused(["timestamp: too far from sentAt to correct the client's clock"]) from None
 
 
 def reasons_of(exc: ValidationError) -> list[str]:

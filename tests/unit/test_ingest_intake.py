@@ -147,6 +147,11 @@ def test_each_call_type_becomes_an_event_of_that_type(
         ("screen", {**IDS, "properties": []}, "properties: Input should be a valid dictionary"),
         ("track", {**IDS, "event": "X", "type": "identify"}, "'identify' posted to /v1/track"),
         ("identify", {**IDS, "traits": "vip"}, "traits: Input should be a valid dictionary"),
+        (
+            "page",
+            {**IDS, "timestamp": "0123-01-01T00:00:00Z", "sentAt": "2149-01-01T00:00:00Z"},
+            "timestamp: too far from sentAt",
+        ),
     ],
 )
 def test_invalid_single_calls_are_refused_with_the_reason(
