@@ -46,7 +46,7 @@ class Vendor:
                         "industry": "Software",
                         "annual_revenue_usd": 72000000,
                         "country": "US",
-                    }  # fmt: skip
+                    }
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
