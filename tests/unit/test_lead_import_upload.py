@@ -212,3 +212,10 @@ def test_ndjson_lines_map_their_keys_like_headers() -> None:
         "employees": 40,
         "city": "Oslo",
     }
+
+
+def test_a_merged_lead_stops_growing_at_the_size_limit() -> None:
+    lines = [orjson.dumps({"email": "a@x.io", f"k{n}": "v" * 20_000}) for n in range(10)]
+    report, events = run_import(b"\n".join(lines), file_format="ndjson", chunk=65_536)
+    assert (report.accepted, report.duplicates_merged, report.leads) == (10, 9, 1)
+    assert 40_000 < len(orjson.dumps(events[0].traits)) <= 65_536

@@ -117,7 +117,9 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             return _error(400, "X-Import-Id: 1-100 letters, digits, '.', '_', ':' or '-'")
         if registry.running >= MAX_RUNNING_IMPORTS:
             return _error(429, "too many imports are running; retry later", retry_after=30)
-        report = ImportReport(import_id=import_id or str(uuid.uuid4()), list_name=list_name)
+        report = ImportReport(
+            import_id=import_id or str(uuid.uuid4()), list_name=list_name, key_source=source
+        )
         try:
             registry.begin(report)
         except ImportInProgress:
@@ -181,7 +183,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         if source is None:
             return _unauthorized()
         report = registry.get(import_id)
-        if report is None:
+        if report is None or report.key_source != source:
             return _error(404, f"no import {import_id!r} on this ingest replica")
         return _report_response(200, report, {})
 

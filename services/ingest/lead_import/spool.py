@@ -37,7 +37,12 @@ INSERT INTO leads (email, first_row, user_id, traits) VALUES (?, ?, ?, ?)
 ON CONFLICT (email) DO UPDATE SET
     traits = json_patch(excluded.traits, leads.traits),
     user_id = coalesce(leads.user_id, excluded.user_id)
+WHERE length(json_patch(excluded.traits, leads.traits)) <= ?
 """
+MAX_MERGED_TRAITS = 65_536
+"""Characters of JSON a merged lead may reach: a duplicate that would grow it past this adds
+nothing (it still counts as merged), so one email repeated with ever new columns cannot build
+an event larger than the broker accepts."""
 
 
 class LeadSpool:
@@ -73,7 +78,13 @@ class LeadSpool:
         self._db.executemany(
             _UPSERT,
             [
-                (lead.email, row, lead.user_id, orjson.dumps(lead.traits).decode())
+                (
+                    lead.email,
+                    row,
+                    lead.user_id,
+                    orjson.dumps(lead.traits).decode(),
+                    MAX_MERGED_TRAITS,
+                )
                 for row, lead in leads
             ],
         )
