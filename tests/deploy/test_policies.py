@@ -3,12 +3,16 @@ really read, durable Kafka topics for every contract, and rules files the servic
 
 from __future__ import annotations
 
+import base64
 import importlib
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import aiokafka.codec
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from shared.settings import ConsumerSettings
 from shared.topics import ALL_TOPICS, all_topic_names
@@ -24,6 +28,7 @@ from tests.deploy.policies import (
     security_violations,
     service_of,
 )
+from tests.deploy.settings_names import settings_class
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DAY_MS = 86_400_000
@@ -111,6 +116,53 @@ def test_the_producer_is_idempotent_against_real_kafka(
     assert values["LEADFLOW_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
 
 
+def secret_value(resources: list[Resource], reference: dict[str, str], variable: str) -> str:
+    """The value a secretKeyRef gives where the overlay renders the Secret (dev); otherwise a
+    stand-in of the right shape (prod's Secret is created by the operator)."""
+    for secret in of_kind(resources, "Secret"):
+        if secret["metadata"]["name"] == reference["name"]:
+            if reference["key"] in secret.get("stringData", {}):
+                return str(secret["stringData"][reference["key"]])
+            return base64.b64decode(secret["data"][reference["key"]]).decode()
+    stand_ins = {
+        "LEADFLOW_DATABASE_URL": "postgresql+asyncpg://leadflow:secret@db:5432/leadflow",
+        "LEADFLOW_INGEST_WRITE_KEYS": '{"a-write-key": "website"}',
+    }
+    return stand_ins[variable]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_starts_with_the_settings_its_manifest_gives(
+    rendered: dict[str, list[Resource]], monkeypatch: pytest.MonkeyPatch, overlay: str
+) -> None:
+    """The service's settings class accepts every value (types, ranges, JSON) as it starts."""
+    resources = rendered[overlay]
+    checked = set()
+    for workload in [*of_kind(resources, "Deployment"), *of_kind(resources, "Job")]:
+        for label, container in containers(workload):
+            service = service_of(container)
+            if service is None:
+                continue
+            for name in list(os.environ):
+                if name.startswith("LEADFLOW_"):
+                    monkeypatch.delenv(name)
+            for name, value in container_env(resources, container).items():
+                if value is None:
+                    source = next(v for v in container["env"] if v["name"] == name)["valueFrom"]
+                    value = secret_value(resources, source["secretKeyRef"], name)
+                monkeypatch.setenv(name, value)
+            try:
+                settings = settings_class(service)()
+            except ValidationError as exc:
+                pytest.fail(f"{label}: {exc}")
+            codec = settings.kafka.compression_type
+            assert codec is None or getattr(aiokafka.codec, f"has_{codec}")(), (
+                f"{label}: aiokafka cannot load the {codec} codec with the pinned dependencies"
+            )
+            checked.add(service)
+    assert checked == {"ingest", "enrich", "score", "router"}
+
+
 @pytest.mark.parametrize(
     ("service", "variable", "loader"),
     [
@@ -146,7 +198,7 @@ def test_rules_files_in_config_maps_load_as_the_service_loads_them(
         pytest.fail(
             f"the {volume['configMap']['name']} ConfigMap (deploy/base/config/{path.name}) no"
             f" longer loads with services.{service}; update it from the service's default"
-            f" file: {exc}"
+            f" file: {str(exc)[:600]}"
         )
 
 
