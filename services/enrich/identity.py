@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from shared import normalize
@@ -137,6 +138,11 @@ def usable_email(value: Any) -> str | None:
     """The normalised address (shared.normalize.email), or None if invalid or a placeholder."""
     if not isinstance(value, str):
         return None
+    return _usable_email(value)
+
+
+@lru_cache(maxsize=65_536)  # validation is the costliest step per event; addresses repeat
+def _usable_email(value: str) -> str | None:
     try:
         address = normalize.email(value)
     except normalize.InvalidValue:

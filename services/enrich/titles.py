@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from shared.contracts.events_enriched import JobFunction, Seniority
 
@@ -258,6 +259,7 @@ def _has(words: str, phrases: tuple[str, ...] | set[str]) -> bool:
     return any(f" {_words(p).strip()} " in words for p in phrases)
 
 
+@lru_cache(maxsize=16_384)  # titles repeat: a lead's title is re-read on every event
 def seniority_of(title: str | None) -> Seniority | None:
     """The seniority a title states; None when there is no title. Anything with a title that
     names no rank is an individual contributor."""
@@ -281,6 +283,7 @@ def seniority_of(title: str | None) -> Seniority | None:
     return "individual contributor"
 
 
+@lru_cache(maxsize=16_384)
 def function_of(title: str | None) -> JobFunction | None:
     """The business function a title belongs to; None without a title, "other" when unknown."""
     if not title or not title.strip():
