@@ -139,7 +139,20 @@ async def test_two_known_leads_merge_and_an_operator_reverses_it(
     # The operator reverses it with the CLI; the running service applies it.
     cli = ServiceProcess("enrich", pipeline.addresses, log_file=None)
     await asyncio.to_thread(cli.run_to_end, "unmerge", merge_id, "--by", "ops@test")
-    events = await enriched(pipeline, f"unmerged:{merge_id}")
+    records = await pipeline.read(
+        EVENTS_ENRICHED.full_name(pipeline.prefix),
+        until=lambda rs: (
+            {f"unmerged:{merge_id}", f"restored:{webinar}"}
+            <= {r.json()["message_id"] for r in rs}
+            | {
+                f"restored:{r.json()['lead_id']}"
+                for r in rs
+                if r.json()["kind"] == "profile_updated"
+            }
+        ),
+        timeout_s=40,
+    )
+    events = [r.json() for r in records]
     unmerged = next(e for e in events if e["message_id"] == f"unmerged:{merge_id}")
     assert unmerged["kind"] == "unmerged"
     assert unmerged["merge"]["merged_lead_ids"] == [webinar]
