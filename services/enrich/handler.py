@@ -103,6 +103,12 @@ class EnrichHandler:
         self._references = references
         self._policy = policy
         self._new_lead_id = new_lead_id
+        self._late_lookups: set[asyncio.Future[Firmographics | None]] = set()
+
+    def _forget_late_lookup(self, task: asyncio.Future[Firmographics | None]) -> None:
+        self._late_lookups.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its failure is the provider's business, logged there
 
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
@@ -355,7 +361,10 @@ class EnrichHandler:
         tasks = {domain: asyncio.ensure_future(provider.lookup(domain)) for domain in domains}
         done, late = await asyncio.wait(tasks.values(), timeout=self._policy.lookup_budget_s)
         for task in late:
-            task.cancel()
+            # Not cancelled: a late answer still fills the provider's cache, and a late failure
+            # still counts towards its circuit breaker, so a hanging vendor is soon skipped.
+            self._late_lookups.add(task)
+            task.add_done_callback(self._forget_late_lookup)
         answers: dict[str, Firmographics | None] = {}
         for domain, task in tasks.items():
             if task not in done:
