@@ -3,12 +3,18 @@ circuit breaker (an in-memory httpx transport stands in for the network; a fake 
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
 from services.enrich.config import DATA_DIR
 from services.enrich.firmographics import FileProvider, ProviderUnavailable, revenue_band, size_band
+from services.enrich.handler import EnrichHandler, EnrichPolicy
+from services.enrich.references import References
 from services.enrich.vendor import HttpVendorProvider
+from shared.contracts import Firmographics
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +147,35 @@ async def test_vendor_timeouts_count_as_failures() -> None:
 
     with pytest.raises(ProviderUnavailable, match="ReadTimeout"):
         await provider.lookup("slow.io")
+
+
+class SlowAndDownProvider:
+    """initech.com answers at once, hang.io answers after the budget, down.io fails."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    async def lookup(self, domain: str) -> Firmographics | None:
+        if domain == "hang.io":
+            await asyncio.sleep(0.3)
+        if domain == "down.io":
+            raise ProviderUnavailable("fake: HTTP 503")
+        self.finished.append(domain)
+        return Firmographics(domain=domain, company_name=domain)
+
+
+async def test_a_batch_waits_for_the_provider_no_longer_than_its_budget() -> None:
+    provider = SlowAndDownProvider()
+    handler = EnrichHandler(
+        provider=provider, references=References(), policy=EnrichPolicy(lookup_budget_s=0.05)
+    )
+
+    started = time.monotonic()
+    answers = await handler._look_up({"initech.com", "hang.io", "down.io"})
+
+    assert time.monotonic() - started < 0.25
+    assert set(answers) == {"initech.com"}  # the others are left to re-enrichment
+    await asyncio.sleep(0.4)
+    assert "hang.io" in provider.finished  # not cancelled: its answer still reaches the cache
