@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 """Returns each check's name and whether it passes; ready when all pass."""
@@ -25,7 +25,9 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
 
 
-def health_app(readiness: ReadinessCheck) -> Starlette:
+def health_app(readiness: ReadinessCheck, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The three endpoints, plus a service's own read-only `routes` (e.g. score's explain)."""
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
@@ -41,7 +43,12 @@ def health_app(readiness: ReadinessCheck) -> Starlette:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            *routes,
+        ]
     )
 
 
@@ -56,9 +63,20 @@ class ServerWithoutSignals(uvicorn.Server):
 class HealthServer:
     """Serves `health_app` on its own port inside the service's event loop."""
 
-    def __init__(self, *, host: str, port: int, readiness: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        readiness: ReadinessCheck,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
         config = uvicorn.Config(
-            health_app(readiness), host=host, port=port, log_level="warning", lifespan="off"
+            health_app(readiness, routes),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
         )
         self._server = ServerWithoutSignals(config)
         self._task: asyncio.Task[None] | None = None

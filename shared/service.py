@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.routing import BaseRoute
 
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import create_engine, create_sessionmaker
@@ -81,6 +82,7 @@ def consumer_service_main(
     migrations_dir: Path,
     schema: str,
     make_companions: Callable[[S, ServiceContext], Sequence[Companion]] | None = None,
+    make_routes: Callable[[S, async_sessionmaker[AsyncSession]], Sequence[BaseRoute]] | None = None,
     argv: list[str] | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
@@ -106,6 +108,7 @@ def consumer_service_main(
             companions=(
                 (lambda context: make_companions(settings, context)) if make_companions else None
             ),
+            routes=(lambda sessions: make_routes(settings, sessions)) if make_routes else None,
         )
     )
     return 0
@@ -119,6 +122,7 @@ async def serve_consumer(
     subscriptions: list[Topic],
     schema: str,
     companions: Callable[[ServiceContext], Sequence[Companion]] | None = None,
+    routes: Callable[[async_sessionmaker[AsyncSession]], Sequence[BaseRoute]] | None = None,
 ) -> None:
     """Run the consumer (and companions) until SIGTERM/SIGINT; drain, then stop everything."""
     engine = create_engine(settings.database, application_name=f"leadflow-{service}")
@@ -136,7 +140,10 @@ async def serve_consumer(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.request_stop)
     health = HealthServer(
-        host=settings.health_host, port=settings.health_port, readiness=runner.readiness
+        host=settings.health_host,
+        port=settings.health_port,
+        readiness=runner.readiness,
+        routes=routes(sessions) if routes else (),
     )
     producer: AIOKafkaProducer | None = None
     tasks: list[asyncio.Task[None]] = []

@@ -19,6 +19,7 @@ from shared.contracts import (
     LifecycleChanged,
     RawEvent,
     RoutingDecision,
+    ScoreCommand,
 )
 
 EXAMPLES_DIR = Path(__file__).parent / "contracts" / "examples"
@@ -55,6 +56,7 @@ CRM_FEEDBACK = Topic("crm.feedback", CrmFeedback, key="lead_id or email", produc
 ENRICH_COMMANDS = Topic(
     "enrich.commands", EnrichCommand, key="domain or merge_id", producer="enrich (internal)"
 )
+SCORE_COMMANDS = Topic("score.commands", ScoreCommand, key="lead_id", producer="score (internal)")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     EVENTS_RAW,
@@ -65,6 +67,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ROUTING_NURTURE,
     CRM_FEEDBACK,
     ENRICH_COMMANDS,
+    SCORE_COMMANDS,
 )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.score.rules import DEFAULT_RULES_FILE
+from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from shared.settings import ConsumingServiceSettings
 
 
@@ -15,3 +16,8 @@ class ScoreSettings(ConsumingServiceSettings):
 
     health_port: int = 8082
     rules_file: Path = DEFAULT_RULES_FILE
+    # The decay sweep: every `sweep_interval_s`, MQLs not evaluated for `sweep_stale_after_s`
+    # are re-evaluated (at most `sweep_batch` per round) through `score.commands`.
+    sweep_interval_s: float = Field(default=300.0, gt=0)
+    sweep_stale_after_s: float = Field(default=3600.0, ge=0)
+    sweep_batch: int = Field(default=1000, ge=1)

@@ -1,121 +1,496 @@
-"""The consumer handler: `events.enriched` -> `leads.scored` (+ `leads.lifecycle`).
+"""The consumer handler: `events.enriched`, `crm.feedback` and `score.commands` in;
+`leads.scored` and `leads.lifecycle` out.
 
-Per batch: lock the states of every lead in it (one query), apply events in consumption order
-(per lead that is event order: events are keyed by lead), then write the ledger rows, stage
-changes and states. Emits one `LeadScored` per event that earned points and one
-`LifecycleChanged` per stage move, with ids derived from the triggering message so a replay
-produces the same ids.
+Per batch: the leads and ledgers of every lead in it are loaded (row-locked) in one query each;
+messages are applied in consumption order (per lead that is event order: every input is keyed
+by lead); the ledger, history, stage changes and leads are written at the end, in the same
+transaction as the consumed offsets.
+
+Idempotency: a message is scored once per (lead_id, message_id) (`score.history`), CRM feedback
+once per feedback_id, and every output id derives from the input (transition ids are
+`lead:stage:trigger-id`), so redelivery or a replay from enrich never counts twice and emits
+the same ids.
+
+- `event`: fit rules on the profile, behaviour rules on the call, both at event time.
+- `profile_updated`: fit rules only (a stale picture, older `lead_version`, is ignored).
+- `merged`: the merged leads' ledgers are folded into the survivor (see `repository.fold_merged`)
+  and the survivor re-evaluated; `unmerged`: the restored leads are leads of their own again.
+- `crm.feedback`: the outcome moves the stage (accepted: mql -> sql, qualified: sql -> sqo,
+  won, rejected/lost: recycled, disqualified); a move the state machine refuses is recorded as
+  not applied and logged, never applied. An unknown lead goes to the dead-letter topic.
+- `score.commands` `reevaluate`: the decay sweep's request to value an MQL's score at a time;
+  long enough below the line, it is recycled.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
-from services.score.domain import LeadState, advance_stage, score_event, score_of
-from services.score.repository import LedgerEntry, StageChange
-from services.score.rules import RuleSet
-from shared.consumer import Message, Output
-from shared.contracts import Contribution, EnrichedEvent, LeadScored, LifecycleChanged
+from services.score.engine.conditions import PROFILE_PREFIXES, Facts, facts_of
+from services.score.engine.explain import LedgerLine, state_of
+from services.score.engine.lifecycle import (
+    FEEDBACK_TRIGGERS,
+    IllegalTransition,
+    Transition,
+    Trigger,
+    apply,
+    earned_move,
+)
+from services.score.engine.rescoring import HistoryItem
+from services.score.engine.ruleset import RuleSet
+from services.score.engine.scoring import LedgerEntry, ScoreCard, evaluate, score_event
+from services.score.repository import LeadRow, NewLedgerRow, StageChange
+from shared.consumer import InvalidMessage, Message, Output
+from shared.contracts import (
+    Consent,
+    Contribution,
+    CrmFeedback,
+    EnrichedEvent,
+    LeadProfile,
+    LeadScored,
+    LifecycleChanged,
+    Score,
+    ScoreCommand,
+    Stage,
+)
 from shared.topics import LEADS_LIFECYCLE, LEADS_SCORED
+
+log = logging.getLogger(__name__)
+
+ENGAGEMENT_TYPES = frozenset({"track", "page", "screen"})
+TOP_CONTRIBUTIONS = 5
+
+
+@dataclass
+class _Work:
+    """The batch's working set and the writes it collects."""
+
+    leads: dict[str, LeadRow]
+    ledgers: dict[str, list[LedgerLine]]
+    scored: set[tuple[str, str]]
+    feedback: set[str]
+    ledger_rows: list[NewLedgerRow] = field(default_factory=list)
+    history: list[tuple[str, HistoryItem]] = field(default_factory=list)
+    stage_changes: list[StageChange] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    recent: dict[str, list[Contribution]] = field(default_factory=dict)
+
+    def lead(self, lead_id: str) -> LeadRow:
+        if lead_id not in self.leads:
+            self.leads[lead_id] = LeadRow(lead_id=lead_id)
+            self.ledgers.setdefault(lead_id, [])
+        return self.leads[lead_id]
 
 
 class ScoreHandler:
     def __init__(self, rules: RuleSet) -> None:
         self._rules = rules
 
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        events = [m.value for m in messages if isinstance(m.value, EnrichedEvent)]
-        states = await repository.get_lead_states(session, (e.lead_id for e in events))
-        now = datetime.now(UTC)
-        outputs: list[Output] = []
-        ledger: list[LedgerEntry] = []
-        stage_changes: list[StageChange] = []
-        recent: dict[str, list[Contribution]] = {}
-        for event in events:
-            state = states.get(event.lead_id) or LeadState(lead_id=event.lead_id)
-            change = score_event(state, event, self._rules)
-            state = change.state
-            score = score_of(state, self._rules)
-            if change.contributions:
-                recent[event.lead_id] = [*change.contributions, *recent.get(event.lead_id, [])]
-                ledger += [
-                    LedgerEntry(
-                        lead_id=event.lead_id,
-                        message_id=event.message_id,
-                        rule_id=c.rule_id,
-                        points=c.points,
-                        rule_version=self._rules.version,
-                        event_time=event.timestamp,
-                    )
-                    for c in change.contributions
-                ]
-                outputs.append(
-                    Output(
-                        LEADS_SCORED,
-                        key=event.lead_id,
-                        value=LeadScored(
-                            lead_id=event.lead_id,
-                            message_id=event.message_id,
-                            score=score,
-                            contributions=list(change.contributions),
-                            rule_version=self._rules.version,
-                            scored_at=now,
-                            received_at=event.received_at,
-                        ),
-                    )
-                )
-            move = advance_stage(
-                state.stage,
-                identified=event.identified,
-                engaged=state.engaged,
-                total=state.total,
-                rules=self._rules,
+        work = await self._load(messages, session)
+        for message in messages:
+            value = message.value
+            if isinstance(value, EnrichedEvent):
+                if value.kind == "merged":
+                    await self._merged(value, work, session)
+                elif value.kind == "unmerged":
+                    assert value.merge is not None
+                    await self._flush(work, session)
+                    await repository.unmark_merged(session, value.merge.merged_lead_ids)
+                else:
+                    self._event(value, work)
+            elif isinstance(value, CrmFeedback):
+                await self._feedback(message, value, work, session)
+            elif isinstance(value, ScoreCommand):
+                self._reevaluate(value, work)
+        await self._flush(work, session)
+        return work.outputs
+
+    async def _load(self, messages: Sequence[Message[BaseModel]], session: AsyncSession) -> _Work:
+        lead_ids: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        for message in messages:
+            value = message.value
+            if isinstance(value, EnrichedEvent):
+                lead_ids.add(value.lead_id)
+                keys.add((value.lead_id, value.message_id))
+            elif isinstance(value, ScoreCommand | CrmFeedback) and value.lead_id:
+                lead_ids.add(value.lead_id)
+        feedback_ids = [m.value.feedback_id for m in messages if isinstance(m.value, CrmFeedback)]
+        return _Work(
+            leads=await repository.load_leads(session, lead_ids),
+            ledgers=await repository.load_ledgers(session, lead_ids),
+            scored=await repository.already_scored(session, keys),
+            feedback=await repository.feedback_seen(session, feedback_ids),
+        )
+
+    async def _flush(self, work: _Work, session: AsyncSession) -> None:
+        """Write what the batch collected so far (before a merge reads the tables, and at the
+        end). Idempotent: written lists are emptied."""
+        await repository.add_to_ledger(session, work.ledger_rows)
+        await repository.add_history(session, work.history)
+        await repository.record_stage_changes(session, work.stage_changes)
+        await repository.save_leads(session, list(work.leads.values()))
+        work.ledger_rows, work.history, work.stage_changes = [], [], []
+
+    # --- events.enriched ----------------------------------------------------------------
+
+    def _event(self, event: EnrichedEvent, work: _Work) -> None:
+        key = (event.lead_id, event.message_id)
+        if key in work.scored:
+            return
+        work.scored.add(key)
+        lead = work.lead(event.lead_id)
+        if lead.merged_into is not None:
+            log.warning("message %s for merged lead %s ignored", event.message_id, lead.lead_id)
+            return
+        if event.kind == "profile_updated" and event.lead_version < lead.profile_version:
+            return  # an older picture than the one already scored
+        self._score(event, lead, work, behaviour=event.kind == "event")
+
+    async def _merged(self, event: EnrichedEvent, work: _Work, session: AsyncSession) -> None:
+        assert event.merge is not None
+        key = (event.lead_id, event.message_id)
+        if key in work.scored:
+            return
+        await self._flush(work, session)
+        merged = [i for i in event.merge.merged_lead_ids if i != event.lead_id]
+        await repository.fold_merged(
+            session,
+            survivor=event.lead_id,
+            merged=merged,
+            history_replayed=event.merge.history_replayed,
+        )
+        for lead_id in merged:
+            work.leads.pop(lead_id, None)
+            work.ledgers.pop(lead_id, None)
+        work.leads.update(await repository.load_leads(session, [event.lead_id]))
+        work.ledgers.update(await repository.load_ledgers(session, [event.lead_id]))
+        work.scored.add(key)
+        self._score(event, work.lead(event.lead_id), work, behaviour=False)
+
+    def _score(self, event: EnrichedEvent, lead: LeadRow, work: _Work, *, behaviour: bool) -> None:
+        facts = facts_of(event)
+        at = event.timestamp
+        state = state_of(work.ledgers[lead.lead_id])
+        result = score_event(
+            self._rules, state, facts, at=at, message_id=event.message_id, behaviour=behaviour
+        )
+        as_of = max(lead.as_of or at, at)
+        card = evaluate(self._rules, result.state, as_of)
+        self._record_entries(lead, event.message_id, at, result.entries, work)
+        work.history.append((lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour)))
+        lead.identified = lead.identified or event.identified
+        lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
+        lead.email = event.profile.email or lead.email
+        if event.lead_version >= lead.profile_version:
+            lead.profile_version = event.lead_version
+            lead.profile = _profile_snapshot(event, facts)
+        self._apply_card(lead, card, as_of)
+        if result.entries:
+            contributions = [
+                Contribution(rule_id=e.rule_id, points=e.points, reason=e.reason)
+                for e in result.entries
+            ]
+            work.recent[lead.lead_id] = [*contributions, *work.recent.get(lead.lead_id, [])]
+            work.outputs.append(
+                self._scored(lead, event.message_id, card, contributions, event.received_at)
             )
-            if move is not None:
-                state = replace(state, stage=move.to_stage)
-                transition = StageChange(
-                    transition_id=f"{event.lead_id}:{move.to_stage.value}:{event.message_id}",
-                    lead_id=event.lead_id,
+        move = earned_move(
+            lead.stage,
+            identified=lead.identified,
+            engaged=lead.engaged,
+            qualifies=card.qualifies_as_mql,
+            why_qualified=_why_qualified(card, self._rules),
+        )
+        if move is not None:
+            self._transition(
+                lead,
+                move,
+                trigger_id=event.message_id,
+                at=at,
+                received_at=event.received_at,
+                card=card,
+                work=work,
+            )
+        self._recycle_if_decayed(
+            lead, card, as_of, trigger_id=event.message_id, received_at=event.received_at, work=work
+        )
+
+    # --- crm.feedback ---------------------------------------------------------------------
+
+    async def _feedback(
+        self,
+        message: Message[BaseModel],
+        feedback: CrmFeedback,
+        work: _Work,
+        session: AsyncSession,
+    ) -> None:
+        if feedback.feedback_id in work.feedback:
+            return
+        work.feedback.add(feedback.feedback_id)
+        lead = work.leads.get(feedback.lead_id or "")
+        if lead is None:
+            await self._flush(work, session)
+            lead = await repository.find_lead(session, feedback.lead_id or feedback.email or "")
+            if lead is None and feedback.email:
+                lead = await repository.find_lead(session, feedback.email)
+            if lead is None:
+                raise InvalidMessage(
+                    message,
+                    f"feedback {feedback.feedback_id}: no lead with id {feedback.lead_id!r}"
+                    f" or email {feedback.email!r}",
+                )
+            found = await repository.load_leads(session, [lead.lead_id])
+            work.leads.update(found)
+            work.ledgers.update(await repository.load_ledgers(session, [lead.lead_id]))
+            lead = work.leads[lead.lead_id]
+        trigger = FEEDBACK_TRIGGERS[feedback.outcome]
+        reason = f"CRM: {feedback.outcome}" + (f" ({feedback.reason})" if feedback.reason else "")
+        try:
+            move = apply(lead.stage, trigger, reason)
+        except IllegalTransition as refused:
+            log.warning("feedback %s refused: %s", feedback.feedback_id, refused)
+            await repository.record_feedback(
+                session,
+                feedback_id=feedback.feedback_id,
+                lead_id=lead.lead_id,
+                outcome=feedback.outcome,
+                applied=False,
+                detail=str(refused),
+                at=feedback.at,
+            )
+            return
+        card = evaluate(
+            self._rules, state_of(work.ledgers[lead.lead_id]), lead.as_of or feedback.at
+        )
+        self._transition(
+            lead,
+            move,
+            trigger_id=feedback.feedback_id,
+            at=feedback.at,
+            received_at=feedback.at,
+            card=card,
+            work=work,
+        )
+        await repository.record_feedback(
+            session,
+            feedback_id=feedback.feedback_id,
+            lead_id=lead.lead_id,
+            outcome=feedback.outcome,
+            applied=True,
+            detail=f"{move.from_stage} -> {move.to_stage}",
+            at=feedback.at,
+        )
+
+    # --- score.commands -------------------------------------------------------------------
+
+    def _reevaluate(self, command: ScoreCommand, work: _Work) -> None:
+        lead = work.leads.get(command.lead_id)
+        if lead is None or lead.merged_into is not None:
+            return
+        as_of = max(lead.as_of or command.at, command.at)
+        card = evaluate(self._rules, state_of(work.ledgers[lead.lead_id]), as_of)
+        changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
+        self._apply_card(lead, card, as_of)
+        if changed:
+            work.outputs.append(self._scored(lead, command.command_id, card, [], command.at))
+        self._recycle_if_decayed(
+            lead, card, as_of, trigger_id=command.command_id, received_at=command.at, work=work
+        )
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    def _record_entries(
+        self,
+        lead: LeadRow,
+        message_id: str,
+        at: datetime,
+        entries: Sequence[LedgerEntry],
+        work: _Work,
+    ) -> None:
+        for entry in entries:
+            row = NewLedgerRow(
+                lead_id=lead.lead_id,
+                message_id=message_id,
+                rule_id=entry.rule_id,
+                grp=entry.group,
+                kind=entry.kind,
+                points=entry.points,
+                requested=entry.requested,
+                reason=entry.reason,
+                note=entry.note,
+                rule_version=self._rules.version,
+                event_time=at,
+            )
+            work.ledger_rows.append(row)
+            work.ledgers[lead.lead_id].append(
+                LedgerLine(
+                    message_id=message_id,
+                    rule_id=entry.rule_id,
+                    group=entry.group,
+                    kind=entry.kind,
+                    points=entry.points,
+                    requested=entry.requested,
+                    reason=entry.reason,
+                    note=entry.note,
+                    rule_version=self._rules.version,
+                    event_time=at,
+                )
+            )
+
+    def _apply_card(self, lead: LeadRow, card: ScoreCard, as_of: datetime) -> None:
+        lead.fit, lead.behaviour, lead.total = card.fit, card.behaviour, card.total
+        lead.grade, lead.band, lead.qualifies = card.grade, card.band, card.qualifies_as_mql
+        lead.rule_version, lead.as_of = self._rules.version, as_of
+        if lead.stage != Stage.MQL or card.qualifies_as_mql:
+            lead.below_line_since = None
+        elif lead.below_line_since is None:
+            lead.below_line_since = as_of
+
+    def _recycle_if_decayed(
+        self,
+        lead: LeadRow,
+        card: ScoreCard,
+        as_of: datetime,
+        *,
+        trigger_id: str,
+        received_at: datetime,
+        work: _Work,
+    ) -> None:
+        since = lead.below_line_since
+        grace = timedelta(days=self._rules.lifecycle.recycle_after_days_below)
+        if lead.stage != Stage.MQL or since is None or as_of - since < grace:
+            return
+        move = apply(
+            lead.stage,
+            Trigger.DECAYED,
+            f"score below the MQL line since {since:%Y-%m-%d} "
+            f"({self._rules.lifecycle.recycle_after_days_below:g} days allowed)",
+        )
+        self._transition(
+            lead,
+            move,
+            trigger_id=trigger_id,
+            at=as_of,
+            received_at=received_at,
+            card=card,
+            work=work,
+        )
+
+    def _transition(
+        self,
+        lead: LeadRow,
+        move: Transition,
+        *,
+        trigger_id: str,
+        at: datetime,
+        received_at: datetime,
+        card: ScoreCard,
+        work: _Work,
+    ) -> None:
+        change = StageChange(
+            transition_id=f"{lead.lead_id}:{move.to_stage.value}:{trigger_id}",
+            lead_id=lead.lead_id,
+            from_stage=move.from_stage,
+            to_stage=move.to_stage,
+            reason=move.reason,
+            at=at,
+        )
+        work.stage_changes.append(change)
+        lead.stage = move.to_stage
+        if lead.stage != Stage.MQL:
+            lead.below_line_since = None
+        snapshot = lead.profile or {}
+        work.outputs.append(
+            Output(
+                LEADS_LIFECYCLE,
+                key=lead.lead_id,
+                value=LifecycleChanged(
+                    transition_id=change.transition_id,
+                    lead_id=lead.lead_id,
                     from_stage=move.from_stage,
                     to_stage=move.to_stage,
                     reason=move.reason,
-                    at=event.timestamp,
-                )
-                stage_changes.append(transition)
-                outputs.append(
-                    Output(
-                        LEADS_LIFECYCLE,
-                        key=event.lead_id,
-                        value=LifecycleChanged(
-                            transition_id=transition.transition_id,
-                            lead_id=event.lead_id,
-                            from_stage=move.from_stage,
-                            to_stage=move.to_stage,
-                            reason=move.reason,
-                            at=event.timestamp,
-                            received_at=event.received_at,
-                            profile=event.profile,
-                            consent=event.consent,
-                            account_id=event.account_id,
-                            score=score,
-                            top_contributions=sorted(
-                                recent.get(event.lead_id, []), key=lambda c: -abs(c.points)
-                            )[:5],
-                        ),
-                    )
-                )
-            states[event.lead_id] = state
-        await repository.add_to_ledger(session, ledger)
-        await repository.record_stage_changes(session, stage_changes)
-        await repository.save_lead_states(
-            session, [states[lead_id] for lead_id in {e.lead_id for e in events}]
+                    at=at,
+                    received_at=received_at,
+                    profile=LeadProfile.model_validate(snapshot.get("profile", {})),
+                    consent=Consent.model_validate(snapshot.get("consent", {})),
+                    account_id=snapshot.get("account_id"),
+                    score=_score(card),
+                    top_contributions=sorted(
+                        work.recent.get(lead.lead_id, []), key=lambda c: -abs(c.points)
+                    )[:TOP_CONTRIBUTIONS],
+                ),
+            )
         )
-        return outputs
+
+    def _scored(
+        self,
+        lead: LeadRow,
+        message_id: str,
+        card: ScoreCard,
+        contributions: list[Contribution],
+        received_at: datetime,
+    ) -> Output:
+        return Output(
+            LEADS_SCORED,
+            key=lead.lead_id,
+            value=LeadScored(
+                lead_id=lead.lead_id,
+                message_id=message_id,
+                score=_score(card),
+                contributions=contributions,
+                rule_version=self._rules.version,
+                scored_at=datetime.now(UTC),
+                received_at=received_at,
+            ),
+        )
+
+
+def _score(card: ScoreCard) -> Score:
+    return Score(
+        fit=card.fit,
+        behaviour=card.behaviour,
+        total=card.total,
+        grade=card.grade,
+        band=card.band,
+        priority=card.priority,
+    )
+
+
+def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
+    mql = rules.mql
+    parts = [f"priority {card.priority}", f"total {card.total}"]
+    if mql.min_total is not None:
+        parts[-1] += f" >= {mql.min_total}"
+    if mql.min_fit is not None:
+        parts.append(f"fit {card.fit} >= {mql.min_fit}")
+    if mql.min_behaviour is not None:
+        parts.append(f"behaviour {card.behaviour} >= {mql.min_behaviour}")
+    return "MQL: " + ", ".join(parts)
+
+
+def _profile_snapshot(event: EnrichedEvent, facts: Facts) -> dict[str, Any]:
+    """What score keeps of the lead's picture: the profile, consent and account for outputs
+    that have no event at hand, and the profile-side facts for the sweep and rescoring."""
+    return {
+        "profile": event.profile.model_dump(mode="json"),
+        "consent": event.consent.model_dump(mode="json"),
+        "account_id": event.account_id,
+        "facts": {k: v for k, v in facts.items() if k.startswith(PROFILE_PREFIXES)},
+    }

@@ -1,26 +1,64 @@
-"""score's tables (schema `score`): lead state, the points ledger, the stage history."""
+"""score's tables (schema `score`): leads, the points ledger, the history of scored messages,
+stage changes and CRM feedback seen.
+
+Every function takes the caller's session: the consumer runner commits effects together with
+the consumed offsets. Reads for a batch are one query per table (ids as arrays), so the cost per
+event stays flat however many leads there are: every read is by primary key or an index.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.score.domain import LeadState
+from services.score.engine.explain import LedgerLine, StageLine
+from services.score.engine.rescoring import HistoryItem
 from shared.contracts import Stage
 
 SCHEMA = "score"
 
 
+@dataclass
+class LeadRow:
+    """A lead as score keeps it. `profile` holds the profile-side facts of the last message
+    (what fit rules read), for the sweep and rescoring."""
+
+    lead_id: str
+    stage: Stage = Stage.ANONYMOUS
+    identified: bool = False
+    engaged: bool = False
+    email: str | None = None
+    fit: int = 0
+    behaviour: int = 0
+    total: int = 0
+    grade: str = "D"
+    band: int = 4
+    qualifies: bool = False
+    rule_version: str = ""
+    as_of: datetime | None = None
+    below_line_since: datetime | None = None
+    profile_version: int = -1
+    profile: dict[str, Any] | None = None
+    merged_into: str | None = None
+
+
 @dataclass(frozen=True)
-class LedgerEntry:
+class NewLedgerRow:
     lead_id: str
     message_id: str
     rule_id: str
+    grp: str
+    kind: str
     points: int
+    requested: int
+    reason: str
+    note: str
     rule_version: str
     event_time: datetime
 
@@ -35,76 +73,182 @@ class StageChange:
     at: datetime
 
 
-async def get_lead_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadState]:
-    """States of the given leads, row-locked for this transaction."""
+_LEAD_COLUMNS = (
+    "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
+    "rule_version, as_of, below_line_since, profile_version, profile, merged_into"
+)
+
+
+async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
+    """The given leads, row-locked for this transaction (in id order, so two batches sharing
+    leads cannot deadlock)."""
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
     rows = await session.execute(
         text(
-            """
-            SELECT lead_id, stage, fit, behaviour, engaged, fit_rules_awarded
-            FROM score.leads WHERE lead_id = ANY(CAST(:ids AS text[]))
-            ORDER BY lead_id
-            FOR UPDATE
-            """
+            f"SELECT {_LEAD_COLUMNS} FROM score.leads "
+            "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id FOR UPDATE"
         ),
         {"ids": ids},
     )
-    return {
-        row.lead_id: LeadState(
-            lead_id=row.lead_id,
-            stage=Stage(row.stage),
-            fit=row.fit,
-            behaviour=row.behaviour,
-            engaged=row.engaged,
-            fit_rules_awarded=frozenset(row.fit_rules_awarded),
+    return {row.lead_id: _lead(row) for row in rows}
+
+
+async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | None:
+    """By lead id, else by email (the most recently scored lead with it), merged leads
+    resolved to their survivor."""
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {_LEAD_COLUMNS} FROM score.leads WHERE lead_id = :key "
+                "UNION ALL "
+                f"(SELECT {_LEAD_COLUMNS} FROM score.leads WHERE email = lower(:key) "
+                " AND merged_into IS NULL ORDER BY as_of DESC NULLS LAST LIMIT 1) "
+                "LIMIT 1"
+            ),
+            {"key": lead_id_or_email},
         )
-        for row in rows
-    }
+    ).first()
+    if row is None:
+        return None
+    lead = _lead(row)
+    for _ in range(10):  # follow merges (a chain is short; the bound guards a cycle)
+        if lead.merged_into is None:
+            return lead
+        found = await load_leads(session, [lead.merged_into])
+        if lead.merged_into not in found:
+            return lead
+        lead = found[lead.merged_into]
+    return lead
 
 
-async def save_lead_states(session: AsyncSession, states: Sequence[LeadState]) -> None:
-    if not states:
+async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
+    if not leads:
         return
     await session.execute(
         text(
-            """
-            INSERT INTO score.leads (lead_id, stage, fit, behaviour, engaged, fit_rules_awarded)
-            VALUES (:lead_id, :stage, :fit, :behaviour, :engaged, :fit_rules_awarded)
+            f"""
+            INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
+            VALUES (:lead_id, :stage, :identified, :engaged, :email, :fit, :behaviour, :total,
+                    :grade, :band, :qualifies, :rule_version, :as_of, :below_line_since,
+                    :profile_version, CAST(:profile AS jsonb), :merged_into, now())
             ON CONFLICT (lead_id) DO UPDATE SET
-                stage = EXCLUDED.stage, fit = EXCLUDED.fit, behaviour = EXCLUDED.behaviour,
-                engaged = EXCLUDED.engaged, fit_rules_awarded = EXCLUDED.fit_rules_awarded,
-                updated_at = now()
+                stage = EXCLUDED.stage, identified = EXCLUDED.identified,
+                engaged = EXCLUDED.engaged, email = EXCLUDED.email, fit = EXCLUDED.fit,
+                behaviour = EXCLUDED.behaviour, total = EXCLUDED.total, grade = EXCLUDED.grade,
+                band = EXCLUDED.band, qualifies = EXCLUDED.qualifies,
+                rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
+                below_line_since = EXCLUDED.below_line_since,
+                profile_version = EXCLUDED.profile_version, profile = EXCLUDED.profile,
+                merged_into = EXCLUDED.merged_into, updated_at = now()
             """
         ),
         [
             {
-                "lead_id": s.lead_id,
-                "stage": s.stage.value,
-                "fit": s.fit,
-                "behaviour": s.behaviour,
-                "engaged": s.engaged,
-                "fit_rules_awarded": sorted(s.fit_rules_awarded),
+                **asdict(lead),
+                "stage": lead.stage.value,
+                "profile": orjson.dumps(lead.profile or {}).decode(),
             }
-            for s in states
+            for lead in leads
         ],
     )
 
 
-async def add_to_ledger(session: AsyncSession, entries: Sequence[LedgerEntry]) -> None:
+async def load_ledgers(
+    session: AsyncSession, lead_ids: Iterable[str]
+) -> dict[str, list[LedgerLine]]:
+    ids = sorted(set(lead_ids))
+    ledgers: dict[str, list[LedgerLine]] = {lead_id: [] for lead_id in ids}
+    if not ids:
+        return ledgers
+    rows = await session.execute(
+        text(
+            """
+            SELECT lead_id, message_id, rule_id, grp, kind, points, requested, reason, note,
+                   rule_version, event_time
+            FROM score.ledger WHERE lead_id = ANY(CAST(:ids AS text[]))
+            ORDER BY lead_id, event_time, message_id, rule_id
+            """
+        ),
+        {"ids": ids},
+    )
+    for row in rows:
+        ledgers[row.lead_id].append(
+            LedgerLine(
+                message_id=row.message_id,
+                rule_id=row.rule_id,
+                group=row.grp,
+                kind=row.kind,
+                points=row.points,
+                requested=row.requested,
+                reason=row.reason,
+                note=row.note,
+                rule_version=row.rule_version,
+                event_time=row.event_time,
+            )
+        )
+    return ledgers
+
+
+async def add_to_ledger(session: AsyncSession, rows: Sequence[NewLedgerRow]) -> None:
     """Record every point. The key (lead, message, rule) makes a second write of the same point
     impossible, whatever the caller does."""
-    if not entries:
+    if not rows:
         return
     await session.execute(
         text(
             """
-            INSERT INTO score.ledger (lead_id, message_id, rule_id, points, rule_version, event_time)
-            VALUES (:lead_id, :message_id, :rule_id, :points, :rule_version, :event_time)
+            INSERT INTO score.ledger (lead_id, message_id, rule_id, grp, kind, points, requested,
+                                      reason, note, rule_version, event_time)
+            VALUES (:lead_id, :message_id, :rule_id, :grp, :kind, :points, :requested, :reason,
+                    :note, :rule_version, :event_time)
             """
         ),
-        [e.__dict__ for e in entries],
+        [asdict(row) for row in rows],
+    )
+
+
+async def already_scored(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (lead_id, message_id) pairs were scored before: a replayed message counts once."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return set()
+    rows = await session.execute(
+        text(
+            """
+            SELECT h.lead_id, h.message_id FROM score.history h
+            JOIN unnest(CAST(:leads AS text[]), CAST(:messages AS text[])) AS k(lead_id, message_id)
+              ON h.lead_id = k.lead_id AND h.message_id = k.message_id
+            """
+        ),
+        {"leads": [p[0] for p in pairs], "messages": [p[1] for p in pairs]},
+    )
+    return {(row.lead_id, row.message_id) for row in rows}
+
+
+async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryItem]]) -> None:
+    if not items:
+        return
+    await session.execute(
+        text(
+            """
+            INSERT INTO score.history (lead_id, message_id, at, behaviour, facts)
+            VALUES (:lead_id, :message_id, :at, :behaviour, CAST(:facts AS jsonb))
+            """
+        ),
+        [
+            {
+                "lead_id": lead_id,
+                "message_id": item.message_id,
+                "at": item.at,
+                "behaviour": item.behaviour,
+                "facts": orjson.dumps(item.facts, default=str).decode(),
+            }
+            for lead_id, item in items
+        ],
     )
 
 
@@ -116,10 +260,152 @@ async def record_stage_changes(session: AsyncSession, changes: Sequence[StageCha
             """
             INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
             VALUES (:transition_id, :lead_id, :from_stage, :to_stage, :reason, :at)
+            ON CONFLICT (transition_id) DO NOTHING
             """
         ),
         [
-            {**c.__dict__, "from_stage": c.from_stage.value, "to_stage": c.to_stage.value}
+            {**asdict(c), "from_stage": c.from_stage.value, "to_stage": c.to_stage.value}
             for c in changes
         ],
+    )
+
+
+async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:
+    rows = await session.execute(
+        text(
+            "SELECT from_stage, to_stage, reason, at FROM score.stage_changes "
+            "WHERE lead_id = :lead_id ORDER BY at, recorded_at"
+        ),
+        {"lead_id": lead_id},
+    )
+    return [
+        StageLine(from_stage=r.from_stage, to_stage=r.to_stage, reason=r.reason, at=r.at)
+        for r in rows
+    ]
+
+
+async def fold_merged(
+    session: AsyncSession, *, survivor: str, merged: Sequence[str], history_replayed: bool
+) -> None:
+    """Fold merged leads into the survivor, without double counting.
+
+    Replayed history (anonymous leads whose events enrich re-emitted under the survivor): their
+    own rows are dropped, the survivor already counted those events. Otherwise (two known
+    leads) their behaviour ledger and history move to the survivor, except rows for a message
+    the survivor already has; their fit rows are dropped (fit follows the survivor's profile).
+    """
+    params = {"survivor": survivor, "merged": list(merged)}
+    if not history_replayed:
+        for table in ("ledger", "history"):
+            await session.execute(
+                text(
+                    f"""
+                    UPDATE score.{table} AS m SET lead_id = :survivor
+                    WHERE m.lead_id = ANY(CAST(:merged AS text[]))
+                      {"AND m.kind <> 'fit'" if table == "ledger" else ""}
+                      AND NOT EXISTS (SELECT 1 FROM score.{table} s
+                                      WHERE s.lead_id = :survivor AND s.message_id = m.message_id)
+                    """
+                ),
+                params,
+            )
+    for table in ("ledger", "history"):
+        await session.execute(
+            text(f"DELETE FROM score.{table} WHERE lead_id = ANY(CAST(:merged AS text[]))"),
+            {"merged": list(merged)},
+        )
+    await session.execute(
+        text(
+            "UPDATE score.leads SET merged_into = :survivor, updated_at = now() "
+            "WHERE lead_id = ANY(CAST(:merged AS text[]))"
+        ),
+        params,
+    )
+
+
+async def unmark_merged(session: AsyncSession, lead_ids: Sequence[str]) -> None:
+    await session.execute(
+        text(
+            "UPDATE score.leads SET merged_into = NULL, updated_at = now() "
+            "WHERE lead_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(lead_ids)},
+    )
+
+
+async def feedback_seen(session: AsyncSession, feedback_ids: Iterable[str]) -> set[str]:
+    ids = sorted(set(feedback_ids))
+    if not ids:
+        return set()
+    rows = await session.execute(
+        text(
+            "SELECT feedback_id FROM score.feedback WHERE feedback_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": ids},
+    )
+    return {row.feedback_id for row in rows}
+
+
+async def record_feedback(
+    session: AsyncSession,
+    *,
+    feedback_id: str,
+    lead_id: str,
+    outcome: str,
+    applied: bool,
+    detail: str,
+    at: datetime,
+) -> None:
+    await session.execute(
+        text(
+            """
+            INSERT INTO score.feedback (feedback_id, lead_id, outcome, applied, detail, at)
+            VALUES (:feedback_id, :lead_id, :outcome, :applied, :detail, :at)
+            ON CONFLICT (feedback_id) DO NOTHING
+            """
+        ),
+        {
+            "feedback_id": feedback_id,
+            "lead_id": lead_id,
+            "outcome": outcome,
+            "applied": applied,
+            "detail": detail,
+            "at": at,
+        },
+    )
+
+
+async def mqls_to_reevaluate(
+    session: AsyncSession, *, evaluated_before: datetime, limit: int
+) -> list[str]:
+    """MQLs not evaluated since `evaluated_before`: their decayed score may have fallen."""
+    rows = await session.execute(
+        text(
+            "SELECT lead_id FROM score.leads WHERE stage = 'mql' AND merged_into IS NULL "
+            "AND as_of < :before ORDER BY as_of LIMIT :limit"
+        ),
+        {"before": evaluated_before, "limit": limit},
+    )
+    return [row.lead_id for row in rows]
+
+
+def _lead(row: Any) -> LeadRow:
+    return LeadRow(
+        lead_id=row.lead_id,
+        stage=Stage(row.stage),
+        identified=row.identified,
+        engaged=row.engaged,
+        email=row.email,
+        fit=row.fit,
+        behaviour=row.behaviour,
+        total=row.total,
+        grade=row.grade,
+        band=row.band,
+        qualifies=row.qualifies,
+        rule_version=row.rule_version,
+        as_of=row.as_of,
+        below_line_since=row.below_line_since,
+        profile_version=row.profile_version,
+        profile=row.profile,
+        merged_into=row.merged_into,
     )

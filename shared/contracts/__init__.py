@@ -21,6 +21,7 @@ from shared.contracts.leads import (
     Stage,
 )
 from shared.contracts.routing import Owner, RoutingDecision
+from shared.contracts.score_commands import ScoreCommand
 
 __all__ = [
     "FORWARD_ORDER",
@@ -40,6 +41,7 @@ __all__ = [
     "RawEvent",
     "RoutingDecision",
     "Score",
+    "ScoreCommand",
     "Stage",
     "corrected_timestamp",
 ]

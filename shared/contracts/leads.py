@@ -37,10 +37,15 @@ FORWARD_ORDER: tuple[Stage, ...] = (
 
 
 class Score(Part):
+    """fit + behaviour = total. `grade` (fit, A best to D) and `band` (behaviour, 1 hottest to 4)
+    make the `priority` cell of the matrix, e.g. "A1" for the hottest leads."""
+
     fit: int
     behaviour: int
     total: int
     grade: str = Field(description="fit grade A (best) to D")
+    band: int | None = Field(default=None, ge=1, le=4, description="behaviour band, 1 hottest")
+    priority: str | None = Field(default=None, description="grade + band, e.g. A1")
 
 
 class Contribution(Part):

@@ -63,13 +63,15 @@ async def test_killed_consumers_lose_nothing_and_double_count_nothing(
     # enrich: every accepted call attributed once, one lead per person.
     assert await db.fetchval("SELECT count(*) FROM enrich.seen_messages") == 3 * LEADS
     assert await db.fetchval("SELECT count(*) FROM enrich.leads") == LEADS
-    # score: each lead has exactly its points: fit 25 (director) + 10 (work email), behaviour
-    # 60 (demo) + 20 (webinar); the ledger holds each point once.
+    # score: each lead has exactly its points under the default rules: fit 20 (director) + 5 (IT)
+    # + 15 (Initech: 450 employees) + 15 (software) + 5 (revenue) + 5 (US), behaviour 60 (demo)
+    # + 20 (webinar); the ledger holds each point once.
     scores = await db.fetch("SELECT fit, behaviour, stage FROM score.leads")
-    assert sorted({(r["fit"], r["behaviour"], r["stage"]) for r in scores}) == [(35, 80, "mql")]
+    assert sorted({(r["fit"], r["behaviour"], r["stage"]) for r in scores}) == [(65, 80, "mql")]
     assert len(scores) == LEADS
-    assert await db.fetchval("SELECT count(*) FROM score.ledger") == 4 * LEADS
-    assert await db.fetchval("SELECT sum(points) FROM score.ledger") == 115 * LEADS
+    assert await db.fetchval("SELECT count(*) FROM score.ledger") == 8 * LEADS
+    assert await db.fetchval("SELECT sum(points) FROM score.ledger") == 145 * LEADS
+    assert await db.fetchval("SELECT count(*) FROM score.history") == 3 * LEADS
     # router: one sdr decision per lead, and the topic carries exactly that decision per lead.
     per_lead = await db.fetch(
         "SELECT lead_id, count(*) AS n FROM router.decisions WHERE route = 'sdr' GROUP BY lead_id"

@@ -33,7 +33,9 @@ async def test_malformed_messages_are_dead_lettered_and_the_pipeline_continues(
     pipeline.produce_raw(LEADS_LIFECYCLE, b"[1, 2, 3]", key=b"g4")
 
     email = f"after.poison.{uuid.uuid4().hex[:6]}@globex.com"
-    await pipeline.post("/v1/identify", {"userId": "u-after", "traits": {"email": email}})
+    await pipeline.post(
+        "/v1/identify", {"userId": "u-after", "traits": {"email": email, "title": "VP Sales"}}
+    )
     await pipeline.post("/v1/track", {"userId": "u-after", "event": "Demo Requested"})
 
     def errors(records: list[Record]) -> dict[bytes | None, str]:

@@ -13,7 +13,7 @@ from services.score.engine.ruleset import RuleSet, load_rules
 from services.score.engine.scoring import Evaluation, ScoreState, evaluate, score_event
 from tests.unit.builders import enriched_event
 
-RULES_FILE = Path(__file__).resolve().parents[2] / "services/score/rules/next.yaml"
+RULES_FILE = Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 VP_AT_MID_SIZE_SOFTWARE = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from services.score.engine.explain import LedgerLine, StageLine, explain, render_text
 from services.score.engine.ruleset import load_rules
 
-RULES = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/next.yaml")
+RULES = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml")
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 

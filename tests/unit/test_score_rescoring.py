@@ -13,7 +13,7 @@ from services.score.engine.scoring import ScoreState, evaluate, score_event
 from shared.contracts import Stage
 from tests.unit.builders import enriched_event
 
-LIVE = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/next.yaml")
+LIVE = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml")
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 VP = {
     "profile": {"email": "m@northwind.io", "seniority": "vp", "job_function": "sales"},

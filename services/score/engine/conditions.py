@@ -13,7 +13,15 @@ import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from shared.contracts import EnrichedEvent
 
@@ -108,7 +116,22 @@ class NotOf(_Strict):
         return not self.not_.holds(facts)
 
 
-Condition = Annotated[FieldTest | AllOf | AnyOf | NotOf, Field(union_mode="smart")]
+def _shape(value: Any) -> str:
+    """Which kind of condition a YAML mapping is, by its keys, so an error names one shape's
+    fields instead of every shape's."""
+    if isinstance(value, dict):
+        return next((key for key in ("all", "any", "not") if key in value), "test")
+    shapes: dict[type[BaseModel], str] = {AllOf: "all", AnyOf: "any", NotOf: "not"}
+    return shapes.get(type(value), "test")
+
+
+Condition = Annotated[
+    Annotated[FieldTest, Tag("test")]
+    | Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[NotOf, Tag("not")],
+    Discriminator(_shape),
+]
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 NotOf.model_rebuild()

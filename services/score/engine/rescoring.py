@@ -78,15 +78,21 @@ QUALIFIABLE = (Stage.KNOWN, Stage.LEAD, Stage.RECYCLED)
 
 
 def simulate(
-    live: RuleSet, candidate: RuleSet, leads: Iterable[LeadHistory], *, at: datetime
+    live: RuleSet,
+    candidate: RuleSet,
+    leads: Iterable[LeadHistory],
+    *,
+    at: datetime,
+    into: SimulationReport | None = None,
 ) -> SimulationReport:
     """Compare the live rules' scores with the candidate's for every lead, as of `at`.
 
     "Would become MQL": an identified lead in known/lead/recycled that the candidate qualifies.
     "Would drop": an MQL that the candidate no longer qualifies (it would be recycled by the
     decay sweep's rule, not at once). Stages past MQL belong to sales and are not simulated.
+    Feed leads in chunks with `into=` to keep one chunk in memory.
     """
-    report = SimulationReport(candidate_version=candidate.version)
+    report = into or SimulationReport(candidate_version=candidate.version)
     for lead in leads:
         report.leads += 1
         before = evaluate(live, replay(live, lead.items), at)

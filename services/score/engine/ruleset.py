@@ -8,6 +8,7 @@ Structure (see rules/default.yaml for a commented example):
   an optional `limit` (`times`, optionally `within_days`: at most N awards per lead per window).
 - `caps`: the most fit and behaviour can each contribute to the total.
 - `grades` (fit -> A-D), `bands` (behaviour -> 1-4), `mql` thresholds on fit, behaviour, total.
+- `lifecycle`: how long an MQL may stay below the line before it is recycled.
 """
 
 from __future__ import annotations
@@ -18,17 +19,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.score.engine.conditions import (
-    PROFILE_PREFIXES,
-    AllOf,
-    AnyOf,
-    FieldTest,
-    NotOf,
-    fields_of,
-)
+from services.score.engine.conditions import PROFILE_PREFIXES, Condition, fields_of
 from shared.config_files import load_yaml_model
 
 RuleKind = Literal["fit", "behaviour"]
+DEFAULT_RULES_FILE = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
 
 
 class _Strict(BaseModel):
@@ -85,7 +80,7 @@ class Rule(_Strict):
     group: str
     points: int = Field(ge=-1000, le=1000)
     reason: str = Field(min_length=1)
-    when: FieldTest | AllOf | AnyOf | NotOf
+    when: Condition
     limit: Limit | None = None
 
 
@@ -152,6 +147,12 @@ class MqlThresholds(_Strict):
         return self
 
 
+class LifecyclePolicy(_Strict):
+    """An MQL whose decayed score stays below the MQL line this long is recycled (to nurture)."""
+
+    recycle_after_days_below: float = Field(default=14, gt=0)
+
+
 class RuleSet(_Strict):
     version: str = Field(min_length=1)
     groups: list[Group] = Field(min_length=1)
@@ -160,6 +161,7 @@ class RuleSet(_Strict):
     grades: Grades
     bands: Bands
     mql: MqlThresholds
+    lifecycle: LifecyclePolicy = LifecyclePolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:

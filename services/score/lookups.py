@@ -1,0 +1,74 @@
+"""Read-side views over score's tables: the explanation of a lead's score, and the stored
+histories a simulation replays. Used by the CLI and the HTTP endpoint; no writes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.score import repository
+from services.score.engine.explain import Explanation, explain
+from services.score.engine.rescoring import HistoryItem, LeadHistory
+from services.score.engine.ruleset import RuleSet
+from shared.contracts import Stage
+
+
+async def explain_lead(
+    session: AsyncSession, key: str, rules: RuleSet, at: datetime
+) -> Explanation | None:
+    """Why the lead (by id or email; a merged lead's survivor) has its score, as of `at`."""
+    lead = await repository.find_lead(session, key)
+    if lead is None:
+        return None
+    ledger = (await repository.load_ledgers(session, [lead.lead_id]))[lead.lead_id]
+    return explain(
+        lead_id=lead.lead_id,
+        email=lead.email,
+        stage=lead.stage.value,
+        ledger=ledger,
+        stages=await repository.stage_history(session, lead.lead_id),
+        rules=rules,
+        at=at,
+    )
+
+
+async def lead_histories(
+    sessions: async_sessionmaker[AsyncSession], *, batch: int = 500
+) -> AsyncIterator[list[LeadHistory]]:
+    """Every live lead with its scored messages in order, in chunks of `batch` leads by lead id
+    (keyset pagination: memory holds one chunk, however many leads there are)."""
+    after = ""
+    while True:
+        async with sessions() as session:
+            leads = (
+                await session.execute(
+                    text(
+                        "SELECT lead_id, stage, identified FROM score.leads "
+                        "WHERE merged_into IS NULL AND lead_id > :after "
+                        "ORDER BY lead_id LIMIT :batch"
+                    ),
+                    {"after": after, "batch": batch},
+                )
+            ).all()
+            if not leads:
+                return
+            rows = await session.execute(
+                text(
+                    "SELECT lead_id, message_id, at, behaviour, facts FROM score.history "
+                    "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id, seq"
+                ),
+                {"ids": [lead.lead_id for lead in leads]},
+            )
+            items: dict[str, list[HistoryItem]] = {lead.lead_id: [] for lead in leads}
+            for row in rows:
+                items[row.lead_id].append(
+                    HistoryItem(row.message_id, row.at, row.facts, row.behaviour)
+                )
+        yield [
+            LeadHistory(lead.lead_id, Stage(lead.stage), lead.identified, items[lead.lead_id])
+            for lead in leads
+        ]
+        after = leads[-1].lead_id

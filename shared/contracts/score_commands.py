@@ -1,0 +1,24 @@
+"""`score.commands`: score's internal work queue (only score produces and consumes it).
+
+Work that may change a lead's stage without a new event goes through the consumer runner like
+every event, so it gets the same exactly-once effects and outbox:
+- `reevaluate`: the decay sweep asks for a lead's score as of `at` (decay may have taken an MQL
+  below the line; long enough below it, the lead is recycled).
+Key: lead_id. Applying a command twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.base import AwareDatetime, Contract
+
+
+class ScoreCommand(Contract):
+    schema_version: Literal[1] = 1
+    command_id: str = Field(min_length=1)
+    kind: Literal["reevaluate"]
+    lead_id: str = Field(min_length=1)
+    at: AwareDatetime
