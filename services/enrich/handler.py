@@ -238,14 +238,16 @@ class EnrichHandler:
             # Became known under its own lead_id: its anonymous history is already its own.
             batch.history.pop(lead.lead_id, None)
             batch.history_dropped.add(lead.lead_id)
-        elif (
-            not lead.identified
-            and lead.anonymous_events_stored < self._policy.max_anonymous_history
-        ):
-            batch.history.setdefault(lead.lead_id, []).append(
+        elif not lead.identified:
+            # Still anonymous (e.g. two anonymous ids aliased): the absorbed history becomes this
+            # lead's, so it is re-attributed again if this lead is identified later.
+            kept = [HistoryRow(lead.lead_id, row.message_id, row.payload) for row, _ in history]
+            kept.append(
                 HistoryRow(lead.lead_id, event.message_id, enriched.model_dump(mode="json"))
             )
-            lead.anonymous_events_stored += 1
+            room = max(0, self._policy.max_anonymous_history - lead.anonymous_events_stored)
+            batch.history.setdefault(lead.lead_id, []).extend(kept[:room])
+            lead.anonymous_events_stored += len(kept[:room])
         return outputs
 
     def _note_facts(self, batch: _Batch, lead_id: str, links: Sequence[Identity]) -> None:
