@@ -242,9 +242,7 @@ class EnrichHandler:
             # Still anonymous (e.g. two anonymous ids aliased): the absorbed history becomes this
             # lead's, so it is re-attributed again if this lead is identified later.
             kept = [HistoryRow(lead.lead_id, row.message_id, row.payload) for row, _ in history]
-            kept.append(
-                HistoryRow(lead.lead_id, event.message_id, enriched.model_dump(mode="json"))
-            )
+            kept.append(HistoryRow(lead.lead_id, event.message_id, kept_form(enriched, event)))
             room = max(0, self._policy.max_anonymous_history - lead.anonymous_events_stored)
             batch.history.setdefault(lead.lead_id, []).extend(kept[:room])
             lead.anonymous_events_stored += len(kept[:room])
@@ -569,6 +567,13 @@ def reattributed(payload: dict[str, object], lead: LeadRecord, *, from_lead: str
     return original.model_copy(
         update={
             **_picture(lead),
-            "attributed_from": AttributedFrom(lead_id=from_lead),
+            "attributed_from": original.attributed_from or AttributedFrom(lead_id=from_lead),
         }
     )
+
+
+def kept_form(enriched: EnrichedEvent, event: RawEvent) -> dict[str, object]:
+    """How an anonymous event is kept: as emitted, plus where it came from (the anonymous lead
+    and anonymousId), which `reattributed` carries on when the event is re-emitted."""
+    origin = AttributedFrom(lead_id=enriched.lead_id, anonymous_id=event.anonymous_id)
+    return enriched.model_copy(update={"attributed_from": origin}).model_dump(mode="json")

@@ -87,6 +87,7 @@ async def test_anonymous_history_is_attributed_to_the_known_lead_once_and_in_ord
     replayed = [e for e in for_maria if e["attributed_from"]]
     assert [e["message_id"] for e in replayed] == [f"{run}-p1", f"{run}-p2", f"{run}-p3"]
     assert {e["attributed_from"]["lead_id"] for e in replayed} == phone_lead
+    assert {e["attributed_from"]["anonymous_id"] for e in replayed} == {"phone"}
     assert all(e["identified"] and e["stage"] == "known" for e in replayed)
     assert all(e["profile"]["email"] == "maria@northwind-logistics.com" for e in replayed)
     merged = [e for e in for_maria if e["kind"] == "merged"]

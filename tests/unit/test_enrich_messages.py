@@ -7,7 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from services.enrich.handler import enriched_event, lead_message, reattributed, restore, snapshot
+from services.enrich.handler import (
+    enriched_event,
+    kept_form,
+    lead_message,
+    reattributed,
+    restore,
+    snapshot,
+)
 from services.enrich.repository import LeadRecord
 from shared.contracts import AccountMatch, Consent, Firmographics, MergeInfo
 from tests.unit.builders import NOW, profile, raw_event
@@ -56,17 +63,20 @@ def test_an_event_carries_the_whole_picture_of_its_lead() -> None:
 
 def test_anonymous_history_is_re_emitted_under_the_known_lead_with_its_original_id() -> None:
     anonymous = LeadRecord(lead_id="lead-anon")
-    original = enriched_event(
-        raw_event(type="page", name="Pricing", message_id="m-1", timestamp=NOW - timedelta(days=1)),
-        anonymous,
+    call = raw_event(
+        type="page", name="Pricing", message_id="m-1", timestamp=NOW - timedelta(days=1)
     )
+    original = enriched_event(call, anonymous)
 
-    again = reattributed(original.model_dump(mode="json"), known_lead(), from_lead="lead-anon")
+    again = reattributed(kept_form(original, call), known_lead(), from_lead="lead-anon")
 
     assert (again.message_id, again.name, again.timestamp) == ("m-1", "Pricing", original.timestamp)
     assert (again.lead_id, again.identified, again.stage) == ("lead-maria", True, "known")
     assert again.attributed_from is not None
-    assert again.attributed_from.lead_id == "lead-anon"
+    assert (again.attributed_from.lead_id, again.attributed_from.anonymous_id) == (
+        "lead-anon",
+        "anon-1",
+    )
 
 
 def test_a_merged_message_has_no_call_type_and_names_the_merge() -> None:
