@@ -112,7 +112,7 @@ class ScoreHandler:
                     await self._flush(work, session)
                     await repository.unmark_merged(session, value.merge.merged_lead_ids)
                 else:
-                    self._event(value, work)
+                    await self._event(value, work, session)
             elif isinstance(value, CrmFeedback):
                 await self._feedback(message, value, work, session)
             elif isinstance(value, ScoreCommand):
@@ -149,14 +149,28 @@ class ScoreHandler:
 
     # --- events.enriched ----------------------------------------------------------------
 
-    def _event(self, event: EnrichedEvent, work: _Work) -> None:
+    async def _event(self, event: EnrichedEvent, work: _Work, session: AsyncSession) -> None:
         key = (event.lead_id, event.message_id)
         if key in work.scored:
             return
         work.scored.add(key)
         lead = work.lead(event.lead_id)
         if lead.merged_into is not None:
-            log.warning("message %s for merged lead %s ignored", event.message_id, lead.lead_id)
+            # The lead was merged before this event of its own reached score (another
+            # partition): it counts under the survivor, once.
+            await self._flush(work, session)
+            survivor = await repository.find_lead(session, lead.lead_id)
+            if survivor is None or survivor.lead_id == lead.lead_id:
+                return
+            work.leads.update(await repository.load_leads(session, [survivor.lead_id]))
+            work.ledgers.update(await repository.load_ledgers(session, [survivor.lead_id]))
+            seen = await repository.already_scored(session, [(survivor.lead_id, event.message_id)])
+            if seen or (survivor.lead_id, event.message_id) in work.scored:
+                return
+            work.scored.add((survivor.lead_id, event.message_id))
+            event = event.model_copy(update={"lead_id": survivor.lead_id})
+            # Its behaviour counts; its picture is the merged lead's, not the survivor's.
+            self._score(event, work.leads[survivor.lead_id], work, behaviour=True, profile=False)
             return
         if event.kind == "profile_updated" and event.lead_version < lead.profile_version:
             return  # an older picture than the one already scored
@@ -183,12 +197,26 @@ class ScoreHandler:
         work.scored.add(key)
         self._score(event, work.lead(event.lead_id), work, behaviour=False)
 
-    def _score(self, event: EnrichedEvent, lead: LeadRow, work: _Work, *, behaviour: bool) -> None:
+    def _score(
+        self,
+        event: EnrichedEvent,
+        lead: LeadRow,
+        work: _Work,
+        *,
+        behaviour: bool,
+        profile: bool = True,
+    ) -> None:
         facts = facts_of(event)
         at = event.timestamp
         state = state_of(work.ledgers[lead.lead_id])
         result = score_event(
-            self._rules, state, facts, at=at, message_id=event.message_id, behaviour=behaviour
+            self._rules,
+            state,
+            facts,
+            at=at,
+            message_id=event.message_id,
+            behaviour=behaviour and event.kind == "event",
+            profile=profile,
         )
         as_of = max(lead.as_of or at, at)
         card = evaluate(self._rules, result.state, as_of)
@@ -197,11 +225,13 @@ class ScoreHandler:
         lead.identified = lead.identified or event.identified
         lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
         lead.email = event.profile.email or lead.email
-        if event.lead_version >= lead.profile_version:
+        if profile and event.lead_version >= lead.profile_version:
             lead.profile_version = event.lead_version
             lead.profile = _profile_snapshot(event, facts)
+        changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
-        if result.entries:
+        # A merge can change the score without a ledger line of its own (folded history).
+        if result.entries or changed:
             contributions = [
                 Contribution(rule_id=e.rule_id, points=e.points, reason=e.reason)
                 for e in result.entries

@@ -314,10 +314,16 @@ async def fold_merged(
             text(f"DELETE FROM score.{table} WHERE lead_id = ANY(CAST(:merged AS text[]))"),
             {"merged": list(merged)},
         )
+    # Upsert: a merged lead whose own events score has not seen yet (they travel on another
+    # partition) is marked too, so those events are counted under the survivor when they come.
     await session.execute(
         text(
-            "UPDATE score.leads SET merged_into = :survivor, updated_at = now() "
-            "WHERE lead_id = ANY(CAST(:merged AS text[]))"
+            """
+            INSERT INTO score.leads (lead_id, stage, fit, behaviour, merged_into)
+            SELECT m, 'anonymous', 0, 0, :survivor FROM unnest(CAST(:merged AS text[])) AS m
+            ON CONFLICT (lead_id) DO UPDATE SET merged_into = EXCLUDED.merged_into,
+                                               updated_at = now()
+            """
         ),
         params,
     )

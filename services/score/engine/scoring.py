@@ -196,10 +196,12 @@ def score_event(
     at: datetime,
     message_id: str,
     behaviour: bool,
+    profile: bool = True,
 ) -> Evaluation:
-    """Apply one enriched message: fit rules always (the profile may have changed), behaviour
-    rules only when `behaviour` (a tracking call, not a profile update). Evaluated at `at`."""
-    entries = apply_profile(rules, state, facts)
+    """Apply one enriched message: fit rules when `profile` (the message carries the lead's own
+    picture), behaviour rules when `behaviour` (a tracking call, not a profile update).
+    Evaluated at `at`."""
+    entries = apply_profile(rules, state, facts) if profile else []
     if behaviour:
         entries += apply_event(rules, state, facts, at)
     new_state = fold(state, entries, at=at, message_id=message_id)

@@ -1,0 +1,224 @@
+"""score through the real broker and PostgreSQL: enriched events and CRM feedback in, scores
+and stage changes out, each counted once, explained point by point."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared.codec import encode
+from shared.contracts import CrmFeedback, EnrichedEvent
+from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, LEADS_LIFECYCLE, LEADS_SCORED
+from tests.fixtures.pipeline import Pipeline, Record
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+VP = {
+    "email": "maria@northwind.io",
+    "title": "VP Sales",
+    "seniority": "vp",
+    "job_function": "sales",
+    "company_domain": "northwind.io",
+}
+NORTHWIND = {"domain": "northwind.io", "employee_count": 850, "industry": "Software",
+             "annual_revenue_usd": 120_000_000, "country": "US"}  # fmt: skip
+
+
+def enriched(lead_id: str, message_id: str, *, at: datetime = NOW, **fields: Any) -> bytes:
+    event = EnrichedEvent.model_validate(
+        {
+            "message_id": message_id,
+            "lead_id": lead_id,
+            "type": "track",
+            "source": "website",
+            "timestamp": at,
+            "received_at": at,
+            "identified": True,
+            "stage": "known",
+            "profile": VP,
+            "firmographics": NORTHWIND,
+            **fields,
+        }
+    )
+    return encode(event)
+
+
+def feedback(lead_id: str | None, outcome: str, *, email: str | None = None) -> bytes:
+    return encode(
+        CrmFeedback.model_validate(
+            {
+                "feedback_id": f"fb-{uuid.uuid4().hex[:8]}",
+                "lead_id": lead_id,
+                "email": email,
+                "outcome": outcome,
+                "at": NOW + timedelta(minutes=5),
+            }
+        )
+    )
+
+
+def of_lead(lead_id: str) -> Any:
+    return lambda records: [r.json() for r in records if r.json()["lead_id"] == lead_id]
+
+
+async def stages(pipeline: Pipeline, lead_id: str, count: int) -> list[tuple[str, str]]:
+    records = await pipeline.read(
+        LEADS_LIFECYCLE.full_name(pipeline.prefix),
+        until=lambda rs: len(of_lead(lead_id)(rs)) >= count,
+    )
+    return [(c["from_stage"], c["to_stage"]) for c in of_lead(lead_id)(records)]
+
+
+async def test_vp_demo_is_mql_at_once_and_crm_feedback_moves_it_on(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", event="Demo Requested"),
+                         key=lead.encode())  # fmt: skip
+    assert await stages(pipeline, lead, 1) == [("anonymous", "mql")]
+
+    for outcome in ("accepted", "qualified"):
+        pipeline.produce_raw(CRM_FEEDBACK, feedback(lead, outcome), key=lead.encode())
+    assert await stages(pipeline, lead, 3) == [
+        ("anonymous", "mql"), ("mql", "sql"), ("sql", "sqo"),
+    ]  # fmt: skip
+    # a won deal after sqo, then a "rejected" that no longer applies: refused, recorded
+    pipeline.produce_raw(CRM_FEEDBACK, feedback(lead, "won"), key=lead.encode())
+    pipeline.produce_raw(CRM_FEEDBACK, feedback(lead, "rejected"), key=lead.encode())
+    assert (await stages(pipeline, lead, 4))[-1] == ("sqo", "customer")
+    refused = await db.fetch(
+        "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND NOT applied", lead
+    )
+    while not refused:
+        refused = await db.fetch(
+            "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND NOT applied", lead
+        )
+    assert refused[0]["outcome"] == "rejected"
+    assert "does not apply to a lead in stage 'customer'" in refused[0]["detail"]
+
+
+async def test_rejection_recycles_and_unknown_lead_goes_to_the_dead_letters(
+    pipeline: Pipeline,
+) -> None:
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", event="Demo Requested"),
+                         key=lead.encode())  # fmt: skip
+    await stages(pipeline, lead, 1)
+    # feedback by email (the CRM does not know lead ids)
+    pipeline.produce_raw(CRM_FEEDBACK, feedback(None, "rejected", email=VP["email"]), key=b"x")
+    pipeline.produce_raw(CRM_FEEDBACK, feedback("nobody", "accepted"), key=b"nobody")
+    assert (await stages(pipeline, lead, 2))[-1] == ("mql", "recycled")
+    dead = await pipeline.read(CRM_FEEDBACK.dlq_name(pipeline.prefix), until=lambda rs: bool(rs))
+    assert "no lead with id 'nobody'" in dead[0].headers["leadflow.error"].decode()
+
+
+async def test_redelivery_counts_once_and_unsubscribe_pulls_the_lead_down(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    demo = enriched(lead, "m-demo", event="Demo Requested")
+    pipeline.produce_raw(EVENTS_ENRICHED, demo, key=lead.encode())
+    pipeline.produce_raw(EVENTS_ENRICHED, demo, key=lead.encode())  # a replay from enrich
+    pipeline.produce_raw(
+        EVENTS_ENRICHED,
+        enriched(lead, "m-unsub", at=NOW + timedelta(minutes=1), event="Unsubscribed"),
+        key=lead.encode(),
+    )
+    scored: list[Record] = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix), until=lambda rs: len(of_lead(lead)(rs)) >= 2
+    )
+    scores = [(s["message_id"], s["score"]["behaviour"]) for s in of_lead(lead)(scored)]
+    assert scores == [("m-demo", 60), ("m-unsub", 10)]
+    later = await pipeline.read_all(LEADS_SCORED.full_name(pipeline.prefix))
+    assert len(of_lead(lead)(later)) == 2  # the replayed demo scored nothing
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM score.ledger WHERE lead_id = $1 AND rule_id = 'demo-request'",
+            lead,
+        )
+        == 1
+    )
+
+    # the explanation adds up to the stored score
+    port = pipeline.addresses.health_ports["score"]
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/v1/leads/{VP['email']}/explain")
+        missing = await client.get(f"http://127.0.0.1:{port}/v1/leads/nobody/explain")
+    assert answer.status_code == 200
+    explained = answer.json()
+    stored = await db.fetchrow(
+        "SELECT fit, behaviour, total FROM score.leads WHERE lead_id = $1", lead
+    )
+    assert (explained["fit"], explained["total"]) == (stored["fit"], stored["total"])
+    assert round(sum(line["value_now"] for line in explained["lines"])) == explained["total"]
+    assert {r["rule_id"] for r in explained["by_rule"]} >= {"vp", "demo-request", "unsubscribed"}
+    assert missing.status_code == 404
+
+
+async def test_merge_folds_behaviour_into_the_survivor_once(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score")
+    run = uuid.uuid4().hex[:8]
+    survivor, other = f"lead-a-{run}", f"lead-b-{run}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(survivor, "a1", event="Webinar Attended"),
+                         key=survivor.encode())  # fmt: skip
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(other, "b1", event="Trial Started"),
+                         key=other.encode())  # fmt: skip
+    merged = enriched(
+        survivor, f"merge-{run}", kind="merged", type=None, at=NOW + timedelta(minutes=2),
+        merge={"merge_id": f"mg-{run}", "surviving_lead_id": survivor,
+               "merged_lead_ids": [other], "reason": "same email"},
+    )  # fmt: skip
+    pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())
+    pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())  # redelivered
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda rs: any(s["message_id"] == f"merge-{run}" for s in of_lead(survivor)(rs)),
+    )
+    after = next(s for s in of_lead(survivor)(scored) if s["message_id"] == f"merge-{run}")
+    assert after["score"]["behaviour"] == 20 + 40  # webinar + the merged lead's trial, once
+    rows = await db.fetch("SELECT lead_id, merged_into FROM score.leads WHERE lead_id = $1", other)
+    assert rows[0]["merged_into"] == survivor
+    assert await db.fetchval("SELECT count(*) FROM score.ledger WHERE lead_id = $1", other) == 0
+
+
+async def test_an_event_of_a_merged_lead_arriving_late_counts_under_the_survivor(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score")
+    run = uuid.uuid4().hex[:8]
+    survivor, other = f"lead-a-{run}", f"lead-b-{run}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(survivor, "a1", event="Webinar Attended"),
+                         key=survivor.encode())  # fmt: skip
+    merged = enriched(
+        survivor, f"merge-{run}", kind="merged", type=None,
+        merge={"merge_id": f"mg-{run}", "surviving_lead_id": survivor,
+               "merged_lead_ids": [other], "reason": "same email"},
+    )  # fmt: skip
+    pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())
+    for _ in range(150):  # the merge is stored before the late event is produced
+        if await db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other):
+            break
+        await asyncio.sleep(0.2)
+    # the merged lead's own event, delayed on its partition, and a redelivery of it
+    late = enriched(other, "b1", event="Trial Started", profile={"email": "b@gmail.com"})
+    pipeline.produce_raw(EVENTS_ENRICHED, late, key=other.encode())
+    pipeline.produce_raw(EVENTS_ENRICHED, late, key=other.encode())
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda rs: any(s["message_id"] == "b1" for s in of_lead(survivor)(rs)),
+    )
+    late_score = next(s for s in of_lead(survivor)(scored) if s["message_id"] == "b1")
+    assert late_score["score"]["behaviour"] == 20 + 40
+    assert late_score["score"]["fit"] == 80  # the survivor's picture, not the merged lead's
+    everything = await pipeline.read_all(LEADS_SCORED.full_name(pipeline.prefix))
+    assert [s["message_id"] for s in of_lead(survivor)(everything)].count("b1") == 1
+    assert of_lead(other)(everything) == []
