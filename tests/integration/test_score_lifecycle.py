@@ -222,3 +222,51 @@ async def test_an_event_of_a_merged_lead_arriving_late_counts_under_the_survivor
     everything = await pipeline.read_all(LEADS_SCORED.full_name(pipeline.prefix))
     assert [s["message_id"] for s in of_lead(survivor)(everything)].count("b1") == 1
     assert of_lead(other)(everything) == []
+
+
+async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
+    pipeline: Pipeline, database_url: str
+) -> None:
+    from services.score.config import ScoreSettings
+    from services.score.sweep import sweep_decayed_mqls
+    from shared.contracts import ScoreCommand
+    from shared.db import create_engine, create_sessionmaker
+    from shared.kafka import create_producer
+    from shared.settings import DatabaseSettings, KafkaSettings
+    from shared.topics import SCORE_COMMANDS
+
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", event="Demo Requested"),
+                         key=lead.encode())  # fmt: skip
+    assert await stages(pipeline, lead, 1) == [("anonymous", "mql")]
+
+    kafka = KafkaSettings(
+        bootstrap_servers=pipeline.addresses.kafka_bootstrap, topic_prefix=pipeline.prefix
+    )
+    settings = ScoreSettings(database=DatabaseSettings(url=database_url), kafka=kafka)
+    engine = create_engine(settings.database, application_name="test-sweep")
+    producer = create_producer(kafka, client_id="test-sweep")
+    await producer.start()
+    try:
+        sessions = create_sessionmaker(engine)
+        # 60 days on, the demo has lost three quarters of its points: below the MQL line
+        asked = await sweep_decayed_mqls(
+            sessions=sessions, producer=producer, settings=settings, now=NOW + timedelta(days=60)
+        )
+        assert asked == 1
+        scored = await pipeline.read(
+            LEADS_SCORED.full_name(pipeline.prefix),
+            until=lambda rs: any(s["message_id"].startswith("sweep:") for s in of_lead(lead)(rs)),
+        )
+        decayed = [s for s in of_lead(lead)(scored) if s["message_id"].startswith("sweep:")]
+        assert decayed[0]["score"]["behaviour"] == 15
+        # still an MQL: 14 days below the line are allowed; 15 days later it is recycled
+        later = ScoreCommand(command_id="sweep-later", kind="reevaluate", lead_id=lead,
+                             at=NOW + timedelta(days=75))  # fmt: skip
+        pipeline.produce_raw(SCORE_COMMANDS, encode(later), key=lead.encode())
+        changes = await stages(pipeline, lead, 2)
+        assert changes[-1] == ("mql", "recycled")
+    finally:
+        await producer.stop()
+        await engine.dispose()
