@@ -31,6 +31,9 @@ class StackAddresses:
         default_factory=lambda: {"enrich": 8081, "score": 8082, "router": 8083}
     )
     fast_rebalance: bool = False  # shorter group timeouts: for tests
+    # The sample accounts and suppression list of services/enrich/data (the local stack's demo
+    # shows account owners and suppressed leads); tests leave them out unless they test them.
+    sample_references: bool = False
 
     def environment(self, service: str) -> dict[str, str]:
         import json
@@ -45,6 +48,10 @@ class StackAddresses:
         }
         for name, port in self.health_ports.items():
             env[f"LEADFLOW_{name.upper()}_HEALTH_PORT"] = str(port)
+        if self.sample_references:
+            data = REPO_ROOT / "services" / "enrich" / "data"
+            env["LEADFLOW_ENRICH_ACCOUNTS_FILE"] = str(data / "accounts.csv")
+            env["LEADFLOW_ENRICH_SUPPRESSIONS_FILE"] = str(data / "suppressions.csv")
         if self.fast_rebalance:
             env |= {
                 "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",

@@ -46,6 +46,7 @@ class Stack:
             kafka_bootstrap=f"127.0.0.1:{KAFKA_PORT}",
             database_url=f"postgresql+asyncpg://leadflow@127.0.0.1:{POSTGRES_PORT}/leadflow",
             write_keys={WRITE_KEY: "local-dev"},
+            sample_references=True,
         )
         self.logs = STATE_DIR / "logs"
         self.broker = LocalBroker(port=KAFKA_PORT, log_file=self.logs / "broker.log")
