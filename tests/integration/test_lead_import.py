@@ -8,6 +8,7 @@ import base64
 import gzip
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ import httpx
 import orjson
 import pytest
 
+from devstack.broker import LocalBroker, free_port
 from shared.codec import decode
 from shared.contracts import RawEvent
 from shared.topics import EVENTS_RAW
-from tests.fixtures.pipeline import WRITE_KEY, Pipeline
+from tests.fixtures.pipeline import WRITE_KEY, Pipeline, PipelineFactory
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -397,3 +399,48 @@ async def test_the_cli_uploads_a_file_and_prints_the_report(
     )
     assert bad_key.returncode == 1
     assert "HTTP 401" in bad_key.stderr
+
+
+# -- broker outage ------------------------------------------------------------------------------
+
+
+async def test_an_import_during_a_broker_outage_answers_503_and_can_be_repeated(
+    pipeline_factory: PipelineFactory,
+) -> None:
+    broker = LocalBroker(port=free_port())
+    broker.start()
+    try:
+        pipeline = pipeline_factory(kafka_bootstrap=broker.bootstrap_servers)
+        await pipeline.start("ingest")
+        body = b"Email,Company\nann@acme.io,Acme\nbob@bobco.com,Bobco\n"
+        headers = {**AUTH, "Content-Type": "text/csv"}
+        async with httpx.AsyncClient(base_url=pipeline.ingest_url, timeout=60) as client:
+
+            async def upload() -> httpx.Response:
+                return await client.post(
+                    "/v1/leads/import", params={"list": "l"}, headers=headers, content=body
+                )
+
+            assert (await upload()).status_code == 200
+            broker.stop()
+            down = await upload()
+            assert down.status_code == 503, down.text
+            assert int(down.headers["Retry-After"]) > 0
+            report = down.json()
+            assert (report["success"], report["state"], report["leads"]) == (False, "failed", 2)
+            assert "upload the same file again" in report["error"]
+            progress = await client.get(f"/v1/leads/import/{report['importId']}", headers=AUTH)
+            assert progress.json()["state"] == "failed"
+
+            broker.start()
+            statuses = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                statuses.append((await upload()).status_code)
+                if statuses[-1] == 200:
+                    break
+                await asyncio.sleep(0.5)
+        assert statuses[-1] == 200, f"no recovery: {statuses}{pipeline.logs()}"
+        assert set(statuses) <= {200, 503}
+    finally:
+        broker.stop()

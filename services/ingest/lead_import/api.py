@@ -32,6 +32,7 @@ from services.ingest.lead_import.reading import DELIMITERS, BadUpload
 from services.ingest.lead_import.report import ImportReport, ImportState
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
+from shared.contracts import RawEvent
 from shared.telemetry import MESSAGES_IN
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,22 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             return _report_response(400, report, headers)
         report.state = ImportState.PUBLISHING
         received_at = datetime.now(UTC)
+
+        def next_batch() -> asyncio.Future[list[RawEvent]]:
+            return asyncio.ensure_future(
+                asyncio.to_thread(
+                    upload.next_events,
+                    PUBLISH_BATCH,
+                    key_source=key_source,
+                    received_at=received_at,
+                )
+            )
+
+        upcoming = next_batch()
         try:
-            while events := await asyncio.to_thread(
-                upload.next_events, PUBLISH_BATCH, key_source=key_source, received_at=received_at
-            ):
+            while events := await upcoming:
+                # Build the next batch while this one waits for its acknowledgements.
+                upcoming = next_batch()
                 await publisher.publish(events)
                 report.published += len(events)
         except BrokerUnavailable as exc:
@@ -165,6 +178,9 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             report.error = f"event store unavailable: {exc}; upload the same file again"
             headers["Retry-After"] = str(settings.retry_after_s)
             return _report_response(503, report, headers)
+        finally:
+            # The worker thread must be done with the spool before it is closed.
+            await asyncio.gather(upcoming, return_exceptions=True)
         MESSAGES_IN.labels("ingest", "/v1/leads/import").inc(report.published)
         report.state = ImportState.DONE
         return _report_response(200, report, headers)

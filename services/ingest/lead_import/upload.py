@@ -11,6 +11,7 @@ been read, so a file that turns out unreadable half-way publishes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -65,17 +66,27 @@ class LeadListUpload:
         self._ndjson_plans: dict[tuple[str, ...], ColumnPlan | str] = {}
         self._pending: list[tuple[int, Lead]] = []
         self._spool = spool or LeadSpool.scratch_file()
+        # Steps run in worker threads; a cancelled request may close while a step still runs.
+        self._lock = threading.Lock()
 
     # -- phase 1 ---------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Take the next chunk of the body. Raises `BadUpload` when the file as a whole cannot
         be imported (then nothing may be published)."""
+        with self._lock:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         self._take(self._records.feed(self._decoder.feed(data)))
         self.report.bytes_received = self._decoder.bytes_in
 
     def finish(self) -> None:
         """The body has ended: read the last records and flush the merge spool."""
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
         tail = self._decoder.finish()
         self.report.bytes_received = self._decoder.bytes_in
         self._take([*self._records.feed(tail), *self._records.finish()])
@@ -167,6 +178,8 @@ class LeadListUpload:
 
     def next_events(self, limit: int, *, key_source: str, received_at: datetime) -> list[RawEvent]:
         """The next `limit` leads as identify events, first-seen order; [] at the end."""
+        with self._lock:
+            leads = self._spool.next_leads(limit)
         return [
             identify_event(
                 lead,
@@ -176,11 +189,12 @@ class LeadListUpload:
                 key_source=key_source,
                 received_at=received_at,
             )
-            for row, lead in self._spool.next_leads(limit)
+            for row, lead in leads
         ]
 
     def close(self) -> None:
-        self._spool.close()
+        with self._lock:
+            self._spool.close()
 
 
 def _cell(row: list[Any], index: int, name: str) -> str | None:
