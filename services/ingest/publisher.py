@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.codec import encode
 from shared.contracts import RawEvent
 from shared.kafka import create_producer
 from shared.settings import KafkaSettings
@@ -76,9 +75,14 @@ class EventPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         try:
             async with asyncio.timeout(self._timeout_s):
+                # Sends only queue the records; the acks are awaited together, so one request
+                # costs one round trip to the broker, not one per event. pydantic's own JSON
+                # serialiser (wire names, as shared.codec.encode) is ~2x its dump + orjson.
                 acks = [
                     await producer.send(
-                        self._topic, value=encode(event), key=event.partition_key.encode()
+                        self._topic,
+                        value=event.model_dump_json(by_alias=True).encode(),
+                        key=event.partition_key.encode(),
                     )
                     for event in events
                 ]
