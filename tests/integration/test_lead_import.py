@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstack.broker import LocalBroker, free_port
 from shared.codec import decode
@@ -444,3 +446,48 @@ async def test_an_import_during_a_broker_outage_answers_503_and_can_be_repeated(
         assert set(statuses) <= {200, 503}
     finally:
         broker.stop()
+
+
+# -- no input yields a server error -------------------------------------------------------------
+
+FUZZ_ANSWERS = {200, 400, 415}
+
+
+async def test_no_upload_yields_a_server_error(ingest: Pipeline) -> None:
+    """Hypothesis-generated bodies, content types, mappings and delimiters against the running
+    ingest (the tracking fuzz run leaves this endpoint to this test)."""
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(
+        body=st.one_of(
+            st.binary(max_size=400),
+            st.text(st.sampled_from(list('Email,name;a@b.io"\n\r=+é')), max_size=400).map(
+                lambda text: ("Email,Name\n" + text).encode()
+            ),
+        ),
+        content_type=st.sampled_from(["text/csv", "application/x-ndjson", "image/png", ""]),
+        mapping=st.one_of(st.none(), st.text(max_size=30), st.just('{"Name": "email"}')),
+        delimiter=st.one_of(st.none(), st.sampled_from([",", ";", "::", ""])),
+    )
+    def call(body: bytes, content_type: str, mapping: str | None, delimiter: str | None) -> None:
+        params = {"list": "fuzz"}
+        if mapping is not None:
+            params["mapping"] = mapping
+        if delimiter is not None:
+            params["delimiter"] = delimiter
+        response = httpx.post(
+            f"{ingest.ingest_url}/v1/leads/import",
+            params=params,
+            headers={**AUTH, "Content-Type": content_type},
+            content=body,
+            timeout=30,
+        )
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code in FUZZ_ANSWERS, (response.status_code, response.text[:300])
+
+    await asyncio.to_thread(call)
+    assert seen.get(200, 0) > 0, seen
+    assert seen.get(400, 0) > 0, seen
