@@ -28,8 +28,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -209,6 +210,13 @@ class ScoreHandler:
         facts = facts_of(event)
         at = event.timestamp
         state = state_of(work.ledgers[lead.lead_id])
+        # Fit rules read only the profile side: when it is the one already scored under these
+        # rules, they cannot change anything (most events of a lead).
+        profile_facts = _profile_facts(facts)
+        known = lead.profile or {}
+        same_picture = (
+            known.get("facts") == profile_facts and lead.rule_version == self._rules.version
+        )
         result = score_event(
             self._rules,
             state,
@@ -216,7 +224,7 @@ class ScoreHandler:
             at=at,
             message_id=event.message_id,
             behaviour=behaviour and event.kind == "event",
-            profile=profile,
+            profile=profile and not same_picture,
         )
         as_of = max(lead.as_of or at, at)
         card = evaluate(self._rules, result.state, as_of)
@@ -227,7 +235,7 @@ class ScoreHandler:
         lead.email = event.profile.email or lead.email
         if profile and event.lead_version >= lead.profile_version:
             lead.profile_version = event.lead_version
-            lead.profile = _profile_snapshot(event, facts)
+            lead.profile = _profile_snapshot(event, profile_facts)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
         # A merge can change the score without a ledger line of its own (folded history).
@@ -515,12 +523,19 @@ def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
     return "MQL: " + ", ".join(parts)
 
 
-def _profile_snapshot(event: EnrichedEvent, facts: Facts) -> dict[str, Any]:
+def _profile_facts(facts: Facts) -> dict[str, Any]:
+    """The facts fit rules may read, JSON-shaped (as they come back from the database)."""
+    picked = {k: v for k, v in facts.items() if k.startswith(PROFILE_PREFIXES)}
+    return cast(dict[str, Any], orjson.loads(orjson.dumps(picked, default=str)))
+
+
+def _profile_snapshot(event: EnrichedEvent, profile_facts: dict[str, Any]) -> dict[str, Any]:
     """What score keeps of the lead's picture: the profile, consent and account for outputs
-    that have no event at hand, and the profile-side facts for the sweep and rescoring."""
+    that have no event at hand, and the profile-side facts (to skip fit rules when the picture
+    is unchanged, and for the sweep and rescoring)."""
     return {
         "profile": event.profile.model_dump(mode="json"),
         "consent": event.consent.model_dump(mode="json"),
         "account_id": event.account_id,
-        "facts": {k: v for k, v in facts.items() if k.startswith(PROFILE_PREFIXES)},
+        "facts": profile_facts,
     }

@@ -199,8 +199,15 @@ class RuleSet(_Strict):
         return self.groups_by_id[group_id]
 
     def rules_of(self, kind: RuleKind) -> list[Rule]:
+        return self._rules_by_kind[kind]
+
+    @cached_property
+    def _rules_by_kind(self) -> dict[RuleKind, list[Rule]]:
         kinds = {group.id: group.kind for group in self.groups}
-        return [rule for rule in self.rules if kinds[rule.group] == kind]
+        return {
+            kind: [rule for rule in self.rules if kinds[rule.group] == kind]
+            for kind in ("fit", "behaviour")
+        }
 
 
 def _unique(what: str, ids: list[str], problems: list[str]) -> None:

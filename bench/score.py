@@ -1,0 +1,166 @@
+"""score throughput and the rescoring rate.
+
+- Live scoring: enriched events in, scores and stage changes out, through the real broker and
+  PostgreSQL with the service's handler and consumer runner (batches of 500, one consumer on 4
+  partitions). Per lead: an identify with a VP profile and firmographics, page views, a demo or
+  a webinar: every lead is scored several times and a share crosses MQL. The clock runs from the
+  first stored batch until every message is in `score.history` and the outbox is empty.
+- Rescoring: the same stored histories replayed under the rules (`rescoring.replay`), the work a
+  simulation or an applied rule change does per event; events/s of pure Python, one core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import SecretStr
+
+from bench.figures import Figure, median
+from bench.infra import BenchInfra
+from services.score.engine.conditions import facts_of
+from services.score.engine.rescoring import HistoryItem, replay
+from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
+from services.score.handler import ScoreHandler
+from shared.codec import encode
+from shared.consumer import ConsumerRunner
+from shared.contracts import EnrichedEvent
+from shared.db import create_engine, create_sessionmaker
+from shared.kafka import create_producer
+from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
+
+SECTION = "score"
+LEADS = 2_000
+RUNS = int(__import__("os").environ.get("BENCH_RUNS", "2"))
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+TITLES = [("vp", "sales"), ("director", "it"), ("manager", "marketing"), ("student/intern", None)]
+
+
+def traffic(rng: random.Random) -> list[EnrichedEvent]:
+    events: list[EnrichedEvent] = []
+    for lead in range(LEADS):
+        lead_id = f"lead-{lead}-{uuid.uuid4().hex[:6]}"
+        seniority, function = rng.choice(TITLES)
+        employees = rng.choice([8, 120, 850, 3200, 12000])
+        base = {
+            "lead_id": lead_id,
+            "source": "website",
+            "identified": True,
+            "stage": "known",
+            "profile": {"email": f"p{lead}@company{lead % 300}.io", "seniority": seniority,
+                        "job_function": function},
+            "firmographics": {"domain": f"company{lead % 300}.io", "employee_count": employees,
+                              "industry": rng.choice(["Software", "Energy", "Retail"]),
+                              "country": "US"},
+        }  # fmt: skip
+        calls: list[dict[str, Any]] = [{"type": "identify"}]
+        calls += [{"type": "page", "properties": {"path": p}} for p in ("/", "/pricing", "/docs")]
+        calls.append({"type": "track", "event": rng.choice(["Demo Requested", "Webinar Attended"])})
+        for index, call in enumerate(calls):
+            at = T0 + timedelta(seconds=lead, milliseconds=index)
+            events.append(
+                EnrichedEvent.model_validate(
+                    {
+                        **base,
+                        **call,
+                        "message_id": str(uuid.uuid4()),
+                        "timestamp": at,
+                        "received_at": at,
+                    }
+                )
+            )
+    return events
+
+
+async def run(infra: BenchInfra) -> list[Figure]:
+    rates: list[float] = []
+    rescoring: list[float] = []
+    count = 0
+    for seed in range(RUNS):
+        events = traffic(random.Random(seed))
+        count = len(events)
+        rates.append(await _live(infra, events))
+        rescoring.append(_rescoring_rate(events))
+    return [
+        Figure(
+            SECTION,
+            f"score events.enriched -> leads.scored/lifecycle ({count} events, batch 500)",
+            round(median(rates)),
+            "events/s",
+        ),
+        Figure(
+            SECTION,
+            "rescoring (history replayed under the rules)",
+            round(median(rescoring)),
+            "events/s",
+        ),
+    ]
+
+
+def _rescoring_rate(events: list[EnrichedEvent]) -> float:
+    rules = load_rules(DEFAULT_RULES_FILE)
+    histories: dict[str, list[HistoryItem]] = {}
+    for event in events:
+        histories.setdefault(event.lead_id, []).append(
+            HistoryItem(
+                event.message_id, event.timestamp, facts_of(event), event.type != "identify"
+            )
+        )
+    started = time.perf_counter()
+    for items in histories.values():
+        replay(rules, items)
+    return len(events) / (time.perf_counter() - started)
+
+
+async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> float:
+    url = await infra.fresh_database()
+    prefix = await infra.fresh_topic_prefix()
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
+    producer = create_producer(kafka, client_id="bench-score")
+    await producer.start()
+    try:
+        topic = EVENTS_ENRICHED.full_name(prefix)
+        acks = [await producer.send(topic, encode(e), key=e.lead_id.encode()) for e in events]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="bench-score")
+    runner = ConsumerRunner(
+        service="score",
+        subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
+        handler=ScoreHandler(load_rules(DEFAULT_RULES_FILE)),
+        sessions=create_sessionmaker(engine),
+        schema="score",
+        kafka=kafka,
+        consumer=ConsumerSettings(max_batch_records=500),
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        handled, elapsed = await _until_done(url, len(events))
+    finally:
+        runner.request_stop()
+        await task
+        await engine.dispose()
+    return handled / elapsed
+
+
+async def _until_done(url: str, expected: int) -> tuple[int, float]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        started: tuple[float, int] | None = None
+        while True:
+            seen = await connection.fetchval("SELECT count(*) FROM score.history")
+            waiting = await connection.fetchval("SELECT count(*) FROM score.outbox")
+            if seen and started is None:
+                started = (time.perf_counter(), seen)
+            if seen >= expected and waiting == 0 and started is not None:
+                return expected - started[1], max(time.perf_counter() - started[0], 1e-6)
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()
