@@ -8,7 +8,7 @@ from typing import Any
 
 from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import HistoryItem, LeadHistory, replay, simulate
-from services.score.engine.ruleset import load_rules
+from services.score.engine.ruleset import RuleSet, load_rules
 from services.score.engine.scoring import ScoreState, evaluate, score_event
 from shared.contracts import Stage
 from tests.unit.builders import enriched_event
@@ -60,16 +60,13 @@ def test_simulation_names_leads_that_would_qualify_and_drop() -> None:
         "anon", Stage.ANONYMOUS, False, [item(1, type="track", event="Webinar Attended")]
     )
     # candidate: a lower behaviour bar and a demo worth much less
-    rules = LIVE.model_copy(
-        update={
-            "mql": LIVE.mql.model_copy(update={"min_behaviour": 15, "min_total": 60}),
-            "rules": [
-                r.model_copy(update={"points": 5}) if r.id == "demo-request" else r
-                for r in LIVE.rules
-            ],
-            "version": "candidate",
-        }
-    )
+    document = LIVE.model_dump(by_alias=True)
+    document["version"] = "candidate"
+    document["mql"].update(min_behaviour=15, min_total=60)
+    for rule in document["rules"]:
+        if rule["id"] == "demo-request":
+            rule["points"] = 5
+    rules = RuleSet.model_validate(document)
     report = simulate(LIVE, rules, [webinar, demo, anonymous], at=T0 + timedelta(days=1))
     assert report.leads == 3
     assert [d.lead_id for d in report.would_become_mql] == ["webinar-lead"]

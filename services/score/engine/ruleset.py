@@ -154,6 +154,10 @@ class LifecyclePolicy(_Strict):
 
 
 class RuleSet(_Strict):
+    """A validated rule set. Build variants with `model_validate` on a changed document, never
+    `model_copy(update=...)`: that skips validation and keeps the cached lookups of the
+    original."""
+
     version: str = Field(min_length=1)
     groups: list[Group] = Field(min_length=1)
     rules: list[Rule]
