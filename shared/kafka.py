@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,8 +15,11 @@ from shared.topics import all_topic_names
 log = logging.getLogger(__name__)
 
 
-def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
-    """A producer that reports success only once every in-sync replica has the record."""
+def create_producer(
+    settings: KafkaSettings, *, client_id: str, partitioner: Any = None
+) -> AIOKafkaProducer:
+    """A producer that reports success only once every in-sync replica has the record.
+    `partitioner` replaces aiokafka's default (it must choose the same partitions)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=client_id,
@@ -25,6 +29,7 @@ def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProdu
         linger_ms=settings.linger_ms,
         max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
+        **({"partitioner": partitioner} if partitioner is not None else {}),
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.ingest.partitioning import KeyCachingPartitioner
 from shared.contracts import RawEvent
 from shared.kafka import create_producer
 from shared.settings import KafkaSettings
@@ -48,7 +49,9 @@ class EventPublisher:
     async def _start_until_connected(self) -> None:
         backoff = 0.2
         while True:
-            producer = create_producer(self._settings, client_id="leadflow-ingest")
+            producer = create_producer(
+                self._settings, client_id="leadflow-ingest", partitioner=KeyCachingPartitioner()
+            )
             try:
                 await producer.start()
             except KafkaError as exc:
