@@ -190,11 +190,9 @@ class ScoreHandler:
             merged=merged,
             history_replayed=event.merge.history_replayed,
         )
-        for lead_id in merged:
-            work.leads.pop(lead_id, None)
-            work.ledgers.pop(lead_id, None)
-        work.leads.update(await repository.load_leads(session, [event.lead_id]))
-        work.ledgers.update(await repository.load_ledgers(session, [event.lead_id]))
+        # Reload both sides: later messages of this batch for a merged lead must see it merged.
+        work.leads.update(await repository.load_leads(session, [event.lead_id, *merged]))
+        work.ledgers.update(await repository.load_ledgers(session, [event.lead_id, *merged]))
         work.scored.add(key)
         self._score(event, work.lead(event.lead_id), work, behaviour=False)
 
