@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 from pydantic import SecretStr
 
 from bench.figures import Figure, median
-from bench.infra import BenchInfra
+from bench.infra import BenchInfra, wait_until_handled
 from services.enrich.config import DATA_DIR
 from services.enrich.firmographics import FileProvider
 from services.enrich.handler import EnrichHandler, EnrichPolicy
@@ -137,27 +135,14 @@ async def _one_run(infra: BenchInfra, rng: random.Random) -> tuple[float, int]:
     )
     task = asyncio.create_task(runner.run())
     try:
-        handled, elapsed = await _until_done(url, unique)
+        handled, elapsed = await wait_until_handled(
+            url,
+            handled_sql="SELECT count(*) FROM enrich.seen_messages",
+            outbox_sql="SELECT count(*) FROM enrich.outbox",
+            expected=unique,
+        )
     finally:
         runner.request_stop()
         await task
         await engine.dispose()
     return handled / elapsed, len(events)
-
-
-async def _until_done(url: str, expected: int) -> tuple[int, float]:
-    """(message ids handled while the clock ran, seconds). The clock starts when the first batch
-    is seen stored; what that batch held is left out of the count."""
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
-    try:
-        started: tuple[float, int] | None = None
-        while True:
-            seen = await connection.fetchval("SELECT count(*) FROM enrich.seen_messages")
-            waiting = await connection.fetchval("SELECT count(*) FROM enrich.outbox")
-            if seen and started is None:
-                started = (time.perf_counter(), seen)
-            if seen >= expected and waiting == 0 and started is not None:
-                return expected - started[1], max(time.perf_counter() - started[0], 1e-6)
-            await asyncio.sleep(0.02)
-    finally:
-        await connection.close()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,28 @@ class BenchInfra:
         settings = KafkaSettings(bootstrap_servers=self.kafka_bootstrap, topic_prefix=prefix)
         await ensure_topics(settings, partitions=partitions)
         return prefix
+
+
+async def wait_until_handled(
+    url: str, *, handled_sql: str, outbox_sql: str, expected: int
+) -> tuple[int, float]:
+    """(messages handled while the clock ran, seconds) for a consumer benchmark: the clock starts
+    when `handled_sql` first counts something (process start and group join left out, and what
+    that first batch held with them) and stops when it counts `expected` and the service's
+    outbox is empty (every output acknowledged)."""
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        started: tuple[float, int] | None = None
+        while True:
+            seen = await connection.fetchval(handled_sql)
+            waiting = await connection.fetchval(outbox_sql)
+            if seen and started is None:
+                started = (time.perf_counter(), seen)
+            if seen >= expected and waiting == 0 and started is not None:
+                return expected - started[1], max(time.perf_counter() - started[0], 1e-6)
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()
 
 
 @contextmanager

@@ -18,11 +18,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from pydantic import SecretStr
 
 from bench.figures import Figure, median
-from bench.infra import BenchInfra
+from bench.infra import BenchInfra, wait_until_handled
 from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import HistoryItem, replay
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
@@ -142,25 +141,14 @@ async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> float:
     )
     task = asyncio.create_task(runner.run())
     try:
-        handled, elapsed = await _until_done(url, len(events))
+        handled, elapsed = await wait_until_handled(
+            url,
+            handled_sql="SELECT count(*) FROM score.history",
+            outbox_sql="SELECT count(*) FROM score.outbox",
+            expected=len(events),
+        )
     finally:
         runner.request_stop()
         await task
         await engine.dispose()
     return handled / elapsed
-
-
-async def _until_done(url: str, expected: int) -> tuple[int, float]:
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
-    try:
-        started: tuple[float, int] | None = None
-        while True:
-            seen = await connection.fetchval("SELECT count(*) FROM score.history")
-            waiting = await connection.fetchval("SELECT count(*) FROM score.outbox")
-            if seen and started is None:
-                started = (time.perf_counter(), seen)
-            if seen >= expected and waiting == 0 and started is not None:
-                return expected - started[1], max(time.perf_counter() - started[0], 1e-6)
-            await asyncio.sleep(0.02)
-    finally:
-        await connection.close()

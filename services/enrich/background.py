@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -34,19 +33,6 @@ from shared.topics import ENRICH_COMMANDS
 log = logging.getLogger(__name__)
 
 LEASE_S = 120.0
-
-
-async def every(interval_s: float, work: Callable[[], Awaitable[object]], *, name: str) -> None:
-    """Run `work` now and then every `interval_s` until cancelled; a failure is logged, never
-    fatal (the next round tries again)."""
-    while True:
-        try:
-            await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; retrying in %.0fs", name, interval_s)
-        await asyncio.sleep(interval_s)
 
 
 async def sweep_pending_enrichment(

@@ -24,6 +24,7 @@ from shared.consumer import ConsumerRunner
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.health import HealthServer
 from shared.kafka import create_producer
+from shared.service import every
 from shared.topics import ENRICH_COMMANDS, EVENTS_RAW
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,14 @@ async def serve(settings: EnrichSettings) -> None:
     )
     companions = [
         asyncio.create_task(
-            background.every(
+            every(
                 settings.reference_refresh_s,
                 lambda: background.refresh_references(sessions=sessions, references=references),
                 name="reference reload",
             )
         ),
         asyncio.create_task(
-            background.every(
+            every(
                 settings.housekeeping_interval_s,
                 lambda: background.housekeeping(sessions=sessions, settings=settings),
                 name="housekeeping",
@@ -107,7 +108,7 @@ async def serve(settings: EnrichSettings) -> None:
     if provider is not None:
         companions.append(
             asyncio.create_task(
-                background.every(
+                every(
                     settings.reenrich_interval_s,
                     lambda: background.sweep_pending_enrichment(
                         sessions=sessions, provider=provider, producer=producer, settings=settings
