@@ -12,6 +12,7 @@ A bad rules file stops the start (and `simulate`) with the file, line and field 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +25,13 @@ from services.score.handler import ScoreHandler
 from services.score.http import explain_routes
 from services.score.lookups import explain_lead, lead_histories
 from services.score.repository import SCHEMA
-from services.score.sweep import sweep_decayed_mqls
+from services.score.sweep import sweep_decayed_mqls, sweep_leads_on_old_rules
 from shared.db import create_engine, create_sessionmaker
 from shared.service import Companion, consumer_service_main
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
+
+# One rule set per process: the handler, the rescore sweep and explain must agree on the version.
+rules_from = functools.cache(load_rules)
 
 
 def main(argv: list[str]) -> int:
@@ -40,7 +44,7 @@ def main(argv: list[str]) -> int:
     return consumer_service_main(
         service="score",
         load_settings=ScoreSettings,
-        make_handler=lambda settings: ScoreHandler(load_rules(settings.rules_file)),
+        make_handler=lambda settings: ScoreHandler(rules_from(settings.rules_file)),
         subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
         migrations_dir=Path(__file__).parent / "migrations",
         schema=SCHEMA,
@@ -51,17 +55,27 @@ def main(argv: list[str]) -> int:
                 lambda: sweep_decayed_mqls(
                     sessions=context.sessions, producer=context.producer, settings=settings
                 ),
-            )
+            ),
+            Companion(
+                "rescore sweep",
+                settings.rescore_interval_s,
+                lambda: sweep_leads_on_old_rules(
+                    sessions=context.sessions,
+                    producer=context.producer,
+                    settings=settings,
+                    version=rules_from(settings.rules_file).version,
+                ),
+            ),
         ],
         make_routes=lambda settings, sessions: explain_routes(
-            load_rules(settings.rules_file), sessions
+            rules_from(settings.rules_file), sessions
         ),
         argv=argv,
     )
 
 
 async def _operator(command: str, argument: str, settings: ScoreSettings) -> int:
-    live = load_rules(settings.rules_file)
+    live = rules_from(settings.rules_file)
     engine = create_engine(settings.database, application_name=f"leadflow-score-{command}")
     sessions = create_sessionmaker(engine)
     now = datetime.now(UTC)

@@ -21,3 +21,5 @@ class ScoreSettings(ConsumingServiceSettings):
     sweep_interval_s: float = Field(default=300.0, gt=0)
     sweep_stale_after_s: float = Field(default=3600.0, ge=0)
     sweep_batch: int = Field(default=1000, ge=1)
+    # After a rules change: leads on another version are rescored, `sweep_batch` per round.
+    rescore_interval_s: float = Field(default=10.0, gt=0)

@@ -116,6 +116,8 @@ class ScoreHandler:
                     await self._event(value, work, session)
             elif isinstance(value, CrmFeedback):
                 await self._feedback(message, value, work, session)
+            elif isinstance(value, ScoreCommand) and value.kind == "rescore":
+                await self._rescore(value, work, session)
             elif isinstance(value, ScoreCommand):
                 self._reevaluate(value, work)
         await self._flush(work, session)
@@ -348,6 +350,44 @@ class ScoreHandler:
         self._recycle_if_decayed(
             lead, card, as_of, trigger_id=command.command_id, received_at=command.at, work=work
         )
+
+    async def _rescore(self, command: ScoreCommand, work: _Work, session: AsyncSession) -> None:
+        """Replay the lead's history under the running rules and replace its ledger. Applying
+        it twice changes nothing: a lead already on these rules is left alone."""
+        lead = work.leads.get(command.lead_id)
+        if lead is None or lead.merged_into is not None:
+            return
+        if lead.rule_version == self._rules.version:
+            return
+        await self._flush(work, session)
+        await repository.delete_ledger(session, lead.lead_id)
+        work.ledgers[lead.lead_id] = []
+        state = state_of([])
+        for item in await repository.load_history(session, lead.lead_id):
+            result = score_event(
+                self._rules,
+                state,
+                item.facts,
+                at=item.at,
+                message_id=item.message_id,
+                behaviour=item.behaviour,
+            )
+            self._record_entries(lead, item.message_id, item.at, result.entries, work)
+            state = result.state
+        as_of = lead.as_of or command.at
+        card = evaluate(self._rules, state, as_of)
+        self._apply_card(lead, card, as_of)
+        work.outputs.append(self._scored(lead, command.command_id, card, [], command.at))
+        move = earned_move(
+            lead.stage,
+            identified=lead.identified,
+            engaged=lead.engaged,
+            qualifies=card.qualifies_as_mql,
+            why_qualified=f"rules {self._rules.version}: " + _why_qualified(card, self._rules),
+        )
+        if move is not None:
+            self._transition(lead, move, trigger_id=command.command_id, at=command.at,
+                             received_at=command.at, card=card, work=work)  # fmt: skip
 
     # --- shared steps ---------------------------------------------------------------------
 

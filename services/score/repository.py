@@ -395,6 +395,46 @@ async def mqls_to_reevaluate(
     return [row.lead_id for row in rows]
 
 
+async def load_history(session: AsyncSession, lead_id: str) -> list[HistoryItem]:
+    """The messages scored for a lead, in the order they were scored."""
+    rows = await session.execute(
+        text(
+            "SELECT message_id, at, behaviour, facts FROM score.history "
+            "WHERE lead_id = :lead_id ORDER BY seq"
+        ),
+        {"lead_id": lead_id},
+    )
+    return [HistoryItem(r.message_id, r.at, r.facts, r.behaviour) for r in rows]
+
+
+async def delete_ledger(session: AsyncSession, lead_id: str) -> None:
+    await session.execute(
+        text("DELETE FROM score.ledger WHERE lead_id = :lead_id"), {"lead_id": lead_id}
+    )
+
+
+async def leads_on_other_rules(
+    session: AsyncSession, *, version: str, limit: int
+) -> tuple[list[str], int]:
+    """Up to `limit` live leads scored under another rules version, and how many there are."""
+    params = {"version": version, "limit": limit}
+    rows = await session.execute(
+        text(
+            "SELECT lead_id FROM score.leads WHERE rule_version <> :version "
+            "AND merged_into IS NULL ORDER BY lead_id LIMIT :limit"
+        ),
+        params,
+    )
+    remaining = await session.execute(
+        text(
+            "SELECT count(*) FROM score.leads WHERE rule_version <> :version "
+            "AND merged_into IS NULL"
+        ),
+        params,
+    )
+    return [row.lead_id for row in rows], int(remaining.scalar_one())
+
+
 def _lead(row: Any) -> LeadRow:
     return LeadRow(
         lead_id=row.lead_id,

@@ -1,8 +1,13 @@
-"""The decay sweep: MQLs whose score may have decayed below the line without a new event.
+"""Periodic work of the score service, done through `score.commands` so that the consumer
+applies it with exactly-once effects.
 
-Every round it asks `score.commands` to re-evaluate the MQLs least recently evaluated; the
-consumer applies each command exactly once (recycling a lead that stayed below the line long
-enough). Asking twice is harmless: a re-evaluation at a later time only repeats the arithmetic.
+- The decay sweep: MQLs whose score may have decayed below the line without a new event. Every
+  round it asks to re-evaluate the MQLs least recently evaluated (recycling a lead that stayed
+  below the line long enough). Asking twice is harmless: a later re-evaluation only repeats the
+  arithmetic.
+- The rescore sweep: after a rules change, leads still scored under another version are asked
+  to be rescored, a batch per round, while live scoring goes on; progress is logged and on
+  `leadflow_score_leads_to_rescore`. A lead already rescored ignores a repeated request.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
@@ -21,6 +27,10 @@ from shared.contracts import ScoreCommand
 from shared.topics import SCORE_COMMANDS
 
 log = logging.getLogger(__name__)
+
+LEADS_TO_RESCORE = Gauge(
+    "leadflow_score_leads_to_rescore", "Leads still scored under another rules version"
+)
 
 
 async def sweep_decayed_mqls(
@@ -57,4 +67,41 @@ async def sweep_decayed_mqls(
     await asyncio.gather(*acks)
     if lead_ids:
         log.info("decay sweep: %d MQLs to re-evaluate", len(lead_ids))
+    return len(lead_ids)
+
+
+async def sweep_leads_on_old_rules(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    producer: AIOKafkaProducer,
+    settings: ScoreSettings,
+    version: str,
+    now: datetime | None = None,
+) -> int:
+    """One round; returns how many rescores were requested."""
+    at = now or datetime.now(UTC)
+    async with sessions() as session:
+        lead_ids, remaining = await repository.leads_on_other_rules(
+            session, version=version, limit=settings.sweep_batch
+        )
+    LEADS_TO_RESCORE.set(remaining)
+    topic = SCORE_COMMANDS.full_name(settings.kafka.topic_prefix)
+    acks = [
+        await producer.send(
+            topic,
+            encode(
+                ScoreCommand(
+                    command_id=f"rescore:{version}:{lead_id}",
+                    kind="rescore",
+                    lead_id=lead_id,
+                    at=at,
+                )
+            ),
+            key=lead_id.encode(),
+        )
+        for lead_id in lead_ids
+    ]
+    await asyncio.gather(*acks)
+    if lead_ids:
+        log.info("rescoring under rules %s: %d leads to go", version, remaining)
     return len(lead_ids)

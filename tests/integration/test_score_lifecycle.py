@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+import yaml
 
+from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from shared.codec import encode
 from shared.contracts import CrmFeedback, EnrichedEvent
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, LEADS_LIFECYCLE, LEADS_SCORED
@@ -278,3 +282,38 @@ async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
     finally:
         await producer.stop()
         await engine.dispose()
+
+
+async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
+    pipeline: Pipeline, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", event="Webinar Attended"),
+                         key=lead.encode())  # fmt: skip
+    assert await stages(pipeline, lead, 1) == [("anonymous", "lead")]  # 20 behaviour: not yet
+    assert pipeline.stop("score") == 0
+
+    # RevOps values webinars more; the new version goes live with a restart
+    document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    document["version"] = "test-2"
+    for rule in document["rules"]:
+        if rule["id"] == "webinar-attended":
+            rule["points"] = 35
+    candidate = tmp_path / "rules.yaml"
+    candidate.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("LEADFLOW_SCORE_RULES_FILE", str(candidate))
+    monkeypatch.setenv("LEADFLOW_SCORE_RESCORE_INTERVAL_S", "0.5")
+    await pipeline.start("score")
+
+    assert (await stages(pipeline, lead, 2))[-1] == ("lead", "mql")
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda rs: any(s["rule_version"] == "test-2" for s in of_lead(lead)(rs)),
+    )
+    rescored = [s for s in of_lead(lead)(scored) if s["rule_version"] == "test-2"]
+    assert rescored[0]["score"]["behaviour"] == 35
+    versions = await db.fetch(
+        "SELECT DISTINCT rule_version FROM score.ledger WHERE lead_id = $1", lead
+    )
+    assert [v["rule_version"] for v in versions] == ["test-2"]
