@@ -16,9 +16,10 @@ differs from upstream), it prints the field and exits 1. The validators also run
 rendered manifests as they are (upstream must accept them).
 
 What it cannot see: upstream's compiled validators allow unknown fields everywhere, so whether
-an object is closed or `x-kubernetes-preserve-unknown-fields` is not checked here, and a field
-upstream has but the extract leaves out is not reported (the deploy tests reject it as
-unknown until it is copied in, see README.md).
+an object is closed or `x-kubernetes-preserve-unknown-fields` is not checked here, and an
+optional field upstream has but the extract leaves out is not reported (the deploy tests reject
+it as unknown until it is copied in, see README.md); a field upstream requires in an object the
+extract lists is reported.
 
 Run by hand when an extract or an operator version changes (needs node, npm and the registry;
 `make test` does not run it, the tests read the committed files):
@@ -170,17 +171,30 @@ def variant(resource: Resource, path: list[str | int], value: Any, delete: bool)
     return out
 
 
+def our_keyword(error: jsonschema.ValidationError) -> str:
+    """The failed keyword; for `required`, with the missing field (one error per field)."""
+    if error.validator == "required":
+        return f"required {error.message.split(chr(39))[1]}"
+    return str(error.validator)
+
+
+def upstream_keyword(error: dict[str, Any]) -> str:
+    if error["keyword"] == "required":
+        return f"required {error['params']['missingProperty']}"
+    return str(error["keyword"])
+
+
 def disagreements(
     schema: dict[str, Any], resource: Resource, upstream: list[dict[str, Any]]
 ) -> list[str]:
     """Where the extract's verdict on `resource` differs from upstream's (unknown fields aside)."""
     ours = {
-        ("".join(f"/{part}" for part in error.absolute_path), error.validator): error
+        ("".join(f"/{part}" for part in error.absolute_path), our_keyword(error)): error
         for error in jsonschema.Draft7Validator(schema).iter_errors(resource)
         if error.validator not in IGNORED
     }
     theirs = {
-        (error["path"], error["keyword"]): error
+        (error["path"], upstream_keyword(error)): error
         for error in upstream
         if error["keyword"] not in IGNORED
     }
