@@ -48,23 +48,19 @@ async def sweep_decayed_mqls(
             evaluated_before=at - timedelta(seconds=settings.sweep_stale_after_s),
             limit=settings.sweep_batch,
         )
-    topic = SCORE_COMMANDS.full_name(settings.kafka.topic_prefix)
-    acks = [
-        await producer.send(
-            topic,
-            encode(
-                ScoreCommand(
-                    command_id=f"sweep:{at.isoformat()}:{lead_id}",
-                    kind="reevaluate",
-                    lead_id=lead_id,
-                    at=at,
-                )
-            ),
-            key=lead_id.encode(),
-        )
-        for lead_id in lead_ids
-    ]
-    await asyncio.gather(*acks)
+    await _request(
+        producer,
+        settings,
+        [
+            ScoreCommand(
+                command_id=f"sweep:{at.isoformat()}:{lead_id}",
+                kind="reevaluate",
+                lead_id=lead_id,
+                at=at,
+            )
+            for lead_id in lead_ids
+        ],
+    )
     if lead_ids:
         log.info("decay sweep: %d MQLs to re-evaluate", len(lead_ids))
     return len(lead_ids)
@@ -85,23 +81,28 @@ async def sweep_leads_on_old_rules(
             session, version=version, limit=settings.sweep_batch
         )
     LEADS_TO_RESCORE.set(remaining)
-    topic = SCORE_COMMANDS.full_name(settings.kafka.topic_prefix)
-    acks = [
-        await producer.send(
-            topic,
-            encode(
-                ScoreCommand(
-                    command_id=f"rescore:{version}:{lead_id}",
-                    kind="rescore",
-                    lead_id=lead_id,
-                    at=at,
-                )
-            ),
-            key=lead_id.encode(),
-        )
-        for lead_id in lead_ids
-    ]
-    await asyncio.gather(*acks)
+    await _request(
+        producer,
+        settings,
+        [
+            ScoreCommand(
+                command_id=f"rescore:{version}:{lead_id}", kind="rescore", lead_id=lead_id, at=at
+            )
+            for lead_id in lead_ids
+        ],
+    )
     if lead_ids:
         log.info("rescoring under rules %s: %d leads to go", version, remaining)
     return len(lead_ids)
+
+
+async def _request(
+    producer: AIOKafkaProducer, settings: ScoreSettings, commands: list[ScoreCommand]
+) -> None:
+    """Produce the commands keyed by lead and return once the broker acknowledged them all."""
+    topic = SCORE_COMMANDS.full_name(settings.kafka.topic_prefix)
+    acks = [
+        await producer.send(topic, encode(command), key=command.lead_id.encode())
+        for command in commands
+    ]
+    await asyncio.gather(*acks)
