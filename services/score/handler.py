@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 from pydantic import BaseModel
@@ -51,10 +51,12 @@ from services.score.engine.scoring import LedgerEntry, ScoreCard, evaluate, scor
 from services.score.repository import LeadRow, NewLedgerRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
+    AccountMatch,
     Consent,
     Contribution,
     CrmFeedback,
     EnrichedEvent,
+    Firmographics,
     LeadProfile,
     LeadScored,
     LifecycleChanged,
@@ -63,6 +65,8 @@ from shared.contracts import (
     Stage,
 )
 from shared.topics import LEADS_LIFECYCLE, LEADS_SCORED
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -506,6 +510,8 @@ class ScoreHandler:
                     received_at=received_at,
                     profile=LeadProfile.model_validate(snapshot.get("profile", {})),
                     consent=Consent.model_validate(snapshot.get("consent", {})),
+                    firmographics=_optional(Firmographics, snapshot.get("firmographics")),
+                    account=_optional(AccountMatch, snapshot.get("account")),
                     account_id=snapshot.get("account_id"),
                     score=_score(card),
                     top_contributions=sorted(
@@ -567,6 +573,10 @@ def _profile_facts(facts: Facts) -> dict[str, Any]:
     return cast(dict[str, Any], orjson.loads(orjson.dumps(picked, default=str)))
 
 
+def _optional(model: type[M], stored: dict[str, Any] | None) -> M | None:
+    return model.model_validate(stored) if stored else None
+
+
 def _profile_snapshot(event: EnrichedEvent, profile_facts: dict[str, Any]) -> dict[str, Any]:
     """What score keeps of the lead's picture: the profile, consent and account for outputs
     that have no event at hand, and the profile-side facts (to skip fit rules when the picture
@@ -575,5 +585,9 @@ def _profile_snapshot(event: EnrichedEvent, profile_facts: dict[str, Any]) -> di
         "profile": event.profile.model_dump(mode="json"),
         "consent": event.consent.model_dump(mode="json"),
         "account_id": event.account_id,
+        "firmographics": (
+            event.firmographics.model_dump(mode="json") if event.firmographics else None
+        ),
+        "account": event.account.model_dump(mode="json") if event.account else None,
         "facts": profile_facts,
     }

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.contracts.base import AwareDatetime, Contract, Part
-from shared.contracts.events_enriched import Consent, LeadProfile
+from shared.contracts.events_enriched import AccountMatch, Consent, Firmographics, LeadProfile
 
 
 class Stage(StrEnum):
@@ -72,8 +72,8 @@ class LeadScored(Contract):
 class LifecycleChanged(Contract):
     """A stage change. Key: lead_id. `transition_id` is unique per change (idempotency key).
 
-    Carries the lead's profile, consent and score at the time of the change so a consumer
-    (router, CRM) can act on it without a lookup.
+    Carries the lead's profile, firmographics, matched account, consent and score at the time of
+    the change so a consumer (router, CRM) can act on it without a lookup.
     """
 
     schema_version: Literal[1] = 1
@@ -86,6 +86,8 @@ class LifecycleChanged(Contract):
     received_at: AwareDatetime = Field(description="ingest time of the triggering event")
     profile: LeadProfile
     consent: Consent
+    firmographics: Firmographics | None = None
+    account: AccountMatch | None = None
     account_id: str | None = None
     score: Score
     top_contributions: list[Contribution] = Field(default_factory=list)
