@@ -21,17 +21,26 @@ def load_yaml_model(path: Path, model: type[M], *, error: type[ValueError]) -> M
     """
     try:
         text = path.read_text()
+    except OSError as exc:
+        raise error(f"{path}: {exc}") from None
+    return parse_yaml_model(text, model, source=str(path), error=error)
+
+
+def parse_yaml_model(text: str, model: type[M], *, source: str, error: type[ValueError]) -> M:
+    """`load_yaml_model` for a document already in hand (e.g. an HTTP request body); errors
+    name `source` where they would name the file."""
+    try:
         document = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError) as exc:
-        raise error(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: {exc}") from None
     try:
         return model.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             _located(root, e["loc"], e["msg"]) for e in exc.errors(include_url=False)
         )
-        raise error(f"{path}: {problems}") from None
+        raise error(f"{source}: {problems}") from None
 
 
 def _located(root: yaml.Node | None, loc: Sequence[int | str], message: str) -> str:
