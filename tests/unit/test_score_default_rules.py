@@ -124,3 +124,31 @@ def test_an_old_demo_request_fades_below_the_line(rules: RuleSet) -> None:
 def test_pricing_page_spam_is_limited(rules: RuleSet) -> None:
     result = play(rules, VP_AT_MID_SIZE_SOFTWARE, [(page("/pricing"), T0)] * 10)
     assert result.card.behaviour == 45  # 3 per week
+
+
+def email(name: str) -> dict[str, Any]:
+    return {"type": "track", "event": name}
+
+
+def test_very_low_email_engagement_costs_points_and_fades(rules: RuleSet) -> None:
+    every_5_days = [(email("Email Delivered"), T0 + timedelta(days=5 * i)) for i in range(12)]
+    ignored = play(rules, VP_AT_MID_SIZE_SOFTWARE, every_5_days)
+    assert [e.rule_id for e in ignored.entries] == ["email-delivered"]  # once per 60 days
+    penalty = [a for a in ignored.state.awards if a.rule_id == "low-email-engagement"]
+    assert [(a.at, a.points) for a in penalty] == [(T0 + timedelta(days=45), -15)]  # 10th email
+    assert evaluate(rules, ignored.state, T0 + timedelta(days=45)).behaviour == -15
+    # it fades with the engagement group (linear over 60 days): a lead may win its way back
+    assert evaluate(rules, ignored.state, T0 + timedelta(days=75)).behaviour == -8
+    assert evaluate(rules, ignored.state, T0 + timedelta(days=105)).behaviour == 0
+
+    def penalised(steps: list[tuple[dict[str, Any], datetime]]) -> bool:
+        awards = play(rules, VP_AT_MID_SIZE_SOFTWARE, steps).state.awards
+        return any(a.rule_id == "low-email-engagement" for a in awards)
+
+    opened_twice = [(email("Email Opened"), T0 + timedelta(days=26))] * 2
+    clicked_twice = [(email("Email Link Clicked"), T0 + timedelta(days=11))] * 2
+    opened_once = opened_twice[:1]
+    assert penalised(every_5_days[:6] + opened_once + every_5_days[6:])  # almost none opened
+    assert not penalised(every_5_days[:6] + opened_twice + every_5_days[6:])
+    assert not penalised(every_5_days[:3] + clicked_twice + every_5_days[3:])  # clicks read too
+    assert not penalised(every_5_days[:9])  # nine emails are no signal yet

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.score.engine.conditions import FieldTest, facts_of
+from services.score.engine.conditions import CountTest, FieldTest, facts_of
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import ScoreState, evaluate, score_event
 from tests.unit.builders import enriched_event
@@ -493,3 +493,93 @@ def test_priority_matrix_and_mql(
 def test_invalid_rule_sets_say_why(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ruleset(**change)
+
+
+# --- counts of earlier awards -------------------------------------------------------------
+
+
+def email_rules(**low: Any) -> RuleSet:
+    """A 0-point tally of deliveries and a negative rule on deliveries without opens."""
+    tally = {"id": "delivered", "group": "signals", "points": 0, "reason": "delivered",
+             "when": {"field": "event", "equals": "Email Delivered"}}  # fmt: skip
+    opened = {"id": "opened", "group": "engagement", "points": 1, "reason": "opened",
+              "when": {"field": "event", "equals": "Email Opened"}}  # fmt: skip
+    clicked = {"id": "clicked", "group": "engagement", "points": 2, "reason": "clicked",
+               "when": {"field": "event", "equals": "Email Link Clicked"}}  # fmt: skip
+    ignored = {"id": "ignoring", "group": "signals", "points": -15, "reason": "ignores email",
+               "when": {"all": [
+                   {"field": "event", "equals": "Email Delivered"},
+                   {"count": "delivered", "within_days": 30, "at_least": 4},
+                   {"count": ["opened", "clicked"], "within_days": 30, "below": 2},
+               ]}, **low}  # fmt: skip
+    return ruleset(rules=[*ruleset().model_dump(by_alias=True, exclude_none=True)["rules"],
+                          tally, opened, clicked, ignored])  # fmt: skip
+
+
+def emails(*kinds: str, start: datetime = T0) -> list[tuple[dict[str, Any], datetime]]:
+    names = {"d": "Email Delivered", "o": "Email Opened", "c": "Email Link Clicked"}
+    return [(track(names[k]), start + timedelta(days=i)) for i, k in enumerate(kinds)]
+
+
+def test_a_count_sees_earlier_awards_including_this_events_earlier_rules() -> None:
+    rules = email_rules()
+    three = apply_all(rules, emails("d", "d", "d"))
+    assert [a.rule_id for a in three.awards] == ["delivered"] * 3
+    assert evaluate(rules, three, T0 + timedelta(days=3)).behaviour == 0  # a tally: no points
+    # the fourth delivery is counted by the tally before the negative rule looks
+    four = apply_all(rules, emails("d", "d", "d", "d"))
+    assert [a.rule_id for a in four.awards][-2:] == ["delivered", "ignoring"]
+    assert evaluate(rules, four, T0 + timedelta(days=4)).behaviour == -15
+
+
+@pytest.mark.parametrize(
+    ("kinds", "penalised"),
+    [
+        ("ddodd", True),  # one open in four deliveries: below 2
+        ("ddoodd", False),  # two opens
+        ("ddocdd", False),  # an open and a click count together
+        ("ddd", False),  # too few emails to judge
+    ],
+)
+def test_count_sums_rules_and_bounds(kinds: str, penalised: bool) -> None:
+    state = apply_all(email_rules(), emails(*kinds))
+    assert ("ignoring" in [a.rule_id for a in state.awards]) is penalised
+
+
+def test_count_window_is_event_time() -> None:
+    rules = email_rules()
+    # deliveries 10 days apart: never 4 within 30 days
+    spaced = [(track("Email Delivered"), T0 + timedelta(days=10 * i)) for i in range(8)]
+    assert "ignoring" not in [a.rule_id for a in apply_all(rules, spaced).awards]
+    # an open 40 days ago no longer counts as engagement
+    opens = [(track("Email Opened"), T0), (track("Email Opened"), T0)]
+    old_open = [*opens, *emails("d", "d", "d", "d", start=T0 + timedelta(days=40))]
+    assert "ignoring" in [a.rule_id for a in apply_all(rules, old_open).awards]
+
+
+def test_count_rule_obeys_its_limit() -> None:
+    rules = email_rules(limit={"times": 1, "within_days": 30})
+    state = apply_all(rules, emails(*"dddddddd"))
+    assert [a.rule_id for a in state.awards].count("ignoring") == 1
+
+
+def test_count_without_counts_at_hand_counts_zero() -> None:
+    test = CountTest.model_validate({"count": "x", "below": 1})
+    assert test.holds({}) is True
+    assert test.holds({}, lambda ids, days: 3) is False
+    assert CountTest.model_validate({"count": ["x", "y"], "at_least": 2}).count == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"group": "intent", "when": {"count": "demo"}}, "a count needs at_least and/or below"),
+        ({"group": "intent", "when": {"count": "nope", "at_least": 1}}, "which is no behaviour"),
+        ({"group": "intent", "when": {"count": "vp", "at_least": 1}}, "which is no behaviour"),
+        ({"group": "persona", "when": {"count": "demo", "at_least": 1}}, "a fit rule may only"),
+    ],
+)
+def test_invalid_counts_say_why(rule: dict[str, Any], message: str) -> None:
+    base = ruleset().model_dump(by_alias=True, exclude_none=True)["rules"]
+    with pytest.raises(ValidationError, match=message):
+        ruleset(rules=[*base, {"id": "x", "points": -5, "reason": "r", **rule}])

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from services.score.engine.conditions import facts_of
-from services.score.engine.rescoring import HistoryItem, LeadHistory, replay, simulate
+from services.score.engine.rescoring import (
+    HistoryItem,
+    LeadHistory,
+    render_summary,
+    replay,
+    simulate,
+    summarise,
+)
 from services.score.engine.ruleset import RuleSet, load_rules
 from services.score.engine.scoring import ScoreState, evaluate, score_event
 from shared.contracts import Stage
@@ -67,12 +74,24 @@ def test_simulation_names_leads_that_would_qualify_and_drop() -> None:
         if rule["id"] == "demo-request":
             rule["points"] = 5
     rules = RuleSet.model_validate(document)
-    report = simulate(LIVE, rules, [webinar, demo, anonymous], at=T0 + timedelta(days=1))
+    at = T0 + timedelta(days=1)
+    report = simulate(LIVE, rules, [webinar, demo, anonymous], at=at)
     assert report.leads == 3
     assert [d.lead_id for d in report.would_become_mql] == ["webinar-lead"]
     assert [d.lead_id for d in report.would_drop_below_mql] == ["demo-mql"]
     assert report.score_changed == 1  # only the demo's points changed
     assert report.stage_changes == 2
+
+    # the CLI's and the endpoint's view of it
+    summary = summarise(report, live_version=LIVE.version, at=at, listed=1)
+    assert (summary.leads, summary.would_become_mql, summary.would_drop_below_mql) == (3, 1, 1)
+    dropping = summary.dropping_below_mql[0]
+    assert (dropping.lead_id, dropping.before.qualifies_as_mql) == ("demo-mql", True)
+    assert dropping.after.total < dropping.before.total
+    text = render_summary(summary)
+    assert f"rules {LIVE.version} -> candidate: 3 leads" in text
+    assert "would become MQL:       1" in text
+    assert "webinar-lead (lead)" in text
 
 
 def test_same_rules_change_nothing() -> None:
@@ -84,3 +103,20 @@ def test_same_rules_change_nothing() -> None:
     )
     report = simulate(LIVE, LIVE, [demo], at=T0 + timedelta(days=1))
     assert (report.score_changed, report.stage_changes, report.grade_changed) == (0, 0, 0)
+
+
+def test_a_message_from_a_merged_lead_replays_for_its_behaviour_only() -> None:
+    """As the live path counts it: the survivor's fit stays the survivor's."""
+    student = {"profile": {"email": "s@gmail.com", "seniority": "student/intern",
+                           "free_mail": True}, "firmographics": None}  # fmt: skip
+    redirected = enriched_event(message_id="b1", identified=True, type="track",
+                                event="Trial Started", **student)  # fmt: skip
+    own = [item(0, type="identify"), item(1, type="track", event="Webinar Attended")]
+    folded = HistoryItem("b1", T0 + timedelta(hours=2), facts_of(redirected), True, False)
+    at = T0 + timedelta(hours=3)
+    survivor = evaluate(LIVE, replay(LIVE, own), at)
+    merged = evaluate(LIVE, replay(LIVE, [*own, folded]), at)
+    assert merged.fit == survivor.fit > 0
+    assert merged.behaviour > survivor.behaviour  # the trial counted
+    as_own_picture = HistoryItem("b1", folded.at, folded.facts, True, True)
+    assert evaluate(LIVE, replay(LIVE, [*own, as_own_picture]), at).fit < survivor.fit

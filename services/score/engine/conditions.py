@@ -5,12 +5,17 @@ Facts are a flat dict built once per event (`facts_of`), keyed by dotted paths s
 `event`, `page.path`, `properties.plan`, `profile.seniority`, `firmographics.size_band`,
 `account.type`. Text comparisons ignore case. A missing fact fails every operator except
 `exists: false`.
+
+A behaviour rule may also test the lead's past: `count` tests how many times earlier behaviour
+rules counted for the lead within a window (e.g. emails delivered versus opened), through the
+`Counts` the engine passes in. Pure: the counts come from the lead's ledger state.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,6 +31,13 @@ from pydantic import (
 from shared.contracts import EnrichedEvent
 
 Facts = dict[str, Any]
+
+
+class Counts(Protocol):
+    """How many awards of any of `rule_ids` the lead has within `within_days` before the
+    event (ever, when None), this event's earlier awards included."""
+
+    def __call__(self, rule_ids: Sequence[str], within_days: float | None) -> int: ...
 
 
 class _Strict(BaseModel):
@@ -68,7 +80,7 @@ class FieldTest(_Strict):
             raise ValueError(f"one operator per test, got {', '.join(given)}")
         return self
 
-    def holds(self, facts: Facts) -> bool:
+    def holds(self, facts: Facts, counts: Counts | None = None) -> bool:
         value = facts.get(self.field)
         if self.exists is not None:
             return (value is not None and value != "") == self.exists
@@ -96,15 +108,15 @@ _OPERATORS = ("equals", "in_", "contains", "regex", "at_least", "below", "exists
 class AllOf(_Strict):
     all: list[Condition] = Field(min_length=1)
 
-    def holds(self, facts: Facts) -> bool:
-        return all(part.holds(facts) for part in self.all)
+    def holds(self, facts: Facts, counts: Counts | None = None) -> bool:
+        return all(part.holds(facts, counts) for part in self.all)
 
 
 class AnyOf(_Strict):
     any: list[Condition] = Field(min_length=1)
 
-    def holds(self, facts: Facts) -> bool:
-        return any(part.holds(facts) for part in self.any)
+    def holds(self, facts: Facts, counts: Counts | None = None) -> bool:
+        return any(part.holds(facts, counts) for part in self.any)
 
 
 class NotOf(_Strict):
@@ -112,16 +124,53 @@ class NotOf(_Strict):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    def holds(self, facts: Facts) -> bool:
-        return not self.not_.holds(facts)
+    def holds(self, facts: Facts, counts: Counts | None = None) -> bool:
+        return not self.not_.holds(facts, counts)
+
+
+class CountTest(_Strict):
+    """How often earlier behaviour rules counted for the lead: `count` (a rule id or a list,
+    summed), optionally `within_days` of the event, and `at_least` and/or `below`.
+
+    E.g. "received 10 emails in 60 days": `{count: email-delivered, within_days: 60,
+    at_least: 10}`. A rule limited to N awards per window counts at most N there. Behaviour
+    rules only (fit rules read the profile alone); without counts at hand it counts 0.
+    """
+
+    count: list[str] = Field(min_length=1)
+    within_days: float | None = Field(default=None, gt=0)
+    at_least: int | None = Field(default=None, ge=0)
+    below: int | None = Field(default=None, ge=1)
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CountTest:
+        if self.at_least is None and self.below is None:
+            raise ValueError("a count needs at_least and/or below")
+        return self
+
+    def holds(self, facts: Facts, counts: Counts | None = None) -> bool:
+        n = counts(self.count, self.within_days) if counts is not None else 0
+        return (self.at_least is None or n >= self.at_least) and (
+            self.below is None or n < self.below
+        )
 
 
 def _shape(value: Any) -> str:
     """Which kind of condition a YAML mapping is, by its keys, so an error names one shape's
     fields instead of every shape's."""
     if isinstance(value, dict):
-        return next((key for key in ("all", "any", "not") if key in value), "test")
-    shapes: dict[type[BaseModel], str] = {AllOf: "all", AnyOf: "any", NotOf: "not"}
+        return next((key for key in ("all", "any", "not", "count") if key in value), "test")
+    shapes: dict[type[BaseModel], str] = {
+        AllOf: "all",
+        AnyOf: "any",
+        NotOf: "not",
+        CountTest: "count",
+    }
     return shapes.get(type(value), "test")
 
 
@@ -129,7 +178,8 @@ Condition = Annotated[
     Annotated[FieldTest, Tag("test")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
-    | Annotated[NotOf, Tag("not")],
+    | Annotated[NotOf, Tag("not")]
+    | Annotated[CountTest, Tag("count")],
     Discriminator(_shape),
 ]
 AllOf.model_rebuild()
@@ -137,14 +187,25 @@ AnyOf.model_rebuild()
 NotOf.model_rebuild()
 
 
-def fields_of(condition: FieldTest | AllOf | AnyOf | NotOf) -> set[str]:
-    """Every fact a condition reads (to tell fit rules from behaviour rules)."""
+AnyCondition = FieldTest | AllOf | AnyOf | NotOf | CountTest
+
+
+def fields_of(condition: AnyCondition) -> set[str]:
+    """Every fact a condition reads (to tell fit rules from behaviour rules); a count reads
+    `count:<rule id>`, which is no profile fact."""
     if isinstance(condition, FieldTest):
         return {condition.field}
+    if isinstance(condition, CountTest):
+        return {f"count:{rule_id}" for rule_id in condition.count}
     if isinstance(condition, NotOf):
         return fields_of(condition.not_)
     parts = condition.all if isinstance(condition, AllOf) else condition.any
     return set().union(*(fields_of(part) for part in parts))
+
+
+def counted_rules(condition: AnyCondition) -> set[str]:
+    """The rule ids a condition's `count` tests name."""
+    return {f.removeprefix("count:") for f in fields_of(condition) if f.startswith("count:")}
 
 
 PROFILE_PREFIXES = ("profile.", "firmographics.", "account.", "consent.")

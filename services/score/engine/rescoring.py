@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import BaseModel, ConfigDict
+
 from services.score.engine.conditions import Facts
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import Evaluation, ScoreCard, ScoreState, evaluate, score_event
@@ -20,10 +22,16 @@ from shared.contracts import Stage
 
 @dataclass(frozen=True)
 class HistoryItem:
+    """One scored message. `behaviour`: its behaviour rules counted (a tracking call).
+    `profile`: its picture is the lead's own, so fit rules read it; false for a message that
+    came from a merged lead (redirected late, or folded in by a merge): only its behaviour
+    counts for the survivor, as on the live path."""
+
     message_id: str
     at: datetime
     facts: Facts
     behaviour: bool
+    profile: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ def replay(rules: RuleSet, items: Sequence[HistoryItem]) -> ScoreState:
             at=item.at,
             message_id=item.message_id,
             behaviour=item.behaviour,
+            profile=item.profile,
         )
         state = result.state
     return state
@@ -107,3 +116,95 @@ def simulate(
         elif lead.stage == Stage.MQL and not after.qualifies_as_mql:
             report.would_drop_below_mql.append(delta)
     return report
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ScoreView(_Frozen):
+    fit: int
+    behaviour: int
+    total: int
+    priority: str
+    qualifies_as_mql: bool
+
+
+class LeadChange(_Frozen):
+    lead_id: str
+    stage: str
+    before: ScoreView
+    after: ScoreView
+
+
+class SimulationSummary(_Frozen):
+    """The simulation's answer, the same for the CLI and `POST /v1/rules/simulate`: counts of
+    every lead, and the first `listed` leads of each stage-changing kind."""
+
+    live_version: str
+    candidate_version: str
+    as_of: datetime
+    leads: int
+    scores_changed: int
+    grades_changed: int
+    stage_changes: int
+    would_become_mql: int
+    would_drop_below_mql: int
+    becoming_mql: list[LeadChange]
+    dropping_below_mql: list[LeadChange]
+
+
+def summarise(
+    report: SimulationReport, *, live_version: str, at: datetime, listed: int = 50
+) -> SimulationSummary:
+    def change(delta: LeadDelta) -> LeadChange:
+        return LeadChange(
+            lead_id=delta.lead_id,
+            stage=delta.stage.value,
+            before=_view(delta.before),
+            after=_view(delta.after),
+        )
+
+    return SimulationSummary(
+        live_version=live_version,
+        candidate_version=report.candidate_version,
+        as_of=at,
+        leads=report.leads,
+        scores_changed=report.score_changed,
+        grades_changed=report.grade_changed,
+        stage_changes=report.stage_changes,
+        would_become_mql=len(report.would_become_mql),
+        would_drop_below_mql=len(report.would_drop_below_mql),
+        becoming_mql=[change(d) for d in report.would_become_mql[:listed]],
+        dropping_below_mql=[change(d) for d in report.would_drop_below_mql[:listed]],
+    )
+
+
+def render_summary(summary: SimulationSummary) -> str:
+    """The CLI's view of a simulation."""
+    s = summary
+    out = [
+        f"rules {s.live_version} -> {s.candidate_version}: {s.leads} leads"
+        f" (as of {s.as_of:%Y-%m-%d %H:%M} UTC)",
+        f"  scores that change:     {s.scores_changed}",
+        f"  grades that change:     {s.grades_changed}",
+        f"  would become MQL:       {s.would_become_mql}",
+    ]
+    out += [
+        f"    {c.lead_id} ({c.stage}) {c.before.priority} {c.before.total}"
+        f" -> {c.after.priority} {c.after.total}"
+        for c in s.becoming_mql
+    ]
+    out.append(f"  would drop below MQL:   {s.would_drop_below_mql}")
+    out += [f"    {c.lead_id} {c.before.total} -> {c.after.total}" for c in s.dropping_below_mql]
+    return "\n".join(out)
+
+
+def _view(card: ScoreCard) -> ScoreView:
+    return ScoreView(
+        fit=card.fit,
+        behaviour=card.behaviour,
+        total=card.total,
+        priority=card.priority,
+        qualifies_as_mql=card.qualifies_as_mql,
+    )

@@ -6,6 +6,8 @@ Structure (see rules/default.yaml for a commented example):
   a `decay` (half-life or linear, in days).
 - `rules`: `id`, `group`, signed `points`, `reason`, `when` (a condition), and for behaviour
   an optional `limit` (`times`, optionally `within_days`: at most N awards per lead per window).
+  A behaviour rule's condition may `count` earlier awards of behaviour rules (a 0-point rule
+  can serve as a tally, e.g. of emails delivered).
 - `caps`: the most fit and behaviour can each contribute to the total.
 - `grades` (fit -> A-D), `bands` (behaviour -> 1-4), `mql` thresholds on fit, behaviour, total.
 - `lifecycle`: how long an MQL may stay below the line before it is recycled.
@@ -19,8 +21,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.score.engine.conditions import PROFILE_PREFIXES, Condition, fields_of
-from shared.config_files import load_yaml_model
+from services.score.engine.conditions import (
+    PROFILE_PREFIXES,
+    Condition,
+    counted_rules,
+    fields_of,
+)
+from shared.config_files import load_yaml_model, parse_yaml_model
 
 RuleKind = Literal["fit", "behaviour"]
 DEFAULT_RULES_FILE = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
@@ -186,6 +193,12 @@ class RuleSet(_Strict):
                 )
             if group.kind == "fit" and rule.limit is not None:
                 problems.append(f"rule {rule.id}: fit rules count once per lead; no limit")
+            kinds = {r.id: groups[r.group].kind for r in self.rules if r.group in groups}
+            for counted in sorted(counted_rules(rule.when)):
+                if kinds.get(counted) != "behaviour":
+                    problems.append(
+                        f"rule {rule.id}: count names {counted!r}, which is no behaviour rule"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -228,3 +241,9 @@ class RulesFileError(ValueError):
 
 def load_rules(path: Path) -> RuleSet:
     return load_yaml_model(path, RuleSet, error=RulesFileError)
+
+
+def parse_rules(text: str, *, source: str) -> RuleSet:
+    """A rule set from YAML text (e.g. an HTTP request body); errors name `source`, the line and
+    the field, as for a file."""
+    return parse_yaml_model(text, RuleSet, source=source, error=RulesFileError)

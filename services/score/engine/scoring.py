@@ -167,8 +167,14 @@ def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -
     """Behaviour entries an event earns at event time `at` (limits, then caps)."""
     entries: list[LedgerEntry] = []
     awards = list(state.awards)
+
+    def counts(rule_ids: Sequence[str], within_days: float | None) -> int:
+        return sum(
+            1 for award in awards if award.rule_id in rule_ids and _within(award, at, within_days)
+        )
+
     for rule in rules.rules_of("behaviour"):
-        if not rule.when.holds(facts) or _limit_reached(rule, awards, at):
+        if not rule.when.holds(facts, counts) or _limit_reached(rule, awards, at):
             continue
         group = rules.group(rule.group)
         group_now = sum(decayed_value(rules, a, at) for a in awards if a.group == group.id)
@@ -236,10 +242,10 @@ def _limit_reached(rule: Rule, awards: Sequence[Award], at: datetime) -> bool:
     if rule.limit is None:
         return False
     window = rule.limit.within_days
-    earlier = [
-        award
-        for award in awards
-        if award.rule_id == rule.id
-        and (window is None or 0 <= (at - award.at).total_seconds() < window * SECONDS_PER_DAY)
-    ]
-    return len(earlier) >= rule.limit.times
+    earlier = sum(1 for award in awards if award.rule_id == rule.id and _within(award, at, window))
+    return earlier >= rule.limit.times
+
+
+def _within(award: Award, at: datetime, days: float | None) -> bool:
+    """Whether the award was earned in the `days` before `at` (ever, when None)."""
+    return days is None or 0 <= (at - award.at).total_seconds() < days * SECONDS_PER_DAY
