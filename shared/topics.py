@@ -18,6 +18,7 @@ from shared.contracts import (
     LeadScored,
     LifecycleChanged,
     RawEvent,
+    RouterCommand,
     RoutingDecision,
     ScoreCommand,
 )
@@ -57,6 +58,9 @@ ENRICH_COMMANDS = Topic(
     "enrich.commands", EnrichCommand, key="domain or merge_id", producer="enrich (internal)"
 )
 SCORE_COMMANDS = Topic("score.commands", ScoreCommand, key="lead_id", producer="score (internal)")
+ROUTER_COMMANDS = Topic(
+    "router.commands", RouterCommand, key="lead_id", producer="router (internal)"
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     EVENTS_RAW,
@@ -68,6 +72,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CRM_FEEDBACK,
     ENRICH_COMMANDS,
     SCORE_COMMANDS,
+    ROUTER_COMMANDS,
 )
 
 

@@ -1,104 +1,344 @@
-"""The consumer handler: `leads.lifecycle` -> `routing.sdr` / `routing.nurture`.
+"""The consumer handler: `leads.lifecycle`, `crm.feedback` and `router.commands` in,
+`routing.sdr` / `routing.nurture` out.
 
-One decision per lifecycle transition: the decision id is derived from the transition id and
-recorded in the same transaction, so a replayed transition (even from another consumer group
-or after the offsets were lost) finds its decision and emits nothing.
+Per batch, in one transaction (the runner commits offsets only after it and the produce acks):
+1. CRM feedback closes the lead's open decisions (their SLA timers stop). It goes first so that
+   an acceptance and an SLA check in the same batch resolve in the rep's favour.
+2. Every lifecycle change not seen before is routed by the pure domain (`choose_route`).
+3. SLA checks lock their decision rows; then the teams that assignments will touch are locked
+   (repository lock order), the reps' loads are read once, and assignments are made in message
+   order, counting each one in memory so a batch stays fair within itself.
+
+Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
+unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
+`closed_at` make a second check a no-op. A replayed transition finds its decision or
+suppression and emits nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository
+from services.router.assignment import Assignment, RepLoad, local_day
 from services.router.domain import (
+    Breached,
     Suppressed,
     ToNurture,
     ToSdr,
-    choose_owner,
+    after_breach,
+    assign_sdr,
     choose_route,
     sla_due_at,
+    sla_window,
 )
-from services.router.metrics import SPEED_TO_LEAD
+from services.router.metrics import (
+    DECISIONS,
+    SLA_BREACHES,
+    SLA_OUTCOMES,
+    SPEED_TO_LEAD,
+    SUPPRESSIONS,
+)
+from services.router.repository import NewDecision, OpenDecision
 from services.router.routing_config import RoutingConfig
 from shared.consumer import Message, Output
-from shared.contracts import LifecycleChanged, Owner, RoutingDecision
+from shared.contracts import CrmFeedback, LifecycleChanged, RouterCommand, RoutingDecision
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
+
+log = logging.getLogger(__name__)
 
 DECISION_NAMESPACE = uuid.UUID("5f0c3c55-4a1e-4f4e-9d7e-6c0f3b7a1d20")
 
 
+def first_decision_id(transition_id: str) -> str:
+    return str(uuid.uuid5(DECISION_NAMESPACE, transition_id))
+
+
+def next_decision_id(superseded_id: str) -> str:
+    return str(uuid.uuid5(DECISION_NAMESPACE, f"after-breach:{superseded_id}"))
+
+
+@dataclass
+class _Batch:
+    """What one batch writes, gathered so each table gets one statement."""
+
+    now: datetime
+    loads: dict[str, RepLoad]
+    days: dict[str, date]
+    decisions: list[NewDecision] = field(default_factory=list)
+    suppressions: list[dict[str, str]] = field(default_factory=list)
+    assignments: list[tuple[str, date]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+    def count(self, assignment: Assignment) -> None:
+        if assignment.rep_id is not None and assignment.rep_id in self.days:
+            before = self.loads.get(assignment.rep_id, RepLoad())
+            self.loads[assignment.rep_id] = RepLoad(before.assigned_today + 1, self.now)
+            self.assignments.append((assignment.rep_id, self.days[assignment.rep_id]))
+
+    def emit(self, new: NewDecision) -> None:
+        self.decisions.append(new)
+        decision = new.decision
+        topic = ROUTING_SDR if decision.route == "sdr" else ROUTING_NURTURE
+        self.outputs.append(Output(topic, key=decision.lead_id, value=decision))
+        DECISIONS.labels(route=decision.route, strategy=decision.strategy or "").inc()
+
+
 class RouterHandler:
-    def __init__(self, config: RoutingConfig) -> None:
+    def __init__(self, config: RoutingConfig, *, sla_recheck: timedelta) -> None:
         self._config = config
+        self._sla_recheck = sla_recheck
 
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        changes = [m.value for m in messages if isinstance(m.value, LifecycleChanged)]
+        now = datetime.now(UTC)
+        values = [m.value for m in messages]
+        for feedback in values:
+            if isinstance(feedback, CrmFeedback):
+                await self._close_on_feedback(session, feedback, now)
+
+        changes = [v for v in values if isinstance(v, LifecycleChanged)]
         decided = await repository.get_decided_transitions(
             session, (c.transition_id for c in changes)
         )
-        outputs: list[Output] = []
+        fresh: list[LifecycleChanged] = []
         for change in changes:
-            if change.transition_id in decided:
-                continue
-            decided.add(change.transition_id)
-            route = choose_route(change, self._config)
-            if route is None:
-                continue
-            if isinstance(route, Suppressed):
-                await repository.record_suppression(
-                    session,
-                    transition_id=change.transition_id,
-                    lead_id=change.lead_id,
-                    reason=route.reason,
-                )
-                continue
-            decision = await self._decide(session, change, route)
-            await repository.record_decision(
-                session, transition_id=change.transition_id, decision=decision
+            if change.transition_id not in decided:
+                decided.add(change.transition_id)
+                fresh.append(change)
+        if fresh:
+            # A new stage supersedes the SLA of decisions made for an earlier one.
+            await repository.close_open_decisions(
+                session, lead_ids=(c.lead_id for c in fresh), at=now, reason="lead changed stage"
             )
-            topic = ROUTING_SDR if decision.route == "sdr" else ROUTING_NURTURE
-            outputs.append(Output(topic, key=decision.lead_id, value=decision))
-        return outputs
+        routes = {c.transition_id: choose_route(c, self._config) for c in fresh}
 
-    async def _decide(
-        self, session: AsyncSession, change: LifecycleChanged, route: ToSdr | ToNurture
+        checks = [v for v in values if isinstance(v, RouterCommand) and v.kind == "sla_check"]
+        locked = await repository.lock_decisions(session, (c.decision_id for c in checks))
+
+        teams = {t for r in routes.values() if isinstance(r, ToSdr) for t in r.teams_to_lock}
+        teams |= {t for d in locked.values() for t in self._chain(d)}
+        await repository.lock_teams(session, teams)
+        reps = [rep for name in sorted(teams) for rep in self._config.team(name).reps]
+        days = {rep.id: local_day(rep, now) for rep in reps}
+        batch = _Batch(now=now, loads=await repository.get_rep_loads(session, days), days=days)
+
+        later_change = {c.lead_id: i for i, c in enumerate(fresh)}  # last change per lead
+        for index, change in enumerate(fresh):
+            route = routes[change.transition_id]
+            closed_by_later = later_change[change.lead_id] > index
+            self._route(change, route, batch, closed_by_later=closed_by_later)
+        for check in checks:
+            if (open_decision := locked.get(check.decision_id)) is not None:
+                await self._check_sla(session, open_decision, batch)
+
+        await repository.record_suppressions(session, batch.suppressions)
+        await repository.record_decisions(session, batch.decisions)
+        await repository.add_assignments(session, batch.assignments, at=now)
+        return batch.outputs
+
+    # ---- lifecycle changes ---------------------------------------------------------------------
+
+    def _route(
+        self,
+        change: LifecycleChanged,
+        route: ToSdr | ToNurture | Suppressed | None,
+        batch: _Batch,
+        *,
+        closed_by_later: bool,
+    ) -> None:
+        if route is None:
+            return
+        if isinstance(route, Suppressed):
+            SUPPRESSIONS.inc()
+            batch.suppressions.append(
+                {
+                    "transition_id": change.transition_id,
+                    "lead_id": change.lead_id,
+                    "stage": change.to_stage.value,
+                    "reason": route.reason,
+                }
+            )
+            log.info("lead %s not routed: %s", change.lead_id, route.reason)
+            return
+        if isinstance(route, ToNurture):
+            decision = self._decision(
+                change,
+                now=batch.now,
+                assignment=Assignment(strategy="nurture_track"),
+                track=route.track,
+                territory=None,
+                reasons=route.reasons,
+            )
+            teams: tuple[str, ...] = ()
+        else:
+            assignment = assign_sdr(route, config=self._config, loads=batch.loads, now=batch.now)
+            batch.count(assignment)
+            decision = self._decision(
+                change,
+                now=batch.now,
+                assignment=assignment,
+                track=None,
+                territory=route.territory,
+                reasons=(*route.reasons, *assignment.reasons),
+            )
+            teams = route.teams
+        SPEED_TO_LEAD.labels(route=decision.route).observe(decision.speed_to_lead_ms / 1000)
+        batch.emit(
+            NewDecision(
+                decision=decision,
+                transition_id=change.transition_id,
+                teams=teams,
+                closed_reason="lead changed stage" if closed_by_later else None,
+            )
+        )
+
+    def _decision(
+        self,
+        change: LifecycleChanged,
+        *,
+        now: datetime,
+        assignment: Assignment,
+        track: str | None,
+        territory: str | None,
+        reasons: tuple[str, ...],
     ) -> RoutingDecision:
-        owner = None
-        if isinstance(route, ToSdr):
-            team = self._config.team(route.team)
-            rep = choose_owner(team.reps, turn=await repository.take_turn(session, team.name))
-            owner = Owner(id=rep.id, name=rep.name, email=rep.email, team=team.name)
-        decided_at = datetime.now(UTC)
-        speed_ms = max(int((decided_at - change.received_at).total_seconds() * 1000), 0)
-        SPEED_TO_LEAD.labels(route="sdr" if owner else "nurture").observe(speed_ms / 1000)
+        sdr = track is None
         profile = change.profile
         name = " ".join(p for p in (profile.first_name, profile.last_name) if p) or None
         return RoutingDecision(
-            decision_id=str(uuid.uuid5(DECISION_NAMESPACE, change.transition_id)),
+            decision_id=first_decision_id(change.transition_id),
+            transition_id=change.transition_id,
             lead_id=change.lead_id,
-            route="sdr" if owner else "nurture",
+            route="sdr" if sdr else "nurture",
             email=profile.email,
             name=name,
-            company=profile.company,
+            company=profile.company
+            or (change.firmographics.company_name if change.firmographics else None),
             stage=change.to_stage,
             score=change.score,
-            owner=owner,
-            track=route.track if isinstance(route, ToNurture) else None,
-            reasons=list(route.reasons),
+            owner=assignment.owner,
+            queue=assignment.queue,
+            track=track,
+            strategy=assignment.strategy,
+            territory=territory,
+            reasons=list(reasons),
             account_id=change.account_id,
             received_at=change.received_at,
-            decided_at=decided_at,
-            sla_due_at=(
-                sla_due_at(decided_at, grade=change.score.grade, config=self._config)
-                if owner
-                else None
-            ),
-            speed_to_lead_ms=speed_ms,
+            decided_at=now,
+            sla_due_at=sla_due_at(now, score=change.score, config=self._config) if sdr else None,
+            speed_to_lead_ms=_milliseconds(now - change.received_at),
         )
+
+    # ---- CRM feedback --------------------------------------------------------------------------
+
+    async def _close_on_feedback(
+        self, session: AsyncSession, feedback: CrmFeedback, now: datetime
+    ) -> None:
+        """Any outcome from the CRM means sales has the lead: its open decisions are closed.
+        A lead the router never routed is not an error here (score dead-letters unknown leads)."""
+        closed = await repository.close_open_decisions(
+            session,
+            lead_ids=[feedback.lead_id] if feedback.lead_id else [],
+            emails=[feedback.email] if feedback.email else [],
+            at=now,
+            reason=f"crm: {feedback.outcome}",
+        )
+        for _, due in closed:
+            if due is not None:
+                SLA_OUTCOMES.labels(outcome="met" if feedback.at <= due else "breached").inc()
+
+    # ---- SLA checks ----------------------------------------------------------------------------
+
+    def _chain(self, decision: OpenDecision) -> tuple[str, ...]:
+        """The decision's team chain as the running config knows it (teams since removed from
+        the routing file are dropped; nothing left: the default team's chain)."""
+        known = {team.name for team in self._config.teams}
+        chain = tuple(t for t in decision.teams if t in known)
+        return chain or tuple(t.name for t in self._config.team_chain(self._config.default_team))
+
+    async def _check_sla(
+        self, session: AsyncSession, breached: OpenDecision, batch: _Batch
+    ) -> None:
+        now = batch.now
+        due = breached.sla_due_at
+        if breached.closed or due is None or now < due:
+            return  # accepted, superseded, or not due yet (a check claimed early): nothing to do
+        if await repository.record_breach(session, decision=breached, at=now):
+            SLA_BREACHES.inc()
+        tried, decisions_so_far = await repository.get_transition_owners(
+            session, breached.transition_id
+        )
+        assignment = after_breach(
+            Breached(
+                teams=self._chain(breached),
+                tried=frozenset(tried),
+                reassignments=decisions_so_far - 1,
+                strategy=breached.strategy or "",
+            ),
+            config=self._config,
+            loads=batch.loads,
+            now=now,
+        )
+        if assignment is None:
+            # Nothing new to do: the lead stays where it is. Escalated: the timer stops. Queued:
+            # look again later (a rep's working day may have started).
+            escalated = breached.strategy == "sla_escalated"
+            await repository.set_next_check(
+                session, breached.decision_id, at=None if escalated else now + self._sla_recheck
+            )
+            return
+        batch.count(assignment)
+        previous = breached.decision
+        who = previous.owner.id if previous.owner else f"queue {previous.queue}"
+        window = sla_window(previous.score, self._config.sla)
+        decision = previous.model_copy(
+            update={
+                "decision_id": next_decision_id(previous.decision_id),
+                "owner": assignment.owner,
+                "queue": assignment.queue,
+                "strategy": assignment.strategy,
+                "supersedes": previous.decision_id,
+                "reasons": [
+                    f"SLA breached: {who} did not accept within {_minutes(window)}",
+                    *assignment.reasons,
+                    *previous.reasons,
+                ],
+                "decided_at": now,
+                "sla_due_at": sla_due_at(now, score=previous.score, config=self._config),
+                "speed_to_lead_ms": _milliseconds(now - previous.received_at),
+            }
+        )
+        # model_copy does not validate; the contract's checks must hold for what CRMs receive.
+        decision = RoutingDecision.model_validate(decision.model_dump())
+        await repository.close_decision(
+            session, breached.decision_id, at=now, reason=f"SLA breached: {assignment.strategy}"
+        )
+        batch.emit(
+            NewDecision(
+                decision=decision, transition_id=breached.transition_id, teams=breached.teams
+            )
+        )
+        log.info(
+            "lead %s: SLA of decision %s breached; %s",
+            breached.lead_id,
+            breached.decision_id,
+            assignment.strategy,
+        )
+
+
+def _milliseconds(delta: timedelta) -> int:
+    return max(int(delta / timedelta(milliseconds=1)), 0)
+
+
+def _minutes(window: timedelta) -> str:
+    minutes = window.total_seconds() / 60
+    return f"{minutes:g} min"

@@ -1,10 +1,24 @@
 """router's own metrics."""
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 SPEED_TO_LEAD = Histogram(
     "leadflow_speed_to_lead_seconds",
-    "From ingest receiving the triggering event to the routing decision",
+    "From ingest receiving the triggering event to the routing decision (first decisions only)",
     ["route"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DECISIONS = Counter(
+    "leadflow_router_decisions_total", "Routing decisions emitted", ["route", "strategy"]
+)
+SUPPRESSIONS = Counter(
+    "leadflow_router_suppressions_total", "Lifecycle changes not routed (a reason is recorded)"
+)
+SLA_OUTCOMES = Counter(
+    "leadflow_router_sla_total",
+    "SDR decisions closed by CRM feedback within their SLA (met) or after a breach (breached)",
+    ["outcome"],
+)
+SLA_BREACHES = Counter(
+    "leadflow_router_sla_breaches_total", "SDR decisions not accepted by their sla_due_at"
 )

@@ -20,6 +20,7 @@ from shared.contracts.leads import (
     Score,
     Stage,
 )
+from shared.contracts.router_commands import RouterCommand
 from shared.contracts.routing import Owner, RoutingDecision
 from shared.contracts.score_commands import ScoreCommand
 
@@ -39,6 +40,7 @@ __all__ = [
     "MergeInfo",
     "Owner",
     "RawEvent",
+    "RouterCommand",
     "RoutingDecision",
     "Score",
     "ScoreCommand",

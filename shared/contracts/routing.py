@@ -1,4 +1,8 @@
-"""`routing.sdr` and `routing.nurture`: the routing decision CRMs consume (DESIGN.md contract)."""
+"""`routing.sdr` and `routing.nurture`: the routing decision CRMs consume (DESIGN.md contract).
+
+The JSON Schema of every topic value is published in `shared/contracts/schemas/` (generated from
+these models by `python -m shared.contracts.schemas`; a test fails when a file is stale).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,20 @@ from pydantic import Field, model_validator
 from shared.contracts.base import AwareDatetime, Contract, Part
 from shared.contracts.leads import Score, Stage
 
+Strategy = Literal[
+    "account_owner",
+    "round_robin",
+    "overflow",
+    "fallback_queue",
+    "sla_reassigned",
+    "sla_escalated",
+    "nurture_track",
+]
+
 
 class Owner(Part):
+    """The person who must act on the lead (a rep, an account owner, or an escalation manager)."""
+
     id: str
     name: str
     email: str
@@ -18,7 +34,17 @@ class Owner(Part):
 
 
 class RoutingDecision(Contract):
-    """One decision per lifecycle transition. Key: lead_id. `decision_id` is stable on replay.
+    """A routing decision. Key: lead_id.
+
+    One decision per lifecycle transition; `decision_id` is stable on replay (a CRM may upsert
+    by it). When the owner does not accept within `sla_due_at` (no `accepted` on crm.feedback),
+    the router reassigns: a new decision with a new `decision_id`, the same `transition_id`,
+    `supersedes` = the decision it replaces and `strategy` "sla_reassigned" or "sla_escalated".
+    A CRM should treat the newest decision of a transition as the current one.
+
+    An sdr decision names an `owner`, or a `queue` when nobody could take the lead (every rep
+    out of office, out of hours or at their daily cap; `reasons` says why). A nurture decision
+    names a `track`.
 
     `speed_to_lead_ms` is `decided_at - received_at`: from ingest receiving the triggering event
     to this decision.
@@ -26,6 +52,9 @@ class RoutingDecision(Contract):
 
     schema_version: Literal[1] = 1
     decision_id: str
+    transition_id: str | None = Field(
+        default=None, description="the leads.lifecycle transition this decision answers"
+    )
     lead_id: str
     route: Literal["sdr", "nurture"]
     email: str | None
@@ -34,9 +63,15 @@ class RoutingDecision(Contract):
     stage: Stage
     score: Score
     owner: Owner | None = None
+    queue: str | None = Field(default=None, description="sdr only: the fallback queue, no owner")
     track: str | None = None
+    strategy: Strategy | None = Field(default=None, description="how the target was chosen")
+    territory: str | None = Field(default=None, description="the territory rule that matched")
     reasons: list[str] = Field(default_factory=list)
     account_id: str | None = None
+    supersedes: str | None = Field(
+        default=None, description="the decision_id this one replaces (SLA breach)"
+    )
     received_at: AwareDatetime
     decided_at: AwareDatetime
     sla_due_at: AwareDatetime | None = None
@@ -44,8 +79,8 @@ class RoutingDecision(Contract):
 
     @model_validator(mode="after")
     def _route_has_its_target(self) -> RoutingDecision:
-        if self.route == "sdr" and self.owner is None:
-            raise ValueError("an sdr decision needs an owner")
+        if self.route == "sdr" and (self.owner is None) == (self.queue is None):
+            raise ValueError("an sdr decision needs an owner or a queue (not both)")
         if self.route == "nurture" and not self.track:
             raise ValueError("a nurture decision needs a track")
         return self

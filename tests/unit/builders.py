@@ -108,27 +108,71 @@ def lifecycle_change(**fields: Any) -> LifecycleChanged:
 
 
 def routing_config(**fields: Any) -> RoutingConfig:
-    """Two SDR teams (three reps in `sdr-emea`), nurture tracks for A/B, a 5-minute SLA for A."""
+    """Regions EMEA/AMER; `sdr-emea` (Ada weight 2, Grace, Alan; Paris office hours Mon-Fri
+    08:00-18:00; overflow to `sdr-inbound`), `sdr-amer` (Katherine, New York hours),
+    `sdr-inbound` (Linus, always on) with a manager, `account-management`; a territory per
+    region; nurture tracks; SLA 5 min for A1, 1 h for A, 4 h else; NOW is a Monday at 10:15
+    in Paris (04:15 in New York)."""
+    office = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"}
     defaults: dict[str, Any] = {
-        "sdr_team": "sdr-emea",
+        "version": "test-1",
+        "regions": {"EMEA": ["FR", "DE", "GB"], "AMER": ["US", "CA"]},
         "teams": [
             {
                 "name": "sdr-emea",
+                "timezone": "Europe/Paris",
+                "working_hours": office,
+                "overflow": "sdr-inbound",
                 "reps": [
-                    {"id": "rep-ada", "name": "Ada Lovelace", "email": "ada@example.com"},
+                    {
+                        "id": "rep-ada",
+                        "name": "Ada Lovelace",
+                        "email": "ada@example.com",
+                        "weight": 2,
+                    },
                     {"id": "rep-grace", "name": "Grace Hopper", "email": "grace@example.com"},
                     {"id": "rep-alan", "name": "Alan Turing", "email": "alan@example.com"},
                 ],
             },
             {
                 "name": "sdr-amer",
+                "timezone": "America/New_York",
+                "working_hours": office,
+                "overflow": "sdr-inbound",
                 "reps": [{"id": "rep-kat", "name": "Katherine Johnson", "email": "kj@example.com"}],
             },
+            {
+                "name": "sdr-inbound",
+                "manager": {"id": "mgr-emmy", "name": "Emmy Noether", "email": "emmy@example.com"},
+                "reps": [{"id": "rep-linus", "name": "Linus Pauling", "email": "lp@example.com"}],
+            },
+            {
+                "name": "account-management",
+                "reps": [{"id": "am-barbara", "name": "Barbara Liskov", "email": "bl@example.com"}],
+            },
         ],
+        "territories": [
+            {"name": "emea", "team": "sdr-emea", "when": {"regions": ["EMEA"]}},
+            {"name": "amer", "team": "sdr-amer", "when": {"regions": ["AMER"]}},
+        ],
+        "default_team": "sdr-inbound",
+        "fallback_queue": "sdr-unassigned",
+        "suppression": {
+            "competitor_domains": ["rival.com"],
+            "blocked_domains": ["blocked.example"],
+            "expansion": {
+                "when": {"grades": ["A"], "seniorities": ["vp", "c-level"]},
+                "team": "account-management",
+            },
+        },
         "nurture": {
-            "by_grade": {"A": "high-fit-nurture", "B": "high-fit-nurture"},
+            "tracks": [
+                {"track": "recycled-reengagement", "when": {"stages": ["recycled"]}},
+                {"track": "executive-briefings", "when": {"seniorities": ["vp", "c-level"]}},
+                {"track": "high-fit-nurture", "when": {"grades": ["A", "B"]}},
+            ],
             "default": "general-nurture",
         },
-        "sla": {"minutes_by_grade": {"A": 5}, "default_minutes": 60},
+        "sla": {"by_priority": {"A1": "5m"}, "by_grade": {"A": "1h"}, "default": "4h"},
     }
     return RoutingConfig.model_validate({**defaults, **fields})

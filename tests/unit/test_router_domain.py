@@ -1,53 +1,73 @@
-"""The routing choice, the owner's turn and the SLA (services/router)."""
+"""The routing choice: triggers, suppression, territories, account owners, nurture tracks and
+SLA windows (services/router/domain.py, suppression.py, segments.py)."""
 
 from __future__ import annotations
 
-import itertools
-import re
 from datetime import timedelta
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.router.domain import (
+    AccountOwner,
     Suppressed,
     ToNurture,
     ToSdr,
-    choose_owner,
     choose_route,
     sla_due_at,
 )
-from services.router.routing_config import (
-    DEFAULT_ROUTING_FILE,
-    Rep,
-    RoutingFileError,
-    load_routing,
-)
-from shared.contracts import Consent, Contribution, Stage
-from tests.unit.builders import NOW, lifecycle_change, routing_config, score
+from shared.contracts import AccountMatch, Consent, Contribution, Firmographics, Owner, Stage
+from tests.unit.builders import NOW, lifecycle_change, profile, routing_config, score
 
 pytestmark = pytest.mark.unit
 
 CONFIG = routing_config()
 
 
-# ---- choose_route -----------------------------------------------------------------------------
+def firmographics(**fields: Any) -> Firmographics:
+    defaults: dict[str, Any] = {
+        "domain": "northwind-logistics.com",
+        "company_name": "Northwind Logistics",
+        "size_band": "501-1000",
+        "industry": "Logistics",
+        "country": "FR",
+    }
+    return Firmographics(**{**defaults, **fields})
 
 
-def test_an_mql_goes_to_the_configured_sdr_team_with_its_reasons() -> None:
+def account(**fields: Any) -> AccountMatch:
+    defaults: dict[str, Any] = {
+        "account_id": "acc-1",
+        "name": "Northwind Logistics",
+        "type": "target",
+        "owner_id": "rep-grace",
+        "owner_email": "grace@example.com",
+        "confidence": "strong",
+        "method": "email_domain",
+        "score": 100.0,
+        "evidence": "email domain",
+    }
+    return AccountMatch(**{**defaults, **fields})
+
+
+# ---- triggers and territories -----------------------------------------------------------------
+
+
+def test_an_mql_goes_to_its_territory_team_and_overflows_along_the_chain() -> None:
     change = lifecycle_change(
-        to_stage=Stage.MQL,
-        reason="total score 110 >= MQL threshold 60",
+        firmographics=firmographics(country="DE"),
         top_contributions=[
             Contribution(rule_id="demo-request", points=60, reason="asked for a demo"),
             Contribution(rule_id="senior-title", points=25, reason="senior decision maker"),
         ],
     )
 
-    route = choose_route(change, routing_config(sdr_team="sdr-amer"))
+    route = choose_route(change, CONFIG)
 
     assert route == ToSdr(
-        team="sdr-amer",
+        teams=("sdr-emea", "sdr-inbound"),
+        territory="emea",
+        account_owner=None,
         reasons=(
             "total score 110 >= MQL threshold 60",
             "asked for a demo",
@@ -57,22 +77,254 @@ def test_an_mql_goes_to_the_configured_sdr_team_with_its_reasons() -> None:
 
 
 @pytest.mark.parametrize(
-    ("to_stage", "grade", "track"),
+    ("lead_country", "company_country", "teams"),
     [
-        (Stage.KNOWN, "A", "high-fit-nurture"),
-        (Stage.LEAD, "A", "high-fit-nurture"),
-        (Stage.LEAD, "B", "high-fit-nurture"),
-        (Stage.LEAD, "C", "general-nurture"),
-        (Stage.KNOWN, "D", "general-nurture"),
+        ("US", None, ("sdr-amer", "sdr-inbound")),
+        ("us", "FR", ("sdr-amer", "sdr-inbound")),  # the lead's own country wins, any case
+        (None, "GB", ("sdr-emea", "sdr-inbound")),  # else the company's
+        ("JP", None, ("sdr-inbound",)),  # no territory: the default team
+        (None, None, ("sdr-inbound",)),
     ],
 )
-def test_known_and_engaged_leads_go_to_the_nurture_track_for_their_grade(
-    to_stage: Stage, grade: str, track: str
+def test_the_territory_comes_from_the_lead_country_else_the_company_country(
+    lead_country: str | None, company_country: str | None, teams: tuple[str, ...]
+) -> None:
+    change = lifecycle_change(
+        profile=profile(country=lead_country),
+        firmographics=firmographics(country=company_country) if company_country else None,
+    )
+
+    route = choose_route(change, CONFIG)
+
+    assert isinstance(route, ToSdr)
+    assert route.teams == teams
+
+
+def test_territories_match_on_industry_and_size_band_in_file_order() -> None:
+    config = routing_config(
+        territories=[
+            {
+                "name": "emea-enterprise-logistics",
+                "team": "account-management",
+                "when": {
+                    "regions": ["EMEA"],
+                    "industries": ["logistics"],
+                    "size_bands": ["1001-5000", "5001-10000"],
+                },
+            },
+            {"name": "emea", "team": "sdr-emea", "when": {"regions": ["EMEA"]}},
+        ]
+    )
+    big = lifecycle_change(firmographics=firmographics(size_band="1001-5000"))
+    mid = lifecycle_change(firmographics=firmographics(size_band="501-1000"))
+    other_industry = lifecycle_change(
+        firmographics=firmographics(size_band="1001-5000", industry="Retail")
+    )
+
+    assert [
+        r.territory
+        for r in map(lambda c: choose_route(c, config), [big, mid, other_industry])
+        if isinstance(r, ToSdr)
+    ] == ["emea-enterprise-logistics", "emea", "emea"]
+
+
+@pytest.mark.parametrize(
+    "to_stage", [Stage.SQL, Stage.SQO, Stage.MQL, Stage.ANONYMOUS, Stage.CUSTOMER]
+)
+def test_only_trigger_stages_are_routed(to_stage: Stage) -> None:
+    config = routing_config(triggers={"sdr": ["sql"], "nurture": ["lead"]})
+
+    route = choose_route(lifecycle_change(to_stage=to_stage), config)
+
+    if to_stage == Stage.SQL:
+        assert isinstance(route, ToSdr)
+    else:
+        assert route is None
+
+
+# ---- account owners ---------------------------------------------------------------------------
+
+
+def test_a_lead_of_an_owned_account_has_its_owner_as_candidate() -> None:
+    route = choose_route(lifecycle_change(account=account(), account_id="acc-1"), CONFIG)
+
+    assert isinstance(route, ToSdr)
+    assert route.account_owner is not None
+    assert route.account_owner.owner == Owner(
+        id="rep-grace", name="Grace Hopper", email="grace@example.com", team="sdr-emea"
+    )
+    assert route.teams_to_lock == ("sdr-emea", "sdr-inbound")
+
+
+def test_an_owner_known_only_by_email_is_found_in_the_teams() -> None:
+    route = choose_route(
+        lifecycle_change(account=account(owner_id="005xx0001", owner_email="LP@example.com")),
+        CONFIG,
+    )
+
+    assert isinstance(route, ToSdr)
+    assert route.account_owner is not None
+    assert route.account_owner.owner.id == "rep-linus"
+
+
+def test_an_owner_outside_the_routing_file_still_owns_the_lead() -> None:
+    route = choose_route(
+        lifecycle_change(account=account(owner_id="ae-77", owner_email="ae77@example.com")),
+        CONFIG,
+    )
+
+    assert isinstance(route, ToSdr)
+    assert route.account_owner == AccountOwner(
+        owner=Owner(
+            id="ae-77", name="ae77@example.com", email="ae77@example.com", team="account-owners"
+        ),
+        rep=None,
+        account="Northwind Logistics (acc-1)",
+    )
+    assert "account-owners" not in route.teams_to_lock  # nobody's load to count
+
+
+@pytest.mark.parametrize(
+    ("match", "min_confidence", "has_owner"),
+    [
+        (account(confidence="weak", method="company_name"), "strong", False),
+        (account(confidence="weak", method="company_name"), "weak", True),
+        (account(owner_id=None, owner_email=None), "strong", False),
+    ],
+)
+def test_owner_routing_needs_a_confident_match_and_a_known_owner(
+    match: AccountMatch, min_confidence: str, has_owner: bool
+) -> None:
+    config = routing_config(account_owners={"min_confidence": min_confidence})
+
+    route = choose_route(lifecycle_change(account=match), config)
+
+    assert isinstance(route, ToSdr)
+    assert (route.account_owner is not None) is has_owner
+
+
+def test_owner_routing_can_be_switched_off() -> None:
+    config = routing_config(account_owners={"enabled": False})
+
+    route = choose_route(lifecycle_change(account=account()), config)
+
+    assert isinstance(route, ToSdr)
+    assert route.account_owner is None
+
+
+# ---- suppression ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("to_stage", [Stage.MQL, Stage.LEAD, Stage.KNOWN, Stage.RECYCLED])
+def test_an_opted_out_lead_is_suppressed_whatever_its_stage(to_stage: Stage) -> None:
+    change = lifecycle_change(
+        to_stage=to_stage, consent=Consent(email_opt_out=True, reasons=["unsubscribed"])
+    )
+
+    assert choose_route(change, CONFIG) == Suppressed("opted out: unsubscribed")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        pytest.param(
+            lifecycle_change(to_stage=Stage.DISQUALIFIED, reason="crm: disqualified (no budget)"),
+            "disqualified: crm: disqualified (no budget)",
+            id="disqualified",
+        ),
+        pytest.param(
+            lifecycle_change(consent=Consent(suppressed=True, reasons=["GDPR erasure request"])),
+            "on the suppression list: GDPR erasure request",
+            id="suppression-list",
+        ),
+        pytest.param(
+            lifecycle_change(profile=profile(email="spy@eu.rival.com", company_domain=None)),
+            "competitor domain eu.rival.com",
+            id="competitor-subdomain",
+        ),
+        pytest.param(
+            lifecycle_change(profile=profile(email="x@gmail.com", company_domain="rival.com")),
+            "competitor domain rival.com",
+            id="competitor-company-domain",
+        ),
+        pytest.param(
+            lifecycle_change(firmographics=firmographics(domain="blocked.example")),
+            "blocked domain blocked.example",
+            id="blocked-firmographics-domain",
+        ),
+        pytest.param(
+            lifecycle_change(
+                account=account(type="customer"), profile=profile(seniority="manager")
+            ),
+            "existing customer: account Northwind Logistics (acc-1)",
+            id="customer",
+        ),
+        pytest.param(
+            lifecycle_change(
+                to_stage=Stage.LEAD, account=account(type="customer"), score=score(grade="A")
+            ),
+            "existing customer: account Northwind Logistics (acc-1)",
+            id="customer-nurture-never-expansion",
+        ),
+    ],
+)
+def test_suppressed_leads_are_not_routed_and_the_reason_says_why(change: Any, reason: str) -> None:
+    assert choose_route(change, CONFIG) == Suppressed(reason)
+
+
+def test_not_a_competitor_because_the_domain_merely_ends_alike() -> None:
+    change = lifecycle_change(profile=profile(email="a@notrival.com", company_domain=None))
+
+    assert isinstance(choose_route(change, CONFIG), ToSdr)
+
+
+def test_a_customer_matching_the_expansion_rule_goes_to_expansion() -> None:
+    change = lifecycle_change(
+        account=account(type="customer", owner_id=None, owner_email=None),
+        profile=profile(seniority="vp"),
+        score=score(grade="A"),
+    )
+
+    route = choose_route(change, CONFIG)
+
+    assert isinstance(route, ToSdr)
+    assert route.teams == ("account-management",)
+    assert route.territory is None
+    assert route.reasons[0] == "expansion: existing customer Northwind Logistics"
+
+
+def test_without_an_expansion_rule_every_customer_is_suppressed() -> None:
+    config = routing_config(suppression={})
+    change = lifecycle_change(
+        account=account(type="customer"), profile=profile(seniority="vp"), score=score(grade="A")
+    )
+
+    assert choose_route(change, config) == Suppressed(
+        "existing customer: account Northwind Logistics (acc-1)"
+    )
+
+
+# ---- nurture ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to_stage", "seniority", "grade", "track"),
+    [
+        (Stage.RECYCLED, "vp", "A", "recycled-reengagement"),  # first match in file order
+        (Stage.LEAD, "vp", "C", "executive-briefings"),
+        (Stage.KNOWN, "manager", "B", "high-fit-nurture"),
+        (Stage.LEAD, "manager", "C", "general-nurture"),
+        (Stage.KNOWN, None, "D", "general-nurture"),
+    ],
+)
+def test_nurture_track_by_segment(
+    to_stage: Stage, seniority: str | None, grade: str, track: str
 ) -> None:
     change = lifecycle_change(
         from_stage=Stage.ANONYMOUS,
         to_stage=to_stage,
         reason="identified",
+        profile=profile(seniority=seniority),
         score=score(grade=grade),
         top_contributions=[],
     )
@@ -80,157 +332,41 @@ def test_known_and_engaged_leads_go_to_the_nurture_track_for_their_grade(
     assert choose_route(change, CONFIG) == ToNurture(track=track, reasons=("identified",))
 
 
+def test_nurture_segments_on_band_and_priority() -> None:
+    config = routing_config(
+        nurture={
+            "tracks": [
+                {"track": "warm", "when": {"bands": [1, 2]}},
+                {"track": "a3", "when": {"priorities": ["A3"]}},
+            ],
+            "default": "cold",
+        }
+    )
+
+    def track_of(band: int | None, priority: str | None) -> str:
+        change = lifecycle_change(to_stage=Stage.LEAD, score=score(band=band, priority=priority))
+        route = choose_route(change, config)
+        assert isinstance(route, ToNurture)
+        return route.track
+
+    assert [track_of(2, "A2"), track_of(3, "A3"), track_of(None, None)] == ["warm", "a3", "cold"]
+
+
+# ---- SLA --------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    "to_stage",
-    [Stage.SQL, Stage.SQO, Stage.CUSTOMER, Stage.RECYCLED, Stage.DISQUALIFIED, Stage.ANONYMOUS],
-)
-def test_other_stages_call_for_no_decision(to_stage: Stage) -> None:
-    assert choose_route(lifecycle_change(to_stage=to_stage), CONFIG) is None
-
-
-@pytest.mark.parametrize("to_stage", [Stage.MQL, Stage.LEAD, Stage.KNOWN])
-def test_an_opted_out_lead_is_suppressed_whatever_its_stage(to_stage: Stage) -> None:
-    change = lifecycle_change(to_stage=to_stage, consent=Consent(email_opt_out=True))
-
-    assert choose_route(change, CONFIG) == Suppressed("opted out of email")
-
-
-# ---- choose_owner -----------------------------------------------------------------------------
-
-REPS = CONFIG.team("sdr-emea").reps
-
-
-@pytest.mark.parametrize(
-    ("turn", "rep_id"),
+    ("grade", "priority", "window"),
     [
-        (0, "rep-ada"),
-        (1, "rep-grace"),
-        (2, "rep-alan"),
-        (3, "rep-ada"),
-        (7, "rep-grace"),
-        (3002, "rep-alan"),
+        ("A", "A1", timedelta(minutes=5)),  # by priority first
+        ("A", "A3", timedelta(hours=1)),  # then by grade
+        ("B", "B1", timedelta(hours=4)),  # then the default
+        ("D", None, timedelta(hours=4)),
     ],
 )
-def test_choose_owner_takes_turns(turn: int, rep_id: str) -> None:
-    assert choose_owner(REPS, turn=turn).id == rep_id
-
-
-def test_round_robin_gives_every_rep_the_same_share() -> None:
-    owners = [choose_owner(REPS, turn=turn).id for turn in range(30)]
-
-    assert {rep: owners.count(rep) for rep in set(owners)} == {
-        "rep-ada": 10,
-        "rep-grace": 10,
-        "rep-alan": 10,
-    }
-    assert all(a != b for a, b in itertools.pairwise(owners)), "never twice in a row"
-
-
-def test_a_team_of_one_always_gets_the_lead() -> None:
-    solo = [Rep(id="rep-kat", name="Katherine Johnson", email="kj@example.com")]
-
-    assert {choose_owner(solo, turn=turn).id for turn in range(5)} == {"rep-kat"}
-
-
-# ---- sla_due_at -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("grade", "minutes"),
-    [("A", 5), ("B", 60), ("C", 60), ("D", 60), ("unknown", 60)],
-)
-def test_sla_due_at_by_grade(grade: str, minutes: int) -> None:
-    assert sla_due_at(NOW, grade=grade, config=CONFIG) == NOW + timedelta(minutes=minutes)
-
-
-def test_sla_minutes_come_from_the_config() -> None:
-    config = routing_config(sla={"minutes_by_grade": {"A": 2, "B": 15}, "default_minutes": 240})
-
-    assert sla_due_at(NOW, grade="B", config=config) == NOW + timedelta(minutes=15)
-    assert sla_due_at(NOW, grade="D", config=config) == NOW + timedelta(hours=4)
-
-
-# ---- load_routing -----------------------------------------------------------------------------
-
-
-def test_the_default_routing_file_loads() -> None:
-    config = load_routing(DEFAULT_ROUTING_FILE)
-
-    assert config.team(config.sdr_team).reps
-    assert config.nurture.default
-    assert config.sla.default_minutes > 0
-
-
-VALID = """\
-sdr_team: sdr-emea
-teams:
-  - name: sdr-emea
-    reps:
-      - {id: rep-ada, name: Ada Lovelace, email: ada@example.com}
-nurture: {by_grade: {A: high-fit-nurture}, default: general-nurture}
-sla: {minutes_by_grade: {A: 5}, default_minutes: 60}
-"""
-
-
-def routing_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(text)
-    return path
-
-
-def test_a_valid_routing_file_loads(tmp_path: Path) -> None:
-    config = load_routing(routing_file(tmp_path, VALID))
-
-    assert [rep.id for rep in config.team("sdr-emea").reps] == ["rep-ada"]
-
-
-@pytest.mark.parametrize(
-    ("text", "complaint"),
-    [
-        pytest.param(
-            VALID.replace("sdr_team: sdr-emea\n", ""),
-            "sdr_team: Field required",
-            id="sdr-team-missing",
-        ),
-        pytest.param(
-            VALID.replace("sdr_team: sdr-emea", "sdr_team: sdr-apac"),
-            "sdr_team 'sdr-apac' is not one of the teams",
-            id="sdr-team-unknown",
-        ),
-        pytest.param(
-            VALID.replace(
-                "    reps:\n      - {id: rep-ada, name: Ada Lovelace, email: ada@example.com}\n",
-                "    reps: []\n",
-            ),
-            "teams.0.reps: List should have at least 1 item",
-            id="team-without-reps",
-        ),
-        pytest.param(
-            VALID.replace("default_minutes: 60", "default_minutes: 0"),
-            "sla.default_minutes",
-            id="zero-sla",
-        ),
-        pytest.param(
-            VALID.replace("default: general-nurture", "fallback: general-nurture"),
-            "nurture.fallback",
-            id="unknown-field",
-        ),
-        pytest.param("sdr_team: [unclosed\n", "", id="not-yaml"),
-        pytest.param("", "", id="empty"),
-    ],
-)
-def test_a_bad_routing_file_is_refused_naming_the_file(
-    tmp_path: Path, text: str, complaint: str
+def test_sla_due_at_by_priority_then_grade_then_default(
+    grade: str, priority: str | None, window: timedelta
 ) -> None:
-    path = routing_file(tmp_path, text)
+    due = sla_due_at(NOW, score=score(grade=grade, priority=priority), config=CONFIG)
 
-    with pytest.raises(RoutingFileError) as refused:
-        load_routing(path)
-
-    assert str(refused.value).startswith(f"{path}: ")
-    assert complaint in str(refused.value)
-
-
-def test_a_missing_routing_file_is_refused_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(RoutingFileError, match=re.escape(f"{tmp_path / 'nowhere.yaml'}: ")):
-        load_routing(tmp_path / "nowhere.yaml")
+    assert due == NOW + window

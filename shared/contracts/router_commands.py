@@ -1,0 +1,25 @@
+"""`router.commands`: router's internal work queue (only router produces and consumes it).
+
+- `sla_check`: the SLA timer found decision `decision_id` past its `sla_due_at` with no
+  acceptance from the CRM; the consumer re-checks under a row lock and, if it is still open,
+  records the breach and reassigns or escalates.
+Key: lead_id. Applying a command twice changes nothing the second time (a decision that was
+already superseded or accepted is left alone).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.base import AwareDatetime, Contract
+
+
+class RouterCommand(Contract):
+    schema_version: Literal[1] = 1
+    command_id: str = Field(min_length=1)
+    kind: Literal["sla_check"]
+    lead_id: str = Field(min_length=1)
+    decision_id: str = Field(min_length=1)
+    at: AwareDatetime
