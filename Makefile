@@ -42,8 +42,12 @@ format: $(STAMP) ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## Lint, then every unit and integration test against the real broker and PostgreSQL
-	$(BIN)/pytest -q
+test: lint ## Lint, then every test against the real broker and PostgreSQL (but the slow reliability cases)
+	$(BIN)/pytest -q -m "not slow"
+
+.PHONY: test-reliability
+test-reliability: $(STAMP) ## Chaos, scaling, bad input and security (tests/reliability, slow cases too)
+	$(BIN)/pytest -q -s --durations=10 tests/reliability
 
 test-unit: $(STAMP) ## Only the pure unit tests (no broker, no database)
 	$(BIN)/pytest -q tests/unit

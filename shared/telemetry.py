@@ -7,7 +7,9 @@ and topic so one dashboard serves all four services.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -42,8 +44,55 @@ CONSUMER_LAG = Gauge(
 )
 
 
+# PII must not reach logs in clear (logs are shipped, kept and read far more widely than the
+# database). Emails keep their domain (the company: what an operator needs to follow a lead
+# through firmographics); phones in international (+CC...) or North-American formatted notation
+# are masked whole. Bare digit runs are left alone: offsets, ports and ids look the same.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
+_PHONE = re.compile(
+    r"(?<![\w+])\+\d[\d ().-]{6,18}\d(?!\w)"  # +14155550123, +44 20 7946 0958
+    r"|(?<![\w(])\(\d{3}\) ?\d{3}[ .-]\d{4}(?!\w)"  # (415) 555-0123
+    r"|(?<![\w-])\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"  # 415-555-0123, 415.555.0123
+)
+
+
+def redact_pii(text: str) -> str:
+    """`text` with every email's local part replaced by `***` and every phone number by
+    `<phone>`. Idempotent; text without PII comes back unchanged."""
+    if "@" in text:
+        text = _EMAIL.sub(r"***@\1", text)
+    return _PHONE.sub("<phone>", text)
+
+
+def _redacting_factory(factory: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        # Format once, here, so every handler (ours, uvicorn's, a library's) sees the redacted
+        # text: a handler filter would miss loggers that do not propagate to the root.
+        message = redact_pii(record.getMessage())
+        record.msg, record.args = message, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact_pii(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact_pii(record.stack_info)
+        return record
+
+    make.redacts_pii = True  # type: ignore[attr-defined]
+    return make
+
+
+def install_pii_redaction() -> None:
+    """Make every log record created in this process carry redacted text (`redact_pii`):
+    message, arguments, exception and stack. Safe to call more than once."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "redacts_pii", False):
+        logging.setLogRecordFactory(_redacting_factory(factory))
+
+
 def configure_logging(level: str, *, service: str) -> None:
-    """One line per record on stderr, with the service name (12-factor: the platform collects)."""
+    """One line per record on stderr, with the service name (12-factor: the platform collects).
+    Emails and phone numbers are redacted from every record (`install_pii_redaction`)."""
+    install_pii_redaction()
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,

@@ -17,8 +17,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         elif "/tests/deploy/" in path:
             item.add_marker(pytest.mark.deploy)
+        elif "/tests/reliability/" in path:
+            item.add_marker(pytest.mark.reliability)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # tests/deploy: kustomize renders deploy/ and the manifests are validated offline.
     config.addinivalue_line("markers", "deploy: Kubernetes manifests rendered and validated")
+    # tests/reliability (`make test-reliability`); `slow` cases take minutes and are left out of
+    # `make test`.
+    config.addinivalue_line("markers", "reliability: faults, load, bad input and security")
+    config.addinivalue_line("markers", "slow: minutes long; only in make test-reliability")

@@ -1,0 +1,115 @@
+"""Bad input on every consumed topic ends as dead letters with reasons; the services keep running.
+
+Garbage bytes, truncated JSON, JSON of the wrong shape and of the wrong type go onto each topic a
+service consumes (events.raw and enrich.commands: enrich; events.enriched, crm.feedback and
+score.commands: score; leads.lifecycle: router). Each lands on `<topic>.dlq` with its original
+bytes and headers naming the error, the service and the source position; the processes stay up
+(no crash loop) and a real lead still goes through to a decision afterwards.
+
+The HTTP side (schemathesis over the OpenAPI document, hypothesis payloads) is
+tests/integration/test_tracking_fuzz.py and the lead-import fuzz in tests/integration/
+test_lead_import.py; one topic per kind of poison is tests/integration/test_dead_letters.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from shared.topics import (
+    CRM_FEEDBACK,
+    ENRICH_COMMANDS,
+    EVENTS_ENRICHED,
+    EVENTS_RAW,
+    LEADS_LIFECYCLE,
+    ROUTING_SDR,
+    SCORE_COMMANDS,
+    Topic,
+)
+from tests.fixtures.pipeline import Pipeline
+from tests.reliability.accounting import dead_letters
+
+CONSUMERS: dict[str, tuple[Topic, ...]] = {
+    "enrich": (EVENTS_RAW, ENRICH_COMMANDS),
+    "score": (EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS),
+    "router": (LEADS_LIFECYCLE,),
+}
+
+
+def poison(topic: Topic) -> dict[str, bytes]:
+    """Kinds of bad value, each unique to its topic (so a letter names where it came from)."""
+    example = topic.examples_file.read_bytes()
+    tag = topic.name.encode()
+    return {
+        "garbage": b"\x00\xff\xfe" + tag + b" \x80 not json",
+        "truncated": example[: len(example) // 2],
+        "wrong-schema": orjson.dumps({"topic": topic.name, "hello": "world", "schema_version": 1}),
+        "wrong-type": orjson.dumps([topic.name, 1, 2, 3]),
+    }
+
+
+async def test_poison_on_every_consumed_topic_is_dead_lettered_with_reasons(
+    pipeline: Pipeline,
+) -> None:
+    await pipeline.start("ingest", "enrich", "score", "router")
+    pids = {name: p.process.pid for name, p in pipeline.processes.items() if p.process}
+    injected: dict[str, dict[bytes, str]] = {}
+    for topics in CONSUMERS.values():
+        for topic in topics:
+            values = poison(topic)
+            injected[topic.dlq_name(pipeline.prefix)] = {v: kind for kind, v in values.items()}
+            for kind, value in values.items():
+                pipeline.produce_raw(topic, value, key=f"poison-{kind}".encode())
+
+    # A real buyer afterwards still becomes an MQL and gets an SDR decision.
+    email = f"after.poison.{uuid.uuid4().hex[:6]}@initech.com"
+    identify = {"userId": "u-after-poison", "traits": {"email": email, "title": "VP Sales"}}
+    assert (await pipeline.post("/v1/identify", identify)).status_code == 200
+    demo = {"userId": "u-after-poison", "event": "Demo Requested"}
+    assert (await pipeline.post("/v1/track", demo)).status_code == 200
+    decisions = await pipeline.read(
+        ROUTING_SDR.full_name(pipeline.prefix),
+        until=lambda records: len(records) >= 1,
+        timeout_s=60,
+    )
+    assert decisions[0].json()["email"] == email
+
+    letters = await dead_letters(pipeline)
+    for dlq, expected in injected.items():
+        found = {r.value or b"": r for r in letters.pop(dlq)}
+        assert set(found) == set(expected), f"{dlq}: {sorted(found)} {pipeline.logs()}"
+        service = next(
+            s for s, ts in CONSUMERS.items() if any(t.dlq_name(pipeline.prefix) == dlq for t in ts)
+        )
+        for value, record in found.items():
+            reason = record.headers["leadflow.error"].decode()
+            assert reason.strip(), f"{dlq} {expected[value]}: no reason"
+            assert record.headers["leadflow.service"] == service.encode()
+            assert record.headers["leadflow.source_topic"].decode() == dlq.removesuffix(".dlq")
+            assert int(record.headers["leadflow.source_offset"]) >= 0
+    # Nothing else was dead-lettered (not the buyer's events, not the decisions).
+    assert {name: len(records) for name, records in letters.items() if records} == {}
+
+    # No crash loop: the very same processes are alive and ready.
+    for name, process in pipeline.processes.items():
+        assert process.process is not None
+        assert process.process.poll() is None, f"{name} exited {pipeline.logs()}"
+        assert process.process.pid == pids[name]
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(pipeline.addresses.health_url(name))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "topic", [t for ts in CONSUMERS.values() for t in ts], ids=lambda t: t.name
+)
+def test_each_poison_value_is_really_invalid_for_its_topic(topic: Topic) -> None:
+    """Guards the test above: a value that happened to decode would not be poison at all."""
+    from shared.codec import UndecodableMessage, decode
+
+    for kind, value in poison(topic).items():
+        with pytest.raises(UndecodableMessage):
+            decode(value, topic.model)
+        assert kind

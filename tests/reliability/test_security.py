@@ -1,0 +1,215 @@
+"""Security: per-key rate limits hold under concurrent load, no SQL is assembled from anything
+but literals in the code, and no email or phone number reaches a log line in clear.
+
+Requests without or with a wrong write key are refused with 401: tests/integration/
+test_tracking_api.py (`test_a_missing_or_unknown_write_key_gets_401`, every way of passing a key)
+and tests/integration/test_ingest_api.py; the token bucket itself: tests/unit/
+test_ingest_rate_limit.py. Not repeated here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+
+import httpx
+import orjson
+import pytest
+
+from shared.telemetry import redact_pii
+from shared.topics import CRM_FEEDBACK, EVENTS_RAW
+from tests.fixtures.infra import REPO
+from tests.fixtures.load import SegmentLoad
+from tests.fixtures.pipeline import WRITE_KEY, Pipeline, PipelineFactory
+from tests.reliability.sql_scan import scan, scan_source
+
+# ---- SQL only from literals ----------------------------------------------------------------------
+
+SCANNED = ("services", "shared", "devstack", "bench")
+# (file, formatted-in expression) -> why it is not input. Identifiers cannot be bind parameters.
+ALLOWED: dict[tuple[str, str], str] = {
+    ("shared/consumer/store.py", "schema"): (
+        "create_runner_tables(schema): DDL run by migrations, each passing its service's schema "
+        "as a literal (checked below)"
+    ),
+    ("shared/consumer/store.py", "self._schema"): (
+        "RunnerStore's schema: the consuming service's own schema name, given in its code "
+        "(ConsumerRunner(schema=...)); a quoted identifier"
+    ),
+    ("shared/migrations.py", "schema"): (
+        "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
+    ),
+    ("bench/infra.py", "name"): "CREATE DATABASE for a benchmark run: bench_<uuid4 hex>",
+}
+
+
+def test_sql_is_assembled_only_from_literals_in_the_code() -> None:
+    findings = scan(REPO, SCANNED)
+
+    unexplained = [str(f) for f in findings for e in f.interpolated if (f.path, e) not in ALLOWED]
+    assert unexplained == [], "SQL formatted from non-literals; use bind parameters"
+    used = {(f.path, e) for f in findings for e in f.interpolated}
+    assert set(ALLOWED) <= used, f"stale allow-list entries: {set(ALLOWED) - used}"
+
+
+def test_runner_tables_are_created_only_for_literal_schemas() -> None:
+    calls = re.findall(r"create_runner_tables\(([^)]*)\)", _sources("services"))
+    assert calls, "no migration creates the runner's tables?"
+    assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "session.execute(text(f\"SELECT * FROM t WHERE email = '{email}'\"))",
+        'conn.fetch("SELECT * FROM t WHERE id = %s" % lead_id)',
+        'conn.fetchval("SELECT * FROM t WHERE id = {}".format(lead_id))',
+        'conn.execute("DELETE FROM t WHERE id = " + lead_id)',
+        'q = f"SELECT {column} FROM t"\nsession.execute(text(q))',
+        'def f(table):\n    return text(f"SELECT * FROM {table}")',
+        'def f(x):\n    for table in x:\n        op.execute(f"DROP TABLE {table}")',
+    ],
+)
+def test_the_scan_finds_sql_formatted_from_input(source: str) -> None:
+    assert scan_source(source), source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'session.execute(text("SELECT * FROM t WHERE email = :email"), {"email": email})',
+        'COLS = "a, b"\ndef f():\n    return text(f"SELECT {COLS} FROM t")',
+        'def f():\n    for t in ("a", "b"):\n        op.execute(f"DROP TABLE {t}")',
+        'def f(x):\n    c = "AND y" if x else ""\n    return text(f"SELECT 1 {c}")',
+        'log.info(f"not SQL: {email}")',
+    ],
+)
+def test_the_scan_accepts_literal_fragments_and_bind_parameters(source: str) -> None:
+    assert scan_source(source) == [], source
+
+
+def _sources(folder: str) -> str:
+    return "\n".join(p.read_text() for p in sorted((REPO / folder).rglob("*.py")))
+
+
+# ---- rate limit under concurrent load ------------------------------------------------------------
+
+RATE, BURST, CLIENTS, SECONDS, PER_BATCH = 20, 40, 4, 4.0, 5
+
+
+async def test_a_write_keys_rate_limit_holds_under_concurrent_clients(
+    pipeline_factory: PipelineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADFLOW_INGEST_RATE_LIMIT_EVENTS_PER_S", str(RATE))
+    monkeypatch.setenv("LEADFLOW_INGEST_RATE_LIMIT_BURST", str(BURST))
+    pipeline = pipeline_factory()
+    pipeline.addresses.write_keys["other-key"] = "other-site"
+    await pipeline.start("ingest")
+    accepted, refused = 0, 0
+    retry_after: set[int] = set()
+
+    async def client(n: int) -> None:
+        nonlocal accepted, refused
+        async with httpx.AsyncClient(base_url=pipeline.ingest_url, timeout=10) as http:
+            i = 0
+            while time.monotonic() < until:
+                batch = [
+                    {"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"{n}-{i}-{j}"}
+                    for j in range(PER_BATCH)
+                ]
+                i += 1
+                response = await http.post(
+                    "/v1/batch", json={"batch": batch}, headers=_basic(WRITE_KEY)
+                )
+                if response.status_code == 200:
+                    accepted += PER_BATCH
+                else:
+                    assert response.status_code == 429, response.text
+                    refused += PER_BATCH
+                    retry_after.add(int(response.headers["Retry-After"]))
+                await asyncio.sleep(0.01)
+
+    began = time.monotonic()
+    until = began + SECONDS
+    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    elapsed = time.monotonic() - began
+
+    assert refused > 0
+    assert accepted <= BURST + RATE * elapsed + PER_BATCH, (accepted, elapsed)
+    assert accepted >= BURST  # the limit throttles, it does not shut the key out
+    assert retry_after
+    assert all(1 <= s <= BURST // RATE + 1 for s in retry_after), retry_after
+    async with httpx.AsyncClient(base_url=pipeline.ingest_url) as http:
+        other = await http.post(
+            "/v1/track", json={"userId": "o", "event": "E"}, headers=_basic("other-key")
+        )
+    assert other.status_code == 200  # another key has its own bucket
+    # What was refused was not produced: events.raw holds exactly the accepted events.
+    records = await pipeline.read_all(EVENTS_RAW.full_name(pipeline.prefix))
+    assert len(records) == accepted + 1
+
+
+def _basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+# ---- PII in logs -------------------------------------------------------------------------------
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("not linking value='Ada.L+x@initech.com'", "not linking value='***@initech.com'"),
+        ("call +14155550123 or +44 20 7946 0958", "call <phone> or <phone>"),
+        ("(415) 555-0123 / 415-555-0123 / 415.555.0123", "<phone> / <phone> / <phone>"),
+        ("events.raw[3]@4021 offset 123456789012 port 8000", None),
+        ("2026-11-23 17:36:01,123 550e8400-e29b-41d4-a716-446655440000 1.5.0", None),
+    ],
+)
+def test_redaction_masks_emails_and_phones_and_nothing_else(
+    text: str, expected: str | None
+) -> None:
+    assert redact_pii(text) == (text if expected is None else expected)
+    assert redact_pii(redact_pii(text)) == redact_pii(text)
+
+
+async def test_no_email_or_phone_reaches_the_logs_in_clear(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for service in ("INGEST", "ENRICH", "SCORE", "ROUTER"):
+        monkeypatch.setenv(f"LEADFLOW_{service}_LOG_LEVEL", "DEBUG")
+    await pipeline.start("ingest", "enrich", "score", "router")
+    load = SegmentLoad(ingest_url=pipeline.ingest_url, write_key=WRITE_KEY, batches_per_s=5)
+    traffic = asyncio.create_task(load.run())
+    # Paths that log a person's identifiers: one email claimed by two userIds ("not linking"),
+    # CRM feedback about an unknown email, and a poison message full of PII.
+    shared_email, phone = "twice.claimed@initech.com", "+442079460958"
+    for user in ("claim-1", "claim-2"):
+        traits = {"email": shared_email, "phone": phone, "title": "CTO"}
+        assert (await pipeline.post("/v1/identify", {"userId": user, "traits": traits})).is_success
+    feedback = {"email": "nobody.known@globex.com", "outcome": "accepted", "phone": phone}
+    pipeline.produce_raw(CRM_FEEDBACK, orjson.dumps(feedback), key=b"nobody.known@globex.com")
+    await asyncio.sleep(6)
+    load.stop()
+    report = await traffic
+    await asyncio.sleep(3)
+
+    logs = {
+        name: p.log_file.read_text(errors="replace")
+        for name, p in pipeline.processes.items()
+        if p.log_file
+    }
+    assert all(logs.values()), "no logs captured"
+    secrets = report.emails | report.phones | {shared_email, phone, "nobody.known@globex.com"}
+    leaks = {
+        name: sorted(
+            {s for s in secrets if s in text}
+            | {m for m in EMAIL.findall(text) if not m.startswith("***@")}
+        )
+        for name, text in logs.items()
+    }
+    assert {name: found for name, found in leaks.items() if found} == {}
