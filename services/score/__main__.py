@@ -7,6 +7,7 @@ simulate RULES      what a candidate rules file would change: who would become M
                     would drop, how many scores move (nothing is written)
 
 A bad rules file stops the start (and `simulate`) with the file, line and field at fault.
+HTTP (health port): explain, `POST /v1/rules/simulate`, `GET /v1/rules/rescore` (see http.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from pathlib import Path
 
 from services.score.config import ScoreSettings
 from services.score.engine.explain import render_text
-from services.score.engine.rescoring import SimulationReport, simulate
+from services.score.engine.rescoring import render_summary
 from services.score.engine.ruleset import RulesFileError, load_rules
 from services.score.handler import ScoreHandler
-from services.score.http import explain_routes
-from services.score.lookups import explain_lead, lead_histories
+from services.score.http import score_routes
+from services.score.lookups import explain_lead, simulate_stored
 from services.score.repository import SCHEMA
-from services.score.sweep import sweep_decayed_mqls, sweep_leads_on_old_rules
+from services.score.sweep import RescoreSweep, sweep_decayed_mqls
 from shared.db import create_engine, create_sessionmaker
 from shared.service import Companion, consumer_service_main
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
@@ -41,6 +42,13 @@ def main(argv: list[str]) -> int:
         except RulesFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    rescore: list[RescoreSweep] = []  # one per process, shared by its companion and endpoint
+
+    def rescore_sweep(settings: ScoreSettings) -> RescoreSweep:
+        if not rescore:
+            rescore.append(RescoreSweep(version=rules_from(settings.rules_file).version))
+        return rescore[0]
+
     return consumer_service_main(
         service="score",
         load_settings=ScoreSettings,
@@ -59,16 +67,15 @@ def main(argv: list[str]) -> int:
             Companion(
                 "rescore sweep",
                 settings.rescore_interval_s,
-                lambda: sweep_leads_on_old_rules(
-                    sessions=context.sessions,
-                    producer=context.producer,
-                    settings=settings,
-                    version=rules_from(settings.rules_file).version,
+                lambda: rescore_sweep(settings).round(
+                    sessions=context.sessions, producer=context.producer, settings=settings
                 ),
             ),
         ],
-        make_routes=lambda settings, sessions: explain_routes(
-            rules_from(settings.rules_file), sessions
+        make_routes=lambda settings, sessions: score_routes(
+            rules=rules_from(settings.rules_file),
+            sessions=sessions,
+            rescore=rescore_sweep(settings).progress,
         ),
         argv=argv,
     )
@@ -88,21 +95,10 @@ async def _operator(command: str, argument: str, settings: ScoreSettings) -> int
                 return 1
             print(render_text(explanation))
             return 0
-        candidate = load_rules(Path(argument))
-        report = SimulationReport(candidate_version=candidate.version)
-        async for chunk in lead_histories(sessions):
-            simulate(live, candidate, chunk, at=now, into=report)
-        print(f"rules {live.version} -> {candidate.version}: {report.leads} leads")
-        print(f"  scores that change:     {report.score_changed}")
-        print(f"  grades that change:     {report.grade_changed}")
-        print(f"  would become MQL:       {len(report.would_become_mql)}")
-        for delta in report.would_become_mql[:50]:
-            print(
-                f"    {delta.lead_id} ({delta.stage}) {delta.before.priority} -> {delta.after.priority}"
-            )
-        print(f"  would drop below MQL:   {len(report.would_drop_below_mql)}")
-        for delta in report.would_drop_below_mql[:50]:
-            print(f"    {delta.lead_id} {delta.before.total} -> {delta.after.total}")
+        summary = await simulate_stored(
+            sessions, live=live, candidate=load_rules(Path(argument)), at=now
+        )
+        print(render_summary(summary))
         return 0
     finally:
         await engine.dispose()

@@ -233,7 +233,9 @@ class ScoreHandler:
         as_of = max(lead.as_of or at, at)
         card = evaluate(self._rules, result.state, as_of)
         self._record_entries(lead, event.message_id, at, result.entries, work)
-        work.history.append((lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour)))
+        work.history.append(
+            (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile))
+        )
         lead.identified = lead.identified or event.identified
         lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
         lead.email = event.profile.email or lead.email
@@ -242,8 +244,9 @@ class ScoreHandler:
             lead.profile = _profile_snapshot(event, profile_facts)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
-        # A merge can change the score without a ledger line of its own (folded history).
-        if result.entries or changed:
+        # A merge can change the score without a ledger line of its own (folded history); a
+        # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
+        if changed or any(entry.points for entry in result.entries):
             contributions = [
                 Contribution(rule_id=e.rule_id, points=e.points, reason=e.reason)
                 for e in result.entries
@@ -357,7 +360,8 @@ class ScoreHandler:
 
     async def _rescore(self, command: ScoreCommand, work: _Work, session: AsyncSession) -> None:
         """Replay the lead's history under the running rules and replace its ledger. Applying
-        it twice changes nothing: a lead already on these rules is left alone."""
+        it twice changes nothing: a lead already on these rules is left alone. Messages that
+        came from a merged lead count for their behaviour only, as they did live."""
         lead = work.leads.get(command.lead_id)
         if lead is None or lead.merged_into is not None:
             return
@@ -375,6 +379,7 @@ class ScoreHandler:
                 at=item.at,
                 message_id=item.message_id,
                 behaviour=item.behaviour,
+                profile=item.profile,
             )
             self._record_entries(lead, item.message_id, item.at, result.entries, work)
             state = result.state

@@ -1,8 +1,9 @@
 """Read-side views over score's tables: the explanation of a lead's score, and the stored
-histories a simulation replays. Used by the CLI and the HTTP endpoint; no writes."""
+histories a simulation replays. Used by the CLI and the HTTP endpoints; no writes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -11,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.engine.explain import Explanation, explain
-from services.score.engine.rescoring import HistoryItem, LeadHistory
+from services.score.engine.rescoring import (
+    HistoryItem,
+    LeadHistory,
+    SimulationReport,
+    SimulationSummary,
+    simulate,
+    summarise,
+)
 from services.score.engine.ruleset import RuleSet
 from shared.contracts import Stage
 
@@ -57,7 +65,7 @@ async def lead_histories(
                 return
             rows = await session.execute(
                 text(
-                    "SELECT lead_id, message_id, at, behaviour, facts FROM score.history "
+                    "SELECT lead_id, message_id, at, behaviour, profile, facts FROM score.history "
                     "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id, seq"
                 ),
                 {"ids": [lead.lead_id for lead in leads]},
@@ -65,10 +73,23 @@ async def lead_histories(
             items: dict[str, list[HistoryItem]] = {lead.lead_id: [] for lead in leads}
             for row in rows:
                 items[row.lead_id].append(
-                    HistoryItem(row.message_id, row.at, row.facts, row.behaviour)
+                    HistoryItem(row.message_id, row.at, row.facts, row.behaviour, row.profile)
                 )
         yield [
             LeadHistory(lead.lead_id, Stage(lead.stage), lead.identified, items[lead.lead_id])
             for lead in leads
         ]
         after = leads[-1].lead_id
+
+
+async def simulate_stored(
+    sessions: async_sessionmaker[AsyncSession], *, live: RuleSet, candidate: RuleSet, at: datetime
+) -> SimulationSummary:
+    """What `candidate` would change against `live`, over every stored lead, as of `at`.
+
+    The replay is CPU work: each chunk runs in a worker thread, so a service that simulates
+    keeps consuming and answering health checks meanwhile."""
+    report = SimulationReport(candidate_version=candidate.version)
+    async for chunk in lead_histories(sessions):
+        await asyncio.to_thread(simulate, live, candidate, chunk, at=at, into=report)
+    return summarise(report, live_version=live.version, at=at)

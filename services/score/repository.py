@@ -235,8 +235,8 @@ async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryI
     await session.execute(
         text(
             """
-            INSERT INTO score.history (lead_id, message_id, at, behaviour, facts)
-            VALUES (:lead_id, :message_id, :at, :behaviour, CAST(:facts AS jsonb))
+            INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
+            VALUES (:lead_id, :message_id, :at, :behaviour, :profile, CAST(:facts AS jsonb))
             """
         ),
         [
@@ -245,6 +245,7 @@ async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryI
                 "message_id": item.message_id,
                 "at": item.at,
                 "behaviour": item.behaviour,
+                "profile": item.profile,
                 "facts": orjson.dumps(item.facts, default=str).decode(),
             }
             for lead_id, item in items
@@ -292,7 +293,9 @@ async def fold_merged(
     Replayed history (anonymous leads whose events enrich re-emitted under the survivor): their
     own rows are dropped, the survivor already counted those events. Otherwise (two known
     leads) their behaviour ledger and history move to the survivor, except rows for a message
-    the survivor already has; their fit rows are dropped (fit follows the survivor's profile).
+    the survivor already has; their fit rows are dropped (fit follows the survivor's profile),
+    and the moved history is marked as not the survivor's picture, so a rescore replays it for
+    its behaviour only, as the live path counted it.
     """
     params = {"survivor": survivor, "merged": list(merged)}
     if not history_replayed:
@@ -301,6 +304,7 @@ async def fold_merged(
                 text(
                     f"""
                     UPDATE score.{table} AS m SET lead_id = :survivor
+                    {", profile = false" if table == "history" else ""}
                     WHERE m.lead_id = ANY(CAST(:merged AS text[]))
                       {"AND m.kind <> 'fit'" if table == "ledger" else ""}
                       AND NOT EXISTS (SELECT 1 FROM score.{table} s
@@ -399,12 +403,12 @@ async def load_history(session: AsyncSession, lead_id: str) -> list[HistoryItem]
     """The messages scored for a lead, in the order they were scored."""
     rows = await session.execute(
         text(
-            "SELECT message_id, at, behaviour, facts FROM score.history "
+            "SELECT message_id, at, behaviour, profile, facts FROM score.history "
             "WHERE lead_id = :lead_id ORDER BY seq"
         ),
         {"lead_id": lead_id},
     )
-    return [HistoryItem(r.message_id, r.at, r.facts, r.behaviour) for r in rows]
+    return [HistoryItem(r.message_id, r.at, r.facts, r.behaviour, r.profile) for r in rows]
 
 
 async def delete_ledger(session: AsyncSession, lead_id: str) -> None:
@@ -413,26 +417,55 @@ async def delete_ledger(session: AsyncSession, lead_id: str) -> None:
     )
 
 
+# Leads on another rules version are the two ranges either side of the running version in
+# `leads_rule_version_idx` (rule_version, lead_id) WHERE merged_into IS NULL: `<>` alone would
+# read the whole index (every lead already on the running version) on each call.
+_OTHER_RULES = "merged_into IS NULL AND (rule_version < :version OR rule_version > :version)"
+
+
 async def leads_on_other_rules(
-    session: AsyncSession, *, version: str, limit: int
-) -> tuple[list[str], int]:
-    """Up to `limit` live leads scored under another rules version, and how many there are."""
-    params = {"version": version, "limit": limit}
+    session: AsyncSession, *, version: str, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, str]]:
+    """Up to `limit` live leads scored under another rules version, as (rule_version, lead_id)
+    in index order after the keyset cursor `after`: cost follows `limit`, not the table."""
+    above = "AND (rule_version, lead_id) > (:after_version, :after_lead)" if after else ""
+    ranges = [
+        f"(SELECT rule_version, lead_id FROM score.leads WHERE merged_into IS NULL "
+        f"AND rule_version {side} :version {above} ORDER BY rule_version, lead_id LIMIT :limit)"
+        for side in ("<", ">")
+    ]
+    rows = await session.execute(
+        text(f"{ranges[0]} UNION ALL {ranges[1]} ORDER BY rule_version, lead_id LIMIT :limit"),
+        {
+            "version": version,
+            "limit": limit,
+            "after_version": after[0] if after else None,
+            "after_lead": after[1] if after else None,
+        },
+    )
+    return [(row.rule_version, row.lead_id) for row in rows]
+
+
+async def count_leads_on_other_rules(session: AsyncSession, *, version: str) -> int:
+    """How many live leads are scored under another rules version (reads only those)."""
+    count = await session.execute(
+        text(f"SELECT count(*) FROM score.leads WHERE {_OTHER_RULES}"), {"version": version}
+    )
+    return int(count.scalar_one())
+
+
+async def leads_still_on_other_rules(
+    session: AsyncSession, lead_ids: Sequence[str], *, version: str
+) -> list[str]:
+    """Which of `lead_ids` are live and still on another rules version (by primary key)."""
     rows = await session.execute(
         text(
-            "SELECT lead_id FROM score.leads WHERE rule_version <> :version "
-            "AND merged_into IS NULL ORDER BY lead_id LIMIT :limit"
+            "SELECT lead_id FROM score.leads WHERE lead_id = ANY(CAST(:ids AS text[])) "
+            "AND merged_into IS NULL AND rule_version <> :version ORDER BY lead_id"
         ),
-        params,
+        {"ids": list(lead_ids), "version": version},
     )
-    remaining = await session.execute(
-        text(
-            "SELECT count(*) FROM score.leads WHERE rule_version <> :version "
-            "AND merged_into IS NULL"
-        ),
-        params,
-    )
-    return [row.lead_id for row in rows], int(remaining.scalar_one())
+    return [row.lead_id for row in rows]
 
 
 def _lead(row: Any) -> LeadRow:

@@ -5,15 +5,17 @@ applies it with exactly-once effects.
   round it asks to re-evaluate the MQLs least recently evaluated (recycling a lead that stayed
   below the line long enough). Asking twice is harmless: a later re-evaluation only repeats the
   arithmetic.
-- The rescore sweep: after a rules change, leads still scored under another version are asked
-  to be rescored, a batch per round, while live scoring goes on; progress is logged and on
-  `leadflow_score_leads_to_rescore`. A lead already rescored ignores a repeated request.
+- The rescore sweep (`RescoreSweep`): after a rules change, leads still scored under another
+  version are asked to be rescored, batch after batch, while live scoring goes on; progress is
+  logged, on `leadflow_score_leads_to_rescore` and at `GET /v1/rules/rescore`. A lead already
+  rescored ignores a repeated request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -28,6 +30,9 @@ from shared.topics import SCORE_COMMANDS
 
 log = logging.getLogger(__name__)
 
+STALLED_AFTER_S = 300.0
+"""A batch not done this long after it was asked (consumer down, rebalancing) is left to the
+next pass rather than holding the sweep."""
 LEADS_TO_RESCORE = Gauge(
     "leadflow_score_leads_to_rescore", "Leads still scored under another rules version"
 )
@@ -66,34 +71,154 @@ async def sweep_decayed_mqls(
     return len(lead_ids)
 
 
-async def sweep_leads_on_old_rules(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    producer: AIOKafkaProducer,
-    settings: ScoreSettings,
-    version: str,
-    now: datetime | None = None,
-) -> int:
-    """One round; returns how many rescores were requested."""
-    at = now or datetime.now(UTC)
-    async with sessions() as session:
-        lead_ids, remaining = await repository.leads_on_other_rules(
-            session, version=version, limit=settings.sweep_batch
-        )
-    LEADS_TO_RESCORE.set(remaining)
-    await _request(
-        producer,
-        settings,
-        [
-            ScoreCommand(
-                command_id=f"rescore:{version}:{lead_id}", kind="rescore", lead_id=lead_id, at=at
+@dataclass
+class RescoreProgress:
+    """Where the rescore under the running rules stands, as this process's sweep sees it.
+
+    A *pass* walks every lead on another version once, in index order; it starts with a count
+    of them (`pass_leads`) and counts a lead `rescored` once the consumer has stored it under
+    the running version. `to_rescore` is `pass_leads - rescored` during a pass, the fresh count
+    between passes (0: every lead is on the running rules).
+    """
+
+    rule_version: str
+    to_rescore: int | None = None
+    pass_started_at: datetime | None = None
+    pass_leads: int = 0
+    asked: int = 0
+    rescored: int = 0
+    last_round_at: datetime | None = None
+
+    def view(self) -> dict[str, object]:
+        return {
+            "rule_version": self.rule_version,
+            "to_rescore": self.to_rescore,
+            "done": self.to_rescore == 0,
+            "pass": {
+                "started_at": self.pass_started_at.isoformat() if self.pass_started_at else None,
+                "leads": self.pass_leads,
+                "asked": self.asked,
+                "rescored": self.rescored,
+            },
+            "last_round_at": self.last_round_at.isoformat() if self.last_round_at else None,
+        }
+
+
+class RescoreSweep:
+    """After a rules change, asks the consumer (through `score.commands`) to rescore every lead
+    still scored under another version, a batch at a time, while live scoring goes on.
+
+    Cost per batch does not grow with the number of leads: the next batch comes from an index on
+    (rule_version, lead_id) after a keyset cursor, and whether the last batch is done is a
+    primary-key lookup of its ids. Leads on other versions are counted (an index-only range,
+    as long as what is left) once per pass, not per round. Within a round, as soon as a batch is
+    done the next is asked, until `rescore_interval_s` is spent, so the rescoring rate follows
+    the consumer's pace rather than one batch per interval. Asking twice is harmless: a lead
+    already on the running rules ignores the request.
+    """
+
+    def __init__(self, *, version: str) -> None:
+        self.progress = RescoreProgress(rule_version=version)
+        self._cursor: tuple[str, str] | None = None
+        self._pending: list[str] = []
+        self._asked_at = 0.0  # when the pending batch was asked (event loop clock)
+
+    async def round(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: AIOKafkaProducer,
+        settings: ScoreSettings,
+        now: datetime | None = None,
+        poll_s: float = 0.25,
+    ) -> int:
+        """One round; returns how many rescores were requested (and acknowledged)."""
+        progress = self.progress
+        version = progress.rule_version
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + settings.rescore_interval_s
+        requested = 0
+        while True:
+            at = now or datetime.now(UTC)
+            progress.last_round_at = at
+            async with sessions() as session:
+                waiting = await self._waiting(session, version)
+                if not waiting:
+                    batch = await self._next_batch(session, version, settings.sweep_batch, at)
+            if waiting:
+                if clock() + poll_s >= deadline:
+                    break
+                await asyncio.sleep(poll_s)  # holding no connection
+                continue
+            if not batch:
+                progress.to_rescore = 0
+                LEADS_TO_RESCORE.set(0)
+                break
+            await _request(
+                producer,
+                settings,
+                [
+                    ScoreCommand(
+                        command_id=f"rescore:{version}:{lead_id}",
+                        kind="rescore",
+                        lead_id=lead_id,
+                        at=at,
+                    )
+                    for _, lead_id in batch
+                ],
             )
-            for lead_id in lead_ids
-        ],
-    )
-    if lead_ids:
-        log.info("rescoring under rules %s: %d leads to go", version, remaining)
-    return len(lead_ids)
+            self._cursor, self._pending = batch[-1], [lead_id for _, lead_id in batch]
+            self._asked_at = clock()
+            progress.asked += len(batch)
+            requested += len(batch)
+            log.info("rescoring under rules %s: %d leads to go", version, progress.to_rescore)
+            if clock() >= deadline:
+                break
+        if self._pending and clock() - self._asked_at > STALLED_AFTER_S:
+            # Never stall the pass on requests that do not come back; the leads left behind
+            # are found again by the next pass's count.
+            log.warning(
+                "rescore: %d leads not done %.0fs after they were asked; moving on",
+                len(self._pending),
+                clock() - self._asked_at,
+            )
+            self._pending = []
+        return requested
+
+    async def _waiting(self, session: AsyncSession, version: str) -> bool:
+        """Whether leads of the last batch are still on other rules (counts those done)."""
+        if not self._pending:
+            return False
+        still = await repository.leads_still_on_other_rules(session, self._pending, version=version)
+        progress = self.progress
+        progress.rescored += len(self._pending) - len(still)
+        progress.to_rescore = max(progress.pass_leads - progress.rescored, len(still))
+        LEADS_TO_RESCORE.set(progress.to_rescore)
+        self._pending = still
+        return bool(still)
+
+    async def _next_batch(
+        self, session: AsyncSession, version: str, limit: int, at: datetime
+    ) -> list[tuple[str, str]]:
+        """The next leads of the pass; at the end of a pass, a fresh count and a new pass if
+        leads on other versions remain (late requests, an old replica during a rollout)."""
+        progress = self.progress
+        if self._cursor is not None:
+            batch = await repository.leads_on_other_rules(
+                session, version=version, after=self._cursor, limit=limit
+            )
+            if batch:
+                return batch
+        self._cursor = None
+        left = await repository.count_leads_on_other_rules(session, version=version)
+        if left == 0:
+            return []
+        progress.pass_started_at, progress.pass_leads, progress.to_rescore = at, left, left
+        progress.asked = progress.rescored = 0
+        LEADS_TO_RESCORE.set(left)
+        return await repository.leads_on_other_rules(
+            session, version=version, after=None, limit=limit
+        )
 
 
 async def _request(

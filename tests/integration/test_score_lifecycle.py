@@ -317,3 +317,74 @@ async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
         "SELECT DISTINCT rule_version FROM score.ledger WHERE lead_id = $1", lead
     )
     assert [v["rule_version"] for v in versions] == ["test-2"]
+    port = pipeline.addresses.health_ports["score"]
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):  # the sweep's pass ends once the consumer has stored the rescore
+            progress = (await client.get(f"http://127.0.0.1:{port}/v1/rules/rescore")).json()
+            if progress["done"]:
+                break
+            await asyncio.sleep(0.2)
+    assert progress["rule_version"] == "test-2"
+    assert (progress["done"], progress["to_rescore"]) == (True, 0)
+    assert (progress["pass"]["leads"], progress["pass"]["rescored"]) == (1, 1)
+
+
+async def test_rescoring_a_survivor_counts_its_merged_leads_messages_for_behaviour_only(
+    pipeline: Pipeline, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await pipeline.start("score")
+    run = uuid.uuid4().hex[:8]
+    survivor, other = f"lead-a-{run}", f"lead-b-{run}"
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(survivor, "a1", event="Webinar Attended"),
+                         key=survivor.encode())  # fmt: skip
+    merged = enriched(
+        survivor, f"merge-{run}", kind="merged", type=None,
+        merge={"merge_id": f"mg-{run}", "surviving_lead_id": survivor,
+               "merged_lead_ids": [other], "reason": "same email"},
+    )  # fmt: skip
+    pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())
+    for _ in range(150):
+        if await db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other):
+            break
+        await asyncio.sleep(0.2)
+    # the merged lead's own event, with its own (student, free-mail) picture, arrives late
+    student = {"email": "b@gmail.com", "seniority": "student/intern", "free_mail": True}
+    late = enriched(other, "b1", at=NOW + timedelta(minutes=3), event="Trial Started",
+                    profile=student, firmographics=None)  # fmt: skip
+    pipeline.produce_raw(EVENTS_ENRICHED, late, key=other.encode())
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda rs: any(s["message_id"] == "b1" for s in of_lead(survivor)(rs)),
+    )
+    live = next(s for s in of_lead(survivor)(scored) if s["message_id"] == "b1")["score"]
+    assert (live["fit"], live["behaviour"]) == (80, 20 + 40)
+    assert pipeline.stop("score") == 0
+
+    document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    document["version"] = "test-merge-2"
+    for rule in document["rules"]:
+        if rule["id"] == "webinar-attended":
+            rule["points"] = 35
+    candidate = tmp_path / "rules.yaml"
+    candidate.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("LEADFLOW_SCORE_RULES_FILE", str(candidate))
+    monkeypatch.setenv("LEADFLOW_SCORE_RESCORE_INTERVAL_S", "0.5")
+    await pipeline.start("score")
+
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda rs: any(s["rule_version"] == "test-merge-2" for s in of_lead(survivor)(rs)),
+    )
+    rescored = next(s for s in of_lead(survivor)(scored) if s["rule_version"] == "test-merge-2")
+    # the survivor's own picture still makes its fit; the merged lead's trial still counts
+    assert (rescored["score"]["fit"], rescored["score"]["behaviour"]) == (80, 35 + 40)
+    fit_rules = await db.fetch(
+        "SELECT DISTINCT rule_id FROM score.ledger WHERE lead_id = $1 AND kind = 'fit'", survivor
+    )
+    assert "student-or-intern" not in {r["rule_id"] for r in fit_rules}
+    assert (
+        await db.fetchval(
+            "SELECT profile FROM score.history WHERE lead_id = $1 AND message_id = 'b1'", survivor
+        )
+        is False
+    )
