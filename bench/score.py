@@ -7,30 +7,40 @@
   first stored batch until every message is in `score.history` and the outbox is empty.
 - Rescoring: the same stored histories replayed under the rules (`rescoring.replay`), the work a
   simulation or an applied rule change does per event; events/s of pure Python, one core.
+- Applied rule change: the stored leads of the live run rescored under a new rules version the
+  way the service does it (the rescore sweep asks through `score.commands`, the consumer
+  replays each lead's history, replaces its ledger and emits the changes), with the service's
+  default sweep settings; leads/s from the first lead rescored until the last one is and the
+  outbox is empty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
 from pydantic import SecretStr
 
 from bench.figures import Figure, median
 from bench.infra import BenchInfra, wait_until_handled
+from services.score.config import ScoreSettings
 from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import HistoryItem, replay
-from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
+from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.handler import ScoreHandler
+from services.score.sweep import RescoreSweep
 from shared.codec import encode
 from shared.consumer import ConsumerRunner
 from shared.contracts import EnrichedEvent
 from shared.db import create_engine, create_sessionmaker
 from shared.kafka import create_producer
+from shared.service import every
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
@@ -80,12 +90,15 @@ def traffic(rng: random.Random) -> list[EnrichedEvent]:
 async def run(infra: BenchInfra) -> list[Figure]:
     rates: list[float] = []
     rescoring: list[float] = []
+    applied: list[float] = []
     count = 0
     for seed in range(RUNS):
         events = traffic(random.Random(seed))
         count = len(events)
-        rates.append(await _live(infra, events))
+        rate, url, kafka = await _live(infra, events)
+        rates.append(rate)
         rescoring.append(_rescoring_rate(events))
+        applied.append(await _applied_rule_change(url, kafka))
     return [
         Figure(
             SECTION,
@@ -98,6 +111,13 @@ async def run(infra: BenchInfra) -> list[Figure]:
             "rescoring (history replayed under the rules)",
             round(median(rescoring)),
             "events/s",
+        ),
+        Figure(
+            SECTION,
+            f"applied rule change: sweep -> score.commands -> rescore ({LEADS} leads,"
+            f" {count // LEADS} events each)",
+            round(median(applied)),
+            "leads/s",
         ),
     ]
 
@@ -117,7 +137,8 @@ def _rescoring_rate(events: list[EnrichedEvent]) -> float:
     return len(events) / (time.perf_counter() - started)
 
 
-async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> float:
+async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> tuple[float, str, KafkaSettings]:
+    """events/s, and the database and topics it leaves scored (for the rule change)."""
     url = await infra.fresh_database()
     prefix = await infra.fresh_topic_prefix()
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
@@ -150,5 +171,54 @@ async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> float:
     finally:
         runner.request_stop()
         await task
+        await engine.dispose()
+    return handled / elapsed, url, kafka
+
+
+async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
+    document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    document["version"] = "bench-rescore"
+    for rule in document["rules"]:
+        if rule["id"] == "webinar-attended":
+            rule["points"] = 35
+    rules = RuleSet.model_validate(document)
+    database = DatabaseSettings(url=SecretStr(url))
+    settings = ScoreSettings(database=database, kafka=kafka)  # the service's sweep defaults
+    engine = create_engine(database, application_name="bench-score-rescore")
+    sessions = create_sessionmaker(engine)
+    runner = ConsumerRunner(
+        service="score",
+        subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
+        handler=ScoreHandler(rules),
+        sessions=sessions,
+        schema="score",
+        kafka=kafka,
+        consumer=ConsumerSettings(max_batch_records=500),
+    )
+    producer = create_producer(kafka, client_id="bench-score-rescore")
+    await producer.start()
+    sweep = RescoreSweep(version=rules.version)
+    consuming = asyncio.create_task(runner.run())
+    sweeping = asyncio.create_task(
+        every(
+            settings.rescore_interval_s,
+            lambda: sweep.round(sessions=sessions, producer=producer, settings=settings),
+            name="rescore sweep",
+        )
+    )
+    try:
+        handled, elapsed = await wait_until_handled(
+            url,
+            handled_sql=f"SELECT count(*) FROM score.leads WHERE rule_version = '{rules.version}'",
+            outbox_sql="SELECT count(*) FROM score.outbox",
+            expected=LEADS,
+        )
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+        runner.request_stop()
+        await consuming
+        await producer.stop()
         await engine.dispose()
     return handled / elapsed

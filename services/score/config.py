@@ -21,5 +21,7 @@ class ScoreSettings(ConsumingServiceSettings):
     sweep_interval_s: float = Field(default=300.0, gt=0)
     sweep_stale_after_s: float = Field(default=3600.0, ge=0)
     sweep_batch: int = Field(default=1000, ge=1)
-    # After a rules change: leads on another version are rescored, `sweep_batch` per round.
+    # After a rules change, leads on another version are rescored `sweep_batch` at a time, the
+    # next batch as soon as the last is done; the sweep looks every `rescore_interval_s` and
+    # waits that long at most for a batch before leaving it to the next round.
     rescore_interval_s: float = Field(default=10.0, gt=0)

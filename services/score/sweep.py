@@ -112,9 +112,10 @@ class RescoreSweep:
     (rule_version, lead_id) after a keyset cursor, and whether the last batch is done is a
     primary-key lookup of its ids. Leads on other versions are counted (an index-only range,
     as long as what is left) once per pass, not per round. Within a round, as soon as a batch is
-    done the next is asked, until `rescore_interval_s` is spent, so the rescoring rate follows
-    the consumer's pace rather than one batch per interval. Asking twice is harmless: a lead
-    already on the running rules ignores the request.
+    done the next is asked, so the rescoring rate follows the consumer's pace rather than one
+    batch per interval; a round ends when the pass does, or when a batch is not done within
+    `rescore_interval_s` (the next round looks again). Asking twice is harmless: a lead already
+    on the running rules ignores the request.
     """
 
     def __init__(self, *, version: str) -> None:
@@ -169,11 +170,10 @@ class RescoreSweep:
             )
             self._cursor, self._pending = batch[-1], [lead_id for _, lead_id in batch]
             self._asked_at = clock()
+            deadline = self._asked_at + settings.rescore_interval_s
             progress.asked += len(batch)
             requested += len(batch)
             log.info("rescoring under rules %s: %d leads to go", version, progress.to_rescore)
-            if clock() >= deadline:
-                break
         if self._pending and clock() - self._asked_at > STALLED_AFTER_S:
             # Never stall the pass on requests that do not come back; the leads left behind
             # are found again by the next pass's count.

@@ -164,9 +164,9 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
     """With many leads on the running rules and a few on an old version, every query of the
     rescore and decay sweeps is planned as an index read (EXPLAIN), and they return the few."""
     await db.execute(
-        "INSERT INTO score.leads (lead_id, stage, fit, behaviour, rule_version, as_of) "
+        "INSERT INTO score.leads (lead_id, stage, fit, behaviour, rule_version, as_of, email) "
         "SELECT 'lead-' || lpad(g::text, 6, '0'), CASE WHEN g % 50 = 0 THEN 'mql' ELSE 'lead' END,"
-        " 0, 0, 'v2', now() FROM generate_series(1, 30000) g"
+        " 0, 0, 'v2', now(), 'p' || g || '@example.com' FROM generate_series(1, 30000) g"
     )
     await db.execute(
         "INSERT INTO score.leads (lead_id, stage, fit, behaviour, rule_version) "
@@ -195,6 +195,7 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
             )
             await repository.mqls_to_reevaluate(session, evaluated_before=datetime.now(UTC),
                                                 limit=100)  # fmt: skip
+            found = await repository.find_lead(session, "P77@example.com")  # explain, feedback
     finally:
         await engine.dispose()
     assert [v for v, _ in first] == ["v1"] * 5
@@ -202,8 +203,10 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
     assert [v for v, _ in rest][-6:] == ["v3"] * 6
     assert sorted(lead for _, lead in first + rest) == sorted(f"old-{g}" for g in range(1, 13))
     assert (left, still) == (12, ["old-1", "old-2"])
+    assert found is not None
+    assert found.lead_id == "lead-000077"
 
-    assert len(statements) == 5
+    assert len(statements) == 6
     for statement, parameters in statements:
         plan = json.loads(await db.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *parameters))
         scans = list(_nodes(plan[0]["Plan"]))
