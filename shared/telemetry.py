@@ -64,13 +64,20 @@ def redact_pii(text: str) -> str:
     return _PHONE.sub("<phone>", text)
 
 
+# Loggers whose formatter unpacks `record.args` itself (uvicorn's access log: client, method,
+# path, version, status): their arguments are redacted one by one instead of merged.
+_FORMATTERS_READ_ARGS = frozenset({"uvicorn.access"})
+
+
 def _redacting_factory(factory: Any) -> Any:
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = factory(*args, **kwargs)
-        # Format once, here, so every handler (ours, uvicorn's, a library's) sees the redacted
-        # text: a handler filter would miss loggers that do not propagate to the root.
-        message = redact_pii(record.getMessage())
-        record.msg, record.args = message, None
+        # Redact here, at creation, so every handler (ours, uvicorn's, a library's) sees the
+        # redacted text: a handler filter would miss loggers that do not propagate to the root.
+        if record.name in _FORMATTERS_READ_ARGS and isinstance(record.args, tuple):
+            record.args = tuple(redact_pii(a) if isinstance(a, str) else a for a in record.args)
+        else:  # format once: an argument's str() (an object holding an email) is covered too
+            record.msg, record.args = redact_pii(record.getMessage()), None
         if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = redact_pii(logging.Formatter().formatException(record.exc_info))
         if record.stack_info:

@@ -86,6 +86,8 @@ async def test_kills_and_a_database_outage_lose_nothing_and_double_nothing(
             """,
             sorted(report.acknowledged_mql_users),
         )
+        # Visitors who identified had their anonymous history stitched (merged) under chaos too.
+        stitched = await db.fetchval("SELECT count(*) FROM enrich.merges")
     finally:
         await db.close()
 
@@ -99,3 +101,4 @@ async def test_kills_and_a_database_outage_lose_nothing_and_double_nothing(
     assert counts.sdr_decisions == counts.mql_leads
     assert counts.dead_letters == 0
     assert [tuple(r) for r in buyer_scores] == [(80, 60, "mql")]
+    assert stitched > 0

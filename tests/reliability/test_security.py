@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import time
+from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
 
-from shared.telemetry import redact_pii
+from shared.telemetry import install_pii_redaction, redact_pii
 from shared.topics import CRM_FEEDBACK, EVENTS_RAW
 from tests.fixtures.infra import REPO
 from tests.fixtures.load import SegmentLoad
@@ -213,3 +215,51 @@ async def test_no_email_or_phone_reaches_the_logs_in_clear(
         for name, text in logs.items()
     }
     assert {name: found for name, found in leaks.items() if found} == {}
+
+
+@pytest.fixture
+def redacting() -> Iterator[None]:
+    """Redaction installed in this process for one test (the services install it at start)."""
+    before = logging.getLogRecordFactory()
+    install_pii_redaction()
+    yield
+    logging.setLogRecordFactory(before)
+
+
+@pytest.mark.usefixtures("redacting")
+def test_redaction_keeps_uvicorns_access_log_working() -> None:
+    """uvicorn's access formatter unpacks the record's arguments: they stay, redacted."""
+    from uvicorn.logging import AccessFormatter
+
+    record = logging.getLogger("uvicorn.access").makeRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/v1/leads/ada@initech.com/explain", "1.1", 200),
+        None,
+    )
+    line = AccessFormatter("%(message)s", use_colors=False).format(record)
+    assert line == '127.0.0.1:5000 - "GET /v1/leads/***@initech.com/explain HTTP/1.1" 200'
+
+
+@pytest.mark.usefixtures("redacting")
+def test_redaction_covers_arguments_exceptions_and_objects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("leadflow.test")
+    identity = type(
+        "Identity", (), {"__repr__": lambda self: "Identity(value='ada@initech.com')"}
+    )()
+    with caplog.at_level(logging.INFO, logger="leadflow.test"):
+        log.info("not linking %r (phone %s)", identity, "+14155550123")
+        try:
+            raise ValueError("duplicate key (email)=(grace@globex.com)")
+        except ValueError:
+            log.exception("failed")
+    text = "\n".join(caplog.text.splitlines())
+    for clear in ("ada@", "grace@", "+1415"):
+        assert clear not in text
+    for masked in ("***@initech.com", "***@globex.com", "<phone>"):
+        assert masked in text
