@@ -34,6 +34,8 @@ class StackAddresses:
     # The sample accounts and suppression list of services/enrich/data (the local stack's demo
     # shows account owners and suppressed leads); tests leave them out unless they test them.
     sample_references: bool = False
+    # Extra environment per service, e.g. {"router": {"LEADFLOW_ROUTER_ROUTING_FILE": ...}}.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def environment(self, service: str) -> dict[str, str]:
         import json
@@ -58,7 +60,7 @@ class StackAddresses:
                 "LEADFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
                 "LEADFLOW_CONSUMER_RETRY_MAX_BACKOFF_S": "1",
             }
-        return env
+        return env | self.service_env.get(service, {})
 
     def health_url(self, service: str, path: str = "/readyz") -> str:
         port = self.ingest_port if service == "ingest" else self.health_ports[service]

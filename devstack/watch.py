@@ -17,13 +17,16 @@ from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 def describe(decision: RoutingDecision) -> str:
     who = decision.email or decision.lead_id
     score = f"{decision.score.grade} {decision.score.total:>4}"
+    how = f" [{decision.strategy}]" if decision.strategy not in (None, "nurture_track") else ""
     if decision.owner is not None:
-        target = f"SDR      -> {decision.owner.name} ({decision.owner.team})"
+        target = f"SDR      -> {decision.owner.name} ({decision.owner.team}){how}"
+    elif decision.queue is not None:
+        target = f"SDR      -> queue {decision.queue}"
     else:
         target = f"NURTURE  -> {decision.track}"
     at = decision.decided_at.strftime("%H:%M:%S")
     return (
-        f"{at}  {target:<42} {who:<40} {decision.stage.value:<5} score {score}  "
+        f"{at}  {target:<60} {who:<40} {decision.stage.value:<5} score {score}  "
         f"speed-to-lead {decision.speed_to_lead_ms} ms"
     )
 

@@ -73,7 +73,7 @@ class _Batch:
     loads: dict[str, RepLoad]
     days: dict[str, date]
     decisions: list[NewDecision] = field(default_factory=list)
-    suppressions: list[dict[str, str]] = field(default_factory=list)
+    suppressions: list[dict[str, str | None]] = field(default_factory=list)
     assignments: list[tuple[str, date]] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
 
@@ -163,6 +163,7 @@ class RouterHandler:
                 {
                     "transition_id": change.transition_id,
                     "lead_id": change.lead_id,
+                    "email": change.profile.email,
                     "stage": change.to_stage.value,
                     "reason": route.reason,
                 }
@@ -308,7 +309,7 @@ class RouterHandler:
                 "strategy": assignment.strategy,
                 "supersedes": previous.decision_id,
                 "reasons": [
-                    f"SLA breached: {who} did not accept within {_minutes(window)}",
+                    f"SLA breached: {who} did not accept within {_duration(window)}",
                     *assignment.reasons,
                     *previous.reasons,
                 ],
@@ -339,6 +340,10 @@ def _milliseconds(delta: timedelta) -> int:
     return max(int(delta / timedelta(milliseconds=1)), 0)
 
 
-def _minutes(window: timedelta) -> str:
-    minutes = window.total_seconds() / 60
-    return f"{minutes:g} min"
+def _duration(window: timedelta) -> str:
+    seconds = window.total_seconds()
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"

@@ -151,14 +151,14 @@ class NewDecision:
         }
 
 
-async def record_suppressions(session: AsyncSession, rows: list[dict[str, str]]) -> None:
-    """Rows of transition_id, lead_id, stage, reason."""
+async def record_suppressions(session: AsyncSession, rows: list[dict[str, str | None]]) -> None:
+    """Rows of transition_id, lead_id, email, stage, reason."""
     if rows:
         await session.execute(
             text(
                 """
-                INSERT INTO router.suppressions (transition_id, lead_id, stage, reason)
-                VALUES (:transition_id, :lead_id, :stage, :reason)
+                INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
+                VALUES (:transition_id, :lead_id, :email, :stage, :reason)
                 """
             ),
             rows,
@@ -336,7 +336,7 @@ async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None
             """
             SELECT lead_id FROM router.decisions WHERE lead_id = :key OR email = lower(:key)
             UNION
-            SELECT lead_id FROM router.suppressions WHERE lead_id = :key
+            SELECT lead_id FROM router.suppressions WHERE lead_id = :key OR email = lower(:key)
             LIMIT 1
             """
         ),

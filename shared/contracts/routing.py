@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from shared.contracts.base import AwareDatetime, Contract, Part
 from shared.contracts.leads import Score, Stage
@@ -49,6 +49,44 @@ class RoutingDecision(Contract):
     `speed_to_lead_ms` is `decided_at - received_at`: from ingest receiving the triggering event
     to this decision.
     """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # The route's target rule (validator below), stated for JSON Schema users as well.
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"route": {"const": "sdr"}}},
+                    "then": {
+                        "oneOf": [
+                            {
+                                "required": ["owner"],
+                                "properties": {
+                                    "owner": {"type": "object"},
+                                    "queue": {"type": "null"},
+                                },
+                            },
+                            {
+                                "required": ["queue"],
+                                "properties": {
+                                    "owner": {"type": "null"},
+                                    "queue": {"type": "string"},
+                                },
+                            },
+                        ]
+                    },
+                },
+                {
+                    "if": {"properties": {"route": {"const": "nurture"}}},
+                    "then": {
+                        "required": ["track"],
+                        "properties": {"track": {"type": "string", "minLength": 1}},
+                    },
+                },
+            ]
+        },
+    )
 
     schema_version: Literal[1] = 1
     decision_id: str

@@ -44,7 +44,13 @@ async def test_hot_lead_reaches_an_sdr_with_an_owner(pipeline: Pipeline) -> None
     )
     decision = next(r.json() for r in records if r.json()["email"] == email)
     assert decision["route"] == "sdr"
-    assert decision["owner"]["team"] == "sdr-emea"
+    # acme-robotics.com is a US company (sample firmographics): the AMER territory, whose team
+    # overflows to the always-on inbound desk outside New York office hours.
+    assert decision["territory"] == "amer"
+    assert (decision["owner"]["team"], decision["strategy"]) in {
+        ("sdr-amer", "round_robin"),
+        ("sdr-inbound", "overflow"),
+    }
     assert decision["stage"] == "mql"
     assert decision["name"] == "Vera Kim"
     assert decision["score"]["total"] >= 60
@@ -71,7 +77,7 @@ async def test_lead_below_the_threshold_goes_to_nurture(pipeline: Pipeline) -> N
     decision = next(r.json() for r in records if r.json()["email"] == email)
     assert decision["route"] == "nurture"
     assert decision["owner"] is None
-    assert decision["track"] in {"general-nurture", "high-fit-nurture"}
+    assert decision["track"] in {"general-nurture", "high-fit-nurture", "practitioner-education"}
     # The anonymous download counted once the visitor was known: engaged -> stage lead.
     assert decision["stage"] == "lead"
     assert decision["score"]["behaviour"] == 10

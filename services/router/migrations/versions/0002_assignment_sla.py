@@ -73,8 +73,9 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX sla_breaches_lead_idx ON router.sla_breaches (lead_id)")
-    op.execute("ALTER TABLE router.suppressions ADD COLUMN stage text")
+    op.execute("ALTER TABLE router.suppressions ADD COLUMN stage text, ADD COLUMN email text")
     op.execute("CREATE INDEX suppressions_lead_idx ON router.suppressions (lead_id)")
+    op.execute("CREATE INDEX suppressions_email_idx ON router.suppressions (email)")
     op.execute("DROP TABLE router.team_turns")
 
 

@@ -1,0 +1,308 @@
+"""The router through the real broker and database: owners, two instances sharing one team,
+SLA breaches, suppression, and a CRM consuming decisions with an independent Kafka client."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.broker import free_port
+from devstack.processes import ServiceProcess
+from examples.crm_consumer import consume_decisions
+from shared.codec import encode
+from shared.contracts import Consent, CrmFeedback, LeadProfile, LifecycleChanged, Score, Stage
+from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTING_NURTURE, ROUTING_SDR
+from tests.fixtures.pipeline import Pipeline, Record
+
+ALWAYS_ON_TEAM = """\
+version: test-router
+teams:
+  - name: sdr
+    manager: {id: mgr-emmy, name: Emmy Noether, email: emmy@example.com}
+    reps:
+      - {id: rep-a, name: Rep A, email: a@example.com, weight: 2, daily_cap: 20}
+      - {id: rep-b, name: Rep B, email: b@example.com, daily_cap: 10}
+      - {id: rep-c, name: Rep C, email: c@example.com, daily_cap: 10}
+default_team: sdr
+fallback_queue: sdr-unassigned
+nurture: {default: general-nurture}
+sla:
+  default: SLA
+"""
+
+
+def use_routing(pipeline: Pipeline, tmp_path: Path, *, sla: str = "4h", **env: str) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ALWAYS_ON_TEAM.replace("SLA", sla))
+    pipeline.addresses.service_env["router"] = {
+        "LEADFLOW_ROUTER_ROUTING_FILE": str(path),
+        **{f"LEADFLOW_ROUTER_{k.upper()}": v for k, v in env.items()},
+    }
+
+
+def mql(lead_id: str, *, email: str | None = None, priority: str = "A1") -> LifecycleChanged:
+    now = datetime.now(UTC)
+    return LifecycleChanged(
+        transition_id=f"{lead_id}:mql:msg-1",
+        lead_id=lead_id,
+        from_stage=Stage.LEAD,
+        to_stage=Stage.MQL,
+        reason="total score 110 >= MQL threshold 80",
+        at=now,
+        received_at=now,
+        profile=LeadProfile(email=email or f"{lead_id}@example.com", first_name="Lee"),
+        consent=Consent(),
+        score=Score(fit=35, behaviour=75, total=110, grade="A", band=1, priority=priority),
+    )
+
+
+def send(pipeline: Pipeline, change: LifecycleChanged) -> None:
+    pipeline.produce_raw(LEADS_LIFECYCLE, encode(change), key=change.lead_id.encode())
+
+
+def decisions_of(records: list[Record], lead_id: str) -> list[dict[str, Any]]:
+    return [r.json() for r in records if r.json()["lead_id"] == lead_id]
+
+
+async def routing_history(pipeline: Pipeline, key: str) -> dict[str, Any]:
+    url = pipeline.addresses.health_url("router", f"/v1/leads/{key}/routing")
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+# ---- two instances, one team ------------------------------------------------------------------
+
+
+async def test_two_router_instances_share_the_load_without_giving_a_slot_twice(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    use_routing(pipeline, tmp_path)
+    await pipeline.start("router")
+    second = ServiceProcess(
+        "router",
+        dataclasses.replace(
+            pipeline.addresses,
+            health_ports={**pipeline.addresses.health_ports, "router": free_port()},
+        ),
+        log_file=tmp_path / "router-2.log",
+    ).start()
+    try:
+        await asyncio.to_thread(second.wait_ready)
+        await asyncio.to_thread(pipeline.processes["router"].wait_ready)
+        await asyncio.sleep(1)  # both members assigned: the group has settled
+
+        leads = [f"lead-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(60)]
+        for lead in leads:
+            send(pipeline, mql(lead))
+        records = await pipeline.read(
+            ROUTING_SDR.full_name(pipeline.prefix),
+            until=lambda rs: len({r.json()["lead_id"] for r in rs}) >= 60,
+            timeout_s=60,
+        )
+        await asyncio.sleep(2)
+        records = await pipeline.read_all(ROUTING_SDR.full_name(pipeline.prefix), settle_s=1)
+
+        decisions = [r.json() for r in records]
+        assert len(decisions) == 60, "one decision per transition, none twice"
+        assert len({d["decision_id"] for d in decisions}) == 60
+        owners = Counter(d["owner"]["id"] if d["owner"] else d["queue"] for d in decisions)
+        # Capacity is 40 (caps 20/10/10): exactly filled, never exceeded, the rest queued.
+        assert owners == {"rep-a": 20, "rep-b": 10, "rep-c": 10, "sdr-unassigned": 20}
+        queued = [d for d in decisions if d["queue"]]
+        assert all(d["strategy"] == "fallback_queue" for d in queued)
+        assert "rep-a at daily cap 20" in queued[0]["reasons"][-1]
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            counts = [
+                (await client.get(url)).text.count("leadflow_router_decisions_total{")
+                for url in (
+                    pipeline.addresses.health_url("router", "/metrics"),
+                    second.addresses.health_url("router", "/metrics"),
+                )
+            ]
+        assert all(counts), f"both instances decided something: {counts}{pipeline.logs()}"
+    finally:
+        await asyncio.to_thread(second.stop)
+
+
+# ---- SLA --------------------------------------------------------------------------------------
+
+
+async def test_an_sla_breach_reassigns_then_escalates_and_acceptance_stops_the_timer(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    use_routing(
+        pipeline,
+        tmp_path,
+        sla="3s\n  reassign_at_most: 1",
+        sla_check_interval_s="0.3",
+        sla_recheck_s="1",
+    )
+    await pipeline.start("router")
+    ignored, accepted = f"ignored-{uuid.uuid4().hex[:6]}", f"accepted-{uuid.uuid4().hex[:6]}"
+    send(pipeline, mql(ignored))
+    send(pipeline, mql(accepted))
+    topic = ROUTING_SDR.full_name(pipeline.prefix)
+    first = await pipeline.read(topic, until=lambda rs: len(rs) >= 2)
+    pipeline.produce_raw(
+        CRM_FEEDBACK,
+        encode(
+            CrmFeedback(
+                feedback_id=f"fb-{accepted}",
+                lead_id=accepted,
+                outcome="accepted",
+                owner_id=decisions_of(first, accepted)[0]["owner"]["id"],
+                at=datetime.now(UTC),
+            )
+        ),
+        key=accepted.encode(),
+    )
+
+    records = await pipeline.read(
+        topic, until=lambda rs: len(decisions_of(rs, ignored)) >= 3, timeout_s=30
+    )
+    await asyncio.sleep(5)  # more than the SLA again: nothing new may come
+    records = await pipeline.read_all(topic, settle_s=1)
+
+    chain = decisions_of(records, ignored)
+    assert [d["strategy"] for d in chain] == ["round_robin", "sla_reassigned", "sla_escalated"]
+    owners = [d["owner"]["id"] for d in chain]
+    assert owners[0] != owners[1], "reassigned to someone who has not had the lead"
+    assert owners[2] == "mgr-emmy"
+    assert [d["supersedes"] for d in chain] == [
+        None,
+        chain[0]["decision_id"],
+        chain[1]["decision_id"],
+    ]
+    assert len({d["transition_id"] for d in chain}) == 1
+    assert chain[1]["reasons"][0] == f"SLA breached: {owners[0]} did not accept within 3 s"
+    assert len(decisions_of(records, accepted)) == 1, "accepted in time: never reassigned"
+
+    history = await routing_history(pipeline, ignored)
+    # The manager's SLA ran out too (recorded), but an escalated lead stays with the manager.
+    assert [b["owner_id"] for b in history["sla_breaches"]] == owners
+    assert history["decisions"][0]["closed_reason"] == "SLA breached: sla_reassigned"
+    accepted_history = await routing_history(pipeline, f"{accepted}@example.com")
+    assert accepted_history["decisions"][0]["closed_reason"] == "crm: accepted"
+    assert accepted_history["sla_breaches"] == []
+
+
+# ---- through the whole pipeline ---------------------------------------------------------------
+
+
+async def test_a_hot_lead_from_an_owned_account_goes_to_its_owner(pipeline: Pipeline) -> None:
+    pipeline.addresses.sample_references = True  # accounts.csv: globex.com is rep-alan's
+    await pipeline.start("ingest", "enrich", "score", "router")
+    email = f"hank.{uuid.uuid4().hex[:6]}@globex.com"
+    user = f"u-{uuid.uuid4().hex[:6]}"
+
+    for path, body in [
+        (
+            "/v1/identify",
+            {
+                "userId": user,
+                "traits": {"email": email, "name": "Hank Scorpio", "title": "VP of Operations"},
+            },
+        ),
+        ("/v1/track", {"userId": user, "event": "Demo Requested"}),
+    ]:
+        assert (await pipeline.post(path, body)).status_code == 200
+
+    records = await pipeline.read(
+        ROUTING_SDR.full_name(pipeline.prefix),
+        until=lambda rs: any(r.json()["email"] == email for r in rs),
+        timeout_s=60,
+    )
+    decision = next(r.json() for r in records if r.json()["email"] == email)
+    assert decision["owner"]["id"] == "rep-alan"
+    assert decision["strategy"] == "account_owner"
+    assert decision["account_id"] == "acct-0002"
+    assert decision["reasons"][-1] == "account owner of Globex Corporation (acct-0002)"
+
+
+async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
+    pipeline: Pipeline,
+) -> None:
+    await pipeline.start("ingest", "enrich", "score", "router")
+    email = f"olga.{uuid.uuid4().hex[:6]}@initech.com"
+    user = f"u-{uuid.uuid4().hex[:6]}"
+
+    for path, body in [
+        (
+            "/v1/identify",
+            {
+                "userId": user,
+                "traits": {"email": email, "title": "VP of Sales", "unsubscribed": True},
+            },
+        ),
+        ("/v1/track", {"userId": user, "event": "Demo Requested"}),
+        ("/v1/track", {"userId": user, "event": "Pricing Viewed"}),
+    ]:
+        assert (await pipeline.post(path, body)).status_code == 200
+
+    async def suppressed() -> dict[str, Any]:
+        url = pipeline.addresses.health_url("router", f"/v1/leads/{email}/routing")
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(300):
+                response = await client.get(url)
+                if response.status_code == 200 and response.json()["suppressions"]:
+                    return dict(response.json())
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"no suppression recorded{pipeline.logs()}")
+
+    history = await suppressed()
+    await asyncio.sleep(2)
+
+    assert history["decisions"] == []
+    assert history["suppressions"][0]["reason"].startswith("opted out")
+    for topic in (ROUTING_SDR, ROUTING_NURTURE):
+        records = await pipeline.read_all(topic.full_name(pipeline.prefix), settle_s=1)
+        assert not [r for r in records if r.json()["email"] == email]
+
+
+# ---- a CRM consuming decisions ------------------------------------------------------------------
+
+
+async def test_a_crm_consumes_decisions_with_confluent_kafka_and_each_matches_the_schema(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    use_routing(pipeline, tmp_path)
+    await pipeline.start("router")
+    leads = [f"crm-{n}-{uuid.uuid4().hex[:6]}" for n in range(12)]
+    for lead in leads:
+        send(pipeline, mql(lead, priority="B2"))
+    valid: list[dict[str, Any]] = []
+    invalid: list[str] = []
+    done = threading.Event()
+
+    def collect(decision: dict[str, Any]) -> None:
+        valid.append(decision)
+        if len(valid) == len(leads):
+            done.set()
+
+    worker = asyncio.to_thread(
+        consume_decisions,
+        bootstrap=pipeline.addresses.kafka_bootstrap,
+        topic=ROUTING_SDR.full_name(pipeline.prefix),
+        group_id=f"crm-{uuid.uuid4().hex[:6]}",
+        on_decision=collect,
+        on_invalid=lambda raw, reason: invalid.append(reason),
+        should_stop=done.is_set,
+    )
+    await asyncio.wait_for(worker, timeout=60)
+
+    assert invalid == []
+    assert sorted(d["lead_id"] for d in valid) == sorted(leads)
+    assert all(d["sla_due_at"] and d["speed_to_lead_ms"] >= 0 for d in valid)
+    assert json.loads(json.dumps(valid[0]))["owner"]["team"] == "sdr"
