@@ -28,6 +28,11 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     linger_ms: int = Field(default=5, ge=0)
+    # How long the broker may hold a consumer's fetch when no data is waiting. Real Kafka answers
+    # as soon as one byte is there (fetch.min.bytes=1); the development broker (Tansu) holds every
+    # fetch for the full wait, which at aiokafka's 500 ms default added ~200 ms per hop
+    # (3 hops from ingest to a routing decision). Short waits cost only idle fetch requests.
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
     # Bytes per partition batch. aiokafka's 16 KB default holds ~16 raw events; 256 KB doubled
     # produce throughput here (bench/broker.py) at no latency cost (linger still bounds waits).
     max_batch_bytes: int = Field(default=262_144, ge=16_384)
