@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from services.score.engine.ruleset import DEFAULT_RULES_FILE, RulesFileError, load_rules
+from services.score.engine.ruleset import (
+    DEFAULT_RULES_FILE,
+    RulesFileError,
+    load_rules,
+    parse_rules,
+)
 
 HEADER = """\
 version: "test-1"
@@ -139,3 +144,13 @@ def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.yaml"
     with pytest.raises(RulesFileError, match=f"^{re.escape(str(path))}: "):
         load_rules(path)
+
+
+def test_rules_in_hand_name_their_source_line_and_field() -> None:
+    """As a request body (the simulate endpoint): the same checks, the source named."""
+    assert parse_rules(VALID, source="request body").version == "test-1"
+    bad = HEADER + "  - {id: x, group: intent, points: 5, reason: r, when: {count: vp}}\n"
+    with pytest.raises(RulesFileError) as refused:
+        parse_rules(bad, source="request body")
+    assert str(refused.value).startswith("request body: line 9: rules.0.when.count")
+    assert "a count needs at_least and/or below" in str(refused.value)
