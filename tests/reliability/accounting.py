@@ -36,6 +36,7 @@ class Accounting:
     sdr_decisions: int
     leads_without_one_decision: int
     dead_letters: int
+    duplicate_rows: tuple[str, ...] = ()  # score's rows of each duplicated message, for a report
 
     def table(self, title: str) -> str:
         rows = [
@@ -110,6 +111,7 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
         )
     }
     duplicates = sum(1 for n in rows_per_message.values() if n > 1) + int(ledger_doubles)
+    duplicate_rows = await _duplicate_rows(db, ids) if duplicates else ()
 
     mql_leads = {
         r["lead_id"]
@@ -157,7 +159,43 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
         sdr_decisions=sum(decisions.values()),
         leads_without_one_decision=len(without_one),
         dead_letters=sum(len(records) for records in letters.values()),
+        duplicate_rows=duplicate_rows,
     )
+
+
+async def _duplicate_rows(db: asyncpg.Connection, ids: list[str]) -> tuple[str, ...]:
+    rows = await db.fetch(
+        """
+        WITH twice AS (
+            SELECT message_id FROM score.history WHERE message_id = ANY($1)
+            GROUP BY message_id HAVING count(*) > 1
+            UNION
+            SELECT message_id FROM score.ledger WHERE message_id = ANY($1)
+            GROUP BY message_id, rule_id HAVING count(*) > 1)
+        SELECT 'history' AS t, h.message_id, h.lead_id, h.at::text AS at, h.behaviour::text AS x,
+               l.merged_into, l.stage
+        FROM score.history h JOIN twice USING (message_id)
+        LEFT JOIN score.leads l USING (lead_id)
+        UNION ALL
+        SELECT 'ledger', g.message_id, g.lead_id, g.event_time::text,
+               g.rule_id || ' ' || g.points, l.merged_into, l.stage
+        FROM score.ledger g JOIN twice USING (message_id)
+        LEFT JOIN score.leads l USING (lead_id)
+        ORDER BY 2, 1, 3
+        """,
+        ids,
+    )
+    merges = await db.fetch(
+        "SELECT surviving_lead_id, merged_lead_id, reason, history_replayed FROM enrich.merges"
+    )
+    leads = {r["lead_id"] for r in rows}
+    related = [
+        f"merge {m['merged_lead_id']} -> {m['surviving_lead_id']} ({m['reason']}, "
+        f"replayed={m['history_replayed']})"
+        for m in merges
+        if {m["merged_lead_id"], m["surviving_lead_id"]} & leads
+    ]
+    return tuple(" | ".join(str(v) for v in r.values()) for r in rows) + tuple(related)
 
 
 async def dead_letters(pipeline: Pipeline) -> dict[str, list[Record]]:

@@ -93,7 +93,9 @@ async def test_kills_and_a_database_outage_lose_nothing_and_double_nothing(
 
     assert report.statuses["200"] > 0.8 * report.batches  # the load really ran through the chaos
     assert counts.acknowledged > 0
-    assert (counts.lost, counts.duplicates, counts.enrich_missing) == (0, 0, 0), pipeline.logs()
+    assert (counts.lost, counts.duplicates, counts.enrich_missing) == (0, 0, 0), (
+        "\n".join(counts.duplicate_rows) + pipeline.logs()
+    )
     assert counts.processed == counts.acknowledged
     assert counts.acknowledged_mql_not_mql == 0
     assert counts.mql_leads >= len(report.acknowledged_mql_users) > 0

@@ -1,11 +1,13 @@
 """Two instances of each consumer in one group under load; SIGKILL one of each: the survivors
-take over every partition, and nothing is lost or counted twice."""
+take over every partition, and nothing is lost or counted twice. And two score instances
+folding merges while the merged leads' own events are scored next door."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -59,7 +61,10 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
         service: {(f"{first.prefix}{t}", p) for t in topics for p in range(PARTITIONS)}
         for service, topics in CONSUMERS.items()
     }
-    load = SegmentLoad(ingest_url=first.ingest_url, write_key=WRITE_KEY, batches_per_s=5)
+    # No merges here: with two score instances they hit a known bug (see the next test).
+    load = SegmentLoad(
+        ingest_url=first.ingest_url, write_key=WRITE_KEY, batches_per_s=5, stitch_every=0
+    )
     traffic = asyncio.create_task(load.run())
     await asyncio.sleep(8)  # both instances of each consumer share the partitions by now
     for service in CONSUMERS:
@@ -82,9 +87,79 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
     print()
     print(counts.table(f"scaling: {report.batches} batches, HTTP {dict(report.statuses)}"))
     assert report.statuses["200"] == report.batches
-    assert (counts.lost, counts.duplicates, counts.enrich_missing) == (0, 0, 0), second.logs()
+    assert (counts.lost, counts.duplicates, counts.enrich_missing) == (0, 0, 0), (
+        "\n".join(counts.duplicate_rows) + second.logs()
+    )
     assert counts.processed == counts.acknowledged > 0
     assert counts.acknowledged_mql_not_mql == 0
     assert counts.leads_without_one_decision == 0
     assert counts.sdr_decisions == counts.mql_leads >= len(report.acknowledged_mql_users) > 0
     assert counts.dead_letters == 0
+
+
+PAIRS = 40
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "score: a lead merged by one instance while another scores that lead's first event is "
+        "resurrected unmerged (save_leads' upsert writes merged_into = NULL over fold_merged's "
+        "mark; load_leads' FOR UPDATE cannot lock a row that does not exist yet), so the "
+        "event counts under both leads"
+    ),
+)
+@pytest.mark.timeout(300)
+async def test_two_score_instances_count_a_merged_visitors_events_once(
+    pipeline_factory: PipelineFactory, db: asyncpg.Connection
+) -> None:
+    """Known people come back on another device: in one batch each new visitor's first page
+    view and the identify that merges the visitor into the person. The page view is scored on
+    the visitor's partition, the merge folded on the person's: with two score instances, by
+    different processes at the same time."""
+    first, second = pipeline_factory(), pipeline_factory()
+    await first.start("ingest", "enrich", "score")
+    await second.start("score")
+    run = uuid.uuid4().hex[:6]
+    people = [f"p-{run}-{i}" for i in range(PAIRS)]
+    identifies = [
+        {"type": "identify", "userId": p, "traits": {"email": f"{p}@initech.com"}} for p in people
+    ]
+    assert (await first.post("/v1/batch", {"batch": identifies})).status_code == 200
+    await _wait_for(db, "SELECT count(*) FROM score.leads WHERE identified", PAIRS)
+
+    calls: list[dict[str, object]] = []
+    for i, person in enumerate(people):
+        visitor, page = f"v-{run}-{i}", f"m-{run}-{i}"
+        calls += [
+            {"type": "page", "anonymousId": visitor, "name": "/pricing", "messageId": page},
+            {"type": "identify", "anonymousId": visitor, "userId": person},
+        ]
+    assert (await first.post("/v1/batch", {"batch": calls})).status_code == 200
+    pages = [f"m-{run}-{i}" for i in range(PAIRS)]
+    await _wait_for(
+        db,
+        "SELECT count(DISTINCT message_id) FROM score.history WHERE message_id LIKE 'm-%'",
+        PAIRS,
+    )
+    await asyncio.sleep(3)  # let both instances finish what they hold
+
+    scored = await db.fetch(
+        "SELECT message_id, count(*) AS n FROM score.history WHERE message_id = ANY($1) "
+        "GROUP BY message_id",
+        pages,
+    )
+    twice = sorted(r["message_id"] for r in scored if r["n"] > 1)
+    zombies = await db.fetchval(
+        "SELECT count(*) FROM score.leads WHERE stage = 'anonymous' AND merged_into IS NULL"
+    )
+    assert (twice, zombies) == ([], 0), f"{len(twice)} of {PAIRS} page views scored twice"
+
+
+async def _wait_for(
+    db: asyncpg.Connection, query: str, expected: int, timeout_s: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await db.fetchval(query) < expected:
+        assert time.monotonic() < deadline, f"{query}: not {expected} after {timeout_s}s"
+        await asyncio.sleep(0.5)
