@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from confluent_kafka import Producer
 
 from shared.settings import KafkaSettings
 from shared.topics import all_topic_names
@@ -33,6 +35,49 @@ def create_producer(
     )
 
 
+def create_confluent_producer(
+    settings: KafkaSettings,
+    *,
+    client_id: str,
+    delivery_timeout_ms: int,
+    error_cb: Callable[[Any], None] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Producer:
+    """A confluent-kafka (librdkafka) producer with the same guarantees as `create_producer`:
+    acks=all, keys on the same partitions as the Java client and aiokafka (murmur2), and
+    idempotence as configured (on for real Kafka, off on the development broker).
+
+    librdkafka does the per-record work in C, several times aiokafka's rate (DESIGN.md), but
+    reports deliveries only from `poll()`/`flush()`: the caller must serve them (see
+    `services/ingest/publisher.py`). A record not acknowledged within `delivery_timeout_ms`
+    (retries included) is reported as failed, so nothing waits forever or is dropped unseen.
+    Without idempotence one request is in flight per connection, so a retried batch cannot
+    overtake the next one and a key's records stay in order. `overrides` are librdkafka
+    properties that replace these.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": settings.enable_idempotence,
+        "partitioner": "murmur2_random",
+        "linger.ms": settings.linger_ms,
+        "batch.size": settings.max_batch_bytes,
+        "compression.type": settings.compression_type or "none",
+        "request.timeout.ms": settings.request_timeout_ms,
+        "message.timeout.ms": max(delivery_timeout_ms, settings.linger_ms + 1),
+        # A produce request is one segment of a few KB; waiting for the previous one's ACK
+        # (Nagle) would only add latency.
+        "socket.nagle.disable": True,
+        "logger": logging.getLogger(f"librdkafka.{client_id}"),
+    }
+    if not settings.enable_idempotence:
+        config["max.in.flight.requests.per.connection"] = 1
+    if error_cb is not None:
+        config["error_cb"] = error_cb
+    return Producer({**config, **(overrides or {})})
+
+
 def create_consumer(
     settings: KafkaSettings, *, group_id: str, client_id: str, max_batch_records: int
 ) -> AIOKafkaConsumer:
@@ -45,6 +90,7 @@ def create_consumer(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=max_batch_records,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,

@@ -31,6 +31,8 @@ class IngestSettings(ServiceSettings):
             raise ValueError("at least one write key is needed")
         if any(not key.strip() for key in keys):
             raise ValueError("a write key cannot be blank")
+        if any(not source.strip() for source in keys.values()):
+            raise ValueError("a source name cannot be blank (it is every event's `source`)")
         return keys
 
     def secret_keys(self) -> dict[SecretStr, str]:

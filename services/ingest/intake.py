@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-from services.ingest.tracking import CALLS, to_raw_event
-from shared.contracts import RawEvent
+from services.ingest.tracking import CALLS, TrackingCall, as_utc_when_naive, raw_event_fields
+from services.ingest.wire import EncodedEvent, encode_fields
 
 KB = 1024
 MAX_CALL_BYTES = 32 * KB
@@ -74,73 +75,139 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 def events_from(
     body: dict[str, Any], *, endpoint: str, source: str, received_at: datetime
-) -> list[RawEvent]:
-    """The events a parsed body asks for: one for `/v1/<type>`, each item of `/v1/batch`.
+) -> list[EncodedEvent]:
+    """The `events.raw` records a parsed body asks for: one for `/v1/<type>`, each item of
+    `/v1/batch`, in order. Each call is validated once and serialised once.
 
     Raises `Refused` with every reason (up to `MAX_REASONS`), naming batch items by index.
     """
     if endpoint != "batch":
-        return [_event(body, call_type=endpoint, source=source, received_at=received_at)]
+        return [_single_event(body, call_type=endpoint, source=source, received_at=received_at)]
     items = body.get("batch")
     if not isinstance(items, list):
         raise Refused(["batch: must be a list of calls"])
     if not items:
         raise Refused(["batch: must hold at least one call"])
-    shared = _batch_wide(body)
-    events: list[RawEvent] = []
-    reasons: list[str] = []
+    wide = _batch_wide(body)
+    reasons: dict[int, list[str]] = {}
+    checked: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(items):
+        problem = _item_problem(item)
+        if problem is not None:
+            reasons[index] = [problem]
+            continue
+        checked.append((index, _with_batch_wide(item, wide)))
+        if wide.sent_at_problem is not None and item.get("sentAt") is None:
+            reasons[index] = [f"sentAt: {wide.sent_at_problem}"]
+    calls: list[TrackingCall] = []
+    try:
+        # One validation for every call of the batch: a call into pydantic per call costs more.
+        calls = _BATCH_ITEMS.validate_python([item for _, item in checked])
+    except ValidationError as exc:
+        for position, item_reasons in _reasons_by_position(exc).items():
+            reasons.setdefault(checked[position][0], []).extend(item_reasons)
+    if reasons:
+        raise _refusal(reasons)
+    events = []
+    for (index, _), call in zip(checked, calls, strict=True):
         try:
-            call = _batch_item(item, shared)
             events.append(
-                _event(call, call_type=call.get("type"), source=source, received_at=received_at)
+                _encoded(call, source=source, received_at=received_at, sent_at=wide.sent_at)
             )
         except Refused as refused:
-            reasons += [f"batch[{index}]: {reason}" for reason in refused.reasons]
+            reasons[index] = refused.reasons
     if reasons:
-        if len(reasons) > MAX_REASONS:
-            reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more"]
-        raise Refused(reasons)
+        raise _refusal(reasons)
     return events
 
 
-def _batch_wide(body: dict[str, Any]) -> dict[str, Any]:
+def _refusal(reasons: dict[int, list[str]]) -> Refused:
+    """The reasons of a batch's calls by index, in index order, at most `MAX_REASONS`."""
+    lines = [f"batch[{index}]: {line}" for index in sorted(reasons) for line in reasons[index]]
+    if len(lines) > MAX_REASONS:
+        lines = [*lines[:MAX_REASONS], f"... and {len(lines) - MAX_REASONS} more"]
+    return Refused(lines)
+
+
+_BATCH_ITEMS: TypeAdapter[list[TrackingCall]] = TypeAdapter(
+    list[Annotated[TrackingCall, Field(discriminator="type")]]
+)
+_SENT_AT: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+@dataclass(frozen=True)
+class _BatchWide:
+    """What a batch says for all its calls (a call's own values win)."""
+
+    context: dict[str, Any]
+    integrations: dict[str, Any]
+    sent_at: datetime | None  # parsed once for the batch, not once per call
+    sent_at_problem: str | None  # why the batch's sentAt is not a time, if it is not
+
+
+def _batch_wide(body: dict[str, Any]) -> _BatchWide:
     """What a batch says for all its calls; wrong types here are reported, not ignored."""
-    shared: dict[str, Any] = {}
+    shared: dict[str, dict[str, Any]] = {}
     reasons = []
     for name in ("context", "integrations"):
         value = body.get(name)
         if value is not None and not isinstance(value, dict):
             reasons.append(f"{name}: must be an object")
-        elif value:
-            shared[name] = value
-    if body.get("sentAt") is not None:
-        shared["sentAt"] = body["sentAt"]
+        else:
+            shared[name] = value or {}
     if reasons:
         raise Refused(reasons)
-    return shared
+    sent_at, problem = None, None
+    if body.get("sentAt") is not None:
+        try:
+            sent_at = _SENT_AT.validate_python(body["sentAt"])
+        except ValidationError as exc:
+            problem = "; ".join(reasons_of(exc))
+        else:
+            sent_at = as_utc_when_naive(sent_at)
+    return _BatchWide(shared["context"], shared["integrations"], sent_at, problem)
 
 
-def _batch_item(item: Any, shared: dict[str, Any]) -> dict[str, Any]:
+def _item_problem(item: Any) -> str | None:
+    """Why a batch item cannot be validated as a call at all, or None."""
     if not isinstance(item, dict):
-        raise Refused(["must be a JSON object"])
+        return "must be a JSON object"
+    call_type = item.get("type")
+    if not isinstance(call_type, str) or call_type not in CALLS:
+        return f"type: must be one of {', '.join(CALLS)}, got {call_type!r}"
     size = len(orjson.dumps(item))
     if size > MAX_CALL_BYTES:
-        raise Refused([f"call is {size // KB} KB, larger than {MAX_CALL_BYTES // KB} KB"])
-    if not shared:
+        return f"call is {size // KB} KB, larger than {MAX_CALL_BYTES // KB} KB"
+    return None
+
+
+def _with_batch_wide(item: dict[str, Any], wide: _BatchWide) -> dict[str, Any]:
+    """The item with the batch's context and integrations under its own (sentAt is applied
+    after validation, see `_encoded`)."""
+    if not (wide.context or wide.integrations):
         return item
     merged = dict(item)
-    for name in ("context", "integrations"):
-        if name in shared:
+    for name, shared in (("context", wide.context), ("integrations", wide.integrations)):
+        if shared:
             own = item.get(name)
-            merged[name] = {**shared[name], **own} if isinstance(own, dict) else shared[name]
-    if "sentAt" in shared and item.get("sentAt") is None:
-        merged["sentAt"] = shared["sentAt"]
+            merged[name] = {**shared, **own} if isinstance(own, dict) else shared
     return merged
 
 
-def _event(call: dict[str, Any], *, call_type: Any, source: str, received_at: datetime) -> RawEvent:
-    model = CALLS.get(call_type) if isinstance(call_type, str) else None
+def _reasons_by_position(exc: ValidationError) -> dict[int, list[str]]:
+    """A list validation's errors per list position; locations start (position, type, ...)."""
+    reasons: dict[int, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        position, *location = error["loc"]
+        assert isinstance(position, int)
+        reasons.setdefault(position, []).append(_reason(location[1:], error["msg"]))
+    return reasons
+
+
+def _single_event(
+    call: dict[str, Any], *, call_type: str, source: str, received_at: datetime
+) -> EncodedEvent:
+    model = CALLS.get(call_type)
     if model is None:
         raise Refused([f"type: must be one of {', '.join(CALLS)}, got {call_type!r}"])
     if call.get("type", call_type) != call_type:
@@ -149,18 +216,35 @@ def _event(call: dict[str, Any], *, call_type: Any, source: str, received_at: da
         parsed = model.model_validate(call)
     except ValidationError as exc:
         raise Refused(reasons_of(exc)) from None
+    return _encoded(parsed, source=source, received_at=received_at, sent_at=None)
+
+
+def _encoded(
+    call: TrackingCall, *, source: str, received_at: datetime, sent_at: datetime | None
+) -> EncodedEvent:
     try:
-        return to_raw_event(parsed, source=source, received_at=received_at)
+        fields = raw_event_fields(
+            call, source=source, received_at=received_at, batch_sent_at=sent_at
+        )
     except OverflowError:
         # receivedAt - (sentAt - timestamp) falls outside the calendar (years 1-9999).
         raise Refused(["timestamp: too far from sentAt to correct the client's clock"]) from None
+    try:
+        return encode_fields(fields)
+    except orjson.JSONEncodeError as exc:
+        # Not reachable from a body orjson parsed; a reason beats a 500 all the same.
+        raise Refused([f"call cannot be stored as JSON: {exc}"]) from None
 
 
 def reasons_of(exc: ValidationError) -> list[str]:
     """pydantic errors as `field: message` lines (wire names, no URLs)."""
-    reasons = []
-    for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        reasons.append(f"{location}: {message}" if location else message)
-    return reasons
+    return [
+        _reason(error["loc"], error["msg"])
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _reason(location: Sequence[int | str], message: str) -> str:
+    where = ".".join(str(part) for part in location)
+    message = message.removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

@@ -21,6 +21,8 @@ from services.ingest.intake import (
     json_object,
     limit_for,
 )
+from shared.codec import decode
+from shared.contracts import RawEvent
 from tests.unit.builders import NOW
 
 pytestmark = pytest.mark.unit
@@ -28,8 +30,12 @@ pytestmark = pytest.mark.unit
 IDS = {"anonymousId": "anon-1", "userId": "usr-1"}
 
 
-def accept(body: dict[str, Any], endpoint: str = "batch") -> list[Any]:
-    return events_from(body, endpoint=endpoint, source="website", received_at=NOW)
+def accept(body: dict[str, Any], endpoint: str = "batch") -> list[RawEvent]:
+    """The accepted events as the topic's consumers will read them (decoded from the wire)."""
+    records = events_from(body, endpoint=endpoint, source="website", received_at=NOW)
+    events = [decode(record.value, RawEvent) for record in records]
+    assert [record.key for record in records] == [e.partition_key.encode() for e in events]
+    return events
 
 
 def refusal(body: dict[str, Any], endpoint: str = "batch") -> list[str]:
@@ -254,10 +260,18 @@ def test_malformed_batches_are_refused(body: dict[str, Any], reason: str) -> Non
 
 
 def test_events_encode_to_their_contract() -> None:
-    [event] = accept({"batch": [{"type": "group", **IDS, "groupId": "g", "messageId": "m"}]})
+    [record] = events_from(
+        {"batch": [{"type": "group", **IDS, "groupId": "g", "messageId": "m"}]},
+        endpoint="batch",
+        source="website",
+        received_at=NOW,
+    )
 
-    wire = orjson.loads(orjson.dumps(event.model_dump(mode="json", by_alias=True)))
+    wire = orjson.loads(record.value)
 
+    assert record.key == b"anon-1"
     assert wire["groupId"] == "g"
     assert wire["type"] == "group"
     assert wire["receivedAt"].startswith("2026-")
+    # Byte for byte what the contract model itself writes.
+    assert record.value == decode(record.value, RawEvent).model_dump_json(by_alias=True).encode()
