@@ -1,13 +1,22 @@
-"""End to end: speed-to-lead at steady loads through the whole stack.
+"""End to end: sustained throughput and speed-to-lead through the whole stack.
 
 The four services run as their own processes (`python -m services.<name>`, as deployed) on the
 bench broker and a fresh database; realistic website traffic (bench/traffic.py) is posted to
-ingest as Segment `/v1/batch` calls at a fixed rate for `BENCH_PIPELINE_S` seconds (default
-30) after a 5 s warm-up. Speed-to-lead is each `routing.sdr` decision's `speed_to_lead_ms`:
-from ingest receiving the event that made the lead an MQL to the router's decision (one clock:
-the same machine). Also reported: the rate ingest acknowledged, how long the pipeline needed
-after the load stopped to route the last MQL (a growing backlog shows as a long drain), and
-each service's peak RSS.
+ingest as Segment `/v1/batch` calls. One stack serves every step, drained between steps:
+
+1. Full load: ingest is driven as fast as it answers for a few seconds; each consuming
+   service's rate is read from its consumed offsets in PostgreSQL. The slowest stage estimates
+   what the pipeline can sustain.
+2. Sustained: steady loads from that estimate upwards (x1, x1.5, x2, ...) for
+   `BENCH_PIPELINE_S` seconds each (default 30); a load is sustained when the pipeline has
+   applied everything within DRAIN_LIMIT_S of the load's end (no lasting lag growth). The
+   highest sustained load is the figure; it is also printed as a share of the raw broker
+   ceiling measured in the same run (aiokafka produce of same-size messages).
+3. Speed-to-lead at 100 and 1,000 events/s and at half the sustained load: each `routing.sdr`
+   decision's `speed_to_lead_ms`, from ingest receiving the event that made the lead an MQL to
+   the router's decision (one clock: the same machine), after a 5 s warm-up.
+
+Also: each service's peak RSS over the whole run.
 """
 
 from __future__ import annotations
@@ -18,15 +27,18 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.figures import Figure, at_most
+from bench import broker
+from bench.figures import Figure, at_least, at_most
 from bench.infra import REPO, BenchInfra
 from bench.traffic import batch_bodies
 from devstack.broker import free_port
@@ -36,67 +48,99 @@ from shared.topics import ROUTING_SDR
 SECTION = "pipeline"
 SERVICES = ("ingest", "enrich", "score", "router")
 WRITE_KEY = "bench-key"
-LOADS = (100, 1000)  # events/s
+LATENCY_LOADS = (100, 1000)  # events/s, plus half the sustained load
 WARM_UP_S = 5.0
+FULL_LOAD_S = 10.0
+DRAIN_LIMIT_S = 3.0
 BATCH_SIZE = 50
 IN_FLIGHT = 8  # concurrent /v1/batch requests at most (a site has many browsers)
+SUSTAINED_GOAL = 5000.0
 SPEED_TO_LEAD_GOAL_MS = 250.0
 RSS_GOAL_MB = 150.0
+# Each consuming service's main topic, and how many of its messages the service has applied.
+APPLIED = {
+    "enrich": (
+        "events.raw",
+        "SELECT coalesce(sum(next_offset), 0) FROM enrich.consumer_offsets WHERE topic = $1",
+    ),
+    "score": (
+        "events.enriched",
+        "SELECT coalesce(sum(next_offset), 0) FROM score.consumer_offsets WHERE topic = $1",
+    ),
+    "router": (
+        "leads.lifecycle",
+        "SELECT coalesce(sum(next_offset), 0) FROM router.consumer_offsets WHERE topic = $1",
+    ),
+}
 
 
 @dataclass
-class LoadRun:
-    rate: int
-    seconds: float
-    sent_events: int = 0
-    acknowledged_events: int = 0
-    failed_batches: int = 0
-    speed_to_lead_ms: list[int] = field(default_factory=list)
-    drain_s: float = 0.0
-    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+class Decision:
+    arrived: float  # monotonic
+    decided: float  # epoch
+    speed_ms: int
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.speed_to_lead_ms)
-        if not ordered:
-            return float("nan")
-        return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+@dataclass
+class Stack:
+    """The running services, the traffic still to send, and what came out."""
+
+    addresses: StackAddresses
+    processes: list[ServiceProcess]
+    bodies: Iterator[bytes]
+    acknowledged: int = 0
+    failed_batches: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+
+    async def applied(self) -> dict[str, int]:
+        """Messages each consuming service has applied (offsets stored with its effects)."""
+        url = self.addresses.database_url.replace("+asyncpg", "")
+        connection = await asyncpg.connect(url)
+        try:
+            return {
+                service: int(await connection.fetchval(query, self.addresses.topic_prefix + topic))
+                for service, (topic, query) in APPLIED.items()
+            }
+        finally:
+            await connection.close()
 
 
 async def run(infra: BenchInfra) -> list[Figure]:
     seconds = float(os.environ.get("BENCH_PIPELINE_S", "30"))
-    figures: list[Figure] = []
-    rss: dict[str, float] = {}
-    for rate in LOADS:
-        result = await _steady_load(infra, rate=rate, seconds=seconds)
-        label = f"@ {rate:,} ev/s"
-        p99 = result.percentile(0.99)
-        figures += [
-            Figure(
-                SECTION,
-                f"events/s acknowledged by ingest {label}",
-                result.acknowledged_events / (WARM_UP_S + result.seconds),
-                "ev/s",
-            ),
-            Figure(SECTION, f"SDR decisions {label}", len(result.speed_to_lead_ms), "decisions"),
-            Figure(SECTION, f"speed-to-lead p50 {label}", result.percentile(0.50), "ms"),
-            Figure(SECTION, f"speed-to-lead p95 {label}", result.percentile(0.95), "ms"),
-            (
-                at_most(SECTION, f"speed-to-lead p99 {label}", p99, "ms", SPEED_TO_LEAD_GOAL_MS)
-                if rate == 1000
-                else Figure(SECTION, f"speed-to-lead p99 {label}", p99, "ms")
-            ),
-            Figure(SECTION, f"drain after the load stopped {label}", result.drain_s, "s"),
+    ceiling = next(f.value for f in await broker.run(infra) if "produce" in f.name)
+    stack = await _start(infra)
+    reader = asyncio.create_task(_read_decisions(stack))
+    try:
+        await asyncio.sleep(1)  # the reader has joined the topic
+        full_load = await _full_load(stack)
+        sustained = await _highest_sustained(
+            stack, estimate=min(full_load.values()), seconds=seconds
+        )
+        figures = [
+            Figure(SECTION, f"{service} events/s at full load", rate, "ev/s")
+            for service, rate in full_load.items()
         ]
-        for service, mb in result.peak_rss_mb.items():
-            rss[service] = max(rss.get(service, 0.0), mb)
-    figures += [
-        at_most(SECTION, f"peak RSS {service}", mb, "MB", RSS_GOAL_MB)
-        for service, mb in rss.items()
-    ]
-    return figures
+        figures += [
+            at_least(SECTION, "sustained end to end", sustained, "ev/s", SUSTAINED_GOAL),
+            Figure(SECTION, "raw broker ceiling (aiokafka produce)", ceiling, "msg/s"),
+            Figure(SECTION, "sustained / broker ceiling", 100 * sustained / ceiling, "%"),
+        ]
+        for rate in (*LATENCY_LOADS, max(int(sustained / 2), 10)):
+            figures += await _speed_to_lead(stack, rate=rate, seconds=seconds)
+        figures += [
+            at_most(SECTION, f"peak RSS {p.service}", _peak_rss_mb(p), "MB", RSS_GOAL_MB)
+            for p in stack.processes
+        ]
+        return figures
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        for process in stack.processes:
+            await asyncio.to_thread(process.stop)
 
 
-async def _steady_load(infra: BenchInfra, *, rate: int, seconds: float) -> LoadRun:
+async def _start(infra: BenchInfra) -> Stack:
     addresses = StackAddresses(
         kafka_bootstrap=infra.kafka_bootstrap,
         database_url=await infra.fresh_database(),
@@ -105,117 +149,162 @@ async def _steady_load(infra: BenchInfra, *, rate: int, seconds: float) -> LoadR
         ingest_port=free_port(),
         health_ports={name: free_port() for name in SERVICES[1:]},
     )
-    logs = REPO / ".bench" / "logs" / f"pipeline-{rate}"
+    logs = REPO / ".bench" / "logs" / "pipeline"
     logs.mkdir(parents=True, exist_ok=True)
     processes = [
         ServiceProcess(name, addresses, log_file=logs / f"{name}.log").start() for name in SERVICES
     ]
-    total_s = WARM_UP_S + seconds
-    bodies, _ = batch_bodies(
-        seed=rate, events=int(rate * total_s) + BATCH_SIZE, batch_size=BATCH_SIZE
+    await asyncio.gather(*(asyncio.to_thread(p.wait_ready) for p in processes))
+    bodies = batch_bodies(seed=1, batch_size=BATCH_SIZE)
+    return Stack(addresses=addresses, processes=processes, bodies=bodies)
+
+
+async def _full_load(stack: Stack) -> dict[str, float]:
+    """Events/s per stage while ingest takes all it can (see the module docstring)."""
+    load = asyncio.create_task(_post(stack, rate=None, seconds=WARM_UP_S + FULL_LOAD_S))
+    await asyncio.sleep(WARM_UP_S)
+    acknowledged, before, t0 = stack.acknowledged, await stack.applied(), time.monotonic()
+    await load
+    elapsed = time.monotonic() - t0
+    after = await stack.applied()
+    rates = {"ingest": (stack.acknowledged - acknowledged) / elapsed}
+    rates |= {s: (after[s] - before[s]) / elapsed for s in ("enrich", "score")}
+    await _drain(stack, limit_s=600)
+    return rates
+
+
+async def _highest_sustained(stack: Stack, *, estimate: float, seconds: float) -> float:
+    """The highest steady load the pipeline keeps up with, from `estimate` up (or down)."""
+    best = 0.0
+    rate = max(estimate, 50.0)
+    for factor in (1.0, 1.5, 2.0, 3.0, 4.0):
+        trial = rate * factor
+        await _post(stack, rate=trial, seconds=seconds)
+        drain = await _drain(stack, limit_s=600)
+        print(f"[bench] pipeline: {trial:,.0f} ev/s for {seconds:.0f}s, drained in {drain:.1f}s")
+        if drain > DRAIN_LIMIT_S:
+            break
+        best = trial
+    if best == 0.0:  # even the estimate was too much: halve until it holds
+        trial = rate / 2
+        while trial >= 25:
+            await _post(stack, rate=trial, seconds=seconds)
+            drain = await _drain(stack, limit_s=600)
+            print(f"[bench] pipeline: {trial:,.0f} ev/s, drained in {drain:.1f}s")
+            if drain <= DRAIN_LIMIT_S:
+                return trial
+            trial /= 2
+    return best
+
+
+async def _speed_to_lead(stack: Stack, *, rate: int, seconds: float) -> list[Figure]:
+    started = time.time()
+    await _post(stack, rate=rate, seconds=WARM_UP_S + seconds)
+    ended = time.time()
+    drain = await _drain(stack, limit_s=600)
+    speeds = sorted(
+        d.speed_ms for d in stack.decisions if started + WARM_UP_S <= d.decided <= ended + drain
     )
-    result = LoadRun(rate=rate, seconds=seconds)
-    try:
-        await asyncio.gather(*(asyncio.to_thread(p.wait_ready) for p in processes))
-        decisions: list[tuple[float, int, float]] = []  # (arrival, speed ms, decided epoch)
-        stop_reading = asyncio.Event()
-        reader = asyncio.create_task(_read_decisions(addresses, into=decisions, stop=stop_reading))
-        await asyncio.sleep(1)  # the reader has joined and sits at the end of the topic
-        load_started = time.time()
-        await _post_at_rate(addresses, bodies, rate=rate, seconds=total_s, into=result)
-        load_ended = time.monotonic()
-        await _settle(decisions, quiet_s=5.0)
-        stop_reading.set()
-        await reader
-        measured_from = load_started + WARM_UP_S
-        result.speed_to_lead_ms = [ms for _, ms, at in decisions if at >= measured_from]
-        last = max((arrival for arrival, _, _ in decisions), default=load_ended)
-        result.drain_s = max(last - load_ended, 0.0)
-        result.peak_rss_mb = {p.service: _peak_rss_mb(p) for p in processes}
-    finally:
-        for process in processes:
-            await asyncio.to_thread(process.stop)
-    return result
+
+    def percentile(q: float) -> float:
+        return float(speeds[min(len(speeds) - 1, int(q * len(speeds)))]) if speeds else float("nan")
+
+    label = f"@ {rate:,} ev/s"
+    p99 = (
+        at_most(
+            SECTION, f"speed-to-lead p99 {label}", percentile(0.99), "ms", SPEED_TO_LEAD_GOAL_MS
+        )
+        if rate == 1000
+        else Figure(SECTION, f"speed-to-lead p99 {label}", percentile(0.99), "ms")
+    )
+    return [
+        Figure(SECTION, f"SDR decisions {label}", len(speeds), "decisions"),
+        Figure(SECTION, f"speed-to-lead p50 {label}", percentile(0.50), "ms"),
+        Figure(SECTION, f"speed-to-lead p95 {label}", percentile(0.95), "ms"),
+        p99,
+        Figure(SECTION, f"drain after the load stopped {label}", drain, "s"),
+    ]
 
 
-async def _post_at_rate(
-    addresses: StackAddresses, bodies: list[bytes], *, rate: int, seconds: float, into: LoadRun
-) -> None:
-    """Post batches on a fixed schedule (open loop: a slow answer does not slow the schedule,
-    up to IN_FLIGHT requests at once; a batch that finds every slot busy waits, which shows as
-    an acknowledged rate below the target)."""
+async def _post(stack: Stack, *, rate: float | None, seconds: float) -> None:
+    """Post batches on a fixed schedule (open loop: a slow answer does not slow the schedule, up
+    to IN_FLIGHT requests at once; beyond that the schedule waits, which shows as a lower
+    acknowledged rate). `rate=None`: as fast as ingest answers."""
     token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-    interval = BATCH_SIZE / rate
+    interval = BATCH_SIZE / rate if rate else 0.0
     slots = asyncio.Semaphore(IN_FLIGHT)
     pending: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-
     async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{addresses.ingest_port}", timeout=30, limits=limits
+        base_url=f"http://127.0.0.1:{stack.addresses.ingest_port}", timeout=30, limits=limits
     ) as client:
 
         async def post(body: bytes) -> None:
             try:
                 response = await client.post("/v1/batch", content=body, headers=headers)
                 if response.status_code == 200:
-                    into.acknowledged_events += BATCH_SIZE
+                    stack.acknowledged += BATCH_SIZE
                 else:
-                    into.failed_batches += 1
+                    stack.failed_batches += 1
             except httpx.HTTPError:
-                into.failed_batches += 1
+                stack.failed_batches += 1
             finally:
                 slots.release()
 
         started = time.monotonic()
-        for n, body in enumerate(bodies):
+        for n, body in enumerate(stack.bodies):
             due = started + n * interval
-            if due - started >= seconds:
+            if time.monotonic() - started >= seconds:
                 break
             await asyncio.sleep(max(due - time.monotonic(), 0))
             await slots.acquire()
-            into.sent_events += BATCH_SIZE
             task = asyncio.create_task(post(body))
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
 
 
-async def _read_decisions(
-    addresses: StackAddresses, *, into: list[tuple[float, int, float]], stop: asyncio.Event
-) -> None:
+async def _drain(stack: Stack, *, limit_s: float) -> float:
+    """Seconds until the pipeline has applied everything ingest acknowledged: enrich has applied
+    every raw event, and score and router have not moved for a second (they had nothing left)."""
+    started = time.monotonic()
+    still_since, last = time.monotonic(), await stack.applied()
+    while time.monotonic() - started < limit_s:
+        await asyncio.sleep(0.2)
+        now = await stack.applied()
+        if now != last:
+            still_since, last = time.monotonic(), now
+        elif now["enrich"] >= stack.acknowledged and time.monotonic() - still_since >= 1.0:
+            return max(still_since - started, 0.0)
+    return limit_s
+
+
+async def _read_decisions(stack: Stack) -> None:
     consumer = AIOKafkaConsumer(
-        ROUTING_SDR.full_name(addresses.topic_prefix),
-        bootstrap_servers=addresses.kafka_bootstrap,
+        ROUTING_SDR.full_name(stack.addresses.topic_prefix),
+        bootstrap_servers=stack.addresses.kafka_bootstrap,
         group_id=f"bench-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=20,
     )
     await consumer.start()
     try:
-        while not stop.is_set():
+        while True:
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
                     decision = orjson.loads(record.value)
-                    decided = _epoch(decision["decided_at"])
-                    into.append((time.monotonic(), int(decision["speed_to_lead_ms"]), decided))
+                    stack.decisions.append(
+                        Decision(
+                            arrived=time.monotonic(),
+                            decided=datetime.fromisoformat(decision["decided_at"]).timestamp(),
+                            speed_ms=int(decision["speed_to_lead_ms"]),
+                        )
+                    )
     finally:
         await consumer.stop()
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
-
-async def _settle(decisions: list[tuple[float, int, float]], *, quiet_s: float) -> None:
-    """Wait until no decision has arrived for `quiet_s` (at most two minutes)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        last = decisions[-1][0] if decisions else 0.0
-        if time.monotonic() - last > quiet_s:
-            return
-        await asyncio.sleep(0.5)
 
 
 def _peak_rss_mb(process: ServiceProcess) -> float:

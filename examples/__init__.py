@@ -1,0 +1,1 @@
+"""Examples for integrators (run by the tests, so they stay true)."""
