@@ -207,7 +207,7 @@ async def test_a_hot_lead_from_an_owned_account_goes_to_its_owner(pipeline: Pipe
     email = f"hank.{uuid.uuid4().hex[:6]}@globex.com"
     user = f"u-{uuid.uuid4().hex[:6]}"
 
-    for path, body in [
+    calls: list[tuple[str, dict[str, Any]]] = [
         (
             "/v1/identify",
             {
@@ -216,7 +216,8 @@ async def test_a_hot_lead_from_an_owned_account_goes_to_its_owner(pipeline: Pipe
             },
         ),
         ("/v1/track", {"userId": user, "event": "Demo Requested"}),
-    ]:
+    ]
+    for path, body in calls:
         assert (await pipeline.post(path, body)).status_code == 200
 
     records = await pipeline.read(
@@ -238,7 +239,7 @@ async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
     email = f"olga.{uuid.uuid4().hex[:6]}@initech.com"
     user = f"u-{uuid.uuid4().hex[:6]}"
 
-    for path, body in [
+    calls: list[tuple[str, dict[str, Any]]] = [
         (
             "/v1/identify",
             {
@@ -248,7 +249,8 @@ async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
         ),
         ("/v1/track", {"userId": user, "event": "Demo Requested"}),
         ("/v1/track", {"userId": user, "event": "Pricing Viewed"}),
-    ]:
+    ]
+    for path, body in calls:
         assert (await pipeline.post(path, body)).status_code == 200
 
     async def suppressed() -> dict[str, Any]:
