@@ -36,6 +36,7 @@ class Accounting:
     sdr_decisions: int
     leads_without_one_decision: int
     dead_letters: int
+    unacknowledged_processed: int = 0  # sent, no 200 (ingest killed mid-call), yet produced
     duplicate_rows: tuple[str, ...] = ()  # score's rows of each duplicated message, for a report
 
     def table(self, title: str) -> str:
@@ -46,6 +47,7 @@ class Accounting:
             ("duplicates", self.duplicates),
             ("lost", self.lost),
             ("  of which never enriched", self.enrich_missing),
+            ("not acknowledged, processed anyway", self.unacknowledged_processed),
             ("leads that crossed MQL", self.mql_leads),
             ("  acknowledged buyers not MQL", self.acknowledged_mql_not_mql),
             ("SDR decisions", self.sdr_decisions),
@@ -147,6 +149,7 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
         if decisions[lead] != 1 or len(decision_ids_on_topic.get(lead, ())) != 1
     }
     letters = await dead_letters(pipeline)
+    unacknowledged = sorted(report.sent - report.acknowledged)
     return Accounting(
         sent=len(report.sent),
         acknowledged=len(ids),
@@ -160,6 +163,7 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
         leads_without_one_decision=len(without_one),
         dead_letters=sum(len(records) for records in letters.values()),
         duplicate_rows=duplicate_rows,
+        unacknowledged_processed=await scored_count(db, unacknowledged),
     )
 
 

@@ -17,12 +17,9 @@ from tests.fixtures.infra import PARTITIONS
 from tests.fixtures.load import SegmentLoad
 from tests.fixtures.pipeline import WRITE_KEY, Pipeline, PipelineFactory
 from tests.reliability.accounting import account, wait_until_drained
+from tests.reliability.subscriptions import subscriptions
 
-CONSUMERS = {
-    "enrich": ("events.raw", "enrich.commands"),
-    "score": ("events.enriched", "crm.feedback", "score.commands"),
-    "router": ("leads.lifecycle",),
-}
+CONSUMERS = subscriptions()
 _ASSIGNED = re.compile(r" assigned \[(.*)\]$", re.MULTILINE)
 _PARTITION = re.compile(r"\('([^']+)', (\d+)\)")
 
@@ -58,7 +55,7 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
     await first.start("ingest", "enrich", "score", "router")
     await second.start("enrich", "score", "router")
     everything = {
-        service: {(f"{first.prefix}{t}", p) for t in topics for p in range(PARTITIONS)}
+        service: {(t.full_name(first.prefix), p) for t in topics for p in range(PARTITIONS)}
         for service, topics in CONSUMERS.items()
     }
     # No merges here: with two score instances they hit a known bug (see the next test).

@@ -29,7 +29,7 @@ from tests.reliability.sql_scan import scan, scan_source
 
 # ---- SQL only from literals ----------------------------------------------------------------------
 
-SCANNED = ("services", "shared", "devstack", "bench")
+SCANNED = ("services", "shared", "devstack", "bench", "examples")
 # (file, formatted-in expression) -> why it is not input. Identifiers cannot be bind parameters.
 ALLOWED: dict[tuple[str, str], str] = {
     ("shared/consumer/store.py", "schema"): (
