@@ -10,9 +10,11 @@ from typing import Any
 
 from services.router.routing_config import RoutingConfig
 from shared.contracts import (
+    AccountMatch,
     Consent,
     Contribution,
     EnrichedEvent,
+    Firmographics,
     LeadProfile,
     LifecycleChanged,
     RawEvent,
@@ -85,6 +87,34 @@ def page_view(path: str, **fields: Any) -> EnrichedEvent:
 def score(**fields: Any) -> Score:
     defaults: dict[str, Any] = {"fit": 35, "behaviour": 75, "total": 110, "grade": "A"}
     return Score(**{**defaults, **fields})
+
+
+def firmographics(**fields: Any) -> Firmographics:
+    """A 501-1000 employee logistics company in France."""
+    defaults: dict[str, Any] = {
+        "domain": "northwind-logistics.com",
+        "company_name": "Northwind Logistics",
+        "size_band": "501-1000",
+        "industry": "Logistics",
+        "country": "FR",
+    }
+    return Firmographics(**{**defaults, **fields})
+
+
+def account_match(**fields: Any) -> AccountMatch:
+    """A strong (email domain) match to target account acc-1, owned by rep-grace."""
+    defaults: dict[str, Any] = {
+        "account_id": "acc-1",
+        "name": "Northwind Logistics",
+        "type": "target",
+        "owner_id": "rep-grace",
+        "owner_email": "grace@example.com",
+        "confidence": "strong",
+        "method": "email_domain",
+        "score": 100.0,
+        "evidence": "email domain",
+    }
+    return AccountMatch(**{**defaults, **fields})
 
 
 def lifecycle_change(**fields: Any) -> LifecycleChanged:

@@ -20,8 +20,7 @@ from services.router.assignment import (
 )
 from services.router.domain import Breached, ToSdr, after_breach, assign_sdr, choose_route
 from services.router.routing_config import Rep, RoutingConfig
-from shared.contracts import AccountMatch
-from tests.unit.builders import NOW, lifecycle_change, routing_config
+from tests.unit.builders import NOW, account_match, lifecycle_change, routing_config
 
 pytestmark = pytest.mark.unit
 
@@ -235,20 +234,7 @@ def test_nobody_available_anywhere_goes_to_the_fallback_queue_with_reasons() -> 
 
 
 def owned(config: RoutingConfig = CONFIG, **account_fields: Any) -> ToSdr:
-    fields: dict[str, Any] = {
-        "account_id": "acc-1",
-        "name": "Northwind Logistics",
-        "type": "target",
-        "owner_id": "rep-grace",
-        "owner_email": "grace@example.com",
-        "confidence": "strong",
-        "method": "email_domain",
-        "score": 100.0,
-        "evidence": "email domain",
-    }
-    route = choose_route(
-        lifecycle_change(account=AccountMatch(**{**fields, **account_fields})), config
-    )
+    route = choose_route(lifecycle_change(account=account_match(**account_fields)), config)
     assert isinstance(route, ToSdr)
     return route
 

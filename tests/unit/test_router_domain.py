@@ -16,38 +16,20 @@ from services.router.domain import (
     choose_route,
     sla_due_at,
 )
-from shared.contracts import AccountMatch, Consent, Contribution, Firmographics, Owner, Stage
-from tests.unit.builders import NOW, lifecycle_change, profile, routing_config, score
+from shared.contracts import AccountMatch, Consent, Contribution, Owner, Stage
+from tests.unit.builders import (
+    NOW,
+    account_match,
+    firmographics,
+    lifecycle_change,
+    profile,
+    routing_config,
+    score,
+)
 
 pytestmark = pytest.mark.unit
 
 CONFIG = routing_config()
-
-
-def firmographics(**fields: Any) -> Firmographics:
-    defaults: dict[str, Any] = {
-        "domain": "northwind-logistics.com",
-        "company_name": "Northwind Logistics",
-        "size_band": "501-1000",
-        "industry": "Logistics",
-        "country": "FR",
-    }
-    return Firmographics(**{**defaults, **fields})
-
-
-def account(**fields: Any) -> AccountMatch:
-    defaults: dict[str, Any] = {
-        "account_id": "acc-1",
-        "name": "Northwind Logistics",
-        "type": "target",
-        "owner_id": "rep-grace",
-        "owner_email": "grace@example.com",
-        "confidence": "strong",
-        "method": "email_domain",
-        "score": 100.0,
-        "evidence": "email domain",
-    }
-    return AccountMatch(**{**defaults, **fields})
 
 
 # ---- triggers and territories -----------------------------------------------------------------
@@ -146,7 +128,7 @@ def test_only_trigger_stages_are_routed(to_stage: Stage) -> None:
 
 
 def test_a_lead_of_an_owned_account_has_its_owner_as_candidate() -> None:
-    route = choose_route(lifecycle_change(account=account(), account_id="acc-1"), CONFIG)
+    route = choose_route(lifecycle_change(account=account_match(), account_id="acc-1"), CONFIG)
 
     assert isinstance(route, ToSdr)
     assert route.account_owner is not None
@@ -158,7 +140,7 @@ def test_a_lead_of_an_owned_account_has_its_owner_as_candidate() -> None:
 
 def test_an_owner_known_only_by_email_is_found_in_the_teams() -> None:
     route = choose_route(
-        lifecycle_change(account=account(owner_id="005xx0001", owner_email="LP@example.com")),
+        lifecycle_change(account=account_match(owner_id="005xx0001", owner_email="LP@example.com")),
         CONFIG,
     )
 
@@ -169,7 +151,7 @@ def test_an_owner_known_only_by_email_is_found_in_the_teams() -> None:
 
 def test_an_owner_outside_the_routing_file_still_owns_the_lead() -> None:
     route = choose_route(
-        lifecycle_change(account=account(owner_id="ae-77", owner_email="ae77@example.com")),
+        lifecycle_change(account=account_match(owner_id="ae-77", owner_email="ae77@example.com")),
         CONFIG,
     )
 
@@ -187,9 +169,9 @@ def test_an_owner_outside_the_routing_file_still_owns_the_lead() -> None:
 @pytest.mark.parametrize(
     ("match", "min_confidence", "has_owner"),
     [
-        (account(confidence="weak", method="company_name"), "strong", False),
-        (account(confidence="weak", method="company_name"), "weak", True),
-        (account(owner_id=None, owner_email=None), "strong", False),
+        (account_match(confidence="weak", method="company_name"), "strong", False),
+        (account_match(confidence="weak", method="company_name"), "weak", True),
+        (account_match(owner_id=None, owner_email=None), "strong", False),
     ],
 )
 def test_owner_routing_needs_a_confident_match_and_a_known_owner(
@@ -206,7 +188,7 @@ def test_owner_routing_needs_a_confident_match_and_a_known_owner(
 def test_owner_routing_can_be_switched_off() -> None:
     config = routing_config(account_owners={"enabled": False})
 
-    route = choose_route(lifecycle_change(account=account()), config)
+    route = choose_route(lifecycle_change(account=account_match()), config)
 
     assert isinstance(route, ToSdr)
     assert route.account_owner is None
@@ -254,14 +236,14 @@ def test_an_opted_out_lead_is_suppressed_whatever_its_stage(to_stage: Stage) -> 
         ),
         pytest.param(
             lifecycle_change(
-                account=account(type="customer"), profile=profile(seniority="manager")
+                account=account_match(type="customer"), profile=profile(seniority="manager")
             ),
             "existing customer: account Northwind Logistics (acc-1)",
             id="customer",
         ),
         pytest.param(
             lifecycle_change(
-                to_stage=Stage.LEAD, account=account(type="customer"), score=score(grade="A")
+                to_stage=Stage.LEAD, account=account_match(type="customer"), score=score(grade="A")
             ),
             "existing customer: account Northwind Logistics (acc-1)",
             id="customer-nurture-never-expansion",
@@ -280,7 +262,7 @@ def test_not_a_competitor_because_the_domain_merely_ends_alike() -> None:
 
 def test_a_customer_matching_the_expansion_rule_goes_to_expansion() -> None:
     change = lifecycle_change(
-        account=account(type="customer", owner_id=None, owner_email=None),
+        account=account_match(type="customer", owner_id=None, owner_email=None),
         profile=profile(seniority="vp"),
         score=score(grade="A"),
     )
@@ -296,7 +278,9 @@ def test_a_customer_matching_the_expansion_rule_goes_to_expansion() -> None:
 def test_without_an_expansion_rule_every_customer_is_suppressed() -> None:
     config = routing_config(suppression={})
     change = lifecycle_change(
-        account=account(type="customer"), profile=profile(seniority="vp"), score=score(grade="A")
+        account=account_match(type="customer"),
+        profile=profile(seniority="vp"),
+        score=score(grade="A"),
     )
 
     assert choose_route(change, config) == Suppressed(
