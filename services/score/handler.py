@@ -87,6 +87,12 @@ class _Work:
     stage_changes: list[StageChange] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
     recent: dict[str, list[Contribution]] = field(default_factory=dict)
+    # Rescoring: the stored histories of the leads the batch asks to rescore (read in one
+    # query before anything is written; valid until the first flush), and the leads whose
+    # stored ledger the next flush replaces.
+    histories: dict[str, list[HistoryItem]] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+    flushed: bool = False
 
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
@@ -138,21 +144,34 @@ class ScoreHandler:
             elif isinstance(value, ScoreCommand | CrmFeedback) and value.lead_id:
                 lead_ids.add(value.lead_id)
         feedback_ids = [m.value.feedback_id for m in messages if isinstance(m.value, CrmFeedback)]
+        leads = await repository.load_leads(session, lead_ids)
+        rescores = {
+            m.value.lead_id
+            for m in messages
+            if isinstance(m.value, ScoreCommand)
+            and m.value.kind == "rescore"
+            and m.value.lead_id in leads
+            and leads[m.value.lead_id].rule_version != self._rules.version
+        }
         return _Work(
-            leads=await repository.load_leads(session, lead_ids),
+            leads=leads,
             ledgers=await repository.load_ledgers(session, lead_ids),
             scored=await repository.already_scored(session, keys),
             feedback=await repository.feedback_seen(session, feedback_ids),
+            histories=await repository.load_histories(session, rescores),
         )
 
     async def _flush(self, work: _Work, session: AsyncSession) -> None:
         """Write what the batch collected so far (before a merge reads the tables, and at the
         end). Idempotent: written lists are emptied."""
+        # A rescored lead's stored ledger goes before its new lines are written.
+        await repository.delete_ledgers(session, work.replaced)
         await repository.add_to_ledger(session, work.ledger_rows)
         await repository.add_history(session, work.history)
         await repository.record_stage_changes(session, work.stage_changes)
         await repository.save_leads(session, list(work.leads.values()))
         work.ledger_rows, work.history, work.stage_changes = [], [], []
+        work.replaced, work.flushed = set(), True
 
     # --- events.enriched ----------------------------------------------------------------
 
@@ -367,11 +386,20 @@ class ScoreHandler:
             return
         if lead.rule_version == self._rules.version:
             return
-        await self._flush(work, session)
-        await repository.delete_ledger(session, lead.lead_id)
+        if lead.lead_id in work.histories and not work.flushed:
+            # stored history, then what this batch scored for the lead and has not written
+            items = work.histories[lead.lead_id] + [
+                item for lead_id, item in work.history if lead_id == lead.lead_id
+            ]
+        else:
+            await self._flush(work, session)
+            items = await repository.load_history(session, lead.lead_id)
+        # The whole ledger is replaced: lines of this batch not yet written are replayed too.
+        work.ledger_rows = [row for row in work.ledger_rows if row.lead_id != lead.lead_id]
+        work.replaced.add(lead.lead_id)
         work.ledgers[lead.lead_id] = []
         state = state_of([])
-        for item in await repository.load_history(session, lead.lead_id):
+        for item in items:
             result = score_event(
                 self._rules,
                 state,
@@ -385,7 +413,7 @@ class ScoreHandler:
             state = result.state
         as_of = lead.as_of or command.at
         card = evaluate(self._rules, state, as_of)
-        self._apply_card(lead, card, as_of)
+        self._apply_card(lead, card, as_of, rescored=True)
         work.outputs.append(self._scored(lead, command.command_id, card, [], command.at))
         move = earned_move(
             lead.stage,
@@ -438,10 +466,17 @@ class ScoreHandler:
                 )
             )
 
-    def _apply_card(self, lead: LeadRow, card: ScoreCard, as_of: datetime) -> None:
+    def _apply_card(
+        self, lead: LeadRow, card: ScoreCard, as_of: datetime, *, rescored: bool = False
+    ) -> None:
         lead.fit, lead.behaviour, lead.total = card.fit, card.behaviour, card.total
         lead.grade, lead.band, lead.qualifies = card.grade, card.band, card.qualifies_as_mql
-        lead.rule_version, lead.as_of = self._rules.version, as_of
+        lead.as_of = as_of
+        # The lead's version says which rules made its whole ledger: a new lead's are the
+        # running ones; a lead scored before a rules change keeps the old version, though new
+        # lines follow the new rules, until the rescore sweep has it rescored.
+        if rescored or not lead.rule_version:
+            lead.rule_version = self._rules.version
         if lead.stage != Stage.MQL or card.qualifies_as_mql:
             lead.below_line_since = None
         elif lead.below_line_since is None:

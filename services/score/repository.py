@@ -411,10 +411,35 @@ async def load_history(session: AsyncSession, lead_id: str) -> list[HistoryItem]
     return [HistoryItem(r.message_id, r.at, r.facts, r.behaviour, r.profile) for r in rows]
 
 
-async def delete_ledger(session: AsyncSession, lead_id: str) -> None:
-    await session.execute(
-        text("DELETE FROM score.ledger WHERE lead_id = :lead_id"), {"lead_id": lead_id}
+async def load_histories(
+    session: AsyncSession, lead_ids: Iterable[str]
+) -> dict[str, list[HistoryItem]]:
+    """`load_history` of several leads in one query (the leads a batch rescores)."""
+    ids = sorted(set(lead_ids))
+    histories: dict[str, list[HistoryItem]] = {lead_id: [] for lead_id in ids}
+    if not ids:
+        return histories
+    rows = await session.execute(
+        text(
+            "SELECT lead_id, message_id, at, behaviour, profile, facts FROM score.history "
+            "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id, seq"
+        ),
+        {"ids": ids},
     )
+    for r in rows:
+        histories[r.lead_id].append(
+            HistoryItem(r.message_id, r.at, r.facts, r.behaviour, r.profile)
+        )
+    return histories
+
+
+async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None:
+    ids = sorted(set(lead_ids))
+    if ids:
+        await session.execute(
+            text("DELETE FROM score.ledger WHERE lead_id = ANY(CAST(:ids AS text[]))"),
+            {"ids": ids},
+        )
 
 
 # Leads on another rules version are the two ranges either side of the running version in
