@@ -198,9 +198,9 @@ def _reasons_by_position(exc: ValidationError) -> dict[int, list[str]]:
     """A list validation's errors per list position; locations start (position, type, ...)."""
     reasons: dict[int, list[str]] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        position, *location = error["loc"]
-        assert isinstance(position, int)
-        reasons.setdefault(position, []).append(_reason(location[1:], error["msg"]))
+        location = error["loc"]
+        position = location[0] if location and isinstance(location[0], int) else 0
+        reasons.setdefault(position, []).append(_reason(location[2:], error["msg"]))
     return reasons
 
 
