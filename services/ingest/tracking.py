@@ -249,6 +249,5 @@ def new_message_id() -> str:
     `os.urandom` as `uuid.uuid4` does: the id must be unique, not secret, and the system call
     and `uuid.UUID`'s pure-Python formatting cost 6 us per event when profiled.
     """
-    number = random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
-    text = f"{number:032x}"
+    text = (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16, "big").hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
