@@ -4,9 +4,13 @@ refused with its line and field, and the sweep's progress and queries (index rea
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -41,7 +45,7 @@ def candidate_rules() -> str:
 
 
 async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_writes_nothing(
-    pipeline: Pipeline, db: asyncpg.Connection
+    pipeline: Pipeline, db: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     await pipeline.start("score")
     run = uuid.uuid4().hex[:8]
@@ -91,6 +95,22 @@ async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_write
 
     assert progress.status_code == 200
     assert progress.json()["rule_version"] == LIVE["version"]
+
+    # the CLI gives the same report
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(candidate_rules())
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.score", "simulate", str(candidate),
+        env={**os.environ, "LEADFLOW_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await cli.communicate()
+    assert cli.returncode == 0, err.decode()
+    printed = out.decode()
+    assert f"rules {LIVE['version']} -> candidate-1: 2 leads" in printed
+    assert "would become MQL:       1" in printed
+    assert f"    {webinar} (lead) " in printed
+    assert f"    {demo} " in printed
 
     # a simulation writes nothing
     assert await db.fetchval("SELECT count(*) FROM score.ledger") == ledger_before
