@@ -19,7 +19,10 @@ the same ids.
   won, rejected/lost: recycled, disqualified); a move the state machine refuses is recorded as
   not applied and logged, never applied. An unknown lead goes to the dead-letter topic.
 - `score.commands` `reevaluate`: the decay sweep's request to value an MQL's score at a time;
-  long enough below the line, it is recycled.
+  long enough below the line, it is recycled. `rescore`: the rescore sweep's request to replay a
+  lead's history under the running rules and replace its ledger (the histories of a batch's
+  rescores are read in one query); a lead's `rule_version` changes only then, so a lead that
+  keeps scoring across a rules change is still rescored.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class _Work:
     histories: dict[str, list[HistoryItem]] = field(default_factory=dict)
     replaced: set[str] = field(default_factory=set)
     flushed: bool = False
+    unwritten_lines: set[str] = field(default_factory=set)  # leads with lines in ledger_rows
 
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
@@ -171,7 +175,7 @@ class ScoreHandler:
         await repository.record_stage_changes(session, work.stage_changes)
         await repository.save_leads(session, list(work.leads.values()))
         work.ledger_rows, work.history, work.stage_changes = [], [], []
-        work.replaced, work.flushed = set(), True
+        work.replaced, work.flushed, work.unwritten_lines = set(), True, set()
 
     # --- events.enriched ----------------------------------------------------------------
 
@@ -395,7 +399,8 @@ class ScoreHandler:
             await self._flush(work, session)
             items = await repository.load_history(session, lead.lead_id)
         # The whole ledger is replaced: lines of this batch not yet written are replayed too.
-        work.ledger_rows = [row for row in work.ledger_rows if row.lead_id != lead.lead_id]
+        if lead.lead_id in work.unwritten_lines:
+            work.ledger_rows = [row for row in work.ledger_rows if row.lead_id != lead.lead_id]
         work.replaced.add(lead.lead_id)
         work.ledgers[lead.lead_id] = []
         state = state_of([])
@@ -436,6 +441,8 @@ class ScoreHandler:
         entries: Sequence[LedgerEntry],
         work: _Work,
     ) -> None:
+        if entries:
+            work.unwritten_lines.add(lead.lead_id)
         for entry in entries:
             row = NewLedgerRow(
                 lead_id=lead.lead_id,
