@@ -134,7 +134,8 @@ class EnrichHandler:
         for message, event in events:
             if event.message_id in new_ids:  # else a client retry, or a duplicate in this batch
                 new_ids.discard(event.message_id)
-                fresh.append((message, event, identities_of(event), traits_of(event)))
+                traits = traits_of(event)
+                fresh.append((message, event, identities_of(event, traits), traits))
         known = await repository.get_leads_by_identities(
             session, (i for _, _, found, _ in fresh for i in found)
         )
@@ -180,7 +181,13 @@ class EnrichHandler:
                 message, "no usable userId, email or anonymousId (only empty or placeholder ids)"
             )
         for refusal in resolution.refused:
-            log.info("not linking %s: %s", refusal.identity, refusal.reason)
+            # The kind only: an identity's value is an email or a userId (PII, never logged).
+            log.info(
+                "not linking a %s to lead %s: %s",
+                refusal.identity.kind.value,
+                resolution.lead_id,
+                refusal.reason,
+            )
         lead = batch.leads.get(resolution.lead_id) or LeadRecord(lead_id=resolution.lead_id)
         batch.leads[lead.lead_id] = lead
         for identity in resolution.new_links:
@@ -242,13 +249,17 @@ class EnrichHandler:
             # Still anonymous (e.g. two anonymous ids aliased): the absorbed history becomes this
             # lead's, so it is re-attributed again if this lead is identified later.
             kept = [HistoryRow(lead.lead_id, row.message_id, row.payload) for row, _ in history]
-            kept.append(HistoryRow(lead.lead_id, event.message_id, kept_form(enriched, event)))
+            kept.append(
+                HistoryRow(lead.lead_id, event.message_id, kept_form(event, lead_id=lead.lead_id))
+            )
             room = max(0, self._policy.max_anonymous_history - lead.anonymous_events_stored)
             batch.history.setdefault(lead.lead_id, []).extend(kept[:room])
             lead.anonymous_events_stored += len(kept[:room])
         return outputs
 
     def _note_facts(self, batch: _Batch, lead_id: str, links: Sequence[Identity]) -> None:
+        if not links:
+            return  # most events link nothing new: the facts stand as they are
         facts = batch.facts.get(lead_id) or LeadFacts(lead_id)
         users = {i.value for i in links if i.kind is IdentityKind.USER_ID}
         anonymous = sum(1 for i in links if i.kind is IdentityKind.ANONYMOUS_ID)
@@ -562,18 +573,35 @@ def lead_message(
 
 
 def reattributed(payload: dict[str, object], lead: LeadRecord, *, from_lead: str) -> EnrichedEvent:
-    """A kept anonymous event, re-emitted under the known lead with its current picture."""
-    original = EnrichedEvent.model_validate(payload)
-    return original.model_copy(
-        update={
+    """A kept anonymous event, re-emitted under the known lead with its current picture.
+
+    `payload` is a `kept_form` (or, stored by earlier versions, a whole emitted event: its
+    picture is replaced the same way)."""
+    return EnrichedEvent.model_validate(
+        {
+            **payload,
             **_picture(lead),
-            "attributed_from": original.attributed_from or AttributedFrom(lead_id=from_lead),
+            "attributed_from": payload.get("attributed_from") or AttributedFrom(lead_id=from_lead),
         }
     )
 
 
-def kept_form(enriched: EnrichedEvent, event: RawEvent) -> dict[str, object]:
-    """How an anonymous event is kept: as emitted, plus where it came from (the anonymous lead
-    and anonymousId), which `reattributed` carries on when the event is re-emitted."""
-    origin = AttributedFrom(lead_id=enriched.lead_id, anonymous_id=event.anonymous_id)
-    return enriched.model_copy(update={"attributed_from": origin}).model_dump(mode="json")
+def kept_form(event: RawEvent, *, lead_id: str) -> dict[str, object]:
+    """How an anonymous event is kept: the call's own fields as emitted under `lead_id`, plus
+    where it came from (the anonymous lead and anonymousId), which `reattributed` carries on.
+
+    The lead's picture is left out: `reattributed` replaces it with the known lead's anyway.
+    Built as plain JSON values (no model copy or dump): most anonymous events are kept."""
+    return {
+        "kind": "event",
+        "message_id": event.message_id,
+        "type": event.type,
+        "event": event.event,
+        "name": event.name,
+        "source": event.source,
+        "timestamp": event.timestamp.isoformat(),
+        "received_at": event.received_at.isoformat(),
+        "properties": event.properties,
+        "context": event.context,
+        "attributed_from": {"lead_id": lead_id, "anonymous_id": event.anonymous_id},
+    }

@@ -33,6 +33,11 @@ class IdentityKind(StrEnum):
     ANONYMOUS_ID = "anonymous_id"
 
 
+_USER_ID = IdentityKind.USER_ID  # module constants: an enum member lookup costs a call
+_EMAIL = IdentityKind.EMAIL
+_ANONYMOUS_ID = IdentityKind.ANONYMOUS_ID
+
+
 @dataclass(frozen=True, order=True)
 class Identity:
     kind: IdentityKind
@@ -158,23 +163,27 @@ def traits_of(event: RawEvent) -> dict[str, Any]:
     return dict(event.traits)
 
 
-def identities_of(event: RawEvent) -> list[Identity]:
-    """The event's usable identities, highest priority first, without duplicates."""
+def identities_of(event: RawEvent, traits: Mapping[str, Any] | None = None) -> list[Identity]:
+    """The event's usable identities, highest priority first, without duplicates.
+
+    `traits`: the event's `traits_of`, when the caller has them already."""
     found: list[Identity] = []
     if user_id := usable_id(event.user_id):
-        found.append(Identity(IdentityKind.USER_ID, user_id))
-    if email := usable_email(traits_of(event).get("email")):
-        found.append(Identity(IdentityKind.EMAIL, email))
+        found.append(Identity(_USER_ID, user_id))
+    if traits is None:
+        traits = traits_of(event)
+    if email := usable_email(traits.get("email")):
+        found.append(Identity(_EMAIL, email))
     for anonymous in (event.anonymous_id, event.previous_id):
         if (anonymous_id := usable_id(anonymous)) and (
-            identity := Identity(IdentityKind.ANONYMOUS_ID, anonymous_id)
+            identity := Identity(_ANONYMOUS_ID, anonymous_id)
         ) not in found:
             found.append(identity)
     return found
 
 
 def is_identifying(identities: Sequence[Identity]) -> bool:
-    return any(i.kind in (IdentityKind.USER_ID, IdentityKind.EMAIL) for i in identities)
+    return any(i.kind is _USER_ID or i.kind is _EMAIL for i in identities)
 
 
 @dataclass(frozen=True)
@@ -221,24 +230,30 @@ def resolve(
     """
     if not identities:
         return None
-    event_user = next((i.value for i in identities if i.kind is IdentityKind.USER_ID), None)
+    event_user = next((i.value for i in identities if i.kind is _USER_ID), None)
 
     def facts(lead_id: str) -> LeadFacts:
         return leads.get(lead_id) or LeadFacts(lead_id)
 
-    def takes_user(lead_id: str) -> bool:
-        user_ids = facts(lead_id).user_ids
-        return event_user is None or not user_ids or user_ids == {event_user}
-
-    primary = next(
-        (known[i] for i in identities if i in known and takes_user(known[i])),
-        None,
-    )
+    # The primary: the lead of the first known identity that can take the event's userId.
+    primary: str | None = None
+    for identity in identities:
+        owner = known.get(identity)
+        if owner is None:
+            continue
+        owner_facts = leads.get(owner)
+        owner_users = owner_facts.user_ids if owner_facts is not None else frozenset()
+        if event_user is None or not owner_users or owner_users == {event_user}:
+            primary = owner
+            break
     created = primary is None
     if primary is None:
         primary = new_lead_id()
-    user_ids = set(facts(primary).user_ids) | ({event_user} if event_user else set())
-    anonymous_count = facts(primary).anonymous_ids_this_week
+    primary_facts = facts(primary)
+    user_ids = set(primary_facts.user_ids)
+    if event_user:
+        user_ids.add(event_user)
+    anonymous_count = primary_facts.anonymous_ids_this_week
     links: list[Identity] = []
     merged: list[str] = []
     absorbed: set[str] = set()
@@ -248,7 +263,7 @@ def resolve(
         if owner == primary or (owner is not None and owner in merged):
             continue
         if owner is None:
-            if identity.kind is IdentityKind.ANONYMOUS_ID:
+            if identity.kind is _ANONYMOUS_ID:
                 if anonymous_count >= anonymous_ids_per_week:
                     refused.append(Refusal(identity, "anonymous id limit per week reached"))
                     continue

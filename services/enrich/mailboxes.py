@@ -6,7 +6,7 @@ can be updated without touching code. A subdomain of a listed domain counts too.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -34,9 +34,11 @@ def _listed(domain: str, listed: frozenset[str]) -> bool:
     return any(".".join(parts[i:]) in listed for i in range(len(parts) - 1))
 
 
+@lru_cache(maxsize=16_384)  # asked for every event's email domain; the lists never change
 def is_free_mail(domain: str) -> bool:
     return _listed(domain, free_mail_domains())
 
 
+@lru_cache(maxsize=16_384)
 def is_disposable(domain: str) -> bool:
     return _listed(domain, disposable_domains())

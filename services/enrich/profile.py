@@ -8,7 +8,10 @@ a typo in a phone field never holds a lead back.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from services.enrich.identity import usable_email
 from services.enrich.mailboxes import is_disposable, is_free_mail
@@ -85,7 +88,41 @@ def profile_after(profile: LeadProfile, traits: Mapping[str, Any]) -> LeadProfil
 
     company_domain comes from a work email first, then the website trait, and is never taken
     from a free-mail or disposable address.
+
+    Pure, so it is cached: most calls carry no traits (the profile is returned as it is when
+    nothing derived from it changes), and clients that repeat a lead's traits on every call
+    (rudder's `context.traits`) hit the cache keyed by the traits' JSON.
     """
+    if not traits:
+        return _settled(profile)
+    try:
+        key = orjson.dumps(traits, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (only possible for traits built in code): no cache
+        return _profile_after(profile, traits)
+    return _profile_after_cached(profile, key)
+
+
+def _settled(profile: LeadProfile) -> LeadProfile:
+    """`_profile_after(profile, {})`, returning `profile` itself when nothing would change."""
+    email = profile.email
+    email_domain = normalize.domain_of_email(email) if email else None
+    if (
+        profile.company_domain == (email_company_domain(email) or profile.company_domain)
+        and profile.seniority == seniority_of(profile.title)
+        and profile.job_function == function_of(profile.title)
+        and profile.free_mail == bool(email_domain and is_free_mail(email_domain))
+        and profile.disposable_email == bool(email_domain and is_disposable(email_domain))
+    ):
+        return profile
+    return _profile_after(profile, {})
+
+
+@lru_cache(maxsize=8192)
+def _profile_after_cached(profile: LeadProfile, traits_json: bytes) -> LeadProfile:
+    return _profile_after(profile, orjson.loads(traits_json))
+
+
+def _profile_after(profile: LeadProfile, traits: Mapping[str, Any]) -> LeadProfile:
     email = usable_email(traits.get("email")) or profile.email
     first = _text(traits, "firstName", "first_name")
     last = _text(traits, "lastName", "last_name")
@@ -129,22 +166,24 @@ def consent_after(
 ) -> Consent:
     """Consent after an event. Withdrawals only: an opt-out is never granted back by an event
     (re-subscribing is a double-opt-in matter for the email tool, not for a tracking call)."""
-    reasons = list(consent.reasons)
-    opt_out = consent.email_opt_out
-    suppressed = consent.suppressed
+    added: list[str] = []
     if event.type == "track" and (event.event or "").strip().lower() in UNSUBSCRIBE_EVENTS:
-        opt_out = True
-        reasons.append(f"event: {event.event}")
+        added.append(f"event: {event.event}")
     for name in ("unsubscribed", "emailOptOut", "email_opt_out", "optOut", "opt_out"):
         if _truthy(traits.get(name)):
-            opt_out = True
-            reasons.append(f"traits.{name}")
+            added.append(f"traits.{name}")
+    opt_out = consent.email_opt_out or bool(added) or bool(suppression_reason)
+    suppressed = consent.suppressed or bool(suppression_reason)
     if suppression_reason:
-        opt_out = suppressed = True
-        reasons.append(f"suppression list: {suppression_reason}")
-    return Consent(
-        email_opt_out=opt_out, suppressed=suppressed, reasons=list(dict.fromkeys(reasons))
-    )
+        added.append(f"suppression list: {suppression_reason}")
+    reasons = list(dict.fromkeys([*consent.reasons, *added]))
+    if (opt_out, suppressed, reasons) == (
+        consent.email_opt_out,
+        consent.suppressed,
+        consent.reasons,
+    ):
+        return consent  # the usual case: nothing withdrawn, nothing to build
+    return Consent(email_opt_out=opt_out, suppressed=suppressed, reasons=reasons)
 
 
 def company_domain_of(traits: Mapping[str, Any]) -> str | None:

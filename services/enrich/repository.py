@@ -1,6 +1,11 @@
 """enrich's tables (schema `enrich`). Every statement is batched: one round trip per batch of
 events, whatever its size, except on the rare merge / unmerge paths (a few per merge).
 
+The per-batch statements of the hot path go to asyncpg directly (`_driver`: the session's own
+connection, inside its transaction), with arrays (`unnest`) rather than executemany: through
+SQLAlchemy, their parameter handling and row processing cost about as much CPU as the rest of
+handling an event. Cold paths (merges, housekeeping, reference data) keep SQLAlchemy.
+
 Tables: leads (the lead's whole picture as JSON plus searchable columns), identities
 (kind, value) -> lead, seen_messages (dedupe, with retention), anonymous_events (history of
 leads not yet identified, kept to re-attribute), merges (reversible), pending_enrichment
@@ -14,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,13 +54,30 @@ class LeadRecord:
 def _json(value: Any) -> str | None:
     if value is None:
         return None
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
     return orjson.dumps(value).decode()
 
 
 def _loads(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+_KINDS = {kind.value: kind for kind in IdentityKind}
+
+
+async def _driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, with the session's transaction begun on it.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: if nothing ran
+    yet, one trivial statement through the session begins the transaction, so that statements
+    sent here never run outside it (they commit or roll back with the batch)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return driver
 
 
 # -- dedupe -------------------------------------------------------------------------------------
@@ -63,16 +87,14 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
     """Record message ids as seen; return those not seen before (a client retry is not new)."""
     if not message_ids:
         return set()
-    rows = await session.execute(
-        text(
-            """
-            INSERT INTO enrich.seen_messages (message_id)
-            SELECT DISTINCT m FROM unnest(CAST(:ids AS text[])) AS m
-            ON CONFLICT DO NOTHING
-            RETURNING message_id
-            """
-        ),
-        {"ids": list(message_ids)},
+    rows = await (await _driver(session)).fetch(
+        """
+        INSERT INTO enrich.seen_messages (message_id)
+        SELECT DISTINCT m FROM unnest($1::text[]) AS m
+        ON CONFLICT DO NOTHING
+        RETURNING message_id
+        """,
+        list(message_ids),
     )
     return {row[0] for row in rows}
 
@@ -102,17 +124,16 @@ async def get_leads_by_identities(
     wanted = sorted(set(identities))
     if not wanted:
         return {}
-    rows = await session.execute(
-        text(
-            """
-            SELECT i.kind, i.value, i.lead_id FROM enrich.identities AS i
-            JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS w(kind, value)
-              ON i.kind = w.kind AND i.value = w.value
-            """
-        ),
-        {"kinds": [i.kind.value for i in wanted], "values": [i.value for i in wanted]},
+    rows = await (await _driver(session)).fetch(
+        """
+        SELECT i.kind, i.value, i.lead_id FROM enrich.identities AS i
+        JOIN unnest($1::text[], $2::text[]) AS w(kind, value)
+          ON i.kind = w.kind AND i.value = w.value
+        """,
+        [i.kind.value for i in wanted],
+        [i.value for i in wanted],
     )
-    return {Identity(IdentityKind(kind), value): lead_id for kind, value, lead_id in rows}
+    return {Identity(_KINDS[kind], value): lead_id for kind, value, lead_id in rows}
 
 
 async def get_lead_facts(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadFacts]:
@@ -120,20 +141,18 @@ async def get_lead_facts(session: AsyncSession, lead_ids: Iterable[str]) -> dict
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await session.execute(
-        text(
-            """
-            SELECT l.lead_id, l.identified,
-                   coalesce(array_agg(i.value) FILTER (WHERE i.kind = 'user_id'), '{}'),
-                   count(*) FILTER (WHERE i.kind = 'anonymous_id'
-                                      AND i.created_at > now() - interval '7 days')
-            FROM enrich.leads AS l
-            LEFT JOIN enrich.identities AS i ON i.lead_id = l.lead_id
-            WHERE l.lead_id = ANY(CAST(:ids AS text[]))
-            GROUP BY l.lead_id, l.identified
-            """
-        ),
-        {"ids": ids},
+    rows = await (await _driver(session)).fetch(
+        """
+        SELECT l.lead_id, l.identified,
+               coalesce(array_agg(i.value) FILTER (WHERE i.kind = 'user_id'), '{}'),
+               count(*) FILTER (WHERE i.kind = 'anonymous_id'
+                                  AND i.created_at > now() - interval '7 days')
+        FROM enrich.leads AS l
+        LEFT JOIN enrich.identities AS i ON i.lead_id = l.lead_id
+        WHERE l.lead_id = ANY($1::text[])
+        GROUP BY l.lead_id, l.identified
+        """,
+        ids,
     )
     return {
         lead_id: LeadFacts(
@@ -151,21 +170,22 @@ _LEAD_COLUMNS = """lead_id, profile, identified, identified_at, consent, firmogr
 
 
 def _lead(row: Any) -> LeadRecord:
-    firmographics = _loads(row.firmographics)
-    account = _loads(row.account)
+    """A lead from a row (SQLAlchemy's or asyncpg's: columns by name; jsonb as text)."""
+    firmographics = _loads(row["firmographics"])
+    account = _loads(row["account"])
     return LeadRecord(
-        lead_id=row.lead_id,
-        profile=LeadProfile.model_validate(_loads(row.profile) or {}),
-        identified=row.identified,
-        identified_at=row.identified_at,
-        consent=Consent.model_validate(_loads(row.consent) or {}),
+        lead_id=row["lead_id"],
+        profile=LeadProfile.model_validate(_loads(row["profile"]) or {}),
+        identified=row["identified"],
+        identified_at=row["identified_at"],
+        consent=Consent.model_validate(_loads(row["consent"]) or {}),
         firmographics=Firmographics.model_validate(firmographics) if firmographics else None,
-        firmographics_pending=row.firmographics_pending,
-        firmographics_domain=row.firmographics_domain,
+        firmographics_pending=row["firmographics_pending"],
+        firmographics_domain=row["firmographics_domain"],
         account=AccountMatch.model_validate(account) if account else None,
-        version=row.version,
-        merged_into=row.merged_into,
-        anonymous_events_stored=row.anonymous_events_stored,
+        version=row["version"],
+        merged_into=row["merged_into"],
+        anonymous_events_stored=row["anonymous_events_stored"],
     )
 
 
@@ -174,14 +194,12 @@ async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str,
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await session.execute(
-        text(
-            f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
-            " WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id FOR UPDATE"
-        ),
-        {"ids": ids},
+    rows = await (await _driver(session)).fetch(
+        f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
+        " WHERE lead_id = ANY($1::text[]) ORDER BY lead_id FOR UPDATE",
+        ids,
     )
-    return {row.lead_id: _lead(row) for row in rows}
+    return {row["lead_id"]: _lead(row) for row in rows}
 
 
 async def get_leads_waiting_for(session: AsyncSession, domain: str) -> list[LeadRecord]:
@@ -193,7 +211,7 @@ async def get_leads_waiting_for(session: AsyncSession, domain: str) -> list[Lead
         ),
         {"domain": domain},
     )
-    return [_lead(row) for row in rows]
+    return [_lead(row._mapping) for row in rows]
 
 
 async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity, str]]) -> None:
@@ -201,23 +219,18 @@ async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity,
     one of them first: the batch is then handled again and sees that link."""
     if not links:
         return
-    rows = await session.execute(
-        text(
-            """
-            INSERT INTO enrich.identities (kind, value, lead_id)
-            SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[]),
-                                 CAST(:leads AS text[]))
-            ON CONFLICT DO NOTHING
-            RETURNING kind
-            """
-        ),
-        {
-            "kinds": [i.kind.value for i, _ in links],
-            "values": [i.value for i, _ in links],
-            "leads": [lead_id for _, lead_id in links],
-        },
+    rows = await (await _driver(session)).fetch(
+        """
+        INSERT INTO enrich.identities (kind, value, lead_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING kind
+        """,
+        [i.kind.value for i, _ in links],
+        [i.value for i, _ in links],
+        [lead_id for _, lead_id in links],
     )
-    if len(rows.all()) != len(links):
+    if len(rows) != len(links):
         raise ConcurrentUpdate("an identity was linked by another process")
 
 
@@ -254,59 +267,56 @@ async def move_identities(
 
 
 async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None:
+    """Insert or update the leads, in one statement (a lead given twice: its last record)."""
     if not leads:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
-                company_domain, identified, email_opt_out, profile, identified_at, consent,
-                firmographics, firmographics_pending, firmographics_domain, account, version, merged_into,
-                anonymous_events_stored)
-            VALUES (:lead_id, :email, :first_name, :last_name, :title, :company,
-                :company_domain, :identified, :email_opt_out, CAST(:profile AS jsonb),
-                :identified_at, CAST(:consent AS jsonb), CAST(:firmographics AS jsonb),
-                :firmographics_pending, :firmographics_domain, CAST(:account AS jsonb), :version, :merged_into,
-                :anonymous_events_stored)
-            ON CONFLICT (lead_id) DO UPDATE SET
-                email = EXCLUDED.email, first_name = EXCLUDED.first_name,
-                last_name = EXCLUDED.last_name, title = EXCLUDED.title,
-                company = EXCLUDED.company, company_domain = EXCLUDED.company_domain,
-                identified = EXCLUDED.identified, email_opt_out = EXCLUDED.email_opt_out,
-                profile = EXCLUDED.profile, identified_at = EXCLUDED.identified_at,
-                consent = EXCLUDED.consent, firmographics = EXCLUDED.firmographics,
-                firmographics_pending = EXCLUDED.firmographics_pending,
-                firmographics_domain = EXCLUDED.firmographics_domain,
-                account = EXCLUDED.account, version = EXCLUDED.version,
-                merged_into = EXCLUDED.merged_into,
-                anonymous_events_stored = EXCLUDED.anonymous_events_stored,
-                updated_at = now()
-            """
-        ),
-        [
-            {
-                "lead_id": lead.lead_id,
-                "email": lead.profile.email,
-                "first_name": lead.profile.first_name,
-                "last_name": lead.profile.last_name,
-                "title": lead.profile.title,
-                "company": lead.profile.company,
-                "company_domain": lead.profile.company_domain,
-                "identified": lead.identified,
-                "email_opt_out": lead.consent.email_opt_out,
-                "profile": _json(lead.profile),
-                "identified_at": lead.identified_at,
-                "consent": _json(lead.consent),
-                "firmographics": _json(lead.firmographics),
-                "firmographics_pending": lead.firmographics_pending,
-                "firmographics_domain": lead.firmographics_domain,
-                "account": _json(lead.account),
-                "version": lead.version,
-                "merged_into": lead.merged_into,
-                "anonymous_events_stored": lead.anonymous_events_stored,
-            }
-            for lead in leads
-        ],
+    unique = list({lead.lead_id: lead for lead in leads}.values())
+    await (await _driver(session)).execute(
+        """
+        INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
+            company_domain, identified, email_opt_out, profile, identified_at, consent,
+            firmographics, firmographics_pending, firmographics_domain, account, version,
+            merged_into, anonymous_events_stored)
+        SELECT l, e, fn, ln, t, c, cd, i, o, p::jsonb, ia, cs::jsonb, f::jsonb, fp, fd,
+               a::jsonb, v, m, s
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::bool[], $9::bool[], $10::text[], $11::timestamptz[],
+                    $12::text[], $13::text[], $14::bool[], $15::text[], $16::text[],
+                    $17::integer[], $18::text[], $19::integer[])
+            AS r(l, e, fn, ln, t, c, cd, i, o, p, ia, cs, f, fp, fd, a, v, m, s)
+        ON CONFLICT (lead_id) DO UPDATE SET
+            email = EXCLUDED.email, first_name = EXCLUDED.first_name,
+            last_name = EXCLUDED.last_name, title = EXCLUDED.title,
+            company = EXCLUDED.company, company_domain = EXCLUDED.company_domain,
+            identified = EXCLUDED.identified, email_opt_out = EXCLUDED.email_opt_out,
+            profile = EXCLUDED.profile, identified_at = EXCLUDED.identified_at,
+            consent = EXCLUDED.consent, firmographics = EXCLUDED.firmographics,
+            firmographics_pending = EXCLUDED.firmographics_pending,
+            firmographics_domain = EXCLUDED.firmographics_domain,
+            account = EXCLUDED.account, version = EXCLUDED.version,
+            merged_into = EXCLUDED.merged_into,
+            anonymous_events_stored = EXCLUDED.anonymous_events_stored,
+            updated_at = now()
+        """,
+        [lead.lead_id for lead in unique],
+        [lead.profile.email for lead in unique],
+        [lead.profile.first_name for lead in unique],
+        [lead.profile.last_name for lead in unique],
+        [lead.profile.title for lead in unique],
+        [lead.profile.company for lead in unique],
+        [lead.profile.company_domain for lead in unique],
+        [lead.identified for lead in unique],
+        [lead.consent.email_opt_out for lead in unique],
+        [_json(lead.profile) for lead in unique],
+        [lead.identified_at for lead in unique],
+        [_json(lead.consent) for lead in unique],
+        [_json(lead.firmographics) for lead in unique],
+        [lead.firmographics_pending for lead in unique],
+        [lead.firmographics_domain for lead in unique],
+        [_json(lead.account) for lead in unique],
+        [lead.version for lead in unique],
+        [lead.merged_into for lead in unique],
+        [lead.anonymous_events_stored for lead in unique],
     )
 
 
@@ -324,20 +334,15 @@ async def keep_anonymous_history(session: AsyncSession, rows: Sequence[HistoryRo
     """Append rows in the given order (seq follows insertion order)."""
     if not rows:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
-            SELECT l, m, CAST(p AS jsonb) FROM unnest(
-                CAST(:leads AS text[]), CAST(:messages AS text[]), CAST(:payloads AS text[])
-            ) WITH ORDINALITY AS r(l, m, p, n) ORDER BY n
-            """
-        ),
-        {
-            "leads": [r.lead_id for r in rows],
-            "messages": [r.message_id for r in rows],
-            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
-        },
+    await (await _driver(session)).execute(
+        """
+        INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
+        SELECT l, m, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
+            WITH ORDINALITY AS r(l, m, p, n) ORDER BY n
+        """,
+        [r.lead_id for r in rows],
+        [r.message_id for r in rows],
+        [orjson.dumps(r.payload).decode() for r in rows],
     )
 
 
@@ -360,9 +365,8 @@ async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[Hi
 async def drop_anonymous_history(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if ids:
-        await session.execute(
-            text("DELETE FROM enrich.anonymous_events WHERE lead_id = ANY(CAST(:ids AS text[]))"),
-            {"ids": ids},
+        await (await _driver(session)).execute(
+            "DELETE FROM enrich.anonymous_events WHERE lead_id = ANY($1::text[])", ids
         )
 
 
@@ -479,15 +483,13 @@ async def request_enrichment(session: AsyncSession, domains: Iterable[str]) -> N
     """Queue domains whose lookup failed; a domain already queued keeps its schedule."""
     wanted = sorted(set(domains))
     if wanted:
-        await session.execute(
-            text(
-                """
-                INSERT INTO enrich.pending_enrichment (domain)
-                SELECT unnest(CAST(:domains AS text[]))
-                ON CONFLICT (domain) DO NOTHING
-                """
-            ),
-            {"domains": wanted},
+        await (await _driver(session)).execute(
+            """
+            INSERT INTO enrich.pending_enrichment (domain)
+            SELECT unnest($1::text[])
+            ON CONFLICT (domain) DO NOTHING
+            """,
+            wanted,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from services.enrich.handler import (
@@ -16,7 +17,7 @@ from services.enrich.handler import (
     snapshot,
 )
 from services.enrich.repository import LeadRecord
-from shared.contracts import AccountMatch, Consent, Firmographics, MergeInfo
+from shared.contracts import AccountMatch, AttributedFrom, Consent, Firmographics, MergeInfo
 from tests.unit.builders import NOW, profile, raw_event
 
 pytestmark = pytest.mark.unit
@@ -68,7 +69,9 @@ def test_anonymous_history_is_re_emitted_under_the_known_lead_with_its_original_
     )
     original = enriched_event(call, anonymous)
 
-    again = reattributed(kept_form(original, call), known_lead(), from_lead="lead-anon")
+    again = reattributed(
+        kept_form(call, lead_id=original.lead_id), known_lead(), from_lead="lead-anon"
+    )
 
     assert (again.message_id, again.name, again.timestamp) == ("m-1", "Pricing", original.timestamp)
     assert (again.lead_id, again.identified, again.stage) == ("lead-maria", True, "known")
@@ -96,3 +99,34 @@ def test_a_snapshot_restores_the_lead_as_it_was() -> None:
     restored = restore(snapshot(lead), lead_id=lead.lead_id)
 
     assert restored == lead
+
+
+def test_a_kept_anonymous_event_survives_storage_and_comes_back_as_it_was_emitted() -> None:
+    anonymous = LeadRecord(lead_id="lead-anon")
+    call = raw_event(
+        type="page",
+        name="Pricing",
+        message_id="m-1",
+        properties={"path": "/pricing", "referrer": {"host": "news.example"}},
+        timestamp=NOW - timedelta(days=1),
+    )
+    original = enriched_event(call, anonymous)
+    stored = orjson.loads(orjson.dumps(kept_form(call, lead_id=original.lead_id)))
+
+    again = reattributed(stored, known_lead(), from_lead="lead-anon")
+
+    picture = enriched_event(call, known_lead())
+    assert again == picture.model_copy(
+        update={"attributed_from": AttributedFrom(lead_id="lead-anon", anonymous_id="anon-1")}
+    )
+
+
+def test_history_kept_whole_by_earlier_versions_is_re_attributed_the_same_way() -> None:
+    call = raw_event(type="page", name="Pricing", message_id="m-1")
+    emitted = enriched_event(call, LeadRecord(lead_id="lead-anon"))
+    origin = AttributedFrom(lead_id="lead-anon", anonymous_id="anon-1")
+    old_form = emitted.model_copy(update={"attributed_from": origin}).model_dump(mode="json")
+
+    assert reattributed(old_form, known_lead(), from_lead="lead-anon") == reattributed(
+        kept_form(call, lead_id="lead-anon"), known_lead(), from_lead="lead-anon"
+    )

@@ -141,3 +141,57 @@ def test_a_merge_fills_gaps_but_keeps_the_survivors_values_and_every_opt_out() -
     assert folded.email == "maria@northwind-logistics.com"
     assert (folded.title, folded.phone, folded.company) == ("VP Sales", "+34911234567", "Northwind")
     assert folded_consent(Consent(), Consent(email_opt_out=True, reasons=["x"])).email_opt_out
+
+
+def test_a_call_without_traits_keeps_a_settled_profile_as_it_is() -> None:
+    settled = profile_after(LeadProfile(), {"email": "ada@initech.com", "title": "VP Sales"})
+
+    assert profile_after(settled, {}) is settled
+
+
+def test_a_call_without_traits_still_derives_what_a_stored_profile_lacks() -> None:
+    # e.g. a profile folded by a merge: email from one lead, nothing derived from it yet.
+    unsettled = LeadProfile(email="ada@gmail.com", title="VP Sales", company_domain="initech.com")
+
+    after = profile_after(unsettled, {})
+
+    assert (after.seniority, after.job_function, after.free_mail) == ("vp", "sales", True)
+    assert after.company_domain == "initech.com"  # a free-mail address never replaces it
+
+
+def test_repeated_traits_give_the_same_profile_whatever_their_order() -> None:
+    before = LeadProfile(email="ada@initech.com")
+    traits = {"title": "Head of Marketing", "address": {"country": "Germany"}, "phone": 4930901820}
+    reordered = dict(reversed(list(traits.items())))
+
+    first = profile_after(before, traits)
+
+    assert profile_after(before, reordered) == first
+    assert (first.seniority, first.country, first.phone) == ("vp", "DE", "+4930901820")
+    assert profile_after(first, traits) == first
+
+
+def test_traits_that_are_not_json_are_still_read() -> None:
+    traits = {"email": "ada@initech.com", "tags": {"a", "b"}}  # a set: built in code, not JSON
+
+    assert profile_after(LeadProfile(), traits).email == "ada@initech.com"
+
+
+def test_consent_without_a_new_withdrawal_is_kept_as_it_is() -> None:
+    suppressed = consent_after(
+        Consent(), event=raw_event(), traits={}, suppression_reason="globex.com (legal)"
+    )
+    calm = Consent()
+
+    assert consent_after(calm, event=raw_event(), traits={}, suppression_reason=None) is calm
+    again = consent_after(
+        suppressed,
+        event=raw_event(),
+        traits={"unsubscribed": "no"},
+        suppression_reason="globex.com (legal)",
+    )
+    assert again is suppressed
+    later = consent_after(
+        suppressed, event=raw_event(event="Unsubscribed"), traits={}, suppression_reason=None
+    )
+    assert later.reasons == ["suppression list: globex.com (legal)", "event: Unsubscribed"]
