@@ -35,6 +35,12 @@ from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 rules_from = functools.cache(load_rules)
 
 
+@functools.cache
+def rescore_sweep(rules_file: Path) -> RescoreSweep:
+    """The process's rescore sweep: its companion runs it, `GET /v1/rules/rescore` reads it."""
+    return RescoreSweep(version=rules_from(rules_file).version)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] in (["explain"], ["simulate"]) and len(argv) == 2:
         try:
@@ -42,13 +48,6 @@ def main(argv: list[str]) -> int:
         except RulesFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    rescore: list[RescoreSweep] = []  # one per process, shared by its companion and endpoint
-
-    def rescore_sweep(settings: ScoreSettings) -> RescoreSweep:
-        if not rescore:
-            rescore.append(RescoreSweep(version=rules_from(settings.rules_file).version))
-        return rescore[0]
-
     return consumer_service_main(
         service="score",
         load_settings=ScoreSettings,
@@ -67,7 +66,7 @@ def main(argv: list[str]) -> int:
             Companion(
                 "rescore sweep",
                 settings.rescore_interval_s,
-                lambda: rescore_sweep(settings).round(
+                lambda: rescore_sweep(settings.rules_file).round(
                     sessions=context.sessions, producer=context.producer, settings=settings
                 ),
             ),
@@ -75,7 +74,7 @@ def main(argv: list[str]) -> int:
         make_routes=lambda settings, sessions: score_routes(
             rules=rules_from(settings.rules_file),
             sessions=sessions,
-            rescore=rescore_sweep(settings).progress,
+            rescore=rescore_sweep(settings.rules_file).progress,
         ),
         argv=argv,
     )
