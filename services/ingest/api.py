@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.ingest.auth import authenticate
+from services.ingest.auth import caller_of
 from services.ingest.config import IngestSettings
 from services.ingest.intake import (
     Refused,
@@ -77,25 +77,32 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             body = json_object(await _read_body(request, limit=limit_for(endpoint)))
         except Refused as refused:
             return _bad_request(refused.reasons)
-        source = authenticate(
+        caller = caller_of(
             authorization=request.headers.get("authorization"),
             body_write_key=body.get("writeKey"),
             write_keys=settings.write_keys,
         )
-        if source is None:
+        if caller is None:
             return JSONResponse(
                 UNAUTHORIZED,
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="leadflow"'},
             )
         try:
-            events = events_from(body, endpoint=endpoint, source=source, received_at=received_at)
+            events = events_from(
+                body, endpoint=endpoint, source=caller.source, received_at=received_at
+            )
         except Refused as refused:
             return _bad_request(refused.reasons)
-        wait_s = rate_limits.retry_after(source, events=len(events), now=time.monotonic())
+        # Per write key: two keys of one source (two websites of a brand) do not starve each
+        # other, and a leaked key can be throttled (and rotated) without the source's others.
+        wait_s = rate_limits.retry_after(caller.write_key, events=len(events), now=time.monotonic())
         if wait_s is not None:
             return JSONResponse(
-                {"success": False, "error": f"rate limit of write key for {source!r} exceeded"},
+                {
+                    "success": False,
+                    "error": f"rate limit of this write key (source {caller.source!r}) exceeded",
+                },
                 status_code=429,
                 headers={"Retry-After": str(wait_s)},
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from dataclasses import dataclass
 
 
 def key_from_basic_auth(header: str | None) -> str | None:
@@ -37,12 +38,32 @@ def source_for_key(key: str | None, write_keys: dict[str, str]) -> str | None:
     return found
 
 
-def authenticate(
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the write key (the rate limit's unit) and the source it belongs to
+    (several keys may share a source, e.g. one per website of the same brand)."""
+
+    write_key: str
+    source: str
+
+
+def caller_of(
     *, authorization: str | None, body_write_key: object, write_keys: dict[str, str]
-) -> str | None:
-    """The source a request is from: Basic auth first, else a `writeKey` in the body; None when
-    neither names a known key (the caller answers 401)."""
+) -> Caller | None:
+    """Basic auth first, else a `writeKey` in the body; None when neither names a known key
+    (the caller answers 401)."""
     key = key_from_basic_auth(authorization)
     if key is None and isinstance(body_write_key, str):
         key = body_write_key
-    return source_for_key(key, write_keys)
+    source = source_for_key(key, write_keys)
+    return Caller(write_key=key, source=source) if key and source else None
+
+
+def authenticate(
+    *, authorization: str | None, body_write_key: object, write_keys: dict[str, str]
+) -> str | None:
+    """The source a request is from (see `caller_of`), or None for an unknown key."""
+    caller = caller_of(
+        authorization=authorization, body_write_key=body_write_key, write_keys=write_keys
+    )
+    return caller.source if caller else None

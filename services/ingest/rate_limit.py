@@ -41,7 +41,7 @@ class TokenBucket:
 
 
 class RateLimits:
-    """A bucket per write key's source, made on first use."""
+    """A bucket per write key, made on first use."""
 
     def __init__(self, *, rate: float, burst: float) -> None:
         TokenBucket(rate=rate, burst=burst)  # fail at start on bad settings, not per request

@@ -31,7 +31,8 @@ from tests.fixtures.pipeline import Pipeline, PipelineFactory
 
 WEBSITE_KEY = "wk_website_1"
 CAREERS_KEY = "wk_careers_2"
-WRITE_KEYS = {WEBSITE_KEY: "website", CAREERS_KEY: "careers-site"}
+SECOND_WEBSITE_KEY = "wk_website_eu_3"  # another key of the same source
+WRITE_KEYS = {WEBSITE_KEY: "website", CAREERS_KEY: "careers-site", SECOND_WEBSITE_KEY: "website"}
 
 
 def basic(key: str) -> dict[str, str]:
@@ -319,10 +320,12 @@ async def test_a_write_key_over_its_rate_limit_gets_429_and_others_do_not(
     first = await ingest.post("/v1/batch", five)
     second = await ingest.post("/v1/track", CALLS["track"])
     other_key = await ingest.post("/v1/track", CALLS["track"], key=CAREERS_KEY)
+    same_source_other_key = await ingest.post("/v1/track", CALLS["track"], key=SECOND_WEBSITE_KEY)
 
     assert first.status_code == 200
     assert second.status_code == 429
     assert 1 <= int(second.headers["Retry-After"]) <= 5
     assert other_key.status_code == 200
+    assert same_source_other_key.status_code == 200, "the limit is per key, not per source"
     await asyncio.sleep(int(second.headers["Retry-After"]))
     assert (await ingest.post("/v1/track", CALLS["track"])).status_code == 200
