@@ -126,6 +126,9 @@ class ScoreHandler:
                     assert value.merge is not None
                     await self._flush(work, session)
                     await repository.unmark_merged(session, value.merge.merged_lead_ids)
+                    for restored in value.merge.merged_lead_ids:
+                        if restored in work.leads:
+                            work.leads[restored].merged_into = None
                 else:
                     await self._event(value, work, session)
             elif isinstance(value, CrmFeedback):
@@ -140,14 +143,20 @@ class ScoreHandler:
     async def _load(self, messages: Sequence[Message[BaseModel]], session: AsyncSession) -> _Work:
         lead_ids: set[str] = set()
         keys: set[tuple[str, str]] = set()
+        locked: set[str] = set()  # also the leads the batch's merges touch, locked up front
         for message in messages:
             value = message.value
             if isinstance(value, EnrichedEvent):
                 lead_ids.add(value.lead_id)
                 keys.add((value.lead_id, value.message_id))
+                if value.merge is not None:
+                    locked.update(value.merge.merged_lead_ids)
             elif isinstance(value, ScoreCommand | CrmFeedback) and value.lead_id:
                 lead_ids.add(value.lead_id)
         feedback_ids = [m.value.feedback_id for m in messages if isinstance(m.value, CrmFeedback)]
+        # Every lead lock the batch will need that it can know of, in one ordered statement
+        # (locks taken later, e.g. for a survivor, can deadlock; the runner retries those).
+        await repository.lock_leads(session, lead_ids | locked)
         leads = await repository.load_leads(session, lead_ids)
         rescores = {
             m.value.lead_id

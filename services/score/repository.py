@@ -79,12 +79,39 @@ _LEAD_COLUMNS = (
 )
 
 
+# The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
+# from the router's one-bigint team locks).
+_LEAD_LOCK_SPACE = 0x5C0E
+
+
+async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
+    """Lock the given lead ids for this transaction, whether or not a row exists for them yet.
+
+    A row lock (`FOR UPDATE`) cannot cover a lead that does not exist: two instances could then
+    both decide about a new lead at once (one marking it merged, the other scoring its first
+    event as a lead of its own). A transaction-scoped advisory lock per id can. Taken in one
+    statement, in lock-key order, so two batches locking overlapping sets at once wait for each
+    other instead of deadlocking; taking a lock this transaction already holds is a no-op."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:space, k) FROM "
+            "(SELECT DISTINCT hashtext(i) AS k FROM unnest(CAST(:ids AS text[])) AS i "
+            " ORDER BY k OFFSET 0) AS keys"
+        ),
+        {"space": _LEAD_LOCK_SPACE, "ids": ids},
+    )
+
+
 async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
-    """The given leads, row-locked for this transaction (in id order, so two batches sharing
-    leads cannot deadlock)."""
+    """The given leads, locked for this transaction (`lock_leads`, which covers ids without a
+    row too, then row locks in id order)."""
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
+    await lock_leads(session, ids)
     rows = await session.execute(
         text(
             f"SELECT {_LEAD_COLUMNS} FROM score.leads "
@@ -124,6 +151,9 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
 
 
 async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
+    """Insert or update the leads' scores and stages. `merged_into` is written only for a new
+    row: whether a lead is merged belongs to `fold_merged` / `unmark_merged`, so a batch holding
+    an older picture of a lead can never clear (or set) a merge mark."""
     if not leads:
         return
     await session.execute(
@@ -141,7 +171,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
                 rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
                 below_line_since = EXCLUDED.below_line_since,
                 profile_version = EXCLUDED.profile_version, profile = EXCLUDED.profile,
-                merged_into = EXCLUDED.merged_into, updated_at = now()
+                updated_at = now()
             """
         ),
         [
@@ -298,6 +328,9 @@ async def fold_merged(
     its behaviour only, as the live path counted it.
     """
     params = {"survivor": survivor, "merged": list(merged)}
+    # Another instance may be scoring a merged lead's first event (its partition is not ours):
+    # whoever comes second sees the other's effects.
+    await lock_leads(session, [survivor, *merged])
     if not history_replayed:
         for table in ("ledger", "history"):
             await session.execute(
@@ -334,6 +367,7 @@ async def fold_merged(
 
 
 async def unmark_merged(session: AsyncSession, lead_ids: Sequence[str]) -> None:
+    await lock_leads(session, lead_ids)
     await session.execute(
         text(
             "UPDATE score.leads SET merged_into = NULL, updated_at = now() "

@@ -97,15 +97,6 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
 PAIRS = 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "score: a lead merged by one instance while another scores that lead's first event is "
-        "resurrected unmerged (save_leads' upsert writes merged_into = NULL over fold_merged's "
-        "mark; load_leads' FOR UPDATE cannot lock a row that does not exist yet), so the "
-        "event counts under both leads"
-    ),
-)
 @pytest.mark.timeout(300)
 async def test_two_score_instances_count_a_merged_visitors_events_once(
     pipeline_factory: PipelineFactory, db: asyncpg.Connection
