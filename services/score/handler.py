@@ -156,7 +156,9 @@ class ScoreHandler:
         feedback_ids = [m.value.feedback_id for m in messages if isinstance(m.value, CrmFeedback)]
         # Every lead lock the batch will need that it can know of, in one ordered statement
         # (locks taken later, e.g. for a survivor, can deadlock; the runner retries those).
-        await repository.lock_leads(session, lead_ids | locked)
+        # Without merges, `load_leads` takes exactly these.
+        if locked - lead_ids:
+            await repository.lock_leads(session, lead_ids | locked)
         leads = await repository.load_leads(session, lead_ids)
         rescores = {
             m.value.lead_id

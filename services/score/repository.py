@@ -9,10 +9,11 @@ event stays flat however many leads there are: every read is by primary key or a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,21 @@ from services.score.engine.rescoring import HistoryItem
 from shared.contracts import Stage
 
 SCHEMA = "score"
+
+
+async def _driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, with the session's transaction begun on it.
+
+    The batch writes of the hot path go to asyncpg directly (unnest arrays: one statement per
+    table and batch, without SQLAlchemy's per-row parameter work). SQLAlchemy's adapter sends
+    BEGIN lazily, with its first statement: if nothing ran yet, a trivial statement through the
+    session begins the transaction, so these never run outside it."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return driver
 
 
 @dataclass
@@ -151,37 +167,41 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
 
 
 async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
-    """Insert or update the leads' scores and stages. `merged_into` is written only for a new
-    row: whether a lead is merged belongs to `fold_merged` / `unmark_merged`, so a batch holding
-    an older picture of a lead can never clear (or set) a merge mark."""
+    """Insert or update the leads' scores and stages, in one statement. `merged_into` is written
+    only for a new row: whether a lead is merged belongs to `fold_merged` / `unmark_merged`, so
+    a batch holding an older picture of a lead can never clear (or set) a merge mark."""
     if not leads:
         return
-    await session.execute(
-        text(
-            f"""
-            INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
-            VALUES (:lead_id, :stage, :identified, :engaged, :email, :fit, :behaviour, :total,
-                    :grade, :band, :qualifies, :rule_version, :as_of, :below_line_since,
-                    :profile_version, CAST(:profile AS jsonb), :merged_into, now())
-            ON CONFLICT (lead_id) DO UPDATE SET
-                stage = EXCLUDED.stage, identified = EXCLUDED.identified,
-                engaged = EXCLUDED.engaged, email = EXCLUDED.email, fit = EXCLUDED.fit,
-                behaviour = EXCLUDED.behaviour, total = EXCLUDED.total, grade = EXCLUDED.grade,
-                band = EXCLUDED.band, qualifies = EXCLUDED.qualifies,
-                rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
-                below_line_since = EXCLUDED.below_line_since,
-                profile_version = EXCLUDED.profile_version, profile = EXCLUDED.profile,
-                updated_at = now()
-            """
-        ),
-        [
-            {
-                **asdict(lead),
-                "stage": lead.stage.value,
-                "profile": orjson.dumps(lead.profile or {}).decode(),
-            }
-            for lead in leads
-        ],
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for lead in leads:
+        values = (
+            lead.lead_id, lead.stage.value, lead.identified, lead.engaged, lead.email, lead.fit,
+            lead.behaviour, lead.total, lead.grade, lead.band, lead.qualifies, lead.rule_version,
+            lead.as_of, lead.below_line_since, lead.profile_version,
+            orjson.dumps(lead.profile or {}).decode(), lead.merged_into,
+        )  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await (await _driver(session)).execute(
+        f"""
+        INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
+        SELECT l, s, i, e, m, f, b, t, g, bd, q, rv, ao, bls, pv, p::jsonb, mi, now()
+        FROM unnest($1::text[], $2::text[], $3::boolean[], $4::boolean[], $5::text[],
+                    $6::integer[], $7::integer[], $8::integer[], $9::text[], $10::integer[],
+                    $11::boolean[], $12::text[], $13::timestamptz[], $14::timestamptz[],
+                    $15::bigint[], $16::text[], $17::text[])
+             AS u(l, s, i, e, m, f, b, t, g, bd, q, rv, ao, bls, pv, p, mi)
+        ON CONFLICT (lead_id) DO UPDATE SET
+            stage = EXCLUDED.stage, identified = EXCLUDED.identified,
+            engaged = EXCLUDED.engaged, email = EXCLUDED.email, fit = EXCLUDED.fit,
+            behaviour = EXCLUDED.behaviour, total = EXCLUDED.total, grade = EXCLUDED.grade,
+            band = EXCLUDED.band, qualifies = EXCLUDED.qualifies,
+            rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
+            below_line_since = EXCLUDED.below_line_since,
+            profile_version = EXCLUDED.profile_version, profile = EXCLUDED.profile,
+            updated_at = now()
+        """,
+        *columns,
     )
 
 
@@ -222,20 +242,29 @@ async def load_ledgers(
 
 
 async def add_to_ledger(session: AsyncSession, rows: Sequence[NewLedgerRow]) -> None:
-    """Record every point. The key (lead, message, rule) makes a second write of the same point
-    impossible, whatever the caller does."""
+    """Record every point, in one statement. The key (lead, message, rule) makes a second write
+    of the same point impossible, whatever the caller does."""
     if not rows:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO score.ledger (lead_id, message_id, rule_id, grp, kind, points, requested,
-                                      reason, note, rule_version, event_time)
-            VALUES (:lead_id, :message_id, :rule_id, :grp, :kind, :points, :requested, :reason,
-                    :note, :rule_version, :event_time)
-            """
-        ),
-        [asdict(row) for row in rows],
+    await (await _driver(session)).execute(
+        """
+        INSERT INTO score.ledger (lead_id, message_id, rule_id, grp, kind, points, requested,
+                                  reason, note, rule_version, event_time)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::integer[], $7::integer[], $8::text[], $9::text[], $10::text[],
+                             $11::timestamptz[])
+        """,
+        [r.lead_id for r in rows],
+        [r.message_id for r in rows],
+        [r.rule_id for r in rows],
+        [r.grp for r in rows],
+        [r.kind for r in rows],
+        [r.points for r in rows],
+        [r.requested for r in rows],
+        [r.reason for r in rows],
+        [r.note for r in rows],
+        [r.rule_version for r in rows],
+        [r.event_time for r in rows],
     )
 
 
@@ -262,42 +291,38 @@ async def already_scored(
 async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryItem]]) -> None:
     if not items:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
-            VALUES (:lead_id, :message_id, :at, :behaviour, :profile, CAST(:facts AS jsonb))
-            """
-        ),
-        [
-            {
-                "lead_id": lead_id,
-                "message_id": item.message_id,
-                "at": item.at,
-                "behaviour": item.behaviour,
-                "profile": item.profile,
-                "facts": orjson.dumps(item.facts, default=str).decode(),
-            }
-            for lead_id, item in items
-        ],
+    await (await _driver(session)).execute(
+        """
+        INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
+        SELECT l, m, a, b, p, f::jsonb
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[], $5::boolean[],
+                    $6::text[]) AS u(l, m, a, b, p, f)
+        """,
+        [lead_id for lead_id, _ in items],
+        [item.message_id for _, item in items],
+        [item.at for _, item in items],
+        [item.behaviour for _, item in items],
+        [item.profile for _, item in items],
+        [orjson.dumps(item.facts, default=str).decode() for _, item in items],
     )
 
 
 async def record_stage_changes(session: AsyncSession, changes: Sequence[StageChange]) -> None:
     if not changes:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
-            VALUES (:transition_id, :lead_id, :from_stage, :to_stage, :reason, :at)
-            ON CONFLICT (transition_id) DO NOTHING
-            """
-        ),
-        [
-            {**asdict(c), "from_stage": c.from_stage.value, "to_stage": c.to_stage.value}
-            for c in changes
-        ],
+    await (await _driver(session)).execute(
+        """
+        INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::timestamptz[])
+        ON CONFLICT (transition_id) DO NOTHING
+        """,
+        [c.transition_id for c in changes],
+        [c.lead_id for c in changes],
+        [c.from_stage.value for c in changes],
+        [c.to_stage.value for c in changes],
+        [c.reason for c in changes],
+        [c.at for c in changes],
     )
 
 
