@@ -24,7 +24,7 @@ class KeyHashPartitioner:
     key's hash: aiokafka's murmur2 is pure Python, about 6% of a consumer's CPU per output
     record, and keys (lead ids) repeat. Chooses exactly the partitions the default chooses."""
 
-    def __init__(self, *, remembered_keys: int = 16_384) -> None:
+    def __init__(self, *, remembered_keys: int = 4096) -> None:
         self._hash = lru_cache(maxsize=remembered_keys)(_positive_murmur2)
 
     def __call__(

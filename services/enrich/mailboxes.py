@@ -34,11 +34,11 @@ def _listed(domain: str, listed: frozenset[str]) -> bool:
     return any(".".join(parts[i:]) in listed for i in range(len(parts) - 1))
 
 
-@lru_cache(maxsize=16_384)  # asked for every event's email domain; the lists never change
+@lru_cache(maxsize=4096)  # asked for every event's email domain; the lists never change
 def is_free_mail(domain: str) -> bool:
     return _listed(domain, free_mail_domains())
 
 
-@lru_cache(maxsize=16_384)
+@lru_cache(maxsize=4096)
 def is_disposable(domain: str) -> bool:
     return _listed(domain, disposable_domains())
