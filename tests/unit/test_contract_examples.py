@@ -222,3 +222,29 @@ def test_an_offset_timestamp_is_kept_with_its_offset() -> None:
 
     assert event.timestamp == NOW
     assert event.timestamp.utcoffset() == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_raw(properties={"ratio": None}).replace(b"null", b"NaN"), id="nan"),
+        pytest.param(_raw(properties={"ratio": None}).replace(b"null", b"-Infinity"), id="inf"),
+        pytest.param(b"[1, 2]", id="not-an-object"),
+        pytest.param(b'{"type": "track"', id="truncated"),
+    ],
+)
+def test_what_orjson_refuses_is_refused_whichever_parser_reads_it(raw: bytes) -> None:
+    with pytest.raises(UndecodableMessage):
+        decode(raw, RawEvent)
+
+
+def test_an_integer_beyond_64_bits_reads_as_orjson_reads_it() -> None:
+    raw = _raw(properties={"big": 1}).replace(b'"big":1', b'"big":123456789012345678901234')
+
+    assert decode(raw, RawEvent).properties == {"big": 1.2345678901234568e23}
+
+
+def test_the_fast_path_gives_the_same_value_as_the_reference_path() -> None:
+    for topic in ALL_TOPICS:
+        for example in orjson.loads(topic.examples_file.read_bytes()):
+            assert decode(orjson.dumps(example), topic.model) == topic.model.model_validate(example)
