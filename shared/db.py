@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -45,3 +47,19 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
     """One transaction: commit on normal exit, roll back (and re-raise) on any exception."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, with the session's transaction begun on it: for
+    hot-path batch statements sent to asyncpg directly (unnest arrays, one statement per table
+    and batch, without SQLAlchemy's per-row parameter work), inside the batch's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: if nothing ran
+    yet, one trivial statement through the session begins the transaction, so that statements
+    sent here never run outside it (they commit or roll back with the session)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return driver

@@ -1,7 +1,7 @@
 """enrich's tables (schema `enrich`). Every statement is batched: one round trip per batch of
 events, whatever its size, except on the rare merge / unmerge paths (a few per merge).
 
-The per-batch statements of the hot path go to asyncpg directly (`_driver`: the session's own
+The per-batch statements of the hot path go to asyncpg directly (`shared.db.driver_connection`: the session's own
 connection, inside its transaction), with arrays (`unnest`) rather than executemany: through
 SQLAlchemy, their parameter handling and row processing cost about as much CPU as the rest of
 handling an event. Cold paths (merges, housekeeping, reference data) keep SQLAlchemy.
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -29,6 +28,7 @@ from services.enrich.accounts import Account
 from services.enrich.identity import Identity, IdentityKind, LeadFacts
 from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts import AccountMatch, Consent, Firmographics, LeadProfile
+from shared.db import driver_connection
 
 SCHEMA = "enrich"
 
@@ -66,20 +66,6 @@ def _loads(value: Any) -> Any:
 _KINDS = {kind.value: kind for kind in IdentityKind}
 
 
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under `session`, with the session's transaction begun on it.
-
-    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: if nothing ran
-    yet, one trivial statement through the session begins the transaction, so that statements
-    sent here never run outside it (they commit or roll back with the batch)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    if not driver.is_in_transaction():
-        await session.execute(text("SELECT 1"))
-    return driver
-
-
 # -- dedupe -------------------------------------------------------------------------------------
 
 
@@ -87,7 +73,7 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
     """Record message ids as seen; return those not seen before (a client retry is not new)."""
     if not message_ids:
         return set()
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         """
         INSERT INTO enrich.seen_messages (message_id)
         SELECT DISTINCT m FROM unnest($1::text[]) AS m
@@ -124,7 +110,7 @@ async def get_leads_by_identities(
     wanted = sorted(set(identities))
     if not wanted:
         return {}
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         """
         SELECT i.kind, i.value, i.lead_id FROM enrich.identities AS i
         JOIN unnest($1::text[], $2::text[]) AS w(kind, value)
@@ -141,7 +127,7 @@ async def get_lead_facts(session: AsyncSession, lead_ids: Iterable[str]) -> dict
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         """
         SELECT l.lead_id, l.identified,
                coalesce(array_agg(i.value) FILTER (WHERE i.kind = 'user_id'), '{}'),
@@ -194,7 +180,7 @@ async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str,
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
         " WHERE lead_id = ANY($1::text[]) ORDER BY lead_id FOR UPDATE",
         ids,
@@ -219,7 +205,7 @@ async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity,
     one of them first: the batch is then handled again and sees that link."""
     if not links:
         return
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         """
         INSERT INTO enrich.identities (kind, value, lead_id)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
@@ -271,7 +257,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None
     if not leads:
         return
     unique = list({lead.lead_id: lead for lead in leads}.values())
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         """
         INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
             company_domain, identified, email_opt_out, profile, identified_at, consent,
@@ -334,7 +320,7 @@ async def keep_anonymous_history(session: AsyncSession, rows: Sequence[HistoryRo
     """Append rows in the given order (seq follows insertion order)."""
     if not rows:
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         """
         INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
         SELECT l, m, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
@@ -365,7 +351,7 @@ async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[Hi
 async def drop_anonymous_history(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if ids:
-        await (await _driver(session)).execute(
+        await (await driver_connection(session)).execute(
             "DELETE FROM enrich.anonymous_events WHERE lead_id = ANY($1::text[])", ids
         )
 
@@ -483,7 +469,7 @@ async def request_enrichment(session: AsyncSession, domains: Iterable[str]) -> N
     """Queue domains whose lookup failed; a domain already queued keeps its schedule."""
     wanted = sorted(set(domains))
     if wanted:
-        await (await _driver(session)).execute(
+        await (await driver_connection(session)).execute(
             """
             INSERT INTO enrich.pending_enrichment (domain)
             SELECT unnest($1::text[])

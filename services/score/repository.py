@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,23 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.score.engine.explain import LedgerLine, StageLine
 from services.score.engine.rescoring import HistoryItem
 from shared.contracts import Stage
+from shared.db import driver_connection
 
 SCHEMA = "score"
-
-
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under `session`, with the session's transaction begun on it.
-
-    The batch writes of the hot path go to asyncpg directly (unnest arrays: one statement per
-    table and batch, without SQLAlchemy's per-row parameter work). SQLAlchemy's adapter sends
-    BEGIN lazily, with its first statement: if nothing ran yet, a trivial statement through the
-    session begins the transaction, so these never run outside it."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    if not driver.is_in_transaction():
-        await session.execute(text("SELECT 1"))
-    return driver
 
 
 @dataclass
@@ -182,7 +167,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
         )  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         f"""
         INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
         SELECT l, s, i, e, m, f, b, t, g, bd, q, rv, ao, bls, pv, p::jsonb, mi, now()
@@ -246,7 +231,7 @@ async def add_to_ledger(session: AsyncSession, rows: Sequence[NewLedgerRow]) -> 
     of the same point impossible, whatever the caller does."""
     if not rows:
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         """
         INSERT INTO score.ledger (lead_id, message_id, rule_id, grp, kind, points, requested,
                                   reason, note, rule_version, event_time)
@@ -291,7 +276,7 @@ async def already_scored(
 async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryItem]]) -> None:
     if not items:
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         """
         INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
         SELECT l, m, a, b, p, f::jsonb
@@ -310,7 +295,7 @@ async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryI
 async def record_stage_changes(session: AsyncSession, changes: Sequence[StageChange]) -> None:
     if not changes:
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         """
         INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
