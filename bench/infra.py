@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from pydantic import BaseModel, SecretStr
 
 from devstack.broker import LocalBroker, free_port
 from devstack.postgres import LocalPostgres
-from shared.kafka import ensure_topics
+from shared.codec import encode
+from shared.consumer import ConsumerRunner, Handler
+from shared.db import create_engine, create_sessionmaker
+from shared.kafka import create_producer, ensure_topics
 from shared.migrations import upgrade_to_head
-from shared.settings import KafkaSettings
+from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from shared.topics import Topic
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATED_SERVICES = ("enrich", "score", "router")
@@ -75,6 +80,57 @@ async def wait_until_handled(
             await asyncio.sleep(0.02)
     finally:
         await connection.close()
+
+
+async def produce_all(
+    kafka: KafkaSettings, topic: Topic, messages: Sequence[tuple[str, BaseModel]]
+) -> None:
+    """Produce (key, value) pairs and return once the broker acknowledged them all."""
+    producer = create_producer(kafka, client_id="bench-loader")
+    await producer.start()
+    try:
+        name = topic.full_name(kafka.topic_prefix)
+        acks = [await producer.send(name, encode(v), key=k.encode()) for k, v in messages]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+async def consume_until_handled(
+    *,
+    url: str,
+    kafka: KafkaSettings,
+    service: str,
+    subscriptions: list[Topic],
+    handler: Handler,
+    handled_sql: str,
+    outbox_sql: str,
+    expected: int,
+) -> float:
+    """Run the service's handler in its consumer runner (batches of 500) until
+    `wait_until_handled` says `expected` are done; messages/s."""
+    engine = create_engine(
+        DatabaseSettings(url=SecretStr(url)), application_name=f"bench-{service}"
+    )
+    runner = ConsumerRunner(
+        service=service,
+        subscriptions=subscriptions,
+        handler=handler,
+        sessions=create_sessionmaker(engine),
+        schema=service,
+        kafka=kafka,
+        consumer=ConsumerSettings(max_batch_records=500),
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        handled, elapsed = await wait_until_handled(
+            url, handled_sql=handled_sql, outbox_sql=outbox_sql, expected=expected
+        )
+    finally:
+        runner.request_stop()
+        await task
+        await engine.dispose()
+    return handled / elapsed
 
 
 @contextmanager

@@ -13,7 +13,6 @@ show as a large drop at 1M.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -22,17 +21,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
 from bench.figures import Figure, at_least
-from bench.infra import BenchInfra, wait_until_handled
+from bench.infra import BenchInfra, consume_until_handled, produce_all
 from bench.score import traffic as score_traffic
 from services.router.handler import RouterHandler
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
 from services.score.handler import ScoreHandler
-from shared.codec import encode
-from shared.consumer import ConsumerRunner, Handler
+from shared.consumer import Handler
 from shared.contracts import (
     Consent,
     EnrichedEvent,
@@ -41,9 +39,7 @@ from shared.contracts import (
     Score,
     Stage,
 )
-from shared.db import create_engine, create_sessionmaker
-from shared.kafka import create_producer
-from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from shared.settings import KafkaSettings
 from shared.topics import (
     CRM_FEEDBACK,
     EVENTS_ENRICHED,
@@ -57,7 +53,15 @@ SECTION = "scale"
 SIZES = (10_000, int(os.environ.get("BENCH_SCALE_LEADS", "1000000")))
 SEEDED_SHARE = 0.2  # of the measured messages, those for leads already in the database
 ROUTER_CHANGES = 4_000
-FLAT_GOAL = 0.8  # throughput at 1M leads at least this share of throughput at 10k
+FLAT_GOAL = 0.8
+APPLIED_SQL = {
+    "score": "SELECT coalesce(sum(next_offset), 0)::bigint FROM score.consumer_offsets",
+    "router": "SELECT coalesce(sum(next_offset), 0)::bigint FROM router.consumer_offsets",
+}
+OUTBOX_SQL = {
+    "score": "SELECT count(*) FROM score.outbox",
+    "router": "SELECT count(*) FROM router.outbox",
+}  # throughput at 1M leads at least this share of throughput at 10k
 
 SEED_SCORE = (
     """
@@ -227,42 +231,14 @@ async def _consume(
     applied and its outbox is empty."""
     prefix = await infra.fresh_topic_prefix()
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
-    producer = create_producer(kafka, client_id=f"bench-scale-{service}")
-    await producer.start()
-    try:
-        name = topic.full_name(prefix)
-        acks = [await producer.send(name, encode(m), key=_lead_of(m).encode()) for m in messages]
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
-    engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="bench-scale")
-    runner = ConsumerRunner(
+    await produce_all(kafka, topic, [(_lead_of(m), m) for m in messages])
+    return await consume_until_handled(
+        url=url,
+        kafka=kafka,
         service=service,
         subscriptions=subscriptions,
         handler=handler,
-        sessions=create_sessionmaker(engine),
-        schema=service,
-        kafka=kafka,
-        consumer=ConsumerSettings(max_batch_records=500),
+        handled_sql=APPLIED_SQL[service],
+        outbox_sql=OUTBOX_SQL[service],
+        expected=len(messages),
     )
-    task = asyncio.create_task(runner.run())
-    try:
-        handled, elapsed = await wait_until_handled(
-            url,
-            handled_sql=(
-                "SELECT coalesce(sum(next_offset), 0)::bigint FROM score.consumer_offsets"
-                if service == "score"
-                else "SELECT coalesce(sum(next_offset), 0)::bigint FROM router.consumer_offsets"
-            ),
-            outbox_sql=(
-                "SELECT count(*) FROM score.outbox"
-                if service == "score"
-                else "SELECT count(*) FROM router.outbox"
-            ),
-            expected=len(messages),
-        )
-    finally:
-        runner.request_stop()
-        await task
-        await engine.dispose()
-    return handled / elapsed

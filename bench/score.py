@@ -28,14 +28,13 @@ import yaml
 from pydantic import SecretStr
 
 from bench.figures import Figure, median
-from bench.infra import BenchInfra, wait_until_handled
+from bench.infra import BenchInfra, consume_until_handled, produce_all, wait_until_handled
 from services.score.config import ScoreSettings
 from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import HistoryItem, replay
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.handler import ScoreHandler
 from services.score.sweep import RescoreSweep
-from shared.codec import encode
 from shared.consumer import ConsumerRunner
 from shared.contracts import EnrichedEvent
 from shared.db import create_engine, create_sessionmaker
@@ -142,37 +141,18 @@ async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> tuple[float, 
     url = await infra.fresh_database()
     prefix = await infra.fresh_topic_prefix()
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
-    producer = create_producer(kafka, client_id="bench-score")
-    await producer.start()
-    try:
-        topic = EVENTS_ENRICHED.full_name(prefix)
-        acks = [await producer.send(topic, encode(e), key=e.lead_id.encode()) for e in events]
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
-    engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="bench-score")
-    runner = ConsumerRunner(
+    await produce_all(kafka, EVENTS_ENRICHED, [(e.lead_id, e) for e in events])
+    rate = await consume_until_handled(
+        url=url,
+        kafka=kafka,
         service="score",
         subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
         handler=ScoreHandler(load_rules(DEFAULT_RULES_FILE)),
-        sessions=create_sessionmaker(engine),
-        schema="score",
-        kafka=kafka,
-        consumer=ConsumerSettings(max_batch_records=500),
+        handled_sql="SELECT count(*) FROM score.history",
+        outbox_sql="SELECT count(*) FROM score.outbox",
+        expected=len(events),
     )
-    task = asyncio.create_task(runner.run())
-    try:
-        handled, elapsed = await wait_until_handled(
-            url,
-            handled_sql="SELECT count(*) FROM score.history",
-            outbox_sql="SELECT count(*) FROM score.outbox",
-            expected=len(events),
-        )
-    finally:
-        runner.request_stop()
-        await task
-        await engine.dispose()
-    return handled / elapsed, url, kafka
+    return rate, url, kafka
 
 
 async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
