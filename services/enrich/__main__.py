@@ -20,6 +20,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvloop
+
 from services.enrich import repository
 from services.enrich.config import EnrichSettings
 from services.enrich.loading import BadFile, load_accounts, load_suppressions
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, service="enrich")
     command = args.command or "run"
     if command == "run":
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))  # the event loop in C, as every consumer (shared.service)
         return 0
     if command == "migrate":
         upgrade_to_head(
