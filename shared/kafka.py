@@ -44,14 +44,20 @@ def create_producer(
 ) -> AIOKafkaProducer:
     """A producer that reports success only once every in-sync replica has the record.
     `partitioner` replaces the default `KeyHashPartitioner` (it must choose the same
-    partitions as aiokafka's and the Java client's)."""
+    partitions as aiokafka's and the Java client's).
+
+    No linger: its callers (the consumer runner, the sweeps) enqueue a whole batch of records
+    before awaiting any acknowledgement, so the sender already finds full batches; a linger would
+    only hold every hop of the pipeline (measured here: 30 records acked in 2.7 ms without, 7.8 ms
+    with 5 ms). `KafkaSettings.linger_ms` is the ingest producer's, which batches concurrent
+    HTTP requests."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.enable_idempotence,
         request_timeout_ms=settings.request_timeout_ms,
-        linger_ms=settings.linger_ms,
+        linger_ms=0,
         max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
         partitioner=partitioner if partitioner is not None else KeyHashPartitioner(),

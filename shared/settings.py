@@ -27,6 +27,8 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    # The ingest producer's (librdkafka) wait for more records from concurrent requests. The
+    # consumers' producers enqueue whole batches and use none (shared.kafka.create_producer).
     linger_ms: int = Field(default=5, ge=0)
     # How long the broker may hold a consumer's fetch when no data is waiting. Real Kafka answers
     # as soon as one byte is there (fetch.min.bytes=1); the development broker (Tansu) holds every
