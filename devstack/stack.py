@@ -42,15 +42,15 @@ def say(message: str) -> None:
 
 class Stack:
     def __init__(self) -> None:
-        self.addresses = StackAddresses(
-            kafka_bootstrap=f"127.0.0.1:{KAFKA_PORT}",
-            database_url=f"postgresql+asyncpg://leadflow@127.0.0.1:{POSTGRES_PORT}/leadflow",
-            write_keys={WRITE_KEY: "local-dev"},
-            sample_references=True,
-        )
         self.logs = STATE_DIR / "logs"
         self.broker = LocalBroker(port=KAFKA_PORT, log_file=self.logs / "broker.log")
         self.postgres = LocalPostgres(port=POSTGRES_PORT, base_dir=STATE_DIR / "postgres")
+        self.addresses = StackAddresses(
+            kafka_bootstrap=f"127.0.0.1:{KAFKA_PORT}",
+            database_url=self.postgres.url("leadflow"),
+            write_keys={WRITE_KEY: "local-dev"},
+            sample_references=True,
+        )
         self.services: list[ServiceProcess] = []
 
     def ports(self) -> dict[str, int]:
