@@ -21,7 +21,7 @@ from services.router.handler import RouterHandler
 from services.router.http import router_routes
 from services.router.repository import SCHEMA, lead_history
 from services.router.routing_config import RoutingFileError, load_routing
-from services.router.sla_timers import request_sla_checks
+from services.router.sla_timers import SlaTimer
 from shared.db import create_engine, create_sessionmaker
 from shared.service import Companion, consumer_service_main
 from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
         return asyncio.run(_history(argv[1], RouterSettings()))
     try:
         settings = RouterSettings()
-        load_routing(settings.routing_file)  # fail before connecting to anything
+        routing = load_routing(settings.routing_file)  # fail before connecting to anything
     except RoutingFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -49,8 +49,7 @@ def main(argv: list[str]) -> int:
         service="router",
         load_settings=lambda: settings,
         make_handler=lambda settings: RouterHandler(
-            load_routing(settings.routing_file),
-            sla_recheck=timedelta(seconds=settings.sla_recheck_s),
+            routing, sla_recheck=timedelta(seconds=settings.sla_recheck_s)
         ),
         subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS],
         migrations_dir=Path(__file__).parent / "migrations",
@@ -59,8 +58,11 @@ def main(argv: list[str]) -> int:
             Companion(
                 "SLA timer",
                 settings.sla_check_interval_s,
-                lambda: request_sla_checks(
-                    sessions=context.sessions, producer=context.producer, settings=settings
+                SlaTimer(
+                    sessions=context.sessions,
+                    producer=context.producer,
+                    settings=settings,
+                    config=routing,
                 ),
             )
         ],

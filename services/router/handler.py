@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +51,7 @@ from services.router.repository import NewDecision, OpenDecision
 from services.router.routing_config import RoutingConfig
 from shared.consumer import Message, Output
 from shared.contracts import CrmFeedback, LifecycleChanged, RouterCommand, RoutingDecision
+from shared.db import driver_connection
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class _Batch:
     loads: dict[str, RepLoad]
     days: dict[str, date]
     decisions: list[NewDecision] = field(default_factory=list)
-    suppressions: list[dict[str, str | None]] = field(default_factory=list)
+    suppressions: list[repository.Suppression] = field(default_factory=list)
     assignments: list[tuple[str, date]] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
 
@@ -100,49 +102,66 @@ class RouterHandler:
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
         now = datetime.now(UTC)
-        values = [m.value for m in messages]
-        for feedback in values:
-            if isinstance(feedback, CrmFeedback):
-                await self._close_on_feedback(session, feedback, now)
+        db = await driver_connection(session)
+        changes: list[LifecycleChanged] = []
+        feedback: list[repository.Feedback] = []
+        checks: list[str] = []
+        for message in messages:
+            value = message.value
+            if isinstance(value, LifecycleChanged):
+                changes.append(value)
+            elif isinstance(value, CrmFeedback):
+                feedback.append(
+                    repository.Feedback(
+                        lead_id=value.lead_id,
+                        email=value.email,
+                        reason=f"crm: {value.outcome}",
+                        at=value.at,
+                    )
+                )
+            elif isinstance(value, RouterCommand) and value.kind == "sla_check":
+                checks.append(value.decision_id)
+        checks = list(dict.fromkeys(checks))  # a decision checked twice in a batch: once
+        if feedback:
+            await self._close_on_feedback(db, feedback, now)
 
-        changes = [v for v in values if isinstance(v, LifecycleChanged)]
-        decided = await repository.get_decided_transitions(
-            session, (c.transition_id for c in changes)
+        decided = await repository.start_transitions(
+            db,
+            [(c.transition_id, c.lead_id) for c in changes],
+            at=now,
+            reason="lead changed stage",
         )
         fresh: list[LifecycleChanged] = []
         for change in changes:
             if change.transition_id not in decided:
                 decided.add(change.transition_id)
                 fresh.append(change)
-        if fresh:
-            # A new stage supersedes the SLA of decisions made for an earlier one.
-            await repository.close_open_decisions(
-                session, lead_ids=(c.lead_id for c in fresh), at=now, reason="lead changed stage"
-            )
-        routes = {c.transition_id: choose_route(c, self._config) for c in fresh}
+        routes = [choose_route(c, self._config) for c in fresh]
 
-        checks = [v for v in values if isinstance(v, RouterCommand) and v.kind == "sla_check"]
-        locked = await repository.lock_decisions(session, (c.decision_id for c in checks))
+        locked = await repository.lock_decisions(db, checks)
 
-        teams = {t for r in routes.values() if isinstance(r, ToSdr) for t in r.teams_to_lock}
+        teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
         teams |= {t for d in locked.values() for t in self._chain(d)}
-        await repository.lock_teams(session, teams)
-        reps = [rep for name in sorted(teams) for rep in self._config.team(name).reps]
-        days = {rep.id: local_day(rep, now) for rep in reps}
-        batch = _Batch(now=now, loads=await repository.get_rep_loads(session, days), days=days)
+        await repository.lock_teams(db, teams)
+        days = {
+            rep.id: local_day(rep, now)
+            for name in sorted(teams)
+            for rep in self._config.team(name).reps
+        }
+        batch = _Batch(now=now, loads=await repository.get_rep_loads(db, days), days=days)
 
         later_change = {c.lead_id: i for i, c in enumerate(fresh)}  # last change per lead
-        for index, change in enumerate(fresh):
-            route = routes[change.transition_id]
-            closed_by_later = later_change[change.lead_id] > index
-            self._route(change, route, batch, closed_by_later=closed_by_later)
+        for index, (change, route) in enumerate(zip(fresh, routes, strict=True)):
+            if route is not None:
+                closed_by_later = later_change[change.lead_id] > index
+                self._route(change, route, batch, closed_by_later=closed_by_later)
         for check in checks:
-            if (open_decision := locked.get(check.decision_id)) is not None:
-                await self._check_sla(session, open_decision, batch)
+            if (open_decision := locked.get(check)) is not None:
+                await self._check_sla(db, open_decision, batch)
 
-        await repository.record_suppressions(session, batch.suppressions)
-        await repository.record_decisions(session, batch.decisions)
-        await repository.add_assignments(session, batch.assignments, at=now)
+        await repository.record_suppressions(db, batch.suppressions)
+        await repository.record_decisions(db, batch.decisions)
+        await repository.add_assignments(db, batch.assignments, at=now)
         return batch.outputs
 
     # ---- lifecycle changes ---------------------------------------------------------------------
@@ -150,23 +169,21 @@ class RouterHandler:
     def _route(
         self,
         change: LifecycleChanged,
-        route: ToSdr | ToNurture | Suppressed | None,
+        route: ToSdr | ToNurture | Suppressed,
         batch: _Batch,
         *,
         closed_by_later: bool,
     ) -> None:
-        if route is None:
-            return
         if isinstance(route, Suppressed):
             SUPPRESSIONS.inc()
             batch.suppressions.append(
-                {
-                    "transition_id": change.transition_id,
-                    "lead_id": change.lead_id,
-                    "email": change.profile.email,
-                    "stage": change.to_stage.value,
-                    "reason": route.reason,
-                }
+                repository.Suppression(
+                    transition_id=change.transition_id,
+                    lead_id=change.lead_id,
+                    email=change.profile.email,
+                    stage=change.to_stage.value,
+                    reason=route.reason,
+                )
             )
             log.info("lead %s not routed: %s", change.lead_id, route.reason)
             return
@@ -242,20 +259,13 @@ class RouterHandler:
     # ---- CRM feedback --------------------------------------------------------------------------
 
     async def _close_on_feedback(
-        self, session: AsyncSession, feedback: CrmFeedback, now: datetime
+        self, db: asyncpg.Connection, feedback: list[repository.Feedback], now: datetime
     ) -> None:
         """Any outcome from the CRM means sales has the lead: its open decisions are closed.
         A lead the router never routed is not an error here (score dead-letters unknown leads)."""
-        closed = await repository.close_open_decisions(
-            session,
-            lead_ids=[feedback.lead_id] if feedback.lead_id else [],
-            emails=[feedback.email] if feedback.email else [],
-            at=now,
-            reason=f"crm: {feedback.outcome}",
-        )
-        for _, due in closed:
+        for due, acted_at in await repository.close_on_feedback(db, feedback, at=now):
             if due is not None:
-                SLA_OUTCOMES.labels(outcome="met" if feedback.at <= due else "breached").inc()
+                SLA_OUTCOMES.labels(outcome="met" if acted_at <= due else "breached").inc()
 
     # ---- SLA checks ----------------------------------------------------------------------------
 
@@ -267,17 +277,15 @@ class RouterHandler:
         return chain or tuple(t.name for t in self._config.team_chain(self._config.default_team))
 
     async def _check_sla(
-        self, session: AsyncSession, breached: OpenDecision, batch: _Batch
+        self, db: asyncpg.Connection, breached: OpenDecision, batch: _Batch
     ) -> None:
         now = batch.now
         due = breached.sla_due_at
         if breached.closed or due is None or now < due:
             return  # accepted, superseded, or not due yet (a check claimed early): nothing to do
-        if await repository.record_breach(session, decision=breached, at=now):
+        if await repository.record_breach(db, decision=breached, at=now):
             SLA_BREACHES.inc()
-        tried, decisions_so_far = await repository.get_transition_owners(
-            session, breached.transition_id
-        )
+        tried, decisions_so_far = await repository.get_transition_owners(db, breached.transition_id)
         assignment = after_breach(
             Breached(
                 teams=self._chain(breached),
@@ -294,7 +302,7 @@ class RouterHandler:
             # look again later (a rep's working day may have started).
             escalated = breached.strategy == "sla_escalated"
             await repository.set_next_check(
-                session, breached.decision_id, at=None if escalated else now + self._sla_recheck
+                db, breached.decision_id, at=None if escalated else now + self._sla_recheck
             )
             return
         batch.count(assignment)
@@ -321,7 +329,7 @@ class RouterHandler:
         # model_copy does not validate; the contract's checks must hold for what CRMs receive.
         decision = RoutingDecision.model_validate(decision.model_dump())
         await repository.close_decision(
-            session, breached.decision_id, at=now, reason=f"SLA breached: {assignment.strategy}"
+            db, breached.decision_id, at=now, reason=f"SLA breached: {assignment.strategy}"
         )
         batch.emit(
             NewDecision(

@@ -1,6 +1,11 @@
 """router's tables (schema `router`): decisions (with their SLA timers), suppressions, SLA
 breaches and the reps' daily loads. Every function runs in the caller's transaction.
 
+The consumer's hot path (one batch) speaks asyncpg directly, inside the session's transaction
+(`shared.db.driver_connection`): one statement per table and batch, columns as unnest arrays,
+and statements with nothing to do are not sent. The SLA timer and the history reads, which run
+rarely, go through SQLAlchemy sessions.
+
 Lock order, the same everywhere so that two router instances never deadlock on each other:
 decision rows (`lock_decisions`, sorted by id), then team locks (`lock_teams`, sorted by name).
 """
@@ -8,115 +13,144 @@ decision rows (`lock_decisions`, sorted by id), then team locks (`lock_teams`, s
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.assignment import RepLoad
-from shared.codec import encode
 from shared.contracts import RoutingDecision
 
 SCHEMA = "router"
 
 
-async def get_decided_transitions(session: AsyncSession, transition_ids: Iterable[str]) -> set[str]:
-    """Transitions that already have a decision or a suppression (a replay must add nothing)."""
-    ids = sorted(set(transition_ids))
-    if not ids:
+async def start_transitions(
+    db: asyncpg.Connection,
+    transitions: Sequence[tuple[str, str]],
+    *,
+    at: datetime,
+    reason: str,
+) -> set[str]:
+    """Of the (transition_id, lead_id) pairs, the transitions that already have a first decision
+    or a suppression (a replay must add nothing); for the leads of every other transition, the
+    open decisions are closed with `reason` (a new stage supersedes the SLA of decisions made
+    for an earlier one). One statement: the lookup and the closing share a snapshot. The leads
+    to close go in as one array (`= ANY(ARRAY(...))`), so the open-by-lead index is probed per
+    lead whatever the table's statistics say (a join here was planned as a scan of every open
+    decision while the table was young)."""
+    if not transitions:
         return set()
-    rows = await session.execute(
-        text(
-            """
+    rows = await db.fetch(
+        """
+        WITH batch AS (
+            SELECT t, l FROM unnest($1::text[], $2::text[]) AS b(t, l)
+        ), decided AS (
             SELECT transition_id FROM router.decisions
-             WHERE transition_id = ANY(CAST(:ids AS text[])) AND supersedes IS NULL
+             WHERE transition_id = ANY($1::text[]) AND supersedes IS NULL
             UNION
-            SELECT transition_id FROM router.suppressions WHERE transition_id = ANY(CAST(:ids AS text[]))
-            """
-        ),
-        {"ids": ids},
+            SELECT transition_id FROM router.suppressions WHERE transition_id = ANY($1::text[])
+        ), closed AS (
+            UPDATE router.decisions
+               SET closed_at = $3, closed_reason = $4, next_check_at = NULL
+             WHERE closed_at IS NULL
+               AND lead_id = ANY(ARRAY(SELECT l FROM batch
+                                        WHERE t NOT IN (SELECT transition_id FROM decided)))
+        )
+        SELECT transition_id FROM decided
+        """,
+        [t for t, _ in transitions],
+        [lead for _, lead in transitions],
+        at,
+        reason,
     )
     return {row[0] for row in rows}
 
 
-async def lock_teams(session: AsyncSession, teams: Iterable[str]) -> None:
+async def lock_teams(db: asyncpg.Connection, teams: Iterable[str]) -> None:
     """Hold each team's lock until the transaction ends: assignments in a team are serialised
-    across router instances, so a rep's daily count (and cap) is never read stale. Taken one
-    at a time in name order (a consistent order cannot deadlock)."""
-    for team in sorted(set(teams)):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"leadflow.router.team:{team}"},
+    across router instances, so a rep's daily count (and cap) is never read stale. One
+    statement takes them one at a time in name order (unnest keeps the array's order; a
+    consistent order cannot deadlock)."""
+    keys = [f"leadflow.router.team:{team}" for team in sorted(set(teams))]
+    if keys:
+        await db.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+            keys,
         )
 
 
-async def get_rep_loads(session: AsyncSession, days: Mapping[str, date]) -> dict[str, RepLoad]:
-    """Each rep's assignments on the given (local) day; reps without any are left out."""
+async def get_rep_loads(db: asyncpg.Connection, days: Mapping[str, date]) -> dict[str, RepLoad]:
+    """Each rep's assignments on the given (local) day; reps without any are left out. Read
+    after `lock_teams` (its own statement, so its snapshot sees what the lock holders wrote)."""
     if not days:
         return {}
     rep_ids = sorted(days)
-    rows = await session.execute(
-        text(
-            """
-            SELECT l.rep_id, l.assigned, l.last_assigned_at
-              FROM router.rep_loads l
-              JOIN unnest(CAST(:reps AS text[]), CAST(:days AS date[])) AS d(rep_id, day)
-                ON l.rep_id = d.rep_id AND l.day = d.day
-            """
-        ),
-        {"reps": rep_ids, "days": [days[r] for r in rep_ids]},
+    rows = await db.fetch(
+        """
+        SELECT l.rep_id, l.assigned, l.last_assigned_at
+          FROM router.rep_loads l
+          JOIN unnest($1::text[], $2::date[]) AS d(rep_id, day)
+            ON l.rep_id = d.rep_id AND l.day = d.day
+        """,
+        rep_ids,
+        [days[r] for r in rep_ids],
     )
     return {row[0]: RepLoad(assigned_today=row[1], last_assigned_at=row[2]) for row in rows}
 
 
 async def add_assignments(
-    session: AsyncSession, assignments: Iterable[tuple[str, date]], *, at: datetime
+    db: asyncpg.Connection, assignments: Iterable[tuple[str, date]], *, at: datetime
 ) -> None:
     """Count one assignment per (rep, local day) pair given."""
     counts = Counter(assignments)
     if not counts:
         return
     keys = sorted(counts)
-    await session.execute(
-        text(
-            """
-            INSERT INTO router.rep_loads (rep_id, day, assigned, last_assigned_at)
-            SELECT rep_id, day, n, CAST(:at AS timestamptz)
-              FROM unnest(CAST(:reps AS text[]), CAST(:days AS date[]), CAST(:counts AS int[]))
-                   AS t(rep_id, day, n)
-            ON CONFLICT (rep_id, day) DO UPDATE
-               SET assigned = router.rep_loads.assigned + EXCLUDED.assigned,
-                   last_assigned_at = EXCLUDED.last_assigned_at
-            """
-        ),
-        {
-            "reps": [k[0] for k in keys],
-            "days": [k[1] for k in keys],
-            "counts": [counts[k] for k in keys],
-            "at": at,
-        },
+    await db.execute(
+        """
+        INSERT INTO router.rep_loads (rep_id, day, assigned, last_assigned_at)
+        SELECT rep_id, day, n, $4::timestamptz
+          FROM unnest($1::text[], $2::date[], $3::int[]) AS t(rep_id, day, n)
+        ON CONFLICT (rep_id, day) DO UPDATE
+           SET assigned = router.rep_loads.assigned + EXCLUDED.assigned,
+               last_assigned_at = EXCLUDED.last_assigned_at
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [counts[k] for k in keys],
+        at,
     )
 
 
-async def record_decisions(session: AsyncSession, rows: list[NewDecision]) -> None:
+async def record_decisions(db: asyncpg.Connection, rows: Sequence[NewDecision]) -> None:
+    """Insert the batch's decisions in one statement (a column array each). A row's teams
+    travel as a JSON array: unnest cannot take an array of arrays row by row."""
     if not rows:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO router.decisions (decision_id, transition_id, lead_id, route, owner_id,
-                track, queue, strategy, email, teams, supersedes, decided_at, sla_due_at,
-                next_check_at, closed_at, closed_reason, payload)
-            VALUES (:decision_id, :transition_id, :lead_id, :route, :owner_id, :track, :queue,
-                :strategy, :email, CAST(:teams AS text[]), :supersedes, :decided_at, :sla_due_at,
-                :next_check_at, :closed_at, :closed_reason, CAST(:payload AS jsonb))
-            """
-        ),
-        [row.parameters() for row in rows],
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for row in rows:
+        for column, value in zip(columns, row.values(), strict=True):
+            column.append(value)
+    await db.execute(
+        """
+        INSERT INTO router.decisions (decision_id, transition_id, lead_id, route, owner_id,
+            track, queue, strategy, email, teams, supersedes, decided_at, sla_due_at,
+            next_check_at, closed_at, closed_reason, payload)
+        SELECT d, t, l, r, o, tr, q, st, e,
+               ARRAY(SELECT jsonb_array_elements_text(tm::jsonb)), su, da, due, nc, ca, cr,
+               p::jsonb
+          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                      $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
+                      $15::timestamptz[], $16::text[], $17::text[])
+               AS n(d, t, l, r, o, tr, q, st, e, tm, su, da, due, nc, ca, cr, p)
+        """,
+        *columns,
     )
 
 
@@ -127,42 +161,53 @@ class NewDecision:
     teams: tuple[str, ...] = ()
     closed_reason: str | None = None  # set: the decision is closed at birth (a later change)
 
-    def parameters(self) -> dict[str, Any]:
+    def values(self) -> tuple[Any, ...]:
+        """The row, in `record_decisions`' column order."""
         d = self.decision
-        open_timer = d.sla_due_at if self.closed_reason is None else None
-        return {
-            "decision_id": d.decision_id,
-            "transition_id": self.transition_id,
-            "lead_id": d.lead_id,
-            "route": d.route,
-            "owner_id": d.owner.id if d.owner else None,
-            "track": d.track,
-            "queue": d.queue,
-            "strategy": d.strategy,
-            "email": d.email,
-            "teams": list(self.teams),
-            "supersedes": d.supersedes,
-            "decided_at": d.decided_at,
-            "sla_due_at": d.sla_due_at,
-            "next_check_at": open_timer,
-            "closed_at": d.decided_at if self.closed_reason else None,
-            "closed_reason": self.closed_reason,
-            "payload": encode(d).decode(),
-        }
-
-
-async def record_suppressions(session: AsyncSession, rows: list[dict[str, str | None]]) -> None:
-    """Rows of transition_id, lead_id, email, stage, reason."""
-    if rows:
-        await session.execute(
-            text(
-                """
-                INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
-                VALUES (:transition_id, :lead_id, :email, :stage, :reason)
-                """
-            ),
-            rows,
+        closed = self.closed_reason is not None
+        return (
+            d.decision_id,
+            self.transition_id,
+            d.lead_id,
+            d.route,
+            d.owner.id if d.owner else None,
+            d.track,
+            d.queue,
+            d.strategy,
+            d.email,
+            orjson.dumps(self.teams).decode(),
+            d.supersedes,
+            d.decided_at,
+            d.sla_due_at,
+            None if closed else d.sla_due_at,  # next_check_at: an open timer
+            d.decided_at if closed else None,
+            self.closed_reason,
+            d.model_dump_json(by_alias=True),
         )
+
+
+async def record_suppressions(db: asyncpg.Connection, rows: Sequence[Suppression]) -> None:
+    if rows:
+        await db.execute(
+            """
+            INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+            """,
+            [r.transition_id for r in rows],
+            [r.lead_id for r in rows],
+            [r.email for r in rows],
+            [r.stage for r in rows],
+            [r.reason for r in rows],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    transition_id: str
+    lead_id: str
+    email: str | None
+    stage: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -180,24 +225,22 @@ class OpenDecision:
 
 
 async def lock_decisions(
-    session: AsyncSession, decision_ids: Iterable[str]
+    db: asyncpg.Connection, decision_ids: Iterable[str]
 ) -> dict[str, OpenDecision]:
     """Row-lock the decisions (in id order) for the rest of the transaction."""
     ids = sorted(set(decision_ids))
     if not ids:
         return {}
-    rows = await session.execute(
-        text(
-            """
-            SELECT decision_id, transition_id, lead_id, strategy, teams, sla_due_at,
-                   closed_at IS NOT NULL, payload
-              FROM router.decisions
-             WHERE decision_id = ANY(CAST(:ids AS text[]))
-             ORDER BY decision_id
-               FOR UPDATE
-            """
-        ),
-        {"ids": ids},
+    rows = await db.fetch(
+        """
+        SELECT decision_id, transition_id, lead_id, strategy, teams, sla_due_at,
+               closed_at IS NOT NULL, payload
+          FROM router.decisions
+         WHERE decision_id = ANY($1::text[])
+         ORDER BY decision_id
+           FOR UPDATE
+        """,
+        ids,
     )
     return {
         row[0]: OpenDecision(
@@ -214,90 +257,101 @@ async def lock_decisions(
     }
 
 
-async def get_transition_owners(session: AsyncSession, transition_id: str) -> tuple[set[str], int]:
+async def get_transition_owners(db: asyncpg.Connection, transition_id: str) -> tuple[set[str], int]:
     """Who already had this transition's lead, and how many decisions it has had."""
-    rows = (
-        await session.execute(
-            text("SELECT owner_id FROM router.decisions WHERE transition_id = :t"),
-            {"t": transition_id},
-        )
-    ).all()
+    rows = await db.fetch(
+        "SELECT owner_id FROM router.decisions WHERE transition_id = $1", transition_id
+    )
     return {row[0] for row in rows if row[0]}, len(rows)
 
 
-async def close_open_decisions(
-    session: AsyncSession,
-    *,
-    lead_ids: Iterable[str] = (),
-    emails: Iterable[str] = (),
-    at: datetime,
-    reason: str,
-) -> list[tuple[str, datetime | None]]:
-    """Close the leads' open decisions (stop their SLA timers). Returns (decision_id, sla_due_at)
-    of each decision closed, so the caller can tell met from missed SLAs."""
-    leads, mails = sorted(set(lead_ids)), sorted({e.lower() for e in emails})
-    if not leads and not mails:
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A CRM outcome that closes a lead's open decisions (by lead id and/or email)."""
+
+    lead_id: str | None
+    email: str | None
+    reason: str
+    at: datetime  # when sales acted: compared with each closed decision's SLA
+
+
+async def close_on_feedback(
+    db: asyncpg.Connection, feedback: Sequence[Feedback], *, at: datetime
+) -> list[tuple[datetime | None, datetime]]:
+    """Close the open decisions of each feedback's lead (its lead id, or its email, lower
+    case); a decision that several feedback items match is closed by the first, with its
+    reason. Returns (sla_due_at, feedback at) of each decision closed, so the caller can tell
+    met from missed SLAs. One statement for the batch."""
+    if not feedback:
         return []
-    rows = await session.execute(
-        text(
-            """
-            UPDATE router.decisions
-               SET closed_at = :at, closed_reason = :reason, next_check_at = NULL
-             WHERE closed_at IS NULL
-               AND (lead_id = ANY(CAST(:leads AS text[])) OR email = ANY(CAST(:mails AS text[])))
-            RETURNING decision_id, sla_due_at
-            """
-        ),
-        {"leads": leads, "mails": mails, "at": at, "reason": reason},
+    rows = await db.fetch(
+        """
+        WITH f AS (
+            SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                   AS f(n, lead_id, email, reason, at)
+        ), hit AS (
+            SELECT DISTINCT ON (d.decision_id) d.decision_id, f.reason, f.at
+              FROM f
+              JOIN router.decisions d
+                ON d.closed_at IS NULL AND (d.lead_id = f.lead_id OR d.email = f.email)
+             ORDER BY d.decision_id, f.n
+        )
+        UPDATE router.decisions d
+           SET closed_at = $6, closed_reason = hit.reason, next_check_at = NULL
+          FROM hit
+         WHERE d.decision_id = hit.decision_id
+        RETURNING d.sla_due_at, hit.at
+        """,
+        list(range(len(feedback))),
+        [f.lead_id for f in feedback],
+        [f.email.lower() if f.email else None for f in feedback],
+        [f.reason for f in feedback],
+        [f.at for f in feedback],
+        at,
     )
     return [(row[0], row[1]) for row in rows]
 
 
 async def close_decision(
-    session: AsyncSession, decision_id: str, *, at: datetime, reason: str
+    db: asyncpg.Connection, decision_id: str, *, at: datetime, reason: str
 ) -> None:
-    await session.execute(
-        text(
-            """
-            UPDATE router.decisions
-               SET closed_at = :at, closed_reason = :reason, next_check_at = NULL
-             WHERE decision_id = :id
-            """
-        ),
-        {"id": decision_id, "at": at, "reason": reason},
+    await db.execute(
+        """
+        UPDATE router.decisions
+           SET closed_at = $2, closed_reason = $3, next_check_at = NULL
+         WHERE decision_id = $1
+        """,
+        decision_id,
+        at,
+        reason,
     )
 
 
-async def set_next_check(session: AsyncSession, decision_id: str, *, at: datetime | None) -> None:
-    await session.execute(
-        text("UPDATE router.decisions SET next_check_at = :at WHERE decision_id = :id"),
-        {"id": decision_id, "at": at},
+async def set_next_check(db: asyncpg.Connection, decision_id: str, *, at: datetime | None) -> None:
+    await db.execute(
+        "UPDATE router.decisions SET next_check_at = $2 WHERE decision_id = $1", decision_id, at
     )
 
 
-async def record_breach(session: AsyncSession, *, decision: OpenDecision, at: datetime) -> bool:
+async def record_breach(db: asyncpg.Connection, *, decision: OpenDecision, at: datetime) -> bool:
     """Record that the decision's SLA passed unaccepted; False if it was already recorded."""
     owner = decision.decision.owner
-    result = await session.execute(
-        text(
-            """
-            INSERT INTO router.sla_breaches (decision_id, lead_id, owner_id, queue, due_at,
-                                             breached_at)
-            VALUES (:decision_id, :lead_id, :owner_id, :queue, :due_at, :at)
-            ON CONFLICT (decision_id) DO NOTHING
-            RETURNING decision_id
-            """
-        ),
-        {
-            "decision_id": decision.decision_id,
-            "lead_id": decision.lead_id,
-            "owner_id": owner.id if owner else None,
-            "queue": decision.decision.queue,
-            "due_at": decision.sla_due_at,
-            "at": at,
-        },
+    recorded = await db.fetchval(
+        """
+        INSERT INTO router.sla_breaches (decision_id, lead_id, owner_id, queue, due_at,
+                                         breached_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (decision_id) DO NOTHING
+        RETURNING decision_id
+        """,
+        decision.decision_id,
+        decision.lead_id,
+        owner.id if owner else None,
+        decision.decision.queue,
+        decision.sla_due_at,
+        at,
     )
-    return result.first() is not None
+    return recorded is not None
 
 
 async def claim_due_checks(
@@ -323,6 +377,17 @@ async def claim_due_checks(
         {"now": now, "recheck_at": recheck_at, "limit": limit},
     )
     return [(row[0], row[1]) for row in rows]
+
+
+async def next_check_after(session: AsyncSession, now: datetime) -> datetime | None:
+    """The earliest SLA check scheduled after `now` (None: no open timer). One probe of the
+    partial index on next_check_at."""
+    row = await session.execute(
+        text("SELECT min(next_check_at) FROM router.decisions WHERE next_check_at > :now"),
+        {"now": now},
+    )
+    value: datetime | None = row.scalar_one()
+    return value
 
 
 # ---- the lead's routing history (operators, CLI and HTTP) --------------------------------------

@@ -1,0 +1,171 @@
+"""router's batch statements against the real PostgreSQL (no broker): a replayed transition is
+found and its lead's decisions left alone, a new one closes its lead's open decisions; CRM
+feedback closes a decision once (the first item wins); decisions round-trip through the
+multi-row insert; the SLA timer finds its next due check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.router import repository
+from services.router.repository import Feedback, NewDecision
+from shared.contracts import Owner, RoutingDecision, Score, Stage
+from shared.db import create_engine, create_sessionmaker, unit_of_work
+from shared.settings import DatabaseSettings
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def decision(decision_id: str, lead_id: str, *, due: timedelta | None = None) -> RoutingDecision:
+    sdr = due is not None
+    return RoutingDecision(
+        decision_id=decision_id,
+        transition_id=f"{lead_id}:mql:t",
+        lead_id=lead_id,
+        route="sdr" if sdr else "nurture",
+        email=f"{lead_id}@example.com",
+        name="Lee Ray",
+        company=None,
+        stage=Stage.MQL if sdr else Stage.LEAD,
+        score=Score(fit=35, behaviour=75, total=110, grade="A", band=1, priority="A1"),
+        owner=Owner(id="rep-a", name="Rep A", email="a@example.com", team="sdr") if sdr else None,
+        track=None if sdr else "general-nurture",
+        strategy="round_robin" if sdr else "nurture_track",
+        reasons=["asked for a demo"],
+        received_at=NOW,
+        decided_at=NOW,
+        sla_due_at=NOW + due if due is not None else None,
+        speed_to_lead_ms=0,
+    )
+
+
+async def store(db: asyncpg.Connection, *rows: NewDecision) -> None:
+    async with db.transaction():
+        await repository.record_decisions(db, list(rows))
+
+
+async def closed(db: asyncpg.Connection) -> dict[str, str | None]:
+    rows = await db.fetch("SELECT decision_id, closed_reason FROM router.decisions")
+    return {row["decision_id"]: row["closed_reason"] for row in rows}
+
+
+async def test_decisions_round_trip_through_the_multi_row_insert(db: asyncpg.Connection) -> None:
+    sdr = decision("d-sdr", "lead-1", due=timedelta(minutes=5))
+    await store(
+        db,
+        NewDecision(decision=sdr, transition_id="lead-1:mql:t", teams=("sdr", "inbound, team")),
+        NewDecision(
+            decision=decision("d-nurture", "lead-2"),
+            transition_id="lead-2:lead:t",
+            closed_reason="lead changed stage",
+        ),
+    )
+    rows = {
+        r["decision_id"]: r
+        for r in await db.fetch(
+            "SELECT decision_id, teams, owner_id, next_check_at, closed_at, closed_reason, payload"
+            " FROM router.decisions"
+        )
+    }
+    assert rows["d-sdr"]["teams"] == ["sdr", "inbound, team"]
+    assert rows["d-sdr"]["owner_id"] == "rep-a"
+    assert rows["d-sdr"]["next_check_at"] == sdr.sla_due_at  # an open timer
+    assert rows["d-sdr"]["closed_at"] is None
+    assert RoutingDecision.model_validate_json(rows["d-sdr"]["payload"]) == sdr
+    assert rows["d-nurture"]["teams"] == []
+    assert rows["d-nurture"]["closed_reason"] == "lead changed stage"
+    assert rows["d-nurture"]["closed_at"] == NOW
+    assert rows["d-nurture"]["next_check_at"] is None
+
+
+async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_decisions(
+    db: asyncpg.Connection,
+) -> None:
+    await store(
+        db,
+        NewDecision(decision=decision("d-1", "lead-1"), transition_id="lead-1:lead:t"),
+        NewDecision(decision=decision("d-2", "lead-2"), transition_id="lead-2:lead:t"),
+        NewDecision(decision=decision("d-3", "lead-3"), transition_id="lead-3:lead:t"),
+    )
+    await db.execute(
+        "INSERT INTO router.suppressions (transition_id, lead_id, reason)"
+        " VALUES ('lead-3:known:t', 'lead-3', 'opted out')"
+    )
+    async with db.transaction():
+        decided = await repository.start_transitions(
+            db,
+            [
+                ("lead-1:lead:t", "lead-1"),  # a replay: decided
+                ("lead-2:mql:t", "lead-2"),  # new: closes lead-2's open decision
+                ("lead-3:known:t", "lead-3"),  # a replay of a suppression
+            ],
+            at=NOW,
+            reason="lead changed stage",
+        )
+    assert decided == {"lead-1:lead:t", "lead-3:known:t"}
+    assert await closed(db) == {"d-1": None, "d-2": "lead changed stage", "d-3": None}
+
+
+async def test_feedback_closes_each_decision_once_by_lead_or_email(
+    db: asyncpg.Connection,
+) -> None:
+    due = timedelta(minutes=5)
+    await store(
+        db,
+        NewDecision(decision=decision("d-1", "lead-1", due=due), transition_id="lead-1:mql:t"),
+        NewDecision(decision=decision("d-2", "lead-2", due=due), transition_id="lead-2:mql:t"),
+    )
+    late = NOW + timedelta(minutes=9)
+    async with db.transaction():
+        outcomes = await repository.close_on_feedback(
+            db,
+            [
+                Feedback(lead_id="lead-1", email=None, reason="crm: accepted", at=NOW),
+                Feedback(lead_id=None, email="LEAD-1@example.com", reason="crm: lost", at=NOW),
+                Feedback(lead_id=None, email="Lead-2@Example.com", reason="crm: rejected", at=late),
+                Feedback(lead_id="unknown", email=None, reason="crm: won", at=NOW),
+            ],
+            at=NOW,
+        )
+    assert sorted(outcomes) == [(NOW + due, NOW), (NOW + due, late)]
+    assert await closed(db) == {"d-1": "crm: accepted", "d-2": "crm: rejected"}
+    timers = await db.fetchval("SELECT count(next_check_at) FROM router.decisions")
+    assert timers == 0, "closed decisions have no SLA timer left"
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def test_the_timer_claims_what_is_due_and_sees_the_next_check(
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store(
+        db,
+        NewDecision(
+            decision=decision("d-due", "lead-1", due=timedelta(minutes=-1)),
+            transition_id="lead-1:mql:t",
+        ),
+        NewDecision(
+            decision=decision("d-later", "lead-2", due=timedelta(minutes=20)),
+            transition_id="lead-2:mql:t",
+        ),
+    )
+    async with unit_of_work(sessions) as session:
+        due = await repository.claim_due_checks(
+            session, now=NOW, recheck_at=NOW + timedelta(hours=1), limit=10
+        )
+        next_due = await repository.next_check_after(session, NOW)
+    assert due == [("d-due", "lead-1")]
+    assert next_due == NOW + timedelta(minutes=20)
+    async with unit_of_work(sessions) as session:
+        assert await repository.next_check_after(session, NOW + timedelta(hours=2)) is None
