@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.figures import Figure, render_table, write_json
 from bench.infra import BenchInfra, local_infrastructure
 
-SECTIONS: tuple[str, ...] = ("broker", "enrich", "score", "ingest", "pipeline", "scale")
+SECTIONS: tuple[str, ...] = ("broker", "enrich", "score", "ingest", "pipeline", "scale", "runner")
 DEFAULT_OUTPUT = Path(".bench/results.json")
 
 Section = Callable[[BenchInfra], Awaitable[list[Figure]]]

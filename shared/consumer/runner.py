@@ -6,17 +6,31 @@ Contract, per batch (see DESIGN.md, "Delivery semantics"):
    become dead letters (`<topic>.dlq`, original bytes, reason in headers).
 3. In ONE database transaction: lock the partitions' stored offsets, skip records already applied
    (a redelivery), call the service's handler, store its outputs and the dead letters in the
-   outbox, and advance the stored offsets. A handler's `InvalidMessage` dead-letters that record
-   and the batch is handled again without it; an unexpected handler error re-runs the batch one
-   record at a time, so only the record that fails alone is dead-lettered.
-4. Produce the outbox records and await every acknowledgement (acks=all), then delete them.
+   outbox, advance the stored offsets, and delete the outbox rows of the earlier batches whose
+   records the broker has acknowledged since (step 4). A handler's `InvalidMessage`
+   dead-letters that record and the batch is handled again without it; an unexpected handler
+   error re-runs the batch one record at a time, so only the record that fails alone is
+   dead-lettered.
+4. Produce the outbox records and await every acknowledgement (acks=all). Their outbox rows
+   are deleted by the next batch's transaction (step 3), or, when no batch follows (an empty
+   poll), on revocation and at shutdown, by a transaction of their own.
 5. Commit the Kafka offsets (throttled; forced on partition revocation and shutdown).
 
-Effects are therefore exactly-once (offsets stored with them), outputs at-least-once (a crash
-between 3 and 4 re-produces them when the partition is next assigned: consumers downstream dedupe
-by message id / decision id). Transient failures (database, broker) retry the failing step with
-exponential backoff and never commit past it; one that lasts `retry_give_up_after_s` ends the
-process with an error. A stop request (SIGTERM) lets the batch in flight finish and commits.
+Effects are therefore exactly-once (offsets stored with them), outputs at-least-once:
+- a crash between 3 and 4 (stored, not produced) re-produces them when the partition is next
+  assigned (the outbox is read for the partitions a runner is given);
+- a crash after 4 (acknowledged) but before the rows' deletion commits re-produces them too,
+  exactly as a crash between the acknowledgement and a delete of its own would: the window is
+  longer (until the next batch's commit or the next empty poll), the outcome the same.
+Consumers downstream dedupe by message id / decision id. A runner that is given partitions
+deletes its own acknowledged rows before it looks for leftovers, so it never re-produces them.
+Transient failures (database, broker) retry the failing step with exponential backoff and never
+commit past it; one that lasts `retry_give_up_after_s` ends the process with an error. A stop
+request (SIGTERM) lets the batch in flight finish and commits.
+
+Cost per batch, whatever its size: on the runner's own held database connection (no pool
+checkout and ping per transaction), BEGIN, one statement to lock the offsets, the handler's
+statements, one statement for offsets + outbox + deletions, COMMIT.
 """
 
 from __future__ import annotations
@@ -26,7 +40,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -34,13 +49,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.codec import UndecodableMessage, decode, encode
 from shared.consumer.failures import is_transient
 from shared.consumer.messages import Handler, InvalidMessage, Message, Output
 from shared.consumer.store import PendingRecord, RunnerStore
-from shared.db import unit_of_work
+from shared.db import driver_connection
 from shared.kafka import create_consumer, create_producer
 from shared.settings import ConsumerSettings, KafkaSettings
 from shared.telemetry import (
@@ -84,6 +99,14 @@ class ConsumerRunner:
         self._service = service
         self._handler = handler
         self._sessions = sessions
+        engine = sessions.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("sessions must be bound to an engine (shared.db.create_sessionmaker)")
+        self._engine = engine
+        # The runner's own connection, held between batches (see `_transaction`).
+        self._connection: AsyncConnection | None = None
+        # Batches produced and acknowledged whose outbox rows are not deleted yet (oldest first).
+        self._acked: list[uuid.UUID] = []
         self._kafka = kafka
         self._settings = consumer
         prefix = kafka.topic_prefix
@@ -112,7 +135,8 @@ class ConsumerRunner:
             self._consumer = consumer = await self._retrying("start consumer", self._start_consumer)
             while not self._stop.is_set():
                 if self._outbox_to_recheck:
-                    await self._produce_leftovers()
+                    async with self._lock:
+                        await self._produce_leftovers()
                 batch = await consumer.getmany(
                     timeout_ms=self._settings.poll_timeout_ms,
                     max_records=self._settings.max_batch_records,
@@ -120,7 +144,11 @@ class ConsumerRunner:
                 if batch:
                     async with self._lock:
                         await self._handle_batch(batch)
-                elif self._uncommitted:
+                    continue
+                if self._acked:  # no next batch to fold their deletion into
+                    async with self._lock:
+                        await self._clear_acked()
+                if self._uncommitted:
                     await self._commit(force=False)
         except Stopping:
             log.info("stopped while waiting to retry; the batch in flight will be redelivered")
@@ -154,10 +182,14 @@ class ConsumerRunner:
     async def _shutdown(self) -> None:
         if self._consumer is not None:
             async with self._lock:
+                await self._clear_acked_or_log()
                 await self._commit(force=True)
             await self._consumer.stop()  # leaves the group: partitions move on at once
         if self._producer is not None:
             await self._producer.stop()  # flushes anything still buffered
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()
 
     async def readiness(self) -> dict[str, bool]:
         """Checks for `/readyz`: broker client started, partitions assigned, database answering."""
@@ -185,7 +217,8 @@ class ConsumerRunner:
             "store batch", lambda: self._store_batch(batch, decoded, dead)
         )
         await self._retrying("produce outputs", lambda: self._produce(pending))
-        await self._retrying("clear outbox", lambda: self._forget(pending))
+        if pending:  # its outbox rows are deleted by the next batch's transaction
+            self._acked.append(pending[0].batch_id)
         for tp, tp_records in batch.items():
             self._uncommitted[tp] = tp_records[-1].offset + 1
             MESSAGES_IN.labels(self._service, tp.topic).inc(len(tp_records))
@@ -230,11 +263,16 @@ class ConsumerRunner:
             (r.topic, r.partition, r.offset): reason for r, reason in dead
         }
         prefix = self._kafka.topic_prefix
+        positions = sorted((tp.topic, tp.partition) for tp in batch)
+        next_offsets = {
+            (tp.topic, tp.partition): records[-1].offset + 1 for tp, records in batch.items()
+        }
         one_by_one = False
         while True:
             try:
-                async with unit_of_work(self._sessions) as session:
-                    next_to_apply = await self._lock_offsets(session, batch)
+                clearing = tuple(self._acked)
+                async with self._transaction() as session:
+                    next_to_apply = await self._store.lock_offsets(session, positions)
                     fresh = [
                         m
                         for m in decoded
@@ -257,8 +295,13 @@ class ConsumerRunner:
                             if position[2] >= next_to_apply[(position[0], position[1])]
                         ],
                     )
-                    await self._store.add_to_outbox(session, pending)
-                    await self._advance_offsets(session, batch)
+                    await self._store.finish_batch(
+                        await driver_connection(session),
+                        next_offsets=next_offsets,
+                        records=pending,
+                        acked_batches=clearing,
+                    )
+                del self._acked[: len(clearing)]  # deleted with this batch's commit
                 return pending
             except InvalidMessage as exc:
                 refused[_position(exc.message, self._kafka.topic_prefix)] = exc.reason
@@ -290,29 +333,6 @@ class ConsumerRunner:
                     f"handler error: {type(exc).__name__}: {exc}"
                 )
         return outputs
-
-    async def _lock_offsets(
-        self, session: AsyncSession, batch: dict[TopicPartition, list[RawRecord]]
-    ) -> dict[tuple[str, int], int]:
-        partitions: dict[str, list[int]] = defaultdict(list)
-        for tp in batch:
-            partitions[tp.topic].append(tp.partition)
-        next_to_apply: dict[tuple[str, int], int] = {}
-        for topic in sorted(partitions):  # a fixed order: two owners never deadlock
-            stored = await self._store.lock_offsets(
-                session, topic=topic, partitions=sorted(partitions[topic])
-            )
-            next_to_apply.update({(topic, p): offset for p, offset in stored.items()})
-        return next_to_apply
-
-    async def _advance_offsets(
-        self, session: AsyncSession, batch: dict[TopicPartition, list[RawRecord]]
-    ) -> None:
-        by_topic: dict[str, dict[int, int]] = defaultdict(dict)
-        for tp, records in batch.items():
-            by_topic[tp.topic][tp.partition] = records[-1].offset + 1
-        for topic, next_offsets in sorted(by_topic.items()):
-            await self._store.advance_offsets(session, topic=topic, next_offsets=next_offsets)
 
     def _to_records(
         self, batch_id: uuid.UUID, outputs: Sequence[Output], fresh: Sequence[Message[BaseModel]]
@@ -374,31 +394,93 @@ class ConsumerRunner:
             for record in pending
         ]
         await asyncio.gather(*futures)
+        produced: dict[str, int] = defaultdict(int)
+        dead: dict[str, int] = defaultdict(int)
         for record in pending:
             if record.topic.endswith(".dlq"):
-                DEAD_LETTERS.labels(self._service, record.source_topic).inc()
+                dead[record.source_topic] += 1
             else:
-                MESSAGES_OUT.labels(self._service, record.topic).inc()
-
-    async def _forget(self, pending: Sequence[PendingRecord]) -> None:
-        if pending:
-            async with unit_of_work(self._sessions) as session:
-                await self._store.remove_from_outbox(session, pending)
+                produced[record.topic] += 1
+        for topic, n in produced.items():
+            MESSAGES_OUT.labels(self._service, topic).inc(n)
+        for topic, n in dead.items():
+            DEAD_LETTERS.labels(self._service, topic).inc(n)
 
     async def _produce_leftovers(self) -> None:
         """Produce what a crashed or revoked owner of our new partitions stored but did not send."""
         partitions = {(tp.topic, tp.partition) for tp in self._outbox_to_recheck}
 
         async def load() -> list[PendingRecord]:
-            async with unit_of_work(self._sessions) as session:
-                return await self._store.leftover_outbox(session, partitions=partitions)
+            clearing = tuple(self._acked)
+            async with self._transaction() as session:
+                # Our own acknowledged batches are not leftovers: delete them first.
+                await self._store.remove_batches(session, clearing)
+                leftovers = await self._store.leftover_outbox(session, partitions=partitions)
+            del self._acked[: len(clearing)]
+            return leftovers
 
         leftovers = await self._retrying("load outbox", load)
         if leftovers:
             log.info("producing %d records left in the outbox by a previous owner", len(leftovers))
             await self._retrying("produce outbox", lambda: self._produce(leftovers))
-            await self._retrying("clear outbox", lambda: self._forget(leftovers))
+            self._acked.extend(dict.fromkeys(r.batch_id for r in leftovers))
         self._outbox_to_recheck.clear()
+
+    async def _clear_acked(self) -> None:
+        """Delete the outbox rows of acknowledged batches in a transaction of their own, for when
+        no next batch comes to fold it into. One attempt: on a transient failure they stay listed
+        for the next batch or idle poll (and a crash meanwhile re-produces them: at-least-once)."""
+        clearing = tuple(self._acked)
+        if not clearing:
+            return
+        try:
+            async with self._transaction() as session:
+                await self._store.remove_batches(session, clearing)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("could not clear the outbox (%s: %s); will retry", type(exc).__name__, exc)
+            return
+        del self._acked[: len(clearing)]
+
+    async def _clear_acked_or_log(self) -> None:
+        """`_clear_acked` where giving up partitions must go on whatever happens (revocation,
+        shutdown): rows left behind are produced again by the next owner (at-least-once)."""
+        try:
+            await self._clear_acked()
+        except Exception:
+            log.exception("could not clear the outbox; its acknowledged rows will be re-produced")
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """One transaction (a session committed on normal exit) on the runner's own connection.
+
+        The connection is held between transactions rather than checked out of the pool for each:
+        a checkout pings the server first (`pool_pre_ping`: three round trips), which cost more
+        than the runner's own statements. A connection that fails transiently (the server
+        restarted, the network broke) or is interrupted is thrown away, so the retry runs on a
+        fresh one from the pool (pinged then); other failures (a handler's error, an invalid
+        message) leave it rolled back and usable.
+        """
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        try:
+            async with self._sessions(bind=self._connection) as session, session.begin():
+                yield session
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or is_transient(exc):
+                await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await connection.invalidate()  # not returned to the pool: the server may be gone
+            await connection.close()
+        except Exception as exc:
+            log.debug("discarding a broken database connection: %s", exc)
 
     async def _commit(self, *, force: bool) -> None:
         """Commit consumed offsets to Kafka. The database holds the truth, so a failure only
@@ -466,6 +548,7 @@ class ConsumerRunner:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # let the batch in flight finish and commit
+            await self._clear_acked_or_log()
             await self._commit(force=True)
             self._assigned -= set(revoked)
             for tp in revoked:

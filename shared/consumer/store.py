@@ -3,8 +3,9 @@
 - `consumer_offsets`: the next offset to apply per (group, topic, partition), written in the same
   transaction as the handler's effects. A redelivered record below it is skipped: this is what
   makes a batch's effects happen exactly once, whatever Kafka redelivers.
-- `outbox`: the records a committed batch must produce. Rows are deleted once the broker
-  acknowledged them; rows left by a crash are produced when their partition is next assigned.
+- `outbox`: the records a committed batch must produce. Rows are deleted after the broker
+  acknowledged them (by the next batch's transaction, or on its own when none comes); rows left
+  by a crash are produced again when their partition is next assigned.
 
 `create_runner_tables` is called by each service's first migration.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
+import asyncpg
 from alembic import op
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,104 +73,154 @@ class PendingRecord:
     source_partition: int
 
 
+Position: TypeAlias = tuple[str, int]
+"""(topic, partition)."""
+
+
 class RunnerStore:
-    """SQL for the runner's tables. Every method runs in the caller's transaction."""
+    """SQL for the runner's tables. Every method runs in the caller's transaction.
+
+    A batch costs two of these statements whatever it holds: `lock_offsets` first (it begins the
+    transaction), `finish_batch` last (offsets, outbox, and the clean-up of earlier batches).
+    """
 
     def __init__(self, *, schema: str, group: str) -> None:
         self._schema = schema
         self._group = group
 
     async def lock_offsets(
-        self, session: AsyncSession, *, topic: str, partitions: Sequence[int]
-    ) -> dict[int, int]:
-        """Next offset to apply per partition, row-locked until the transaction ends.
+        self, session: AsyncSession, positions: Iterable[Position]
+    ) -> dict[Position, int]:
+        """Next offset to apply per (topic, partition), row-locked until the transaction ends.
 
         The lock serialises two consumers that both believe they own a partition (a rebalance
         in progress): the second waits, then sees the first's offsets and skips what it applied.
+        Rows are locked in (topic, partition) order, so two owners never deadlock. One statement
+        once the rows exist (always, after a partition's first batch); a missing row is created
+        first (`ON CONFLICT DO NOTHING`: a concurrent creator wins, we then lock its row).
         """
-        await session.execute(
-            text(
-                f"""
-                INSERT INTO "{self._schema}".consumer_offsets
-                    (consumer_group, topic, partition, next_offset)
-                SELECT :group, :topic, p, 0 FROM unnest(CAST(:partitions AS integer[])) AS p
-                ON CONFLICT DO NOTHING
-                """
-            ),
-            {"group": self._group, "topic": topic, "partitions": list(partitions)},
-        )
+        wanted = sorted(set(positions))
+        locked = await self._select_for_update(session, wanted)
+        if len(locked) < len(wanted):
+            await session.execute(
+                text(
+                    f"""
+                    INSERT INTO "{self._schema}".consumer_offsets
+                        (consumer_group, topic, partition, next_offset)
+                    SELECT :group, k.topic, k.partition, 0
+                    FROM unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
+                        AS k(topic, partition)
+                    ORDER BY k.topic, k.partition
+                    ON CONFLICT DO NOTHING
+                    """
+                ),
+                {
+                    "group": self._group,
+                    "topics": [t for t, _ in wanted],
+                    "partitions": [p for _, p in wanted],
+                },
+            )
+            locked = await self._select_for_update(session, wanted)
+        return locked
+
+    async def _select_for_update(
+        self, session: AsyncSession, positions: Sequence[Position]
+    ) -> dict[Position, int]:
         rows = await session.execute(
             text(
                 f"""
-                SELECT partition, next_offset FROM "{self._schema}".consumer_offsets
-                WHERE consumer_group = :group AND topic = :topic
-                  AND partition = ANY(CAST(:partitions AS integer[]))
-                ORDER BY partition
-                FOR UPDATE
-                """
-            ),
-            {"group": self._group, "topic": topic, "partitions": list(partitions)},
-        )
-        return {int(partition): int(offset) for partition, offset in rows.all()}
-
-    async def advance_offsets(
-        self, session: AsyncSession, *, topic: str, next_offsets: dict[int, int]
-    ) -> None:
-        await session.execute(
-            text(
-                f"""
-                UPDATE "{self._schema}".consumer_offsets AS o
-                SET next_offset = n.next_offset, updated_at = now()
-                FROM unnest(CAST(:partitions AS integer[]), CAST(:offsets AS bigint[]))
-                    AS n(partition, next_offset)
-                WHERE o.consumer_group = :group AND o.topic = :topic
-                  AND o.partition = n.partition AND n.next_offset > o.next_offset
+                SELECT o.topic, o.partition, o.next_offset
+                FROM "{self._schema}".consumer_offsets AS o
+                JOIN unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
+                    AS k(topic, partition) ON o.topic = k.topic AND o.partition = k.partition
+                WHERE o.consumer_group = :group
+                ORDER BY o.topic, o.partition
+                FOR UPDATE OF o
                 """
             ),
             {
                 "group": self._group,
-                "topic": topic,
-                "partitions": list(next_offsets),
-                "offsets": list(next_offsets.values()),
+                "topics": [t for t, _ in positions],
+                "partitions": [p for _, p in positions],
             },
         )
+        return {(str(t), int(p)): int(offset) for t, p, offset in rows.all()}
 
-    async def add_to_outbox(self, session: AsyncSession, records: Sequence[PendingRecord]) -> None:
-        if not records:
-            return
-        await session.execute(
-            text(
-                f"""
-                INSERT INTO "{self._schema}".outbox (batch_id, seq, topic, key, value,
-                    header_keys, header_values, source_topic, source_partition)
-                VALUES (:batch_id, :seq, :topic, :key, :value,
-                    :header_keys, :header_values, :source_topic, :source_partition)
-                """
-            ),
-            [
-                {
-                    "batch_id": r.batch_id,
-                    "seq": r.seq,
-                    "topic": r.topic,
-                    "key": r.key,
-                    "value": r.value,
-                    "header_keys": [k for k, _ in r.headers],
-                    "header_values": [v for _, v in r.headers],
-                    "source_topic": r.source_topic,
-                    "source_partition": r.source_partition,
-                }
-                for r in records
-            ],
+    async def finish_batch(
+        self,
+        connection: asyncpg.Connection,
+        *,
+        next_offsets: dict[Position, int],
+        records: Sequence[PendingRecord],
+        acked_batches: Sequence[uuid.UUID],
+    ) -> None:
+        """One statement at the end of a batch's transaction: advance the stored offsets (never
+        backwards), store `records` in the outbox, and delete the outbox rows of `acked_batches`
+        (earlier batches whose records the broker acknowledged since: folded in here instead
+        of a transaction of their own per batch).
+
+        `connection` is the batch's own (`shared.db.driver_connection`). Every record of a call
+        has the same `batch_id`. Headers keep their bytes and order: they travel flattened (all
+        keys, all values) with each record's start and count, and are sliced back per row.
+        """
+        batch_id = records[0].batch_id if records else None
+        header_keys: list[str] = []
+        header_values: list[bytes] = []
+        starts: list[int] = []
+        counts: list[int] = []
+        for record in records:
+            starts.append(len(header_keys))
+            counts.append(len(record.headers))
+            for key, value in record.headers:
+                header_keys.append(key)
+                header_values.append(value)
+        await connection.execute(
+            f"""
+            WITH advanced AS (
+                UPDATE "{self._schema}".consumer_offsets AS o
+                SET next_offset = n.next_offset, updated_at = now()
+                FROM unnest($2::text[], $3::integer[], $4::bigint[])
+                    AS n(topic, partition, next_offset)
+                WHERE o.consumer_group = $1 AND o.topic = n.topic
+                  AND o.partition = n.partition AND n.next_offset > o.next_offset
+            ), cleared AS (
+                DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY($5::uuid[])
+            )
+            INSERT INTO "{self._schema}".outbox (batch_id, seq, topic, key, value,
+                header_keys, header_values, source_topic, source_partition)
+            SELECT $6::uuid, r.seq, r.topic, r.key, r.value,
+                ($7::text[])[r.h + 1 : r.h + r.n], ($8::bytea[])[r.h + 1 : r.h + r.n],
+                r.source_topic, r.source_partition
+            FROM unnest($9::integer[], $10::text[], $11::bytea[], $12::bytea[],
+                        $13::integer[], $14::integer[], $15::text[], $16::integer[])
+                AS r(seq, topic, key, value, h, n, source_topic, source_partition)
+            """,
+            self._group,
+            [t for t, _ in next_offsets],
+            [p for _, p in next_offsets],
+            list(next_offsets.values()),
+            list(acked_batches),
+            batch_id,
+            header_keys,
+            header_values,
+            [r.seq for r in records],
+            [r.topic for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+            starts,
+            counts,
+            [r.source_topic for r in records],
+            [r.source_partition for r in records],
         )
 
-    async def remove_from_outbox(
-        self, session: AsyncSession, records: Iterable[PendingRecord]
-    ) -> None:
-        batch_ids = sorted({r.batch_id for r in records})
-        if batch_ids:
+    async def remove_batches(self, session: AsyncSession, batch_ids: Iterable[uuid.UUID]) -> None:
+        """Delete the outbox rows of batches the broker acknowledged (when no next batch's
+        `finish_batch` comes to do it: idle, revocation, shutdown)."""
+        ids = sorted(set(batch_ids))
+        if ids:
             await session.execute(
                 text(f'DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY(:ids)'),
-                {"ids": batch_ids},
+                {"ids": ids},
             )
 
     async def leftover_outbox(
