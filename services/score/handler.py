@@ -39,7 +39,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
 from services.score.engine.conditions import PROFILE_PREFIXES, Facts, facts_of
-from services.score.engine.explain import LedgerLine, state_of
 from services.score.engine.lifecycle import (
     FEEDBACK_TRIGGERS,
     IllegalTransition,
@@ -50,7 +49,14 @@ from services.score.engine.lifecycle import (
 )
 from services.score.engine.rescoring import HistoryItem
 from services.score.engine.ruleset import RuleSet
-from services.score.engine.scoring import LedgerEntry, ScoreCard, evaluate, score_event
+from services.score.engine.scoring import (
+    LedgerEntry,
+    ScoreCard,
+    ScoreState,
+    evaluate,
+    recorded,
+    score_event,
+)
 from services.score.repository import LeadRow, NewLedgerRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
@@ -82,7 +88,7 @@ class _Work:
     """The batch's working set and the writes it collects."""
 
     leads: dict[str, LeadRow]
-    ledgers: dict[str, list[LedgerLine]]
+    states: dict[str, ScoreState]  # each lead's ledger, as the engine reads it
     scored: set[tuple[str, str]]
     feedback: set[str]
     ledger_rows: list[NewLedgerRow] = field(default_factory=list)
@@ -101,7 +107,7 @@ class _Work:
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
             self.leads[lead_id] = LeadRow(lead_id=lead_id)
-            self.ledgers.setdefault(lead_id, [])
+            self.states.setdefault(lead_id, ScoreState())
         return self.leads[lead_id]
 
 
@@ -170,7 +176,7 @@ class ScoreHandler:
         }
         return _Work(
             leads=leads,
-            ledgers=await repository.load_ledgers(session, lead_ids),
+            states=await repository.load_states(session, lead_ids),
             scored=await repository.already_scored(session, keys),
             feedback=await repository.feedback_seen(session, feedback_ids),
             histories=await repository.load_histories(session, rescores),
@@ -204,7 +210,7 @@ class ScoreHandler:
             if survivor is None or survivor.lead_id == lead.lead_id:
                 return
             work.leads.update(await repository.load_leads(session, [survivor.lead_id]))
-            work.ledgers.update(await repository.load_ledgers(session, [survivor.lead_id]))
+            work.states.update(await repository.load_states(session, [survivor.lead_id]))
             seen = await repository.already_scored(session, [(survivor.lead_id, event.message_id)])
             if seen or (survivor.lead_id, event.message_id) in work.scored:
                 return
@@ -232,7 +238,7 @@ class ScoreHandler:
         )
         # Reload both sides: later messages of this batch for a merged lead must see it merged.
         work.leads.update(await repository.load_leads(session, [event.lead_id, *merged]))
-        work.ledgers.update(await repository.load_ledgers(session, [event.lead_id, *merged]))
+        work.states.update(await repository.load_states(session, [event.lead_id, *merged]))
         work.scored.add(key)
         self._score(event, work.lead(event.lead_id), work, behaviour=False)
 
@@ -247,7 +253,7 @@ class ScoreHandler:
     ) -> None:
         facts = facts_of(event)
         at = event.timestamp
-        state = state_of(work.ledgers[lead.lead_id])
+        state = work.states[lead.lead_id]
         # Fit rules read only the profile side: when it is the one already scored under these
         # rules, they cannot change anything (most events of a lead).
         profile_facts = _profile_facts(facts)
@@ -336,7 +342,7 @@ class ScoreHandler:
                 )
             found = await repository.load_leads(session, [lead.lead_id])
             work.leads.update(found)
-            work.ledgers.update(await repository.load_ledgers(session, [lead.lead_id]))
+            work.states.update(await repository.load_states(session, [lead.lead_id]))
             lead = work.leads[lead.lead_id]
         trigger = FEEDBACK_TRIGGERS[feedback.outcome]
         reason = f"CRM: {feedback.outcome}" + (f" ({feedback.reason})" if feedback.reason else "")
@@ -354,9 +360,7 @@ class ScoreHandler:
                 at=feedback.at,
             )
             return
-        card = evaluate(
-            self._rules, state_of(work.ledgers[lead.lead_id]), lead.as_of or feedback.at
-        )
+        card = evaluate(self._rules, work.states[lead.lead_id], lead.as_of or feedback.at)
         self._transition(
             lead,
             move,
@@ -383,7 +387,7 @@ class ScoreHandler:
         if lead is None or lead.merged_into is not None:
             return
         as_of = max(lead.as_of or command.at, command.at)
-        card = evaluate(self._rules, state_of(work.ledgers[lead.lead_id]), as_of)
+        card = evaluate(self._rules, work.states[lead.lead_id], as_of)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
         if changed:
@@ -413,8 +417,7 @@ class ScoreHandler:
         if lead.lead_id in work.unwritten_lines:
             work.ledger_rows = [row for row in work.ledger_rows if row.lead_id != lead.lead_id]
         work.replaced.add(lead.lead_id)
-        work.ledgers[lead.lead_id] = []
-        state = state_of([])
+        work.states[lead.lead_id] = state = ScoreState()
         for item in items:
             result = score_event(
                 self._rules,
@@ -469,19 +472,9 @@ class ScoreHandler:
                 event_time=at,
             )
             work.ledger_rows.append(row)
-            work.ledgers[lead.lead_id].append(
-                LedgerLine(
-                    message_id=message_id,
-                    rule_id=entry.rule_id,
-                    group=entry.group,
-                    kind=entry.kind,
-                    points=entry.points,
-                    requested=entry.requested,
-                    reason=entry.reason,
-                    note=entry.note,
-                    rule_version=self._rules.version,
-                    event_time=at,
-                )
+        if entries:
+            work.states[lead.lead_id] = recorded(
+                work.states[lead.lead_id], entries, at=at, message_id=message_id
             )
 
     def _apply_card(

@@ -8,8 +8,8 @@ event stays flat however many leads there are: every read is by primary key or a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,9 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.score.engine.explain import LedgerLine, StageLine
+from services.score.engine.explain import LedgerLine, LedgerRow, StageLine, state_of_rows
 from services.score.engine.rescoring import HistoryItem
+from services.score.engine.scoring import ScoreState
 from shared.contracts import Stage
 from shared.db import driver_connection
 
@@ -47,6 +48,19 @@ class LeadRow:
     profile_version: int = -1
     profile: dict[str, Any] | None = None
     merged_into: str | None = None
+    # The row as this transaction last read or wrote it (None: not known to be stored), so
+    # that `save_leads` skips a lead nothing changed. The picture is compared by value: the
+    # handler replaces `profile`, never changes it in place.
+    stored: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
+
+    def values(self) -> tuple[Any, ...]:
+        """The stored columns, in `_LEAD_COLUMNS` order (the picture as a dict)."""
+        return (
+            self.lead_id, self.stage, self.identified, self.engaged, self.email, self.fit,
+            self.behaviour, self.total, self.grade, self.band, self.qualifies, self.rule_version,
+            self.as_of, self.below_line_since, self.profile_version, self.profile,
+            self.merged_into,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -113,14 +127,14 @@ async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str
     if not ids:
         return {}
     await lock_leads(session, ids)
-    rows = await session.execute(
-        text(
-            f"SELECT {_LEAD_COLUMNS} FROM score.leads "
-            "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id FOR UPDATE"
-        ),
-        {"ids": ids},
+    # One primary-key probe per id, rows locked in id order (see `_LEDGER_OF_IDS`).
+    rows = await (await driver_connection(session)).fetch(
+        f"SELECT l.* FROM unnest($1::text[]) AS k(lead_id) CROSS JOIN LATERAL "
+        f"(SELECT {_LEAD_COLUMNS} FROM score.leads AS l WHERE l.lead_id = k.lead_id "
+        " FOR UPDATE) AS l",
+        ids,
     )
-    return {row.lead_id: _lead(row) for row in rows}
+    return {row["lead_id"]: _lead(row) for row in rows}
 
 
 async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | None:
@@ -140,7 +154,7 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
     ).first()
     if row is None:
         return None
-    lead = _lead(row)
+    lead = _lead(dict(row._mapping))
     for _ in range(10):  # follow merges (a chain is short; the bound guards a cycle)
         if lead.merged_into is None:
             return lead
@@ -152,21 +166,23 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
 
 
 async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
-    """Insert or update the leads' scores and stages, in one statement. `merged_into` is written
-    only for a new row: whether a lead is merged belongs to `fold_merged` / `unmark_merged`, so
-    a batch holding an older picture of a lead can never clear (or set) a merge mark."""
-    if not leads:
-        return
+    """Insert or update the leads' scores and stages, in one statement; a lead whose row is as
+    this transaction read or last wrote it is left alone (no new row version for a redelivered
+    message). `merged_into` is written only for a new row: whether a lead is merged belongs to
+    `fold_merged` / `unmark_merged`, so a batch holding an older picture of a lead can never
+    clear (or set) a merge mark."""
     columns: list[list[Any]] = [[] for _ in range(17)]
     for lead in leads:
-        values = (
-            lead.lead_id, lead.stage.value, lead.identified, lead.engaged, lead.email, lead.fit,
-            lead.behaviour, lead.total, lead.grade, lead.band, lead.qualifies, lead.rule_version,
-            lead.as_of, lead.below_line_since, lead.profile_version,
-            orjson.dumps(lead.profile or {}).decode(), lead.merged_into,
-        )  # fmt: skip
+        values = lead.values()
+        if values == lead.stored:
+            continue
+        lead.stored = values
         for column, value in zip(columns, values, strict=True):
             column.append(value)
+    if not columns[0]:
+        return
+    columns[1] = [stage.value for stage in columns[1]]
+    columns[15] = [orjson.dumps(profile or {}).decode() for profile in columns[15]]
     await (await driver_connection(session)).execute(
         f"""
         INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
@@ -190,37 +206,65 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
     )
 
 
+# The hot-path reads by lead id go through the primary key whatever the planner believes of the
+# table: a LATERAL subquery per id with OFFSET 0 (which the planner may not flatten into a join)
+# is one index probe per lead. `lead_id = ANY(...)`, or a join against the ids, is planned as a
+# sequential scan on a table without statistics yet (a fresh database, the first minutes of a
+# deployment), and read the whole ledger on every batch.
+_LEDGER_OF_IDS = """
+    FROM unnest($1::text[]) AS k(lead_id)
+    CROSS JOIN LATERAL (SELECT * FROM score.ledger AS l WHERE l.lead_id = k.lead_id OFFSET 0) AS l
+"""
+
+
+async def load_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, ScoreState]:
+    """Each lead's engine state, `explain.state_of` its ledger, reading only the columns the
+    engine needs (an id without ledger rows has the empty state)."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return {}
+    rows = await (await driver_connection(session)).fetch(
+        "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
+        + _LEDGER_OF_IDS,
+        ids,
+    )
+    by_lead: dict[str, list[LedgerRow]] = {lead_id: [] for lead_id in ids}
+    for lead_id, *row in rows:
+        by_lead[lead_id].append(tuple(row))
+    return {
+        lead_id: state_of_rows(sorted(lines, key=lambda r: (r[4], r[5], r[1])))
+        for lead_id, lines in by_lead.items()
+    }
+
+
 async def load_ledgers(
     session: AsyncSession, lead_ids: Iterable[str]
 ) -> dict[str, list[LedgerLine]]:
+    """Each lead's ledger rows as stored (for explanations), in ledger order."""
     ids = sorted(set(lead_ids))
     ledgers: dict[str, list[LedgerLine]] = {lead_id: [] for lead_id in ids}
     if not ids:
         return ledgers
-    rows = await session.execute(
-        text(
-            """
-            SELECT lead_id, message_id, rule_id, grp, kind, points, requested, reason, note,
-                   rule_version, event_time
-            FROM score.ledger WHERE lead_id = ANY(CAST(:ids AS text[]))
-            ORDER BY lead_id, event_time, message_id, rule_id
-            """
-        ),
-        {"ids": ids},
+    rows = await (await driver_connection(session)).fetch(
+        "SELECT l.lead_id, l.message_id, l.rule_id, l.grp, l.kind, l.points, l.requested,"
+        " l.reason, l.note, l.rule_version, l.event_time"
+        + _LEDGER_OF_IDS
+        + " ORDER BY l.lead_id, l.event_time, l.message_id, l.rule_id",
+        ids,
     )
     for row in rows:
-        ledgers[row.lead_id].append(
+        ledgers[row["lead_id"]].append(
             LedgerLine(
-                message_id=row.message_id,
-                rule_id=row.rule_id,
-                group=row.grp,
-                kind=row.kind,
-                points=row.points,
-                requested=row.requested,
-                reason=row.reason,
-                note=row.note,
-                rule_version=row.rule_version,
-                event_time=row.event_time,
+                message_id=row["message_id"],
+                rule_id=row["rule_id"],
+                group=row["grp"],
+                kind=row["kind"],
+                points=row["points"],
+                requested=row["requested"],
+                reason=row["reason"],
+                note=row["note"],
+                rule_version=row["rule_version"],
+                event_time=row["event_time"],
             )
         )
     return ledgers
@@ -537,23 +581,25 @@ async def leads_still_on_other_rules(
     return [row.lead_id for row in rows]
 
 
-def _lead(row: Any) -> LeadRow:
-    return LeadRow(
-        lead_id=row.lead_id,
-        stage=Stage(row.stage),
-        identified=row.identified,
-        engaged=row.engaged,
-        email=row.email,
-        fit=row.fit,
-        behaviour=row.behaviour,
-        total=row.total,
-        grade=row.grade,
-        band=row.band,
-        qualifies=row.qualifies,
-        rule_version=row.rule_version,
-        as_of=row.as_of,
-        below_line_since=row.below_line_since,
-        profile_version=row.profile_version,
-        profile=row.profile,
-        merged_into=row.merged_into,
+def _lead(row: Mapping[str, Any]) -> LeadRow:
+    lead = LeadRow(
+        lead_id=row["lead_id"],
+        stage=Stage(row["stage"]),
+        identified=row["identified"],
+        engaged=row["engaged"],
+        email=row["email"],
+        fit=row["fit"],
+        behaviour=row["behaviour"],
+        total=row["total"],
+        grade=row["grade"],
+        band=row["band"],
+        qualifies=row["qualifies"],
+        rule_version=row["rule_version"],
+        as_of=row["as_of"],
+        below_line_since=row["below_line_since"],
+        profile_version=row["profile_version"],
+        profile=row["profile"],
+        merged_into=row["merged_into"],
     )
+    lead.stored = lead.values()
+    return lead

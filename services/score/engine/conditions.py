@@ -208,6 +208,25 @@ def counted_rules(condition: AnyCondition) -> set[str]:
     return {f.removeprefix("count:") for f in fields_of(condition) if f.startswith("count:")}
 
 
+def required_values(condition: AnyCondition, field: str) -> frozenset[str] | None:
+    """The values (casefolded) `field` must have for the condition to hold, when it says so
+    plainly: a text `equals` / `in` test on the field, alone or as a part of an `all`. None
+    when the condition may hold whatever the field is (or compares numbers or booleans). A
+    rule index uses it to skip rules that cannot hold for an event."""
+    if isinstance(condition, FieldTest):
+        if condition.field != field:
+            return None
+        options = [condition.equals] if condition.equals is not None else condition.in_
+        if options is None or not all(isinstance(option, str) for option in options):
+            return None
+        return frozenset(str(option).casefold() for option in options)
+    if isinstance(condition, AllOf):
+        found = [required_values(part, field) for part in condition.all]
+        narrowed = [values for values in found if values is not None]
+        return frozenset.intersection(*narrowed) if narrowed else None
+    return None
+
+
 PROFILE_PREFIXES = ("profile.", "firmographics.", "account.", "consent.")
 
 
@@ -242,11 +261,17 @@ def facts_of(event: EnrichedEvent) -> Facts:
 
 
 def _flatten(prefix: str, value: Any, into: Facts, depth: int = 0) -> None:
-    if isinstance(value, dict) and depth < 4:
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}", inner, into, depth + 1)
-    else:
+    """`into[prefix.key...] = leaf` for every leaf of `value`, dicts nested up to 4 deep (a
+    deeper dict is one fact). Leaves are written here rather than by a call of their own: facts
+    are built for every event."""
+    if not (isinstance(value, dict) and depth < 4):
         into[prefix] = value
+        return
+    for key, inner in value.items():
+        if isinstance(inner, dict) and depth < 3:
+            _flatten(f"{prefix}.{key}", inner, into, depth + 1)
+        else:
+            into[f"{prefix}.{key}"] = inner
 
 
 def _path_of(url: str) -> str | None:

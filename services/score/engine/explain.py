@@ -8,7 +8,7 @@ ledger sum" is visible to the reader, not only asserted by the code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -139,13 +139,26 @@ def explain(
 
 def state_of(ledger: Sequence[LedgerLine]) -> ScoreState:
     """The engine's state from stored ledger rows (fit rows add up per rule)."""
+    return state_of_rows(
+        (row.kind, row.rule_id, row.group, row.points, row.event_time, row.message_id)
+        for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id))
+    )
+
+
+LedgerRow = tuple[str, str, str, int, datetime, str]
+"""(kind, rule_id, group, points, event_time, message_id) of a stored ledger row."""
+
+
+def state_of_rows(rows: Iterable[LedgerRow]) -> ScoreState:
+    """`state_of` from bare rows already in ledger order (event time, message, rule): what the
+    consumer reads on its hot path, without a `LedgerLine` per row."""
     fit: dict[str, int] = {}
     awards: list[Award] = []
-    for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id)):
-        if row.kind == "fit":
-            fit[row.rule_id] = fit.get(row.rule_id, 0) + row.points
+    for kind, rule_id, group, points, event_time, message_id in rows:
+        if kind == "fit":
+            fit[rule_id] = fit.get(rule_id, 0) + points
         else:
-            awards.append(Award(row.rule_id, row.group, row.points, row.event_time, row.message_id))
+            awards.append(Award(rule_id, group, points, event_time, message_id))
     return ScoreState(awards=tuple(awards), fit={k: v for k, v in fit.items() if v != 0})
 
 

@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.score.engine.conditions import (
     PROFILE_PREFIXES,
     Condition,
+    Facts,
     counted_rules,
     fields_of,
+    required_values,
 )
 from shared.config_files import load_yaml_model, parse_yaml_model
 
@@ -218,6 +220,27 @@ class RuleSet(_Strict):
     def rules_of(self, kind: RuleKind) -> list[Rule]:
         return self._rules_by_kind[kind]
 
+    def behaviour_candidates(self, facts: Facts) -> list[Rule]:
+        """The behaviour rules that may hold for an event with these facts, in file order:
+        a rule whose condition names the `event` it needs (`equals` / `in`, alone or in an
+        `all`) only for such an event, every other rule always (`holds` decides)."""
+        event = facts.get("event")
+        index, others = self._behaviour_by_event
+        if event is None:
+            return others
+        return index.get(str(event).casefold(), others)
+
+    @cached_property
+    def _behaviour_by_event(self) -> tuple[dict[str, list[Rule]], list[Rule]]:
+        """(candidates by casefolded event name, candidates of any other event)."""
+        rules = self.rules_of("behaviour")
+        needs = {rule.id: required_values(rule.when, "event") for rule in rules}
+        names = set().union(*(values for values in needs.values() if values is not None))
+        index = {
+            name: [rule for rule in rules if _may_hold(needs[rule.id], name)] for name in names
+        }
+        return index, [rule for rule in rules if needs[rule.id] is None]
+
     @cached_property
     def _rules_by_kind(self) -> dict[RuleKind, list[Rule]]:
         kinds = {group.id: group.kind for group in self.groups}
@@ -225,6 +248,10 @@ class RuleSet(_Strict):
             kind: [rule for rule in self.rules if kinds[rule.group] == kind]
             for kind in ("fit", "behaviour")
         }
+
+
+def _may_hold(needed: frozenset[str] | None, event: str) -> bool:
+    return needed is None or event in needed
 
 
 def _unique(what: str, ids: list[str], problems: list[str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from services.score.engine.conditions import Facts
 from services.score.engine.ruleset import Rule, RuleSet
@@ -72,9 +73,18 @@ class ScoreCard:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """A message applied: the state after it, its ledger entries, and (`card`, computed when
+    asked: the consumer values the lead at its own time, a replay needs only the state) the
+    score at the message's time."""
+
     state: ScoreState
     entries: tuple[LedgerEntry, ...]
-    card: ScoreCard
+    rules: RuleSet = field(repr=False, compare=False)
+    at: datetime
+
+    @cached_property
+    def card(self) -> ScoreCard:
+        return evaluate(self.rules, self.state, self.at)
 
 
 def decayed_value(rules: RuleSet, award: Award, at: datetime) -> float:
@@ -173,7 +183,7 @@ def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -
             1 for award in awards if award.rule_id in rule_ids and _within(award, at, within_days)
         )
 
-    for rule in rules.rules_of("behaviour"):
+    for rule in rules.behaviour_candidates(facts):
         if not rule.when.holds(facts, counts) or _limit_reached(rule, awards, at):
             continue
         group = rules.group(rule.group)
@@ -211,7 +221,7 @@ def score_event(
     if behaviour:
         entries += apply_event(rules, state, facts, at)
     new_state = fold(state, entries, at=at, message_id=message_id)
-    return Evaluation(new_state, tuple(entries), evaluate(rules, new_state, at))
+    return Evaluation(new_state, tuple(entries), rules, at)
 
 
 def fold(
@@ -228,6 +238,27 @@ def fold(
         else:
             awards.append(Award(entry.rule_id, entry.group, entry.points, at, message_id))
     return ScoreState(awards=tuple(awards), fit=fit)
+
+
+def award_order(award: Award) -> tuple[datetime, str, str]:
+    """The order of a lead's awards in its state: the ledger's (event time, message, rule)."""
+    return (award.at, award.message_id, award.rule_id)
+
+
+def recorded(
+    state: ScoreState, entries: Sequence[LedgerEntry], *, at: datetime, message_id: str
+) -> ScoreState:
+    """The state of a ledger after `entries` were added to it, given the state of the ledger
+    before (both in ledger order, as `explain.state_of` builds them): what `state_of` would
+    read back from the stored rows, without reading them. Usually the new awards come last (the
+    event is the lead's newest); an older event's awards are sorted into place."""
+    folded = fold(state, entries, at=at, message_id=message_id)
+    new = sorted(folded.awards[len(state.awards) :], key=award_order)
+    if not new:
+        return folded
+    if state.awards and award_order(state.awards[-1]) > award_order(new[0]):
+        return ScoreState(awards=tuple(sorted(folded.awards, key=award_order)), fit=folded.fit)
+    return ScoreState(awards=state.awards + tuple(new), fit=folded.fit)
 
 
 def _clip(points: int, room: float, group_id: str) -> tuple[int, str]:
