@@ -2,11 +2,12 @@
 
 Per batch of events, in one transaction (the runner's): claim message ids (a client's retry of a
 messageId is dropped here, once, for as long as ids are kept), load every identity, identity
-fact and lead the batch mentions (three queries, leads locked), look up the firmographics of the
+fact and lead the batch mentions (one query, leads locked), look up the firmographics of the
 company domains the batch names (concurrently, within `lookup_budget_s`: a slow or failed
 provider delays nothing, the lead is marked pending and re-enriched later), then resolve events
-in consumption order in memory, and write links, leads and anonymous history in a few batched
-statements. Merges are the exception: a few statements each.
+in consumption order in memory, and write links, changed leads and anonymous history in a few
+batched statements. A lead whose picture an event leaves as it was (most page views and tracks)
+is not rewritten, and its `lead_version` stays. Merges are the exception: a few statements each.
 
 Outputs per event, in this order: re-attributed anonymous history (if the event absorbed an
 anonymous lead), one `merged` per merged lead, then the event itself. Because the history rows
@@ -136,14 +137,13 @@ class EnrichHandler:
                 new_ids.discard(event.message_id)
                 traits = traits_of(event)
                 fresh.append((message, event, identities_of(event, traits), traits))
-        known = await repository.get_leads_by_identities(
-            session, (i for _, _, found, _ in fresh for i in found)
+        stored = await repository.find_by_identities(
+            session, (i for _, _, identities, _ in fresh for i in identities)
         )
-        lead_ids = set(known.values())
         batch = _Batch(
-            known=known,
-            facts=await repository.get_lead_facts(session, lead_ids),
-            leads=await repository.get_leads(session, lead_ids),
+            known=stored.known,
+            facts=stored.facts,
+            leads=stored.leads,
             lookups=await self._look_up(
                 {d for _, _, _, traits in fresh if (d := company_domain_of(traits))}
             ),
@@ -188,8 +188,11 @@ class EnrichHandler:
                 resolution.lead_id,
                 refusal.reason,
             )
-        lead = batch.leads.get(resolution.lead_id) or LeadRecord(lead_id=resolution.lead_id)
-        batch.leads[lead.lead_id] = lead
+        lead = batch.leads.get(resolution.lead_id)
+        created = lead is None
+        if lead is None:
+            lead = batch.leads[resolution.lead_id] = LeadRecord(lead_id=resolution.lead_id)
+        before = _picture_of(lead)
         for identity in resolution.new_links:
             batch.known[identity] = lead.lead_id
             batch.links.append((identity, lead.lead_id))
@@ -219,8 +222,11 @@ class EnrichHandler:
             history += [(row, merged_id) for row in rows]
             merges.append(info)
         self._refresh_company(batch, lead)
-        lead.version += 1
-        batch.changed[lead.lead_id] = lead
+        if created or merges or _picture_of(lead) != before:
+            # Only a changed picture is a new version to store; most calls (page views, tracks)
+            # change nothing, and their lead row is left as it is.
+            lead.version += 1
+            batch.changed[lead.lead_id] = lead
 
         outputs = [
             self._output(reattributed(row.payload, lead, from_lead=from_lead))
@@ -518,6 +524,22 @@ def restore(saved: dict[str, object], *, lead_id: str) -> LeadRecord:
         firmographics_domain=saved.get("firmographics_domain"),  # type: ignore[arg-type]
         account=AccountMatch.model_validate(saved["account"]) if saved.get("account") else None,
         version=int(saved.get("version") or 0),  # type: ignore[call-overload]
+    )
+
+
+def _picture_of(lead: LeadRecord) -> tuple[object, ...]:
+    """What `lead_version` versions: everything stored about the lead but its version and the
+    count of anonymous events it keeps (read from those events' table when it is loaded)."""
+    return (
+        lead.profile,
+        lead.identified,
+        lead.identified_at,
+        lead.consent,
+        lead.firmographics,
+        lead.firmographics_pending,
+        lead.firmographics_domain,
+        lead.account,
+        lead.merged_into,
     )
 
 

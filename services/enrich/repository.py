@@ -104,53 +104,6 @@ async def forget_seen_messages(session: AsyncSession, *, older_than_hours: float
 # -- identities and leads ------------------------------------------------------------------------
 
 
-async def get_leads_by_identities(
-    session: AsyncSession, identities: Iterable[Identity]
-) -> dict[Identity, str]:
-    wanted = sorted(set(identities))
-    if not wanted:
-        return {}
-    rows = await (await driver_connection(session)).fetch(
-        """
-        SELECT i.kind, i.value, i.lead_id FROM enrich.identities AS i
-        JOIN unnest($1::text[], $2::text[]) AS w(kind, value)
-          ON i.kind = w.kind AND i.value = w.value
-        """,
-        [i.kind.value for i in wanted],
-        [i.value for i in wanted],
-    )
-    return {Identity(_KINDS[kind], value): lead_id for kind, value, lead_id in rows}
-
-
-async def get_lead_facts(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadFacts]:
-    """userIds, identified flag and anonymousIds attached in the last 7 days, per lead."""
-    ids = sorted(set(lead_ids))
-    if not ids:
-        return {}
-    rows = await (await driver_connection(session)).fetch(
-        """
-        SELECT l.lead_id, l.identified,
-               coalesce(array_agg(i.value) FILTER (WHERE i.kind = 'user_id'), '{}'),
-               count(*) FILTER (WHERE i.kind = 'anonymous_id'
-                                  AND i.created_at > now() - interval '7 days')
-        FROM enrich.leads AS l
-        LEFT JOIN enrich.identities AS i ON i.lead_id = l.lead_id
-        WHERE l.lead_id = ANY($1::text[])
-        GROUP BY l.lead_id, l.identified
-        """,
-        ids,
-    )
-    return {
-        lead_id: LeadFacts(
-            lead_id=lead_id,
-            identified=identified,
-            user_ids=frozenset(user_ids),
-            anonymous_ids_this_week=int(anonymous),
-        )
-        for lead_id, identified, user_ids, anonymous in rows
-    }
-
-
 _LEAD_COLUMNS = """lead_id, profile, identified, identified_at, consent, firmographics,
                    firmographics_pending, firmographics_domain, account, version, merged_into, anonymous_events_stored"""
 
@@ -173,6 +126,73 @@ def _lead(row: Any) -> LeadRecord:
         merged_into=row["merged_into"],
         anonymous_events_stored=row["anonymous_events_stored"],
     )
+
+
+@dataclass
+class Found:
+    """What a batch's identities name in the database: the lead of each known identity, and
+    those leads' resolution facts and records (locked for the transaction)."""
+
+    known: dict[Identity, str] = field(default_factory=dict)
+    facts: dict[str, LeadFacts] = field(default_factory=dict)
+    leads: dict[str, LeadRecord] = field(default_factory=dict)
+
+
+# One round trip per batch: the identities' leads, locked in lead_id order (another process's
+# batch waits for ours), each with its facts (userIds, anonymousIds attached in the last 7 days)
+# and, for a lead not yet identified, how many anonymous events it keeps. Every part is an index
+# lookup per wanted identity or lead, so its cost follows the batch, not the tables' size.
+_FIND = """
+WITH found AS (
+    SELECT i.lead_id, array_agg(i.kind) AS kinds, array_agg(i.value) AS found_values
+    FROM unnest($1::text[], $2::text[]) AS w(kind, value)
+    JOIN enrich.identities AS i ON i.kind = w.kind AND i.value = w.value
+    GROUP BY i.lead_id
+)
+SELECT l.lead_id, l.profile, l.identified, l.identified_at, l.consent, l.firmographics,
+    l.firmographics_pending, l.firmographics_domain, l.account, l.version, l.merged_into,
+    l.anonymous_events_stored, f.kinds, f.found_values,
+    ARRAY(SELECT u.value FROM enrich.identities AS u
+          WHERE u.lead_id = l.lead_id AND u.kind = 'user_id') AS user_ids,
+    (SELECT count(*) FROM enrich.identities AS a
+     WHERE a.lead_id = l.lead_id AND a.kind = 'anonymous_id'
+       AND a.created_at > now() - interval '7 days') AS anonymous_ids_this_week,
+    CASE WHEN l.identified THEN 0 ELSE
+        (SELECT count(*) FROM enrich.anonymous_events AS h WHERE h.lead_id = l.lead_id)
+    END AS history_kept
+FROM found AS f
+JOIN enrich.leads AS l ON l.lead_id = f.lead_id
+ORDER BY l.lead_id
+FOR UPDATE OF l
+"""
+
+
+async def find_by_identities(session: AsyncSession, identities: Iterable[Identity]) -> Found:
+    """The leads the identities point at, locked for this transaction, with their facts.
+
+    A lead's `anonymous_events_stored` is read as the anonymous events it keeps now (retention
+    included), so an event that only adds history does not have to rewrite the lead."""
+    wanted = sorted(set(identities))
+    found = Found()
+    if not wanted:
+        return found
+    rows = await (await driver_connection(session)).fetch(
+        _FIND, [i.kind.value for i in wanted], [i.value for i in wanted]
+    )
+    for row in rows:
+        lead = _lead(row)
+        lead.anonymous_events_stored = row["history_kept"]
+        lead_id = lead.lead_id
+        found.leads[lead_id] = lead
+        found.facts[lead_id] = LeadFacts(
+            lead_id=lead_id,
+            identified=lead.identified,
+            user_ids=frozenset(row["user_ids"]),
+            anonymous_ids_this_week=row["anonymous_ids_this_week"],
+        )
+        for kind, value in zip(row["kinds"], row["found_values"], strict=True):
+            found.known[Identity(_KINDS[kind], value)] = lead_id
+    return found
 
 
 async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRecord]:

@@ -1,0 +1,175 @@
+"""enrich's handler against the real PostgreSQL (no broker): what a batch writes.
+
+A lead row is rewritten only when its picture changes (a page view of a known lead leaves it
+as it is, and its `lead_version` with it); the anonymous history a lead keeps is capped by what
+is stored, across batches; one batch's lookups see links and leads stored by earlier batches."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from pydantic import BaseModel, SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.enrich.handler import EnrichHandler, EnrichPolicy
+from services.enrich.references import References
+from shared.consumer import Message
+from shared.contracts import EnrichedEvent, RawEvent
+from shared.db import create_engine, create_sessionmaker, unit_of_work
+from shared.settings import DatabaseSettings
+from shared.topics import EVENTS_RAW
+from tests.unit.builders import NOW, identify, raw_event
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def handler(*, max_anonymous_history: int = 500) -> EnrichHandler:
+    return EnrichHandler(
+        provider=None,
+        references=References(),
+        policy=EnrichPolicy(max_anonymous_history=max_anonymous_history),
+    )
+
+
+async def handle(
+    sessions: async_sessionmaker[AsyncSession], enrich: EnrichHandler, events: Sequence[RawEvent]
+) -> list[EnrichedEvent]:
+    """One batch, in one transaction, as the runner hands it over."""
+    messages: list[Message[BaseModel]] = [
+        Message(topic=EVENTS_RAW, partition=0, offset=n, key=None, value=event)
+        for n, event in enumerate(events)
+    ]
+    async with unit_of_work(sessions) as session:
+        outputs = await enrich(messages, session)
+    values = [output.value for output in outputs]
+    assert all(isinstance(value, EnrichedEvent) for value in values)
+    return values  # type: ignore[return-value]
+
+
+def page(message_id: str, *, anonymous_id: str = "anon-1", minutes: int = 0) -> RawEvent:
+    at = NOW + timedelta(minutes=minutes)
+    return raw_event(
+        type="page", name="/pricing", message_id=message_id, anonymous_id=anonymous_id,
+        timestamp=at, received_at=at, properties={"path": "/pricing"},
+    )  # fmt: skip
+
+
+async def lead_row(db: asyncpg.Connection, lead_id: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT version, xmin::text AS written_by, anonymous_events_stored, email"
+        " FROM enrich.leads WHERE lead_id = $1",
+        lead_id,
+    )
+    assert row is not None
+    return row
+
+
+async def test_a_call_that_changes_nothing_leaves_the_lead_row_and_its_version(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    enrich = handler()
+    first = await handle(
+        sessions, enrich, [identify(message_id="id-1", traits={"email": "ada@initech.com"})]
+    )
+    lead_id = first[0].lead_id
+    stored = await lead_row(db, lead_id)
+
+    later = await handle(sessions, enrich, [page("p-1", minutes=1), page("p-2", minutes=2)])
+
+    assert [e.lead_id for e in later] == [lead_id, lead_id]
+    assert [e.lead_version for e in later] == [first[0].lead_version] * 2
+    assert all(e.profile.email == "ada@initech.com" and e.identified for e in later)
+    assert await lead_row(db, lead_id) == stored  # same transaction id: not rewritten
+
+    # A call that does change the picture is a new version, stored.
+    changed = await handle(
+        sessions,
+        enrich,
+        [identify(message_id="id-2", traits={"email": "ada@initech.com", "title": "CTO"})],
+    )
+    assert changed[0].lead_version == first[0].lead_version + 1
+    assert changed[0].profile.seniority == "c-level"
+    row = await lead_row(db, lead_id)
+    assert (row["version"], row["written_by"] != stored["written_by"]) == (
+        changed[0].lead_version,
+        True,
+    )
+
+
+async def test_an_anonymous_lead_keeps_history_up_to_the_cap_across_batches(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    enrich = handler(max_anonymous_history=3)
+    first = await handle(sessions, enrich, [page("p-1"), page("p-2", minutes=1)])
+    lead_id = first[0].lead_id
+    created = await lead_row(db, lead_id)
+
+    # Later page views add history without rewriting the lead; the cap counts what is stored.
+    later = await handle(sessions, enrich, [page("p-3", minutes=2), page("p-4", minutes=3)])
+    assert {e.lead_id for e in later} == {lead_id}
+    assert (await lead_row(db, lead_id))["written_by"] == created["written_by"]
+    kept = await db.fetch(
+        "SELECT message_id FROM enrich.anonymous_events WHERE lead_id = $1 ORDER BY seq", lead_id
+    )
+    assert [r["message_id"] for r in kept] == ["p-1", "p-2", "p-3"]
+
+    # Identified under its own lead_id, its history is its own already: dropped, not re-emitted...
+    known = await handle(
+        sessions, enrich, [identify(message_id="id-1", traits={"email": "bo@initech.com"})]
+    )
+    assert [(e.message_id, e.lead_id, e.identified) for e in known] == [("id-1", lead_id, True)]
+    assert await db.fetchval("SELECT count(*) FROM enrich.anonymous_events") == 0
+    # ... and a page view after that keeps nothing.
+    await handle(sessions, enrich, [page("p-5", minutes=5)])
+    assert await db.fetchval("SELECT count(*) FROM enrich.anonymous_events") == 0
+
+
+async def test_a_second_device_merges_into_the_lead_a_previous_batch_stored(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    enrich = handler()
+    laptop = await handle(
+        sessions,
+        enrich,
+        [identify(message_id="id-1", user_id="usr-7", anonymous_id="laptop",
+                  traits={"email": "cy@initech.com"})],
+    )  # fmt: skip
+    phone = await handle(sessions, enrich, [page("p-1", anonymous_id="phone")])
+    assert phone[0].lead_id != laptop[0].lead_id
+
+    login = await handle(
+        sessions,
+        enrich,
+        [
+            identify(message_id="id-2", user_id="usr-7", anonymous_id="phone"),
+            page("p-2", anonymous_id="phone"),
+        ],
+    )
+
+    kinds = [(e.kind, e.message_id, e.lead_id) for e in login]
+    survivor = laptop[0].lead_id
+    assert kinds[0] == ("event", "p-1", survivor)  # the phone's history, re-attributed
+    assert (kinds[1][0], kinds[1][2]) == ("merged", survivor)
+    assert kinds[2:] == [("event", "id-2", survivor), ("event", "p-2", survivor)]
+    assert login[0].attributed_from is not None
+    assert login[0].attributed_from.lead_id == phone[0].lead_id
+    merged = await db.fetchrow(
+        "SELECT version, merged_into FROM enrich.leads WHERE lead_id = $1", phone[0].lead_id
+    )
+    assert (merged["version"], merged["merged_into"]) == (phone[0].lead_version + 1, survivor)
+    assert await db.fetchval("SELECT count(*) FROM enrich.anonymous_events") == 0
+    owners = await db.fetch("SELECT kind, value, lead_id FROM enrich.identities ORDER BY 1, 2")
+    assert {(r["kind"], r["value"]): r["lead_id"] for r in owners} == {
+        ("anonymous_id", "laptop"): survivor,
+        ("anonymous_id", "phone"): survivor,
+        ("email", "cy@initech.com"): survivor,
+        ("user_id", "usr-7"): survivor,
+    }
