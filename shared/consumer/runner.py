@@ -213,9 +213,18 @@ class ConsumerRunner:
         started = time.perf_counter()
         records = [record for tp_records in batch.values() for record in tp_records]
         decoded, dead = self._decode(records)
-        pending = await self._retrying(
-            "store batch", lambda: self._store_batch(batch, decoded, dead)
-        )
+
+        async def store() -> list[PendingRecord]:
+            try:
+                return await self._store_batch(batch, decoded, dead)
+            except Exception as exc:
+                if is_transient(exc):
+                    # The connection may have failed after the server committed: the retry then
+                    # skips the records as applied, and their outputs wait in the outbox.
+                    self._outbox_to_recheck |= self._assigned
+                raise
+
+        pending = await self._retrying("store batch", store)
         await self._retrying("produce outputs", lambda: self._produce(pending))
         if pending:  # its outbox rows are deleted by the next batch's transaction
             self._acked.append(pending[0].batch_id)

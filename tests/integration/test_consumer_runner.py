@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
@@ -26,9 +26,13 @@ from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts.base import Contract
 from shared.db import create_engine, create_sessionmaker
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from shared.telemetry import RETRIES
 from shared.topics import Topic
 from tests.fixtures.infra import Infrastructure
+from tests.fixtures.outage import RestartablePostgres, restartable_postgres
 from tests.fixtures.pipeline import Pipeline
+
+__all__ = ["restartable_postgres"]  # the fixture, for the restart test
 
 
 class Note(Contract):
@@ -246,3 +250,147 @@ async def test_a_transient_failure_is_retried_and_nothing_is_lost(
 def orjson_text(value: bytes | None) -> str:
     assert value is not None
     return str(Note.model_validate_json(value).text)
+
+
+async def test_acknowledged_outputs_leave_the_outbox_when_no_batch_follows(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    # The deletion of acknowledged rows rides on the next batch's transaction; with no next
+    # batch (an idle poll) it must happen anyway, while the runner runs.
+    await harness.send(*NOTES)
+
+    async def handled_and_cleared() -> bool:
+        effects = await db.fetchval("SELECT count(*) FROM effects")
+        outbox = await db.fetchval("SELECT count(*) FROM enrich.outbox")
+        return bool(effects == len(NOTES) and outbox == 0)
+
+    await run_until(harness.runner(), handled_and_cleared)
+
+
+async def test_dead_letter_headers_survive_a_crash_before_produce(
+    harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_headers = [("trace", b"\x00\xff"), ("trace", b"second"), ("empty", b"")]
+    producer = AIOKafkaProducer(bootstrap_servers=harness.infra.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            harness.source.full_name(harness.prefix),
+            value=b"not json",
+            key=b"k",
+            partition=0,
+            headers=source_headers,
+        )
+    finally:
+        await producer.stop()
+    first = harness.runner()
+
+    async def crash_before_produce(pending: Any) -> None:
+        raise RuntimeError("process died between database commit and produce")
+
+    monkeypatch.setattr(first, "_produce", crash_before_produce)
+    with pytest.raises(RuntimeError, match="process died"):
+        await run_until(first, count(db, "SELECT count(*) FROM enrich.outbox", 1))
+
+    await run_until(harness.runner(), count(db, "SELECT count(*) FROM enrich.outbox", 0))
+    [dead] = await read_raw(harness, harness.source.dlq_name(harness.prefix), expected=1)
+    assert dead.value == b"not json"
+    assert dead.key == b"k"
+    assert [(k, bytes(v)) for k, v in dead.headers] == [
+        *source_headers,
+        ("leadflow.error", dead_reason(dead.headers)),
+        ("leadflow.service", b"test"),
+        ("leadflow.source_topic", harness.source.full_name(harness.prefix).encode()),
+        ("leadflow.source_partition", b"0"),
+        ("leadflow.source_offset", b"0"),
+    ]
+    assert dead_reason(dead.headers).startswith(b"not JSON")
+
+
+async def test_a_database_restart_is_ridden_out(
+    harness: Harness, restartable_postgres: RestartablePostgres
+) -> None:
+    # The runner holds its connection between batches (no ping per checkout): a restart kills
+    # it, and the next use must fail as transient, be retried on a fresh connection, lose
+    # nothing and apply nothing twice.
+    url = restartable_postgres.database_url
+    plain_url = url.replace("+asyncpg", "")
+    setup = await asyncpg.connect(plain_url)
+    await setup.execute("CREATE TABLE public.effects (note text PRIMARY KEY)")
+    await setup.close()
+    on_restartable = Harness(harness.infra, url, harness.prefix)
+
+    async def effects() -> int:
+        connection = await asyncpg.connect(plain_url)
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM effects"))
+        finally:
+            await connection.close()
+
+    retries_before = retries_of("test")
+    runner = on_restartable.runner()
+    task = asyncio.create_task(runner.run())
+    try:
+        await on_restartable.send(*NOTES)
+        await wait_for_value(effects, len(NOTES), task)
+        await asyncio.to_thread(restartable_postgres.stop)  # fast shutdown: connections cut
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(restartable_postgres.start)
+        later = [f"later-{i}" for i in range(20)]
+        await on_restartable.send(*later)
+        await wait_for_value(effects, len(NOTES) + len(later), task)
+    finally:
+        runner.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+        await on_restartable.engine.dispose()
+    assert retries_of("test") > retries_before
+    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    assert {r.json()["text"] for r in out} == set(NOTES) | set(later)
+
+
+async def wait_for_value(
+    value: Callable[[], Any], expected: int, task: asyncio.Task[None], timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if task.done():
+            task.result()
+            raise AssertionError("runner ended")
+        try:
+            if await value() == expected:
+                return
+        except (OSError, asyncpg.PostgresError):
+            pass  # the server is restarting
+        assert time.monotonic() < deadline, "value not reached in time"
+        await asyncio.sleep(0.1)
+
+
+def retries_of(service: str) -> float:
+    return sum(
+        sample.value
+        for metric in RETRIES.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("service") == service
+    )
+
+
+def dead_reason(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    return next(bytes(v) for k, v in headers if k == "leadflow.error")
+
+
+async def read_raw(harness: Harness, topic: str, *, expected: int) -> list[Any]:
+    """Records as the broker holds them (headers as a list: order and repeats kept)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=harness.infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    assert len(records) == expected
+    return records
