@@ -69,7 +69,7 @@ def next_decision_id(superseded_id: str) -> str:
 
 @dataclass
 class _Batch:
-    """What one batch writes, gathered so each table gets one statement."""
+    """What one batch writes, gathered so that it is written in one statement."""
 
     now: datetime
     loads: dict[str, RepLoad]
@@ -159,9 +159,13 @@ class RouterHandler:
             if (open_decision := locked.get(check)) is not None:
                 await self._check_sla(db, open_decision, batch)
 
-        await repository.record_suppressions(db, batch.suppressions)
-        await repository.record_decisions(db, batch.decisions)
-        await repository.add_assignments(db, batch.assignments, at=now)
+        await repository.record_batch(
+            db,
+            decisions=batch.decisions,
+            suppressions=batch.suppressions,
+            assignments=batch.assignments,
+            at=now,
+        )
         return batch.outputs
 
     # ---- lifecycle changes ---------------------------------------------------------------------

@@ -103,54 +103,61 @@ async def get_rep_loads(db: asyncpg.Connection, days: Mapping[str, date]) -> dic
     return {row[0]: RepLoad(assigned_today=row[1], last_assigned_at=row[2]) for row in rows}
 
 
-async def add_assignments(
-    db: asyncpg.Connection, assignments: Iterable[tuple[str, date]], *, at: datetime
+async def record_batch(
+    db: asyncpg.Connection,
+    *,
+    decisions: Sequence[NewDecision],
+    suppressions: Sequence[Suppression],
+    assignments: Iterable[tuple[str, date]],
+    at: datetime,
 ) -> None:
-    """Count one assignment per (rep, local day) pair given."""
+    """Write what a batch decided in one statement (nothing to write: none sent): its
+    decisions, its suppressions, and one assignment counted per (rep, local day) pair given.
+    Columns travel as arrays (unnest); a decision's teams as a JSON array, since unnest cannot
+    hand out an array of arrays row by row."""
     counts = Counter(assignments)
-    if not counts:
+    if not decisions and not suppressions and not counts:
         return
-    keys = sorted(counts)
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for row in decisions:
+        for column, value in zip(columns, row.values(), strict=True):
+            column.append(value)
+    loads = sorted(counts)
     await db.execute(
         """
+        WITH decisions AS (
+            INSERT INTO router.decisions (decision_id, transition_id, lead_id, route, owner_id,
+                track, queue, strategy, email, teams, supersedes, decided_at, sla_due_at,
+                next_check_at, closed_at, closed_reason, payload)
+            SELECT d, t, l, r, o, tr, q, st, e,
+                   ARRAY(SELECT jsonb_array_elements_text(tm::jsonb)), su, da, due, nc, ca, cr,
+                   p::jsonb
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                          $11::text[], $12::timestamptz[], $13::timestamptz[],
+                          $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[])
+                   AS n(d, t, l, r, o, tr, q, st, e, tm, su, da, due, nc, ca, cr, p)
+        ), suppressions AS (
+            INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
+            SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::text[])
+        )
         INSERT INTO router.rep_loads (rep_id, day, assigned, last_assigned_at)
-        SELECT rep_id, day, n, $4::timestamptz
-          FROM unnest($1::text[], $2::date[], $3::int[]) AS t(rep_id, day, n)
+        SELECT rep_id, day, n, $26::timestamptz
+          FROM unnest($23::text[], $24::date[], $25::int[]) AS t(rep_id, day, n)
         ON CONFLICT (rep_id, day) DO UPDATE
            SET assigned = router.rep_loads.assigned + EXCLUDED.assigned,
                last_assigned_at = EXCLUDED.last_assigned_at
         """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [counts[k] for k in keys],
-        at,
-    )
-
-
-async def record_decisions(db: asyncpg.Connection, rows: Sequence[NewDecision]) -> None:
-    """Insert the batch's decisions in one statement (a column array each). A row's teams
-    travel as a JSON array: unnest cannot take an array of arrays row by row."""
-    if not rows:
-        return
-    columns: list[list[Any]] = [[] for _ in range(17)]
-    for row in rows:
-        for column, value in zip(columns, row.values(), strict=True):
-            column.append(value)
-    await db.execute(
-        """
-        INSERT INTO router.decisions (decision_id, transition_id, lead_id, route, owner_id,
-            track, queue, strategy, email, teams, supersedes, decided_at, sla_due_at,
-            next_check_at, closed_at, closed_reason, payload)
-        SELECT d, t, l, r, o, tr, q, st, e,
-               ARRAY(SELECT jsonb_array_elements_text(tm::jsonb)), su, da, due, nc, ca, cr,
-               p::jsonb
-          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                      $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
-                      $15::timestamptz[], $16::text[], $17::text[])
-               AS n(d, t, l, r, o, tr, q, st, e, tm, su, da, due, nc, ca, cr, p)
-        """,
         *columns,
+        [r.transition_id for r in suppressions],
+        [r.lead_id for r in suppressions],
+        [r.email for r in suppressions],
+        [r.stage for r in suppressions],
+        [r.reason for r in suppressions],
+        [k[0] for k in loads],
+        [k[1] for k in loads],
+        [counts[k] for k in loads],
+        at,
     )
 
 
@@ -162,7 +169,7 @@ class NewDecision:
     closed_reason: str | None = None  # set: the decision is closed at birth (a later change)
 
     def values(self) -> tuple[Any, ...]:
-        """The row, in `record_decisions`' column order."""
+        """The row, in `record_batch`'s column order."""
         d = self.decision
         closed = self.closed_reason is not None
         return (
@@ -183,21 +190,6 @@ class NewDecision:
             d.decided_at if closed else None,
             self.closed_reason,
             d.model_dump_json(by_alias=True),
-        )
-
-
-async def record_suppressions(db: asyncpg.Connection, rows: Sequence[Suppression]) -> None:
-    if rows:
-        await db.execute(
-            """
-            INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-            """,
-            [r.transition_id for r in rows],
-            [r.lead_id for r in rows],
-            [r.email for r in rows],
-            [r.stage for r in rows],
-            [r.reason for r in rows],
         )
 
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import repository
-from services.router.repository import Feedback, NewDecision
+from services.router.repository import Feedback, NewDecision, Suppression
 from shared.contracts import Owner, RoutingDecision, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
@@ -47,7 +47,7 @@ def decision(decision_id: str, lead_id: str, *, due: timedelta | None = None) ->
 
 async def store(db: asyncpg.Connection, *rows: NewDecision) -> None:
     async with db.transaction():
-        await repository.record_decisions(db, list(rows))
+        await repository.record_batch(db, decisions=rows, suppressions=(), assignments=(), at=NOW)
 
 
 async def closed(db: asyncpg.Connection) -> dict[str, str | None]:
@@ -82,6 +82,41 @@ async def test_decisions_round_trip_through_the_multi_row_insert(db: asyncpg.Con
     assert rows["d-nurture"]["closed_reason"] == "lead changed stage"
     assert rows["d-nurture"]["closed_at"] == NOW
     assert rows["d-nurture"]["next_check_at"] is None
+
+
+async def test_one_statement_writes_suppressions_and_counts_assignments(
+    db: asyncpg.Connection,
+) -> None:
+    day = NOW.date()
+    for _ in range(2):  # a second batch adds to the same rep's day
+        async with db.transaction():
+            await repository.record_batch(
+                db,
+                decisions=(),
+                suppressions=[],
+                assignments=[("rep-a", day), ("rep-a", day), ("rep-b", day)],
+                at=NOW,
+            )
+    async with db.transaction():
+        await repository.record_batch(
+            db,
+            decisions=(),
+            suppressions=[
+                Suppression(
+                    transition_id="lead-9:known:t",
+                    lead_id="lead-9",
+                    email=None,
+                    stage="known",
+                    reason="opted out (unsubscribed)",
+                )
+            ],
+            assignments=[],
+            at=NOW,
+        )
+    loads = await db.fetch("SELECT rep_id, assigned FROM router.rep_loads ORDER BY rep_id")
+    assert [(r["rep_id"], r["assigned"]) for r in loads] == [("rep-a", 4), ("rep-b", 2)]
+    reason = await db.fetchval("SELECT reason FROM router.suppressions")
+    assert reason == "opted out (unsubscribed)"
 
 
 async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_decisions(
