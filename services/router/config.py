@@ -16,9 +16,10 @@ class RouterSettings(ConsumingServiceSettings):
 
     health_port: int = 8083
     routing_file: Path = DEFAULT_ROUTING_FILE
-    # The SLA timer: how often it looks for decisions past their sla_due_at, how many it claims
-    # per round, and when a claimed check that changed nothing (a lead waiting in the queue for
-    # a rep to start their day) is looked at again.
+    # The SLA timer: how often at most it looks for decisions past their sla_due_at (it looks
+    # less often while nothing can be due: see sla_timers; a due SLA is claimed at most one
+    # interval late), how many it claims per round, and when a claimed check that changed
+    # nothing (a lead waiting in the queue for a rep to start their day) is looked at again.
     sla_check_interval_s: float = Field(default=15.0, gt=0)
     sla_check_batch: int = Field(default=500, ge=1)
     sla_recheck_s: float = Field(default=300.0, gt=0)
