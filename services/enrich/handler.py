@@ -105,6 +105,7 @@ class EnrichHandler:
         self._policy = policy
         self._new_lead_id = new_lead_id
         self._late_lookups: set[asyncio.Future[Firmographics | None]] = set()
+        self._cache = repository.LeadCache()
 
     def _forget_late_lookup(self, task: asyncio.Future[Firmographics | None]) -> None:
         self._late_lookups.discard(task)
@@ -138,7 +139,7 @@ class EnrichHandler:
                 traits = traits_of(event)
                 fresh.append((message, event, identities_of(event, traits), traits))
         stored = await repository.find_by_identities(
-            session, (i for _, _, identities, _ in fresh for i in identities)
+            session, (i for _, _, identities, _ in fresh for i in identities), cache=self._cache
         )
         batch = _Batch(
             known=stored.known,
@@ -157,7 +158,8 @@ class EnrichHandler:
             session, [row for rows in batch.history.values() for row in rows]
         )
         await repository.request_enrichment(session, batch.pending_domains)
-        await repository.save_leads(session, list(batch.changed.values()))
+        await repository.save_leads(session, list(batch.changed.values()), cache=self._cache)
+        self._cache.link(batch.known.items())
         return outputs
 
     async def _event(
@@ -404,7 +406,11 @@ class EnrichHandler:
             return await self._firmographics_found(session, command)
         assert command.merge_id is not None
         return await unmerge(
-            session, merge_id=command.merge_id, by=command.requested_by or "operator", at=command.at
+            session,
+            merge_id=command.merge_id,
+            by=command.requested_by or "operator",
+            at=command.at,
+            cache=self._cache,
         )
 
     async def _firmographics_found(
@@ -430,7 +436,7 @@ class EnrichHandler:
                     )
                 )
             )
-        await repository.save_leads(session, leads)
+        await repository.save_leads(session, leads, cache=self._cache)
         await repository.enrichment_done(session, command.domain)
         return outputs
 
@@ -439,11 +445,18 @@ class EnrichHandler:
         return Output(EVENTS_ENRICHED, key=value.lead_id, value=value)
 
 
-async def unmerge(session: AsyncSession, *, merge_id: str, by: str, at: datetime) -> list[Output]:
+async def unmerge(
+    session: AsyncSession,
+    *,
+    merge_id: str,
+    by: str,
+    at: datetime,
+    cache: repository.LeadCache | None = None,
+) -> list[Output]:
     """Reverse a merge: the merged lead's identities (those moved by the merge and still on the
     survivor) and its profile as it was come back; the merge is marked unmerged. Emits
     `unmerged` (key: survivor) and a `profile_updated` for the restored lead. Applying it twice,
-    or to an unknown merge, does nothing."""
+    or to an unknown merge, does nothing. `cache`: the handler's (see `save_leads`)."""
     merge = await repository.get_merge(session, merge_id, lock=True)
     if merge is None or merge.unmerged_at is not None:
         log.warning("unmerge %s: %s", merge_id, "no such merge" if merge is None else "already")
@@ -459,7 +472,7 @@ async def unmerge(session: AsyncSession, *, merge_id: str, by: str, at: datetime
         only=merge.moved_identities,
     )
     survivor.version += 1
-    await repository.save_leads(session, [survivor, restored])
+    await repository.save_leads(session, [survivor, restored], cache=cache)
     await repository.mark_unmerged(session, merge_id, by=by)
     info = MergeInfo(
         merge_id=merge_id,

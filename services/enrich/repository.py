@@ -14,6 +14,7 @@ leads not yet identified, kept to re-attribute), merges (reversible), pending_en
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,12 @@ class LeadRecord:
     version: int = 0
     merged_into: str | None = None
     anonymous_events_stored: int = 0
+
+    def copy(self) -> LeadRecord:
+        """A shallow copy (its parts are frozen models), without dataclasses.replace's cost."""
+        twin = object.__new__(LeadRecord)
+        twin.__dict__.update(self.__dict__)
+        return twin
 
 
 def _json(value: Any) -> str | None:
@@ -128,6 +135,57 @@ def _lead(row: Any) -> LeadRecord:
     )
 
 
+class LeadCache:
+    """Leads as this process last wrote them, each under the `xmin` of the row it wrote: a batch
+    that finds the row unchanged (same `xmin`: no transaction wrote it since) takes the lead from
+    here instead of reading and parsing its JSON columns again.
+
+    `xmin` rather than `version`: a write that rolls back (a retried batch, a lost rebalance)
+    leaves its version number free for another process to store a different picture under,
+    whereas its transaction id never names a visible row. Entries are copies (the handler mutates
+    its records), bounded in number, oldest dropped first; identities remember their last lead
+    so that a batch can say which leads it holds before it knows whom its events name."""
+
+    def __init__(self, *, leads: int = 2_048, identities: int = 8_192) -> None:
+        self._leads: OrderedDict[str, tuple[str, LeadRecord]] = OrderedDict()
+        self._owners: OrderedDict[Identity, str] = OrderedDict()
+        self._max_leads = leads
+        self._max_identities = identities
+
+    def held(self, identities: Iterable[Identity]) -> dict[str, str]:
+        """lead_id -> xmin of the held leads these identities pointed at when last seen."""
+        held: dict[str, str] = {}
+        for identity in identities:
+            lead_id = self._owners.get(identity)
+            if lead_id is not None and (entry := self._leads.get(lead_id)) is not None:
+                held[lead_id] = entry[0]
+        return held
+
+    def get(self, lead_id: str, xmin: str) -> LeadRecord | None:
+        entry = self._leads.get(lead_id)
+        if entry is None or entry[0] != xmin:
+            return None
+        self._leads.move_to_end(lead_id)
+        return entry[1].copy()
+
+    def put(self, lead: LeadRecord, xmin: str) -> None:
+        self._leads[lead.lead_id] = (xmin, lead.copy())
+        self._leads.move_to_end(lead.lead_id)
+        if len(self._leads) > self._max_leads:
+            self._leads.popitem(last=False)
+
+    def forget(self, lead_ids: Iterable[str]) -> None:
+        for lead_id in lead_ids:
+            self._leads.pop(lead_id, None)
+
+    def link(self, owners: Iterable[tuple[Identity, str]]) -> None:
+        for identity, lead_id in owners:
+            self._owners[identity] = lead_id
+            self._owners.move_to_end(identity)
+        while len(self._owners) > self._max_identities:
+            self._owners.popitem(last=False)
+
+
 @dataclass
 class Found:
     """What a batch's identities name in the database: the lead of each known identity, and
@@ -141,34 +199,46 @@ class Found:
 # One round trip per batch: the identities' leads, locked in lead_id order (another process's
 # batch waits for ours), each with its facts (userIds, anonymousIds attached in the last 7 days)
 # and, for a lead not yet identified, how many anonymous events it keeps. Every part is an index
-# lookup per wanted identity or lead, so its cost follows the batch, not the tables' size.
+# lookup per wanted identity or lead, so its cost follows the batch, not the tables' size. The
+# JSON columns of a lead the caller holds unchanged (same xmin) are left out; JSON comes as text
+# (parsed by orjson, not by the driver's codec).
 _FIND = """
 WITH found AS (
     SELECT i.lead_id, array_agg(i.kind) AS kinds, array_agg(i.value) AS found_values
     FROM unnest($1::text[], $2::text[]) AS w(kind, value)
     JOIN enrich.identities AS i ON i.kind = w.kind AND i.value = w.value
     GROUP BY i.lead_id
-)
-SELECT l.lead_id, l.profile, l.identified, l.identified_at, l.consent, l.firmographics,
-    l.firmographics_pending, l.firmographics_domain, l.account, l.version, l.merged_into,
-    l.anonymous_events_stored, f.kinds, f.found_values,
+),
+held AS (SELECT * FROM unnest($3::text[], $4::text[]) AS h(lead_id, row_xmin))
+SELECT l.lead_id, l.xmin::text AS row_xmin, h.row_xmin IS NOT DISTINCT FROM l.xmin::text AS held,
+    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.profile::text END AS profile,
+    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.consent::text END AS consent,
+    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.firmographics::text
+    END AS firmographics,
+    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.account::text END AS account,
+    l.identified, l.identified_at, l.firmographics_pending, l.firmographics_domain, l.version,
+    l.merged_into, l.anonymous_events_stored, f.kinds, f.found_values,
     ARRAY(SELECT u.value FROM enrich.identities AS u
           WHERE u.lead_id = l.lead_id AND u.kind = 'user_id') AS user_ids,
     (SELECT count(*) FROM enrich.identities AS a
      WHERE a.lead_id = l.lead_id AND a.kind = 'anonymous_id'
        AND a.created_at > now() - interval '7 days') AS anonymous_ids_this_week,
     CASE WHEN l.identified THEN 0 ELSE
-        (SELECT count(*) FROM enrich.anonymous_events AS h WHERE h.lead_id = l.lead_id)
+        (SELECT count(*) FROM enrich.anonymous_events AS e WHERE e.lead_id = l.lead_id)
     END AS history_kept
 FROM found AS f
 JOIN enrich.leads AS l ON l.lead_id = f.lead_id
+LEFT JOIN held AS h ON h.lead_id = l.lead_id
 ORDER BY l.lead_id
 FOR UPDATE OF l
 """
 
 
-async def find_by_identities(session: AsyncSession, identities: Iterable[Identity]) -> Found:
-    """The leads the identities point at, locked for this transaction, with their facts.
+async def find_by_identities(
+    session: AsyncSession, identities: Iterable[Identity], *, cache: LeadCache | None = None
+) -> Found:
+    """The leads the identities point at, locked for this transaction, with their facts (a
+    lead `cache` holds unchanged is taken from it).
 
     A lead's `anonymous_events_stored` is read as the anonymous events it keeps now (retention
     included), so an event that only adds history does not have to rewrite the lead."""
@@ -176,13 +246,24 @@ async def find_by_identities(session: AsyncSession, identities: Iterable[Identit
     found = Found()
     if not wanted:
         return found
+    held = cache.held(wanted) if cache is not None else {}
     rows = await (await driver_connection(session)).fetch(
-        _FIND, [i.kind.value for i in wanted], [i.value for i in wanted]
+        _FIND,
+        [i.kind.value for i in wanted],
+        [i.value for i in wanted],
+        list(held),
+        list(held.values()),
     )
     for row in rows:
-        lead = _lead(row)
+        lead_id = row["lead_id"]
+        lead = None
+        if row["held"] and cache is not None:
+            lead = cache.get(lead_id, row["row_xmin"])
+        if lead is None:
+            if row["held"]:  # evicted since `held`: read it whole
+                return await find_by_identities(session, wanted)
+            lead = _lead(row)
         lead.anonymous_events_stored = row["history_kept"]
-        lead_id = lead.lead_id
         found.leads[lead_id] = lead
         found.facts[lead_id] = LeadFacts(
             lead_id=lead_id,
@@ -272,12 +353,18 @@ async def move_identities(
     return sorted(Identity(IdentityKind(kind), value) for kind, value in rows)
 
 
-async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None:
-    """Insert or update the leads, in one statement (a lead given twice: its last record)."""
+async def save_leads(
+    session: AsyncSession, leads: Sequence[LeadRecord], *, cache: LeadCache | None = None
+) -> None:
+    """Insert or update the leads, in one statement (a lead given twice: its last record).
+
+    `cache`: remembers each record under the xmin of the row written (every write of a lead
+    the cache may hold goes through here with it, so it never holds a stale picture under the
+    xmin of a later write of the same transaction)."""
     if not leads:
         return
     unique = list({lead.lead_id: lead for lead in leads}.values())
-    await (await driver_connection(session)).execute(
+    rows = await (await driver_connection(session)).fetch(
         """
         INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
             company_domain, identified, email_opt_out, profile, identified_at, consent,
@@ -303,6 +390,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None
             merged_into = EXCLUDED.merged_into,
             anonymous_events_stored = EXCLUDED.anonymous_events_stored,
             updated_at = now()
+        RETURNING lead_id, xmin::text
         """,
         [lead.lead_id for lead in unique],
         [lead.profile.email for lead in unique],
@@ -324,6 +412,10 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRecord]) -> None
         [lead.merged_into for lead in unique],
         [lead.anonymous_events_stored for lead in unique],
     )
+    if cache is not None:
+        written = {lead.lead_id: lead for lead in unique}
+        for lead_id, xmin in rows:
+            cache.put(written[lead_id], xmin)
 
 
 # -- anonymous history ---------------------------------------------------------------------------

@@ -173,3 +173,46 @@ async def test_a_second_device_merges_into_the_lead_a_previous_batch_stored(
         ("email", "cy@initech.com"): survivor,
         ("user_id", "usr-7"): survivor,
     }
+
+
+class Abandoned(Exception):
+    """Raised inside a batch's transaction to roll it back after the handler wrote it."""
+
+
+async def handle_and_roll_back(
+    sessions: async_sessionmaker[AsyncSession], enrich: EnrichHandler, event: RawEvent
+) -> None:
+    message = Message(topic=EVENTS_RAW, partition=0, offset=0, key=None, value=event)
+    async with unit_of_work(sessions) as session:
+        outputs = await enrich([message], session)
+        assert [o.value.lead_version for o in outputs] == [2]  # type: ignore[attr-defined]
+        raise Abandoned
+
+
+async def test_a_lead_written_elsewhere_is_read_again_not_taken_from_the_cache(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    enrich = handler()
+    first = await handle(
+        sessions,
+        enrich,
+        [identify(message_id="id-1", traits={"email": "di@initech.com", "title": "VP Sales"})],
+    )
+    lead_id = first[0].lead_id
+    # This process's batch changes the title, then its transaction rolls back (a retried
+    # batch, a lost rebalance): the handler remembered the picture it wrote, as version 2.
+    rolled_back = identify(message_id="id-2", traits={"email": "di@initech.com", "title": "CTO"})
+    with pytest.raises(Abandoned):
+        await handle_and_roll_back(sessions, enrich, rolled_back)
+    # Another process stores a different version 2 of the same lead meanwhile.
+    await db.execute(
+        """UPDATE enrich.leads SET version = 2,
+               profile = jsonb_set(profile, '{first_name}', '"Diana"')
+           WHERE lead_id = $1""",
+        lead_id,
+    )
+
+    later = await handle(sessions, enrich, [page("p-1", minutes=1)])
+
+    assert (later[0].lead_id, later[0].lead_version) == (lead_id, 2)
+    assert (later[0].profile.first_name, later[0].profile.title) == ("Diana", "VP Sales")
