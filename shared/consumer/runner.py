@@ -46,6 +46,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -56,7 +57,7 @@ from shared.consumer.failures import is_transient
 from shared.consumer.messages import Handler, InvalidMessage, Message, Output
 from shared.consumer.store import PendingRecord, RunnerStore
 from shared.db import driver_connection
-from shared.kafka import create_consumer, create_producer
+from shared.kafka import KeyHashPartitioner, create_consumer, create_producer
 from shared.settings import ConsumerSettings, KafkaSettings
 from shared.telemetry import (
     BATCH_SECONDS,
@@ -113,6 +114,7 @@ class ConsumerRunner:
         self._topics = {topic.full_name(prefix): topic for topic in subscriptions}
         self._group = group_id or f"{prefix}leadflow-{service}"
         self._store = RunnerStore(schema=schema, group=self._group)
+        self._partitioner = KeyHashPartitioner()  # the one `create_producer` gives its producer
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()  # held while a batch is in flight; revocation waits on it
@@ -395,13 +397,32 @@ class ConsumerRunner:
 
     async def _produce(self, pending: Sequence[PendingRecord]) -> None:
         """Send every record, then wait for every acknowledgement (acks=all)."""
-        assert self._producer is not None
-        futures = [
-            await self._producer.send(
-                record.topic, value=record.value, key=record.key, headers=list(record.headers)
-            )
-            for record in pending
-        ]
+        producer = self._producer
+        assert producer is not None
+        # Grouped into one producer batch per partition (in outbox order), rather than one
+        # `send` each: a record's partition lookup, future and accumulator entry cost more than
+        # the runner's whole database work (measured). Partitions are chosen as `send` would
+        # (the producer's `KeyHashPartitioner`, the Java client's murmur2 of the key).
+        by_partition: dict[tuple[str, int], list[PendingRecord]] = defaultdict(list)
+        partitions_of: dict[str, list[int]] = {}
+        for record in pending:
+            partitions = partitions_of.get(record.topic)
+            if partitions is None:
+                partitions = partitions_of[record.topic] = sorted(
+                    await producer.partitions_for(record.topic)
+                )
+            partition = self._partitioner(record.key, partitions, partitions)
+            by_partition[(record.topic, partition)].append(record)
+        futures = []
+        for (topic, partition), records in by_partition.items():
+            batch = producer.create_batch()
+            for record in records:
+                if not _append(batch, record):  # full: send it, start the next
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if not _append(batch, record):
+                        raise ValueError(f"a record for {topic} is larger than a producer batch")
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
         produced: dict[str, int] = defaultdict(int)
         dead: dict[str, int] = defaultdict(int)
@@ -567,6 +588,15 @@ class ConsumerRunner:
         self._assigned = set(assigned)
         self._outbox_to_recheck |= set(assigned)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+def _append(batch: BatchBuilder, record: PendingRecord) -> bool:
+    return (
+        batch.append(
+            timestamp=None, key=record.key, value=record.value, headers=list(record.headers)
+        )
+        is not None
+    )
 
 
 def _position(message: Message[Any], prefix: str) -> tuple[str, int, int]:

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -265,6 +266,10 @@ async def test_acknowledged_outputs_leave_the_outbox_when_no_batch_follows(
         return bool(effects == len(NOTES) and outbox == 0)
 
     await run_until(harness.runner(), handled_and_cleared)
+    # Produced in batches per partition: on the partition `send` (the Java client) would choose.
+    out = await read_raw(harness, harness.output.full_name(harness.prefix), expected=len(NOTES))
+    assert {r.partition for r in out} == {DefaultPartitioner()(b"k", [0, 1], [0, 1])}
+    assert sorted(Note.model_validate_json(r.value or b"").text for r in out) == sorted(NOTES)
 
 
 async def test_dead_letter_headers_survive_a_crash_before_produce(
