@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
-from services.score.engine.conditions import PROFILE_PREFIXES, Facts, facts_of
+from services.score.engine.conditions import Facts, call_facts_of, profile_facts_of
 from services.score.engine.lifecycle import (
     FEEDBACK_TRIGGERS,
     IllegalTransition,
@@ -251,12 +251,14 @@ class ScoreHandler:
         behaviour: bool,
         profile: bool = True,
     ) -> None:
-        facts = facts_of(event)
+        own_facts = profile_facts_of(event)
+        facts = call_facts_of(event)
+        facts.update(own_facts)  # = facts_of(event), the picture's part kept apart
         at = event.timestamp
         state = work.states[lead.lead_id]
         # Fit rules read only the profile side: when it is the one already scored under these
         # rules, they cannot change anything (most events of a lead).
-        profile_facts = _profile_facts(facts)
+        profile_facts = _json_shaped(own_facts)
         known = lead.profile or {}
         same_picture = (
             known.get("facts") == profile_facts and lead.rule_version == self._rules.version
@@ -618,10 +620,9 @@ def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
     return "MQL: " + ", ".join(parts)
 
 
-def _profile_facts(facts: Facts) -> dict[str, Any]:
-    """The facts fit rules may read, JSON-shaped (as they come back from the database)."""
-    picked = {k: v for k, v in facts.items() if k.startswith(PROFILE_PREFIXES)}
-    return cast(dict[str, Any], orjson.loads(orjson.dumps(picked, default=str)))
+def _json_shaped(facts: Facts) -> dict[str, Any]:
+    """The facts as they come back from the database (JSON types)."""
+    return cast(dict[str, Any], orjson.loads(orjson.dumps(facts, default=str)))
 
 
 def _optional(model: type[M], stored: dict[str, Any] | None) -> M | None:

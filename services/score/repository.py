@@ -93,6 +93,9 @@ _LEAD_COLUMNS = (
     "rule_version, as_of, below_line_since, profile_version, profile, merged_into"
 )
 
+_LEAD_COLUMNS_AS_TEXT = ", ".join(
+    "l.profile::text AS profile" if c == "profile" else f"l.{c}" for c in _LEAD_COLUMNS.split(", ")
+)
 
 # The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
 # from the router's one-bigint team locks).
@@ -129,12 +132,13 @@ async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str
     await lock_leads(session, ids)
     # One primary-key probe per id, rows locked in id order (see `_LEDGER_OF_IDS`).
     rows = await (await driver_connection(session)).fetch(
-        f"SELECT l.* FROM unnest($1::text[]) AS k(lead_id) CROSS JOIN LATERAL "
-        f"(SELECT {_LEAD_COLUMNS} FROM score.leads AS l WHERE l.lead_id = k.lead_id "
-        " FOR UPDATE) AS l",
+        f"SELECT {_LEAD_COLUMNS_AS_TEXT} FROM unnest($1::text[]) AS k(lead_id) "
+        f"CROSS JOIN LATERAL (SELECT {_LEAD_COLUMNS} FROM score.leads AS l "
+        " WHERE l.lead_id = k.lead_id FOR UPDATE) AS l",
         ids,
     )
-    return {row["lead_id"]: _lead(row) for row in rows}
+    # The picture as text: orjson reads it several times faster than the driver's json codec.
+    return {row["lead_id"]: _lead(row, profile=orjson.loads(row["profile"])) for row in rows}
 
 
 async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | None:
@@ -154,7 +158,7 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
     ).first()
     if row is None:
         return None
-    lead = _lead(dict(row._mapping))
+    lead = _lead(row._mapping, profile=row.profile)
     for _ in range(10):  # follow merges (a chain is short; the bound guards a cycle)
         if lead.merged_into is None:
             return lead
@@ -581,7 +585,7 @@ async def leads_still_on_other_rules(
     return [row.lead_id for row in rows]
 
 
-def _lead(row: Mapping[str, Any]) -> LeadRow:
+def _lead(row: Mapping[Any, Any], *, profile: dict[str, Any] | None) -> LeadRow:
     lead = LeadRow(
         lead_id=row["lead_id"],
         stage=Stage(row["stage"]),
@@ -598,7 +602,7 @@ def _lead(row: Mapping[str, Any]) -> LeadRow:
         as_of=row["as_of"],
         below_line_since=row["below_line_since"],
         profile_version=row["profile_version"],
-        profile=row["profile"],
+        profile=profile,
         merged_into=row["merged_into"],
     )
     lead.stored = lead.values()

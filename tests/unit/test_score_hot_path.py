@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from services.score.engine.conditions import AllOf, facts_of, required_values
+from services.score.engine.conditions import (
+    PROFILE_PREFIXES,
+    AllOf,
+    call_facts_of,
+    facts_of,
+    profile_facts_of,
+    required_values,
+)
 from services.score.engine.explain import LedgerLine, state_of, state_of_rows
 from services.score.engine.ruleset import RuleSet, load_rules
 from services.score.engine.scoring import ScoreState, evaluate, recorded, score_event
@@ -175,3 +182,18 @@ def test_the_card_is_the_score_at_the_message_time() -> None:
     result = score_event(RULES, ScoreState(), facts, at=T0, message_id="m1", behaviour=True)
     assert result.card == evaluate(RULES, result.state, T0)
     assert result.card.behaviour == 60
+
+
+def test_facts_are_the_call_then_the_picture() -> None:
+    event = enriched_event(
+        type="track",
+        event="Demo Requested",
+        properties={"profile": {"seniority": "vp"}},  # a property, not the picture
+        profile={"email": "a@b.io", "seniority": "vp"},
+    )
+    picture = profile_facts_of(event)
+    assert facts_of(event) == {**call_facts_of(event), **picture}
+    assert picture
+    assert all(key.startswith(PROFILE_PREFIXES) for key in picture)
+    assert not any(key.startswith(PROFILE_PREFIXES) for key in call_facts_of(event))
+    assert picture["profile.email_domain"] == "b.io"

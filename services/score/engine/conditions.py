@@ -231,7 +231,16 @@ PROFILE_PREFIXES = ("profile.", "firmographics.", "account.", "consent.")
 
 
 def facts_of(event: EnrichedEvent) -> Facts:
-    """The flat facts of one enriched event (see the module doc for the keys)."""
+    """The flat facts of one enriched event (see the module doc for the keys): the call's
+    own, then the lead's picture (`profile_facts_of`)."""
+    facts = call_facts_of(event)
+    facts.update(profile_facts_of(event))
+    return facts
+
+
+def call_facts_of(event: EnrichedEvent) -> Facts:
+    """The facts of the call itself: type, event, name, source, identified, properties.*,
+    context.*, page.*."""
     facts: Facts = {
         "type": event.type,
         "event": event.event,
@@ -249,6 +258,13 @@ def facts_of(event: EnrichedEvent) -> Facts:
     facts["page.url"] = url
     facts["page.path"] = path
     facts["page.title"] = event.properties.get("title") or (page or {}).get("title")
+    return facts
+
+
+def profile_facts_of(event: EnrichedEvent) -> Facts:
+    """The facts of the lead's picture, all keyed under `PROFILE_PREFIXES` (what fit rules
+    may read): profile.*, firmographics.*, account.*, consent.*."""
+    facts: Facts = {}
     _flatten("profile", event.profile.model_dump(), facts)
     if event.profile.email:
         facts["profile.email_domain"] = event.profile.email.rpartition("@")[2]
