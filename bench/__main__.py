@@ -21,7 +21,16 @@ from pathlib import Path
 from bench.figures import Figure, render_table, write_json
 from bench.infra import BenchInfra, local_infrastructure
 
-SECTIONS: tuple[str, ...] = ("broker", "enrich", "score", "ingest", "pipeline", "scale", "runner")
+SECTIONS: tuple[str, ...] = (
+    "broker",
+    "enrich",
+    "score",
+    "ingest",
+    "pipeline",
+    "scale",
+    "runner",
+    "router",
+)
 DEFAULT_OUTPUT = Path(".bench/results.json")
 
 Section = Callable[[BenchInfra], Awaitable[list[Figure]]]
