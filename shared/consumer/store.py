@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import asyncpg
 from alembic import op
@@ -59,9 +58,9 @@ def create_runner_tables(schema: str) -> None:
     )
 
 
-@dataclass(frozen=True)
-class PendingRecord:
-    """A record committed to the outbox and not yet acknowledged by the broker."""
+class PendingRecord(NamedTuple):
+    """A record committed to the outbox and not yet acknowledged by the broker. (A named tuple:
+    one is built per output, and a frozen dataclass's `__init__` cost ~3% of the runner's CPU.)"""
 
     batch_id: uuid.UUID
     seq: int
