@@ -302,7 +302,7 @@ class ScoreHandler:
             identified=lead.identified,
             engaged=lead.engaged,
             qualifies=card.qualifies_as_mql,
-            why_qualified=_why_qualified(card, self._rules),
+            why_qualified=_why_qualified(card, self._rules) if card.qualifies_as_mql else "",
         )
         if move is not None:
             self._transition(
