@@ -86,6 +86,38 @@ class RunnerStore:
     def __init__(self, *, schema: str, group: str) -> None:
         self._schema = schema
         self._group = group
+        # Built once: the two statements every batch runs.
+        self._select_for_update_sql = text(
+            f"""
+            SELECT o.topic, o.partition, o.next_offset
+            FROM "{self._schema}".consumer_offsets AS o
+            JOIN unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
+                AS k(topic, partition) ON o.topic = k.topic AND o.partition = k.partition
+            WHERE o.consumer_group = :group
+            ORDER BY o.topic, o.partition
+            FOR UPDATE OF o
+            """
+        )
+        self._finish_sql = f"""
+        WITH advanced AS (
+            UPDATE "{self._schema}".consumer_offsets AS o
+            SET next_offset = n.next_offset, updated_at = now()
+            FROM unnest($2::text[], $3::integer[], $4::bigint[])
+                AS n(topic, partition, next_offset)
+            WHERE o.consumer_group = $1 AND o.topic = n.topic
+              AND o.partition = n.partition AND n.next_offset > o.next_offset
+        ), cleared AS (
+            DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY($5::uuid[])
+        )
+        INSERT INTO "{self._schema}".outbox (batch_id, seq, topic, key, value,
+            header_keys, header_values, source_topic, source_partition)
+        SELECT $6::uuid, r.seq, r.topic, r.key, r.value,
+            ($7::text[])[r.h + 1 : r.h + r.n], ($8::bytea[])[r.h + 1 : r.h + r.n],
+            r.source_topic, r.source_partition
+        FROM unnest($9::integer[], $10::text[], $11::bytea[], $12::bytea[],
+                    $13::integer[], $14::integer[], $15::text[], $16::integer[])
+            AS r(seq, topic, key, value, h, n, source_topic, source_partition)
+        """
 
     async def lock_offsets(
         self, session: AsyncSession, positions: Iterable[Position]
@@ -126,17 +158,7 @@ class RunnerStore:
         self, session: AsyncSession, positions: Sequence[Position]
     ) -> dict[Position, int]:
         rows = await session.execute(
-            text(
-                f"""
-                SELECT o.topic, o.partition, o.next_offset
-                FROM "{self._schema}".consumer_offsets AS o
-                JOIN unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
-                    AS k(topic, partition) ON o.topic = k.topic AND o.partition = k.partition
-                WHERE o.consumer_group = :group
-                ORDER BY o.topic, o.partition
-                FOR UPDATE OF o
-                """
-            ),
+            self._select_for_update_sql,
             {
                 "group": self._group,
                 "topics": [t for t, _ in positions],
@@ -174,26 +196,7 @@ class RunnerStore:
                 header_keys.append(key)
                 header_values.append(value)
         await connection.execute(
-            f"""
-            WITH advanced AS (
-                UPDATE "{self._schema}".consumer_offsets AS o
-                SET next_offset = n.next_offset, updated_at = now()
-                FROM unnest($2::text[], $3::integer[], $4::bigint[])
-                    AS n(topic, partition, next_offset)
-                WHERE o.consumer_group = $1 AND o.topic = n.topic
-                  AND o.partition = n.partition AND n.next_offset > o.next_offset
-            ), cleared AS (
-                DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY($5::uuid[])
-            )
-            INSERT INTO "{self._schema}".outbox (batch_id, seq, topic, key, value,
-                header_keys, header_values, source_topic, source_partition)
-            SELECT $6::uuid, r.seq, r.topic, r.key, r.value,
-                ($7::text[])[r.h + 1 : r.h + r.n], ($8::bytea[])[r.h + 1 : r.h + r.n],
-                r.source_topic, r.source_partition
-            FROM unnest($9::integer[], $10::text[], $11::bytea[], $12::bytea[],
-                        $13::integer[], $14::integer[], $15::text[], $16::integer[])
-                AS r(seq, topic, key, value, h, n, source_topic, source_partition)
-            """,
+            self._finish_sql,
             self._group,
             [t for t, _ in next_offsets],
             [p for _, p in next_offsets],
