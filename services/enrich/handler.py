@@ -152,13 +152,15 @@ class EnrichHandler:
         outputs: list[Output] = []
         for message, event, found, traits in fresh:
             outputs += await self._event(session, batch, message, event, found, traits)
-        await repository.link_identities(session, batch.links)
-        await repository.drop_anonymous_history(session, batch.history_dropped)
-        await repository.keep_anonymous_history(
-            session, [row for rows in batch.history.values() for row in rows]
-        )
         await repository.request_enrichment(session, batch.pending_domains)
-        await repository.save_leads(session, list(batch.changed.values()), cache=self._cache)
+        await repository.store_batch(
+            session,
+            links=batch.links,
+            history_dropped=batch.history_dropped,
+            history=[row for rows in batch.history.values() for row in rows],
+            leads=list(batch.changed.values()),
+            cache=self._cache,
+        )
         self._cache.link(batch.known.items())
         return outputs
 

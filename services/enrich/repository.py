@@ -301,26 +301,6 @@ async def get_leads_waiting_for(session: AsyncSession, domain: str) -> list[Lead
     return [_lead(row._mapping) for row in rows]
 
 
-async def link_identities(session: AsyncSession, links: Sequence[tuple[Identity, str]]) -> None:
-    """Point new identities at their leads. Raises `ConcurrentUpdate` if another process linked
-    one of them first: the batch is then handled again and sees that link."""
-    if not links:
-        return
-    rows = await (await driver_connection(session)).fetch(
-        """
-        INSERT INTO enrich.identities (kind, value, lead_id)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-        ON CONFLICT DO NOTHING
-        RETURNING kind
-        """,
-        [i.kind.value for i, _ in links],
-        [i.value for i, _ in links],
-        [lead_id for _, lead_id in links],
-    )
-    if len(rows) != len(links):
-        raise ConcurrentUpdate("an identity was linked by another process")
-
-
 async def move_identities(
     session: AsyncSession, *, from_lead: str, to_lead: str, only: Sequence[Identity] | None = None
 ) -> list[Identity]:
@@ -353,57 +333,96 @@ async def move_identities(
     return sorted(Identity(IdentityKind(kind), value) for kind, value in rows)
 
 
-async def save_leads(
-    session: AsyncSession, leads: Sequence[LeadRecord], *, cache: LeadCache | None = None
-) -> None:
-    """Insert or update the leads, in one statement (a lead given twice: its last record).
+# What a batch writes, in one statement: new identity links, dropped and new anonymous history,
+# and the changed leads (their searchable columns taken from the JSON sent). Its parts touch
+# different rows (history is dropped for leads identified in the batch, kept for leads still
+# anonymous), so the order PostgreSQL runs them in does not matter; the identities' foreign key
+# to leads is checked at commit.
+_STORE = """
+WITH linked AS (
+    INSERT INTO enrich.identities (kind, value, lead_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), dropped AS (
+    DELETE FROM enrich.anonymous_events WHERE lead_id = ANY($4::text[])
+), kept AS (
+    INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
+    SELECT l, m, p::jsonb FROM unnest($5::text[], $6::text[], $7::text[])
+        WITH ORDINALITY AS r(l, m, p, n) ORDER BY n
+), saved AS (
+    INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
+        company_domain, identified, email_opt_out, profile, identified_at, consent,
+        firmographics, firmographics_pending, firmographics_domain, account, version,
+        merged_into, anonymous_events_stored)
+    SELECT l, p->>'email', p->>'first_name', p->>'last_name', p->>'title', p->>'company',
+           p->>'company_domain', i, coalesce((cs->>'email_opt_out')::boolean, false), p, ia,
+           cs, f, fp, fd, a, v, m, s
+    FROM (
+        SELECT l, i, p::jsonb AS p, ia, cs::jsonb AS cs, f::jsonb AS f, fp, fd, a::jsonb AS a,
+               v, m, s
+        FROM unnest($8::text[], $9::bool[], $10::text[], $11::timestamptz[], $12::text[],
+                    $13::text[], $14::bool[], $15::text[], $16::text[], $17::integer[],
+                    $18::text[], $19::integer[])
+            AS r(l, i, p, ia, cs, f, fp, fd, a, v, m, s)
+        OFFSET 0  -- kept a subquery: each JSON is parsed once, not once per column taken from it
+    ) AS r
+    ON CONFLICT (lead_id) DO UPDATE SET
+        email = EXCLUDED.email, first_name = EXCLUDED.first_name,
+        last_name = EXCLUDED.last_name, title = EXCLUDED.title,
+        company = EXCLUDED.company, company_domain = EXCLUDED.company_domain,
+        identified = EXCLUDED.identified, email_opt_out = EXCLUDED.email_opt_out,
+        profile = EXCLUDED.profile, identified_at = EXCLUDED.identified_at,
+        consent = EXCLUDED.consent, firmographics = EXCLUDED.firmographics,
+        firmographics_pending = EXCLUDED.firmographics_pending,
+        firmographics_domain = EXCLUDED.firmographics_domain,
+        account = EXCLUDED.account, version = EXCLUDED.version,
+        merged_into = EXCLUDED.merged_into,
+        anonymous_events_stored = EXCLUDED.anonymous_events_stored,
+        updated_at = now()
+    RETURNING lead_id, xmin::text AS row_xmin
+)
+SELECT (SELECT count(*) FROM linked) AS linked,
+       ARRAY(SELECT lead_id FROM saved) AS lead_ids,
+       ARRAY(SELECT row_xmin FROM saved) AS xmins
+"""
 
-    `cache`: remembers each record under the xmin of the row written (every write of a lead
-    the cache may hold goes through here with it, so it never holds a stale picture under the
-    xmin of a later write of the same transaction)."""
-    if not leads:
-        return
+
+async def store_batch(
+    session: AsyncSession,
+    *,
+    links: Sequence[tuple[Identity, str]] = (),
+    history_dropped: Iterable[str] = (),
+    history: Sequence[HistoryRow] = (),
+    leads: Sequence[LeadRecord] = (),
+    cache: LeadCache | None = None,
+) -> None:
+    """Write a batch's effects in one statement: point new identities at their leads, drop the
+    anonymous history of `history_dropped` leads, append `history` in the given order (seq
+    follows it), insert or update `leads` (a lead given twice: its last record).
+
+    Raises `ConcurrentUpdate` if another process linked one of the identities first: the batch
+    is then handled again and sees that link. `cache`: remembers each lead under the xmin of
+    the row written (every write of a lead the cache may hold goes through here with it, so it
+    never holds a stale picture under the xmin of a later write of the same transaction)."""
     unique = list({lead.lead_id: lead for lead in leads}.values())
-    rows = await (await driver_connection(session)).fetch(
-        """
-        INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
-            company_domain, identified, email_opt_out, profile, identified_at, consent,
-            firmographics, firmographics_pending, firmographics_domain, account, version,
-            merged_into, anonymous_events_stored)
-        SELECT l, e, fn, ln, t, c, cd, i, o, p::jsonb, ia, cs::jsonb, f::jsonb, fp, fd,
-               a::jsonb, v, m, s
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::bool[], $9::bool[], $10::text[], $11::timestamptz[],
-                    $12::text[], $13::text[], $14::bool[], $15::text[], $16::text[],
-                    $17::integer[], $18::text[], $19::integer[])
-            AS r(l, e, fn, ln, t, c, cd, i, o, p, ia, cs, f, fp, fd, a, v, m, s)
-        ON CONFLICT (lead_id) DO UPDATE SET
-            email = EXCLUDED.email, first_name = EXCLUDED.first_name,
-            last_name = EXCLUDED.last_name, title = EXCLUDED.title,
-            company = EXCLUDED.company, company_domain = EXCLUDED.company_domain,
-            identified = EXCLUDED.identified, email_opt_out = EXCLUDED.email_opt_out,
-            profile = EXCLUDED.profile, identified_at = EXCLUDED.identified_at,
-            consent = EXCLUDED.consent, firmographics = EXCLUDED.firmographics,
-            firmographics_pending = EXCLUDED.firmographics_pending,
-            firmographics_domain = EXCLUDED.firmographics_domain,
-            account = EXCLUDED.account, version = EXCLUDED.version,
-            merged_into = EXCLUDED.merged_into,
-            anonymous_events_stored = EXCLUDED.anonymous_events_stored,
-            updated_at = now()
-        RETURNING lead_id, xmin::text
-        """,
+    dropped = sorted(set(history_dropped))
+    if not (links or dropped or history or unique):
+        return
+    row = await (await driver_connection(session)).fetchrow(
+        _STORE,
+        [i.kind.value for i, _ in links],
+        [i.value for i, _ in links],
+        [lead_id for _, lead_id in links],
+        dropped,
+        [r.lead_id for r in history],
+        [r.message_id for r in history],
+        [orjson.dumps(r.payload).decode() for r in history],
         [lead.lead_id for lead in unique],
-        [lead.profile.email for lead in unique],
-        [lead.profile.first_name for lead in unique],
-        [lead.profile.last_name for lead in unique],
-        [lead.profile.title for lead in unique],
-        [lead.profile.company for lead in unique],
-        [lead.profile.company_domain for lead in unique],
         [lead.identified for lead in unique],
-        [lead.consent.email_opt_out for lead in unique],
-        [_json(lead.profile) for lead in unique],
+        [lead.profile.model_dump_json() for lead in unique],
         [lead.identified_at for lead in unique],
-        [_json(lead.consent) for lead in unique],
+        [lead.consent.model_dump_json() for lead in unique],
         [_json(lead.firmographics) for lead in unique],
         [lead.firmographics_pending for lead in unique],
         [lead.firmographics_domain for lead in unique],
@@ -412,10 +431,20 @@ async def save_leads(
         [lead.merged_into for lead in unique],
         [lead.anonymous_events_stored for lead in unique],
     )
+    assert row is not None
+    if row["linked"] != len(links):
+        raise ConcurrentUpdate("an identity was linked by another process")
     if cache is not None:
         written = {lead.lead_id: lead for lead in unique}
-        for lead_id, xmin in rows:
+        for lead_id, xmin in zip(row["lead_ids"], row["xmins"], strict=True):
             cache.put(written[lead_id], xmin)
+
+
+async def save_leads(
+    session: AsyncSession, leads: Sequence[LeadRecord], *, cache: LeadCache | None = None
+) -> None:
+    """Insert or update the leads (`store_batch` with leads only)."""
+    await store_batch(session, leads=leads, cache=cache)
 
 
 # -- anonymous history ---------------------------------------------------------------------------
@@ -426,22 +455,6 @@ class HistoryRow:
     lead_id: str
     message_id: str
     payload: dict[str, Any]
-
-
-async def keep_anonymous_history(session: AsyncSession, rows: Sequence[HistoryRow]) -> None:
-    """Append rows in the given order (seq follows insertion order)."""
-    if not rows:
-        return
-    await (await driver_connection(session)).execute(
-        """
-        INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
-        SELECT l, m, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
-            WITH ORDINALITY AS r(l, m, p, n) ORDER BY n
-        """,
-        [r.lead_id for r in rows],
-        [r.message_id for r in rows],
-        [orjson.dumps(r.payload).decode() for r in rows],
-    )
 
 
 async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[HistoryRow]:
@@ -458,14 +471,6 @@ async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[Hi
         HistoryRow(lead_id=lead_id, message_id=message_id, payload=_loads(payload))
         for _, message_id, payload in sorted(rows, key=lambda r: r[0])
     ]
-
-
-async def drop_anonymous_history(session: AsyncSession, lead_ids: Iterable[str]) -> None:
-    ids = sorted(set(lead_ids))
-    if ids:
-        await (await driver_connection(session)).execute(
-            "DELETE FROM enrich.anonymous_events WHERE lead_id = ANY($1::text[])", ids
-        )
 
 
 async def forget_old_anonymous_history(session: AsyncSession, *, older_than_days: float) -> int:

@@ -216,3 +216,32 @@ async def test_a_lead_written_elsewhere_is_read_again_not_taken_from_the_cache(
 
     assert (later[0].lead_id, later[0].lead_version) == (lead_id, 2)
     assert (later[0].profile.first_name, later[0].profile.title) == ("Diana", "VP Sales")
+
+
+async def test_the_searchable_columns_follow_the_stored_picture(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    enrich = handler()
+    traits = {"email": "Eve.Ng@Initech.com", "name": "Eve Ng", "title": "VP Sales",
+              "company": "Initech", "unsubscribed": True}  # fmt: skip
+    lead_id = (await handle(sessions, enrich, [identify(message_id="id-1", traits=traits)]))[
+        0
+    ].lead_id
+
+    row = await db.fetchrow(
+        "SELECT email, first_name, last_name, title, company, company_domain, identified,"
+        " email_opt_out, profile->>'seniority' AS seniority FROM enrich.leads WHERE lead_id = $1",
+        lead_id,
+    )
+    assert row is not None
+    assert dict(row) == {
+        "email": "eve.ng@initech.com",
+        "first_name": "Eve",
+        "last_name": "Ng",
+        "title": "VP Sales",
+        "company": "Initech",
+        "company_domain": "initech.com",
+        "identified": True,
+        "email_opt_out": True,
+        "seniority": "vp",
+    }
