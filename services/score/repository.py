@@ -190,7 +190,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
     await (await driver_connection(session)).execute(
         f"""
         INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
-        SELECT {_LEAD_COLUMNS}, now() FROM json_to_recordset($1::text::json) AS u(
+        SELECT {_LEAD_COLUMNS}, now() FROM jsonb_to_recordset($1::text::jsonb) AS u(
             lead_id text, stage text, identified boolean, engaged boolean, email text,
             fit integer, behaviour integer, total integer, grade text, band integer,
             qualifies boolean, rule_version text, as_of timestamptz,
@@ -211,11 +211,15 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
 
 
 def _json_rows(rows: Sequence[Any]) -> str:
-    """Rows (mappings or dataclasses) for a batch write as one JSON document (read with `json_to_recordset`): one
-    parameter, where array parameters cost the driver a Python-level `isinstance` against
-    abstract classes per element (a visible share of score's CPU in py-spy). Times are RFC 3339 with their offset (the
-    contracts refuse naive ones); anything JSON has no type for is written as its `str`, as the
-    facts always were."""
+    """Rows (mappings or dataclasses) for a batch write, as one JSON document read with
+    `jsonb_to_recordset` (parsed once; nested objects land in jsonb columns as they are).
+
+    One parameter instead of an array per column: asyncpg checks every array element against
+    abstract classes in Python, a visible share of score's CPU in py-spy. Measured here, 30-row
+    upserts of leads: 26 -> 12 us client CPU and 65 -> 56 us wall per row (arrays ->
+    jsonb_to_recordset; json_to_recordset re-parses nested objects and was no faster than
+    arrays on the server). Times are RFC 3339 with their offset (the contracts refuse naive
+    ones); anything JSON has no type for is written as its `str`, as the facts always were."""
     return orjson.dumps(rows, default=str).decode()
 
 
@@ -294,7 +298,7 @@ async def add_to_ledger(session: AsyncSession, rows: Sequence[NewLedgerRow]) -> 
                                   reason, note, rule_version, event_time)
         SELECT lead_id, message_id, rule_id, grp, kind, points, requested, reason, note,
                rule_version, event_time
-        FROM json_to_recordset($1::text::json) AS u(lead_id text, message_id text,
+        FROM jsonb_to_recordset($1::text::jsonb) AS u(lead_id text, message_id text,
              rule_id text, grp text, kind text, points integer, requested integer, reason text,
              note text, rule_version text, event_time timestamptz)
         """,
@@ -332,7 +336,7 @@ async def add_history(session: AsyncSession, items: Sequence[tuple[str, HistoryI
         """
         INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
         SELECT lead_id, message_id, at, behaviour, profile, facts
-        FROM json_to_recordset($1::text::json) AS u(lead_id text, message_id text,
+        FROM jsonb_to_recordset($1::text::jsonb) AS u(lead_id text, message_id text,
              at timestamptz, behaviour boolean, profile boolean, facts jsonb)
         """,
         _json_rows(
