@@ -273,9 +273,9 @@ class EnrichHandler:
         facts = batch.facts.get(lead_id) or LeadFacts(lead_id)
         users = {i.value for i in links if i.kind is IdentityKind.USER_ID}
         anonymous = sum(1 for i in links if i.kind is IdentityKind.ANONYMOUS_ID)
-        batch.facts[lead_id] = replace(
-            facts,
-            user_ids=facts.user_ids | users,
+        batch.facts[lead_id] = LeadFacts(
+            lead_id=lead_id,
+            user_ids=facts.user_ids | users if users else facts.user_ids,
             identified=facts.identified or is_identifying(links),
             anonymous_ids_this_week=facts.anonymous_ids_this_week + anonymous,
         )

@@ -166,8 +166,18 @@ def consent_after(
 ) -> Consent:
     """Consent after an event. Withdrawals only: an opt-out is never granted back by an event
     (re-subscribing is a double-opt-in matter for the email tool, not for a tracking call)."""
+    unsubscribe_event = (
+        event.type == "track" and (event.event or "").strip().lower() in UNSUBSCRIBE_EVENTS
+    )
+    if (
+        not traits
+        and not suppression_reason
+        and not unsubscribe_event
+        and len(set(consent.reasons)) == len(consent.reasons)
+    ):
+        return consent  # the usual call: nothing withdrawn, nothing to look at or build
     added: list[str] = []
-    if event.type == "track" and (event.event or "").strip().lower() in UNSUBSCRIBE_EVENTS:
+    if unsubscribe_event:
         added.append(f"event: {event.event}")
     for name in ("unsubscribed", "emailOptOut", "email_opt_out", "optOut", "opt_out"):
         if _truthy(traits.get(name)):
