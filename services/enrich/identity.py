@@ -124,9 +124,19 @@ _REPEATED = re.compile(r"^(.)\1*$")
 
 def usable_id(value: object) -> str | None:
     """A trimmed userId / anonymousId, or None for a placeholder that identifies nobody."""
+    if value is None:  # most calls: an event without userId or previousId
+        return None
+    if type(value) is str:
+        return _usable_text_id(value)
     if not isinstance(value, str | int) or isinstance(value, bool):
         return None
     stripped = str(value).strip()
+    return None if stripped.lower() in PLACEHOLDER_IDS else stripped
+
+
+@lru_cache(maxsize=8_192)  # a visitor's anonymousId comes with each of its calls
+def _usable_text_id(value: str) -> str | None:
+    stripped = value.strip()
     return None if stripped.lower() in PLACEHOLDER_IDS else stripped
 
 

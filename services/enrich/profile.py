@@ -79,6 +79,11 @@ def email_company_domain(email: str | None) -> str | None:
     """The employer's domain from a work email; None for free-mail and disposable addresses."""
     if not email:
         return None
+    return _email_company_domain(email)
+
+
+@lru_cache(maxsize=4_096)  # asked several times per event for the lead's (same) address
+def _email_company_domain(email: str) -> str | None:
     domain = normalize.domain_of_email(email)
     return None if is_free_mail(domain) or is_disposable(domain) else domain
 
