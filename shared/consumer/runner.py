@@ -182,16 +182,18 @@ class ConsumerRunner:
         return consumer
 
     async def _shutdown(self) -> None:
-        if self._consumer is not None:
-            async with self._lock:
-                await self._clear_acked_or_log()
-                await self._commit(force=True)
-            await self._consumer.stop()  # leaves the group: partitions move on at once
-        if self._producer is not None:
-            await self._producer.stop()  # flushes anything still buffered
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            await connection.close()
+        try:
+            if self._consumer is not None:
+                async with self._lock:
+                    await self._clear_acked_or_log()
+                    await self._commit(force=True)
+                await self._consumer.stop()  # leaves the group: partitions move on at once
+            if self._producer is not None:
+                await self._producer.stop()  # flushes anything still buffered
+        finally:
+            if self._connection is not None:  # back to the pool, for the engine's dispose
+                connection, self._connection = self._connection, None
+                await connection.close()
 
     async def readiness(self) -> dict[str, bool]:
         """Checks for `/readyz`: broker client started, partitions assigned, database answering."""
