@@ -114,13 +114,12 @@ async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if not ids:
         return
-    await session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:space, k) FROM "
-            "(SELECT DISTINCT hashtext(i) AS k FROM unnest(CAST(:ids AS text[])) AS i "
-            " ORDER BY k OFFSET 0) AS keys"
-        ),
-        {"space": _LEAD_LOCK_SPACE, "ids": ids},
+    await (await driver_connection(session)).execute(
+        "SELECT pg_advisory_xact_lock($1, k) FROM "
+        "(SELECT DISTINCT hashtext(i) AS k FROM unnest($2::text[]) AS i "
+        " ORDER BY k OFFSET 0) AS keys",
+        _LEAD_LOCK_SPACE,
+        ids,
     )
 
 
