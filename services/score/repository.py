@@ -527,8 +527,11 @@ async def load_histories(
         return histories
     rows = await session.execute(
         text(
-            "SELECT lead_id, message_id, at, behaviour, profile, facts FROM score.history "
-            "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id, seq"
+            # by primary key per id, as `_LEDGER_OF_IDS`
+            "SELECT h.lead_id, h.message_id, h.at, h.behaviour, h.profile, h.facts "
+            "FROM unnest(CAST(:ids AS text[])) AS k(lead_id) CROSS JOIN LATERAL "
+            "(SELECT * FROM score.history AS h WHERE h.lead_id = k.lead_id OFFSET 0) AS h "
+            "ORDER BY h.lead_id, h.seq"
         ),
         {"ids": ids},
     )
