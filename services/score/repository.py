@@ -94,8 +94,12 @@ _LEAD_COLUMNS = (
 )
 
 _LEAD_KEYS = tuple(_LEAD_COLUMNS.split(", "))
-_LEAD_COLUMNS_AS_TEXT = ", ".join(
-    "l.profile::text AS profile" if c == "profile" else f"l.{c}" for c in _LEAD_COLUMNS.split(", ")
+# The same columns, the picture as text (read with orjson, see `load_leads`). A literal: SQL is
+# assembled only from literals in the code (tests/reliability/test_security.py).
+_LEAD_COLUMNS_AS_TEXT = (
+    "l.lead_id, l.stage, l.identified, l.engaged, l.email, l.fit, l.behaviour, l.total, l.grade, "
+    "l.band, l.qualifies, l.rule_version, l.as_of, l.below_line_since, l.profile_version, "
+    "l.profile::text AS profile, l.merged_into"
 )
 
 # The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
