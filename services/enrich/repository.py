@@ -204,9 +204,14 @@ class Found:
 # (parsed by orjson, not by the driver's codec).
 _FIND = """
 WITH found AS (
-    SELECT i.lead_id, array_agg(i.kind) AS kinds, array_agg(i.value) AS found_values
+    -- LIMIT 1 (the key is unique anyway) keeps this a primary-key probe per wanted identity:
+    -- as a join, the planner scans the whole table once it is small enough to hash.
+    SELECT i.lead_id, array_agg(w.kind) AS kinds, array_agg(w.value) AS found_values
     FROM unnest($1::text[], $2::text[]) AS w(kind, value)
-    JOIN enrich.identities AS i ON i.kind = w.kind AND i.value = w.value
+    CROSS JOIN LATERAL (
+        SELECT x.lead_id FROM enrich.identities AS x
+        WHERE x.kind = w.kind AND x.value = w.value LIMIT 1
+    ) AS i
     GROUP BY i.lead_id
 ),
 held AS (SELECT * FROM unnest($3::text[], $4::text[]) AS h(lead_id, row_xmin))
