@@ -242,6 +242,12 @@ def resolve(
     """
     if not identities:
         return None
+    if len(identities) == 1 and identities[0].kind is not _USER_ID:
+        owner = known.get(identities[0])
+        if owner is not None:
+            # Most calls: a returning visitor's page view or track, by one known anonymousId or
+            # email. The general path below would find nothing to link, merge or refuse.
+            return Resolution(lead_id=owner, created=False)
     event_user = next((i.value for i in identities if i.kind is _USER_ID), None)
 
     def facts(lead_id: str) -> LeadFacts:

@@ -261,3 +261,24 @@ def test_resolution_is_deterministic() -> None:
     again = run([MARIA_USER, MARIA_EMAIL, MARIA_ANON], known, leads)
 
     assert first == again
+
+
+@pytest.mark.parametrize("identity", [MARIA_EMAIL, MARIA_ANON])
+def test_a_returning_visitors_single_known_identity_names_its_lead_and_changes_nothing(
+    identity: Identity,
+) -> None:
+    def new_lead_id() -> str:
+        raise AssertionError("no lead is created for a known visitor")
+
+    resolution = resolve(
+        [identity],
+        known={identity: "lead-maria"},
+        leads={"lead-maria": LeadFacts("lead-maria", identified=True, anonymous_ids_this_week=99)},
+        new_lead_id=new_lead_id,
+        anonymous_ids_per_week=20,
+    )
+
+    assert resolution is not None
+    assert (resolution.lead_id, resolution.created) == ("lead-maria", False)
+    assert (resolution.new_links, resolution.merged, resolution.refused) == ((), (), ())
+    assert resolution.absorbed_anonymous == frozenset()
