@@ -1,5 +1,6 @@
-"""enrich's tables (schema `enrich`). Every statement is batched: one round trip per batch of
-events, whatever its size, except on the rare merge / unmerge paths (a few per merge).
+"""enrich's tables (schema `enrich`). Every statement is batched: a batch of events, whatever
+its size, takes three round trips (`claim_new_message_ids`, `find_by_identities`, `store_batch`),
+plus a few per merge / unmerge on those rare paths.
 
 The per-batch statements of the hot path go to asyncpg directly (`shared.db.driver_connection`: the session's own
 connection, inside its transaction), with arrays (`unnest`) rather than executemany: through
