@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,20 @@ PARTITIONS = 4
 class BenchInfra:
     kafka_bootstrap: str
     postgres: LocalPostgres
+    broker_pid: int | None = None
+
+    def infrastructure_cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the broker and by the PostgreSQL server (the postmaster
+        with every backend, ended ones included: the postmaster reaps them)."""
+        cpu = {"broker": cpu_seconds(self.broker_pid) if self.broker_pid else 0.0}
+        postmaster = self.postgres.data_dir / "postmaster.pid"
+        server = int(postmaster.read_text().split()[0]) if postmaster.exists() else None
+        cpu["postgres"] = (
+            cpu_seconds(server, reaped_children=True) + sum(map(cpu_seconds, _children(server)))
+            if server
+            else 0.0
+        )
+        return cpu
 
     async def fresh_database(self) -> str:
         """A new database with every service's migrations applied (asyncpg SQLAlchemy URL)."""
@@ -141,8 +156,35 @@ def local_infrastructure() -> Iterator[BenchInfra]:
     try:
         broker.start()
         try:
-            yield BenchInfra(kafka_bootstrap=broker.bootstrap_servers, postgres=postgres)
+            yield BenchInfra(
+                kafka_bootstrap=broker.bootstrap_servers, postgres=postgres, broker_pid=broker.pid
+            )
         finally:
             broker.stop()
     finally:
         postgres.stop()
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU seconds of a live process (0 when it is gone), from /proc; with
+    `reaped_children`, also what its ended and reaped children used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 3, utime/stime 14/15, cutime/cstime 16/17 (man 5 proc).
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children

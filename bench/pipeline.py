@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench import broker
 from bench.figures import Figure, at_least, at_most, median
-from bench.infra import REPO, BenchInfra
+from bench.infra import REPO, BenchInfra, cpu_seconds
 from bench.traffic import batch_bodies
 from devstack.broker import free_port
 from devstack.processes import ServiceProcess, StackAddresses
@@ -136,7 +136,7 @@ async def run(infra: BenchInfra) -> list[Figure]:
     ]
     for rate in (*LATENCY_LOADS, max(int(sustained / 2), 10)):
         async with stacks.fresh() as stack:
-            figures += await _speed_to_lead(stack, rate=rate, seconds=seconds)
+            figures += await _speed_to_lead(stack, stacks.infra, rate=rate, seconds=seconds)
     figures += [
         at_most(SECTION, f"peak RSS {service}", rss, "MB", RSS_GOAL_MB)
         for service, rss in stacks.peak_rss_mb.items()
@@ -238,12 +238,16 @@ async def _highest_sustained(stacks: Stacks, *, estimate: float, seconds: float)
     return best
 
 
-async def _speed_to_lead(stack: Stack, *, rate: int, seconds: float) -> list[Figure]:
+async def _speed_to_lead(
+    stack: Stack, infra: BenchInfra, *, rate: int, seconds: float
+) -> list[Figure]:
     """Percentiles per window of the load (WINDOWS equal parts after the warm-up; decisions made
     while the pipeline drained count in the last), each figure the median over the windows."""
     started = time.time()
+    cpu = asyncio.create_task(_cpu_share(stack, infra, after_s=WARM_UP_S, for_s=seconds))
     await _post(stack, rate=rate, seconds=WARM_UP_S + seconds)
     ended = time.time()
+    shares = await cpu
     drain = await _drain(stack, limit_s=600)
     width = seconds / WINDOWS
     windows: list[list[int]] = [[] for _ in range(WINDOWS)]
@@ -264,13 +268,42 @@ async def _speed_to_lead(stack: Stack, *, rate: int, seconds: float) -> list[Fig
         if rate == 1000
         else Figure(SECTION, f"speed-to-lead p99 {label}", percentile(0.99), "ms")
     )
+    where_cpu_goes = (
+        [
+            Figure(SECTION, f"CPU {label}: {process}", share, "% of a core")
+            for process, share in shares.items()
+        ]
+        + [Figure(SECTION, f"CPU {label}: all", sum(shares.values()), f"% of {os.cpu_count()}")]
+        if rate == 1000
+        else []
+    )
     return [
+        *where_cpu_goes,
         Figure(SECTION, f"SDR decisions {label}", sum(map(len, windows)), "decisions"),
         Figure(SECTION, f"speed-to-lead p50 {label}", percentile(0.50), "ms"),
         Figure(SECTION, f"speed-to-lead p95 {label}", percentile(0.95), "ms"),
         p99,
         Figure(SECTION, f"drain after the load stopped {label}", drain, "s"),
     ]
+
+
+async def _cpu_share(
+    stack: Stack, infra: BenchInfra, *, after_s: float, for_s: float
+) -> dict[str, float]:
+    """Each process's CPU over `for_s` seconds from `after_s` on, in % of one core: the four
+    services, PostgreSQL and the broker (what bounds the pipeline on this machine)."""
+
+    def used() -> dict[str, float]:
+        services = {
+            p.service: cpu_seconds(p.process.pid) if p.process else 0.0 for p in stack.processes
+        }
+        return services | infra.infrastructure_cpu_s()
+
+    await asyncio.sleep(after_s)
+    before, t0 = used(), time.monotonic()
+    await asyncio.sleep(for_s)
+    after, elapsed = used(), time.monotonic() - t0
+    return {name: 100 * (after[name] - before[name]) / elapsed for name in before}
 
 
 def _percentile(ordered: list[int], q: float) -> float:

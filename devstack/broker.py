@@ -49,6 +49,11 @@ class LocalBroker:
                 raise TimeoutError(f"tansu did not listen on {self.port} in {timeout_s}s")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         if self._process is None:
             return
