@@ -1,0 +1,50 @@
+"""enrich: fewer index entries per event on the hot path.
+
+Each event inserts a `seen_messages` row, most (anonymous page views) an `anonymous_events` row,
+and some an identity; every row costs an entry in each of its table's indexes. Now:
+
+- `identities_lead_idx` (lead_id) is dropped: `identities_lead_kind_idx` (lead_id, kind,
+  created_at) starts with the same column and serves every lookup by lead (facts, moves on
+  merge and unmerge);
+- `leads_email_idx` holds only leads with an email: most leads are anonymous visitors (email
+  NULL), created with their first page view, and nothing looks leads up by a missing email;
+- the retention indexes (`seen_messages.seen_at`, `anonymous_events.stored_at`) are BRIN
+  instead of B-tree: both columns grow with insertion order, so a block range summary answers
+  housekeeping's "older than" scans (a few times an hour), and an insert adds no index entry.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("DROP INDEX enrich.identities_lead_idx")
+    op.execute("DROP INDEX enrich.leads_email_idx")
+    op.execute("CREATE INDEX leads_email_idx ON enrich.leads (email) WHERE email IS NOT NULL")
+    op.execute("DROP INDEX enrich.seen_messages_seen_at_idx")
+    op.execute(
+        "CREATE INDEX seen_messages_seen_at_idx ON enrich.seen_messages"
+        " USING brin (seen_at) WITH (autosummarize = on)"
+    )
+    op.execute("DROP INDEX enrich.anonymous_events_stored_at_idx")
+    op.execute(
+        "CREATE INDEX anonymous_events_stored_at_idx ON enrich.anonymous_events"
+        " USING brin (stored_at) WITH (autosummarize = on)"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX enrich.anonymous_events_stored_at_idx")
+    op.execute("CREATE INDEX anonymous_events_stored_at_idx ON enrich.anonymous_events (stored_at)")
+    op.execute("DROP INDEX enrich.seen_messages_seen_at_idx")
+    op.execute("CREATE INDEX seen_messages_seen_at_idx ON enrich.seen_messages (seen_at)")
+    op.execute("DROP INDEX enrich.leads_email_idx")
+    op.execute("CREATE INDEX leads_email_idx ON enrich.leads (email)")
+    op.execute("CREATE INDEX identities_lead_idx ON enrich.identities (lead_id)")
