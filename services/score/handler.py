@@ -251,18 +251,21 @@ class ScoreHandler:
         behaviour: bool,
         profile: bool = True,
     ) -> None:
-        own_facts = profile_facts_of(event)
-        facts = call_facts_of(event)
+        # A missing fact and a null one fail (and pass) the same tests: the nulls, about half
+        # of an event's facts, are neither evaluated, nor kept in the picture or the history.
+        own_facts = _without_nulls(profile_facts_of(event))
+        facts = _without_nulls(call_facts_of(event))
         facts.update(own_facts)  # = facts_of(event), the picture's part kept apart
         at = event.timestamp
         state = work.states[lead.lead_id]
         # Fit rules read only the profile side: when it is the one already scored under these
-        # rules, they cannot change anything (most events of a lead).
-        profile_facts = _json_shaped(own_facts)
+        # rules, they cannot change anything (most events of a lead). The facts are JSON
+        # values (model dumps of strings, numbers and booleans), so they compare with the
+        # stored ones as they are; a picture that differs only in form is scored again, which
+        # changes nothing.
         known = lead.profile or {}
-        same_picture = (
-            known.get("facts") == profile_facts and lead.rule_version == self._rules.version
-        )
+        same_facts = known.get("facts") == own_facts
+        same_picture = same_facts and lead.rule_version == self._rules.version
         result = score_event(
             self._rules,
             state,
@@ -282,8 +285,11 @@ class ScoreHandler:
         lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
         lead.email = event.profile.email or lead.email
         if profile and event.lead_version >= lead.profile_version:
+            # The same version with the same facts is the picture already kept (a version
+            # names one picture, see `EnrichedEvent`): neither rebuilt nor written again.
+            if not (same_facts and event.lead_version == lead.profile_version):
+                lead.profile = _profile_snapshot(event, _json_shaped(own_facts))
             lead.profile_version = event.lead_version
-            lead.profile = _profile_snapshot(event, profile_facts)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
         # A merge can change the score without a ledger line of its own (folded history); a
@@ -620,6 +626,10 @@ def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
     return "MQL: " + ", ".join(parts)
 
 
+def _without_nulls(facts: Facts) -> Facts:
+    return {key: value for key, value in facts.items() if value is not None}
+
+
 def _json_shaped(facts: Facts) -> dict[str, Any]:
     """The facts as they come back from the database (JSON types)."""
     return cast(dict[str, Any], orjson.loads(orjson.dumps(facts, default=str)))
@@ -632,14 +642,19 @@ def _optional(model: type[M], stored: dict[str, Any] | None) -> M | None:
 def _profile_snapshot(event: EnrichedEvent, profile_facts: dict[str, Any]) -> dict[str, Any]:
     """What score keeps of the lead's picture: the profile, consent and account for outputs
     that have no event at hand, and the profile-side facts (to skip fit rules when the picture
-    is unchanged, and for the sweep and rescoring)."""
+    is unchanged, and for the sweep and rescoring). Null fields are left out (the models read
+    them back as their defaults): about half of a picture is nulls."""
     return {
-        "profile": event.profile.model_dump(mode="json"),
-        "consent": event.consent.model_dump(mode="json"),
+        "profile": event.profile.model_dump(mode="json", exclude_none=True),
+        "consent": event.consent.model_dump(mode="json", exclude_none=True),
         "account_id": event.account_id,
         "firmographics": (
-            event.firmographics.model_dump(mode="json") if event.firmographics else None
+            event.firmographics.model_dump(mode="json", exclude_none=True)
+            if event.firmographics
+            else None
         ),
-        "account": event.account.model_dump(mode="json") if event.account else None,
+        "account": (
+            event.account.model_dump(mode="json", exclude_none=True) if event.account else None
+        ),
         "facts": profile_facts,
     }

@@ -102,6 +102,19 @@ _LEAD_COLUMNS_AS_TEXT = (
     "l.profile::text AS profile, l.merged_into"
 )
 
+_PROFILE = _LEAD_KEYS.index("profile")
+# A lead's picture is written only when it changed (a few events of a lead in a hundred): a
+# row sent without one (null) inserts an empty picture and keeps the stored one on update. The
+# stored value is then carried over as it is on disk (compressed or TOASTed), instead of being
+# parsed from the batch document, compressed and written again with every score change.
+# Literals: SQL is assembled only from literals in the code (tests/reliability/test_security.py).
+_LEAD_COLUMNS_UNSENT_PICTURE_EMPTY = (
+    "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
+    "rule_version, as_of, below_line_since, profile_version, coalesce(profile, '{}'::jsonb), "
+    "merged_into"
+)
+_KEEP_PICTURE = "profile = coalesce(nullif(EXCLUDED.profile, '{}'::jsonb), score.leads.profile)"
+
 # The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
 # from the router's one-bigint team locks).
 _LEAD_LOCK_SPACE = 0x5C0E
@@ -182,18 +195,23 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
     rows: list[dict[str, Any]] = []
     for lead in leads:
         values = lead.values()
-        if values == lead.stored:
+        stored, lead.stored = lead.stored, values
+        if values == stored:
             continue
-        lead.stored = values
         row = dict(zip(_LEAD_KEYS, values, strict=True))
-        row["profile"] = row["profile"] or {}
+        if stored is not None and stored[_PROFILE] == values[_PROFILE]:
+            # The picture as stored: not sent, and the stored one kept (`_KEEP_PICTURE`).
+            del row["profile"]
+        else:
+            row["profile"] = row["profile"] or {}
         rows.append(row)
     if not rows:
         return
     await (await driver_connection(session)).execute(
         f"""
         INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
-        SELECT {_LEAD_COLUMNS}, now() FROM jsonb_to_recordset($1::text::jsonb) AS u(
+        SELECT {_LEAD_COLUMNS_UNSENT_PICTURE_EMPTY}, now()
+        FROM jsonb_to_recordset($1::text::jsonb) AS u(
             lead_id text, stage text, identified boolean, engaged boolean, email text,
             fit integer, behaviour integer, total integer, grade text, band integer,
             qualifies boolean, rule_version text, as_of timestamptz,
@@ -206,7 +224,7 @@ async def save_leads(session: AsyncSession, leads: Sequence[LeadRow]) -> None:
             band = EXCLUDED.band, qualifies = EXCLUDED.qualifies,
             rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
             below_line_since = EXCLUDED.below_line_since,
-            profile_version = EXCLUDED.profile_version, profile = EXCLUDED.profile,
+            profile_version = EXCLUDED.profile_version, {_KEEP_PICTURE},
             updated_at = now()
         """,
         _json_rows(rows),
