@@ -1,0 +1,56 @@
+"""score keeps facts without their nulls (pictures, history, the facts rules read): a null fact
+and a missing one must pass and fail the same tests, under every operator."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.score.engine.conditions import FieldTest, facts_of
+from services.score.engine.ruleset import load_rules
+from services.score.engine.scoring import ScoreState, score_event
+from services.score.handler import _without_nulls
+from tests.unit.builders import enriched_event
+
+RULES = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml")
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        {"equals": "x"}, {"equals": 0}, {"equals": False}, {"in": ["x", 1]}, {"contains": "x"},
+        {"regex": ".*"}, {"at_least": 0}, {"below": 1}, {"exists": True}, {"exists": False},
+    ],
+)  # fmt: skip
+def test_a_null_fact_is_a_missing_fact(test: dict[str, Any]) -> None:
+    condition = FieldTest.model_validate({"field": "f", **test})
+    assert condition.holds({"f": None}) == condition.holds({})
+    assert condition.holds(_without_nulls({"f": None, "g": 1})) == condition.holds({"f": None})
+
+
+def test_rules_give_the_same_points_without_the_nulls() -> None:
+    """A lead's events scored with their facts as built and without the nulls, side by side:
+    the same ledger entries at every step (fit and behaviour, limits and caps included)."""
+    rng = random.Random(3)
+    with_nulls, without = ScoreState(), ScoreState()
+    for index in range(200):
+        event = enriched_event(
+            type=rng.choice(["page", "track"]),
+            event=rng.choice([None, "Demo Requested", "Webinar Attended", "Email Delivered"]),
+            properties={"path": rng.choice(["/pricing", "/careers", None]), "title": None},
+            profile={"seniority": rng.choice(["vp", None]), "country": rng.choice(["US", None])},
+        )
+        facts = facts_of(event)
+        assert None in facts.values()
+        kept = _without_nulls(facts)
+        assert None not in kept.values()
+        at, message_id = event.timestamp, f"m{index}"
+        a = score_event(RULES, with_nulls, facts, at=at, message_id=message_id, behaviour=True)
+        b = score_event(RULES, without, kept, at=at, message_id=message_id, behaviour=True)
+        assert a.entries == b.entries
+        with_nulls, without = a.state, b.state
+    assert with_nulls.fit
+    assert with_nulls.awards
