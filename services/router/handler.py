@@ -8,6 +8,11 @@ Per batch, in one transaction (the runner commits offsets only after it and the 
 3. SLA checks lock their decision rows; then the teams that assignments will touch are locked
    (repository lock order), the reps' loads are read once, and assignments are made in message
    order, counting each one in memory so a batch stays fair within itself.
+4. What the batch decided is written in one statement.
+Statements per batch: a batch without SLA checks chooses its routes before asking the database
+anything, so steps 2 and 3 take one round trip (`repository.start_batch`), or only the decided
+check when no sdr lead is routed; with SLA checks they take up to four. Most batches therefore
+send two statements (one when no change is a trigger), besides the runner's own.
 
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
@@ -31,6 +36,7 @@ from services.router import repository
 from services.router.assignment import Assignment, RepLoad, local_day
 from services.router.domain import (
     Breached,
+    Route,
     Suppressed,
     ToNurture,
     ToSdr,
@@ -56,6 +62,7 @@ from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 
 log = logging.getLogger(__name__)
 
+CHANGED_STAGE = "lead changed stage"  # why a change closes its lead's open decisions
 DECISION_NAMESPACE = uuid.UUID("5f0c3c55-4a1e-4f4e-9d7e-6c0f3b7a1d20")
 
 
@@ -125,30 +132,14 @@ class RouterHandler:
         if feedback:
             await self._close_on_feedback(db, feedback, now)
 
-        decided = await repository.start_transitions(
-            db,
-            [(c.transition_id, c.lead_id) for c in changes],
-            at=now,
-            reason="lead changed stage",
-        )
-        fresh: list[LifecycleChanged] = []
-        for change in changes:
-            if change.transition_id not in decided:
-                decided.add(change.transition_id)
-                fresh.append(change)
-        routes = [choose_route(c, self._config) for c in fresh]
-
-        locked = await repository.lock_decisions(db, checks)
-
-        teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
-        teams |= {t for d in locked.values() for t in self._chain(d)}
-        await repository.lock_teams(db, teams)
-        days = {
-            rep.id: local_day(rep, now)
-            for name in sorted(teams)
-            for rep in self._config.team(name).reps
-        }
-        batch = _Batch(now=now, loads=await repository.get_rep_loads(db, days), days=days)
+        if checks:
+            fresh, routes, locked, loads, days = await self._start_with_checks(
+                db, changes, checks, now
+            )
+        else:
+            fresh, routes, loads, days = await self._start(db, changes, now)
+            locked = {}
+        batch = _Batch(now=now, loads=loads, days=days)
 
         later_change = {c.lead_id: i for i, c in enumerate(fresh)}  # last change per lead
         for index, (change, route) in enumerate(zip(fresh, routes, strict=True)):
@@ -167,6 +158,77 @@ class RouterHandler:
             at=now,
         )
         return batch.outputs
+
+    # ---- a batch's first statements --------------------------------------------------------
+
+    async def _start(
+        self, db: asyncpg.Connection, changes: list[LifecycleChanged], now: datetime
+    ) -> tuple[list[LifecycleChanged], list[Route | None], dict[str, RepLoad], dict[str, date]]:
+        """A batch without SLA checks: routes are chosen for every change first (pure), so the
+        teams to lock are known before the database is asked anything, and the decided check,
+        the team locks and the loads take one round trip (`repository.start_batch`); a batch
+        that routes no sdr lead needs only the decided check. A change replayed (its
+        transition already decided) is dropped afterwards: at worst its teams were locked."""
+        first: dict[str, LifecycleChanged] = {}
+        for change in changes:  # a transition twice in a batch: its first change only
+            first.setdefault(change.transition_id, change)
+        candidates = list(first.values())
+        routes = [choose_route(c, self._config) for c in candidates]
+        teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
+        pairs = [(c.transition_id, c.lead_id) for c in changes]
+        if teams:
+            days = self._days(teams, now)
+            decided, loads = await repository.start_batch(
+                db, pairs, at=now, reason=CHANGED_STAGE, teams=teams, days=days
+            )
+        else:
+            days, loads = {}, {}
+            decided = await repository.start_transitions(db, pairs, at=now, reason=CHANGED_STAGE)
+        kept = [
+            (c, r)
+            for c, r in zip(candidates, routes, strict=True)
+            if c.transition_id not in decided
+        ]
+        return [c for c, _ in kept], [r for _, r in kept], loads, days
+
+    async def _start_with_checks(
+        self,
+        db: asyncpg.Connection,
+        changes: list[LifecycleChanged],
+        checks: list[str],
+        now: datetime,
+    ) -> tuple[
+        list[LifecycleChanged],
+        list[Route | None],
+        dict[str, OpenDecision],
+        dict[str, RepLoad],
+        dict[str, date],
+    ]:
+        """A batch with SLA checks: their decision rows are locked between the decided check
+        and the team locks (the lock order), and their teams are known only once read."""
+        decided = await repository.start_transitions(
+            db, [(c.transition_id, c.lead_id) for c in changes], at=now, reason=CHANGED_STAGE
+        )
+        fresh: list[LifecycleChanged] = []
+        for change in changes:
+            if change.transition_id not in decided:
+                decided.add(change.transition_id)
+                fresh.append(change)
+        routes = [choose_route(c, self._config) for c in fresh]
+        locked = await repository.lock_decisions(db, checks)
+        teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
+        teams |= {t for d in locked.values() for t in self._chain(d)}
+        await repository.lock_teams(db, teams)
+        days = self._days(teams, now)
+        return fresh, routes, locked, await repository.get_rep_loads(db, days), days
+
+    def _days(self, teams: set[str], now: datetime) -> dict[str, date]:
+        """Each rep of the teams and their local day (loads are counted per local day)."""
+        return {
+            rep.id: local_day(rep, now)
+            for name in sorted(teams)
+            for rep in self._config.team(name).reps
+        }
 
     # ---- lifecycle changes ---------------------------------------------------------------------
 
@@ -219,7 +281,7 @@ class RouterHandler:
                 decision=decision,
                 transition_id=change.transition_id,
                 teams=teams,
-                closed_reason="lead changed stage" if closed_by_later else None,
+                closed_reason=CHANGED_STAGE if closed_by_later else None,
             )
         )
 

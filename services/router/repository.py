@@ -2,8 +2,9 @@
 breaches and the reps' daily loads. Every function runs in the caller's transaction.
 
 The consumer's hot path (one batch) speaks asyncpg directly, inside the session's transaction
-(`shared.db.driver_connection`): one statement per table and batch, columns as unnest arrays,
-and statements with nothing to do are not sent. The SLA timer and the history reads, which run
+(`shared.db.driver_connection`): one statement per step and batch, rows as arrays or one JSON
+document, and statements with nothing to do are not sent; a batch's first steps may share one
+round trip (`start_batch`, a plpgsql function that runs them in order). The SLA timer and the history reads, which run
 rarely, go through SQLAlchemy sessions.
 
 Lock order, the same everywhere so that two router instances never deadlock on each other:
@@ -71,12 +72,52 @@ async def start_transitions(
     return {row[0] for row in rows}
 
 
+async def start_batch(
+    db: asyncpg.Connection,
+    transitions: Sequence[tuple[str, str]],
+    *,
+    at: datetime,
+    reason: str,
+    teams: Iterable[str],
+    days: Mapping[str, date],
+) -> tuple[set[str], dict[str, RepLoad]]:
+    """`start_transitions`, then `lock_teams`, then `get_rep_loads`, in one round trip (the
+    function `router.start_batch`, migration 0003): the same statements in the same order, each
+    with its own snapshot, so the loads are read after the locks as `get_rep_loads` requires.
+    For a batch with no SLA check (whose decision rows must be locked between the first step
+    and the team locks). Returns (transitions already decided, loads by rep)."""
+    rep_ids = sorted(days)
+    rows = await db.fetch(
+        "SELECT * FROM router.start_batch($1::text[], $2::text[], $3, $4, $5::text[],"
+        " $6::text[], $7::date[])",
+        [t for t, _ in transitions],
+        [lead for _, lead in transitions],
+        at,
+        reason,
+        _team_keys(teams),
+        rep_ids,
+        [days[r] for r in rep_ids],
+    )
+    decided = {row[0] for row in rows if row[0] is not None}
+    loads = {
+        row[1]: RepLoad(assigned_today=row[2], last_assigned_at=row[3])
+        for row in rows
+        if row[1] is not None
+    }
+    return decided, loads
+
+
+def _team_keys(teams: Iterable[str]) -> list[str]:
+    """The teams' advisory lock keys, in the one lock order (by name)."""
+    return [f"leadflow.router.team:{team}" for team in sorted(set(teams))]
+
+
 async def lock_teams(db: asyncpg.Connection, teams: Iterable[str]) -> None:
     """Hold each team's lock until the transaction ends: assignments in a team are serialised
     across router instances, so a rep's daily count (and cap) is never read stale. One
     statement takes them one at a time in name order (unnest keeps the array's order; a
     consistent order cannot deadlock)."""
-    keys = [f"leadflow.router.team:{team}" for team in sorted(set(teams))]
+    keys = _team_keys(teams)
     if keys:
         await db.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",

@@ -5,6 +5,7 @@ multi-row insert; the SLA timer finds its next due check."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import repository
+from services.router.assignment import RepLoad
 from services.router.repository import Feedback, NewDecision, Suppression
 from shared.contracts import Owner, RoutingDecision, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -119,8 +121,9 @@ async def test_one_statement_writes_suppressions_and_counts_assignments(
     assert reason == "opted out (unsubscribed)"
 
 
+@pytest.mark.parametrize("statement", ["start_transitions", "start_batch"])
 async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_decisions(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, statement: str
 ) -> None:
     await store(
         db,
@@ -132,19 +135,58 @@ async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_deci
         "INSERT INTO router.suppressions (transition_id, lead_id, reason)"
         " VALUES ('lead-3:known:t', 'lead-3', 'opted out')"
     )
+    transitions = [
+        ("lead-1:lead:t", "lead-1"),  # a replay: decided
+        ("lead-2:mql:t", "lead-2"),  # new: closes lead-2's open decision
+        ("lead-3:known:t", "lead-3"),  # a replay of a suppression
+    ]
     async with db.transaction():
-        decided = await repository.start_transitions(
-            db,
-            [
-                ("lead-1:lead:t", "lead-1"),  # a replay: decided
-                ("lead-2:mql:t", "lead-2"),  # new: closes lead-2's open decision
-                ("lead-3:known:t", "lead-3"),  # a replay of a suppression
-            ],
-            at=NOW,
-            reason="lead changed stage",
-        )
+        if statement == "start_transitions":
+            decided = await repository.start_transitions(
+                db, transitions, at=NOW, reason="lead changed stage"
+            )
+        else:
+            decided, loads = await repository.start_batch(
+                db, transitions, at=NOW, reason="lead changed stage", teams=["sdr"], days={}
+            )
+            assert loads == {}
     assert decided == {"lead-1:lead:t", "lead-3:known:t"}
     assert await closed(db) == {"d-1": None, "d-2": "lead changed stage", "d-3": None}
+
+
+async def test_start_batch_reads_the_loads_after_taking_the_team_locks(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """The loads are read with a snapshot taken after the locks: an assignment committed by the
+    instance that held a team's lock while we waited for it is counted."""
+    day = NOW.date()
+    other = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        holder = other.transaction()
+        await holder.start()
+        await repository.lock_teams(other, ["sdr"])
+        await repository.record_batch(
+            other, decisions=(), suppressions=(), assignments=[("rep-a", day)] * 3, at=NOW
+        )
+        async with db.transaction():
+            waiting = asyncio.create_task(
+                repository.start_batch(
+                    db,
+                    [("lead-1:mql:t", "lead-1")],
+                    at=NOW,
+                    reason="lead changed stage",
+                    teams=["sdr", "inbound"],
+                    days={"rep-a": day, "rep-b": day},
+                )
+            )
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "the team lock is held by the other instance"
+            await holder.commit()
+            decided, loads = await asyncio.wait_for(waiting, timeout=5)
+    finally:
+        await other.close()
+    assert decided == set()
+    assert loads == {"rep-a": RepLoad(assigned_today=3, last_assigned_at=NOW)}
 
 
 async def test_feedback_closes_each_decision_once_by_lead_or_email(
