@@ -84,11 +84,11 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
     rows = await (await driver_connection(session)).fetch(
         """
         INSERT INTO enrich.seen_messages (message_id)
-        SELECT DISTINCT m FROM unnest($1::text[]) AS m
+        SELECT DISTINCT m FROM jsonb_array_elements_text($1::jsonb) AS m
         ON CONFLICT DO NOTHING
         RETURNING message_id
         """,
-        list(message_ids),
+        orjson.dumps(list(message_ids)).decode(),  # one JSON text: see `_STORE`
     )
     return {row[0] for row in rows}
 
@@ -201,27 +201,26 @@ class Found:
 # batch waits for ours), each with its facts (userIds, anonymousIds attached in the last 7 days)
 # and, for a lead not yet identified, how many anonymous events it keeps. Every part is an index
 # lookup per wanted identity or lead, so its cost follows the batch, not the tables' size. The
-# JSON columns of a lead the caller holds unchanged (same xmin) are left out; JSON comes as text
-# (parsed by orjson, not by the driver's codec).
+# JSON columns of a lead the caller holds unchanged (same xmin; $2 maps lead_id -> xmin) are
+# left out; JSON comes as text (parsed by orjson, not by the driver's codec). The wanted
+# identities come as one JSON array of [kind, value] (see `_STORE`).
 _FIND = """
 WITH found AS (
     -- LIMIT 1 (the key is unique anyway) keeps this a primary-key probe per wanted identity:
     -- as a join, the planner scans the whole table once it is small enough to hash.
     SELECT i.lead_id, array_agg(w.kind) AS kinds, array_agg(w.value) AS found_values
-    FROM unnest($1::text[], $2::text[]) AS w(kind, value)
+    FROM (SELECT e->>0 AS kind, e->>1 AS value FROM jsonb_array_elements($1::jsonb) AS e) AS w
     CROSS JOIN LATERAL (
         SELECT x.lead_id FROM enrich.identities AS x
         WHERE x.kind = w.kind AND x.value = w.value LIMIT 1
     ) AS i
     GROUP BY i.lead_id
-),
-held AS (SELECT * FROM unnest($3::text[], $4::text[]) AS h(lead_id, row_xmin))
-SELECT l.lead_id, l.xmin::text AS row_xmin, h.row_xmin IS NOT DISTINCT FROM l.xmin::text AS held,
-    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.profile::text END AS profile,
-    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.consent::text END AS consent,
-    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.firmographics::text
-    END AS firmographics,
-    CASE WHEN h.row_xmin IS DISTINCT FROM l.xmin::text THEN l.account::text END AS account,
+)
+SELECT l.lead_id, l.xmin::text AS row_xmin, h.held,
+    CASE WHEN NOT h.held THEN l.profile::text END AS profile,
+    CASE WHEN NOT h.held THEN l.consent::text END AS consent,
+    CASE WHEN NOT h.held THEN l.firmographics::text END AS firmographics,
+    CASE WHEN NOT h.held THEN l.account::text END AS account,
     l.identified, l.identified_at, l.firmographics_pending, l.firmographics_domain, l.version,
     l.merged_into, l.anonymous_events_stored, f.kinds, f.found_values,
     ARRAY(SELECT u.value FROM enrich.identities AS u
@@ -234,7 +233,7 @@ SELECT l.lead_id, l.xmin::text AS row_xmin, h.row_xmin IS NOT DISTINCT FROM l.xm
     END AS history_kept
 FROM found AS f
 JOIN enrich.leads AS l ON l.lead_id = f.lead_id
-LEFT JOIN held AS h ON h.lead_id = l.lead_id
+CROSS JOIN LATERAL (SELECT coalesce($2::jsonb ->> l.lead_id = l.xmin::text, false) AS held) AS h
 ORDER BY l.lead_id
 FOR UPDATE OF l
 """
@@ -255,10 +254,8 @@ async def find_by_identities(
     held = cache.held(wanted) if cache is not None else {}
     rows = await (await driver_connection(session)).fetch(
         _FIND,
-        [i.kind.value for i in wanted],
-        [i.value for i in wanted],
-        list(held),
-        list(held.values()),
+        orjson.dumps([(i.kind.value, i.value) for i in wanted]).decode(),
+        orjson.dumps(held).decode(),
     )
     for row in rows:
         lead_id = row["lead_id"]
@@ -342,8 +339,9 @@ async def move_identities(
 # What a batch writes, in one statement: new identity links, dropped and new anonymous history,
 # and the changed leads (their searchable columns taken from the JSON sent). Its parts touch
 # different rows (history is dropped for leads identified in the batch, kept for leads still
-# anonymous), so the order PostgreSQL runs them in does not matter; the identities' foreign key
-# to leads is checked at commit. Each part comes as one JSON document rather than one array per
+# anonymous), so the order PostgreSQL runs them in does not matter. A new identity's lead is
+# among the leads written here or already stored (no foreign key checks it: migration 0003;
+# `test_every_identity_names_a_stored_lead` does). Each part comes as one JSON document rather than one array per
 # column: asyncpg encodes array elements one by one in Python (~1 us each, 250 a batch), orjson
 # builds the document in C, and the lead's JSON parts and the history payloads are embedded as
 # they are, parsed once by PostgreSQL.

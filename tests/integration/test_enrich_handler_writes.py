@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.enrich.handler import EnrichHandler, EnrichPolicy
+from services.enrich.handler import EnrichHandler, EnrichPolicy, unmerge
 from services.enrich.references import References
 from shared.consumer import Message
 from shared.contracts import EnrichedEvent, RawEvent
@@ -245,3 +245,41 @@ async def test_the_searchable_columns_follow_the_stored_picture(
         "email_opt_out": True,
         "seniority": "vp",
     }
+
+
+async def test_every_identity_names_a_stored_lead(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    """No foreign key guards identities -> leads (migration 0003): the handler keeps it so,
+    through new leads linked in the batch that creates them, merges and an unmerge."""
+    enrich = handler()
+    batch = [
+        page("p-1", anonymous_id="v1"),
+        identify(message_id="id-1", anonymous_id="v1", traits={"email": "fa@initech.com"}),
+        page("p-2", anonymous_id="v2"),
+        # Same person on a second browser, in the batch that created both leads: absorbed.
+        identify(message_id="id-2", anonymous_id="v2", traits={"email": "fa@initech.com"}),
+        raw_event(type="alias", message_id="al-1", anonymous_id="v3", previous_id="v4",
+                  user_id="usr-9"),
+        page("p-3", anonymous_id="v6"),  # a new visitor who stays anonymous
+    ]  # fmt: skip
+    first = await handle(sessions, enrich, batch)
+    later = await handle(
+        sessions,
+        enrich,
+        [
+            identify(message_id="id-3", user_id="usr-9", traits={"email": "gi@initech.com"}),
+            identify(message_id="id-4", anonymous_id="v5", traits={"email": "gi@initech.com"}),
+        ],
+    )
+    merges = [e.merge for e in [*first, *later] if e.merge is not None]
+    assert merges  # the batches did merge leads
+    async with unit_of_work(sessions) as session:
+        assert await unmerge(session, merge_id=merges[0].merge_id, by="ops", at=NOW)
+
+    orphans = await db.fetch(
+        "SELECT i.kind, i.lead_id FROM enrich.identities AS i"
+        " LEFT JOIN enrich.leads AS l ON l.lead_id = i.lead_id WHERE l.lead_id IS NULL"
+    )
+    assert orphans == []
+    assert await db.fetchval("SELECT count(*) FROM enrich.identities") >= 8

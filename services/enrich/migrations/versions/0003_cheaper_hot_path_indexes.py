@@ -1,4 +1,4 @@
-"""enrich: fewer index entries per event on the hot path.
+"""enrich: fewer index entries and trigger calls per event on the hot path.
 
 Each event inserts a `seen_messages` row, most (anonymous page views) an `anonymous_events` row,
 and some an identity; every row costs an entry in each of its table's indexes. Now:
@@ -8,6 +8,12 @@ and some an identity; every row costs an entry in each of its table's indexes. N
   merge and unmerge);
 - `leads_email_idx` holds only leads with an email: most leads are anonymous visitors (email
   NULL), created with their first page view, and nothing looks leads up by a missing email;
+- the identities' foreign key to leads is dropped: it queued a trigger per new identity and ran
+  a `SELECT ... FOR KEY SHARE` of its lead at commit (and locked a lead created in the same
+  transaction). The invariant stays, kept by the only writer: `store_batch` writes a batch's
+  links in the same statement as the leads they name (a new lead is always among them), merges
+  and unmerges move identities only to leads that exist, and no lead is ever deleted; the
+  integration tests check that no identity names a missing lead;
 - the retention indexes (`seen_messages.seen_at`, `anonymous_events.stored_at`) are BRIN
   instead of B-tree: both columns grow with insertion order, so a block range summary answers
   housekeeping's "older than" scans (a few times an hour), and an insert adds no index entry.
@@ -25,6 +31,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.execute("ALTER TABLE enrich.identities DROP CONSTRAINT identities_lead_id_fkey")
     op.execute("DROP INDEX enrich.identities_lead_idx")
     op.execute("DROP INDEX enrich.leads_email_idx")
     op.execute("CREATE INDEX leads_email_idx ON enrich.leads (email) WHERE email IS NOT NULL")
@@ -48,3 +55,7 @@ def downgrade() -> None:
     op.execute("DROP INDEX enrich.leads_email_idx")
     op.execute("CREATE INDEX leads_email_idx ON enrich.leads (email)")
     op.execute("CREATE INDEX identities_lead_idx ON enrich.identities (lead_id)")
+    op.execute(
+        "ALTER TABLE enrich.identities ADD CONSTRAINT identities_lead_id_fkey FOREIGN KEY (lead_id)"
+        " REFERENCES enrich.leads (lead_id) DEFERRABLE INITIALLY DEFERRED"
+    )
