@@ -11,14 +11,21 @@ Contract, per batch (see DESIGN.md, "Delivery semantics"):
    dead-letters that record and the batch is handled again without it; an unexpected handler
    error re-runs the batch one record at a time, so only the record that fails alone is
    dead-lettered.
-4. Produce the outbox records and await every acknowledgement (acks=all). Their outbox rows
-   are deleted by the next batch's transaction (step 3), or, when no batch follows (an empty
-   poll), on revocation and at shutdown, by a transaction of their own.
-5. Commit the Kafka offsets (throttled; forced on partition revocation and shutdown).
+4. Send the outbox records. Their acknowledgements (acks=all) are awaited once the NEXT batch
+   is stored (or when a poll comes back empty, before leftovers are produced, on revocation and
+   at shutdown), so the broker's round trip overlaps the next batch's work instead of adding
+   to every batch's time. Order per output partition holds: the producer keeps one request in
+   flight per partition and retries it before the next, and a batch whose acknowledgement
+   fails is sent again, whole, before the next batch's records are sent. The acknowledged
+   batch's outbox rows are deleted by the next batch's transaction (step 3), or, when no batch
+   follows, by a transaction of their own.
+5. Commit a batch's Kafka offsets only once its outputs are acknowledged (throttled; forced on
+   partition revocation and shutdown).
 
 Effects are therefore exactly-once (offsets stored with them), outputs at-least-once:
 - a crash between 3 and 4 (stored, not produced) re-produces them when the partition is next
-  assigned (the outbox is read for the partitions a runner is given);
+  assigned (the outbox is read for the partitions a runner is given); with step 4 overlapped,
+  that can be the last two batches' outputs;
 - a crash after 4 (acknowledged) but before the rows' deletion commits re-produces them too,
   exactly as a crash between the acknowledgement and a delete of its own would: the window is
   longer (until the next batch's commit or the next empty poll), the outcome the same.
@@ -42,6 +49,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -73,6 +81,7 @@ from shared.topics import Topic
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Acks: TypeAlias = "list[asyncio.Future[Any]]"
 RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]  # topic, partition, offset, key, value, headers
 
 COMMIT_INTERVAL_S = 1.0
@@ -80,6 +89,15 @@ COMMIT_INTERVAL_S = 1.0
 
 class Stopping(Exception):
     """The runner was asked to stop while a step was waiting to be retried."""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A stored batch whose outputs are sent and whose acknowledgements are still awaited."""
+
+    records: Sequence[PendingRecord]
+    acks: Acks
+    next_offsets: dict[TopicPartition, int]  # of the consumed batch, committed once acknowledged
 
 
 class ConsumerRunner:
@@ -108,6 +126,8 @@ class ConsumerRunner:
         self._connection: AsyncConnection | None = None
         # Batches produced and acknowledged whose outbox rows are not deleted yet (oldest first).
         self._acked: list[uuid.UUID] = []
+        # The last batch, sent and not yet known to be acknowledged (see `_settle`).
+        self._sent: _Sent | None = None
         self._kafka = kafka
         self._settings = consumer
         prefix = kafka.topic_prefix
@@ -147,6 +167,9 @@ class ConsumerRunner:
                     async with self._lock:
                         await self._handle_batch(batch)
                     continue
+                if self._sent is not None:
+                    async with self._lock:
+                        await self._settle()
                 if self._acked:  # no next batch to fold their deletion into
                     async with self._lock:
                         await self._clear_acked()
@@ -185,6 +208,7 @@ class ConsumerRunner:
         try:
             if self._consumer is not None:
                 async with self._lock:
+                    await self._settle_or_log()
                     await self._clear_acked_or_log()
                     await self._commit(force=True)
                 await self._consumer.stop()  # leaves the group: partitions move on at once
@@ -229,16 +253,53 @@ class ConsumerRunner:
                 raise
 
         pending = await self._retrying("store batch", store)
-        await self._retrying("produce outputs", lambda: self._produce(pending))
-        if pending:  # its outbox rows are deleted by the next batch's transaction
-            self._acked.append(pending[0].batch_id)
+        await self._settle()  # the previous batch's acknowledgements, awaited while this one ran
+        acks = await self._retrying("send outputs", lambda: self._send(pending))
+        self._sent = _Sent(
+            records=pending,
+            acks=acks,
+            next_offsets={tp: tp_records[-1].offset + 1 for tp, tp_records in batch.items()},
+        )
         for tp, tp_records in batch.items():
-            self._uncommitted[tp] = tp_records[-1].offset + 1
             MESSAGES_IN.labels(self._service, tp.topic).inc(len(tp_records))
             self._report_lag(tp, next_offset=tp_records[-1].offset + 1)
-        await self._commit(force=False)
         BATCH_SIZE.labels(self._service).observe(len(records))
         BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+
+    async def _settle(self) -> None:
+        """Await the last sent batch's acknowledgements (step 4), then count it acknowledged:
+        its outbox rows are due for deletion and its Kafka offsets for commit (step 5).
+
+        An acknowledgement that failed transiently sends the whole batch again and awaits it
+        (the records acknowledged already are duplicated downstream: at-least-once), before any
+        later batch is sent, so order per partition holds."""
+        sent = self._sent
+        if sent is None:
+            return
+        results = await asyncio.gather(*sent.acks, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            if not isinstance(failure, Exception) or not is_transient(failure):
+                raise failure
+            log.warning("producing a batch's outputs failed (%s); sending it again", failure)
+            await self._retrying("produce outputs", lambda: self._produce(sent.records))
+        else:
+            self._count_produced(sent.records)
+        self._sent = None
+        if sent.records:  # its outbox rows are deleted by the next batch's transaction
+            self._acked.append(sent.records[0].batch_id)
+        self._uncommitted.update(sent.next_offsets)
+        await self._commit(force=False)
+
+    async def _settle_or_log(self) -> None:
+        """`_settle` where giving up partitions must go on whatever happens (revocation,
+        shutdown): a batch left unacknowledged stays in the outbox for the next owner, and its
+        Kafka offsets uncommitted (redelivered, then skipped as applied)."""
+        try:
+            await self._settle()
+        except Exception:
+            self._sent = None
+            log.exception("could not settle the last batch; the outbox keeps its outputs")
 
     def _decode(
         self, records: Sequence[RawRecord]
@@ -399,6 +460,11 @@ class ConsumerRunner:
 
     async def _produce(self, pending: Sequence[PendingRecord]) -> None:
         """Send every record, then wait for every acknowledgement (acks=all)."""
+        await asyncio.gather(*await self._send(pending))
+        self._count_produced(pending)
+
+    async def _send(self, pending: Sequence[PendingRecord]) -> Acks:
+        """Hand every record to the producer, in outbox order; return the acknowledgements."""
         producer = self._producer
         assert producer is not None
         # Grouped into one producer batch per partition (in outbox order), rather than one
@@ -415,17 +481,19 @@ class ConsumerRunner:
                 )
             partition = self._partitioner(record.key, partitions, partitions)
             by_partition[(record.topic, partition)].append(record)
-        futures = []
+        acks: Acks = []
         for (topic, partition), records in by_partition.items():
             batch = producer.create_batch()
             for record in records:
                 if not _append(batch, record):  # full: send it, start the next
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     if not _append(batch, record):
                         raise ValueError(f"a record for {topic} is larger than a producer batch")
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        return acks
+
+    def _count_produced(self, pending: Sequence[PendingRecord]) -> None:
         produced: dict[str, int] = defaultdict(int)
         dead: dict[str, int] = defaultdict(int)
         for record in pending:
@@ -440,6 +508,7 @@ class ConsumerRunner:
 
     async def _produce_leftovers(self) -> None:
         """Produce what a crashed or revoked owner of our new partitions stored but did not send."""
+        await self._settle()  # our own last batch is acknowledged, so not taken for a leftover
         partitions = {(tp.topic, tp.partition) for tp in self._outbox_to_recheck}
 
         async def load() -> list[PendingRecord]:
@@ -580,6 +649,7 @@ class ConsumerRunner:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # let the batch in flight finish and commit
+            await self._settle_or_log()
             await self._clear_acked_or_log()
             await self._commit(force=True)
             self._assigned -= set(revoked)

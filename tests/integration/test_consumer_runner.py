@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
@@ -210,7 +211,7 @@ async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
     async def crash_before_produce(pending: Any) -> None:
         raise RuntimeError("process died between database commit and produce")
 
-    monkeypatch.setattr(first, "_produce", crash_before_produce)
+    monkeypatch.setattr(first, "_send", crash_before_produce)
     with pytest.raises(RuntimeError, match="process died"):
         await run_until(first, count(db, "SELECT count(*) FROM effects", 20))
     assert await db.fetchval("SELECT count(*) FROM effects") > 0
@@ -221,6 +222,52 @@ async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
     await run_until(harness.runner(), count(db, "SELECT count(*) FROM effects", 20))
     out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
     assert sorted(r.json()["text"] for r in out) == sorted(NOTES)
+
+
+async def test_a_batch_whose_acknowledgement_failed_goes_out_again_before_later_batches(
+    harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledgements are awaited while the next batch runs (module doc, step 4): a batch the
+    broker did not acknowledge is sent again, whole, before any later batch's records."""
+    await harness.send(*NOTES)
+    runner = harness.runner()
+    # Small batches; a long poll, so the next batch (not an empty poll) is what settles one.
+    runner._settings = runner._settings.model_copy(
+        update={"max_batch_records": 4, "poll_timeout_ms": 3000}
+    )
+    sends: list[list[str]] = []
+    lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    real_send = runner._send
+
+    def lose() -> None:
+        if not lost.done():
+            lost.set_exception(KafkaTimeoutError("simulated: no acknowledgement"))
+
+    async def second_acknowledgement_lost(pending: Any) -> Any:
+        # The second batch (the first may be settled early, by the new owner's outbox check).
+        if not pending:
+            return await real_send(pending)
+        sends.append([orjson_text(record.value) for record in pending])
+        if len(sends) != 2 or lost.done():
+            if len(sends) > 2:
+                lose()  # at the latest when a later batch is sent
+            return await real_send(pending)
+        asyncio.get_running_loop().call_later(1, lose)
+        return [lost]  # nothing reached the broker
+
+    monkeypatch.setattr(runner, "_send", second_acknowledgement_lost)
+    all_applied_and_produced = count(
+        db,
+        "SELECT (SELECT count(*) FROM effects) * 100 + (SELECT count(*) FROM enrich.outbox)",
+        20 * 100,
+    )
+    await run_until(runner, all_applied_and_produced)
+
+    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    texts = [r.json()["text"] for r in out]  # one key, so one partition: the produced order
+    assert sorted(texts) == sorted(NOTES)
+    first, lost_batch = sends[0], sends[1]
+    assert texts[: len(first) + len(lost_batch)] == first + lost_batch
 
 
 async def test_only_the_failing_message_is_dead_lettered(
@@ -293,7 +340,7 @@ async def test_dead_letter_headers_survive_a_crash_before_produce(
     async def crash_before_produce(pending: Any) -> None:
         raise RuntimeError("process died between database commit and produce")
 
-    monkeypatch.setattr(first, "_produce", crash_before_produce)
+    monkeypatch.setattr(first, "_send", crash_before_produce)
     with pytest.raises(RuntimeError, match="process died"):
         await run_until(first, count(db, "SELECT count(*) FROM enrich.outbox", 1))
 
