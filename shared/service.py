@@ -37,6 +37,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.health import HealthServer
 from shared.kafka import create_producer
 from shared.migrations import upgrade_to_head
+from shared.runtime import settle_garbage_collector
 from shared.settings import ConsumingServiceSettings
 from shared.telemetry import configure_logging
 from shared.topics import Topic
@@ -160,6 +161,7 @@ async def serve_consumer(
         ]
     await health.start()
     log.info("started; health on %s:%d", settings.health_host, settings.health_port)
+    settle_garbage_collector()
     try:
         await runner.run()
     finally:

@@ -7,7 +7,6 @@ after its broker acknowledgement), then the lifespan stops the producer; exit co
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 
 import uvicorn
@@ -16,23 +15,13 @@ import uvloop
 from services.ingest.api import create_app
 from services.ingest.config import IngestSettings
 from shared.health import ServerWithoutSignals
+from shared.runtime import settle_garbage_collector
 from shared.telemetry import configure_logging
-
-# Garbage collection took 0.7 ms of the 4 ms of CPU a 100-event batch request cost (measured
-# with gc.callbacks under load): the default young threshold (700 allocations) ran a collection
-# every few hundred microseconds, each walking every request in flight, and full collections
-# walked every module and validator. Almost all of ingest's garbage is freed by reference
-# counting; cycles are still collected, only less often. With both below: no collection ran.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 async def serve(settings: IngestSettings) -> None:
     app = create_app(settings)
-    # What exists now (modules, the app, pydantic's validators) lives as long as the process:
-    # moved out of the collector's sight.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    settle_garbage_collector()
     server = ServerWithoutSignals(
         uvicorn.Config(
             app,
