@@ -3,9 +3,11 @@ its size, takes three round trips (`claim_new_message_ids`, `find_by_identities`
 plus a few per merge / unmerge on those rare paths.
 
 The per-batch statements of the hot path go to asyncpg directly (`shared.db.driver_connection`: the session's own
-connection, inside its transaction), with arrays (`unnest`) rather than executemany: through
-SQLAlchemy, their parameter handling and row processing cost about as much CPU as the rest of
-handling an event. Cold paths (merges, housekeeping, reference data) keep SQLAlchemy.
+connection, inside its transaction), their rows as one JSON document per part
+(`jsonb_array_elements` / `jsonb_to_recordset`) rather than executemany or one array per
+column: through SQLAlchemy, parameter handling and row processing cost about as much CPU as the
+rest of handling an event, and asyncpg encodes an array element by element in Python. Cold
+paths (merges, housekeeping, reference data) keep SQLAlchemy.
 
 Tables: leads (the lead's whole picture as JSON plus searchable columns), identities
 (kind, value) -> lead, seen_messages (dedupe, with retention), anonymous_events (history of
