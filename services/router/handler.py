@@ -9,10 +9,12 @@ Per batch, in one transaction (the runner commits offsets only after it and the 
    (repository lock order), the reps' loads are read once, and assignments are made in message
    order, counting each one in memory so a batch stays fair within itself.
 4. What the batch decided is written in one statement.
-Statements per batch: a batch without SLA checks chooses its routes before asking the database
-anything, so steps 2 and 3 take one round trip (`repository.start_batch`), or only the decided
-check when no sdr lead is routed; with SLA checks they take up to four. Most batches therefore
-send two statements (one when no change is a trigger), besides the runner's own.
+Statements per batch, besides the runner's own: a batch without SLA checks chooses its routes
+before asking the database anything. With an sdr lead, steps 2 and 3 take one round trip
+(`repository.start_batch`) and step 4 another; with only nurture decisions and suppressions,
+nothing depends on what is stored, so steps 2 to 4 are one statement
+(`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
+all, only the decided check and closing. A batch with SLA checks takes up to five.
 
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
@@ -97,7 +99,31 @@ class _Batch:
         decision = new.decision
         topic = ROUTING_SDR if decision.route == "sdr" else ROUTING_NURTURE
         self.outputs.append(Output(topic, key=decision.lead_id, value=decision))
-        DECISIONS.labels(route=decision.route, strategy=decision.strategy or "").inc()
+
+    def drop(self, transitions: set[str]) -> None:
+        """Forget the first decisions (and their outputs) and the suppressions of `transitions`
+        (found already decided by the statement that wrote the rest)."""
+        if not transitions:
+            return
+        kept = [
+            (new, output)
+            for new, output in zip(self.decisions, self.outputs, strict=True)  # one each: emit
+            if new.transition_id not in transitions
+        ]
+        self.decisions = [new for new, _ in kept]
+        self.outputs = [output for _, output in kept]
+        self.suppressions = [s for s in self.suppressions if s.transition_id not in transitions]
+
+    def observe(self) -> None:
+        """Metrics and logs of what the batch decided, once it is written."""
+        for new in self.decisions:
+            decision = new.decision
+            DECISIONS.labels(route=decision.route, strategy=decision.strategy or "").inc()
+            if decision.supersedes is None:  # speed-to-lead is the first decision's
+                SPEED_TO_LEAD.labels(route=decision.route).observe(decision.speed_to_lead_ms / 1000)
+        for suppression in self.suppressions:
+            SUPPRESSIONS.inc()
+            log.info("lead %s not routed: %s", suppression.lead_id, suppression.reason)
 
 
 class RouterHandler:
@@ -137,15 +163,16 @@ class RouterHandler:
                 db, changes, checks, now
             )
         else:
-            fresh, routes, loads, days = await self._start(db, changes, now)
+            candidates = _first_of_each_transition(changes)
+            routes = [choose_route(c, self._config) for c in candidates]
+            if not any(isinstance(r, ToSdr) for r in routes) and any(routes):
+                batch = await self._decide_in_one_statement(db, candidates, routes, now)
+                batch.observe()
+                return batch.outputs
+            fresh, routes, loads, days = await self._start(db, candidates, routes, now)
             locked = {}
         batch = _Batch(now=now, loads=loads, days=days)
-
-        later_change = {c.lead_id: i for i, c in enumerate(fresh)}  # last change per lead
-        for index, (change, route) in enumerate(zip(fresh, routes, strict=True)):
-            if route is not None:
-                closed_by_later = later_change[change.lead_id] > index
-                self._route(change, route, batch, closed_by_later=closed_by_later)
+        self._route_all(fresh, routes, batch)
         for check in checks:
             if (open_decision := locked.get(check)) is not None:
                 await self._check_sla(db, open_decision, batch)
@@ -157,25 +184,25 @@ class RouterHandler:
             assignments=batch.assignments,
             at=now,
         )
+        batch.observe()
         return batch.outputs
 
     # ---- a batch's first statements --------------------------------------------------------
 
     async def _start(
-        self, db: asyncpg.Connection, changes: list[LifecycleChanged], now: datetime
+        self,
+        db: asyncpg.Connection,
+        candidates: list[LifecycleChanged],
+        routes: list[Route | None],
+        now: datetime,
     ) -> tuple[list[LifecycleChanged], list[Route | None], dict[str, RepLoad], dict[str, date]]:
-        """A batch without SLA checks: routes are chosen for every change first (pure), so the
-        teams to lock are known before the database is asked anything, and the decided check,
+        """A batch without SLA checks, its routes chosen for every change first (pure): the
+        teams to lock are known before the database is asked anything, so the decided check,
         the team locks and the loads take one round trip (`repository.start_batch`); a batch
-        that routes no sdr lead needs only the decided check. A change replayed (its
-        transition already decided) is dropped afterwards: at worst its teams were locked."""
-        first: dict[str, LifecycleChanged] = {}
-        for change in changes:  # a transition twice in a batch: its first change only
-            first.setdefault(change.transition_id, change)
-        candidates = list(first.values())
-        routes = [choose_route(c, self._config) for c in candidates]
+        that routes no lead needs only the decided check. A change replayed (its transition
+        already decided) is dropped afterwards: at worst its teams were locked."""
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
-        pairs = [(c.transition_id, c.lead_id) for c in changes]
+        pairs = [(c.transition_id, c.lead_id) for c in candidates]
         if teams:
             days = self._days(teams, now)
             decided, loads = await repository.start_batch(
@@ -190,6 +217,31 @@ class RouterHandler:
             if c.transition_id not in decided
         ]
         return [c for c, _ in kept], [r for _, r in kept], loads, days
+
+    async def _decide_in_one_statement(
+        self,
+        db: asyncpg.Connection,
+        candidates: list[LifecycleChanged],
+        routes: list[Route | None],
+        now: datetime,
+    ) -> _Batch:
+        """A batch of nurture decisions and suppressions only (no SLA check, no sdr lead): what
+        it decides depends on nothing stored, so it is decided for every change first and the
+        decided check, the closing and the writes go in one statement
+        (`repository.record_first_decisions`), which skips the rows of transitions already
+        decided; those are then dropped from what the batch emits."""
+        batch = _Batch(now=now, loads={}, days={})
+        self._route_all(candidates, routes, batch)
+        decided = await repository.record_first_decisions(
+            db,
+            [(c.transition_id, c.lead_id) for c in candidates],
+            decisions=batch.decisions,
+            suppressions=batch.suppressions,
+            at=now,
+            reason=CHANGED_STAGE,
+        )
+        batch.drop(decided)
+        return batch
 
     async def _start_with_checks(
         self,
@@ -232,6 +284,17 @@ class RouterHandler:
 
     # ---- lifecycle changes ---------------------------------------------------------------------
 
+    def _route_all(
+        self, changes: list[LifecycleChanged], routes: list[Route | None], batch: _Batch
+    ) -> None:
+        """Decide each routed change in message order; a decision whose lead changes stage
+        again later in the batch is closed at birth."""
+        later_change = {c.lead_id: i for i, c in enumerate(changes)}  # last change per lead
+        for index, (change, route) in enumerate(zip(changes, routes, strict=True)):
+            if route is not None:
+                closed_by_later = later_change[change.lead_id] > index
+                self._route(change, route, batch, closed_by_later=closed_by_later)
+
     def _route(
         self,
         change: LifecycleChanged,
@@ -241,7 +304,6 @@ class RouterHandler:
         closed_by_later: bool,
     ) -> None:
         if isinstance(route, Suppressed):
-            SUPPRESSIONS.inc()
             batch.suppressions.append(
                 repository.Suppression(
                     transition_id=change.transition_id,
@@ -251,7 +313,6 @@ class RouterHandler:
                     reason=route.reason,
                 )
             )
-            log.info("lead %s not routed: %s", change.lead_id, route.reason)
             return
         if isinstance(route, ToNurture):
             decision = self._decision(
@@ -275,7 +336,6 @@ class RouterHandler:
                 reasons=(*route.reasons, *assignment.reasons),
             )
             teams = route.teams
-        SPEED_TO_LEAD.labels(route=decision.route).observe(decision.speed_to_lead_ms / 1000)
         batch.emit(
             NewDecision(
                 decision=decision,
@@ -408,6 +468,14 @@ class RouterHandler:
             breached.decision_id,
             assignment.strategy,
         )
+
+
+def _first_of_each_transition(changes: list[LifecycleChanged]) -> list[LifecycleChanged]:
+    """The changes in message order, a transition seen twice in a batch only once (the first)."""
+    first: dict[str, LifecycleChanged] = {}
+    for change in changes:
+        first.setdefault(change.transition_id, change)
+    return list(first.values())
 
 
 def _milliseconds(delta: timedelta) -> int:

@@ -112,6 +112,72 @@ def _team_keys(teams: Iterable[str]) -> list[str]:
     return [f"leadflow.router.team:{team}" for team in sorted(set(teams))]
 
 
+async def record_first_decisions(
+    db: asyncpg.Connection,
+    transitions: Sequence[tuple[str, str]],
+    *,
+    decisions: Sequence[NewDecision],
+    suppressions: Sequence[Suppression],
+    at: datetime,
+    reason: str,
+) -> set[str]:
+    """`start_transitions` and `record_batch` in one statement, for a batch whose decisions
+    depend on nothing stored (nurture decisions and suppressions: no loads to read first).
+    `transitions` are the batch's (transition_id, lead_id) in message order, each once; the
+    rows given are written only for the transitions not already decided, which are returned
+    (the caller drops their rows from what it emits). A decision whose lead changes stage again
+    later in the batch (by a transition not already decided) is closed at birth with `reason`,
+    whatever the row's own closing columns say; none of these has an SLA timer."""
+    if not transitions:
+        return set()
+    rows = await db.fetch(
+        """
+        WITH batch AS (
+            SELECT t, l, i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS b(t, l, i)
+        ), decided AS (
+            SELECT transition_id FROM router.decisions
+             WHERE transition_id = ANY($1::text[]) AND supersedes IS NULL
+            UNION
+            SELECT transition_id FROM router.suppressions WHERE transition_id = ANY($1::text[])
+        ), fresh AS (
+            SELECT t, l, i FROM batch WHERE t NOT IN (SELECT transition_id FROM decided)
+        ), closed AS (
+            UPDATE router.decisions
+               SET closed_at = $3, closed_reason = $4, next_check_at = NULL
+             WHERE closed_at IS NULL AND lead_id = ANY(ARRAY(SELECT l FROM fresh))
+        ), written AS (
+            SELECT n.*, EXISTS (SELECT 1 FROM fresh f JOIN fresh g ON g.l = f.l AND g.i > f.i
+                                 WHERE f.t = n.t) AS later
+              FROM jsonb_to_recordset($5::jsonb)
+                   AS n(d text, t text, l text, r text, o text, tr text, q text, st text,
+                        e text, tm jsonb, su text, da timestamptz, due timestamptz, p jsonb)
+             WHERE n.t IN (SELECT t FROM fresh)
+        ), decisions AS (
+            INSERT INTO router.decisions (decision_id, transition_id, lead_id, route, owner_id,
+                track, queue, strategy, email, teams, supersedes, decided_at, sla_due_at,
+                next_check_at, closed_at, closed_reason, payload)
+            SELECT d, t, l, r, o, tr, q, st, e, ARRAY(SELECT jsonb_array_elements_text(tm)),
+                   su, da, due, NULL, CASE WHEN later THEN da END,
+                   CASE WHEN later THEN $4 END, p
+              FROM written
+        ), suppressions AS (
+            INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
+            SELECT t, l, e, s, r
+              FROM jsonb_to_recordset($6::jsonb) AS n(t text, l text, e text, s text, r text)
+             WHERE t IN (SELECT t FROM fresh)
+        )
+        SELECT transition_id FROM decided
+        """,
+        [t for t, _ in transitions],
+        [lead for _, lead in transitions],
+        at,
+        reason,
+        orjson.dumps([row.row() for row in decisions]).decode(),
+        _suppressions_json(suppressions),
+    )
+    return {row[0] for row in rows}
+
+
 async def lock_teams(db: asyncpg.Connection, teams: Iterable[str]) -> None:
     """Hold each team's lock until the transaction ends: assignments in a team are serialised
     across router instances, so a rep's daily count (and cap) is never read stale. One
@@ -187,17 +253,21 @@ async def record_batch(
                last_assigned_at = EXCLUDED.last_assigned_at
         """,
         orjson.dumps([row.row() for row in decisions]).decode(),
-        orjson.dumps(
-            [
-                {"t": r.transition_id, "l": r.lead_id, "e": r.email, "s": r.stage, "r": r.reason}
-                for r in suppressions
-            ]
-        ).decode(),
+        _suppressions_json(suppressions),
         orjson.dumps(
             [{"rep_id": rep, "day": day, "n": n} for (rep, day), n in sorted(counts.items())]
         ).decode(),
         at,
     )
+
+
+def _suppressions_json(suppressions: Sequence[Suppression]) -> str:
+    return orjson.dumps(
+        [
+            {"t": r.transition_id, "l": r.lead_id, "e": r.email, "s": r.stage, "r": r.reason}
+            for r in suppressions
+        ]
+    ).decode()
 
 
 @dataclass(frozen=True)

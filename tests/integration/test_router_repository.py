@@ -1,7 +1,8 @@
 """router's batch statements against the real PostgreSQL (no broker): a replayed transition is
 found and its lead's decisions left alone, a new one closes its lead's open decisions; CRM
 feedback closes a decision once (the first item wins); decisions round-trip through the
-multi-row insert; the SLA timer finds its next due check."""
+multi-row insert; the one-round-trip starts (`start_batch`, `record_first_decisions`) keep the
+separate statements' effects; the SLA timer finds its next due check."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import repository
 from services.router.assignment import RepLoad
+from services.router.handler import RouterHandler
 from services.router.repository import Feedback, NewDecision, Suppression
-from shared.contracts import Owner, RoutingDecision, Score, Stage
+from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
+from shared.consumer import Message
+from shared.contracts import Consent, Owner, RoutingDecision, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
+from shared.topics import LEADS_LIFECYCLE
+from tests.unit.builders import lifecycle_change, profile
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -154,6 +160,54 @@ async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_deci
     assert await closed(db) == {"d-1": None, "d-2": "lead changed stage", "d-3": None}
 
 
+async def test_one_statement_writes_only_new_transitions_and_closes_by_later_fresh_changes(
+    db: asyncpg.Connection,
+) -> None:
+    await store(
+        db, NewDecision(decision=decision("d-old", "lead-1"), transition_id="lead-1:known:t")
+    )
+    await db.execute(
+        "INSERT INTO router.suppressions (transition_id, lead_id, reason)"
+        " VALUES ('lead-3:known:t', 'lead-3', 'opted out')"
+    )
+    rows = [
+        ("d-replay", "lead-1", "lead-1:known:t"),  # d-old's transition again: not written
+        ("d-1", "lead-1", "lead-1:lead:t"),  # new: closes d-old
+        ("d-2a", "lead-2", "lead-2:known:t"),  # closed at birth: lead-2 changes again below
+        ("d-2b", "lead-2", "lead-2:lead:t"),
+        ("d-3", "lead-3", "lead-3:lead:t"),  # stays open: the later change is a replay
+    ]
+    async with db.transaction():
+        decided = await repository.record_first_decisions(
+            db,
+            [(t, lead) for _, lead, t in rows]
+            + [("lead-3:known:t", "lead-3"), ("lead-4:known:t", "lead-4")],
+            decisions=[
+                NewDecision(decision=decision(d, lead), transition_id=t) for d, lead, t in rows
+            ],
+            suppressions=[
+                Suppression(
+                    transition_id=t, lead_id=lead, email=None, stage="known", reason="opted out"
+                )
+                for t, lead in [("lead-3:known:t", "lead-3"), ("lead-4:known:t", "lead-4")]
+            ],
+            at=NOW,
+            reason="lead changed stage",
+        )
+    assert decided == {"lead-1:known:t", "lead-3:known:t"}
+    assert await closed(db) == {
+        "d-old": "lead changed stage",
+        "d-1": None,
+        "d-2a": "lead changed stage",
+        "d-2b": None,
+        "d-3": None,
+    }
+    suppressed = await db.fetch("SELECT transition_id FROM router.suppressions ORDER BY 1")
+    assert [r[0] for r in suppressed] == ["lead-3:known:t", "lead-4:known:t"]
+    timers = await db.fetchval("SELECT count(next_check_at) FROM router.decisions")
+    assert timers == 0
+
+
 async def test_start_batch_reads_the_loads_after_taking_the_team_locks(
     db: asyncpg.Connection, database_url: str
 ) -> None:
@@ -246,3 +300,46 @@ async def test_the_timer_claims_what_is_due_and_sees_the_next_check(
     assert next_due == NOW + timedelta(minutes=20)
     async with unit_of_work(sessions) as session:
         assert await repository.next_check_after(session, NOW + timedelta(hours=2)) is None
+
+
+async def test_a_nurture_batch_emits_only_its_new_transitions_and_closes_earlier_decisions(
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The handler's one-statement path (nurture and suppressions only): a redelivered
+    transition emits nothing again, a later change closes its lead's earlier decision, and a
+    suppressed lead is recorded, not routed."""
+    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+
+    def change(lead: str, stage: Stage, *, opted_out: bool = False) -> Message[BaseModel]:
+        value = lifecycle_change(
+            transition_id=f"{lead}:{stage.value}:m",
+            lead_id=lead,
+            from_stage=Stage.ANONYMOUS,
+            to_stage=stage,
+            profile=profile(email=f"{lead}@northwind-logistics.com"),
+            consent=Consent(email_opt_out=opted_out),
+        )
+        return Message(topic=LEADS_LIFECYCLE, partition=0, offset=0, key=None, value=value)
+
+    async def handle(*messages: Message[BaseModel]) -> list[str | None]:
+        async with unit_of_work(sessions) as session:
+            outputs = await handler(messages, session)
+        return [o.value.transition_id for o in outputs if isinstance(o.value, RoutingDecision)]
+
+    first = change("lead-1", Stage.KNOWN)
+    assert await handle(first, change("lead-2", Stage.LEAD)) == ["lead-1:known:m", "lead-2:lead:m"]
+    emitted = await handle(
+        first, change("lead-1", Stage.LEAD), change("lead-3", Stage.KNOWN, opted_out=True)
+    )
+    assert emitted == ["lead-1:lead:m"], "the redelivered transition is not decided twice"
+    rows = await db.fetch(
+        "SELECT transition_id, closed_reason FROM router.decisions ORDER BY transition_id"
+    )
+    assert [(r[0], r[1]) for r in rows] == [
+        ("lead-1:known:m", "lead changed stage"),
+        ("lead-1:lead:m", None),
+        ("lead-2:lead:m", None),
+    ]
+    suppressed = await db.fetch("SELECT transition_id, reason FROM router.suppressions")
+    assert [r[0] for r in suppressed] == ["lead-3:known:m"]
+    assert suppressed[0][1].startswith("opted out")
