@@ -15,7 +15,9 @@ ingest as Segment `/v1/batch` calls. One stack serves every step, drained betwee
 3. Speed-to-lead at 100 and 1,000 events/s and at half the sustained load: each `routing.sdr`
    decision's `speed_to_lead_ms`, from ingest receiving the event that made the lead an MQL to
    the router's decision (one clock: the same machine), after a 5 s warm-up; p50/p95/p99 are
-   each the median over three windows of the load.
+   each the median over three windows of the load. At 1,000 events/s also where that time
+   accumulates (bench/stages.py: ingest to events.enriched, ingest to leads.lifecycle) and each
+   process's CPU.
 
 Also: each service's peak RSS over the whole run.
 
@@ -35,7 +37,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +47,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench import broker
+from bench import broker, stages
 from bench.figures import Figure, at_least, at_most, median
 from bench.infra import REPO, BenchInfra, cpu_seconds
 from bench.traffic import batch_bodies
@@ -280,12 +282,35 @@ async def _speed_to_lead(
     )
     return [
         *where_cpu_goes,
+        *(
+            await _stage_delays(stack, label=label, since=started + WARM_UP_S)
+            if rate == 1000
+            else []
+        ),
         Figure(SECTION, f"SDR decisions {label}", sum(map(len, windows)), "decisions"),
         Figure(SECTION, f"speed-to-lead p50 {label}", percentile(0.50), "ms"),
         Figure(SECTION, f"speed-to-lead p95 {label}", percentile(0.95), "ms"),
         p99,
         Figure(SECTION, f"drain after the load stopped {label}", drain, "s"),
     ]
+
+
+async def _stage_delays(stack: Stack, *, label: str, since: float) -> list[Figure]:
+    """p50 / p99 from ingest receipt to each stage's output (bench/stages.py)."""
+    figures = []
+    for service, topic in stages.STAGES:
+        delays = await stages.delays_ms(
+            bootstrap=stack.addresses.kafka_bootstrap,
+            prefix=stack.addresses.topic_prefix,
+            topic=topic,
+            received_since=since,
+        )
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            value = _percentile(delays, q) if delays else float("nan")
+            figures.append(
+                Figure(SECTION, f"ingest -> {topic.name} {name} {label} ({service})", value, "ms")
+            )
+    return figures
 
 
 async def _cpu_share(
@@ -307,7 +332,7 @@ async def _cpu_share(
     return {name: 100 * (after[name] - before[name]) / elapsed for name in before}
 
 
-def _percentile(ordered: list[int], q: float) -> float:
+def _percentile(ordered: Sequence[float], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
