@@ -253,7 +253,7 @@ class ScoreHandler:
     ) -> None:
         # A missing fact and a null one fail (and pass) the same tests: the nulls, about half
         # of an event's facts, are neither evaluated, nor kept in the picture or the history.
-        own_facts = _without_nulls(profile_facts_of(event))
+        own_facts = profile_facts_of(event)  # without nulls
         facts = _without_nulls(call_facts_of(event))
         facts.update(own_facts)  # = facts_of(event), the picture's part kept apart
         at = event.timestamp

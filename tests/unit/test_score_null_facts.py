@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.score.engine.conditions import FieldTest, facts_of
+from services.score.engine.conditions import FieldTest, facts_of, profile_facts_of
 from services.score.engine.ruleset import load_rules
 from services.score.engine.scoring import ScoreState, score_event
 from services.score.handler import _without_nulls
@@ -54,3 +54,18 @@ def test_rules_give_the_same_points_without_the_nulls() -> None:
         with_nulls, without = a.state, b.state
     assert with_nulls.fit
     assert with_nulls.awards
+
+
+def test_the_pictures_facts_leave_out_fields_without_a_value() -> None:
+    event = enriched_event(
+        profile={"email": "a@b.io", "seniority": "vp"},
+        firmographics={"domain": "b.io", "employee_count": 0, "industry": None},
+    )
+    picture = profile_facts_of(event)
+    assert None not in picture.values()
+    assert picture["profile.seniority"] == "vp"
+    assert picture["profile.free_mail"] is False  # false is a value
+    assert picture["firmographics.employee_count"] == 0  # so is zero
+    assert "profile.phone" not in picture
+    assert "firmographics.industry" not in picture
+    assert all(facts_of(event)[key] == value for key, value in picture.items())

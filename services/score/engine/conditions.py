@@ -263,16 +263,19 @@ def call_facts_of(event: EnrichedEvent) -> Facts:
 
 def profile_facts_of(event: EnrichedEvent) -> Facts:
     """The facts of the lead's picture, all keyed under `PROFILE_PREFIXES` (what fit rules
-    may read): profile.*, firmographics.*, account.*, consent.*."""
+    may read): profile.*, firmographics.*, account.*, consent.*. Fields without a value are
+    left out (a missing fact is a null one to every test), which is most of a new lead's
+    picture: the picture is flattened for every event."""
     facts: Facts = {}
-    _flatten("profile", event.profile.model_dump(), facts)
+    _flatten("profile", event.profile.model_dump(exclude_none=True), facts)
     if event.profile.email:
         facts["profile.email_domain"] = event.profile.email.rpartition("@")[2]
     if event.firmographics is not None:
-        _flatten("firmographics", event.firmographics.model_dump(exclude={"sources"}), facts)
+        firmographics = event.firmographics.model_dump(exclude={"sources"}, exclude_none=True)
+        _flatten("firmographics", firmographics, facts)
     if event.account is not None:
-        _flatten("account", event.account.model_dump(), facts)
-    _flatten("consent", event.consent.model_dump(exclude={"reasons"}), facts)
+        _flatten("account", event.account.model_dump(exclude_none=True), facts)
+    _flatten("consent", event.consent.model_dump(exclude={"reasons"}, exclude_none=True), facts)
     return facts
 
 

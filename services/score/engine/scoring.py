@@ -228,6 +228,8 @@ def fold(
     state: ScoreState, entries: Sequence[LedgerEntry], *, at: datetime, message_id: str
 ) -> ScoreState:
     """The state after `entries` were written to the ledger."""
+    if not entries:
+        return state  # most messages of a lead change nothing (states are immutable)
     fit = dict(state.fit)
     awards = list(state.awards)
     for entry in entries:
