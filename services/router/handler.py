@@ -49,11 +49,11 @@ from services.router.domain import (
     sla_window,
 )
 from services.router.metrics import (
-    DECISIONS,
     SLA_BREACHES,
     SLA_OUTCOMES,
-    SPEED_TO_LEAD,
     SUPPRESSIONS,
+    decisions_of,
+    speed_to_lead_of,
 )
 from services.router.repository import NewDecision, OpenDecision
 from services.router.routing_config import RoutingConfig
@@ -118,9 +118,9 @@ class _Batch:
         """Metrics and logs of what the batch decided, once it is written."""
         for new in self.decisions:
             decision = new.decision
-            DECISIONS.labels(route=decision.route, strategy=decision.strategy or "").inc()
+            decisions_of(decision.route, decision.strategy or "").inc()
             if decision.supersedes is None:  # speed-to-lead is the first decision's
-                SPEED_TO_LEAD.labels(route=decision.route).observe(decision.speed_to_lead_ms / 1000)
+                speed_to_lead_of(decision.route).observe(decision.speed_to_lead_ms / 1000)
         for suppression in self.suppressions:
             SUPPRESSIONS.inc()
             log.info("lead %s not routed: %s", suppression.lead_id, suppression.reason)

@@ -1,5 +1,7 @@
 """router's own metrics."""
 
+from functools import cache
+
 from prometheus_client import Counter, Histogram
 
 SPEED_TO_LEAD = Histogram(
@@ -22,3 +24,16 @@ SLA_OUTCOMES = Counter(
 SLA_BREACHES = Counter(
     "leadflow_router_sla_breaches_total", "SDR decisions not accepted by their sla_due_at"
 )
+
+
+@cache
+def decisions_of(route: str, strategy: str) -> Counter:
+    """`DECISIONS` for one label set (a `labels()` lookup cost ~3x the increment; the label
+    sets are few: routes times strategies)."""
+    return DECISIONS.labels(route=route, strategy=strategy)
+
+
+@cache
+def speed_to_lead_of(route: str) -> Histogram:
+    """`SPEED_TO_LEAD` for one route."""
+    return SPEED_TO_LEAD.labels(route=route)
