@@ -15,12 +15,18 @@ class UndecodableMessage(ValueError):
 
 
 def encode(value: BaseModel) -> bytes:
-    """Serialise a contract by its wire names (aliases), leaving out nothing."""
-    return orjson.dumps(value.model_dump(mode="json", by_alias=True))
+    """Serialise a contract by its wire names (aliases), leaving out nothing.
+
+    pydantic's own JSON serialiser (in Rust) writes the same bytes as dumping to Python and
+    then to JSON with orjson (every contract example is checked), for ~25% less CPU."""
+    return value.model_dump_json(by_alias=True).encode()
 
 
 def decode(raw: bytes | None, model: type[M]) -> M:
-    """Parse and validate one value; raise `UndecodableMessage` with a readable reason."""
+    """Parse and validate one value; raise `UndecodableMessage` with a readable reason.
+
+    Parsed by orjson, not by pydantic's JSON reader: that one takes NaN and Infinity and reads
+    integers beyond 64 bits differently (tests/unit/test_contract_examples.py)."""
     if raw is None:
         raise UndecodableMessage("empty value (tombstone) on a topic that carries events")
     try:

@@ -40,6 +40,15 @@ def test_example_decodes_and_round_trips(topic: Topic, example: Any) -> None:
     assert orjson.loads(encode(value)) == example
 
 
+@pytest.mark.parametrize(("topic", "example"), EXAMPLES)
+def test_encode_writes_what_orjson_writes_of_the_dumped_value(topic: Topic, example: Any) -> None:
+    """encode uses pydantic's JSON serialiser; the bytes on the wire are what dumping the value
+    to Python and that to JSON with orjson gives."""
+    value = decode(orjson.dumps(example), topic.model)
+
+    assert encode(value) == orjson.dumps(value.model_dump(mode="json", by_alias=True))
+
+
 @pytest.mark.parametrize("topic", ALL_TOPICS, ids=lambda t: t.name)
 def test_every_topic_has_examples(topic: Topic) -> None:
     assert topic.examples_file.exists(), f"no examples file {topic.examples_file}"
