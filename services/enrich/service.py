@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 
@@ -25,18 +24,11 @@ from shared.consumer import ConsumerRunner
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.health import HealthServer
 from shared.kafka import create_producer
+from shared.runtime import settle_garbage_collector
 from shared.service import every
 from shared.topics import ENRICH_COMMANDS, EVENTS_RAW
 
 log = logging.getLogger(__name__)
-
-# As in ingest: the default young threshold (700 allocations) ran a collection every few events,
-# and each full one walked every module, validator and cache entry. Measured with gc.callbacks
-# over the handler on realistic batches of 35: 106 collections, ~23 us of CPU per event, against
-# 2 collections, ~1 us with what is below (that bench's heap also held its 11,000 prepared
-# events, so full collections cost a service somewhat less). The handler's garbage is freed by
-# reference counting; cycles are still collected, only less often.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def make_provider(settings: EnrichSettings) -> FirmographicsProvider | None:
@@ -81,11 +73,7 @@ async def serve(settings: EnrichSettings) -> None:
             lookup_budget_s=settings.lookup_budget_s,
         ),
     )
-    # What exists now (modules, references, pydantic's validators) lives as long as the process:
-    # moved out of the collector's sight.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    settle_garbage_collector()  # startup is done: references loaded, handler built
     runner = ConsumerRunner(
         service="enrich",
         subscriptions=[EVENTS_RAW, ENRICH_COMMANDS],
