@@ -111,9 +111,17 @@ class _Work:
         return self.leads[lead_id]
 
 
+# Bound of the handler's caches of output parts (a few hundred distinct ones in practice).
+_PARTS_CACHED = 4096
+
+
 class ScoreHandler:
     def __init__(self, rules: RuleSet) -> None:
         self._rules = rules
+        # Output parts are frozen models, and the same few recur in most outputs (a rule's
+        # award, a score): each is validated once and shared, not built per event.
+        self._contributions: dict[tuple[str, int, str], Contribution] = {}
+        self._scores: dict[tuple[int, int, int, str, int, str], Score] = {}
 
     @property
     def rules(self) -> RuleSet:
@@ -295,10 +303,7 @@ class ScoreHandler:
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
         if changed or any(entry.points for entry in result.entries):
-            contributions = [
-                Contribution(rule_id=e.rule_id, points=e.points, reason=e.reason)
-                for e in result.entries
-            ]
+            contributions = [self._contribution(e) for e in result.entries]
             work.recent[lead.lead_id] = [*contributions, *work.recent.get(lead.lead_id, [])]
             work.outputs.append(
                 self._scored(lead, event.message_id, card, contributions, event.received_at)
@@ -572,13 +577,40 @@ class ScoreHandler:
                     firmographics=_optional(Firmographics, snapshot.get("firmographics")),
                     account=_optional(AccountMatch, snapshot.get("account")),
                     account_id=snapshot.get("account_id"),
-                    score=_score(card),
+                    score=self._score_of(card),
                     top_contributions=sorted(
                         work.recent.get(lead.lead_id, []), key=lambda c: -abs(c.points)
                     )[:TOP_CONTRIBUTIONS],
                 ),
             )
         )
+
+    def _contribution(self, entry: LedgerEntry) -> Contribution:
+        key = (entry.rule_id, entry.points, entry.reason)
+        found = self._contributions.get(key)
+        if found is None:
+            if len(self._contributions) >= _PARTS_CACHED:
+                self._contributions.clear()
+            found = self._contributions[key] = Contribution(
+                rule_id=entry.rule_id, points=entry.points, reason=entry.reason
+            )
+        return found
+
+    def _score_of(self, card: ScoreCard) -> Score:
+        key = (card.fit, card.behaviour, card.total, card.grade, card.band, card.priority)
+        found = self._scores.get(key)
+        if found is None:
+            if len(self._scores) >= _PARTS_CACHED:
+                self._scores.clear()
+            found = self._scores[key] = Score(
+                fit=card.fit,
+                behaviour=card.behaviour,
+                total=card.total,
+                grade=card.grade,
+                band=card.band,
+                priority=card.priority,
+            )
+        return found
 
     def _scored(
         self,
@@ -594,24 +626,13 @@ class ScoreHandler:
             value=LeadScored(
                 lead_id=lead.lead_id,
                 message_id=message_id,
-                score=_score(card),
+                score=self._score_of(card),
                 contributions=contributions,
                 rule_version=self._rules.version,
                 scored_at=datetime.now(UTC),
                 received_at=received_at,
             ),
         )
-
-
-def _score(card: ScoreCard) -> Score:
-    return Score(
-        fit=card.fit,
-        behaviour=card.behaviour,
-        total=card.total,
-        grade=card.grade,
-        band=card.band,
-        priority=card.priority,
-    )
 
 
 def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:

@@ -210,6 +210,12 @@ class RuleSet(_Strict):
         return {group.id: group for group in self.groups}
 
     @cached_property
+    def decays(self) -> dict[str, Decay]:
+        """group id -> its decay, for the groups that decay (read for every award of a lead
+        on every event)."""
+        return {group.id: group.decay for group in self.groups if group.decay is not None}
+
+    @cached_property
     def rule_groups(self) -> dict[str, str]:
         """rule id -> group id."""
         return {rule.id: rule.group for rule in self.rules}

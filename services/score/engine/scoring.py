@@ -88,11 +88,26 @@ class Evaluation:
 
 
 def decayed_value(rules: RuleSet, award: Award, at: datetime) -> float:
-    group = rules.groups_by_id.get(award.group)
-    if group is None or group.decay is None:
+    decay = rules.decays.get(award.group)
+    if decay is None:
         return float(award.points)
     age_days = (at - award.at).total_seconds() / SECONDS_PER_DAY
-    return award.points * group.decay.factor(age_days)
+    return award.points * decay.factor(age_days)
+
+
+def decayed_values(rules: RuleSet, awards: Sequence[Award], at: datetime) -> list[float]:
+    """`decayed_value` of each award, in order (the same numbers: a lead's every award is
+    valued on each event, so the loop is kept free of a call per award)."""
+    decays = rules.decays
+    values: list[float] = []
+    for award in awards:
+        decay = decays.get(award.group)
+        if decay is None:
+            values.append(float(award.points))
+        else:
+            age_days = (at - award.at).total_seconds() / SECONDS_PER_DAY
+            values.append(award.points * decay.factor(age_days))
+    return values
 
 
 def evaluate(rules: RuleSet, state: ScoreState, at: datetime) -> ScoreCard:
@@ -110,8 +125,7 @@ def evaluate(rules: RuleSet, state: ScoreState, at: datetime) -> ScoreCard:
         if group_id is not None:
             by_group[group_id] += points
     raw_behaviour = 0.0
-    for award in state.awards:
-        value = decayed_value(rules, award, at)
+    for award, value in zip(state.awards, decayed_values(rules, state.awards, at), strict=True):
         raw_behaviour += value
         if award.group in by_group:
             by_group[award.group] += value
@@ -187,8 +201,9 @@ def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -
         if not rule.when.holds(facts, counts) or _limit_reached(rule, awards, at):
             continue
         group = rules.group(rule.group)
-        group_now = sum(decayed_value(rules, a, at) for a in awards if a.group == group.id)
-        behaviour_now = sum(decayed_value(rules, a, at) for a in awards)
+        values = decayed_values(rules, awards, at)  # once for both sums
+        group_now = sum(v for a, v in zip(awards, values, strict=True) if a.group == group.id)
+        behaviour_now = sum(values)
         room = min(
             (group.cap - group_now) if group.cap is not None else float("inf"),
             (rules.caps.behaviour - behaviour_now)
