@@ -195,10 +195,13 @@ class ScoreHandler:
         end). Idempotent: written lists are emptied."""
         # A rescored lead's stored ledger goes before its new lines are written.
         await repository.delete_ledgers(session, work.replaced)
-        await repository.add_to_ledger(session, work.ledger_rows)
-        await repository.add_history(session, work.history)
-        await repository.record_stage_changes(session, work.stage_changes)
-        await repository.save_leads(session, list(work.leads.values()))
+        await repository.store_batch(
+            session,
+            ledger=work.ledger_rows,
+            history=work.history,
+            stage_changes=work.stage_changes,
+            leads=list(work.leads.values()),
+        )
         work.ledger_rows, work.history, work.stage_changes = [], [], []
         work.replaced, work.flushed, work.unwritten_lines = set(), True, set()
 
