@@ -3,8 +3,8 @@
 
 Per batch: the leads and ledgers of every lead in it are loaded (row-locked) in one query each;
 messages are applied in consumption order (per lead that is event order: every input is keyed
-by lead); the ledger, history, stage changes and leads are written at the end, in the same
-transaction as the consumed offsets.
+by lead); the ledger, history, stage changes and leads are written at the end, in one
+statement (`repository.store_batch`), in the same transaction as the consumed offsets.
 
 Idempotency: a message is scored once per (lead_id, message_id) (`score.history`), CRM feedback
 once per feedback_id, and every output id derives from the input (transition ids are
