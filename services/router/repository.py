@@ -30,6 +30,22 @@ from shared.contracts import RoutingDecision
 SCHEMA = "router"
 
 
+# The transitions of `$1` (text[]) that already have a first decision or a suppression: a replay
+# must add nothing. A LIMIT 1 lateral per transition keeps these primary-key probes: without table
+# statistics (a young table) `= ANY(...) AND supersedes IS NULL` was planned as a scan of every
+# first decision (~1 ms at 3,000 rows, growing with the table).
+_DECIDED = """
+    SELECT DISTINCT k.id AS transition_id
+      FROM unnest($1::text[]) AS k(id)
+     CROSS JOIN LATERAL (
+           SELECT FROM router.decisions d
+            WHERE d.transition_id = k.id AND d.supersedes IS NULL
+           UNION ALL
+           SELECT FROM router.suppressions s WHERE s.transition_id = k.id
+           LIMIT 1) AS found
+"""
+
+
 async def start_transitions(
     db: asyncpg.Connection,
     transitions: Sequence[tuple[str, str]],
@@ -47,21 +63,10 @@ async def start_transitions(
     if not transitions:
         return set()
     rows = await db.fetch(
-        """
+        f"""
         WITH batch AS (
             SELECT t, l FROM unnest($1::text[], $2::text[]) AS b(t, l)
-        ), decided AS (
-            -- A LIMIT 1 lateral per transition keeps these primary-key probes: without table
-            -- statistics (a young table) `= ANY(...) AND supersedes IS NULL` was planned as a
-            -- scan of every first decision (~1 ms at 3,000 rows, growing with the table).
-            SELECT DISTINCT k.id AS transition_id
-              FROM unnest($1::text[]) AS k(id)
-             CROSS JOIN LATERAL (
-                   SELECT FROM router.decisions d
-                    WHERE d.transition_id = k.id AND d.supersedes IS NULL
-                   UNION ALL
-                   SELECT FROM router.suppressions s WHERE s.transition_id = k.id
-                   LIMIT 1) AS found
+        ), decided AS ({_DECIDED}
         ), closed AS (
             UPDATE router.decisions
                SET closed_at = $3, closed_reason = $4, next_check_at = NULL
@@ -138,21 +143,10 @@ async def record_first_decisions(
     if not transitions:
         return set()
     rows = await db.fetch(
-        """
+        f"""
         WITH batch AS (
             SELECT t, l, i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS b(t, l, i)
-        ), decided AS (
-            -- A LIMIT 1 lateral per transition keeps these primary-key probes: without table
-            -- statistics (a young table) `= ANY(...) AND supersedes IS NULL` was planned as a
-            -- scan of every first decision (~1 ms at 3,000 rows, growing with the table).
-            SELECT DISTINCT k.id AS transition_id
-              FROM unnest($1::text[]) AS k(id)
-             CROSS JOIN LATERAL (
-                   SELECT FROM router.decisions d
-                    WHERE d.transition_id = k.id AND d.supersedes IS NULL
-                   UNION ALL
-                   SELECT FROM router.suppressions s WHERE s.transition_id = k.id
-                   LIMIT 1) AS found
+        ), decided AS ({_DECIDED}
         ), fresh AS (
             SELECT t, l, i FROM batch WHERE t NOT IN (SELECT transition_id FROM decided)
         ), closed AS (
