@@ -182,10 +182,11 @@ class ScoreHandler:
             and m.value.lead_id in leads
             and leads[m.value.lead_id].rule_version != self._rules.version
         }
+        states, scored = await repository.load_states_and_scored(session, lead_ids, keys)
         return _Work(
             leads=leads,
-            states=await repository.load_states(session, lead_ids),
-            scored=await repository.already_scored(session, keys),
+            states=states,
+            scored=scored,
             feedback=await repository.feedback_seen(session, feedback_ids),
             histories=await repository.load_histories(session, rescores),
         )

@@ -361,6 +361,44 @@ async def load_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[st
     }
 
 
+async def load_states_and_scored(
+    session: AsyncSession, lead_ids: Iterable[str], keys: Iterable[tuple[str, str]]
+) -> tuple[dict[str, ScoreState], set[tuple[str, str]]]:
+    """`load_states(lead_ids)` and `already_scored(keys)` in one round trip: a batch's reads
+    once its leads are locked (both by primary key per id, as `_LEDGER_OF_IDS`). The scored
+    pairs come back as rows without a kind (a ledger row always has one)."""
+    ids, pairs = sorted(set(lead_ids)), sorted(set(keys))
+    if not ids or not pairs:
+        return await load_states(session, ids), await already_scored(session, pairs)
+    rows = await (await _driver(session)).fetch(
+        "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
+        + _LEDGER_OF_IDS
+        + """
+        UNION ALL
+        SELECT k.lead_id, NULL, NULL, NULL, NULL, NULL, k.message_id
+        FROM unnest($2::text[], $3::text[]) AS k(lead_id, message_id)
+        CROSS JOIN LATERAL (SELECT 1 FROM score.history AS h
+                            WHERE h.lead_id = k.lead_id AND h.message_id = k.message_id
+                            OFFSET 0) AS h
+        """,
+        ids,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    by_lead: dict[str, list[LedgerRow]] = {lead_id: [] for lead_id in ids}
+    scored: set[tuple[str, str]] = set()
+    for lead_id, *row in rows:
+        if row[0] is None:
+            scored.add((lead_id, row[5]))
+        else:
+            by_lead[lead_id].append(tuple(row))
+    states = {
+        lead_id: state_of_rows(sorted(lines, key=lambda r: (r[4], r[5], r[1])))
+        for lead_id, lines in by_lead.items()
+    }
+    return states, scored
+
+
 async def load_ledgers(
     session: AsyncSession, lead_ids: Iterable[str]
 ) -> dict[str, list[LedgerLine]]:

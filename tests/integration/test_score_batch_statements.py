@@ -1,7 +1,8 @@
 """score's batch statements against the real PostgreSQL: they go to the asyncpg connection of
 the session's transaction, looked up once per transaction (statements after a commit or a
 rollback of the same session run in the new transaction, never in the old one or outside any),
-and a batch's writes, one statement, take any subset of their parts."""
+a batch's writes, one statement, take any subset of their parts, and its reads after the locks
+(states and scored pairs) come back as the separate reads give them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import asyncpg
 from pydantic import SecretStr
 
 from services.score import repository
-from services.score.repository import LeadRow, StageChange
+from services.score.engine.rescoring import HistoryItem
+from services.score.repository import LeadRow, NewLedgerRow, StageChange
 from shared.contracts import Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
@@ -72,5 +74,45 @@ async def test_store_batch_writes_any_subset_of_its_parts_and_keeps_a_recorded_c
             )
         stored = await db.fetchrow("SELECT stage, fit, profile::text AS p FROM score.leads")
         assert tuple(stored) == ("mql", 30, "{}")
+    finally:
+        await engine.dispose()
+
+
+async def test_states_and_scored_pairs_read_together_as_apart(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    sessions = create_sessionmaker(engine)
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def line(lead: str, message: str, rule: str, kind: str, points: int) -> NewLedgerRow:
+        return NewLedgerRow(lead, message, rule, "g", kind, points, points, "r", "", "v1", at)
+
+    try:
+        async with unit_of_work(sessions) as session:
+            await repository.store_batch(
+                session,
+                ledger=[
+                    line("a", "m1", "demo", "behaviour", 30),
+                    line("a", "m1", "vp", "fit", 25),
+                    line("b", "m2", "demo", "behaviour", 30),
+                ],
+                history=[
+                    ("a", HistoryItem("m1", at, {}, True, True)),
+                    ("b", HistoryItem("m2", at, {}, True, True)),
+                ],
+                stage_changes=[],
+                leads=[],
+            )
+        ids = ["a", "b", "c"]  # c: no ledger, no history
+        keys = [("a", "m1"), ("a", "m9"), ("b", "m2"), ("c", "m1"), ("b", "m1")]
+        async with unit_of_work(sessions) as session:
+            states, scored = await repository.load_states_and_scored(session, ids, keys)
+            assert states == await repository.load_states(session, ids)
+            assert scored == await repository.already_scored(session, keys)
+        assert scored == {("a", "m1"), ("b", "m2")}
+        assert states["a"].fit == {"vp": 25}
+        assert [award.message_id for award in states["b"].awards] == ["m2"]
+        assert states["c"].awards == ()
     finally:
         await engine.dispose()
