@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,28 +115,6 @@ _LEAD_COLUMNS_UNSENT_PICTURE_EMPTY = (
 )
 _KEEP_PICTURE = "profile = coalesce(nullif(EXCLUDED.profile, '{}'::jsonb), score.leads.profile)"
 
-# `session.info` key of the asyncpg connection found for the session's current transaction.
-_DRIVER = "score.driver_connection"
-
-
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    """`driver_connection(session)`, looked up once per transaction of the session.
-
-    A batch sends eight or more statements through asyncpg; each lookup through the session
-    (connection, raw connection, both through greenlets) cost about a tenth of score's client
-    CPU per event. The connection found is kept for the transaction it was found in: a new
-    transaction of the session (after a commit or a rollback) looks it up again."""
-    transaction = session.sync_session.get_transaction()
-    found = session.info.get(_DRIVER)
-    if found is not None and transaction is not None and found[0] is transaction:
-        driver: asyncpg.Connection = found[1]
-        if driver.is_in_transaction():
-            return driver
-    driver = await driver_connection(session)
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
-    return driver
-
-
 # The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
 # from the router's one-bigint team locks).
 _LEAD_LOCK_SPACE = 0x5C0E
@@ -154,7 +131,7 @@ async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if not ids:
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         "SELECT pg_advisory_xact_lock($1, k) FROM "
         "(SELECT DISTINCT hashtext(i) AS k FROM unnest($2::text[]) AS i "
         " ORDER BY k OFFSET 0) AS keys",
@@ -171,7 +148,7 @@ async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str
         return {}
     await lock_leads(session, ids)
     # One primary-key probe per id, rows locked in id order (see `_LEDGER_OF_IDS`).
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         f"SELECT {_LEAD_COLUMNS_AS_TEXT} FROM unnest($1::text[]) AS k(lead_id) "
         f"CROSS JOIN LATERAL (SELECT {_LEAD_COLUMNS} FROM score.leads AS l "
         " WHERE l.lead_id = k.lead_id FOR UPDATE) AS l",
@@ -296,7 +273,7 @@ async def store_batch(
     lead_rows = _lead_rows(leads)
     if not (ledger or history or stage_changes or lead_rows):
         return
-    await (await _driver(session)).execute(
+    await (await driver_connection(session)).execute(
         _STORE_BATCH,
         _json_rows(ledger),  # dataclasses: objects keyed by field name
         _json_rows(
@@ -347,7 +324,7 @@ async def load_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[st
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
         + _LEDGER_OF_IDS,
         ids,
@@ -370,7 +347,7 @@ async def load_states_and_scored(
     ids, pairs = sorted(set(lead_ids)), sorted(set(keys))
     if not ids or not pairs:
         return await load_states(session, ids), await already_scored(session, pairs)
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
         + _LEDGER_OF_IDS
         + """
@@ -407,7 +384,7 @@ async def load_ledgers(
     ledgers: dict[str, list[LedgerLine]] = {lead_id: [] for lead_id in ids}
     if not ids:
         return ledgers
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         "SELECT l.lead_id, l.message_id, l.rule_id, l.grp, l.kind, l.points, l.requested,"
         " l.reason, l.note, l.rule_version, l.event_time"
         + _LEDGER_OF_IDS
@@ -441,7 +418,7 @@ async def already_scored(
         return set()
     # One primary-key probe per pair (see `_LEDGER_OF_IDS`: a join is a seq scan of the whole
     # history on a table without statistics).
-    rows = await (await _driver(session)).fetch(
+    rows = await (await driver_connection(session)).fetch(
         """
         SELECT k.lead_id, k.message_id
         FROM unnest($1::text[], $2::text[]) AS k(lead_id, message_id)

@@ -1,8 +1,6 @@
-"""score's batch statements against the real PostgreSQL: they go to the asyncpg connection of
-the session's transaction, looked up once per transaction (statements after a commit or a
-rollback of the same session run in the new transaction, never in the old one or outside any),
-a batch's writes, one statement, take any subset of their parts, and its reads after the locks
-(states and scored pairs) come back as the separate reads give them."""
+"""score's batch statements against the real PostgreSQL: a batch's writes, one statement, take
+any subset of their parts, and its reads after the locks (states and scored pairs) come back as
+the separate reads give them."""
 
 from __future__ import annotations
 
@@ -17,34 +15,6 @@ from services.score.repository import LeadRow, NewLedgerRow, StageChange
 from shared.contracts import Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
-
-
-async def test_a_new_transaction_of_the_session_gets_its_own_connection_lookup(
-    database_url: str, db: asyncpg.Connection
-) -> None:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
-    sessions = create_sessionmaker(engine)
-    try:
-        async with sessions() as session:
-            first = await repository._driver(session)
-            assert first.is_in_transaction()
-            assert await repository._driver(session) is first  # the same transaction: kept
-            backend = await first.fetchval("SELECT txid_current()")
-            await session.rollback()
-
-            again = await repository._driver(session)
-            assert again.is_in_transaction()
-            assert await again.fetchval("SELECT txid_current()") != backend
-            await repository.lock_leads(session, ["lead-after-rollback"])
-            await session.commit()
-
-            # A commit ends the transaction: what is sent next is in a new one, rolled back.
-            driver = await repository._driver(session)
-            await driver.execute("CREATE TABLE score.scratch_driver_test (x int)")
-            await session.rollback()
-        assert await db.fetchval("SELECT to_regclass('score.scratch_driver_test')") is None
-    finally:
-        await engine.dispose()
 
 
 async def test_store_batch_writes_any_subset_of_its_parts_and_keeps_a_recorded_change(
