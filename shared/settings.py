@@ -31,10 +31,15 @@ class KafkaSettings(BaseSettings):
     # consumers' producers enqueue whole batches and use none (shared.kafka.create_producer).
     linger_ms: int = Field(default=5, ge=0)
     # How long the broker may hold a consumer's fetch when no data is waiting. Real Kafka answers
-    # as soon as one byte is there (fetch.min.bytes=1); the development broker (Tansu) holds every
-    # fetch for the full wait, which at aiokafka's 500 ms default added ~200 ms per hop
-    # (3 hops from ingest to a routing decision). Short waits cost only idle fetch requests.
-    fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
+    # as soon as one byte is there (fetch.min.bytes=1), so the wait costs nothing but empty
+    # fetches. The development broker (Tansu) answers a held fetch late (one hop: p50 ~5 ms at a
+    # 20 ms wait, ~120 ms at aiokafka's 500 ms default), and every fetch it answers costs it CPU:
+    # at 20 ms the idle stack's fetches alone took ~30 % of a core in the broker and ~5 % in each
+    # consumer. The whole stack at 1,000 events/s (2026-11-24, 2 cores, 20 s runs): wait 20 ms ->
+    # 185 % CPU, speed-to-lead p99 714 / 804 ms; 50 -> 168-182 %, 200-525 ms; 70 -> 140-163 %,
+    # 161 / 236 ms; 100 -> 136-146 %, 253-276 ms; 200 -> 116 %, 373 ms (p50 254). At 100
+    # events/s, p99 144 ms at 20, 120 at 70, 266 at 200.
+    fetch_max_wait_ms: int = Field(default=70, ge=1, le=500)
     # Bytes per partition batch. aiokafka's 16 KB default holds ~16 raw events; 256 KB doubled
     # produce throughput here (bench/broker.py) at no latency cost (linger still bounds waits).
     max_batch_bytes: int = Field(default=262_144, ge=16_384)
