@@ -324,11 +324,16 @@ async def load_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[st
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await driver_connection(session)).fetch(
-        "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
-        + _LEDGER_OF_IDS,
-        ids,
-    )
+    rows = await (await driver_connection(session)).fetch(_STATE_COLUMNS + _LEDGER_OF_IDS, ids)
+    return _states_of(ids, rows)
+
+
+# The ledger columns the engine's state needs, after the lead id (`_states_of` reads them).
+_STATE_COLUMNS = "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
+
+
+def _states_of(ids: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, ScoreState]:
+    """Each id's engine state from its ledger rows (`_STATE_COLUMNS`), in ledger order."""
     by_lead: dict[str, list[LedgerRow]] = {lead_id: [] for lead_id in ids}
     for lead_id, *row in rows:
         by_lead[lead_id].append(tuple(row))
@@ -345,10 +350,12 @@ async def load_states_and_scored(
     once its leads are locked (both by primary key per id, as `_LEDGER_OF_IDS`). The scored
     pairs come back as rows without a kind (a ledger row always has one)."""
     ids, pairs = sorted(set(lead_ids)), sorted(set(keys))
-    if not ids or not pairs:
-        return await load_states(session, ids), await already_scored(session, pairs)
+    if not pairs:
+        return await load_states(session, ids), set()
+    # The scored pairs: one primary-key probe per pair (see `_LEDGER_OF_IDS`: a join is a seq
+    # scan of the whole history on a table without statistics).
     rows = await (await driver_connection(session)).fetch(
-        "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
+        _STATE_COLUMNS
         + _LEDGER_OF_IDS
         + """
         UNION ALL
@@ -362,17 +369,8 @@ async def load_states_and_scored(
         [p[0] for p in pairs],
         [p[1] for p in pairs],
     )
-    by_lead: dict[str, list[LedgerRow]] = {lead_id: [] for lead_id in ids}
-    scored: set[tuple[str, str]] = set()
-    for lead_id, *row in rows:
-        if row[0] is None:
-            scored.add((lead_id, row[5]))
-        else:
-            by_lead[lead_id].append(tuple(row))
-    states = {
-        lead_id: state_of_rows(sorted(lines, key=lambda r: (r[4], r[5], r[1])))
-        for lead_id, lines in by_lead.items()
-    }
+    scored = {(row[0], row[6]) for row in rows if row[1] is None}
+    states = _states_of(ids, (row for row in rows if row[1] is not None))
     return states, scored
 
 
@@ -413,23 +411,7 @@ async def already_scored(
     session: AsyncSession, keys: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which (lead_id, message_id) pairs were scored before: a replayed message counts once."""
-    pairs = sorted(set(keys))
-    if not pairs:
-        return set()
-    # One primary-key probe per pair (see `_LEDGER_OF_IDS`: a join is a seq scan of the whole
-    # history on a table without statistics).
-    rows = await (await driver_connection(session)).fetch(
-        """
-        SELECT k.lead_id, k.message_id
-        FROM unnest($1::text[], $2::text[]) AS k(lead_id, message_id)
-        CROSS JOIN LATERAL (SELECT 1 FROM score.history AS h
-                            WHERE h.lead_id = k.lead_id AND h.message_id = k.message_id
-                            OFFSET 0) AS h
-        """,
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    return {(row["lead_id"], row["message_id"]) for row in rows}
+    return (await load_states_and_scored(session, [], keys))[1]
 
 
 async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:
