@@ -27,6 +27,7 @@ the same ids.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,17 +112,29 @@ class _Work:
         return self.leads[lead_id]
 
 
-# Bound of the handler's caches of output parts (a few hundred distinct ones in practice).
+# Output parts are frozen models, and the same few recur in most outputs (a rule's award, a
+# score): each is validated once and shared, not built per event. A few hundred distinct ones
+# in practice; the caches are bounded all the same.
 _PARTS_CACHED = 4096
+
+
+@functools.lru_cache(maxsize=_PARTS_CACHED)
+def _cached_contribution(rule_id: str, points: int, reason: str) -> Contribution:
+    return Contribution(rule_id=rule_id, points=points, reason=reason)
+
+
+@functools.lru_cache(maxsize=_PARTS_CACHED)
+def _cached_score(
+    fit: int, behaviour: int, total: int, grade: str, band: int, priority: str
+) -> Score:
+    return Score(
+        fit=fit, behaviour=behaviour, total=total, grade=grade, band=band, priority=priority
+    )
 
 
 class ScoreHandler:
     def __init__(self, rules: RuleSet) -> None:
         self._rules = rules
-        # Output parts are frozen models, and the same few recur in most outputs (a rule's
-        # award, a score): each is validated once and shared, not built per event.
-        self._contributions: dict[tuple[str, int, str], Contribution] = {}
-        self._scores: dict[tuple[int, int, int, str, int, str], Score] = {}
 
     @property
     def rules(self) -> RuleSet:
@@ -589,32 +602,15 @@ class ScoreHandler:
             )
         )
 
-    def _contribution(self, entry: LedgerEntry) -> Contribution:
-        key = (entry.rule_id, entry.points, entry.reason)
-        found = self._contributions.get(key)
-        if found is None:
-            if len(self._contributions) >= _PARTS_CACHED:
-                self._contributions.clear()
-            found = self._contributions[key] = Contribution(
-                rule_id=entry.rule_id, points=entry.points, reason=entry.reason
-            )
-        return found
+    @staticmethod
+    def _contribution(entry: LedgerEntry) -> Contribution:
+        return _cached_contribution(entry.rule_id, entry.points, entry.reason)
 
-    def _score_of(self, card: ScoreCard) -> Score:
-        key = (card.fit, card.behaviour, card.total, card.grade, card.band, card.priority)
-        found = self._scores.get(key)
-        if found is None:
-            if len(self._scores) >= _PARTS_CACHED:
-                self._scores.clear()
-            found = self._scores[key] = Score(
-                fit=card.fit,
-                behaviour=card.behaviour,
-                total=card.total,
-                grade=card.grade,
-                band=card.band,
-                priority=card.priority,
-            )
-        return found
+    @staticmethod
+    def _score_of(card: ScoreCard) -> Score:
+        return _cached_score(
+            card.fit, card.behaviour, card.total, card.grade, card.band, card.priority
+        )
 
     def _scored(
         self,

@@ -88,11 +88,7 @@ class Evaluation:
 
 
 def decayed_value(rules: RuleSet, award: Award, at: datetime) -> float:
-    decay = rules.decays.get(award.group)
-    if decay is None:
-        return float(award.points)
-    age_days = (at - award.at).total_seconds() / SECONDS_PER_DAY
-    return award.points * decay.factor(age_days)
+    return decayed_values(rules, [award], at)[0]
 
 
 def decayed_values(rules: RuleSet, awards: Sequence[Award], at: datetime) -> list[float]:
