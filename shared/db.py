@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -76,6 +78,19 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
         await session.execute(text("SELECT 1"))
     session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), driver)
     return driver
+
+
+def json_document(value: Any) -> str:
+    """A batch statement's rows (or ids, or pairs) as ONE JSON parameter, read in SQL with
+    `jsonb_to_recordset` / `jsonb_array_elements`, instead of one array parameter per column.
+
+    asyncpg encodes an array element by element in Python (~1 us each, checked against abstract
+    classes): a visible share of each consumer's CPU in py-spy. orjson builds the document in C
+    and PostgreSQL parses it once; nested JSON (`orjson.Fragment`, dicts) lands in jsonb columns
+    as it is. Measured, 30-row upserts of score's leads: 26 -> 12 us client CPU and 65 -> 56 us
+    wall per row. Dataclasses become objects keyed by field name, times RFC 3339 with their
+    offset; anything JSON has no type for is written as its `str`."""
+    return orjson.dumps(value, default=str).decode()
 
 
 # `session.info` key of the asyncpg connection found for the session's current transaction.

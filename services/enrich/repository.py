@@ -32,7 +32,7 @@ from services.enrich.accounts import Account
 from services.enrich.identity import Identity, IdentityKind, LeadFacts
 from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts import AccountMatch, Consent, Firmographics, LeadProfile
-from shared.db import driver_connection
+from shared.db import driver_connection, json_document
 
 SCHEMA = "enrich"
 
@@ -90,7 +90,7 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
         ON CONFLICT DO NOTHING
         RETURNING message_id
         """,
-        orjson.dumps(list(message_ids)).decode(),  # one JSON text: see `_STORE`
+        json_document(list(message_ids)),
     )
     return {row[0] for row in rows}
 
@@ -256,8 +256,8 @@ async def find_by_identities(
     held = cache.held(wanted) if cache is not None else {}
     rows = await (await driver_connection(session)).fetch(
         _FIND,
-        orjson.dumps([(i.kind.value, i.value) for i in wanted]).decode(),
-        orjson.dumps(held).decode(),
+        json_document([(i.kind.value, i.value) for i in wanted]),
+        json_document(held),
     )
     for row in rows:
         lead_id = row["lead_id"]
@@ -343,10 +343,9 @@ async def move_identities(
 # different rows (history is dropped for leads identified in the batch, kept for leads still
 # anonymous), so the order PostgreSQL runs them in does not matter. A new identity's lead is
 # among the leads written here or already stored (no foreign key checks it: migration 0003;
-# `test_every_identity_names_a_stored_lead` does). Each part comes as one JSON document rather than one array per
-# column: asyncpg encodes array elements one by one in Python (~1 us each, 250 a batch), orjson
-# builds the document in C, and the lead's JSON parts and the history payloads are embedded as
-# they are, parsed once by PostgreSQL.
+# `test_every_identity_names_a_stored_lead` does). Each part comes as one JSON document
+# (`shared.db.json_document`, ~250 array elements a batch otherwise); the lead's JSON parts and
+# the history payloads are embedded as they are, parsed once by PostgreSQL.
 _STORE = """
 WITH linked AS (
     INSERT INTO enrich.identities (kind, value, lead_id)
@@ -436,10 +435,10 @@ async def store_batch(
         return
     row = await (await driver_connection(session)).fetchrow(
         _STORE,
-        orjson.dumps([(i.kind.value, i.value, lead_id) for i, lead_id in links]).decode(),
+        json_document([(i.kind.value, i.value, lead_id) for i, lead_id in links]),
         dropped,
-        orjson.dumps([(r.lead_id, r.message_id, r.payload) for r in history]).decode(),
-        orjson.dumps([_lead_json(lead) for lead in unique]).decode(),
+        json_document([(r.lead_id, r.message_id, r.payload) for r in history]),
+        json_document([_lead_json(lead) for lead in unique]),
     )
     assert row is not None
     if row["linked"] != len(links):

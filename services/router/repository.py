@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.assignment import RepLoad
 from shared.contracts import RoutingDecision
+from shared.db import json_document
 
 SCHEMA = "router"
 
@@ -180,7 +181,7 @@ async def record_first_decisions(
         [lead for _, lead in transitions],
         at,
         reason,
-        orjson.dumps([row.row() for row in decisions]).decode(),
+        json_document([row.row() for row in decisions]),
         _suppressions_json(suppressions),
     )
     return {row[0] for row in rows}
@@ -260,22 +261,22 @@ async def record_batch(
            SET assigned = router.rep_loads.assigned + EXCLUDED.assigned,
                last_assigned_at = EXCLUDED.last_assigned_at
         """,
-        orjson.dumps([row.row() for row in decisions]).decode(),
+        json_document([row.row() for row in decisions]),
         _suppressions_json(suppressions),
-        orjson.dumps(
+        json_document(
             [{"rep_id": rep, "day": day, "n": n} for (rep, day), n in sorted(counts.items())]
-        ).decode(),
+        ),
         at,
     )
 
 
 def _suppressions_json(suppressions: Sequence[Suppression]) -> str:
-    return orjson.dumps(
+    return json_document(
         [
             {"t": r.transition_id, "l": r.lead_id, "e": r.email, "s": r.stage, "r": r.reason}
             for r in suppressions
         ]
-    ).decode()
+    )
 
 
 @dataclass(frozen=True)
