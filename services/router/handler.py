@@ -87,6 +87,7 @@ class _Batch:
     suppressions: list[repository.Suppression] = field(default_factory=list)
     assignments: list[tuple[str, date]] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
+    checked: list[repository.CheckedDecision] = field(default_factory=list)
 
     def count(self, assignment: Assignment) -> None:
         if assignment.rep_id is not None and assignment.rep_id in self.days:
@@ -173,9 +174,7 @@ class RouterHandler:
             locked = {}
         batch = _Batch(now=now, loads=loads, days=days)
         self._route_all(fresh, routes, batch)
-        for check in checks:
-            if (open_decision := locked.get(check)) is not None:
-                await self._check_sla(db, open_decision, batch)
+        await self._check_slas(db, [locked[c] for c in checks if c in locked], batch)
 
         await repository.record_batch(
             db,
@@ -183,6 +182,7 @@ class RouterHandler:
             suppressions=batch.suppressions,
             assignments=batch.assignments,
             at=now,
+            checked=batch.checked,
         )
         batch.observe()
         return batch.outputs
@@ -402,16 +402,36 @@ class RouterHandler:
         chain = tuple(t for t in decision.teams if t in known)
         return chain or tuple(t.name for t in self._config.team_chain(self._config.default_team))
 
-    async def _check_sla(
-        self, db: asyncpg.Connection, breached: OpenDecision, batch: _Batch
+    async def _check_slas(
+        self, db: asyncpg.Connection, decisions: list[OpenDecision], batch: _Batch
+    ) -> None:
+        """A batch's SLA checks, in message order, on their locked decision rows. A decision
+        still open and past its `sla_due_at` is breached: the breach is recorded (once per
+        decision), then the lead is reassigned or escalated (a new decision superseding it,
+        which is closed), or left where it is and looked at again later. Two statements for
+        all the checks (the breaches, then the owners so far of their transitions); the rest
+        is written with the batch. A timer's burst of checks costs the hot leads sharing
+        their batch a few ms, not a round trip per check."""
+        now = batch.now
+        breached = [
+            d
+            for d in decisions
+            if not d.closed and d.sla_due_at is not None and now >= d.sla_due_at
+        ]  # the others were accepted, superseded, or claimed early: nothing to do
+        if not breached:
+            return
+        SLA_BREACHES.inc(await repository.record_breaches(db, breached, at=now))
+        owners = await repository.get_transition_owners(db, [d.transition_id for d in breached])
+        for decision in breached:
+            tried, decisions_so_far = owners.get(decision.transition_id, (set(), 1))
+            self._after_breach(
+                decision, tried=tried, decisions_so_far=decisions_so_far, batch=batch
+            )
+
+    def _after_breach(
+        self, breached: OpenDecision, *, tried: set[str], decisions_so_far: int, batch: _Batch
     ) -> None:
         now = batch.now
-        due = breached.sla_due_at
-        if breached.closed or due is None or now < due:
-            return  # accepted, superseded, or not due yet (a check claimed early): nothing to do
-        if await repository.record_breach(db, decision=breached, at=now):
-            SLA_BREACHES.inc()
-        tried, decisions_so_far = await repository.get_transition_owners(db, breached.transition_id)
         assignment = after_breach(
             Breached(
                 teams=self._chain(breached),
@@ -427,8 +447,11 @@ class RouterHandler:
             # Nothing new to do: the lead stays where it is. Escalated: the timer stops. Queued:
             # look again later (a rep's working day may have started).
             escalated = breached.strategy == "sla_escalated"
-            await repository.set_next_check(
-                db, breached.decision_id, at=None if escalated else now + self._sla_recheck
+            batch.checked.append(
+                repository.CheckedDecision(
+                    breached.decision_id,
+                    next_check_at=None if escalated else now + self._sla_recheck,
+                )
             )
             return
         batch.count(assignment)
@@ -454,8 +477,12 @@ class RouterHandler:
         )
         # model_copy does not validate; the contract's checks must hold for what CRMs receive.
         decision = RoutingDecision.model_validate(decision.model_dump())
-        await repository.close_decision(
-            db, breached.decision_id, at=now, reason=f"SLA breached: {assignment.strategy}"
+        batch.checked.append(
+            repository.CheckedDecision(
+                breached.decision_id,
+                closed_at=now,
+                closed_reason=f"SLA breached: {assignment.strategy}",
+            )
         )
         batch.emit(
             NewDecision(

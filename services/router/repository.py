@@ -226,16 +226,19 @@ async def record_batch(
     suppressions: Sequence[Suppression],
     assignments: Iterable[tuple[str, date]],
     at: datetime,
+    checked: Sequence[CheckedDecision] = (),
 ) -> None:
     """Write what a batch decided in one statement (nothing to write: none sent): its
-    decisions, its suppressions, and one assignment counted per (rep, local day) pair given.
+    decisions, its suppressions, one assignment counted per (rep, local day) pair given, and
+    what its SLA checks did to the decisions they checked (`checked`: closed, or looked at
+    again later; those rows are locked by `lock_decisions`, and none is one of `decisions`).
 
     Rows travel as one JSON document per table, read with `jsonb_to_recordset` (a decision's
     payload goes in as the JSON object it is): one parameter each instead of one array per
     column, which asyncpg encodes element by element with abstract-class checks in Python
     (measured: most of this statement's client CPU)."""
     counts = Counter(assignments)
-    if not decisions and not suppressions and not counts:
+    if not decisions and not suppressions and not counts and not checked:
         return
     await db.execute(
         """
@@ -253,6 +256,13 @@ async def record_batch(
             INSERT INTO router.suppressions (transition_id, lead_id, email, stage, reason)
             SELECT t, l, e, s, r
               FROM jsonb_to_recordset($2::jsonb) AS n(t text, l text, e text, s text, r text)
+        ), checked AS (
+            UPDATE router.decisions d
+               SET next_check_at = c.next_check_at, closed_at = c.closed_at,
+                   closed_reason = c.closed_reason
+              FROM jsonb_to_recordset($5::jsonb) AS c(decision_id text, next_check_at timestamptz,
+                                                      closed_at timestamptz, closed_reason text)
+             WHERE d.decision_id = c.decision_id
         )
         INSERT INTO router.rep_loads (rep_id, day, assigned, last_assigned_at)
         SELECT rep_id, day, n, $4::timestamptz
@@ -267,6 +277,7 @@ async def record_batch(
             [{"rep_id": rep, "day": day, "n": n} for (rep, day), n in sorted(counts.items())]
         ),
         at,
+        json_document(checked),  # dataclasses: objects keyed by field name
     )
 
 
@@ -335,6 +346,17 @@ class OpenDecision:
     decision: RoutingDecision
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedDecision:
+    """What an SLA check did to an open decision: closed it (`closed_at`, `closed_reason`; its
+    timer stops), or set when it is looked at again (`next_check_at`; None: never)."""
+
+    decision_id: str
+    next_check_at: datetime | None = None
+    closed_at: datetime | None = None
+    closed_reason: str | None = None
+
+
 async def lock_decisions(
     db: asyncpg.Connection, decision_ids: Iterable[str]
 ) -> dict[str, OpenDecision]:
@@ -368,12 +390,30 @@ async def lock_decisions(
     }
 
 
-async def get_transition_owners(db: asyncpg.Connection, transition_id: str) -> tuple[set[str], int]:
-    """Who already had this transition's lead, and how many decisions it has had."""
+async def get_transition_owners(
+    db: asyncpg.Connection, transition_ids: Iterable[str]
+) -> dict[str, tuple[set[str], int]]:
+    """For each transition: who already had its lead, and how many decisions it has had (a
+    transition without decisions is left out). One statement, an index probe per transition."""
+    ids = sorted(set(transition_ids))
+    if not ids:
+        return {}
     rows = await db.fetch(
-        "SELECT owner_id FROM router.decisions WHERE transition_id = $1", transition_id
+        """
+        SELECT d.transition_id, d.owner_id
+          FROM unnest($1::text[]) AS k(id)
+         CROSS JOIN LATERAL (SELECT transition_id, owner_id FROM router.decisions d
+                              WHERE d.transition_id = k.id OFFSET 0) AS d
+        """,
+        ids,
     )
-    return {row[0] for row in rows if row[0]}, len(rows)
+    owners: dict[str, tuple[set[str], int]] = {}
+    for transition_id, owner_id in rows:
+        had, count = owners.get(transition_id, (set(), 0))
+        if owner_id:
+            had.add(owner_id)
+        owners[transition_id] = (had, count + 1)
+    return owners
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,46 +463,41 @@ async def close_on_feedback(
     return [(row[0], row[1]) for row in rows]
 
 
-async def close_decision(
-    db: asyncpg.Connection, decision_id: str, *, at: datetime, reason: str
-) -> None:
-    await db.execute(
-        """
-        UPDATE router.decisions
-           SET closed_at = $2, closed_reason = $3, next_check_at = NULL
-         WHERE decision_id = $1
-        """,
-        decision_id,
-        at,
-        reason,
-    )
-
-
-async def set_next_check(db: asyncpg.Connection, decision_id: str, *, at: datetime | None) -> None:
-    await db.execute(
-        "UPDATE router.decisions SET next_check_at = $2 WHERE decision_id = $1", decision_id, at
-    )
-
-
-async def record_breach(db: asyncpg.Connection, *, decision: OpenDecision, at: datetime) -> bool:
-    """Record that the decision's SLA passed unaccepted; False if it was already recorded."""
-    owner = decision.decision.owner
+async def record_breaches(
+    db: asyncpg.Connection, decisions: Sequence[OpenDecision], *, at: datetime
+) -> int:
+    """Record that each decision's SLA passed unaccepted (one statement); returns how many were
+    not recorded before (a decision checked again after a crash is recorded once)."""
+    if not decisions:
+        return 0
     recorded = await db.fetchval(
         """
-        INSERT INTO router.sla_breaches (decision_id, lead_id, owner_id, queue, due_at,
-                                         breached_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (decision_id) DO NOTHING
-        RETURNING decision_id
+        WITH recorded AS (
+            INSERT INTO router.sla_breaches (decision_id, lead_id, owner_id, queue, due_at,
+                                             breached_at)
+            SELECT d, l, o, q, due, $2
+              FROM jsonb_to_recordset($1::jsonb)
+                   AS b(d text, l text, o text, q text, due timestamptz)
+            ON CONFLICT (decision_id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM recorded
         """,
-        decision.decision_id,
-        decision.lead_id,
-        owner.id if owner else None,
-        decision.decision.queue,
-        decision.sla_due_at,
+        json_document(
+            [
+                {
+                    "d": d.decision_id,
+                    "l": d.lead_id,
+                    "o": d.decision.owner.id if d.decision.owner else None,
+                    "q": d.decision.queue,
+                    "due": d.sla_due_at,
+                }
+                for d in decisions
+            ]
+        ),
         at,
     )
-    return recorded is not None
+    return int(recorded)
 
 
 async def claim_due_checks(

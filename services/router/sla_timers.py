@@ -11,7 +11,7 @@ How often it looks: every `sla_check_interval_s` at most, and no more often than
 be due. A round also reads the earliest `next_check_at` still ahead, and a decision made (or a
 check pushed back) after the round cannot be due sooner than the shortest SLA window (or
 `sla_recheck_s`) after it: the timer sleeps until the nearer of the two. An idle router with the
-default routing file looks every 5 minutes instead of every 15 seconds, and a due SLA is still
+default routing file looks every 5 minutes instead of every second, and a due SLA is still
 claimed at most one check interval late.
 """
 

@@ -2,7 +2,8 @@
 found and its lead's decisions left alone, a new one closes its lead's open decisions; CRM
 feedback closes a decision once (the first item wins); decisions round-trip through the
 multi-row insert; the one-round-trip starts (`start_batch`, `record_first_decisions`) keep the
-separate statements' effects; the SLA timer finds its next due check."""
+separate statements' effects; the SLA timer finds its next due check; a batch of SLA checks
+breaches, reassigns and escalates each due decision once."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from services.router.handler import RouterHandler
 from services.router.repository import Feedback, NewDecision, Suppression
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
 from shared.consumer import Message
-from shared.contracts import Consent, Owner, RoutingDecision, Score, Stage
+from shared.contracts import Consent, Owner, RouterCommand, RoutingDecision, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
-from shared.topics import LEADS_LIFECYCLE
+from shared.topics import LEADS_LIFECYCLE, ROUTER_COMMANDS
 from tests.unit.builders import lifecycle_change, profile
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -343,3 +344,84 @@ async def test_a_nurture_batch_emits_only_its_new_transitions_and_closes_earlier
     suppressed = await db.fetch("SELECT transition_id, reason FROM router.suppressions")
     assert [r[0] for r in suppressed] == ["lead-3:known:m"]
     assert suppressed[0][1].startswith("opted out")
+
+
+async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The handler's set-based SLA path: in one batch, a due decision is reassigned (a new
+    decision supersedes it and it is closed), an escalated one stays with the manager and its
+    timer stops, one not due yet and one already closed are left alone; each breach is recorded
+    once, and the batch redelivered changes nothing."""
+    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+    linus = Owner(id="rep-linus", name="Linus Pauling", email="l@lumenboard.io", team="sdr-inbound")
+    manager = Owner(id="mgr-emma", name="Emmy Noether", email="e@lumenboard.io", team="sdr-inbound")
+
+    def open_decision(
+        decision_id: str, lead: str, *, due: timedelta, owner: Owner, strategy: str
+    ) -> NewDecision:
+        made = decision(decision_id, lead, due=due).model_copy(
+            update={"owner": owner, "strategy": strategy}
+        )
+        return NewDecision(decision=made, transition_id=made.transition_id, teams=("sdr-inbound",))
+
+    past = timedelta(minutes=-1)
+    await store(
+        db,
+        open_decision("d-due", "lead-1", due=past, owner=linus, strategy="round_robin"),
+        open_decision("d-esc", "lead-2", due=past, owner=manager, strategy="sla_escalated"),
+        open_decision(
+            "d-later", "lead-3", due=timedelta(days=3650), owner=linus, strategy="round_robin"
+        ),
+        open_decision("d-done", "lead-4", due=past, owner=linus, strategy="round_robin"),
+    )
+    async with db.transaction():
+        await repository.close_on_feedback(
+            db, [Feedback(lead_id="lead-4", email=None, reason="crm: accepted", at=NOW)], at=NOW
+        )
+
+    def check(decision_id: str, lead: str) -> Message[BaseModel]:
+        command = RouterCommand(
+            command_id=f"sla:{decision_id}",
+            kind="sla_check",
+            lead_id=lead,
+            decision_id=decision_id,
+            at=NOW,
+        )
+        return Message(topic=ROUTER_COMMANDS, partition=0, offset=0, key=None, value=command)
+
+    checks = [
+        check("d-due", "lead-1"),
+        check("d-esc", "lead-2"),
+        check("d-later", "lead-3"),
+        check("d-done", "lead-4"),
+        check("d-due", "lead-1"),
+        check("d-gone", "lead-9"),
+    ]
+    async with unit_of_work(sessions) as session:
+        outputs = await handler(checks, session)
+    emitted = [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+    assert [(d.lead_id, d.strategy, d.supersedes) for d in emitted] == [
+        ("lead-1", "sla_reassigned", "d-due")
+    ]
+    assert emitted[0].owner is not None
+    assert emitted[0].owner.id == "rep-rosalind", "round robin among those who have not had it"
+    rows = {
+        r["decision_id"]: (r["closed_reason"], r["next_check_at"])
+        for r in await db.fetch(
+            "SELECT decision_id, closed_reason, next_check_at FROM router.decisions"
+        )
+    }
+    assert rows["d-due"] == ("SLA breached: sla_reassigned", None)
+    assert rows["d-esc"] == (None, None), "escalated: stays with the manager, timer stopped"
+    assert rows["d-later"] == (None, NOW + timedelta(days=3650)), "not due: untouched"
+    assert rows["d-done"][0] == "crm: accepted"
+    assert rows[emitted[0].decision_id] == (None, emitted[0].sla_due_at)
+    breaches = await db.fetch("SELECT decision_id, owner_id FROM router.sla_breaches ORDER BY 1")
+    assert [(r[0], r[1]) for r in breaches] == [("d-due", "rep-linus"), ("d-esc", "mgr-emma")]
+
+    async with unit_of_work(sessions) as session:
+        again = await handler(checks, session)
+    assert again == [], "redelivered: the reassigned decision is closed, the escalated one done"
+    assert await db.fetchval("SELECT count(*) FROM router.sla_breaches") == 2
+    assert await db.fetchval("SELECT count(*) FROM router.decisions") == 5
