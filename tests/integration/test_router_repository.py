@@ -363,7 +363,7 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
         made = decision(decision_id, lead, due=due).model_copy(
             update={"owner": owner, "strategy": strategy}
         )
-        return NewDecision(decision=made, transition_id=made.transition_id, teams=("sdr-inbound",))
+        return NewDecision(decision=made, transition_id=f"{lead}:mql:t", teams=("sdr-inbound",))
 
     past = timedelta(minutes=-1)
     await store(
