@@ -14,7 +14,8 @@ before asking the database anything. With an sdr lead, steps 2 and 3 take one ro
 (`repository.start_batch`) and step 4 another; with only nurture decisions and suppressions,
 nothing depends on what is stored, so steps 2 to 4 are one statement
 (`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
-all, only the decided check and closing. A batch with SLA checks takes up to five.
+all, only the decided check and closing. A batch with SLA checks takes up to seven, however
+many checks it holds (`_check_slas` adds the breaches and the transitions' owners so far).
 
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
