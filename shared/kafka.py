@@ -76,10 +76,11 @@ def create_confluent_producer(
     acks=all, keys on the same partitions as the Java client and aiokafka (murmur2), and
     idempotence as configured (on for real Kafka, off on the development broker).
 
-    librdkafka does the per-record work in C, several times aiokafka's rate (DESIGN.md), but
-    reports deliveries only from `poll()`/`flush()`: the caller must serve them (see
-    `services/ingest/publisher.py`). A record not acknowledged within `delivery_timeout_ms`
-    (retries included) is reported as failed, so nothing waits forever or is dropped unseen.
+    librdkafka does the per-record work in C, several times aiokafka's rate (docs/architecture.md,
+    "Infrastructure"), but reports deliveries only from `poll()`/`flush()`: the caller must serve
+    them (see `services/ingest/publisher.py`). A record not acknowledged within
+    `delivery_timeout_ms` (retries included) is reported as failed, so nothing waits forever or is
+    dropped unseen.
     Without idempotence one request is in flight per connection, so a retried batch cannot
     overtake the next one and a key's records stay in order. `overrides` are librdkafka
     properties that replace these.

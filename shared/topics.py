@@ -1,7 +1,7 @@
 """The topic registry: every topic's name, value model, key and dead-letter topic, in one place.
 
-Names are contracts (DESIGN.md, "Topics"); a deployment may put a prefix in front of all of them
-(`LEADFLOW_KAFKA_TOPIC_PREFIX`), which is how tests keep their data apart.
+Names are contracts (docs/architecture.md, "Topics"); a deployment may put a prefix in front of
+all of them (`LEADFLOW_KAFKA_TOPIC_PREFIX`), which is how tests keep their data apart.
 """
 
 from __future__ import annotations

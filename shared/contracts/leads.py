@@ -12,7 +12,7 @@ from shared.contracts.events_enriched import AccountMatch, Consent, Firmographic
 
 
 class Stage(StrEnum):
-    """Lifecycle stages (DESIGN.md). Order of the forward path is `FORWARD_ORDER`."""
+    """Lifecycle stages (docs/domain.md, "The lead lifecycle"). Forward path: `FORWARD_ORDER`."""
 
     ANONYMOUS = "anonymous"
     KNOWN = "known"

@@ -1,4 +1,5 @@
-"""`routing.sdr` and `routing.nurture`: the routing decision CRMs consume (DESIGN.md contract).
+"""`routing.sdr` and `routing.nurture`: the routing decision CRMs consume (the contract:
+docs/architecture.md, "Topics").
 
 The JSON Schema of every topic value is published in `shared/contracts/schemas/` (generated from
 these models by `python -m shared.contracts.schemas`; a test fails when a file is stale).

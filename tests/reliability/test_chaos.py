@@ -4,7 +4,8 @@ scored exactly once, every lead that crossed MQL has exactly one SDR decision, a
 dead-letter topics are empty (the load sends nothing invalid).
 
 The broker itself is never restarted: the development broker keeps topics in memory only
-(DESIGN.md). Killing a service drops its broker connections; the restart opens new ones.
+(docs/architecture.md, "Infrastructure"). Killing a service drops its broker connections;
+the restart opens new ones.
 """
 
 from __future__ import annotations
