@@ -27,10 +27,10 @@ run: $(STAMP) ## Start broker, PostgreSQL, the four services and demo traffic; C
 up: $(STAMP) ## The same stack in the background (DEMO=0 for no demo traffic)
 	$(BIN)/python -m devstack up $(if $(filter 0,$(DEMO)),--no-demo,)
 
-down: $(STAMP) ## Stop the background stack
+down: $(STAMP) ## Stop the stack (also one whose supervisor is gone; never another's process)
 	$(BIN)/python -m devstack down
 
-status: $(STAMP) ## Which of the stack's ports are listening
+status: $(STAMP) ## Whether the stack runs, and what holds each of its ports
 	$(BIN)/python -m devstack status
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy

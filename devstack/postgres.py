@@ -86,6 +86,15 @@ class LocalPostgres:
             "start",
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while the server runs. `pg_ctl` starts it detached, so
+        it is not our child: its first line of `postmaster.pid` says which it is."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._pg("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)

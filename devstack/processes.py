@@ -62,6 +62,34 @@ class StackAddresses:
             }
         return env | self.service_env.get(service, {})
 
+    def write_env_file(self, path: Path) -> None:
+        """Write the LEADFLOW_* settings the services get (`environment`, every service's) to
+        `path` as a dotenv file: operator commands run next to the stack read it (see
+        `shared.settings.LOCAL_ENV_FILE`), so they reach the same database and broker.
+
+        Values are single-quoted the way python-dotenv's `set_key` quotes them (backslash and
+        quote escaped), so JSON such as the write keys reads back unchanged. python-dotenv expands
+        `${NAME}` even there, so a value holding `${` is refused rather than written wrong.
+        Replaced atomically; readable by its owner only (it names the write keys).
+        """
+        variables: dict[str, str] = {}
+        for service in SERVICES:
+            for name, value in self.environment(service).items():
+                if not name.startswith("LEADFLOW_"):
+                    continue
+                if variables.setdefault(name, value) != value:
+                    raise ValueError(f"{name} differs between services; it cannot go in {path}")
+                if "${" in value:
+                    raise ValueError(
+                        f"{name}: python-dotenv would expand the ${{...}} in {value!r}"
+                    )
+        escaped = {n: v.replace("\\", "\\\\").replace("'", "\\'") for n, v in variables.items()}
+        temporary = path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        temporary.touch(mode=0o600)
+        temporary.write_text("".join(f"{n}='{v}'\n" for n, v in sorted(escaped.items())))
+        temporary.replace(path)
+
     def health_url(self, service: str, path: str = "/readyz") -> str:
         port = self.ingest_port if service == "ingest" else self.health_ports[service]
         return f"http://127.0.0.1:{port}{path}"
@@ -77,10 +105,11 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *args: str) -> ServiceProcess:
+        """Start `python -m services.<service> <args>` (`run` without args)."""
         env = {**os.environ, **self.addresses.environment(self.service)}
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.service}", *args],
+            [sys.executable, "-m", f"services.{self.service}", *(args or ("run",))],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,

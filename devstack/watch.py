@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -31,13 +32,20 @@ def describe(decision: RoutingDecision) -> str:
     )
 
 
-async def print_decisions(bootstrap: str, prefix: str, *, stop: asyncio.Event) -> None:
+async def print_decisions(
+    bootstrap: str, prefix: str, *, stop: asyncio.Event, show: Callable[[str], None]
+) -> None:
+    """`show` each decision made since the stack started, until `stop`.
+
+    The stack's topics are new with each start (the development broker keeps them in memory),
+    so the display reads them from the beginning: a decision made while its consumer was still
+    joining (the first ones after "ready") is shown too."""
     consumer = AIOKafkaConsumer(
         ROUTING_SDR.full_name(prefix),
         ROUTING_NURTURE.full_name(prefix),
         bootstrap_servers=bootstrap,
         group_id=f"leadflow-watch-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="latest",
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     # Delivery is at-least-once: a consumer of decisions dedupes by decision_id, as CRMs must.
@@ -52,6 +60,6 @@ async def print_decisions(bootstrap: str, prefix: str, *, stop: asyncio.Event) -
                         decision = decode(record.value, RoutingDecision)
                         if decision.decision_id not in seen:
                             seen.append(decision.decision_id)
-                            print(describe(decision), flush=True)
+                            show(describe(decision))
     finally:
         await consumer.stop()
