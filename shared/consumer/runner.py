@@ -1,6 +1,6 @@
 """The consumer runner: batch fetch -> decode -> handle + store -> produce -> commit.
 
-Contract, per batch (see DESIGN.md, "Delivery semantics"):
+Contract, per batch (see docs/architecture.md, "Delivery semantics"):
 1. Fetch up to `max_batch_records` records from the assigned partitions.
 2. Decode and validate each value against its topic's model. Undecodable or invalid values
    become dead letters (`<topic>.dlq`, original bytes, reason in headers).
@@ -57,14 +57,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.codec import UndecodableMessage, decode, encode
 from shared.consumer.failures import is_transient
 from shared.consumer.messages import Handler, InvalidMessage, Message, Output
 from shared.consumer.store import PendingRecord, RunnerStore
-from shared.db import driver_connection
+from shared.db import fetchval
 from shared.kafka import KeyHashPartitioner, create_consumer, create_producer
 from shared.settings import ConsumerSettings, KafkaSettings
 from shared.telemetry import (
@@ -139,6 +138,7 @@ class ConsumerRunner:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()  # held while a batch is in flight; revocation waits on it
         self._stop = asyncio.Event()
+        self._abandoned = False
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._assigned: set[TopicPartition] = set()
@@ -148,6 +148,15 @@ class ConsumerRunner:
 
     def request_stop(self) -> None:
         """Ask the runner to finish the batch in flight, commit, and return from `run`."""
+        self._stop.set()
+
+    def abandon(self) -> None:
+        """Give up draining (the shell calls this when a drain outlasts
+        `shutdown_drain_timeout_s`, then cancels `run`): the runner stops without settling or
+        committing anything more. The batch in flight, and a batch sent but not known to be
+        acknowledged, keep their Kafka offsets uncommitted: the partitions' next owner is
+        given them again (and skips what was stored as applied, producing its outbox)."""
+        self._abandoned = True
         self._stop.set()
 
     async def run(self) -> None:
@@ -207,13 +216,18 @@ class ConsumerRunner:
     async def _shutdown(self) -> None:
         try:
             if self._consumer is not None:
-                async with self._lock:
-                    await self._settle_or_log()
-                    await self._clear_acked_or_log()
-                    await self._commit(force=True)
-                await self._consumer.stop()  # leaves the group: partitions move on at once
+                if not self._abandoned:
+                    async with self._lock:
+                        await self._settle_or_log()
+                        await self._clear_acked_or_log()
+                        await self._commit(force=True)
+                # Leaves the group: partitions move on at once. Bounded: an abandoned drain is
+                # often a broker that does not answer.
+                async with asyncio.timeout(None if not self._abandoned else 5):
+                    await self._consumer.stop()
             if self._producer is not None:
-                await self._producer.stop()  # flushes anything still buffered
+                async with asyncio.timeout(None if not self._abandoned else 5):
+                    await self._producer.stop()  # flushes anything still buffered
         finally:
             if self._connection is not None:  # back to the pool, for the engine's dispose
                 connection, self._connection = self._connection, None
@@ -230,7 +244,7 @@ class ConsumerRunner:
     async def _database_answers(self) -> bool:
         try:
             async with asyncio.timeout(2), self._sessions() as session:
-                await session.execute(text("SELECT 1"))
+                await fetchval(session, "SELECT 1")
         except Exception:
             return False
         return True
@@ -370,7 +384,7 @@ class ConsumerRunner:
                         ],
                     )
                     await self._store.finish_batch(
-                        await driver_connection(session),
+                        session,
                         next_offsets=next_offsets,
                         records=pending,
                         acked_batches=clearing,

@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeAlias
 
-import asyncpg
 from alembic import op
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import execute, fetch
 
 
 def create_runner_tables(schema: str) -> None:
@@ -77,7 +77,8 @@ Position: TypeAlias = tuple[str, int]
 
 
 class RunnerStore:
-    """SQL for the runner's tables. Every method runs in the caller's transaction.
+    """SQL for the runner's tables, by `shared.db`'s convention: every method takes the batch's
+    session and runs in its transaction.
 
     A batch costs two of these statements whatever it holds: `lock_offsets` first (it begins the
     transaction), `finish_batch` last (offsets, outbox, and the clean-up of earlier batches).
@@ -87,36 +88,37 @@ class RunnerStore:
         self._schema = schema
         self._group = group
         # Built once: the two statements every batch runs.
-        self._select_for_update_sql = text(
-            f"""
-            SELECT o.topic, o.partition, o.next_offset
-            FROM "{self._schema}".consumer_offsets AS o
-            JOIN unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
-                AS k(topic, partition) ON o.topic = k.topic AND o.partition = k.partition
-            WHERE o.consumer_group = :group
-            ORDER BY o.topic, o.partition
-            FOR UPDATE OF o
-            """
-        )
+        self._lock_offsets_sql = f"""
+            SELECT stored.topic, stored.partition, stored.next_offset
+              FROM "{self._schema}".consumer_offsets AS stored
+              JOIN unnest($2::text[], $3::integer[]) AS wanted(topic, partition)
+                ON stored.topic = wanted.topic AND stored.partition = wanted.partition
+             WHERE stored.consumer_group = $1
+             ORDER BY stored.topic, stored.partition
+               FOR UPDATE OF stored
+        """
         self._finish_sql = f"""
         WITH advanced AS (
-            UPDATE "{self._schema}".consumer_offsets AS o
-            SET next_offset = n.next_offset, updated_at = now()
+            UPDATE "{self._schema}".consumer_offsets AS stored
+            SET next_offset = consumed.next_offset, updated_at = now()
             FROM unnest($2::text[], $3::integer[], $4::bigint[])
-                AS n(topic, partition, next_offset)
-            WHERE o.consumer_group = $1 AND o.topic = n.topic
-              AND o.partition = n.partition AND n.next_offset > o.next_offset
+                AS consumed(topic, partition, next_offset)
+            WHERE stored.consumer_group = $1 AND stored.topic = consumed.topic
+              AND stored.partition = consumed.partition
+              AND consumed.next_offset > stored.next_offset
         ), cleared AS (
             DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY($5::uuid[])
         )
         INSERT INTO "{self._schema}".outbox (batch_id, seq, topic, key, value,
             header_keys, header_values, source_topic, source_partition)
-        SELECT $6::uuid, r.seq, r.topic, r.key, r.value,
-            ($7::text[])[r.h + 1 : r.h + r.n], ($8::bytea[])[r.h + 1 : r.h + r.n],
-            r.source_topic, r.source_partition
+        SELECT $6::uuid, record.seq, record.topic, record.key, record.value,
+            ($7::text[])[record.first_header + 1 : record.first_header + record.header_count],
+            ($8::bytea[])[record.first_header + 1 : record.first_header + record.header_count],
+            record.source_topic, record.source_partition
         FROM unnest($9::integer[], $10::text[], $11::bytea[], $12::bytea[],
                     $13::integer[], $14::integer[], $15::text[], $16::integer[])
-            AS r(seq, topic, key, value, h, n, source_topic, source_partition)
+            AS record(seq, topic, key, value, first_header, header_count, source_topic,
+                      source_partition)
         """
 
     async def lock_offsets(
@@ -131,45 +133,36 @@ class RunnerStore:
         first (`ON CONFLICT DO NOTHING`: a concurrent creator wins, we then lock its row).
         """
         wanted = sorted(set(positions))
-        locked = await self._select_for_update(session, wanted)
+        topics = [topic for topic, _ in wanted]
+        partitions = [partition for _, partition in wanted]
+        locked = await self._lock_existing_offsets(session, topics, partitions)
         if len(locked) < len(wanted):
-            await session.execute(
-                text(
-                    f"""
-                    INSERT INTO "{self._schema}".consumer_offsets
-                        (consumer_group, topic, partition, next_offset)
-                    SELECT :group, k.topic, k.partition, 0
-                    FROM unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[]))
-                        AS k(topic, partition)
-                    ORDER BY k.topic, k.partition
-                    ON CONFLICT DO NOTHING
-                    """
-                ),
-                {
-                    "group": self._group,
-                    "topics": [t for t, _ in wanted],
-                    "partitions": [p for _, p in wanted],
-                },
+            await execute(
+                session,
+                f"""
+                INSERT INTO "{self._schema}".consumer_offsets
+                    (consumer_group, topic, partition, next_offset)
+                SELECT $1, wanted.topic, wanted.partition, 0
+                FROM unnest($2::text[], $3::integer[]) AS wanted(topic, partition)
+                ORDER BY wanted.topic, wanted.partition
+                ON CONFLICT DO NOTHING
+                """,
+                self._group,
+                topics,
+                partitions,
             )
-            locked = await self._select_for_update(session, wanted)
+            locked = await self._lock_existing_offsets(session, topics, partitions)
         return locked
 
-    async def _select_for_update(
-        self, session: AsyncSession, positions: Sequence[Position]
+    async def _lock_existing_offsets(
+        self, session: AsyncSession, topics: list[str], partitions: list[int]
     ) -> dict[Position, int]:
-        rows = await session.execute(
-            self._select_for_update_sql,
-            {
-                "group": self._group,
-                "topics": [t for t, _ in positions],
-                "partitions": [p for _, p in positions],
-            },
-        )
-        return {(str(t), int(p)): int(offset) for t, p, offset in rows.all()}
+        rows = await fetch(session, self._lock_offsets_sql, self._group, topics, partitions)
+        return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
 
     async def finish_batch(
         self,
-        connection: asyncpg.Connection,
+        session: AsyncSession,
         *,
         next_offsets: dict[Position, int],
         records: Sequence[PendingRecord],
@@ -180,39 +173,40 @@ class RunnerStore:
         (earlier batches whose records the broker acknowledged since: folded in here instead
         of a transaction of their own per batch).
 
-        `connection` is the batch's own (`shared.db.driver_connection`). Every record of a call
-        has the same `batch_id`. Headers keep their bytes and order: they travel flattened (all
-        keys, all values) with each record's start and count, and are sliced back per row.
+        Every record of a call has the same `batch_id`. Headers keep their bytes and order: they
+        travel flattened (all keys, all values) with each record's first header and count, and
+        are sliced back per row.
         """
         batch_id = records[0].batch_id if records else None
         header_keys: list[str] = []
         header_values: list[bytes] = []
-        starts: list[int] = []
-        counts: list[int] = []
+        first_headers: list[int] = []
+        header_counts: list[int] = []
         for record in records:
-            starts.append(len(header_keys))
-            counts.append(len(record.headers))
+            first_headers.append(len(header_keys))
+            header_counts.append(len(record.headers))
             for key, value in record.headers:
                 header_keys.append(key)
                 header_values.append(value)
-        await connection.execute(
+        await execute(
+            session,
             self._finish_sql,
             self._group,
-            [t for t, _ in next_offsets],
-            [p for _, p in next_offsets],
+            [topic for topic, _ in next_offsets],
+            [partition for _, partition in next_offsets],
             list(next_offsets.values()),
             list(acked_batches),
             batch_id,
             header_keys,
             header_values,
-            [r.seq for r in records],
-            [r.topic for r in records],
-            [r.key for r in records],
-            [r.value for r in records],
-            starts,
-            counts,
-            [r.source_topic for r in records],
-            [r.source_partition for r in records],
+            [record.seq for record in records],
+            [record.topic for record in records],
+            [record.key for record in records],
+            [record.value for record in records],
+            first_headers,
+            header_counts,
+            [record.source_topic for record in records],
+            [record.source_partition for record in records],
         )
 
     async def remove_batches(self, session: AsyncSession, batch_ids: Iterable[uuid.UUID]) -> None:
@@ -220,9 +214,10 @@ class RunnerStore:
         `finish_batch` comes to do it: idle, revocation, shutdown)."""
         ids = sorted(set(batch_ids))
         if ids:
-            await session.execute(
-                text(f'DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY(:ids)'),
-                {"ids": ids},
+            await execute(
+                session,
+                f'DELETE FROM "{self._schema}".outbox WHERE batch_id = ANY($1::uuid[])',
+                ids,
             )
 
     async def leftover_outbox(
@@ -232,29 +227,29 @@ class RunnerStore:
         pairs = sorted(set(partitions))
         if not pairs:
             return []
-        rows = await session.execute(
-            text(
-                f"""
-                SELECT batch_id, seq, topic, key, value, header_keys, header_values,
-                       source_topic, source_partition
-                FROM "{self._schema}".outbox
-                WHERE (source_topic, source_partition) IN (
-                    SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:partitions AS integer[])))
-                ORDER BY created_at, batch_id, seq
-                """
-            ),
-            {"topics": [t for t, _ in pairs], "partitions": [p for _, p in pairs]},
+        rows = await fetch(
+            session,
+            f"""
+            SELECT batch_id, seq, topic, key, value, header_keys, header_values,
+                   source_topic, source_partition
+            FROM "{self._schema}".outbox
+            WHERE (source_topic, source_partition) IN (
+                SELECT * FROM unnest($1::text[], $2::integer[]))
+            ORDER BY created_at, batch_id, seq
+            """,
+            [topic for topic, _ in pairs],
+            [partition for _, partition in pairs],
         )
         return [
             PendingRecord(
-                batch_id=row.batch_id,
-                seq=row.seq,
-                topic=row.topic,
-                key=row.key,
-                value=row.value,
-                headers=tuple(zip(row.header_keys, row.header_values, strict=True)),
-                source_topic=row.source_topic,
-                source_partition=row.source_partition,
+                batch_id=row["batch_id"],
+                seq=row["seq"],
+                topic=row["topic"],
+                key=row["key"],
+                value=row["value"],
+                headers=tuple(zip(row["header_keys"], row["header_values"], strict=True)),
+                source_topic=row["source_topic"],
+                source_partition=row["source_partition"],
             )
             for row in rows
         ]

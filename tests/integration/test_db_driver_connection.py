@@ -8,7 +8,7 @@ import asyncpg
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from shared.db import create_engine, create_sessionmaker, driver_connection
+from shared.db import create_engine, create_sessionmaker, driver_connection, fetchval
 from shared.settings import DatabaseSettings
 
 
@@ -38,3 +38,25 @@ async def test_a_new_transaction_of_the_session_gets_its_own_connection_lookup(
         assert await db.fetchval("SELECT to_regclass('public.scratch_driver_test')") is None
     finally:
         await engine.dispose()
+
+
+async def test_a_transactions_first_statement_costs_begin_and_itself(database_url: str) -> None:
+    """The runner's offset lock opens every consumer batch's transaction through `fetch`: the
+    transaction is begun by BEGIN alone, no trivial statement before the first real one."""
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    sent: list[str] = []
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            raw = await (await session.connection()).get_raw_connection()
+            assert raw.driver_connection is not None
+            raw.driver_connection.add_query_logger(lambda query: sent.append(query.query))
+            assert await fetchval(session, "SELECT 41 + 1") == 42
+            assert await fetchval(session, "SELECT txid_current() = txid_current()")
+    finally:
+        await engine.dispose()
+    assert [query.strip() for query in sent] == [
+        "BEGIN;",
+        "SELECT 41 + 1",
+        "SELECT txid_current() = txid_current()",
+        "COMMIT;",
+    ]

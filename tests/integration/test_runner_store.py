@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.consumer.store import PendingRecord, RunnerStore
-from shared.db import create_engine, create_sessionmaker, driver_connection, unit_of_work
+from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
 
 GROUP = "g"
@@ -72,7 +72,7 @@ async def finish(
     async with unit_of_work(sessions) as session:
         found = await store.lock_offsets(session, next_offsets)
         await store.finish_batch(
-            await driver_connection(session),
+            session,
             next_offsets=next_offsets,
             records=records,
             acked_batches=acked,

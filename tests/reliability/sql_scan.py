@@ -1,7 +1,9 @@
 """Find SQL built by string formatting: an AST scan of the code that talks to PostgreSQL.
 
 A *sink* is a call that takes SQL text: SQLAlchemy's `text()` and `exec_driver_sql()`, asyncpg's
-`execute`/`executemany`/`fetch`/`fetchrow`/`fetchval`/`prepare`/`copy_*`, Alembic's `op.execute`.
+`execute`/`executemany`/`fetch`/`fetchrow`/`fetchval`/`prepare`/`copy_*`, Alembic's `op.execute`,
+and `shared.db`'s `fetch`/`fetchrow`/`fetchval`/`execute` (called by name, the session first and
+the SQL second).
 A finding is a sink whose SQL argument is an f-string with placeholders, a `%` or `+` on a string,
 or `"...".format(...)`, directly or through a local variable assigned such a value. Each finding
 names the interpolated expressions (their source text) that are *not provably literal*.
@@ -36,6 +38,8 @@ SINKS = frozenset(
     }
 )
 SQL_KEYWORDS = ("query", "statement", "sql")
+# shared.db's helpers, called by their bare names: (session, sql, *parameters).
+SESSION_FIRST = frozenset({"fetch", "fetchrow", "fetchval", "execute"})
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,8 @@ def _sink_name(call: ast.Call) -> str | None:
 
 
 def _sql_arguments(call: ast.Call) -> list[ast.expr]:
-    arguments = list(call.args[:1])
+    session_first = isinstance(call.func, ast.Name) and call.func.id in SESSION_FIRST
+    arguments = list(call.args[1:2] if session_first else call.args[:1])
     arguments += [k.value for k in call.keywords if k.arg in SQL_KEYWORDS]
     return arguments
 

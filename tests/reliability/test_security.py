@@ -69,6 +69,8 @@ def test_runner_tables_are_created_only_for_literal_schemas() -> None:
         'conn.fetch("SELECT * FROM t WHERE id = %s" % lead_id)',
         'conn.fetchval("SELECT * FROM t WHERE id = {}".format(lead_id))',
         'conn.execute("DELETE FROM t WHERE id = " + lead_id)',
+        'await fetch(session, f"SELECT * FROM t WHERE id = {lead_id}")',
+        'await execute(session, "DELETE FROM t WHERE id = " + lead_id)',
         'q = f"SELECT {column} FROM t"\nsession.execute(text(q))',
         'def f(table):\n    return text(f"SELECT * FROM {table}")',
         'def f(x):\n    for table in x:\n        op.execute(f"DROP TABLE {table}")',
@@ -86,6 +88,7 @@ def test_the_scan_finds_sql_formatted_from_input(source: str) -> None:
         'def f():\n    for t in ("a", "b"):\n        op.execute(f"DROP TABLE {t}")',
         'def f(x):\n    c = "AND y" if x else ""\n    return text(f"SELECT 1 {c}")',
         'log.info(f"not SQL: {email}")',
+        'await fetch(session, "SELECT * FROM t WHERE name LIKE $1", f"{prefix}%")',
     ],
 )
 def test_the_scan_accepts_literal_fragments_and_bind_parameters(source: str) -> None:
