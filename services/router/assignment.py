@@ -6,7 +6,7 @@ available rep who would be least over their share after taking it, i.e. the smal
 `(assigned today + 1) / weight`; ties go to whoever was assigned longest ago, then to file order.
 With weights 2:1 the sequence is A B A A B A A B ... Counts are per rep per local day (caps are
 "per day" in the rep's own time zone), kept in PostgreSQL under a team lock so that two router
-instances never hand out the same slot (see repository.lock_teams).
+instances never hand out the same slot (see repository.lock_teams_and_read_loads).
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ before asking the database anything. With an sdr lead, steps 2 and 3 take one ro
 (`repository.start_batch`) and step 4 another; with only nurture decisions and suppressions,
 nothing depends on what is stored, so steps 2 to 4 are one statement
 (`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
-all, only the decided check and closing. A batch with SLA checks takes up to seven, however
-many checks it holds (`_check_slas` adds the breaches and the transitions' owners so far).
+all, only the decided check and closing. A batch with SLA checks takes up to six, however
+many checks it holds (the decided check, the decision locks, the team locks with the loads;
+`_check_slas` adds the breaches and the transitions' owners so far; the write). However a batch
+starts, its decided check and closing are one database function (`repository` module docstring).
 
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
@@ -31,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import asyncpg
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,7 +61,6 @@ from services.router.repository import NewDecision, OpenDecision
 from services.router.routing_config import RoutingConfig
 from shared.consumer import Message, Output
 from shared.contracts import CrmFeedback, LifecycleChanged, RouterCommand, RoutingDecision
-from shared.db import driver_connection
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ class RouterHandler:
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
         now = datetime.now(UTC)
-        db = await driver_connection(session)
         changes: list[LifecycleChanged] = []
         feedback: list[repository.Feedback] = []
         checks: list[str] = []
@@ -158,27 +157,27 @@ class RouterHandler:
                 checks.append(value.decision_id)
         checks = list(dict.fromkeys(checks))  # a decision checked twice in a batch: once
         if feedback:
-            await self._close_on_feedback(db, feedback, now)
+            await self._close_on_feedback(session, feedback, now)
 
         if checks:
             fresh, routes, locked, loads, days = await self._start_with_checks(
-                db, changes, checks, now
+                session, changes, checks, now
             )
         else:
             candidates = _first_of_each_transition(changes)
             routes = [choose_route(c, self._config) for c in candidates]
             if not any(isinstance(r, ToSdr) for r in routes) and any(routes):
-                batch = await self._decide_in_one_statement(db, candidates, routes, now)
+                batch = await self._decide_in_one_statement(session, candidates, routes, now)
                 batch.observe()
                 return batch.outputs
-            fresh, routes, loads, days = await self._start(db, candidates, routes, now)
+            fresh, routes, loads, days = await self._start(session, candidates, routes, now)
             locked = {}
         batch = _Batch(now=now, loads=loads, days=days)
         self._route_all(fresh, routes, batch)
-        await self._check_slas(db, [locked[c] for c in checks if c in locked], batch)
+        await self._check_slas(session, [locked[c] for c in checks if c in locked], batch)
 
         await repository.record_batch(
-            db,
+            session,
             decisions=batch.decisions,
             suppressions=batch.suppressions,
             assignments=batch.assignments,
@@ -192,7 +191,7 @@ class RouterHandler:
 
     async def _start(
         self,
-        db: asyncpg.Connection,
+        session: AsyncSession,
         candidates: list[LifecycleChanged],
         routes: list[Route | None],
         now: datetime,
@@ -207,11 +206,13 @@ class RouterHandler:
         if teams:
             days = self._days(teams, now)
             decided, loads = await repository.start_batch(
-                db, pairs, at=now, reason=CHANGED_STAGE, teams=teams, days=days
+                session, pairs, at=now, reason=CHANGED_STAGE, teams=teams, days=days
             )
         else:
             days, loads = {}, {}
-            decided = await repository.start_transitions(db, pairs, at=now, reason=CHANGED_STAGE)
+            decided = await repository.start_transitions(
+                session, pairs, at=now, reason=CHANGED_STAGE
+            )
         kept = [
             (c, r)
             for c, r in zip(candidates, routes, strict=True)
@@ -221,7 +222,7 @@ class RouterHandler:
 
     async def _decide_in_one_statement(
         self,
-        db: asyncpg.Connection,
+        session: AsyncSession,
         candidates: list[LifecycleChanged],
         routes: list[Route | None],
         now: datetime,
@@ -234,7 +235,7 @@ class RouterHandler:
         batch = _Batch(now=now, loads={}, days={})
         self._route_all(candidates, routes, batch)
         decided = await repository.record_first_decisions(
-            db,
+            session,
             [(c.transition_id, c.lead_id) for c in candidates],
             decisions=batch.decisions,
             suppressions=batch.suppressions,
@@ -246,7 +247,7 @@ class RouterHandler:
 
     async def _start_with_checks(
         self,
-        db: asyncpg.Connection,
+        session: AsyncSession,
         changes: list[LifecycleChanged],
         checks: list[str],
         now: datetime,
@@ -260,7 +261,7 @@ class RouterHandler:
         """A batch with SLA checks: their decision rows are locked between the decided check
         and the team locks (the lock order), and their teams are known only once read."""
         decided = await repository.start_transitions(
-            db, [(c.transition_id, c.lead_id) for c in changes], at=now, reason=CHANGED_STAGE
+            session, [(c.transition_id, c.lead_id) for c in changes], at=now, reason=CHANGED_STAGE
         )
         fresh: list[LifecycleChanged] = []
         for change in changes:
@@ -268,12 +269,12 @@ class RouterHandler:
                 decided.add(change.transition_id)
                 fresh.append(change)
         routes = [choose_route(c, self._config) for c in fresh]
-        locked = await repository.lock_decisions(db, checks)
+        locked = await repository.lock_decisions(session, checks)
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
         teams |= {t for d in locked.values() for t in self._chain(d)}
-        await repository.lock_teams(db, teams)
         days = self._days(teams, now)
-        return fresh, routes, locked, await repository.get_rep_loads(db, days), days
+        loads = await repository.lock_teams_and_read_loads(session, teams=teams, days=days)
+        return fresh, routes, locked, loads, days
 
     def _days(self, teams: set[str], now: datetime) -> dict[str, date]:
         """Each rep of the teams and their local day (loads are counted per local day)."""
@@ -386,11 +387,11 @@ class RouterHandler:
     # ---- CRM feedback --------------------------------------------------------------------------
 
     async def _close_on_feedback(
-        self, db: asyncpg.Connection, feedback: list[repository.Feedback], now: datetime
+        self, session: AsyncSession, feedback: list[repository.Feedback], now: datetime
     ) -> None:
         """Any outcome from the CRM means sales has the lead: its open decisions are closed.
         A lead the router never routed is not an error here (score dead-letters unknown leads)."""
-        for due, acted_at in await repository.close_on_feedback(db, feedback, at=now):
+        for due, acted_at in await repository.close_on_feedback(session, feedback, at=now):
             if due is not None:
                 SLA_OUTCOMES.labels(outcome="met" if acted_at <= due else "breached").inc()
 
@@ -404,7 +405,7 @@ class RouterHandler:
         return chain or tuple(t.name for t in self._config.team_chain(self._config.default_team))
 
     async def _check_slas(
-        self, db: asyncpg.Connection, decisions: list[OpenDecision], batch: _Batch
+        self, session: AsyncSession, decisions: list[OpenDecision], batch: _Batch
     ) -> None:
         """A batch's SLA checks, in message order, on their locked decision rows. A decision
         still open and past its `sla_due_at` is breached: the breach is recorded (once per
@@ -421,8 +422,10 @@ class RouterHandler:
         ]  # the others were accepted, superseded, or claimed early: nothing to do
         if not breached:
             return
-        SLA_BREACHES.inc(await repository.record_breaches(db, breached, at=now))
-        owners = await repository.get_transition_owners(db, [d.transition_id for d in breached])
+        SLA_BREACHES.inc(await repository.record_breaches(session, breached, at=now))
+        owners = await repository.get_transition_owners(
+            session, [d.transition_id for d in breached]
+        )
         for decision in breached:
             tried, decisions_so_far = owners.get(decision.transition_id, (set(), 1))
             self._after_breach(

@@ -1,9 +1,9 @@
 """router's batch statements against the real PostgreSQL (no broker): a replayed transition is
 found and its lead's decisions left alone, a new one closes its lead's open decisions; CRM
 feedback closes a decision once (the first item wins); decisions round-trip through the
-multi-row insert; the one-round-trip starts (`start_batch`, `record_first_decisions`) keep the
-separate statements' effects; the SLA timer finds its next due check; a batch of SLA checks
-breaches, reassigns and escalates each due decision once."""
+multi-row insert; the loads are read after the team locks, and the one-statement batch
+(`record_first_decisions`) writes only new transitions; the SLA timer finds its next due check;
+a batch of SLA checks breaches, reassigns and escalates each due decision once."""
 
 from __future__ import annotations
 
@@ -54,9 +54,18 @@ def decision(decision_id: str, lead_id: str, *, due: timedelta | None = None) ->
     )
 
 
-async def store(db: asyncpg.Connection, *rows: NewDecision) -> None:
-    async with db.transaction():
-        await repository.record_batch(db, decisions=rows, suppressions=(), assignments=(), at=NOW)
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def store(sessions: async_sessionmaker[AsyncSession], *rows: NewDecision) -> None:
+    async with unit_of_work(sessions) as session:
+        await repository.record_batch(
+            session, decisions=rows, suppressions=(), assignments=(), at=NOW
+        )
 
 
 async def closed(db: asyncpg.Connection) -> dict[str, str | None]:
@@ -64,10 +73,12 @@ async def closed(db: asyncpg.Connection) -> dict[str, str | None]:
     return {row["decision_id"]: row["closed_reason"] for row in rows}
 
 
-async def test_decisions_round_trip_through_the_multi_row_insert(db: asyncpg.Connection) -> None:
+async def test_decisions_round_trip_through_the_multi_row_insert(
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     sdr = decision("d-sdr", "lead-1", due=timedelta(minutes=5))
     await store(
-        db,
+        sessions,
         NewDecision(decision=sdr, transition_id="lead-1:mql:t", teams=("sdr", "inbound, team")),
         NewDecision(
             decision=decision("d-nurture", "lead-2"),
@@ -94,21 +105,21 @@ async def test_decisions_round_trip_through_the_multi_row_insert(db: asyncpg.Con
 
 
 async def test_one_statement_writes_suppressions_and_counts_assignments(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     day = NOW.date()
     for _ in range(2):  # a second batch adds to the same rep's day
-        async with db.transaction():
+        async with unit_of_work(sessions) as session:
             await repository.record_batch(
-                db,
+                session,
                 decisions=(),
                 suppressions=[],
                 assignments=[("rep-a", day), ("rep-a", day), ("rep-b", day)],
                 at=NOW,
             )
-    async with db.transaction():
+    async with unit_of_work(sessions) as session:
         await repository.record_batch(
-            db,
+            session,
             decisions=(),
             suppressions=[
                 Suppression(
@@ -128,12 +139,11 @@ async def test_one_statement_writes_suppressions_and_counts_assignments(
     assert reason == "opted out (unsubscribed)"
 
 
-@pytest.mark.parametrize("statement", ["start_transitions", "start_batch"])
 async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_decisions(
-    db: asyncpg.Connection, statement: str
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await store(
-        db,
+        sessions,
         NewDecision(decision=decision("d-1", "lead-1"), transition_id="lead-1:lead:t"),
         NewDecision(decision=decision("d-2", "lead-2"), transition_id="lead-2:lead:t"),
         NewDecision(decision=decision("d-3", "lead-3"), transition_id="lead-3:lead:t"),
@@ -147,25 +157,20 @@ async def test_a_replay_is_found_and_only_new_transitions_close_their_leads_deci
         ("lead-2:mql:t", "lead-2"),  # new: closes lead-2's open decision
         ("lead-3:known:t", "lead-3"),  # a replay of a suppression
     ]
-    async with db.transaction():
-        if statement == "start_transitions":
-            decided = await repository.start_transitions(
-                db, transitions, at=NOW, reason="lead changed stage"
-            )
-        else:
-            decided, loads = await repository.start_batch(
-                db, transitions, at=NOW, reason="lead changed stage", teams=["sdr"], days={}
-            )
-            assert loads == {}
+    async with unit_of_work(sessions) as session:
+        decided = await repository.start_transitions(
+            session, transitions, at=NOW, reason="lead changed stage"
+        )
     assert decided == {"lead-1:lead:t", "lead-3:known:t"}
     assert await closed(db) == {"d-1": None, "d-2": "lead changed stage", "d-3": None}
 
 
 async def test_one_statement_writes_only_new_transitions_and_closes_by_later_fresh_changes(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await store(
-        db, NewDecision(decision=decision("d-old", "lead-1"), transition_id="lead-1:known:t")
+        sessions,
+        NewDecision(decision=decision("d-old", "lead-1"), transition_id="lead-1:known:t"),
     )
     await db.execute(
         "INSERT INTO router.suppressions (transition_id, lead_id, reason)"
@@ -178,9 +183,9 @@ async def test_one_statement_writes_only_new_transitions_and_closes_by_later_fre
         ("d-2b", "lead-2", "lead-2:lead:t"),
         ("d-3", "lead-3", "lead-3:lead:t"),  # stays open: the later change is a replay
     ]
-    async with db.transaction():
+    async with unit_of_work(sessions) as session:
         decided = await repository.record_first_decisions(
-            db,
+            session,
             [(t, lead) for _, lead, t in rows]
             + [("lead-3:known:t", "lead-3"), ("lead-4:known:t", "lead-4")],
             decisions=[
@@ -209,54 +214,67 @@ async def test_one_statement_writes_only_new_transitions_and_closes_by_later_fre
     assert timers == 0
 
 
-async def test_start_batch_reads_the_loads_after_taking_the_team_locks(
-    db: asyncpg.Connection, database_url: str
+@pytest.mark.parametrize("start", ["start_batch", "lock_teams_and_read_loads"])
+async def test_the_loads_are_read_after_taking_the_team_locks(
+    sessions: async_sessionmaker[AsyncSession], start: str
 ) -> None:
     """The loads are read with a snapshot taken after the locks: an assignment committed by the
-    instance that held a team's lock while we waited for it is counted."""
+    instance that held a team's lock while we waited for it is counted. Both ways a batch
+    takes the locks: with its decided check (no SLA check; a replay is found), or after
+    locking its checked decisions."""
+    await store(
+        sessions,
+        NewDecision(decision=decision("d-1", "lead-1"), transition_id="lead-1:lead:t"),
+    )
     day = NOW.date()
-    other = await asyncpg.connect(database_url.replace("+asyncpg", ""))
-    try:
-        holder = other.transaction()
-        await holder.start()
-        await repository.lock_teams(other, ["sdr"])
+    days = {"rep-a": day, "rep-b": day}
+    async with sessions() as holder, sessions() as waiter:
+        await holder.begin()
+        await repository.lock_teams_and_read_loads(holder, teams=["sdr"], days={})
         await repository.record_batch(
-            other, decisions=(), suppressions=(), assignments=[("rep-a", day)] * 3, at=NOW
+            holder, decisions=(), suppressions=(), assignments=[("rep-a", day)] * 3, at=NOW
         )
-        async with db.transaction():
-            waiting = asyncio.create_task(
-                repository.start_batch(
-                    db,
-                    [("lead-1:mql:t", "lead-1")],
+        await waiter.begin()
+
+        async def take_the_locks() -> tuple[set[str], dict[str, RepLoad]]:
+            if start == "start_batch":
+                return await repository.start_batch(
+                    waiter,
+                    [("lead-1:lead:t", "lead-1"), ("lead-2:mql:t", "lead-2")],
                     at=NOW,
                     reason="lead changed stage",
                     teams=["sdr", "inbound"],
-                    days={"rep-a": day, "rep-b": day},
+                    days=days,
                 )
+            loads = await repository.lock_teams_and_read_loads(
+                waiter, teams=["sdr", "inbound"], days=days
             )
-            await asyncio.sleep(0.3)
-            assert not waiting.done(), "the team lock is held by the other instance"
-            await holder.commit()
-            decided, loads = await asyncio.wait_for(waiting, timeout=5)
-    finally:
-        await other.close()
-    assert decided == set()
+            return set(), loads
+
+        waiting = asyncio.create_task(take_the_locks())
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "the team lock is held by the other instance"
+        await holder.commit()
+        decided, loads = await asyncio.wait_for(waiting, timeout=5)
+        await waiter.commit()
+    if start == "start_batch":
+        assert decided == {"lead-1:lead:t"}
     assert loads == {"rep-a": RepLoad(assigned_today=3, last_assigned_at=NOW)}
 
 
 async def test_feedback_closes_each_decision_once_by_lead_or_email(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     due = timedelta(minutes=5)
     await store(
-        db,
+        sessions,
         NewDecision(decision=decision("d-1", "lead-1", due=due), transition_id="lead-1:mql:t"),
         NewDecision(decision=decision("d-2", "lead-2", due=due), transition_id="lead-2:mql:t"),
     )
     late = NOW + timedelta(minutes=9)
-    async with db.transaction():
+    async with unit_of_work(sessions) as session:
         outcomes = await repository.close_on_feedback(
-            db,
+            session,
             [
                 Feedback(lead_id="lead-1", email=None, reason="crm: accepted", at=NOW),
                 Feedback(lead_id=None, email="LEAD-1@example.com", reason="crm: lost", at=NOW),
@@ -271,18 +289,11 @@ async def test_feedback_closes_each_decision_once_by_lead_or_email(
     assert timers == 0, "closed decisions have no SLA timer left"
 
 
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
 async def test_the_timer_claims_what_is_due_and_sees_the_next_check(
     db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await store(
-        db,
+        sessions,
         NewDecision(
             decision=decision("d-due", "lead-1", due=timedelta(minutes=-1)),
             transition_id="lead-1:mql:t",
@@ -367,7 +378,7 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
 
     past = timedelta(minutes=-1)
     await store(
-        db,
+        sessions,
         open_decision("d-due", "lead-1", due=past, owner=linus, strategy="round_robin"),
         open_decision("d-esc", "lead-2", due=past, owner=manager, strategy="sla_escalated"),
         open_decision(
@@ -375,9 +386,11 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
         ),
         open_decision("d-done", "lead-4", due=past, owner=linus, strategy="round_robin"),
     )
-    async with db.transaction():
+    async with unit_of_work(sessions) as session:
         await repository.close_on_feedback(
-            db, [Feedback(lead_id="lead-4", email=None, reason="crm: accepted", at=NOW)], at=NOW
+            session,
+            [Feedback(lead_id="lead-4", email=None, reason="crm: accepted", at=NOW)],
+            at=NOW,
         )
 
     def check(decision_id: str, lead: str) -> Message[BaseModel]:
