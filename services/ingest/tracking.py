@@ -6,7 +6,7 @@ mixed in `/v1/batch`. Pure: no I/O, no clock (the arrival time is an argument).
 
 from __future__ import annotations
 
-import random
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from shared.contracts import RawEvent, corrected_timestamp
+from shared.contracts import corrected_timestamp
 
 Id = Annotated[
     str | None,
@@ -189,21 +189,21 @@ def raw_event_fields(
     received_at: datetime,
     batch_sent_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Stamp a call as ingest accepted it: messageId (kept, or new), receivedAt, source and the
-    clock-skew corrected timestamp. `batch_sent_at` (the batch's `sentAt`, aware) stands in
-    for a call that has no `sentAt` of its own. Blank ids become absent (None).
+    """Stamp a call as ingest accepted it: messageId (kept, or a new random UUID), receivedAt,
+    source and the clock-skew corrected timestamp. `batch_sent_at` (the batch's `sentAt`, aware)
+    stands in for a call that has no `sentAt` of its own. Blank ids become absent (None).
 
-    The result is the `events.raw` value with its wire names, in the contract's field order,
-    valid for `RawEvent` by construction (the call model checked every constraint the contract
-    has), so it is serialised as it is, without a second validation (see `wire`). Raises
-    `OverflowError` when the corrected time falls outside the calendar."""
+    The result is the `events.raw` fields the call sets, by their wire names (the others are the
+    contract's defaults: `wire.encode_fields`), valid for `RawEvent` by construction (the call
+    model checked every constraint the contract has), so it is serialised without a second
+    validation (see `wire`). Raises `OverflowError` when the corrected time falls outside the
+    calendar."""
     # Each type adds its own fields through a method: isinstance() on pydantic models runs
     # pydantic's Python `__instancecheck__`, about 0.6 us each, per event.
     sent_at = call.sent_at or batch_sent_at
     return {
-        "schemaVersion": 1,
         "type": call.type,
-        "messageId": call.message_id or new_message_id(),
+        "messageId": call.message_id or str(uuid.uuid4()),
         "source": source,
         "receivedAt": received_at,
         "timestamp": corrected_timestamp(
@@ -213,41 +213,7 @@ def raw_event_fields(
         "sentAt": sent_at,
         "anonymousId": call.anonymous_id or None,
         "userId": call.user_id or None,
-        **_NO_OWN_FIELDS,
         **call.own_fields(),
         "context": call.context,
         "integrations": call.integrations,
     }
-
-
-# Fields of `events.raw` that only some call types fill; the others send them empty.
-_NO_OWN_FIELDS: dict[str, Any] = {
-    "previousId": None,
-    "groupId": None,
-    "event": None,
-    "name": None,
-    "category": None,
-    "traits": {},
-    "properties": {},
-}
-
-
-def to_raw_event(call: TrackingCall, *, source: str, received_at: datetime) -> RawEvent:
-    """`raw_event_fields` as the validated contract model."""
-    return RawEvent.model_validate(raw_event_fields(call, source=source, received_at=received_at))
-
-
-# The version (4) and variant (RFC 4122) bits of a random UUID, as `uuid.uuid4` sets them.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_message_id() -> str:
-    """A random UUID (version 4) as text, for a call that came without a messageId.
-
-    Drawn from `random` (seeded from the OS at start and again in each forked worker), not
-    `os.urandom` as `uuid.uuid4` does: the id must be unique, not secret, and the system call
-    and `uuid.UUID`'s pure-Python formatting cost 6 us per event when profiled.
-    """
-    text = (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16, "big").hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -11,8 +11,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from services.ingest.auth import key_from_basic_auth, source_for_key
-from services.ingest.tracking import IdentifyCall, TrackCall, to_raw_event
-from shared.contracts import corrected_timestamp
+from services.ingest.tracking import IdentifyCall, TrackCall, TrackingCall, raw_event_fields
+from services.ingest.wire import encode_fields
+from shared.codec import decode
+from shared.contracts import RawEvent, corrected_timestamp
 from tests.unit.builders import NOW
 
 pytestmark = pytest.mark.unit
@@ -67,7 +69,13 @@ def test_skew_correction_holds_when_the_client_writes_another_time_zone() -> Non
     assert corrected == at(-4)
 
 
-# ---- to_raw_event -----------------------------------------------------------------------------
+# ---- raw_event_fields -------------------------------------------------------------------------
+
+
+def to_raw_event(call: TrackingCall, *, source: str, received_at: datetime) -> RawEvent:
+    """The call's `events.raw` value as the topic's consumers read it."""
+    fields = raw_event_fields(call, source=source, received_at=received_at)
+    return decode(encode_fields(fields).value, RawEvent)
 
 
 def test_a_call_is_stamped_with_source_arrival_and_corrected_time() -> None:

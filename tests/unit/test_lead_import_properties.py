@@ -13,6 +13,8 @@ from services.ingest.lead_import.reading import BadUpload
 from services.ingest.lead_import.report import ImportReport
 from services.ingest.lead_import.spool import LeadSpool
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
+from shared.codec import decode
+from shared.contracts import RawEvent
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 CSV_ALPHABET = st.sampled_from([*'ab@.x,;\t|"\n\r =+-', "é", "\ufeff", "\x00"])
@@ -27,9 +29,9 @@ def import_outcome(body: bytes, *, file_format: FileFormat, chunk: int) -> str |
         for i in range(0, len(body), chunk):
             upload.feed(body[i : i + chunk])
         upload.finish()
-        events = []
+        events: list[RawEvent] = []
         while batch := upload.next_events(50, key_source="s", received_at=NOW):
-            events.extend(batch)
+            events.extend(decode(record.value, RawEvent) for record in batch)
     except BadUpload as refused:
         return str(refused)
     finally:

@@ -13,6 +13,7 @@ from services.ingest.lead_import.reading import BadUpload
 from services.ingest.lead_import.report import MAX_LISTED_REJECTIONS, ImportReport
 from services.ingest.lead_import.spool import LeadSpool
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
+from shared.codec import decode, encode
 from shared.contracts import RawEvent
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -35,7 +36,11 @@ def run_import(
         upload.finish()
         events: list[RawEvent] = []
         while batch := upload.next_events(2, key_source="partner-key", received_at=NOW):
-            events.extend(batch)
+            for record in batch:  # as the topic's consumers read it, keyed as it says
+                event = decode(record.value, RawEvent)
+                assert record.key == event.partition_key.encode()
+                assert record.value == encode(event)  # the contract's own bytes
+                events.append(event)
     finally:
         upload.close()
     return report, events

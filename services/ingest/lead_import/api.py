@@ -32,7 +32,7 @@ from services.ingest.lead_import.reading import DELIMITERS, BadUpload
 from services.ingest.lead_import.report import ImportReport, ImportState
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
-from services.ingest.wire import EncodedEvent, encode_event
+from services.ingest.wire import EncodedEvent
 from shared.telemetry import MESSAGES_IN
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         received_at = datetime.now(UTC)
 
         def encoded_batch() -> list[EncodedEvent]:
-            events = upload.next_events(
-                PUBLISH_BATCH, key_source=key_source, received_at=received_at
-            )
-            return [encode_event(event) for event in events]
+            return upload.next_events(PUBLISH_BATCH, key_source=key_source, received_at=received_at)
 
         def next_batch() -> asyncio.Future[list[EncodedEvent]]:
             return asyncio.ensure_future(asyncio.to_thread(encoded_batch))

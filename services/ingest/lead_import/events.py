@@ -1,4 +1,5 @@
-"""A merged lead as the identify call that goes to `events.raw`. Pure: no I/O, no clock.
+"""A merged lead as the identify call that goes to `events.raw` (its wire fields, serialised by
+`wire.encode_fields`). Pure: no I/O, no clock.
 
 - `source` is the list's name (what a scoring or routing rule matches on: "webinar-2026-q4");
   the write key's own source name travels in `context.import.writeKeySource`.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import orjson
 
 from services.ingest.lead_import.rows import Lead
-from shared.contracts import RawEvent
 
 _MESSAGE_IDS = uuid.UUID("5b0f7a52-3c1e-4f0e-9a57-1ead11570000")
 LIBRARY = {"name": "leadflow-lead-import", "version": "1"}
@@ -38,16 +39,19 @@ def identify_event(
     import_id: str,
     key_source: str,
     received_at: datetime,
-) -> RawEvent:
-    return RawEvent(
-        type="identify",
-        message_id=message_id(list_name=list_name, lead=lead),
-        source=list_name,
-        received_at=received_at,
-        timestamp=received_at,
-        user_id=lead.user_id or lead.email,
-        traits=lead.traits,
-        context={
+) -> dict[str, Any]:
+    """The identify call's `events.raw` fields, by their wire names; valid for `RawEvent` by
+    construction (`rows.normalise_row` checked the email and userId, the list name is 1-200
+    characters: `api`)."""
+    return {
+        "type": "identify",
+        "messageId": message_id(list_name=list_name, lead=lead),
+        "source": list_name,
+        "receivedAt": received_at,
+        "timestamp": received_at,
+        "userId": lead.user_id or lead.email,
+        "traits": lead.traits,
+        "context": {
             "library": LIBRARY,
             "import": {
                 "id": import_id,
@@ -56,4 +60,4 @@ def identify_event(
                 "writeKeySource": key_source,
             },
         },
-    )
+    }

@@ -35,7 +35,7 @@ from services.ingest.lead_import.reading import (
 from services.ingest.lead_import.report import ImportReport
 from services.ingest.lead_import.rows import Lead, RowRejected, normalise_row
 from services.ingest.lead_import.spool import LeadSpool
-from shared.contracts import RawEvent
+from services.ingest.wire import EncodedEvent, encode_fields
 from shared.normalize import text
 
 FileFormat = Literal["csv", "ndjson"]
@@ -176,18 +176,23 @@ class LeadListUpload:
 
     # -- phase 2 ---------------------------------------------------------------------------
 
-    def next_events(self, limit: int, *, key_source: str, received_at: datetime) -> list[RawEvent]:
-        """The next `limit` leads as identify events, first-seen order; [] at the end."""
+    def next_events(
+        self, limit: int, *, key_source: str, received_at: datetime
+    ) -> list[EncodedEvent]:
+        """The next `limit` leads as identify events (`events.raw` records), first-seen order;
+        [] at the end."""
         with self._lock:
             leads = self._spool.next_leads(limit)
         return [
-            identify_event(
-                lead,
-                first_row=row,
-                list_name=self.report.list_name,
-                import_id=self.report.import_id,
-                key_source=key_source,
-                received_at=received_at,
+            encode_fields(
+                identify_event(
+                    lead,
+                    first_row=row,
+                    list_name=self.report.list_name,
+                    import_id=self.report.import_id,
+                    key_source=key_source,
+                    received_at=received_at,
+                )
             )
             for row, lead in leads
         ]
