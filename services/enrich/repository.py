@@ -2,12 +2,11 @@
 its size, takes three round trips (`claim_new_message_ids`, `find_by_identities`, `store_batch`),
 plus a few per merge / unmerge on those rare paths.
 
-The per-batch statements of the hot path go to asyncpg directly (`shared.db.driver_connection`: the session's own
-connection, inside its transaction), their rows as one JSON document per part
+SQL follows `shared.db`'s convention: `$n` parameters through `shared.db.fetch`/`execute` on
+the session's transaction, a batch's rows as one JSON document per part
 (`jsonb_array_elements` / `jsonb_to_recordset`) rather than executemany or one array per
-column: through SQLAlchemy, parameter handling and row processing cost about as much CPU as the
-rest of handling an event, and asyncpg encodes an array element by element in Python. Cold
-paths (merges, housekeeping, reference data) keep SQLAlchemy.
+column (asyncpg encodes an array element by element in Python), jsonb read back as Python
+values.
 
 Tables: leads (the lead's whole picture as JSON plus searchable columns), identities
 (kind, value) -> lead, seen_messages (dedupe, with retention), anonymous_events (history of
@@ -18,21 +17,20 @@ leads not yet identified, kept to re-attribute), merges (reversible), pending_en
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enrich.accounts import Account
 from services.enrich.identity import Identity, IdentityKind, LeadFacts
 from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts import AccountMatch, Consent, Firmographics, LeadProfile
-from shared.db import driver_connection, json_document
+from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
 SCHEMA = "enrich"
 
@@ -61,18 +59,6 @@ class LeadRecord:
         return twin
 
 
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return orjson.dumps(value).decode()
-
-
-def _loads(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
-
-
 _KINDS = {kind.value: kind for kind in IdentityKind}
 
 
@@ -83,32 +69,31 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
     """Record message ids as seen; return those not seen before (a client retry is not new)."""
     if not message_ids:
         return set()
-    rows = await (await driver_connection(session)).fetch(
+    rows = await fetch(
+        session,
         """
         INSERT INTO enrich.seen_messages (message_id)
-        SELECT DISTINCT m FROM jsonb_array_elements_text($1::jsonb) AS m
+        SELECT DISTINCT message_id FROM jsonb_array_elements_text($1::jsonb) AS message_id
         ON CONFLICT DO NOTHING
         RETURNING message_id
         """,
         json_document(list(message_ids)),
     )
-    return {row[0] for row in rows}
+    return {row["message_id"] for row in rows}
 
 
 async def forget_seen_messages(session: AsyncSession, *, older_than_hours: float) -> int:
     """Delete up to 10,000 message ids seen longer ago than the retention; returns how many."""
-    result = await session.execute(
-        text(
-            """
-            DELETE FROM enrich.seen_messages WHERE message_id IN (
-                SELECT message_id FROM enrich.seen_messages
-                WHERE seen_at < now() - make_interval(secs => :seconds)
-                LIMIT 10000)
-            """
-        ),
-        {"seconds": older_than_hours * 3600},
+    return await execute(
+        session,
+        """
+        DELETE FROM enrich.seen_messages WHERE message_id IN (
+            SELECT message_id FROM enrich.seen_messages
+            WHERE seen_at < now() - make_interval(secs => $1)
+            LIMIT 10000)
+        """,
+        older_than_hours * 3600,
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # -- identities and leads ------------------------------------------------------------------------
@@ -118,16 +103,15 @@ _LEAD_COLUMNS = """lead_id, profile, identified, identified_at, consent, firmogr
                    firmographics_pending, firmographics_domain, account, version, merged_into, anonymous_events_stored"""
 
 
-def _lead(row: Any) -> LeadRecord:
-    """A lead from a row (SQLAlchemy's or asyncpg's: columns by name; jsonb as text)."""
-    firmographics = _loads(row["firmographics"])
-    account = _loads(row["account"])
+def _lead(row: Mapping[str, Any]) -> LeadRecord:
+    """A lead from its row (`_LEAD_COLUMNS`, by name)."""
+    firmographics, account = row["firmographics"], row["account"]
     return LeadRecord(
         lead_id=row["lead_id"],
-        profile=LeadProfile.model_validate(_loads(row["profile"]) or {}),
+        profile=LeadProfile.model_validate(row["profile"] or {}),
         identified=row["identified"],
         identified_at=row["identified_at"],
-        consent=Consent.model_validate(_loads(row["consent"]) or {}),
+        consent=Consent.model_validate(row["consent"] or {}),
         firmographics=Firmographics.model_validate(firmographics) if firmographics else None,
         firmographics_pending=row["firmographics_pending"],
         firmographics_domain=row["firmographics_domain"],
@@ -204,40 +188,43 @@ class Found:
 # and, for a lead not yet identified, how many anonymous events it keeps. Every part is an index
 # lookup per wanted identity or lead, so its cost follows the batch, not the tables' size. The
 # JSON columns of a lead the caller holds unchanged (same xmin; $2 maps lead_id -> xmin) are
-# left out; JSON comes as text (parsed by orjson, not by the driver's codec). The wanted
-# identities come as one JSON array of [kind, value] (see `_STORE`).
+# left out. The wanted identities come as one JSON array of [kind, value] (see `_STORE`).
 _FIND = """
 WITH found AS (
     -- LIMIT 1 (the key is unique anyway) keeps this a primary-key probe per wanted identity:
     -- as a join, the planner scans the whole table once it is small enough to hash.
-    SELECT i.lead_id, array_agg(w.kind) AS kinds, array_agg(w.value) AS found_values
-    FROM (SELECT e->>0 AS kind, e->>1 AS value FROM jsonb_array_elements($1::jsonb) AS e) AS w
+    SELECT link.lead_id, array_agg(wanted.kind) AS kinds, array_agg(wanted.value) AS found_values
+    FROM (SELECT element->>0 AS kind, element->>1 AS value
+          FROM jsonb_array_elements($1::jsonb) AS element) AS wanted
     CROSS JOIN LATERAL (
-        SELECT x.lead_id FROM enrich.identities AS x
-        WHERE x.kind = w.kind AND x.value = w.value LIMIT 1
-    ) AS i
-    GROUP BY i.lead_id
+        SELECT identity_link.lead_id FROM enrich.identities AS identity_link
+        WHERE identity_link.kind = wanted.kind AND identity_link.value = wanted.value LIMIT 1
+    ) AS link
+    GROUP BY link.lead_id
 )
-SELECT l.lead_id, l.xmin::text AS row_xmin, h.held,
-    CASE WHEN NOT h.held THEN l.profile::text END AS profile,
-    CASE WHEN NOT h.held THEN l.consent::text END AS consent,
-    CASE WHEN NOT h.held THEN l.firmographics::text END AS firmographics,
-    CASE WHEN NOT h.held THEN l.account::text END AS account,
-    l.identified, l.identified_at, l.firmographics_pending, l.firmographics_domain, l.version,
-    l.merged_into, l.anonymous_events_stored, f.kinds, f.found_values,
-    ARRAY(SELECT u.value FROM enrich.identities AS u
-          WHERE u.lead_id = l.lead_id AND u.kind = 'user_id') AS user_ids,
-    (SELECT count(*) FROM enrich.identities AS a
-     WHERE a.lead_id = l.lead_id AND a.kind = 'anonymous_id'
-       AND a.created_at > now() - interval '7 days') AS anonymous_ids_this_week,
-    CASE WHEN l.identified THEN 0 ELSE
-        (SELECT count(*) FROM enrich.anonymous_events AS e WHERE e.lead_id = l.lead_id)
+SELECT lead.lead_id, lead.xmin::text AS row_xmin, cached.held,
+    CASE WHEN NOT cached.held THEN lead.profile END AS profile,
+    CASE WHEN NOT cached.held THEN lead.consent END AS consent,
+    CASE WHEN NOT cached.held THEN lead.firmographics END AS firmographics,
+    CASE WHEN NOT cached.held THEN lead.account END AS account,
+    lead.identified, lead.identified_at, lead.firmographics_pending, lead.firmographics_domain,
+    lead.version, lead.merged_into, lead.anonymous_events_stored, found.kinds, found.found_values,
+    ARRAY(SELECT user_link.value FROM enrich.identities AS user_link
+          WHERE user_link.lead_id = lead.lead_id AND user_link.kind = 'user_id') AS user_ids,
+    (SELECT count(*) FROM enrich.identities AS anonymous_link
+     WHERE anonymous_link.lead_id = lead.lead_id AND anonymous_link.kind = 'anonymous_id'
+       AND anonymous_link.created_at > now() - interval '7 days') AS anonymous_ids_this_week,
+    CASE WHEN lead.identified THEN 0 ELSE
+        (SELECT count(*) FROM enrich.anonymous_events AS kept_event
+         WHERE kept_event.lead_id = lead.lead_id)
     END AS history_kept
-FROM found AS f
-JOIN enrich.leads AS l ON l.lead_id = f.lead_id
-CROSS JOIN LATERAL (SELECT coalesce($2::jsonb ->> l.lead_id = l.xmin::text, false) AS held) AS h
-ORDER BY l.lead_id
-FOR UPDATE OF l
+FROM found
+JOIN enrich.leads AS lead ON lead.lead_id = found.lead_id
+CROSS JOIN LATERAL (
+    SELECT coalesce($2::jsonb ->> lead.lead_id = lead.xmin::text, false) AS held
+) AS cached
+ORDER BY lead.lead_id
+FOR UPDATE OF lead
 """
 
 
@@ -254,9 +241,10 @@ async def find_by_identities(
     if not wanted:
         return found
     held = cache.held(wanted) if cache is not None else {}
-    rows = await (await driver_connection(session)).fetch(
+    rows = await fetch(
+        session,
         _FIND,
-        json_document([(i.kind.value, i.value) for i in wanted]),
+        json_document([(identity.kind.value, identity.value) for identity in wanted]),
         json_document(held),
     )
     for row in rows:
@@ -286,7 +274,8 @@ async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str,
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await driver_connection(session)).fetch(
+    rows = await fetch(
+        session,
         f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
         " WHERE lead_id = ANY($1::text[]) ORDER BY lead_id FOR UPDATE",
         ids,
@@ -295,15 +284,14 @@ async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str,
 
 
 async def get_leads_waiting_for(session: AsyncSession, domain: str) -> list[LeadRecord]:
-    rows = await session.execute(
-        text(
-            f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
-            " WHERE company_domain = :domain AND firmographics_pending AND merged_into IS NULL"
-            " ORDER BY lead_id FOR UPDATE"
-        ),
-        {"domain": domain},
+    rows = await fetch(
+        session,
+        f"SELECT {_LEAD_COLUMNS} FROM enrich.leads"
+        " WHERE company_domain = $1 AND firmographics_pending AND merged_into IS NULL"
+        " ORDER BY lead_id FOR UPDATE",
+        domain,
     )
-    return [_lead(row._mapping) for row in rows]
+    return [_lead(row) for row in rows]
 
 
 async def move_identities(
@@ -311,31 +299,27 @@ async def move_identities(
 ) -> list[Identity]:
     """Re-point identities of `from_lead` (all, or `only` those) at `to_lead`; returns them."""
     if only is not None:
-        rows = await session.execute(
-            text(
-                """
-                UPDATE enrich.identities AS i SET lead_id = :to_lead
-                FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS w(kind, value)
-                WHERE i.kind = w.kind AND i.value = w.value AND i.lead_id = :from_lead
-                RETURNING i.kind, i.value
-                """
-            ),
-            {
-                "to_lead": to_lead,
-                "from_lead": from_lead,
-                "kinds": [i.kind.value for i in only],
-                "values": [i.value for i in only],
-            },
+        rows = await fetch(
+            session,
+            """
+            UPDATE enrich.identities AS link SET lead_id = $1
+            FROM unnest($3::text[], $4::text[]) AS moving(kind, value)
+            WHERE link.kind = moving.kind AND link.value = moving.value AND link.lead_id = $2
+            RETURNING link.kind, link.value
+            """,
+            to_lead,
+            from_lead,
+            [identity.kind.value for identity in only],
+            [identity.value for identity in only],
         )
     else:
-        rows = await session.execute(
-            text(
-                "UPDATE enrich.identities SET lead_id = :to_lead WHERE lead_id = :from_lead"
-                " RETURNING kind, value"
-            ),
-            {"to_lead": to_lead, "from_lead": from_lead},
+        rows = await fetch(
+            session,
+            "UPDATE enrich.identities SET lead_id = $1 WHERE lead_id = $2 RETURNING kind, value",
+            to_lead,
+            from_lead,
         )
-    return sorted(Identity(IdentityKind(kind), value) for kind, value in rows)
+    return sorted(Identity(IdentityKind(row["kind"]), row["value"]) for row in rows)
 
 
 # What a batch writes, in one statement: new identity links, dropped and new anonymous history,
@@ -349,25 +333,30 @@ async def move_identities(
 _STORE = """
 WITH linked AS (
     INSERT INTO enrich.identities (kind, value, lead_id)
-    SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($1::jsonb) AS r
+    SELECT link->>0, link->>1, link->>2 FROM jsonb_array_elements($1::jsonb) AS link
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), dropped AS (
     DELETE FROM enrich.anonymous_events WHERE lead_id = ANY($2::text[])
 ), kept AS (
     INSERT INTO enrich.anonymous_events (lead_id, message_id, payload)
-    SELECT r->>0, r->>1, r->2 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS h(r, n)
-    ORDER BY n
+    SELECT kept_event->>0, kept_event->>1, kept_event->2
+    FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS history(kept_event, ordinal)
+    ORDER BY ordinal
 ), saved AS (
     INSERT INTO enrich.leads (lead_id, email, first_name, last_name, title, company,
         company_domain, identified, email_opt_out, profile, identified_at, consent,
         firmographics, firmographics_pending, firmographics_domain, account, version,
         merged_into, anonymous_events_stored)
-    SELECT l, p->>'email', p->>'first_name', p->>'last_name', p->>'title', p->>'company',
-           p->>'company_domain', i, coalesce((cs->>'email_opt_out')::boolean, false), p, ia,
-           cs, f, fp, fd, a, v, m, s
-    FROM jsonb_to_recordset($4::jsonb) AS r(l text, i boolean, p jsonb, ia timestamptz,
-        cs jsonb, f jsonb, fp boolean, fd text, a jsonb, v bigint, m text, s integer)
+    SELECT lead_id, profile->>'email', profile->>'first_name', profile->>'last_name',
+           profile->>'title', profile->>'company', profile->>'company_domain', identified,
+           coalesce((consent->>'email_opt_out')::boolean, false), profile, identified_at,
+           consent, firmographics, firmographics_pending, firmographics_domain, account,
+           version, merged_into, anonymous_events_stored
+    FROM jsonb_to_recordset($4::jsonb) AS lead(lead_id text, identified boolean,
+        profile jsonb, identified_at timestamptz, consent jsonb, firmographics jsonb,
+        firmographics_pending boolean, firmographics_domain text, account jsonb,
+        version bigint, merged_into text, anonymous_events_stored integer)
     ON CONFLICT (lead_id) DO UPDATE SET
         email = EXCLUDED.email, first_name = EXCLUDED.first_name,
         last_name = EXCLUDED.last_name, title = EXCLUDED.title,
@@ -394,21 +383,21 @@ def _fragment(value: BaseModel | None) -> orjson.Fragment | None:
     return None if value is None else orjson.Fragment(value.model_dump_json())
 
 
-def _lead_json(lead: LeadRecord) -> dict[str, Any]:
-    """A lead as one row of `_STORE`'s leads document (keys as its column list names them)."""
+def _lead_document(lead: LeadRecord) -> dict[str, Any]:
+    """A lead as one row of `_STORE`'s leads document (keyed by its column names)."""
     return {
-        "l": lead.lead_id,
-        "i": lead.identified,
-        "p": _fragment(lead.profile),
-        "ia": lead.identified_at,
-        "cs": _fragment(lead.consent),
-        "f": _fragment(lead.firmographics),
-        "fp": lead.firmographics_pending,
-        "fd": lead.firmographics_domain,
-        "a": _fragment(lead.account),
-        "v": lead.version,
-        "m": lead.merged_into,
-        "s": lead.anonymous_events_stored,
+        "lead_id": lead.lead_id,
+        "identified": lead.identified,
+        "profile": _fragment(lead.profile),
+        "identified_at": lead.identified_at,
+        "consent": _fragment(lead.consent),
+        "firmographics": _fragment(lead.firmographics),
+        "firmographics_pending": lead.firmographics_pending,
+        "firmographics_domain": lead.firmographics_domain,
+        "account": _fragment(lead.account),
+        "version": lead.version,
+        "merged_into": lead.merged_into,
+        "anonymous_events_stored": lead.anonymous_events_stored,
     }
 
 
@@ -433,12 +422,15 @@ async def store_batch(
     dropped = sorted(set(history_dropped))
     if not (links or dropped or history or unique):
         return
-    row = await (await driver_connection(session)).fetchrow(
+    row = await fetchrow(
+        session,
         _STORE,
-        json_document([(i.kind.value, i.value, lead_id) for i, lead_id in links]),
+        json_document(
+            [(identity.kind.value, identity.value, lead_id) for identity, lead_id in links]
+        ),
         dropped,
-        json_document([(r.lead_id, r.message_id, r.payload) for r in history]),
-        json_document([_lead_json(lead) for lead in unique]),
+        json_document([(kept.lead_id, kept.message_id, kept.payload) for kept in history]),
+        json_document([_lead_document(lead) for lead in unique]),
     )
     assert row is not None
     if row["linked"] != len(links):
@@ -469,28 +461,23 @@ class HistoryRow:
 async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[HistoryRow]:
     """Remove and return a lead's kept history, oldest first. Removal commits with the outputs
     that re-emit it, so it is re-emitted exactly once."""
-    rows = await session.execute(
-        text(
-            "DELETE FROM enrich.anonymous_events WHERE lead_id = :lead_id"
-            " RETURNING seq, message_id, payload"
-        ),
-        {"lead_id": lead_id},
+    rows = await fetch(
+        session,
+        "DELETE FROM enrich.anonymous_events WHERE lead_id = $1 RETURNING seq, message_id, payload",
+        lead_id,
     )
     return [
-        HistoryRow(lead_id=lead_id, message_id=message_id, payload=_loads(payload))
-        for _, message_id, payload in sorted(rows, key=lambda r: r[0])
+        HistoryRow(lead_id=lead_id, message_id=row["message_id"], payload=row["payload"])
+        for row in sorted(rows, key=lambda row: row["seq"])
     ]
 
 
 async def forget_old_anonymous_history(session: AsyncSession, *, older_than_days: float) -> int:
-    result = await session.execute(
-        text(
-            "DELETE FROM enrich.anonymous_events"
-            " WHERE stored_at < now() - make_interval(secs => :seconds)"
-        ),
-        {"seconds": older_than_days * 86400},
+    return await execute(
+        session,
+        "DELETE FROM enrich.anonymous_events WHERE stored_at < now() - make_interval(secs => $1)",
+        older_than_days * 86400,
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # -- merges --------------------------------------------------------------------------------------
@@ -511,42 +498,40 @@ class MergeRecord:
 
 
 async def record_merge(session: AsyncSession, merge: MergeRecord) -> None:
-    await session.execute(
-        text(
-            """
-            INSERT INTO enrich.merges (merge_id, surviving_lead_id, merged_lead_id, reason,
-                history_replayed, moved_identities, merged_lead_snapshot, triggered_by)
-            VALUES (:merge_id, :surviving, :merged, :reason, :replayed,
-                CAST(:moved AS jsonb), CAST(:snapshot AS jsonb), :triggered_by)
-            """
+    await execute(
+        session,
+        """
+        INSERT INTO enrich.merges (merge_id, surviving_lead_id, merged_lead_id, reason,
+            history_replayed, moved_identities, merged_lead_snapshot, triggered_by)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)
+        """,
+        merge.merge_id,
+        merge.surviving_lead_id,
+        merge.merged_lead_id,
+        merge.reason,
+        merge.history_replayed,
+        json_document(
+            [[identity.kind.value, identity.value] for identity in merge.moved_identities]
         ),
-        {
-            "merge_id": merge.merge_id,
-            "surviving": merge.surviving_lead_id,
-            "merged": merge.merged_lead_id,
-            "reason": merge.reason,
-            "replayed": merge.history_replayed,
-            "moved": _json([[i.kind.value, i.value] for i in merge.moved_identities]),
-            "snapshot": _json(merge.merged_lead_snapshot),
-            "triggered_by": merge.triggered_by,
-        },
+        json_document(merge.merged_lead_snapshot),
+        merge.triggered_by,
     )
 
 
-def _merge(row: Any) -> MergeRecord:
+def _merge(row: Mapping[str, Any]) -> MergeRecord:
     return MergeRecord(
-        merge_id=row.merge_id,
-        surviving_lead_id=row.surviving_lead_id,
-        merged_lead_id=row.merged_lead_id,
-        reason=row.reason,
-        history_replayed=row.history_replayed,
+        merge_id=row["merge_id"],
+        surviving_lead_id=row["surviving_lead_id"],
+        merged_lead_id=row["merged_lead_id"],
+        reason=row["reason"],
+        history_replayed=row["history_replayed"],
         moved_identities=tuple(
-            Identity(IdentityKind(kind), value) for kind, value in _loads(row.moved_identities)
+            Identity(IdentityKind(kind), value) for kind, value in row["moved_identities"]
         ),
-        merged_lead_snapshot=_loads(row.merged_lead_snapshot),
-        triggered_by=row.triggered_by,
-        merged_at=row.merged_at,
-        unmerged_at=row.unmerged_at,
+        merged_lead_snapshot=row["merged_lead_snapshot"],
+        triggered_by=row["triggered_by"],
+        merged_at=row["merged_at"],
+        unmerged_at=row["unmerged_at"],
     )
 
 
@@ -555,36 +540,31 @@ _MERGE_COLUMNS = """merge_id, surviving_lead_id, merged_lead_id, reason, history
 
 
 async def get_merge(session: AsyncSession, merge_id: str, *, lock: bool) -> MergeRecord | None:
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_MERGE_COLUMNS} FROM enrich.merges WHERE merge_id = :merge_id"
-                + (" FOR UPDATE" if lock else "")
-            ),
-            {"merge_id": merge_id},
-        )
-    ).first()
+    row = await fetchrow(
+        session,
+        f"SELECT {_MERGE_COLUMNS} FROM enrich.merges WHERE merge_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        merge_id,
+    )
     return _merge(row) if row else None
 
 
 async def get_merges_of(session: AsyncSession, lead_id: str) -> list[MergeRecord]:
-    rows = await session.execute(
-        text(
-            f"SELECT {_MERGE_COLUMNS} FROM enrich.merges"
-            " WHERE surviving_lead_id = :lead OR merged_lead_id = :lead ORDER BY merged_at"
-        ),
-        {"lead": lead_id},
+    rows = await fetch(
+        session,
+        f"SELECT {_MERGE_COLUMNS} FROM enrich.merges"
+        " WHERE surviving_lead_id = $1 OR merged_lead_id = $1 ORDER BY merged_at",
+        lead_id,
     )
     return [_merge(row) for row in rows]
 
 
 async def mark_unmerged(session: AsyncSession, merge_id: str, *, by: str) -> None:
-    await session.execute(
-        text(
-            "UPDATE enrich.merges SET unmerged_at = now(), unmerged_by = :by"
-            " WHERE merge_id = :merge_id"
-        ),
-        {"merge_id": merge_id, "by": by},
+    await execute(
+        session,
+        "UPDATE enrich.merges SET unmerged_at = now(), unmerged_by = $2 WHERE merge_id = $1",
+        merge_id,
+        by,
     )
 
 
@@ -595,7 +575,8 @@ async def request_enrichment(session: AsyncSession, domains: Iterable[str]) -> N
     """Queue domains whose lookup failed; a domain already queued keeps its schedule."""
     wanted = sorted(set(domains))
     if wanted:
-        await (await driver_connection(session)).execute(
+        await execute(
+            session,
             """
             INSERT INTO enrich.pending_enrichment (domain)
             SELECT unnest($1::text[])
@@ -607,124 +588,116 @@ async def request_enrichment(session: AsyncSession, domains: Iterable[str]) -> N
 
 async def claim_due_domains(session: AsyncSession, *, limit: int, lease_s: float) -> list[str]:
     """Domains due for another lookup, leased for `lease_s` so other processes skip them."""
-    rows = await session.execute(
-        text(
-            """
-            UPDATE enrich.pending_enrichment SET next_attempt_at = now()
-                + make_interval(secs => :lease)
-            WHERE domain IN (
-                SELECT domain FROM enrich.pending_enrichment WHERE next_attempt_at <= now()
-                ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED)
-            RETURNING domain
-            """
-        ),
-        {"limit": limit, "lease": lease_s},
+    rows = await fetch(
+        session,
+        """
+        UPDATE enrich.pending_enrichment SET next_attempt_at = now()
+            + make_interval(secs => $2)
+        WHERE domain IN (
+            SELECT domain FROM enrich.pending_enrichment WHERE next_attempt_at <= now()
+            ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING domain
+        """,
+        limit,
+        lease_s,
     )
-    return sorted(row[0] for row in rows)
+    return sorted(row["domain"] for row in rows)
 
 
 async def reschedule_enrichment(
     session: AsyncSession, *, domain: str, error: str, initial_s: float, max_s: float
 ) -> None:
-    await session.execute(
-        text(
-            """
-            UPDATE enrich.pending_enrichment SET attempts = attempts + 1, last_error = :error,
-                next_attempt_at = now() + make_interval(
-                    secs => least(:max_s, :initial_s * power(2, attempts)))
-            WHERE domain = :domain
-            """
-        ),
-        {"domain": domain, "error": error[:500], "initial_s": initial_s, "max_s": max_s},
+    await execute(
+        session,
+        """
+        UPDATE enrich.pending_enrichment SET attempts = attempts + 1, last_error = $2,
+            next_attempt_at = now() + make_interval(
+                secs => least($4, $3 * power(2, attempts)))
+        WHERE domain = $1
+        """,
+        domain,
+        error[:500],
+        initial_s,
+        max_s,
     )
 
 
 async def enrichment_done(session: AsyncSession, domain: str) -> None:
-    await session.execute(
-        text("DELETE FROM enrich.pending_enrichment WHERE domain = :domain"), {"domain": domain}
-    )
+    await execute(session, "DELETE FROM enrich.pending_enrichment WHERE domain = $1", domain)
 
 
 # -- accounts and suppressions -------------------------------------------------------------------
 
 
 async def upsert_accounts(session: AsyncSession, accounts: Sequence[Account]) -> None:
+    """Insert or update accounts by account_id (one given twice: its last row)."""
     if not accounts:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO enrich.accounts (account_id, name, domain, type, owner_id, owner_email)
-            VALUES (:account_id, :name, :domain, :type, :owner_id, :owner_email)
-            ON CONFLICT (account_id) DO UPDATE SET name = EXCLUDED.name,
-                domain = EXCLUDED.domain, type = EXCLUDED.type, owner_id = EXCLUDED.owner_id,
-                owner_email = EXCLUDED.owner_email, updated_at = now()
-            """
-        ),
-        [
-            {
-                "account_id": a.account_id,
-                "name": a.name,
-                "domain": a.domain,
-                "type": a.type,
-                "owner_id": a.owner_id,
-                "owner_email": a.owner_email,
-            }
-            for a in accounts
-        ],
+    await execute(
+        session,
+        """
+        INSERT INTO enrich.accounts (account_id, name, domain, type, owner_id, owner_email)
+        SELECT account_id, name, domain, type, owner_id, owner_email
+        FROM jsonb_to_recordset($1::jsonb) AS account(account_id text, name text, domain text,
+             type text, owner_id text, owner_email text)
+        ON CONFLICT (account_id) DO UPDATE SET name = EXCLUDED.name,
+            domain = EXCLUDED.domain, type = EXCLUDED.type, owner_id = EXCLUDED.owner_id,
+            owner_email = EXCLUDED.owner_email, updated_at = now()
+        """,
+        # dataclasses: objects keyed by field name
+        json_document(list({account.account_id: account for account in accounts}.values())),
     )
 
 
 async def get_accounts(session: AsyncSession) -> list[Account]:
-    rows = await session.execute(
-        text(
-            "SELECT account_id, name, domain, type, owner_id, owner_email FROM enrich.accounts"
-            " ORDER BY account_id"
-        )
+    rows = await fetch(
+        session,
+        "SELECT account_id, name, domain, type, owner_id, owner_email FROM enrich.accounts"
+        " ORDER BY account_id",
     )
     return [
         Account(
-            account_id=r.account_id,
-            name=r.name,
-            type=r.type,
-            domain=r.domain,
-            owner_id=r.owner_id,
-            owner_email=r.owner_email,
+            account_id=row["account_id"],
+            name=row["name"],
+            type=row["type"],
+            domain=row["domain"],
+            owner_id=row["owner_id"],
+            owner_email=row["owner_email"],
         )
-        for r in rows
+        for row in rows
     ]
 
 
 async def reference_version(session: AsyncSession) -> str:
     """Changes whenever accounts or suppressions change: the cue to rebuild the in-memory index."""
-    row = (
-        await session.execute(
-            text(
-                """
-                SELECT (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '')
-                        FROM enrich.accounts) || '/' ||
-                       (SELECT count(*) || ':' || coalesce(max(added_at)::text, '')
-                        FROM enrich.suppressions)
-                """
-            )
-        )
-    ).scalar_one()
-    return str(row)
+    version = await fetchval(
+        session,
+        """
+        SELECT (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '')
+                FROM enrich.accounts) || '/' ||
+               (SELECT count(*) || ':' || coalesce(max(added_at)::text, '')
+                FROM enrich.suppressions)
+        """,
+    )
+    return str(version)
 
 
 async def upsert_suppressions(session: AsyncSession, entries: Sequence[tuple[str, str]]) -> None:
-    if entries:
-        await session.execute(
-            text(
-                """
-                INSERT INTO enrich.suppressions (value, reason) VALUES (:value, :reason)
-                ON CONFLICT (value) DO UPDATE SET reason = EXCLUDED.reason
-                """
-            ),
-            [{"value": value.lower(), "reason": reason} for value, reason in entries],
+    """Insert or update suppressions by value, lower-cased (one given twice: its last reason)."""
+    reasons = {value.lower(): reason for value, reason in entries}
+    if reasons:
+        await execute(
+            session,
+            """
+            INSERT INTO enrich.suppressions (value, reason)
+            SELECT value, reason FROM unnest($1::text[], $2::text[]) AS entry(value, reason)
+            ON CONFLICT (value) DO UPDATE SET reason = EXCLUDED.reason
+            """,
+            list(reasons),
+            list(reasons.values()),
         )
 
 
 async def get_suppressions(session: AsyncSession) -> dict[str, str]:
-    rows = await session.execute(text("SELECT value, reason FROM enrich.suppressions"))
-    return {value: reason for value, reason in rows}
+    rows = await fetch(session, "SELECT value, reason FROM enrich.suppressions")
+    return {row["value"]: row["reason"] for row in rows}
