@@ -32,7 +32,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel
@@ -51,23 +51,19 @@ from services.score.engine.lifecycle import (
 from services.score.engine.rescoring import HistoryItem
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import (
-    LedgerEntry,
+    LedgerLine,
     ScoreCard,
     ScoreState,
     evaluate,
     recorded,
     score_event,
 )
-from services.score.repository import LeadRow, NewLedgerRow, StageChange
+from services.score.repository import LeadPicture, LeadRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
-    AccountMatch,
-    Consent,
     Contribution,
     CrmFeedback,
     EnrichedEvent,
-    Firmographics,
-    LeadProfile,
     LeadScored,
     LifecycleChanged,
     Score,
@@ -75,8 +71,6 @@ from shared.contracts import (
     Stage,
 )
 from shared.topics import LEADS_LIFECYCLE, LEADS_SCORED
-
-M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +86,7 @@ class _Work:
     states: dict[str, ScoreState]  # each lead's ledger, as the engine reads it
     scored: set[tuple[str, str]]
     feedback: set[str]
-    ledger_rows: list[NewLedgerRow] = field(default_factory=list)
+    ledger: list[tuple[str, LedgerLine]] = field(default_factory=list)  # (lead_id, line)
     history: list[tuple[str, HistoryItem]] = field(default_factory=list)
     stage_changes: list[StageChange] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
@@ -103,7 +97,7 @@ class _Work:
     histories: dict[str, list[HistoryItem]] = field(default_factory=dict)
     replaced: set[str] = field(default_factory=set)
     flushed: bool = False
-    unwritten_lines: set[str] = field(default_factory=set)  # leads with lines in ledger_rows
+    unwritten_lines: set[str] = field(default_factory=set)  # leads with lines in `ledger`
 
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
@@ -211,12 +205,12 @@ class ScoreHandler:
         await repository.delete_ledgers(session, work.replaced)
         await repository.store_batch(
             session,
-            ledger=work.ledger_rows,
+            ledger=work.ledger,
             history=work.history,
             stage_changes=work.stage_changes,
             leads=list(work.leads.values()),
         )
-        work.ledger_rows, work.history, work.stage_changes = [], [], []
+        work.ledger, work.history, work.stage_changes = [], [], []
         work.replaced, work.flushed, work.unwritten_lines = set(), True, set()
 
     # --- events.enriched ----------------------------------------------------------------
@@ -288,8 +282,7 @@ class ScoreHandler:
         # values (model dumps of strings, numbers and booleans), so they compare with the
         # stored ones as they are; a picture that differs only in form is scored again, which
         # changes nothing.
-        known = lead.profile or {}
-        same_facts = known.get("facts") == own_facts
+        same_facts = lead.picture is not None and lead.picture.facts == own_facts
         same_picture = same_facts and lead.rule_version == self._rules.version
         result = score_event(
             self._rules,
@@ -302,7 +295,7 @@ class ScoreHandler:
         )
         as_of = max(lead.as_of or at, at)
         card = evaluate(self._rules, result.state, as_of)
-        self._record_entries(lead, event.message_id, at, result.entries, work)
+        self._record(lead, result.lines, work)
         work.history.append(
             (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile))
         )
@@ -313,14 +306,14 @@ class ScoreHandler:
             # The same version with the same facts is the picture already kept (a version
             # names one picture, see `EnrichedEvent`): neither rebuilt nor written again.
             if not (same_facts and event.lead_version == lead.profile_version):
-                lead.profile = _profile_snapshot(event, _json_shaped(own_facts))
+                lead.picture = LeadPicture.of(event, facts=_json_shaped(own_facts))
             lead.profile_version = event.lead_version
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
-        if changed or any(entry.points for entry in result.entries):
-            contributions = [self._contribution(e) for e in result.entries]
+        if changed or any(line.points for line in result.lines):
+            contributions = [self._contribution(line) for line in result.lines]
             work.recent[lead.lead_id] = [*contributions, *work.recent.get(lead.lead_id, [])]
             work.outputs.append(
                 self._scored(lead, event.message_id, card, contributions, event.received_at)
@@ -442,10 +435,10 @@ class ScoreHandler:
             ]
         else:
             await self._flush(work, session)
-            items = await repository.load_history(session, lead.lead_id)
+            items = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
         # The whole ledger is replaced: lines of this batch not yet written are replayed too.
         if lead.lead_id in work.unwritten_lines:
-            work.ledger_rows = [row for row in work.ledger_rows if row.lead_id != lead.lead_id]
+            work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
         work.replaced.add(lead.lead_id)
         work.states[lead.lead_id] = state = ScoreState()
         for item in items:
@@ -458,7 +451,7 @@ class ScoreHandler:
                 behaviour=item.behaviour,
                 profile=item.profile,
             )
-            self._record_entries(lead, item.message_id, item.at, result.entries, work)
+            self._record(lead, result.lines, work)
             state = result.state
         as_of = lead.as_of or command.at
         card = evaluate(self._rules, state, as_of)
@@ -477,35 +470,13 @@ class ScoreHandler:
 
     # --- shared steps ---------------------------------------------------------------------
 
-    def _record_entries(
-        self,
-        lead: LeadRow,
-        message_id: str,
-        at: datetime,
-        entries: Sequence[LedgerEntry],
-        work: _Work,
-    ) -> None:
-        if entries:
-            work.unwritten_lines.add(lead.lead_id)
-        for entry in entries:
-            row = NewLedgerRow(
-                lead_id=lead.lead_id,
-                message_id=message_id,
-                rule_id=entry.rule_id,
-                grp=entry.group,
-                kind=entry.kind,
-                points=entry.points,
-                requested=entry.requested,
-                reason=entry.reason,
-                note=entry.note,
-                rule_version=self._rules.version,
-                event_time=at,
-            )
-            work.ledger_rows.append(row)
-        if entries:
-            work.states[lead.lead_id] = recorded(
-                work.states[lead.lead_id], entries, at=at, message_id=message_id
-            )
+    def _record(self, lead: LeadRow, lines: Sequence[LedgerLine], work: _Work) -> None:
+        """Add a message's ledger lines to the batch's writes and to the lead's state."""
+        if not lines:
+            return
+        work.ledger += [(lead.lead_id, line) for line in lines]
+        work.unwritten_lines.add(lead.lead_id)
+        work.states[lead.lead_id] = recorded(work.states[lead.lead_id], lines)
 
     def _apply_card(
         self, lead: LeadRow, card: ScoreCard, as_of: datetime, *, rescored: bool = False
@@ -576,7 +547,7 @@ class ScoreHandler:
         lead.stage = move.to_stage
         if lead.stage != Stage.MQL:
             lead.below_line_since = None
-        snapshot = lead.profile or {}
+        picture = lead.picture or LeadPicture()
         work.outputs.append(
             Output(
                 LEADS_LIFECYCLE,
@@ -589,11 +560,11 @@ class ScoreHandler:
                     reason=move.reason,
                     at=at,
                     received_at=received_at,
-                    profile=LeadProfile.model_validate(snapshot.get("profile", {})),
-                    consent=Consent.model_validate(snapshot.get("consent", {})),
-                    firmographics=_optional(Firmographics, snapshot.get("firmographics")),
-                    account=_optional(AccountMatch, snapshot.get("account")),
-                    account_id=snapshot.get("account_id"),
+                    profile=picture.profile,
+                    consent=picture.consent,
+                    firmographics=picture.firmographics,
+                    account=picture.account,
+                    account_id=picture.account_id,
                     score=self._score_of(card),
                     top_contributions=sorted(
                         work.recent.get(lead.lead_id, []), key=lambda c: -abs(c.points)
@@ -603,8 +574,8 @@ class ScoreHandler:
         )
 
     @staticmethod
-    def _contribution(entry: LedgerEntry) -> Contribution:
-        return _cached_contribution(entry.rule_id, entry.points, entry.reason)
+    def _contribution(line: LedgerLine) -> Contribution:
+        return _cached_contribution(line.rule_id, line.points, line.reason)
 
     @staticmethod
     def _score_of(card: ScoreCard) -> Score:
@@ -654,28 +625,3 @@ def _without_nulls(facts: Facts) -> Facts:
 def _json_shaped(facts: Facts) -> dict[str, Any]:
     """The facts as they come back from the database (JSON types)."""
     return cast(dict[str, Any], orjson.loads(orjson.dumps(facts, default=str)))
-
-
-def _optional(model: type[M], stored: dict[str, Any] | None) -> M | None:
-    return model.model_validate(stored) if stored else None
-
-
-def _profile_snapshot(event: EnrichedEvent, profile_facts: dict[str, Any]) -> dict[str, Any]:
-    """What score keeps of the lead's picture: the profile, consent and account for outputs
-    that have no event at hand, and the profile-side facts (to skip fit rules when the picture
-    is unchanged, and for the sweep and rescoring). Null fields are left out (the models read
-    them back as their defaults): about half of a picture is nulls."""
-    return {
-        "profile": event.profile.model_dump(mode="json", exclude_none=True),
-        "consent": event.consent.model_dump(mode="json", exclude_none=True),
-        "account_id": event.account_id,
-        "firmographics": (
-            event.firmographics.model_dump(mode="json", exclude_none=True)
-            if event.firmographics
-            else None
-        ),
-        "account": (
-            event.account.model_dump(mode="json", exclude_none=True) if event.account else None
-        ),
-        "facts": profile_facts,
-    }

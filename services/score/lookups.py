@@ -7,13 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.engine.explain import Explanation, explain
 from services.score.engine.rescoring import (
-    HistoryItem,
     LeadHistory,
     SimulationReport,
     SimulationSummary,
@@ -21,7 +19,6 @@ from services.score.engine.rescoring import (
     summarise,
 )
 from services.score.engine.ruleset import RuleSet
-from shared.contracts import Stage
 
 
 async def explain_lead(
@@ -51,35 +48,15 @@ async def lead_histories(
     after = ""
     while True:
         async with sessions() as session:
-            leads = (
-                await session.execute(
-                    text(
-                        "SELECT lead_id, stage, identified FROM score.leads "
-                        "WHERE merged_into IS NULL AND lead_id > :after "
-                        "ORDER BY lead_id LIMIT :batch"
-                    ),
-                    {"after": after, "batch": batch},
-                )
-            ).all()
+            leads = await repository.live_leads_after(session, after, limit=batch)
             if not leads:
                 return
-            rows = await session.execute(
-                text(
-                    "SELECT lead_id, message_id, at, behaviour, profile, facts FROM score.history "
-                    "WHERE lead_id = ANY(CAST(:ids AS text[])) ORDER BY lead_id, seq"
-                ),
-                {"ids": [lead.lead_id for lead in leads]},
-            )
-            items: dict[str, list[HistoryItem]] = {lead.lead_id: [] for lead in leads}
-            for row in rows:
-                items[row.lead_id].append(
-                    HistoryItem(row.message_id, row.at, row.facts, row.behaviour, row.profile)
-                )
+            histories = await repository.load_histories(session, [lead[0] for lead in leads])
         yield [
-            LeadHistory(lead.lead_id, Stage(lead.stage), lead.identified, items[lead.lead_id])
-            for lead in leads
+            LeadHistory(lead_id, stage, identified, histories[lead_id], email=email)
+            for lead_id, stage, identified, email in leads
         ]
-        after = leads[-1].lead_id
+        after = leads[-1][0]
 
 
 async def simulate_stored(

@@ -14,22 +14,56 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.score.engine.explain import LedgerLine, LedgerRow, StageLine, state_of_rows
+from services.score.engine.explain import LedgerRow, StageLine, state_of_rows
 from services.score.engine.rescoring import HistoryItem
-from services.score.engine.scoring import ScoreState
-from shared.contracts import Stage
-from shared.db import driver_connection, json_document
+from services.score.engine.scoring import LedgerLine, ScoreState
+from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics, LeadProfile, Stage
+from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
 SCHEMA = "score"
 
 
+class LeadPicture(BaseModel):
+    """What score keeps of a lead's picture (`score.leads.profile`), from the last message that
+    carried the lead's own: the profile, consent and account that outputs without an event at
+    hand carry (`LifecycleChanged`), and the profile-side facts as JSON values (fit rules are
+    skipped while they are the ones already scored under the running rules).
+
+    Stored without the null fields of its parts (about half of a picture), which read back as
+    their defaults; keys it does not know are ignored when it is read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: LeadProfile = Field(default_factory=LeadProfile)
+    consent: Consent = Field(default_factory=Consent)
+    account_id: str | None = None
+    firmographics: Firmographics | None = None
+    account: AccountMatch | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: EnrichedEvent, *, facts: dict[str, Any]) -> LeadPicture:
+        """The picture `event` carries, with its profile-side `facts`."""
+        return cls(
+            profile=event.profile,
+            consent=event.consent,
+            account_id=event.account_id,
+            firmographics=event.firmographics,
+            account=event.account,
+            facts=facts,
+        )
+
+    @field_serializer("profile", "consent", "firmographics", "account")
+    def _without_nulls(self, part: BaseModel | None) -> dict[str, Any] | None:
+        return None if part is None else part.model_dump(mode="json", exclude_none=True)
+
+
 @dataclass
 class LeadRow:
-    """A lead as score keeps it. `profile` holds the profile-side facts of the last message
-    (what fit rules read), for the sweep and rescoring."""
+    """A lead as score keeps it (`picture` is the `profile` column; None: none kept yet)."""
 
     lead_id: str
     stage: Stage = Stage.ANONYMOUS
@@ -46,36 +80,21 @@ class LeadRow:
     as_of: datetime | None = None
     below_line_since: datetime | None = None
     profile_version: int = -1
-    profile: dict[str, Any] | None = None
+    picture: LeadPicture | None = None
     merged_into: str | None = None
     # The row as this transaction last read or wrote it (None: not known to be stored), so
     # that `store_batch` skips a lead nothing changed. The picture is compared by value: the
-    # handler replaces `profile`, never changes it in place.
+    # handler replaces `picture`, never changes it in place.
     stored: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     def values(self) -> tuple[Any, ...]:
-        """The stored columns, in `_LEAD_COLUMNS` order (the picture as a dict)."""
+        """The stored columns, in `_LEAD_COLUMNS` order."""
         return (
             self.lead_id, self.stage, self.identified, self.engaged, self.email, self.fit,
             self.behaviour, self.total, self.grade, self.band, self.qualifies, self.rule_version,
-            self.as_of, self.below_line_since, self.profile_version, self.profile,
+            self.as_of, self.below_line_since, self.profile_version, self.picture,
             self.merged_into,
         )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class NewLedgerRow:
-    lead_id: str
-    message_id: str
-    rule_id: str
-    grp: str
-    kind: str
-    points: int
-    requested: int
-    reason: str
-    note: str
-    rule_version: str
-    event_time: datetime
 
 
 @dataclass(frozen=True)
@@ -94,15 +113,7 @@ _LEAD_COLUMNS = (
 )
 
 _LEAD_KEYS = tuple(_LEAD_COLUMNS.split(", "))
-# The same columns, the picture as text (read with orjson, see `load_leads`). A literal: SQL is
-# assembled only from literals in the code (tests/reliability/test_security.py).
-_LEAD_COLUMNS_AS_TEXT = (
-    "l.lead_id, l.stage, l.identified, l.engaged, l.email, l.fit, l.behaviour, l.total, l.grade, "
-    "l.band, l.qualifies, l.rule_version, l.as_of, l.below_line_since, l.profile_version, "
-    "l.profile::text AS profile, l.merged_into"
-)
-
-_PROFILE = _LEAD_KEYS.index("profile")
+_PICTURE = _LEAD_KEYS.index("profile")
 # A lead's picture is written only when it changed (a few events of a lead in a hundred): a
 # row sent without one (null) inserts an empty picture and keeps the stored one on update. The
 # stored value is then carried over as it is on disk (compressed or TOASTed), instead of being
@@ -131,10 +142,11 @@ async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if not ids:
         return
-    await (await driver_connection(session)).execute(
-        "SELECT pg_advisory_xact_lock($1, k) FROM "
-        "(SELECT DISTINCT hashtext(i) AS k FROM unnest($2::text[]) AS i "
-        " ORDER BY k OFFSET 0) AS keys",
+    await execute(
+        session,
+        "SELECT pg_advisory_xact_lock($1, lock_key) FROM "
+        "(SELECT DISTINCT hashtext(lead_id) AS lock_key FROM unnest($2::text[]) AS lead_id "
+        " ORDER BY lock_key OFFSET 0) AS lock_keys",
         _LEAD_LOCK_SPACE,
         ids,
     )
@@ -148,34 +160,31 @@ async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str
         return {}
     await lock_leads(session, ids)
     # One primary-key probe per id, rows locked in id order (see `_LEDGER_OF_IDS`).
-    rows = await (await driver_connection(session)).fetch(
-        f"SELECT {_LEAD_COLUMNS_AS_TEXT} FROM unnest($1::text[]) AS k(lead_id) "
-        f"CROSS JOIN LATERAL (SELECT {_LEAD_COLUMNS} FROM score.leads AS l "
-        " WHERE l.lead_id = k.lead_id FOR UPDATE) AS l",
+    rows = await fetch(
+        session,
+        f"SELECT lead.* FROM unnest($1::text[]) AS wanted(lead_id) "
+        f"CROSS JOIN LATERAL (SELECT {_LEAD_COLUMNS} FROM score.leads "
+        " WHERE score.leads.lead_id = wanted.lead_id FOR UPDATE) AS lead",
         ids,
     )
-    # The picture as text: orjson reads it several times faster than the driver's json codec.
-    return {row["lead_id"]: _lead(row, profile=orjson.loads(row["profile"])) for row in rows}
+    return {row["lead_id"]: _lead(row) for row in rows}
 
 
 async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | None:
     """By lead id, else by email (the most recently scored lead with it), merged leads
     resolved to their survivor."""
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_LEAD_COLUMNS} FROM score.leads WHERE lead_id = :key "
-                "UNION ALL "
-                f"(SELECT {_LEAD_COLUMNS} FROM score.leads WHERE email = lower(:key) "
-                " AND merged_into IS NULL ORDER BY as_of DESC NULLS LAST LIMIT 1) "
-                "LIMIT 1"
-            ),
-            {"key": lead_id_or_email},
-        )
-    ).first()
+    row = await fetchrow(
+        session,
+        f"SELECT {_LEAD_COLUMNS} FROM score.leads WHERE lead_id = $1 "
+        "UNION ALL "
+        f"(SELECT {_LEAD_COLUMNS} FROM score.leads WHERE email = lower($1) "
+        " AND merged_into IS NULL ORDER BY as_of DESC NULLS LAST LIMIT 1) "
+        "LIMIT 1",
+        lead_id_or_email,
+    )
     if row is None:
         return None
-    lead = _lead(row._mapping, profile=row.profile)
+    lead = _lead(row)
     for _ in range(10):  # follow merges (a chain is short; the bound guards a cycle)
         if lead.merged_into is None:
             return lead
@@ -195,43 +204,48 @@ def _lead_rows(leads: Sequence[LeadRow]) -> list[dict[str, Any]]:
         if values == stored:
             continue
         row = dict(zip(_LEAD_KEYS, values, strict=True))
-        if stored is not None and stored[_PROFILE] == values[_PROFILE]:
+        if stored is not None and stored[_PICTURE] == values[_PICTURE]:
             # The picture as stored: not sent, and the stored one kept (`_KEEP_PICTURE`).
             del row["profile"]
+        elif lead.picture is None:
+            row["profile"] = {}
         else:
-            row["profile"] = row["profile"] or {}
+            row["profile"] = orjson.Fragment(lead.picture.model_dump_json())
         rows.append(row)
     return rows
 
 
 # One statement for a batch's writes (each part a JSON document, `[]` when empty): one round
 # trip instead of four. The parts are different tables, so that they run on one snapshot
-# changes nothing (no FKs between them; the leads are locked by the batch). A literal: SQL is
-# assembled only from literals in the code (tests/reliability/test_security.py).
+# changes nothing (no FKs between them; the leads are locked by the batch). Ledger lines and
+# history items come as [lead_id, {fields}] pairs, as the handler collects them. A literal:
+# SQL is assembled only from literals in the code (tests/reliability/test_security.py).
 _STORE_BATCH = f"""
     WITH ledger AS (
         INSERT INTO score.ledger (lead_id, message_id, rule_id, grp, kind, points, requested,
                                   reason, note, rule_version, event_time)
-        SELECT lead_id, message_id, rule_id, grp, kind, points, requested, reason, note,
-               rule_version, event_time
-        FROM jsonb_to_recordset($1::text::jsonb) AS u(lead_id text, message_id text,
-             rule_id text, grp text, kind text, points integer, requested integer, reason text,
+        SELECT pair ->> 0, line.message_id, line.rule_id, line."group", line.kind, line.points,
+               line.requested, line.reason, line.note, line.rule_version, line.event_time
+        FROM jsonb_array_elements($1::text::jsonb) AS pair
+        CROSS JOIN LATERAL jsonb_to_record(pair -> 1) AS line(message_id text, rule_id text,
+             "group" text, kind text, points integer, requested integer, reason text,
              note text, rule_version text, event_time timestamptz)
     ), history AS (
         INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
-        SELECT lead_id, message_id, at, behaviour, profile, facts
-        FROM jsonb_to_recordset($2::text::jsonb) AS u(lead_id text, message_id text,
+        SELECT pair ->> 0, item.message_id, item.at, item.behaviour, item.profile, item.facts
+        FROM jsonb_array_elements($2::text::jsonb) AS pair
+        CROSS JOIN LATERAL jsonb_to_record(pair -> 1) AS item(message_id text,
              at timestamptz, behaviour boolean, profile boolean, facts jsonb)
     ), stages AS (
         INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
         SELECT transition_id, lead_id, from_stage, to_stage, reason, at
-        FROM jsonb_to_recordset($3::text::jsonb) AS u(transition_id text, lead_id text,
+        FROM jsonb_to_recordset($3::text::jsonb) AS change(transition_id text, lead_id text,
              from_stage text, to_stage text, reason text, at timestamptz)
         ON CONFLICT (transition_id) DO NOTHING
     )
     INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
     SELECT {_LEAD_COLUMNS_UNSENT_PICTURE_EMPTY}, now()
-    FROM jsonb_to_recordset($4::text::jsonb) AS u(
+    FROM jsonb_to_recordset($4::text::jsonb) AS lead(
         lead_id text, stage text, identified boolean, engaged boolean, email text,
         fit integer, behaviour integer, total integer, grade text, band integer,
         qualifies boolean, rule_version text, as_of timestamptz,
@@ -252,16 +266,16 @@ _STORE_BATCH = f"""
 async def store_batch(
     session: AsyncSession,
     *,
-    ledger: Sequence[NewLedgerRow],
+    ledger: Sequence[tuple[str, LedgerLine]],
     history: Sequence[tuple[str, HistoryItem]],
     stage_changes: Sequence[StageChange],
     leads: Sequence[LeadRow],
 ) -> None:
     """Write what a batch collected, in one statement:
 
-    - every ledger line (the key (lead, message, rule) makes a second write of the same point
-      impossible, whatever the caller does);
-    - the history of the scored messages, in the given order;
+    - every ledger line, under its lead's id (the key (lead, message, rule) makes a second
+      write of the same point impossible, whatever the caller does);
+    - the history of the scored messages, under their leads' ids, in the given order;
     - the stage changes (a transition id already recorded is left as it is);
     - the leads' scores and stages, inserted or updated; a lead whose row is as this
       transaction read or last wrote it is left alone (no new row version for a redelivered
@@ -273,23 +287,13 @@ async def store_batch(
     lead_rows = _lead_rows(leads)
     if not (ledger or history or stage_changes or lead_rows):
         return
-    await (await driver_connection(session)).execute(
+    await execute(
+        session,
         _STORE_BATCH,
-        json_document(ledger),  # dataclasses: objects keyed by field name
-        json_document(
-            [
-                {
-                    "lead_id": lead_id,
-                    "message_id": item.message_id,
-                    "at": item.at,
-                    "behaviour": item.behaviour,
-                    "profile": item.profile,
-                    "facts": item.facts,
-                }
-                for lead_id, item in history
-            ]
-        ),
-        json_document(stage_changes),  # stages as their values
+        # dataclasses: objects keyed by field name; stages as their values
+        json_document(ledger),
+        json_document(history),
+        json_document(stage_changes),
         json_document(lead_rows),
     )
 
@@ -300,8 +304,9 @@ async def store_batch(
 # sequential scan on a table without statistics yet (a fresh database, the first minutes of a
 # deployment), and read the whole ledger on every batch.
 _LEDGER_OF_IDS = """
-    FROM unnest($1::text[]) AS k(lead_id)
-    CROSS JOIN LATERAL (SELECT * FROM score.ledger AS l WHERE l.lead_id = k.lead_id OFFSET 0) AS l
+    FROM unnest($1::text[]) AS wanted(lead_id)
+    CROSS JOIN LATERAL (SELECT * FROM score.ledger
+                        WHERE score.ledger.lead_id = wanted.lead_id OFFSET 0) AS line
 """
 
 
@@ -311,23 +316,33 @@ async def load_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[st
     ids = sorted(set(lead_ids))
     if not ids:
         return {}
-    rows = await (await driver_connection(session)).fetch(_STATE_COLUMNS + _LEDGER_OF_IDS, ids)
-    return _states_of(ids, rows)
+    return _states_of(ids, await fetch(session, _STATE_COLUMNS + _LEDGER_OF_IDS, ids))
 
 
-# The ledger columns the engine's state needs, after the lead id (`_states_of` reads them).
-_STATE_COLUMNS = "SELECT l.lead_id, l.kind, l.rule_id, l.grp, l.points, l.event_time, l.message_id"
+# The ledger columns the engine's state needs (`_states_of` reads them).
+_STATE_COLUMNS = (
+    "SELECT line.lead_id, line.kind, line.rule_id, line.grp, line.points, line.event_time,"
+    " line.message_id"
+)
 
 
-def _states_of(ids: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, ScoreState]:
+def _states_of(ids: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> dict[str, ScoreState]:
     """Each id's engine state from its ledger rows (`_STATE_COLUMNS`), in ledger order."""
     by_lead: dict[str, list[LedgerRow]] = {lead_id: [] for lead_id in ids}
-    for lead_id, *row in rows:
-        by_lead[lead_id].append(tuple(row))
+    for row in rows:
+        by_lead[row["lead_id"]].append(
+            (row["kind"], row["rule_id"], row["grp"], row["points"], row["event_time"],
+             row["message_id"])
+        )  # fmt: skip
     return {
-        lead_id: state_of_rows(sorted(lines, key=lambda r: (r[4], r[5], r[1])))
+        lead_id: state_of_rows(sorted(lines, key=_ledger_order))
         for lead_id, lines in by_lead.items()
     }
+
+
+def _ledger_order(row: LedgerRow) -> tuple[datetime, str, str]:
+    """(event time, message, rule) of a `LedgerRow`: the order of a lead's awards in a state."""
+    return (row[4], row[5], row[1])
 
 
 async def load_states_and_scored(
@@ -341,39 +356,42 @@ async def load_states_and_scored(
         return await load_states(session, ids), set()
     # The scored pairs: one primary-key probe per pair (see `_LEDGER_OF_IDS`: a join is a seq
     # scan of the whole history on a table without statistics).
-    rows = await (await driver_connection(session)).fetch(
+    rows = await fetch(
+        session,
         _STATE_COLUMNS
         + _LEDGER_OF_IDS
         + """
         UNION ALL
-        SELECT k.lead_id, NULL, NULL, NULL, NULL, NULL, k.message_id
-        FROM unnest($2::text[], $3::text[]) AS k(lead_id, message_id)
-        CROSS JOIN LATERAL (SELECT 1 FROM score.history AS h
-                            WHERE h.lead_id = k.lead_id AND h.message_id = k.message_id
-                            OFFSET 0) AS h
+        SELECT pair.lead_id, NULL, NULL, NULL, NULL, NULL, pair.message_id
+        FROM unnest($2::text[], $3::text[]) AS pair(lead_id, message_id)
+        CROSS JOIN LATERAL (SELECT 1 FROM score.history
+                            WHERE score.history.lead_id = pair.lead_id
+                              AND score.history.message_id = pair.message_id
+                            OFFSET 0) AS scored
         """,
         ids,
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
+        [lead_id for lead_id, _ in pairs],
+        [message_id for _, message_id in pairs],
     )
-    scored = {(row[0], row[6]) for row in rows if row[1] is None}
-    states = _states_of(ids, (row for row in rows if row[1] is not None))
+    scored = {(row["lead_id"], row["message_id"]) for row in rows if row["kind"] is None}
+    states = _states_of(ids, (row for row in rows if row["kind"] is not None))
     return states, scored
 
 
 async def load_ledgers(
     session: AsyncSession, lead_ids: Iterable[str]
 ) -> dict[str, list[LedgerLine]]:
-    """Each lead's ledger rows as stored (for explanations), in ledger order."""
+    """Each lead's ledger lines as stored (for explanations), in ledger order."""
     ids = sorted(set(lead_ids))
     ledgers: dict[str, list[LedgerLine]] = {lead_id: [] for lead_id in ids}
     if not ids:
         return ledgers
-    rows = await (await driver_connection(session)).fetch(
-        "SELECT l.lead_id, l.message_id, l.rule_id, l.grp, l.kind, l.points, l.requested,"
-        " l.reason, l.note, l.rule_version, l.event_time"
+    rows = await fetch(
+        session,
+        "SELECT line.lead_id, line.message_id, line.rule_id, line.grp, line.kind, line.points,"
+        " line.requested, line.reason, line.note, line.rule_version, line.event_time"
         + _LEDGER_OF_IDS
-        + " ORDER BY l.lead_id, l.event_time, l.message_id, l.rule_id",
+        + " ORDER BY line.lead_id, line.event_time, line.message_id, line.rule_id",
         ids,
     )
     for row in rows:
@@ -402,16 +420,20 @@ async def already_scored(
 
 
 async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:
-    rows = await session.execute(
-        text(
-            "SELECT from_stage, to_stage, reason, at FROM score.stage_changes "
-            "WHERE lead_id = :lead_id ORDER BY at, recorded_at"
-        ),
-        {"lead_id": lead_id},
+    rows = await fetch(
+        session,
+        "SELECT from_stage, to_stage, reason, at FROM score.stage_changes "
+        "WHERE lead_id = $1 ORDER BY at, recorded_at",
+        lead_id,
     )
     return [
-        StageLine(from_stage=r.from_stage, to_stage=r.to_stage, reason=r.reason, at=r.at)
-        for r in rows
+        StageLine(
+            from_stage=row["from_stage"],
+            to_stage=row["to_stage"],
+            reason=row["reason"],
+            at=row["at"],
+        )
+        for row in rows
     ]
 
 
@@ -427,53 +449,51 @@ async def fold_merged(
     and the moved history is marked as not the survivor's picture, so a rescore replays it for
     its behaviour only, as the live path counted it.
     """
-    params = {"survivor": survivor, "merged": list(merged)}
+    merged_ids = list(merged)
     # Another instance may be scoring a merged lead's first event (its partition is not ours):
     # whoever comes second sees the other's effects.
-    await lock_leads(session, [survivor, *merged])
+    await lock_leads(session, [survivor, *merged_ids])
     if not history_replayed:
         for table in ("ledger", "history"):
-            await session.execute(
-                text(
-                    f"""
-                    UPDATE score.{table} AS m SET lead_id = :survivor
-                    {", profile = false" if table == "history" else ""}
-                    WHERE m.lead_id = ANY(CAST(:merged AS text[]))
-                      {"AND m.kind <> 'fit'" if table == "ledger" else ""}
-                      AND NOT EXISTS (SELECT 1 FROM score.{table} s
-                                      WHERE s.lead_id = :survivor AND s.message_id = m.message_id)
-                    """
-                ),
-                params,
+            await execute(
+                session,
+                f"""
+                UPDATE score.{table} AS moved SET lead_id = $1
+                {", profile = false" if table == "history" else ""}
+                WHERE moved.lead_id = ANY($2::text[])
+                  {"AND moved.kind <> 'fit'" if table == "ledger" else ""}
+                  AND NOT EXISTS (SELECT 1 FROM score.{table} AS kept
+                                  WHERE kept.lead_id = $1 AND kept.message_id = moved.message_id)
+                """,
+                survivor,
+                merged_ids,
             )
     for table in ("ledger", "history"):
-        await session.execute(
-            text(f"DELETE FROM score.{table} WHERE lead_id = ANY(CAST(:merged AS text[]))"),
-            {"merged": list(merged)},
+        await execute(
+            session, f"DELETE FROM score.{table} WHERE lead_id = ANY($1::text[])", merged_ids
         )
     # Upsert: a merged lead whose own events score has not seen yet (they travel on another
     # partition) is marked too, so those events are counted under the survivor when they come.
-    await session.execute(
-        text(
-            """
-            INSERT INTO score.leads (lead_id, stage, fit, behaviour, merged_into)
-            SELECT m, 'anonymous', 0, 0, :survivor FROM unnest(CAST(:merged AS text[])) AS m
-            ON CONFLICT (lead_id) DO UPDATE SET merged_into = EXCLUDED.merged_into,
-                                               updated_at = now()
-            """
-        ),
-        params,
+    await execute(
+        session,
+        """
+        INSERT INTO score.leads (lead_id, stage, fit, behaviour, merged_into)
+        SELECT merged_id, 'anonymous', 0, 0, $1 FROM unnest($2::text[]) AS merged_id
+        ON CONFLICT (lead_id) DO UPDATE SET merged_into = EXCLUDED.merged_into,
+                                           updated_at = now()
+        """,
+        survivor,
+        merged_ids,
     )
 
 
 async def unmark_merged(session: AsyncSession, lead_ids: Sequence[str]) -> None:
     await lock_leads(session, lead_ids)
-    await session.execute(
-        text(
-            "UPDATE score.leads SET merged_into = NULL, updated_at = now() "
-            "WHERE lead_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"ids": list(lead_ids)},
+    await execute(
+        session,
+        "UPDATE score.leads SET merged_into = NULL, updated_at = now() "
+        "WHERE lead_id = ANY($1::text[])",
+        list(lead_ids),
     )
 
 
@@ -481,13 +501,10 @@ async def feedback_seen(session: AsyncSession, feedback_ids: Iterable[str]) -> s
     ids = sorted(set(feedback_ids))
     if not ids:
         return set()
-    rows = await session.execute(
-        text(
-            "SELECT feedback_id FROM score.feedback WHERE feedback_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"ids": ids},
+    rows = await fetch(
+        session, "SELECT feedback_id FROM score.feedback WHERE feedback_id = ANY($1::text[])", ids
     )
-    return {row.feedback_id for row in rows}
+    return {row["feedback_id"] for row in rows}
 
 
 async def record_feedback(
@@ -500,22 +517,19 @@ async def record_feedback(
     detail: str,
     at: datetime,
 ) -> None:
-    await session.execute(
-        text(
-            """
-            INSERT INTO score.feedback (feedback_id, lead_id, outcome, applied, detail, at)
-            VALUES (:feedback_id, :lead_id, :outcome, :applied, :detail, :at)
-            ON CONFLICT (feedback_id) DO NOTHING
-            """
-        ),
-        {
-            "feedback_id": feedback_id,
-            "lead_id": lead_id,
-            "outcome": outcome,
-            "applied": applied,
-            "detail": detail,
-            "at": at,
-        },
+    await execute(
+        session,
+        """
+        INSERT INTO score.feedback (feedback_id, lead_id, outcome, applied, detail, at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (feedback_id) DO NOTHING
+        """,
+        feedback_id,
+        lead_id,
+        outcome,
+        applied,
+        detail,
+        at,
     )
 
 
@@ -523,66 +537,73 @@ async def mqls_to_reevaluate(
     session: AsyncSession, *, evaluated_before: datetime, limit: int
 ) -> list[str]:
     """MQLs not evaluated since `evaluated_before`: their decayed score may have fallen."""
-    rows = await session.execute(
-        text(
-            "SELECT lead_id FROM score.leads WHERE stage = 'mql' AND merged_into IS NULL "
-            "AND as_of < :before ORDER BY as_of LIMIT :limit"
-        ),
-        {"before": evaluated_before, "limit": limit},
+    rows = await fetch(
+        session,
+        "SELECT lead_id FROM score.leads WHERE stage = 'mql' AND merged_into IS NULL "
+        "AND as_of < $1 ORDER BY as_of LIMIT $2",
+        evaluated_before,
+        limit,
     )
-    return [row.lead_id for row in rows]
-
-
-async def load_history(session: AsyncSession, lead_id: str) -> list[HistoryItem]:
-    """The messages scored for a lead, in the order they were scored."""
-    rows = await session.execute(
-        text(
-            "SELECT message_id, at, behaviour, profile, facts FROM score.history "
-            "WHERE lead_id = :lead_id ORDER BY seq"
-        ),
-        {"lead_id": lead_id},
-    )
-    return [HistoryItem(r.message_id, r.at, r.facts, r.behaviour, r.profile) for r in rows]
+    return [row["lead_id"] for row in rows]
 
 
 async def load_histories(
     session: AsyncSession, lead_ids: Iterable[str]
 ) -> dict[str, list[HistoryItem]]:
-    """`load_history` of several leads in one query (the leads a batch rescores)."""
+    """The messages scored for each lead, in the order they were scored (in one query: the
+    leads a batch rescores, a chunk of a simulation)."""
     ids = sorted(set(lead_ids))
     histories: dict[str, list[HistoryItem]] = {lead_id: [] for lead_id in ids}
     if not ids:
         return histories
-    rows = await session.execute(
-        text(
-            # by primary key per id, as `_LEDGER_OF_IDS`
-            "SELECT h.lead_id, h.message_id, h.at, h.behaviour, h.profile, h.facts "
-            "FROM unnest(CAST(:ids AS text[])) AS k(lead_id) CROSS JOIN LATERAL "
-            "(SELECT * FROM score.history AS h WHERE h.lead_id = k.lead_id OFFSET 0) AS h "
-            "ORDER BY h.lead_id, h.seq"
-        ),
-        {"ids": ids},
+    rows = await fetch(
+        session,
+        # by primary key per id, as `_LEDGER_OF_IDS`
+        "SELECT item.lead_id, item.message_id, item.at, item.behaviour, item.profile,"
+        " item.facts FROM unnest($1::text[]) AS wanted(lead_id) CROSS JOIN LATERAL"
+        " (SELECT * FROM score.history WHERE score.history.lead_id = wanted.lead_id"
+        "  OFFSET 0) AS item "
+        "ORDER BY item.lead_id, item.seq",
+        ids,
     )
-    for r in rows:
-        histories[r.lead_id].append(
-            HistoryItem(r.message_id, r.at, r.facts, r.behaviour, r.profile)
+    for row in rows:
+        histories[row["lead_id"]].append(
+            HistoryItem(
+                message_id=row["message_id"],
+                at=row["at"],
+                facts=row["facts"],
+                behaviour=row["behaviour"],
+                profile=row["profile"],
+            )
         )
     return histories
+
+
+async def live_leads_after(
+    session: AsyncSession, lead_id: str, *, limit: int
+) -> list[tuple[str, Stage, bool, str | None]]:
+    """Up to `limit` live (not merged) leads after `lead_id` in id order, as (lead_id, stage,
+    identified, email): keyset pages over every lead."""
+    rows = await fetch(
+        session,
+        "SELECT lead_id, stage, identified, email FROM score.leads "
+        "WHERE merged_into IS NULL AND lead_id > $1 ORDER BY lead_id LIMIT $2",
+        lead_id,
+        limit,
+    )
+    return [(row["lead_id"], Stage(row["stage"]), row["identified"], row["email"]) for row in rows]
 
 
 async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None:
     ids = sorted(set(lead_ids))
     if ids:
-        await session.execute(
-            text("DELETE FROM score.ledger WHERE lead_id = ANY(CAST(:ids AS text[]))"),
-            {"ids": ids},
-        )
+        await execute(session, "DELETE FROM score.ledger WHERE lead_id = ANY($1::text[])", ids)
 
 
 # Leads on another rules version are the two ranges either side of the running version in
 # `leads_rule_version_idx` (rule_version, lead_id) WHERE merged_into IS NULL: `<>` alone would
 # read the whole index (every lead already on the running version) on each call.
-_OTHER_RULES = "merged_into IS NULL AND (rule_version < :version OR rule_version > :version)"
+_OTHER_RULES = "merged_into IS NULL AND (rule_version < $1 OR rule_version > $1)"
 
 
 async def leads_on_other_rules(
@@ -590,47 +611,47 @@ async def leads_on_other_rules(
 ) -> list[tuple[str, str]]:
     """Up to `limit` live leads scored under another rules version, as (rule_version, lead_id)
     in index order after the keyset cursor `after`: cost follows `limit`, not the table."""
-    above = "AND (rule_version, lead_id) > (:after_version, :after_lead)" if after else ""
+    above = "AND (rule_version, lead_id) > ($3, $4)" if after else ""
     ranges = [
         f"(SELECT rule_version, lead_id FROM score.leads WHERE merged_into IS NULL "
-        f"AND rule_version {side} :version {above} ORDER BY rule_version, lead_id LIMIT :limit)"
+        f"AND rule_version {side} $1 {above} ORDER BY rule_version, lead_id LIMIT $2)"
         for side in ("<", ">")
     ]
-    rows = await session.execute(
-        text(f"{ranges[0]} UNION ALL {ranges[1]} ORDER BY rule_version, lead_id LIMIT :limit"),
-        {
-            "version": version,
-            "limit": limit,
-            "after_version": after[0] if after else None,
-            "after_lead": after[1] if after else None,
-        },
+    rows = await fetch(
+        session,
+        f"{ranges[0]} UNION ALL {ranges[1]} ORDER BY rule_version, lead_id LIMIT $2",
+        version,
+        limit,
+        *(after or ()),
     )
-    return [(row.rule_version, row.lead_id) for row in rows]
+    return [(row["rule_version"], row["lead_id"]) for row in rows]
 
 
 async def count_leads_on_other_rules(session: AsyncSession, *, version: str) -> int:
     """How many live leads are scored under another rules version (reads only those)."""
-    count = await session.execute(
-        text(f"SELECT count(*) FROM score.leads WHERE {_OTHER_RULES}"), {"version": version}
+    count = await fetchval(
+        session, f"SELECT count(*) FROM score.leads WHERE {_OTHER_RULES}", version
     )
-    return int(count.scalar_one())
+    return int(count)
 
 
 async def leads_still_on_other_rules(
     session: AsyncSession, lead_ids: Sequence[str], *, version: str
 ) -> list[str]:
     """Which of `lead_ids` are live and still on another rules version (by primary key)."""
-    rows = await session.execute(
-        text(
-            "SELECT lead_id FROM score.leads WHERE lead_id = ANY(CAST(:ids AS text[])) "
-            "AND merged_into IS NULL AND rule_version <> :version ORDER BY lead_id"
-        ),
-        {"ids": list(lead_ids), "version": version},
+    rows = await fetch(
+        session,
+        "SELECT lead_id FROM score.leads WHERE lead_id = ANY($1::text[]) "
+        "AND merged_into IS NULL AND rule_version <> $2 ORDER BY lead_id",
+        list(lead_ids),
+        version,
     )
-    return [row.lead_id for row in rows]
+    return [row["lead_id"] for row in rows]
 
 
-def _lead(row: Mapping[Any, Any], *, profile: dict[str, Any] | None) -> LeadRow:
+def _lead(row: Mapping[str, Any]) -> LeadRow:
+    """A lead from its row (`_LEAD_COLUMNS`); an empty picture is none."""
+    picture = row["profile"]
     lead = LeadRow(
         lead_id=row["lead_id"],
         stage=Stage(row["stage"]),
@@ -647,7 +668,7 @@ def _lead(row: Mapping[Any, Any], *, profile: dict[str, Any] | None) -> LeadRow:
         as_of=row["as_of"],
         below_line_since=row["below_line_since"],
         profile_version=row["profile_version"],
-        profile=profile,
+        picture=LeadPicture.model_validate(picture) if picture else None,
         merged_into=row["merged_into"],
     )
     lead.stored = lead.values()

@@ -4,14 +4,15 @@ the separate reads give them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from pydantic import SecretStr
 
 from services.score import repository
 from services.score.engine.rescoring import HistoryItem
-from services.score.repository import LeadRow, NewLedgerRow, StageChange
+from services.score.engine.scoring import LedgerLine
+from services.score.repository import LeadRow, StageChange
 from shared.contracts import Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
@@ -55,8 +56,8 @@ async def test_states_and_scored_pairs_read_together_as_apart(
     sessions = create_sessionmaker(engine)
     at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
-    def line(lead: str, message: str, rule: str, kind: str, points: int) -> NewLedgerRow:
-        return NewLedgerRow(lead, message, rule, "g", kind, points, points, "r", "", "v1", at)
+    def line(lead: str, message: str, rule: str, kind: str, points: int) -> tuple[str, LedgerLine]:
+        return lead, LedgerLine(message, rule, "g", kind, points, points, "r", "", "v1", at)
 
     try:
         async with unit_of_work(sessions) as session:
@@ -84,5 +85,43 @@ async def test_states_and_scored_pairs_read_together_as_apart(
         assert states["a"].fit == {"vp": 25}
         assert [award.message_id for award in states["b"].awards] == ["m2"]
         assert states["c"].awards == ()
+    finally:
+        await engine.dispose()
+
+
+async def test_ledger_lines_and_history_read_back_as_written(database_url: str) -> None:
+    """A ledger line is one type from the engine to the table and back (explanations read it),
+    and a history item the same (rescoring and simulations read it)."""
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
+    sessions = create_sessionmaker(engine)
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    capped = LedgerLine(
+        message_id="m2", rule_id="demo", group="intent", kind="behaviour", points=10,
+        requested=60, reason="asked for a demo", note="capped: 60 asked, 10 left",
+        rule_version="v1", event_time=at + timedelta(hours=1),
+    )  # fmt: skip
+    fit = LedgerLine("m1", "vp", "persona", "fit", 25, 25, "a VP", "", "v1", at)
+    history = [
+        HistoryItem("m1", at, {"profile.seniority": "vp", "profile.free_mail": False}, False),
+        HistoryItem("m2", at + timedelta(hours=1), {"event": "Demo Requested"}, True, False),
+    ]
+    try:
+        async with unit_of_work(sessions) as session:
+            await repository.store_batch(
+                session,
+                ledger=[("a", capped), ("a", fit)],
+                history=[("a", item) for item in history],
+                stage_changes=[],
+                leads=[],
+            )
+        async with unit_of_work(sessions) as session:
+            assert await repository.load_ledgers(session, ["a", "b"]) == {
+                "a": [fit, capped],  # in ledger order
+                "b": [],
+            }
+            assert await repository.load_histories(session, ["a", "b"]) == {
+                "a": history,
+                "b": [],
+            }
     finally:
         await engine.dispose()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.engine.scoring import (
     Award,
-    LedgerEntry,
+    LedgerLine,
     ScoreCard,
     decayed_value,
     decayed_values,
@@ -58,11 +58,15 @@ def test_decayed_values_are_decayed_value_of_each_award_in_order() -> None:
 
 def test_output_parts_are_built_once_and_equal_to_fresh_ones() -> None:
     handler = ScoreHandler(load_rules(DEFAULT_RULES_FILE))
-    entry = LedgerEntry("demo", "intent", "behaviour", 30, 30, "asked for a demo")
-    first = handler._contribution(entry)
+
+    def line(points: int, reason: str, *, message_id: str = "m1") -> LedgerLine:
+        return LedgerLine(message_id, "demo", "intent", "behaviour", points, 30, reason, "",
+                          "v1", T0)  # fmt: skip
+
+    first = handler._contribution(line(30, "asked for a demo"))
     assert first == Contribution(rule_id="demo", points=30, reason="asked for a demo")
-    assert handler._contribution(entry) is first
-    capped = handler._contribution(LedgerEntry("demo", "intent", "behaviour", 5, 30, "asked"))
+    assert handler._contribution(line(30, "asked for a demo", message_id="m2")) is first
+    capped = handler._contribution(line(5, "asked"))
     assert (capped.points, capped.reason) == (5, "asked")
     card = ScoreCard(40, 25, 65, "B", 2, "B2", True, {})
     score = handler._score_of(card)

@@ -1,4 +1,4 @@
-"""The shipped rule file encodes the domain's practice (../shared/DOMAIN.md)."""
+"""The shipped rule file encodes the domain's practice (docs/domain.md)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_vp_at_mid_size_target_company_asking_for_a_demo_is_mql_at_once(rules: R
     result = play(rules, VP_AT_MID_SIZE_SOFTWARE, [(demo(), T0)])
     assert result.card.qualifies_as_mql
     assert result.card.priority == "A1"
-    assert {e.rule_id for e in result.entries} >= {
+    assert {e.rule_id for e in result.lines} >= {
         "vp",
         "mid-size-company",
         "target-industry",
@@ -133,7 +133,7 @@ def email(name: str) -> dict[str, Any]:
 def test_very_low_email_engagement_costs_points_and_fades(rules: RuleSet) -> None:
     every_5_days = [(email("Email Delivered"), T0 + timedelta(days=5 * i)) for i in range(12)]
     ignored = play(rules, VP_AT_MID_SIZE_SOFTWARE, every_5_days)
-    assert [e.rule_id for e in ignored.entries] == ["email-delivered"]  # once per 60 days
+    assert [e.rule_id for e in ignored.lines] == ["email-delivered"]  # once per 60 days
     penalty = [a for a in ignored.state.awards if a.rule_id == "low-email-engagement"]
     assert [(a.at, a.points) for a in penalty] == [(T0 + timedelta(days=45), -15)]  # 10th email
     assert evaluate(rules, ignored.state, T0 + timedelta(days=45)).behaviour == -15

@@ -210,8 +210,8 @@ def test_fit_counts_once_and_follows_the_profile() -> None:
     first = score_event(rules, ScoreState(), vp, at=T0, message_id="m1", behaviour=True)
     again = score_event(rules, first.state, vp, at=T0, message_id="m2", behaviour=True)
     assert first.card.fit == 25
-    assert [e.rule_id for e in first.entries] == ["vp"]
-    assert again.entries == ()  # nothing new: fit counts once per lead
+    assert [e.rule_id for e in first.lines] == ["vp"]
+    assert again.lines == ()  # nothing new: fit counts once per lead
     demoted = score_event(
         rules,
         again.state,
@@ -221,8 +221,8 @@ def test_fit_counts_once_and_follows_the_profile() -> None:
         behaviour=True,
     )
     assert demoted.card.fit == 0
-    assert [(e.rule_id, e.points) for e in demoted.entries] == [("vp", -25)]
-    assert demoted.entries[0].reason.startswith("no longer")
+    assert [(e.rule_id, e.points) for e in demoted.lines] == [("vp", -25)]
+    assert demoted.lines[0].reason.startswith("no longer")
 
 
 def test_fit_group_cap_fills_in_file_order() -> None:
@@ -237,11 +237,11 @@ def test_fit_group_cap_fills_in_file_order() -> None:
         behaviour=True,
     )
     assert result.card.fit == 40  # 25 + 20 capped to the persona cap of 40
-    assert [(e.rule_id, e.points, e.requested) for e in result.entries] == [
+    assert [(e.rule_id, e.points, e.requested) for e in result.lines] == [
         ("vp", 25, 25),
         ("sales-function", 15, 20),
     ]
-    assert "capped" in result.entries[1].note
+    assert "capped" in result.lines[1].note
 
 
 def test_negative_fit_points_are_never_capped() -> None:
@@ -307,7 +307,7 @@ def test_group_cap_clips_and_says_so() -> None:
     third = score_event(
         rules, state, track("Demo Requested"), at=T0, message_id="x", behaviour=True
     )
-    assert [(e.points, e.requested) for e in third.entries] == [(0, 60)]
+    assert [(e.points, e.requested) for e in third.lines] == [(0, 60)]
     assert third.card.behaviour == 100
 
 
@@ -345,7 +345,7 @@ def test_decay_frees_room_under_the_cap() -> None:
     result = score_event(
         rules, state, track("Demo Requested"), at=later, message_id="m", behaviour=True
     )
-    assert [e.points for e in result.entries] == [50]
+    assert [e.points for e in result.lines] == [50]
     assert result.card.behaviour == 100
 
 
@@ -374,7 +374,7 @@ def test_profile_update_applies_fit_only() -> None:
     result = score_event(
         rules, ScoreState(), demo_with_profile, at=T0, message_id="m", behaviour=False
     )
-    assert [e.rule_id for e in result.entries] == ["vp"]
+    assert [e.rule_id for e in result.lines] == ["vp"]
 
 
 def test_total_is_the_ledger_sum() -> None:
@@ -391,7 +391,7 @@ def test_total_is_the_ledger_sum() -> None:
     ]
     for index, step in enumerate(steps):
         result = score_event(rules, state, step, at=T0, message_id=f"m{index}", behaviour=True)
-        ledger += [e.points for e in result.entries]
+        ledger += [line.points for line in result.lines]
         state = result.state
         assert result.card.total == sum(ledger)
 

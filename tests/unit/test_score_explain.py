@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.score.engine.explain import LedgerLine, StageLine, explain, render_text
+from services.score.engine.explain import StageLine, explain, render_text
 from services.score.engine.ruleset import load_rules
+from services.score.engine.scoring import LedgerLine
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml")
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

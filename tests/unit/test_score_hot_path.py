@@ -19,9 +19,9 @@ from services.score.engine.conditions import (
     profile_facts_of,
     required_values,
 )
-from services.score.engine.explain import LedgerLine, state_of, state_of_rows
+from services.score.engine.explain import state_of, state_of_rows
 from services.score.engine.ruleset import RuleSet, load_rules
-from services.score.engine.scoring import ScoreState, evaluate, recorded, score_event
+from services.score.engine.scoring import LedgerLine, ScoreState, evaluate, recorded, score_event
 from tests.unit.builders import enriched_event
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "services/score/rules/default.yaml")
@@ -65,13 +65,8 @@ def test_state_kept_per_event_is_the_state_of_the_ledger() -> None:
             RULES, engine_state, facts, at=at, message_id=f"m{index:03}", behaviour=True
         )
         engine_state = result.state
-        kept = recorded(kept, result.entries, at=at, message_id=f"m{index:03}")
-        ledger += [
-            LedgerLine(message_id=f"m{index:03}", rule_id=e.rule_id, group=e.group, kind=e.kind,
-                       points=e.points, requested=e.requested, reason=e.reason, note=e.note,
-                       rule_version=RULES.version, event_time=at)
-            for e in result.entries
-        ]  # fmt: skip
+        kept = recorded(kept, result.lines)
+        ledger += result.lines
         assert kept == state_of(ledger)
     assert len(kept.awards) > 30
     assert kept.awards != engine_state.awards  # out-of-order events really were sorted in

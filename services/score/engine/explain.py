@@ -14,26 +14,17 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from services.score.engine.ruleset import RuleSet
-from services.score.engine.scoring import Award, ScoreState, decayed_value, evaluate
+from services.score.engine.scoring import (
+    Award,
+    LedgerLine,
+    ScoreState,
+    decayed_value,
+    evaluate,
+)
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class LedgerLine(_Frozen):
-    """One ledger row as stored."""
-
-    message_id: str
-    rule_id: str
-    group: str
-    kind: str
-    points: int
-    requested: int
-    reason: str
-    note: str
-    rule_version: str
-    event_time: datetime
 
 
 class StageLine(_Frozen):
@@ -105,18 +96,18 @@ def explain(
     card = evaluate(rules, state, at)
     lines = [
         ExplainedLine(
-            rule_id=row.rule_id,
-            group=row.group,
-            kind=row.kind,
-            reason=row.reason,
-            points=row.points,
-            value_now=round(_value(rules, row, at), 2),
-            event_time=row.event_time,
-            message_id=row.message_id,
-            rule_version=row.rule_version,
-            note=row.note,
+            rule_id=line.rule_id,
+            group=line.group,
+            kind=line.kind,
+            reason=line.reason,
+            points=line.points,
+            value_now=round(_value(rules, line, at), 2),
+            event_time=line.event_time,
+            message_id=line.message_id,
+            rule_version=line.rule_version,
+            note=line.note,
         )
-        for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id))
+        for line in _in_ledger_order(ledger)
     ]
     return Explanation(
         lead_id=lead_id,
@@ -138,11 +129,16 @@ def explain(
 
 
 def state_of(ledger: Sequence[LedgerLine]) -> ScoreState:
-    """The engine's state from stored ledger rows (fit rows add up per rule)."""
+    """The engine's state from a lead's ledger lines (fit lines add up per rule)."""
     return state_of_rows(
-        (row.kind, row.rule_id, row.group, row.points, row.event_time, row.message_id)
-        for row in sorted(ledger, key=lambda r: (r.event_time, r.message_id, r.rule_id))
+        (line.kind, line.rule_id, line.group, line.points, line.event_time, line.message_id)
+        for line in _in_ledger_order(ledger)
     )
+
+
+def _in_ledger_order(ledger: Sequence[LedgerLine]) -> list[LedgerLine]:
+    """By event time, then message, then rule: the order of the ledger's awards in a state."""
+    return sorted(ledger, key=lambda line: (line.event_time, line.message_id, line.rule_id))
 
 
 LedgerRow = tuple[str, str, str, int, datetime, str]
@@ -196,10 +192,11 @@ def render_text(explanation: Explanation) -> str:
     return "\n".join(out)
 
 
-def _value(rules: RuleSet, row: LedgerLine, at: datetime) -> float:
-    if row.kind == "fit":
-        return float(row.points)
-    return decayed_value(rules, Award(row.rule_id, row.group, row.points, row.event_time, ""), at)
+def _value(rules: RuleSet, line: LedgerLine, at: datetime) -> float:
+    if line.kind == "fit":
+        return float(line.points)
+    award = Award(line.rule_id, line.group, line.points, line.event_time, "")
+    return decayed_value(rules, award, at)
 
 
 def _by_rule(lines: Sequence[ExplainedLine]) -> list[RuleSummary]:

@@ -39,17 +39,22 @@ class Award:
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
-    """What one evaluation adds to the ledger. `points` is signed: a fit rule that stops
-    holding gives back its points. `requested` is the rule's points before caps."""
+class LedgerLine:
+    """One line of a lead's points ledger, as an evaluation writes it and `score.ledger` keeps
+    it (under the lead's id): `rule_id` gave `points` for message `message_id` at `event_time`,
+    under rules `rule_version`. `points` is signed: a fit rule that stops holding gives back its
+    points. `requested` is the rule's points before caps; `note` says why they differ."""
 
+    message_id: str
     rule_id: str
     group: str
     kind: str
     points: int
     requested: int
     reason: str
-    note: str = ""
+    note: str
+    rule_version: str
+    event_time: datetime
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,12 @@ class ScoreCard:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A message applied: the state after it, its ledger entries, and (`card`, computed when
+    """A message applied: the state after it, its ledger lines, and (`card`, computed when
     asked: the consumer values the lead at its own time, a replay needs only the state) the
     score at the message's time."""
 
     state: ScoreState
-    entries: tuple[LedgerEntry, ...]
+    lines: tuple[LedgerLine, ...]
     rules: RuleSet = field(repr=False, compare=False)
     at: datetime
 
@@ -150,8 +155,11 @@ def evaluate(rules: RuleSet, state: ScoreState, at: datetime) -> ScoreCard:
     )
 
 
-def apply_profile(rules: RuleSet, state: ScoreState, facts: Facts) -> list[LedgerEntry]:
-    """Fit entries that bring the held fit points in line with the profile in `facts`.
+def apply_profile(
+    rules: RuleSet, state: ScoreState, facts: Facts, *, at: datetime, message_id: str
+) -> list[LedgerLine]:
+    """Fit lines (for message `message_id` at `at`) that bring the held fit points in line with
+    the profile in `facts`.
 
     Fit rules hold or not as a whole; caps (per group, then the fit total) are filled in rule
     order, so the file's order says which rule wins when a cap bites.
@@ -170,22 +178,35 @@ def apply_profile(rules: RuleSet, state: ScoreState, facts: Facts) -> list[Ledge
         room_by_group[group.id] = room - max(points, 0)
         room_total -= max(points, 0)
         wanted[rule.id] = (rule, points, note)
-    entries: list[LedgerEntry] = []
+    lines: list[LedgerLine] = []
     for rule in rules.rules_of("fit"):
         held = state.fit.get(rule.id, 0)
         target_rule, target, note = wanted.get(rule.id, (rule, 0, ""))
         if target == held:
             continue
         reason = rule.reason if rule.id in wanted else f"no longer: {rule.reason}"
-        entries.append(
-            LedgerEntry(rule.id, rule.group, "fit", target - held, target_rule.points, reason, note)
+        lines.append(
+            LedgerLine(
+                message_id=message_id,
+                rule_id=rule.id,
+                group=rule.group,
+                kind="fit",
+                points=target - held,
+                requested=target_rule.points,
+                reason=reason,
+                note=note,
+                rule_version=rules.version,
+                event_time=at,
+            )
         )
-    return entries
+    return lines
 
 
-def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -> list[LedgerEntry]:
-    """Behaviour entries an event earns at event time `at` (limits, then caps)."""
-    entries: list[LedgerEntry] = []
+def apply_event(
+    rules: RuleSet, state: ScoreState, facts: Facts, *, at: datetime, message_id: str
+) -> list[LedgerLine]:
+    """Behaviour lines an event (`message_id`) earns at event time `at` (limits, then caps)."""
+    lines: list[LedgerLine] = []
     awards = list(state.awards)
 
     def counts(rule_ids: Sequence[str], within_days: float | None) -> int:
@@ -207,12 +228,23 @@ def apply_event(rules: RuleSet, state: ScoreState, facts: Facts, at: datetime) -
             else float("inf"),
         )
         points, note = _clip(rule.points, room, group.id)
-        entries.append(
-            LedgerEntry(rule.id, group.id, "behaviour", points, rule.points, rule.reason, note)
+        lines.append(
+            LedgerLine(
+                message_id=message_id,
+                rule_id=rule.id,
+                group=group.id,
+                kind="behaviour",
+                points=points,
+                requested=rule.points,
+                reason=rule.reason,
+                note=note,
+                rule_version=rules.version,
+                event_time=at,
+            )
         )
         # Later rules of the same event see this award (caps, limits).
         awards.append(Award(rule.id, group.id, points, at, message_id=""))
-    return entries
+    return lines
 
 
 def score_event(
@@ -228,28 +260,27 @@ def score_event(
     """Apply one enriched message: fit rules when `profile` (the message carries the lead's own
     picture), behaviour rules when `behaviour` (a tracking call, not a profile update).
     Evaluated at `at`."""
-    entries = apply_profile(rules, state, facts) if profile else []
+    lines = apply_profile(rules, state, facts, at=at, message_id=message_id) if profile else []
     if behaviour:
-        entries += apply_event(rules, state, facts, at)
-    new_state = fold(state, entries, at=at, message_id=message_id)
-    return Evaluation(new_state, tuple(entries), rules, at)
+        lines += apply_event(rules, state, facts, at=at, message_id=message_id)
+    return Evaluation(fold(state, lines), tuple(lines), rules, at)
 
 
-def fold(
-    state: ScoreState, entries: Sequence[LedgerEntry], *, at: datetime, message_id: str
-) -> ScoreState:
-    """The state after `entries` were written to the ledger."""
-    if not entries:
+def fold(state: ScoreState, lines: Sequence[LedgerLine]) -> ScoreState:
+    """The state after `lines` were written to the ledger."""
+    if not lines:
         return state  # most messages of a lead change nothing (states are immutable)
     fit = dict(state.fit)
     awards = list(state.awards)
-    for entry in entries:
-        if entry.kind == "fit":
-            fit[entry.rule_id] = fit.get(entry.rule_id, 0) + entry.points
-            if fit[entry.rule_id] == 0:
-                del fit[entry.rule_id]
+    for line in lines:
+        if line.kind == "fit":
+            fit[line.rule_id] = fit.get(line.rule_id, 0) + line.points
+            if fit[line.rule_id] == 0:
+                del fit[line.rule_id]
         else:
-            awards.append(Award(entry.rule_id, entry.group, entry.points, at, message_id))
+            awards.append(
+                Award(line.rule_id, line.group, line.points, line.event_time, line.message_id)
+            )
     return ScoreState(awards=tuple(awards), fit=fit)
 
 
@@ -258,14 +289,12 @@ def award_order(award: Award) -> tuple[datetime, str, str]:
     return (award.at, award.message_id, award.rule_id)
 
 
-def recorded(
-    state: ScoreState, entries: Sequence[LedgerEntry], *, at: datetime, message_id: str
-) -> ScoreState:
-    """The state of a ledger after `entries` were added to it, given the state of the ledger
+def recorded(state: ScoreState, lines: Sequence[LedgerLine]) -> ScoreState:
+    """The state of a ledger after `lines` were added to it, given the state of the ledger
     before (both in ledger order, as `explain.state_of` builds them): what `state_of` would
     read back from the stored rows, without reading them. Usually the new awards come last (the
     event is the lead's newest); an older event's awards are sorted into place."""
-    folded = fold(state, entries, at=at, message_id=message_id)
+    folded = fold(state, lines)
     new = sorted(folded.awards[len(state.awards) :], key=award_order)
     if not new:
         return folded
