@@ -47,14 +47,18 @@ _C_LEVEL_ACRONYMS = {
     "cco",
     "cxo",
 }
-_C_LEVEL = (
-    "chief",
+# Who runs the company: C-level seniority, and the executive function.
+_RUNS_THE_COMPANY = (
     "founder",
     "co founder",
     "cofounder",
     "owner",
     "president",
     "managing director",
+)
+_C_LEVEL = (
+    "chief",
+    *_RUNS_THE_COMPANY,
     "geschaftsfuhrer",
     "geschaeftsfuehrer",
     "pdg",
@@ -226,12 +230,7 @@ _FUNCTIONS: tuple[tuple[tuple[str, ...], JobFunction], ...] = (
     (
         (
             "ceo",
-            "founder",
-            "co founder",
-            "cofounder",
-            "owner",
-            "president",
-            "managing director",
+            *_RUNS_THE_COMPANY,
             "general manager",
             "pdg",
             "geschaftsfuhrer",

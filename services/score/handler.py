@@ -48,7 +48,7 @@ from services.score.engine.lifecycle import (
     apply,
     earned_move,
 )
-from services.score.engine.rescoring import HistoryItem
+from services.score.engine.rescoring import HistoryItem, replayed
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import (
     LedgerLine,
@@ -441,16 +441,7 @@ class ScoreHandler:
             work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
         work.replaced.add(lead.lead_id)
         work.states[lead.lead_id] = state = ScoreState()
-        for item in items:
-            result = score_event(
-                self._rules,
-                state,
-                item.facts,
-                at=item.at,
-                message_id=item.message_id,
-                behaviour=item.behaviour,
-                profile=item.profile,
-            )
+        for result in replayed(self._rules, items):
             self._record(lead, result.lines, work)
             state = result.state
         as_of = lead.as_of or command.at

@@ -51,6 +51,14 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
     router = APIRouter(tags=["lead lists"])
     registry = ImportRegistry()
 
+    def source_of(request: Request) -> str | None:
+        """The source of the request's write key: HTTP Basic only (the body is the file)."""
+        return authenticate(
+            authorization=request.headers.get("authorization"),
+            body_write_key=None,
+            write_keys=settings.write_keys,
+        )
+
     @router.post(
         "/v1/leads/import",
         summary="Import a lead list (CSV or NDJSON), streamed; answers with the import report",
@@ -91,11 +99,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             description="Client-chosen id to follow the import's progress",
         ),
     ) -> Response:
-        source = authenticate(
-            authorization=request.headers.get("authorization"),
-            body_write_key=None,
-            write_keys=settings.write_keys,
-        )
+        source = source_of(request)
         if source is None:
             return _unauthorized()
         list_name = (list_name or "").strip()
@@ -187,11 +191,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         response_model=None,
     )
     async def import_progress(request: Request, import_id: str) -> Response:
-        source = authenticate(
-            authorization=request.headers.get("authorization"),
-            body_write_key=None,
-            write_keys=settings.write_keys,
-        )
+        source = source_of(request)
         if source is None:
             return _unauthorized()
         report = registry.get(import_id)
