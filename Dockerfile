@@ -39,4 +39,4 @@ EXPOSE 8000 8081 8082 8083
 # Exec form: Python is PID 1 and receives SIGTERM itself (its handlers start the drain).
 # No HEALTHCHECK: Kubernetes probes /healthz and /readyz.
 ENTRYPOINT ["python", "-m"]
-CMD ["services.ingest"]
+CMD ["services.ingest", "run"]

@@ -35,11 +35,11 @@ from services.score.engine.rescoring import HistoryItem, replay
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.handler import ScoreHandler
 from services.score.sweep import RescoreSweep
+from shared.commands import CommandSender
+from shared.companions import Companion, run_companion
 from shared.consumer import ConsumerRunner
 from shared.contracts import EnrichedEvent
 from shared.db import create_engine, create_sessionmaker
-from shared.kafka import create_producer
-from shared.service import every
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
@@ -175,15 +175,16 @@ async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
         kafka=kafka,
         consumer=ConsumerSettings(max_batch_records=500),
     )
-    producer = create_producer(kafka, client_id="bench-score-rescore")
-    await producer.start()
+    commands = CommandSender(kafka, client_id="bench-score-rescore")
     sweep = RescoreSweep(version=rules.version)
     consuming = asyncio.create_task(runner.run())
     sweeping = asyncio.create_task(
-        every(
-            settings.rescore_interval_s,
-            lambda: sweep.round(sessions=sessions, producer=producer, settings=settings),
-            name="rescore sweep",
+        run_companion(
+            Companion(
+                name="rescore sweep",
+                round=lambda: sweep.step(sessions=sessions, commands=commands, settings=settings),
+                retry_after_s=settings.rescore_interval_s,
+            )
         )
     )
     try:
@@ -199,6 +200,6 @@ async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
             await sweeping
         runner.request_stop()
         await consuming
-        await producer.stop()
+        await commands.close()
         await engine.dispose()
     return handled / elapsed

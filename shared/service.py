@@ -1,18 +1,34 @@
-"""Entry point plumbing shared by the consuming services (`python -m services.<name>`).
+"""The service shell: every service is a `Service`, and `python -m services.<name>` is its
+`main`. There is no other way to start a service, schedule its periodic work, send its commands
+or add an operator command.
 
-`consumer_service_main` gives each service the same command line:
+The command line, the same for every service (`--help` lists them all, with their help):
 
-    python -m services.<name> [run]     consume until SIGTERM/SIGINT, then drain and exit 0
-    python -m services.<name> migrate   bring the service's schema to the newest revision
+    python -m services.<name> run        serve until SIGTERM/SIGINT, then drain and exit 0
+    python -m services.<name> migrate    bring the service's schema to the newest revision
+    python -m services.<name> <command>  an operator command the service registers
+                                         (`--json` prints its result as JSON)
 
-Signal handlers only ask the runner to stop; the runner finishes the batch in flight, commits,
-leaves the consumer group, and only then does the process exit.
+`run`, in order:
+1. Settings are read (`shared.settings.load_settings`: a missing or bad setting is one line
+   naming its variable, exit 2) and logging is configured.
+2. The database engine is created (a service with a schema) and the command sender (its
+   producer starts at the first command sent).
+3. The service's start-up hook (`Service.start`, an async context manager) loads what the
+   service needs before its first message (rules, reference data, clients) and yields
+   `Running`: the handler of its consumer, its companions, its HTTP endpoints. Whatever it
+   opened, it closes when the context exits, after everything below has stopped.
+4. The HTTP server listens (the consuming services: health, readiness, metrics, their own
+   endpoints and `/docs` on `health_host:health_port`; ingest: its app on its own address).
+   A port in use is one line naming it, exit 2.
+5. Companions start (`shared.companions`), then the consumer runner (or, for an HTTP-only
+   service, the server alone) runs until a stop signal.
 
-A service may run periodic companions beside its consumer (score's decay sweep, router's SLA
-timers, enrich's re-enrichment): `Companion`s, each run every `interval_s` by `every`. They get
-the database and a producer through `ServiceContext`; work whose effects must be exactly-once
-goes through the service's own command topic and consumer, never straight to an output topic.
-Companions are cancelled once the runner has drained.
+Stopping: signal handlers only ask to stop. The runner finishes the batch in flight, commits,
+and leaves the consumer group; a drain longer than `shutdown_drain_timeout_s` is cut (logged,
+the batch's offsets left uncommitted: it is redelivered, and skipped where it was stored). Then
+companions are cancelled, the HTTP server stops (requests in flight finish), the start-up hook's
+context exits, the command sender and the engine close.
 """
 
 from __future__ import annotations
@@ -22,156 +38,354 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+import orjson
 import uvloop
-from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.routing import BaseRoute
 
+from shared.commands import CommandSender
+from shared.companions import Companion, run_companion
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import create_engine, create_sessionmaker
-from shared.health import HealthServer
-from shared.kafka import create_producer
+from shared.http import HttpServer, PortInUse, ReadinessCheck, create_api, health_router
 from shared.migrations import upgrade_to_head
+from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
 from shared.runtime import settle_garbage_collector
-from shared.settings import ConsumingServiceSettings
+from shared.settings import (
+    ConsumingServiceSettings,
+    DatabaseSettings,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+)
 from shared.telemetry import configure_logging
 from shared.topics import Topic
 
-S = TypeVar("S", bound=ConsumingServiceSettings)
+S = TypeVar("S", bound=ServiceSettings)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ServiceContext:
-    """What companions may use: the service's sessions and a producer (acks=all)."""
+class Database:
+    """The schema a service owns and the folder of its migrations."""
 
-    sessions: async_sessionmaker[AsyncSession]
-    producer: AIOKafkaProducer
+    schema: str
+    migrations: Path
 
 
 @dataclass(frozen=True)
-class Companion:
+class HttpApp:
+    """An application served on an address of its own (ingest's tracking API). It answers
+    `/healthz`, `/readyz` and `/metrics` itself (`shared.http.health_router`); its lifespan
+    runs (start-up and shut-down of what it holds, e.g. ingest's producer)."""
+
+    app: FastAPI
+    host: str
+    port: int
+    setting: str  # the variable that sets the port, named when it is in use
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a service's start-up hook hands the shell to run.
+
+    A consuming service gives its `handler` (and may add `routers`: read-only endpoints served
+    beside `/healthz` on its health port). An HTTP service gives its `app` instead."""
+
+    handler: Handler | None = None
+    companions: Sequence[Companion] = ()
+    routers: Sequence[APIRouter] = ()
+    app: HttpApp | None = None
+
+
+@dataclass(frozen=True)
+class Resources(Generic[S]):
+    """What a start-up hook may use: settings, the database (None without a schema) and the
+    sender of commands to the service's own command topic."""
+
+    settings: S
+    sessions: async_sessionmaker[AsyncSession] | None
+    commands: CommandSender
+
+    def database(self) -> async_sessionmaker[AsyncSession]:
+        if self.sessions is None:
+            raise TypeError("this service has no database (Service.database is None)")
+        return self.sessions
+
+
+StartUp = Callable[[Resources[S]], AbstractAsyncContextManager[Running]]
+"""The life-cycle hook: loads at start-up, yields `Running`, releases at shut-down."""
+
+
+@dataclass(frozen=True)
+class Service(Generic[S]):
+    """A leadflow service: its name, what it reads, how it starts, what operators may ask."""
+
     name: str
-    interval_s: float
-    work: Callable[[], Awaitable[object]]
+    summary: str
+    settings: type[S]
+    start: StartUp[S]
+    database: Database | None = None
+    subscriptions: Sequence[Topic] = ()
+    commands: Sequence[OperatorCommand[S]] = field(default=())
 
-
-async def every(interval_s: float, work: Callable[[], Awaitable[object]], *, name: str) -> None:
-    """Run `work` now and then every `interval_s` until cancelled; a failure is logged, never
-    fatal (the next round tries again)."""
-    while True:
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """The command line (see the module doc); returns the exit code."""
+        parser = self._parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
         try:
-            await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; retrying in %.0fs", name, interval_s)
-        await asyncio.sleep(interval_s)
+            settings = load_settings(self.settings)
+        except SettingsError as exc:
+            return _fail(str(exc), exit_code=2)
+        configure_logging(settings.log_level, service=self.name)
+        if args.command == "run":
+            try:
+                # uvloop: the event loop and its sockets in C; a consumer spends much of its
+                # CPU in socket writes and polling, measured ~15% of a service's CPU here.
+                uvloop.run(self.serve(settings))
+            except PortInUse as exc:
+                return _fail(
+                    f"{self.name} cannot listen: {exc}; is {self.name} already running? "
+                    "(`make status` shows the local stack)",
+                    exit_code=2,
+                )
+            return 0
+        if args.command == "migrate":
+            database = self._database(settings)
+            assert self.database is not None
+            upgrade_to_head(
+                migrations_dir=self.database.migrations,
+                schema=self.database.schema,
+                database_url=database.url.get_secret_value(),
+            )
+            log.info("schema %s is at the newest revision", self.database.schema)
+            return 0
+        command = next(c for c in self.commands if c.name == args.command)
+        return asyncio.run(self._operate(command, settings, args))
 
-
-def consumer_service_main(
-    *,
-    service: str,
-    load_settings: Callable[[], S],
-    make_handler: Callable[[S], Handler],
-    subscriptions: list[Topic],
-    migrations_dir: Path,
-    schema: str,
-    make_companions: Callable[[S, ServiceContext], Sequence[Companion]] | None = None,
-    make_routes: Callable[[S, async_sessionmaker[AsyncSession]], Sequence[BaseRoute]] | None = None,
-    argv: list[str] | None = None,
-) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"])
-    command = parser.parse_args(argv).command
-    settings = load_settings()
-    configure_logging(settings.log_level, service=service)
-    if command == "migrate":
-        upgrade_to_head(
-            migrations_dir=migrations_dir,
-            schema=schema,
-            database_url=settings.database.url.get_secret_value(),
+    async def serve(self, settings: S, *, stopping: asyncio.Event | None = None) -> None:
+        """Run the service until `stopping` is set (by SIGTERM/SIGINT when not given), then
+        drain and stop everything (see the module doc)."""
+        stopping = stopping or _stop_on_signals()
+        engine = (
+            create_engine(self._database(settings), application_name=f"leadflow-{self.name}")
+            if self.database is not None
+            else None
         )
-        log.info("schema %s is at the newest revision", schema)
-        return 0
-    # uvloop: the event loop and its sockets in C; a consumer spends much of its CPU in socket
-    # writes and polling (to PostgreSQL and the broker), measured ~15% of a service's CPU here.
-    uvloop.run(
-        serve_consumer(
-            service=service,
-            settings=settings,
-            handler=make_handler(settings),
-            subscriptions=subscriptions,
-            schema=schema,
-            companions=(
-                (lambda context: make_companions(settings, context)) if make_companions else None
-            ),
-            routes=(lambda sessions: make_routes(settings, sessions)) if make_routes else None,
-        )
-    )
-    return 0
+        sessions = create_sessionmaker(engine) if engine is not None else None
+        commands = CommandSender(settings.kafka, client_id=f"leadflow-{self.name}-commands")
+        try:
+            async with self.start(Resources(settings, sessions, commands)) as running:
+                await self._run(settings, running, sessions, stopping)
+        finally:
+            await commands.close()
+            if engine is not None:
+                await engine.dispose()
+            log.info("stopped")
 
-
-async def serve_consumer(
-    *,
-    service: str,
-    settings: ConsumingServiceSettings,
-    handler: Handler,
-    subscriptions: list[Topic],
-    schema: str,
-    companions: Callable[[ServiceContext], Sequence[Companion]] | None = None,
-    routes: Callable[[async_sessionmaker[AsyncSession]], Sequence[BaseRoute]] | None = None,
-) -> None:
-    """Run the consumer (and companions) until SIGTERM/SIGINT; drain, then stop everything."""
-    engine = create_engine(settings.database, application_name=f"leadflow-{service}")
-    sessions = create_sessionmaker(engine)
-    runner = ConsumerRunner(
-        service=service,
-        subscriptions=subscriptions,
-        handler=handler,
-        sessions=sessions,
-        schema=schema,
-        kafka=settings.kafka,
-        consumer=settings.consumer,
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, runner.request_stop)
-    health = HealthServer(
-        host=settings.health_host,
-        port=settings.health_port,
-        readiness=runner.readiness,
-        routes=routes(sessions) if routes else (),
-    )
-    producer: AIOKafkaProducer | None = None
-    tasks: list[asyncio.Task[None]] = []
-    if companions is not None:
-        producer = create_producer(settings.kafka, client_id=f"leadflow-{service}-companions")
-        await producer.start()
-        context = ServiceContext(sessions=sessions, producer=producer)
-        tasks = [
-            asyncio.create_task(every(c.interval_s, c.work, name=c.name), name=c.name)
-            for c in companions(context)
+    async def _run(
+        self,
+        settings: S,
+        running: Running,
+        sessions: async_sessionmaker[AsyncSession] | None,
+        stopping: asyncio.Event,
+    ) -> None:
+        runner = self._runner(settings, running, sessions)
+        server = self._server(settings, running, runner)
+        await server.start()
+        log.info("started; HTTP on %s:%d", server.host, server.port)
+        companions = [
+            asyncio.create_task(run_companion(c), name=c.name) for c in running.companions
         ]
-    await health.start()
-    log.info("started; health on %s:%d", settings.health_host, settings.health_port)
-    settle_garbage_collector()
+        settle_garbage_collector()  # start-up is done: what exists now lives as long as we do
+        try:
+            if runner is not None:
+                assert isinstance(settings, ConsumingServiceSettings)
+                await _consume_until(
+                    runner, stopping, drain_s=settings.consumer.shutdown_drain_timeout_s
+                )
+            else:
+                await _first_of(stopping.wait(), server.wait())
+        finally:
+            for task in companions:
+                task.cancel()
+            for task in companions:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await server.stop()
+
+    def _runner(
+        self,
+        settings: S,
+        running: Running,
+        sessions: async_sessionmaker[AsyncSession] | None,
+    ) -> ConsumerRunner | None:
+        if running.handler is None:
+            return None
+        if sessions is None or self.database is None:
+            raise TypeError(f"{self.name}: a consuming service needs a database")
+        assert isinstance(settings, ConsumingServiceSettings)
+        return ConsumerRunner(
+            service=self.name,
+            subscriptions=self.subscriptions,
+            handler=running.handler,
+            sessions=sessions,
+            schema=self.database.schema,
+            kafka=settings.kafka,
+            consumer=settings.consumer,
+        )
+
+    def _server(self, settings: S, running: Running, runner: ConsumerRunner | None) -> HttpServer:
+        if running.app is not None:
+            return HttpServer(
+                running.app.app,
+                host=running.app.host,
+                port=running.app.port,
+                setting=running.app.setting,
+                lifespan=True,
+                http="httptools",
+            )
+        if not isinstance(settings, ConsumingServiceSettings) or runner is None:
+            raise TypeError(f"{self.name}: Running needs a handler or an app")
+        readiness: ReadinessCheck = runner.readiness
+        app = create_api(title=f"leadflow {self.name}", summary=self.summary)
+        app.include_router(health_router(readiness))
+        for router in running.routers:
+            app.include_router(router)
+        prefix = str(self.settings.model_config.get("env_prefix", ""))
+        return HttpServer(
+            app,
+            host=settings.health_host,
+            port=settings.health_port,
+            setting=f"{prefix}HEALTH_PORT",
+        )
+
+    async def _operate(
+        self, command: OperatorCommand[S], settings: S, args: argparse.Namespace
+    ) -> int:
+        engine = (
+            create_engine(self._database(settings), application_name=f"leadflow-{self.name}-cli")
+            if command.needs_database and self.database is not None
+            else None
+        )
+        commands = CommandSender(settings.kafka, client_id=f"leadflow-{self.name}-cli")
+        tools = OperatorTools(
+            sessions=create_sessionmaker(engine) if engine is not None else None,
+            commands=commands,
+        )
+        try:
+            report = await command.run(settings, tools, args)
+        except OperatorError as exc:
+            return _fail(str(exc), exit_code=exc.exit_code)
+        except (OSError, DBAPIError, InterfaceError) as exc:
+            return _fail(_unreachable(exc), exit_code=3)
+        finally:
+            await commands.close()
+            if engine is not None:
+                await engine.dispose()
+        _print_report(report, as_json=args.json)
+        return report.exit_code
+
+    def _database(self, settings: S) -> DatabaseSettings:
+        if not isinstance(settings, ConsumingServiceSettings):
+            raise TypeError(f"{self.name} has no database settings")
+        return settings.database
+
+    def _parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=f"python -m services.{self.name}", description=self.summary
+        )
+        commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+        commands.add_parser("run", help="serve until SIGTERM/SIGINT, then drain and exit 0")
+        if self.database is not None:
+            commands.add_parser(
+                "migrate", help=f"bring the `{self.database.schema}` schema to the newest revision"
+            )
+        for command in self.commands:
+            sub = commands.add_parser(command.name, help=command.help, description=command.help)
+            command.arguments(sub)
+            sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        return parser
+
+
+async def _consume_until(
+    runner: ConsumerRunner, stopping: asyncio.Event, *, drain_s: float
+) -> None:
+    """Run the consumer until it ends or `stopping` is set; then give its drain at most
+    `drain_s` before cutting it (see `ConsumerRunner.abandon`)."""
+    consuming = asyncio.create_task(runner.run(), name="consumer")
+    await _first_of(stopping.wait(), asyncio.shield(consuming))
+    if not consuming.done():
+        runner.request_stop()
+        done, _ = await asyncio.wait({consuming}, timeout=drain_s)
+        if not done:
+            log.error(
+                "the drain took longer than %.0fs (shutdown_drain_timeout_s): cut; the batch "
+                "in flight is not committed and will be redelivered",
+                drain_s,
+            )
+            runner.abandon()
+            consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consuming
+            return
+    consuming.result()  # a runner that gave up raises here: the process exits non-zero
+
+
+async def _first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of `awaitables` finishes (raising its error); cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        await runner.run()
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if producer is not None:
-            await producer.stop()
-        await health.stop()
-        await engine.dispose()
-        log.info("stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the handlers only ask to stop."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+def _unreachable(exc: BaseException) -> str:
+    """One line for a database or broker that does not answer an operator command."""
+    reason = (str(exc).splitlines() or [""])[0]
+    return (
+        "cannot reach PostgreSQL (LEADFLOW_DATABASE_URL) or the broker "
+        f"(LEADFLOW_KAFKA_BOOTSTRAP_SERVERS): {type(exc).__name__}: {reason} "
+        "(is the local stack running? `make up`)"
+    )
+
+
+def _print_report(report: Report, *, as_json: bool) -> None:
+    stream = sys.stdout if report.exit_code == 0 else sys.stderr
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps(report.data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n"
+        )
+    elif report.text:
+        print(report.text, file=stream)
+
+
+def _fail(message: str, *, exit_code: int) -> int:
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    return exit_code

@@ -3,21 +3,39 @@
 Connection settings have one prefix for the whole deployment (`LEADFLOW_KAFKA_*`,
 `LEADFLOW_DATABASE_*`); each service adds its own frozen settings class with its own prefix
 (`LEADFLOW_ENRICH_*`, ...) that holds these as `kafka` and `database`. Missing secrets fail at
-start, before any connection is tried.
+start, before any connection is tried: `load_settings` turns the failure into one line per
+setting, naming the variable (`SettingsError`), never a traceback.
+
+Where the variables come from: the environment, and then the file `LOCAL_ENV_FILE` in the
+working directory when it exists (the local stack, `make run` / `make up`, writes there what it
+gives its services, so that operator commands run from the repository find the same database and
+broker with no extra setup). A variable set in the environment wins over the file. A deployment
+has no such file and sets everything in the environment.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_ENV_FILE = ".devstack/leadflow.env"
+"""The local stack's settings (see the module doc); relative to the working directory."""
+
+ENV_FILE = os.environ.get("LEADFLOW_ENV_FILE") or LOCAL_ENV_FILE
+"""The file read after the environment: `LOCAL_ENV_FILE` unless `LEADFLOW_ENV_FILE` names
+another (the test suite names /dev/null: a local stack running beside it must not lend its
+settings to the services and settings the tests build)."""
+
+_SOURCES = SettingsConfigDict(env_file=ENV_FILE, frozen=True, extra="ignore")
 
 
 class KafkaSettings(BaseSettings):
     """How to reach the broker and how clients behave (LEADFLOW_KAFKA_*)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_KAFKA_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_KAFKA_", **_SOURCES)
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
@@ -31,17 +49,11 @@ class KafkaSettings(BaseSettings):
     # consumers' producers enqueue whole batches and use none (shared.kafka.create_producer).
     linger_ms: int = Field(default=5, ge=0)
     # How long the broker may hold a consumer's fetch when no data is waiting. Real Kafka answers
-    # as soon as one byte is there (fetch.min.bytes=1), so the wait costs nothing but empty
-    # fetches. The development broker (Tansu) answers a held fetch late (one hop: p50 ~5 ms at a
-    # 20 ms wait, ~120 ms at aiokafka's 500 ms default), and every fetch it answers costs it CPU:
-    # at 20 ms the idle stack's fetches alone took ~30 % of a core in the broker and ~5 % in each
-    # consumer. The whole stack at 1,000 events/s (2026-11-24, 2 cores, 20 s runs): wait 20 ms ->
-    # 185 % CPU, speed-to-lead p99 714 / 804 ms; 50 -> 168-182 %, 200-525 ms; 70 -> 140-163 %,
-    # 161 / 236 ms; 100 -> 136-146 %, 253-276 ms; 200 -> 116 %, 373 ms (p50 254). At 100
-    # events/s, p99 144 ms at 20, 120 at 70, 266 at 200.
+    # as soon as data is there; the development broker answers held fetches late and pays CPU for
+    # each, and 70 ms measured best (bench/RESULTS.md, "The consumers' fetch wait").
     fetch_max_wait_ms: int = Field(default=70, ge=1, le=500)
     # Bytes per partition batch. aiokafka's 16 KB default holds ~16 raw events; 256 KB doubled
-    # produce throughput here (bench/broker.py) at no latency cost (linger still bounds waits).
+    # produce throughput at no latency cost (bench/RESULTS.md, "Producer batch size").
     max_batch_bytes: int = Field(default=262_144, ge=16_384)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
 
@@ -49,7 +61,7 @@ class KafkaSettings(BaseSettings):
 class DatabaseSettings(BaseSettings):
     """How to reach PostgreSQL (LEADFLOW_DATABASE_*). `url` has no default: it is a secret."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_DATABASE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_DATABASE_", **_SOURCES)
 
     url: SecretStr = Field(description="postgresql+asyncpg://user:password@host:port/database")
     pool_size: int = Field(default=5, ge=1)
@@ -59,7 +71,7 @@ class DatabaseSettings(BaseSettings):
 class ConsumerSettings(BaseSettings):
     """Tuning of the consumer runner (LEADFLOW_CONSUMER_*), the same for every consuming service."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_CONSUMER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_CONSUMER_", **_SOURCES)
 
     max_batch_records: int = Field(default=500, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
@@ -72,18 +84,61 @@ class ConsumerSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Base of each service's settings class. Subclasses set `env_prefix`."""
+    """Base of each service's settings class. Subclasses set `env_prefix` (with `SERVICE_SOURCES`)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(**_SOURCES)
 
     log_level: str = "INFO"
-    health_host: str = "127.0.0.1"
-    health_port: int = Field(default=8080, ge=0, le=65535)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 
 class ConsumingServiceSettings(ServiceSettings):
-    """A service that consumes topics and owns tables."""
+    """A service that consumes topics and owns tables. Its health, readiness and metrics (and
+    its own read-only endpoints) are served on `health_host:health_port`."""
 
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8080, ge=0, le=65535)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+
+
+SERVICE_SOURCES: SettingsConfigDict = _SOURCES
+"""What a service's settings class passes to its `SettingsConfigDict` beside its `env_prefix`."""
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; `str()` is one line per setting at fault, naming its
+    environment variable and how to set it."""
+
+
+def load_settings(settings_class: type[S]) -> S:
+    """`settings_class()` from the environment (and `LOCAL_ENV_FILE`); a missing or invalid
+    value raises `SettingsError` naming the variable instead of pydantic's traceback."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, settings_class)) from None
+
+
+def _describe(error: ValidationError, settings_class: type[BaseSettings]) -> str:
+    """One line per error: the variable of the field at fault (the nested settings classes
+    `kafka`, `database` and `consumer` have prefixes of their own)."""
+    nested = (KafkaSettings, DatabaseSettings, ConsumerSettings)
+    by_title = {cls.__name__: cls for cls in (settings_class, *nested)}
+    owner = by_title.get(error.title, settings_class)
+    prefix = str(owner.model_config.get("env_prefix", ""))
+    lines = []
+    for item in error.errors():
+        if not item["loc"]:  # a check of several settings together names them itself
+            lines.append(f"settings are invalid: {item['msg']}")
+            continue
+        field = ".".join(str(part) for part in item["loc"])
+        variable = f"{prefix}{item['loc'][0]}".upper()
+        problem = "is not set" if item["type"] == "missing" else f"is invalid: {item['msg']}"
+        lines.append(
+            f"setting {field!r} {problem}: set the environment variable {variable}"
+            f" (or start the local stack, `make up`, which writes {LOCAL_ENV_FILE})"
+        )
+    return "\n".join(lines)

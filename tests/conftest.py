@@ -3,9 +3,17 @@ PostgreSQL, started once per session; a fresh database and topic prefix per test
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-pytest_plugins = ["tests.fixtures.infra", "tests.fixtures.pipeline"]
+# A local stack running beside the tests (`make up`) leaves its settings in
+# .devstack/leadflow.env for operator commands; the services and settings the tests build must
+# not read them (shared.settings.ENV_FILE). Set before anything imports shared.settings, and
+# inherited by the service processes the tests start.
+os.environ["LEADFLOW_ENV_FILE"] = os.devnull
+
+pytest_plugins = ["tests.fixtures.infra", "tests.fixtures.pipeline", "tests.fixtures.devstack"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,13 +1,8 @@
-"""`python -m services.enrich <command>`.
+"""`python -m services.enrich <command>` (`--help` lists them): the enrich service on the shell.
 
-run                      consume `events.raw` until SIGTERM/SIGINT, then drain and exit 0
-migrate                  bring the `enrich` schema to the newest revision
-load-accounts FILE       upsert accounts from a CSV file (account_id,name,domain,type,...)
-load-suppressions FILE   upsert the suppression list from a CSV file (value,reason)
-merges LEAD_ID           list the merges a lead took part in (to find a merge id)
-unmerge MERGE_ID [--by NAME]
-                         reverse a merge: the running service applies it (exactly once)
-                         and emits `unmerged`; this waits until it is applied
+Start-up loads the accounts and suppressions files (when set) and the reference data into
+memory before the first batch; three companions run beside the consumer: the re-enrichment
+sweeper (with a provider), housekeeping and the reference reload (see `background`).
 """
 
 from __future__ import annotations
@@ -17,135 +12,242 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import uvloop
-
-from services.enrich import repository
+from services.enrich import background, repository
 from services.enrich.config import EnrichSettings
+from services.enrich.firmographics import FileProvider, FirmographicsProvider
+from services.enrich.handler import EnrichHandler, EnrichPolicy
 from services.enrich.loading import BadFile, load_accounts, load_suppressions
+from services.enrich.references import References
 from services.enrich.repository import SCHEMA
-from services.enrich.service import serve
-from shared.codec import encode
+from services.enrich.vendor import HttpVendorProvider
+from shared.companions import Companion
 from shared.contracts import EnrichCommand
-from shared.db import create_engine, create_sessionmaker, unit_of_work
-from shared.kafka import create_producer
-from shared.migrations import upgrade_to_head
-from shared.telemetry import configure_logging
-from shared.topics import ENRICH_COMMANDS
+from shared.db import unit_of_work
+from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report, table
+from shared.service import Database, Resources, Running, Service
+from shared.topics import ENRICH_COMMANDS, EVENTS_RAW
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("services.enrich")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.enrich")
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("run")
-    commands.add_parser("migrate")
-    for name in ("load-accounts", "load-suppressions"):
-        commands.add_parser(name).add_argument("file", type=Path)
-    commands.add_parser("merges").add_argument("lead_id")
-    unmerge = commands.add_parser("unmerge")
-    unmerge.add_argument("merge_id")
-    unmerge.add_argument("--by", default="operator", help="who asks (kept with the merge)")
-    unmerge.add_argument("--timeout-s", type=float, default=60)
-    args = parser.parse_args(argv)
-    settings = EnrichSettings()
-    configure_logging(settings.log_level, service="enrich")
-    command = args.command or "run"
-    if command == "run":
-        uvloop.run(serve(settings))  # the event loop in C, as every consumer (shared.service)
-        return 0
-    if command == "migrate":
-        upgrade_to_head(
-            migrations_dir=MIGRATIONS,
-            schema=SCHEMA,
-            database_url=settings.database.url.get_secret_value(),
+def make_provider(settings: EnrichSettings) -> FirmographicsProvider | None:
+    if settings.firmographics_provider == "file":
+        return FileProvider(settings.companies_file)
+    if settings.firmographics_provider == "http":
+        return HttpVendorProvider(
+            base_url=settings.vendor_url,
+            api_key=settings.vendor_api_key.get_secret_value(),
+            timeout_s=settings.vendor_timeout_s,
+            retries=settings.vendor_retries,
+            cache_ttl_s=settings.vendor_cache_ttl_s,
+            breaker_failures=settings.vendor_breaker_failures,
+            breaker_reset_s=settings.vendor_breaker_reset_s,
         )
-        log.info("schema %s is at the newest revision", SCHEMA)
-        return 0
-    return asyncio.run(_operator_command(settings, args))
+    return None
 
 
-async def _operator_command(settings: EnrichSettings, args: argparse.Namespace) -> int:
-    engine = create_engine(settings.database, application_name="leadflow-enrich-cli")
-    sessions = create_sessionmaker(engine)
+@asynccontextmanager
+async def start(resources: Resources[EnrichSettings]) -> AsyncIterator[Running]:
+    """Accounts and suppressions are in memory before the first batch is handled."""
+    settings, sessions, commands = resources.settings, resources.database(), resources.commands
+    async with unit_of_work(sessions) as session:
+        if settings.accounts_file:
+            count = await load_accounts(session, settings.accounts_file)
+            log.info("accounts: %d from %s", count, settings.accounts_file)
+        if settings.suppressions_file:
+            count = await load_suppressions(session, settings.suppressions_file)
+            log.info("suppressions: %d from %s", count, settings.suppressions_file)
+    references = References(fuzzy_threshold=settings.account_fuzzy_threshold)
+    await background.refresh_references(sessions=sessions, references=references)
+    provider = make_provider(settings)
+    companions = [
+        Companion.every(
+            "reference reload",
+            settings.reference_refresh_s,
+            lambda: background.refresh_references(sessions=sessions, references=references),
+        ),
+        Companion.every(
+            "housekeeping",
+            settings.housekeeping_interval_s,
+            lambda: background.housekeeping(sessions=sessions, settings=settings),
+        ),
+    ]
+    if provider is not None:
+        companions.append(
+            Companion.every(
+                "re-enrichment",
+                settings.reenrich_interval_s,
+                lambda: background.sweep_pending_enrichment(
+                    sessions=sessions, provider=provider, commands=commands, settings=settings
+                ),
+            )
+        )
     try:
-        if args.command in ("load-accounts", "load-suppressions"):
-            load = load_accounts if args.command == "load-accounts" else load_suppressions
-            try:
-                async with unit_of_work(sessions) as session:
-                    count = await load(session, args.file)
-            except (BadFile, OSError) as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            print(f"loaded {count} rows from {args.file}")
-            return 0
-        if args.command == "merges":
-            async with unit_of_work(sessions) as session:
-                merges = await repository.get_merges_of(session, args.lead_id)
-            for m in merges:
-                state = f"unmerged {m.unmerged_at:%Y-%m-%d %H:%M}" if m.unmerged_at else "active"
-                print(
-                    f"{m.merge_id}  {m.merged_lead_id} -> {m.surviving_lead_id}  "
-                    f"{m.reason}  {state}"
-                )
-            return 0
-        return await _unmerge(settings, sessions, args)
+        yield Running(
+            handler=EnrichHandler(
+                provider=provider,
+                references=references,
+                policy=EnrichPolicy(
+                    anonymous_ids_per_week=settings.anonymous_ids_per_week,
+                    max_anonymous_history=settings.max_anonymous_history,
+                    lookup_budget_s=settings.lookup_budget_s,
+                ),
+            ),
+            companions=companions,
+        )
     finally:
-        await engine.dispose()
+        if isinstance(provider, HttpVendorProvider):
+            await provider.close()
 
 
-async def _unmerge(settings: EnrichSettings, sessions: object, args: argparse.Namespace) -> int:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+async def load_file(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
+    load = load_accounts if args.command == "load-accounts" else load_suppressions
+    try:
+        async with unit_of_work(tools.database()) as session:
+            count = await load(session, args.file)
+    except (BadFile, OSError) as exc:
+        raise OperatorError(str(exc), exit_code=2) from None
+    return Report(
+        text=f"loaded {count} rows from {args.file}", data={"file": str(args.file), "rows": count}
+    )
 
-    assert isinstance(sessions, async_sessionmaker)
-    maker: async_sessionmaker[AsyncSession] = sessions
-    async with unit_of_work(maker) as session:
+
+async def merges(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
+    async with unit_of_work(tools.database()) as session:
+        found = await repository.get_merges_of(session, args.lead_id)
+        emails = {
+            lead.lead_id: lead.profile.email
+            for lead in (
+                await repository.get_leads(
+                    session,
+                    {m.merged_lead_id for m in found} | {m.surviving_lead_id for m in found},
+                )
+            ).values()
+        }
+    data: list[dict[str, Any]] = [
+        {
+            "merge_id": m.merge_id,
+            "merged_lead_id": m.merged_lead_id,
+            "merged_email": emails.get(m.merged_lead_id) or m.merged_lead_snapshot.get("email"),
+            "surviving_lead_id": m.surviving_lead_id,
+            "surviving_email": emails.get(m.surviving_lead_id),
+            "reason": m.reason,
+            "merged_at": m.merged_at,
+            "unmerged_at": m.unmerged_at,
+        }
+        for m in found
+    ]
+    if not data:
+        return Report(text=f"lead {args.lead_id} took part in no merge", data=[])
+    rows = [
+        [
+            d["merge_id"],
+            _lead(d["merged_lead_id"], d["merged_email"]),
+            _lead(d["surviving_lead_id"], d["surviving_email"]),
+            d["reason"],
+            f"{d['merged_at']:%Y-%m-%d %H:%M}" if d["merged_at"] else None,
+            f"unmerged {d['unmerged_at']:%Y-%m-%d %H:%M}" if d["unmerged_at"] else "active",
+        ]
+        for d in data
+    ]
+    return Report(
+        text=table(["merge", "merged lead", "into", "reason", "merged at", "state"], rows),
+        data=data,
+    )
+
+
+async def unmerge(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
+    sessions = tools.database()
+    async with unit_of_work(sessions) as session:
         merge = await repository.get_merge(session, args.merge_id, lock=False)
     if merge is None:
-        print(f"error: no merge {args.merge_id}", file=sys.stderr)
-        return 2
+        raise OperatorError(f"no merge {args.merge_id}", exit_code=2)
+    data = {"merge_id": args.merge_id, "merged_lead_id": merge.merged_lead_id}
     if merge.unmerged_at is not None:
-        print(f"merge {args.merge_id} was already reversed at {merge.unmerged_at}")
-        return 0
-    command = EnrichCommand(
-        command_id=str(uuid.uuid4()),
-        kind="unmerge",
-        merge_id=args.merge_id,
-        requested_by=args.by,
-        at=datetime.now(UTC),
-    )
-    producer = create_producer(settings.kafka, client_id="leadflow-enrich-cli")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            ENRICH_COMMANDS.full_name(settings.kafka.topic_prefix),
-            value=encode(command),
-            key=args.merge_id.encode(),
+        return Report(
+            text=f"merge {args.merge_id} was already reversed at {merge.unmerged_at}",
+            data={**data, "unmerged_at": merge.unmerged_at},
         )
-    finally:
-        await producer.stop()
+    await tools.commands.send(
+        ENRICH_COMMANDS,
+        [
+            EnrichCommand(
+                command_id=str(uuid.uuid4()),
+                kind="unmerge",
+                merge_id=args.merge_id,
+                requested_by=args.by,
+                at=datetime.now(UTC),
+            )
+        ],
+    )
     deadline = asyncio.get_running_loop().time() + args.timeout_s
     while asyncio.get_running_loop().time() < deadline:
-        async with unit_of_work(maker) as session:
+        async with unit_of_work(sessions) as session:
             merge = await repository.get_merge(session, args.merge_id, lock=False)
         if merge is not None and merge.unmerged_at is not None:
-            print(
-                f"unmerged {args.merge_id}: lead {merge.merged_lead_id} restored "
-                f"from {merge.surviving_lead_id}"
+            return Report(
+                text=f"unmerged {args.merge_id}: lead {merge.merged_lead_id} restored "
+                f"from {merge.surviving_lead_id}",
+                data={**data, "unmerged_at": merge.unmerged_at},
             )
-            return 0
         await asyncio.sleep(0.5)
-    print(
+    raise OperatorError(
         f"requested unmerge of {args.merge_id}; enrich has not applied it yet "
-        "(is the service running?)",
-        file=sys.stderr,
+        "(is the service running?)"
     )
-    return 1
 
+
+def _lead(lead_id: str, email: str | None) -> str:
+    return f"{lead_id} <{email}>" if email else lead_id
+
+
+def _unmerge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("merge_id")
+    parser.add_argument("--by", default="operator", help="who asks (kept with the merge)")
+    parser.add_argument("--timeout-s", type=float, default=60, help="how long to wait for it")
+
+
+SERVICE = Service(
+    name="enrich",
+    summary="Resolves identities, normalises traits, appends firmographics and matches accounts.",
+    settings=EnrichSettings,
+    start=start,
+    database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
+    subscriptions=[EVENTS_RAW, ENRICH_COMMANDS],
+    commands=[
+        OperatorCommand(
+            name="load-accounts",
+            help="upsert accounts from a CSV file (account_id,name,domain,type,...)",
+            arguments=lambda parser: parser.add_argument("file", type=Path),
+            run=load_file,
+        ),
+        OperatorCommand(
+            name="load-suppressions",
+            help="upsert the suppression list from a CSV file (value,reason)",
+            arguments=lambda parser: parser.add_argument("file", type=Path),
+            run=load_file,
+        ),
+        OperatorCommand(
+            name="merges",
+            help="list the merges a lead took part in (to find a merge id)",
+            arguments=lambda parser: parser.add_argument("lead_id"),
+            run=merges,
+        ),
+        OperatorCommand(
+            name="unmerge",
+            help="reverse a merge: the running service applies it (exactly once) and emits "
+            "`unmerged`; this waits until it is applied",
+            arguments=_unmerge_arguments,
+            run=unmerge,
+        ),
+    ],
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SERVICE.main())

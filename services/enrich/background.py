@@ -9,6 +9,8 @@
   only repeats a lookup (and applying the command twice changes nothing).
 - Housekeeping: forgets message ids older than the dedupe retention and old anonymous history.
 - References: reloads accounts and suppressions when their tables change.
+
+Each is a companion (`shared.companions`) of the running service.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.enrich import repository
 from services.enrich.config import EnrichSettings
 from services.enrich.firmographics import FirmographicsProvider, ProviderUnavailable
 from services.enrich.references import References
-from shared.codec import encode
+from shared.commands import CommandSender
 from shared.contracts import EnrichCommand
 from shared.db import unit_of_work
 from shared.topics import ENRICH_COMMANDS
@@ -39,7 +40,7 @@ async def sweep_pending_enrichment(
     *,
     sessions: async_sessionmaker[AsyncSession],
     provider: FirmographicsProvider,
-    producer: AIOKafkaProducer,
+    commands: CommandSender,
     settings: EnrichSettings,
 ) -> int:
     """One round of re-enrichment; returns how many domains got an answer."""
@@ -50,7 +51,6 @@ async def sweep_pending_enrichment(
     if not domains:
         return 0
     answered = 0
-    topic = ENRICH_COMMANDS.full_name(settings.kafka.topic_prefix)
     results = await asyncio.gather(
         *(provider.lookup(domain) for domain in domains), return_exceptions=True
     )
@@ -73,7 +73,7 @@ async def sweep_pending_enrichment(
             firmographics=result,
             at=datetime.now(UTC),
         )
-        await producer.send_and_wait(topic, value=encode(command), key=domain.encode())
+        await commands.send(ENRICH_COMMANDS, [command])
         answered += 1
     log.info("re-enrichment: %d of %d domains answered", answered, len(domains))
     return answered

@@ -8,13 +8,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ConsumingServiceSettings
+from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 DATA_DIR = Path(__file__).parent / "data"
 
 
 class EnrichSettings(ConsumingServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_ENRICH_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_ENRICH_", **SERVICE_SOURCES)
 
     health_port: int = 8081
 

@@ -1,49 +1,39 @@
-"""`python -m services.ingest`: serve the tracking API until SIGTERM/SIGINT, then drain.
+"""`python -m services.ingest <command>` (`--help` lists them): the tracking API on the shell.
 
-On a stop signal uvicorn stops accepting, lets requests in flight finish (each answers only
-after its broker acknowledgement), then the lifespan stops the producer; exit code 0.
+On a stop signal the server stops accepting, lets requests in flight finish (each answers only
+after its broker acknowledgement), then the app's lifespan stops the producer; exit code 0.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
-import uvicorn
-import uvloop
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from services.ingest.api import create_app
 from services.ingest.config import IngestSettings
-from shared.health import ServerWithoutSignals
-from shared.runtime import settle_garbage_collector
-from shared.telemetry import configure_logging
+from shared.service import HttpApp, Resources, Running, Service
 
 
-async def serve(settings: IngestSettings) -> None:
-    app = create_app(settings)
-    settle_garbage_collector()
-    server = ServerWithoutSignals(
-        uvicorn.Config(
-            app,
+@asynccontextmanager
+async def start(resources: Resources[IngestSettings]) -> AsyncIterator[Running]:
+    settings = resources.settings
+    yield Running(
+        app=HttpApp(
+            app=create_app(settings),
             host=settings.host,
             port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            http="httptools",
-            timeout_graceful_shutdown=10,
+            setting="LEADFLOW_INGEST_PORT",
         )
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    await server.serve()
 
 
-def main() -> None:
-    settings = IngestSettings()  # read from the environment
-    configure_logging(settings.log_level, service="ingest")
-    uvloop.run(serve(settings))  # measured here: uvloop about 2x the requests/s of asyncio
-
+SERVICE = Service(
+    name="ingest",
+    summary="The Segment-compatible tracking API and the lead-list upload.",
+    settings=IngestSettings,
+    start=start,
+)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(SERVICE.main())

@@ -1,4 +1,5 @@
-"""The HTTP API: Segment's tracking endpoints plus health, readiness and metrics.
+"""The HTTP API: Segment's tracking endpoints plus health, readiness and metrics (the shared
+`health_router`) and the API's documentation at `/docs`.
 
 Answers (Segment's contract, so existing clients work unchanged):
 - 200 `{"success": true}` only after the broker acknowledged every event of the request;
@@ -22,7 +23,6 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.auth import caller_of
 from services.ingest.config import IngestSettings
@@ -37,6 +37,7 @@ from services.ingest.lead_import import create_import_router
 from services.ingest.openapi import ENDPOINTS, document_bodies
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
 from services.ingest.rate_limit import RateLimits
+from shared.http import create_api, health_router
 from shared.telemetry import MESSAGES_IN
 
 SUCCESS = b'{"success":true}'
@@ -55,7 +56,7 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
         finally:
             await publisher.stop()
 
-    app = FastAPI(
+    app = create_api(
         title="leadflow ingest",
         summary="Segment-compatible HTTP tracking API",
         description=(
@@ -63,7 +64,6 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             "name (or `writeKey` in the body), JSON bodies, optionally gzip "
             "(`Content-Encoding: gzip`). Limits: 32 KB per call, 500 KB per batch request."
         ),
-        version="1",
         lifespan=lifespan,
     )
 
@@ -127,22 +127,10 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             response_model=None,
         )
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
+    async def readiness() -> dict[str, bool]:
+        return {"broker": publisher.ready}
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        ready = publisher.ready
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": {"broker": ready}},
-            status_code=200 if ready else 503,
-        )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(health_router(readiness))
     app.include_router(create_import_router(settings, publisher))
     document_bodies(app)
     return app

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import SERVICE_SOURCES, ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_INGEST_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_INGEST_", **SERVICE_SOURCES)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -34,6 +34,3 @@ class IngestSettings(ServiceSettings):
         if any(not source.strip() for source in keys.values()):
             raise ValueError("a source name cannot be blank (it is every event's `source`)")
         return keys
-
-    def secret_keys(self) -> dict[SecretStr, str]:
-        return {SecretStr(key): source for key, source in self.write_keys.items()}

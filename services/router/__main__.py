@@ -1,89 +1,96 @@
-"""`python -m services.router <command>`.
-
-run            consume leads.lifecycle, crm.feedback and router.commands until SIGTERM
-migrate        bring the `router` schema to the newest revision
-history KEY    a lead's routing history (lead id or email): decisions, suppressions, breaches
-check FILE     validate a routing file (exit 2 with file, line and field on an error)
+"""`python -m services.router <command>` (`--help` lists them): the router on the shell.
 
 A bad routing file stops the start with the file, line and field at fault.
+HTTP (health port): `GET /v1/leads/{lead id or email}/routing` (see http.py), and the API's
+documentation at `/docs`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import argparse
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from services.router.config import RouterSettings
 from services.router.handler import RouterHandler
-from services.router.http import router_routes
+from services.router.history_view import render_history
+from services.router.http import router_api
 from services.router.repository import SCHEMA, lead_history
-from services.router.routing_config import RoutingFileError, load_routing
+from services.router.routing_config import load_routing
 from services.router.sla_timers import SlaTimer
-from shared.db import create_engine, create_sessionmaker
-from shared.service import Companion, consumer_service_main
+from shared.companions import Companion
+from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
+from shared.service import Database, Resources, Running, Service
 from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["check"] and len(argv) == 2:
-        try:
-            config = load_routing(Path(argv[1]))
-        except RoutingFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        reps = sum(len(team.reps) for team in config.teams)
-        print(f"{argv[1]}: version {config.version}, {len(config.teams)} teams, {reps} reps")
-        return 0
-    if argv[:1] == ["history"] and len(argv) == 2:
-        return asyncio.run(_history(argv[1], RouterSettings()))
-    try:
-        settings = RouterSettings()
-        routing = load_routing(settings.routing_file)  # fail before connecting to anything
-    except RoutingFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return consumer_service_main(
-        service="router",
-        load_settings=lambda: settings,
-        make_handler=lambda settings: RouterHandler(
-            routing, sla_recheck=timedelta(seconds=settings.sla_recheck_s)
-        ),
-        subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS],
-        migrations_dir=Path(__file__).parent / "migrations",
-        schema=SCHEMA,
-        make_companions=lambda settings, context: [
+@asynccontextmanager
+async def start(resources: Resources[RouterSettings]) -> AsyncIterator[Running]:
+    settings = resources.settings
+    routing = load_routing(settings.routing_file)
+    sessions = resources.database()
+    timer = SlaTimer(
+        sessions=sessions, commands=resources.commands, settings=settings, config=routing
+    )
+    yield Running(
+        handler=RouterHandler(routing, sla_recheck=timedelta(seconds=settings.sla_recheck_s)),
+        companions=[
             Companion(
-                "SLA timer",
-                settings.sla_check_interval_s,
-                SlaTimer(
-                    sessions=context.sessions,
-                    producer=context.producer,
-                    settings=settings,
-                    config=routing,
-                ),
+                name="SLA timer", round=timer.round, retry_after_s=settings.sla_check_interval_s
             )
         ],
-        make_routes=lambda settings, sessions: router_routes(sessions),
-        argv=argv,
+        routers=[router_api(sessions)],
     )
 
 
-async def _history(key: str, settings: RouterSettings) -> int:
-    engine = create_engine(settings.database, application_name="leadflow-router-history")
-    try:
-        async with create_sessionmaker(engine)() as session:
-            found = await lead_history(session, key)
-    finally:
-        await engine.dispose()
+async def history(_: RouterSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
+    async with tools.database()() as session:
+        found = await lead_history(session, args.lead)
     if found is None:
-        print(f"the router never saw lead {key!r}", file=sys.stderr)
-        return 1
-    print(json.dumps(found, indent=2, ensure_ascii=False))
-    return 0
+        raise OperatorError(f"the router never saw lead {args.lead!r}")
+    return Report(text=render_history(found), data=found)
 
+
+async def check(_: RouterSettings, __: OperatorTools, args: argparse.Namespace) -> Report:
+    config = load_routing(args.file)
+    reps = sum(len(team.reps) for team in config.teams)
+    return Report(
+        text=f"{args.file}: version {config.version}, {len(config.teams)} teams, {reps} reps",
+        data={
+            "file": str(args.file),
+            "version": config.version,
+            "teams": len(config.teams),
+            "reps": reps,
+        },
+    )
+
+
+SERVICE = Service(
+    name="router",
+    summary="Routes MQLs to the right SDR at once and the rest to nurture tracks, with SLA timers.",
+    settings=RouterSettings,
+    start=start,
+    database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
+    subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS],
+    commands=[
+        OperatorCommand(
+            name="history",
+            help="a lead's routing history (lead id or email): decisions, suppressions, breaches",
+            arguments=lambda parser: parser.add_argument("lead", help="lead id or email"),
+            run=history,
+        ),
+        OperatorCommand(
+            name="check",
+            help="validate a routing file (exit 2 with the file, line and field on an error)",
+            arguments=lambda parser: parser.add_argument("file", type=Path),
+            run=check,
+            needs_database=False,
+        ),
+    ],
+)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(SERVICE.main())

@@ -7,23 +7,26 @@ GET /v1/leads/{lead_id or email}/routing   the lead's routing history: every dec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from services.router.repository import lead_history
 
 
-def router_routes(sessions: async_sessionmaker[AsyncSession]) -> Sequence[BaseRoute]:
-    async def history(request: Request) -> Response:
-        key = request.path_params["key"]
+def router_api(sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["router"])
+
+    @router.get(
+        "/leads/{key}/routing",
+        summary="A lead's routing history (lead id or email)",
+        responses={404: {"content": {"application/json": {"example": {"error": "the reason"}}}}},
+    )
+    async def history(key: str) -> Response:
         async with sessions() as session:
             found = await lead_history(session, key)
         if found is None:
             return JSONResponse({"error": f"the router never saw lead {key!r}"}, status_code=404)
         return JSONResponse(found)
 
-    return [Route("/v1/leads/{key}/routing", history, methods=["GET"])]
+    return router

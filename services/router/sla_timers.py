@@ -7,8 +7,8 @@ moves a decision's `next_check_at` forward (to `sla_recheck_s`), so a check lost
 between the claim and the produce is simply claimed again later; several router instances
 claim disjoint decisions (SKIP LOCKED).
 
-How often it looks: every `sla_check_interval_s` at most, and no more often than something can
-be due. A round also reads the earliest `next_check_at` still ahead, and a decision made (or a
+How often it looks (the companion's round says when it wants the next one): every
+`sla_check_interval_s` at most, and no more often than something can be due. A round also reads the earliest `next_check_at` still ahead, and a decision made (or a
 check pushed back) after the round cannot be due sooner than the shortest SLA window (or
 `sla_recheck_s`) after it: the timer sleeps until the nearer of the two. An idle router with the
 default routing file looks every 5 minutes instead of every second, and a due SLA is still
@@ -17,19 +17,18 @@ claimed at most one check interval late.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import repository
 from services.router.config import RouterSettings
 from services.router.routing_config import RoutingConfig
-from shared.codec import encode
+from shared.commands import CommandSender
 from shared.contracts import RouterCommand
+from shared.db import unit_of_work
 from shared.topics import ROUTER_COMMANDS
 
 log = logging.getLogger(__name__)
@@ -48,13 +47,13 @@ class Round:
 async def request_sla_checks(
     *,
     sessions: async_sessionmaker[AsyncSession],
-    producer: AIOKafkaProducer,
+    commands: CommandSender,
     settings: RouterSettings,
     now: datetime | None = None,
 ) -> Round:
     """One round: claim the decisions whose check is due and request a check of each."""
     at = now or datetime.now(UTC)
-    async with sessions() as session, session.begin():
+    async with unit_of_work(sessions) as session:
         due = await repository.claim_due_checks(
             session,
             now=at,
@@ -62,24 +61,19 @@ async def request_sla_checks(
             limit=settings.sla_check_batch,
         )
         next_due = await repository.next_check_after(session, at)
-    topic = ROUTER_COMMANDS.full_name(settings.kafka.topic_prefix)
-    acks = [
-        await producer.send(
-            topic,
-            encode(
-                RouterCommand(
-                    command_id=f"sla:{decision_id}:{at.isoformat()}",
-                    kind="sla_check",
-                    lead_id=lead_id,
-                    decision_id=decision_id,
-                    at=at,
-                )
-            ),
-            key=lead_id.encode(),
-        )
-        for decision_id, lead_id in due
-    ]
-    await asyncio.gather(*acks)
+    await commands.send(
+        ROUTER_COMMANDS,
+        [
+            RouterCommand(
+                command_id=f"sla:{decision_id}:{at.isoformat()}",
+                kind="sla_check",
+                lead_id=lead_id,
+                decision_id=decision_id,
+                at=at,
+            )
+            for decision_id, lead_id in due
+        ],
+    )
     if due:
         log.info("SLA timer: %d decisions past due", len(due))
     return Round(requested=len(due), full=len(due) >= settings.sla_check_batch, next_due=next_due)
@@ -106,30 +100,30 @@ def next_round_in(
 
 
 class SlaTimer:
-    """The companion's work (run by `shared.service.every`, which waits `sla_check_interval_s`
-    after each call): a round, then whatever longer wait `next_round_in` allows."""
+    """The companion's work: a round, then the wait `next_round_in` allows."""
 
     def __init__(
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        producer: AIOKafkaProducer,
+        commands: CommandSender,
         settings: RouterSettings,
         config: RoutingConfig,
     ) -> None:
         self._sessions = sessions
-        self._producer = producer
+        self._commands = commands
         self._settings = settings
         self._interval = timedelta(seconds=settings.sla_check_interval_s)
         self._horizon = shortest_wait_for_new_checks(
             config, recheck=timedelta(seconds=settings.sla_recheck_s)
         )
 
-    async def __call__(self) -> None:
+    async def round(self) -> float:
+        """One round; returns the seconds until the next."""
         now = datetime.now(UTC)
         done = await request_sla_checks(
-            sessions=self._sessions, producer=self._producer, settings=self._settings, now=now
+            sessions=self._sessions, commands=self._commands, settings=self._settings, now=now
         )
-        wait = next_round_in(done, now=now, interval=self._interval, horizon=self._horizon)
-        # `every` sleeps one interval after this returns; the rest of the wait is spent here.
-        await asyncio.sleep((wait - self._interval).total_seconds())
+        return next_round_in(
+            done, now=now, interval=self._interval, horizon=self._horizon
+        ).total_seconds()

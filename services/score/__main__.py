@@ -1,107 +1,118 @@
-"""`python -m services.score <command>`.
-
-run                 consume events.enriched, crm.feedback and score.commands until SIGTERM
-migrate             bring the `score` schema to the newest revision
-explain KEY         why a lead (id or email) has its score: rule by rule, and its stages
-simulate RULES      what a candidate rules file would change: who would become MQL, who
-                    would drop, how many scores move (nothing is written)
+"""`python -m services.score <command>` (`--help` lists them): the score service on the shell.
 
 A bad rules file stops the start (and `simulate`) with the file, line and field at fault.
-HTTP (health port): explain, `POST /v1/rules/simulate`, `GET /v1/rules/rescore` (see http.py).
+HTTP (health port): explain, `POST /v1/rules/simulate`, `GET /v1/rules/rescore` (see http.py),
+and the API's documentation at `/docs`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import argparse
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from services.score.config import ScoreSettings
 from services.score.engine.explain import render_text
 from services.score.engine.rescoring import render_summary
-from services.score.engine.ruleset import RulesFileError, load_rules
+from services.score.engine.ruleset import load_rules
 from services.score.handler import ScoreHandler
-from services.score.http import score_routes
+from services.score.http import score_api
 from services.score.lookups import explain_lead, simulate_stored
 from services.score.repository import SCHEMA
 from services.score.sweep import RescoreSweep, sweep_decayed_mqls
-from shared.db import create_engine, create_sessionmaker
-from shared.service import Companion, consumer_service_main
+from shared.companions import Companion
+from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
+from shared.service import Database, Resources, Running, Service
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
-# One rule set per process: the handler, the rescore sweep and explain must agree on the version.
-rules_from = functools.cache(load_rules)
 
-
-@functools.cache
-def rescore_sweep(rules_file: Path) -> RescoreSweep:
-    """The process's rescore sweep: its companion runs it, `GET /v1/rules/rescore` reads it."""
-    return RescoreSweep(version=rules_from(rules_file).version)
-
-
-def main(argv: list[str]) -> int:
-    if argv[:1] in (["explain"], ["simulate"]) and len(argv) == 2:
-        try:
-            return asyncio.run(_operator(argv[0], argv[1], ScoreSettings()))
-        except RulesFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return consumer_service_main(
-        service="score",
-        load_settings=ScoreSettings,
-        make_handler=lambda settings: ScoreHandler(rules_from(settings.rules_file)),
-        subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
-        migrations_dir=Path(__file__).parent / "migrations",
-        schema=SCHEMA,
-        make_companions=lambda settings, context: [
-            Companion(
+@asynccontextmanager
+async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
+    """One rule set per process: the handler, the sweeps and the endpoints agree on its version."""
+    settings = resources.settings
+    rules = load_rules(settings.rules_file)
+    sessions = resources.database()
+    rescore = RescoreSweep(version=rules.version)
+    yield Running(
+        handler=ScoreHandler(rules),
+        companions=[
+            Companion.every(
                 "decay sweep",
                 settings.sweep_interval_s,
                 lambda: sweep_decayed_mqls(
-                    sessions=context.sessions, producer=context.producer, settings=settings
+                    sessions=sessions, commands=resources.commands, settings=settings
                 ),
             ),
             Companion(
-                "rescore sweep",
-                settings.rescore_interval_s,
-                lambda: rescore_sweep(settings.rules_file).round(
-                    sessions=context.sessions, producer=context.producer, settings=settings
+                name="rescore sweep",
+                round=lambda: rescore.step(
+                    sessions=sessions, commands=resources.commands, settings=settings
                 ),
+                retry_after_s=settings.rescore_interval_s,
             ),
         ],
-        make_routes=lambda settings, sessions: score_routes(
-            rules=rules_from(settings.rules_file),
-            sessions=sessions,
-            rescore=rescore_sweep(settings.rules_file).progress,
-        ),
-        argv=argv,
+        routers=[score_api(rules=rules, sessions=sessions, rescore=rescore.progress)],
     )
 
 
-async def _operator(command: str, argument: str, settings: ScoreSettings) -> int:
-    live = rules_from(settings.rules_file)
-    engine = create_engine(settings.database, application_name=f"leadflow-score-{command}")
-    sessions = create_sessionmaker(engine)
-    now = datetime.now(UTC)
-    try:
-        if command == "explain":
-            async with sessions() as session:
-                explanation = await explain_lead(session, argument, live, now)
-            if explanation is None:
-                print(f"no lead with id or email {argument!r}", file=sys.stderr)
-                return 1
-            print(render_text(explanation))
-            return 0
-        summary = await simulate_stored(
-            sessions, live=live, candidate=load_rules(Path(argument)), at=now
+async def explain(
+    settings: ScoreSettings, tools: OperatorTools, args: argparse.Namespace
+) -> Report:
+    async with tools.database()() as session:
+        explanation = await explain_lead(
+            session, args.lead, load_rules(settings.rules_file), datetime.now(UTC)
         )
-        print(render_summary(summary))
-        return 0
-    finally:
-        await engine.dispose()
+    if explanation is None:
+        raise OperatorError(f"no lead with id or email {args.lead!r}")
+    return Report(text=render_text(explanation), data=explanation.model_dump(mode="json"))
 
+
+async def simulate(
+    settings: ScoreSettings, tools: OperatorTools, args: argparse.Namespace
+) -> Report:
+    live = load_rules(settings.rules_file)
+    candidate = load_rules(args.rules)
+    summary = await simulate_stored(
+        tools.database(), live=live, candidate=candidate, at=datetime.now(UTC)
+    )
+    text = render_summary(summary)
+    if candidate.version == live.version:
+        text = (
+            f"warning: {args.rules} has the live rules' version ({live.version}); give the "
+            "candidate a version of its own, or the rescore after it goes live will skip "
+            "every lead already scored under this one\n" + text
+        )
+    return Report(text=text, data=summary.model_dump(mode="json"))
+
+
+SERVICE = Service(
+    name="score",
+    summary="Scores leads (fit and behaviour, with decay) and moves them along the lifecycle.",
+    settings=ScoreSettings,
+    start=start,
+    database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
+    subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
+    commands=[
+        OperatorCommand(
+            name="explain",
+            help="why a lead (id or email) has its score: rule by rule, and its stages",
+            arguments=lambda parser: parser.add_argument("lead", help="lead id or email"),
+            run=explain,
+        ),
+        OperatorCommand(
+            name="simulate",
+            help="what a candidate rules file would change on the stored leads: who would "
+            "become MQL, who would drop, how many scores move (nothing is written)",
+            arguments=lambda parser: parser.add_argument(
+                "rules", type=Path, help="the candidate rules file (YAML)"
+            ),
+            run=simulate,
+        ),
+    ],
+)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(SERVICE.main())

@@ -8,11 +8,11 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
-from shared.settings import ConsumingServiceSettings
+from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 
 class ScoreSettings(ConsumingServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_SCORE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_SCORE_", **SERVICE_SOURCES)
 
     health_port: int = 8082
     rules_file: Path = DEFAULT_RULES_FILE

@@ -17,14 +17,15 @@ holding different versions would rescore leads back and forth.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
+from services.score.engine.explain import Explanation
+from services.score.engine.rescoring import SimulationSummary
 from services.score.engine.ruleset import RuleSet, RulesFileError, parse_rules
 from services.score.lookups import explain_lead, simulate_stored
 from services.score.sweep import RescoreProgress
@@ -32,23 +33,44 @@ from services.score.sweep import RescoreProgress
 MAX_RULES_BYTES = 1_000_000
 """A rules file is a few kilobytes; a larger body is refused before it is read whole."""
 
+_ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
 
-def score_routes(
+
+def score_api(
     *,
     rules: RuleSet,
     sessions: async_sessionmaker[AsyncSession],
     rescore: RescoreProgress,
-) -> Sequence[BaseRoute]:
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["score"])
     simulating = asyncio.Lock()
 
-    async def explain(request: Request) -> Response:
-        key = request.path_params["key"]
+    @router.get(
+        "/leads/{key}/explain",
+        response_model=Explanation,
+        responses={404: _ERROR},
+        summary="Why a lead (id or email) has its score: rule by rule, and its stages",
+    )
+    async def explain(key: str) -> Response:
         async with sessions() as session:
             explanation = await explain_lead(session, key, rules, datetime.now(UTC))
         if explanation is None:
-            return JSONResponse({"error": f"no lead with id or email {key!r}"}, status_code=404)
+            return _error(404, f"no lead with id or email {key!r}")
         return Response(explanation.model_dump_json(), media_type="application/json")
 
+    @router.post(
+        "/rules/simulate",
+        response_model=SimulationSummary,
+        responses={400: _ERROR, 409: _ERROR, 413: _ERROR},
+        summary="What a candidate rules file would change on the stored leads",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/yaml": {"schema": {"type": "string"}}},
+                "description": "a scoring rules file (YAML), as services/score/rules/default.yaml",
+            }
+        },
+    )
     async def simulate(request: Request) -> Response:
         body = bytearray()
         async for chunk in request.stream():
@@ -69,14 +91,11 @@ def score_routes(
             )
         return Response(summary.model_dump_json(), media_type="application/json")
 
-    async def rescore_progress(_: Request) -> Response:
-        return JSONResponse(rescore.view())
+    @router.get("/rules/rescore", summary="Progress of the rescore under the running rules")
+    async def rescore_progress() -> dict[str, Any]:
+        return rescore.view()
 
-    return [
-        Route("/v1/leads/{key}/explain", explain),
-        Route("/v1/rules/simulate", simulate, methods=["POST"]),
-        Route("/v1/rules/rescore", rescore_progress),
-    ]
+    return router
 
 
 def _error(status: int, reason: str) -> Response:

@@ -9,6 +9,9 @@ applies it with exactly-once effects.
   version are asked to be rescored, batch after batch, while live scoring goes on; progress is
   logged, on `leadflow_score_leads_to_rescore` and at `GET /v1/rules/rescore`. A lead already
   rescored ignores a repeated request.
+
+Both are companions (`shared.companions`): the decay sweep runs every `sweep_interval_s`; the
+rescore sweep's `step` says itself when it wants to look again.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.config import ScoreSettings
-from shared.codec import encode
+from shared.commands import CommandSender
 from shared.contracts import ScoreCommand
 from shared.topics import SCORE_COMMANDS
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 STALLED_AFTER_S = 300.0
 """A batch not done this long after it was asked (consumer down, rebalancing) is left to the
 next pass rather than holding the sweep."""
+POLL_S = 0.25
+"""How soon the rescore sweep looks again whether the batch it asked is done."""
 LEADS_TO_RESCORE = Gauge(
     "leadflow_score_leads_to_rescore", "Leads still scored under another rules version"
 )
@@ -41,7 +45,7 @@ LEADS_TO_RESCORE = Gauge(
 async def sweep_decayed_mqls(
     *,
     sessions: async_sessionmaker[AsyncSession],
-    producer: AIOKafkaProducer,
+    commands: CommandSender,
     settings: ScoreSettings,
     now: datetime | None = None,
 ) -> int:
@@ -53,9 +57,8 @@ async def sweep_decayed_mqls(
             evaluated_before=at - timedelta(seconds=settings.sweep_stale_after_s),
             limit=settings.sweep_batch,
         )
-    await _request(
-        producer,
-        settings,
+    await commands.send(
+        SCORE_COMMANDS,
         [
             ScoreCommand(
                 command_id=f"sweep:{at.isoformat()}:{lead_id}",
@@ -111,11 +114,12 @@ class RescoreSweep:
     Cost per batch does not grow with the number of leads: the next batch comes from an index on
     (rule_version, lead_id) after a keyset cursor, and whether the last batch is done is a
     primary-key lookup of its ids. Leads on other versions are counted (an index-only range,
-    as long as what is left) once per pass, not per round. Within a round, as soon as a batch is
-    done the next is asked, so the rescoring rate follows the consumer's pace rather than one
-    batch per interval; a round ends when the pass does, or when a batch is not done within
-    `rescore_interval_s` (the next round looks again). Asking twice is harmless: a lead already
-    on the running rules ignores the request.
+    as long as what is left) once per pass, not per step. The sweep looks every `POLL_S` whether
+    the batch it asked is done and asks the next as soon as it is, so the rescoring rate follows
+    the consumer's pace rather than one batch per interval; a batch not done within
+    `rescore_interval_s` is looked at only every `rescore_interval_s`, and once every lead is on
+    the running rules the sweep looks every `rescore_interval_s`. Asking twice is harmless: a
+    lead already on the running rules ignores the request.
     """
 
     def __init__(self, *, version: str) -> None:
@@ -124,66 +128,62 @@ class RescoreSweep:
         self._pending: list[str] = []
         self._asked_at = 0.0  # when the pending batch was asked (event loop clock)
 
-    async def round(
+    async def step(
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        producer: AIOKafkaProducer,
+        commands: CommandSender,
         settings: ScoreSettings,
         now: datetime | None = None,
-        poll_s: float = 0.25,
-    ) -> int:
-        """One round; returns how many rescores were requested (and acknowledged)."""
+    ) -> float:
+        """One step of the pass: count what the asked batch has done, or ask the next batch.
+        Returns the seconds until the sweep wants its next step (a companion's round)."""
         progress = self.progress
         version = progress.rule_version
         clock = asyncio.get_running_loop().time
-        deadline = clock() + settings.rescore_interval_s
-        requested = 0
-        while True:
-            at = now or datetime.now(UTC)
-            progress.last_round_at = at
-            async with sessions() as session:
-                waiting = await self._waiting(session, version)
-                if not waiting:
-                    batch = await self._next_batch(session, version, settings.sweep_batch, at)
-            if waiting:
-                if clock() + poll_s >= deadline:
-                    break
-                await asyncio.sleep(poll_s)  # holding no connection
-                continue
-            if not batch:
-                progress.to_rescore = 0
-                LEADS_TO_RESCORE.set(0)
-                break
-            await _request(
-                producer,
-                settings,
-                [
-                    ScoreCommand(
-                        command_id=f"rescore:{version}:{lead_id}",
-                        kind="rescore",
-                        lead_id=lead_id,
-                        at=at,
-                    )
-                    for _, lead_id in batch
-                ],
+        at = now or datetime.now(UTC)
+        progress.last_round_at = at
+        async with sessions() as session:
+            waiting = await self._waiting(session, version)
+            batch = (
+                []
+                if waiting
+                else await self._next_batch(session, version, settings.sweep_batch, at)
             )
-            self._cursor, self._pending = batch[-1], [lead_id for _, lead_id in batch]
-            self._asked_at = clock()
-            deadline = self._asked_at + settings.rescore_interval_s
-            progress.asked += len(batch)
-            requested += len(batch)
-            log.info("rescoring under rules %s: %d leads to go", version, progress.to_rescore)
-        if self._pending and clock() - self._asked_at > STALLED_AFTER_S:
-            # Never stall the pass on requests that do not come back; the leads left behind
-            # are found again by the next pass's count.
-            log.warning(
-                "rescore: %d leads not done %.0fs after they were asked; moving on",
-                len(self._pending),
-                clock() - self._asked_at,
-            )
-            self._pending = []
-        return requested
+        if waiting:
+            waited = clock() - self._asked_at
+            if waited > STALLED_AFTER_S:
+                # Never stall the pass on requests that do not come back; the leads left
+                # behind are found again by the next pass's count.
+                log.warning(
+                    "rescore: %d leads not done %.0fs after they were asked; moving on",
+                    len(self._pending),
+                    waited,
+                )
+                self._pending = []
+                return POLL_S
+            return POLL_S if waited < settings.rescore_interval_s else settings.rescore_interval_s
+        if not batch:
+            progress.to_rescore = 0
+            LEADS_TO_RESCORE.set(0)
+            return settings.rescore_interval_s
+        await commands.send(
+            SCORE_COMMANDS,
+            [
+                ScoreCommand(
+                    command_id=f"rescore:{version}:{lead_id}",
+                    kind="rescore",
+                    lead_id=lead_id,
+                    at=at,
+                )
+                for _, lead_id in batch
+            ],
+        )
+        self._cursor, self._pending = batch[-1], [lead_id for _, lead_id in batch]
+        self._asked_at = clock()
+        progress.asked += len(batch)
+        log.info("rescoring under rules %s: %d leads to go", version, progress.to_rescore)
+        return POLL_S
 
     async def _waiting(self, session: AsyncSession, version: str) -> bool:
         """Whether leads of the last batch are still on other rules (counts those done)."""
@@ -219,15 +219,3 @@ class RescoreSweep:
         return await repository.leads_on_other_rules(
             session, version=version, after=None, limit=limit
         )
-
-
-async def _request(
-    producer: AIOKafkaProducer, settings: ScoreSettings, commands: list[ScoreCommand]
-) -> None:
-    """Produce the commands keyed by lead and return once the broker acknowledged them all."""
-    topic = SCORE_COMMANDS.full_name(settings.kafka.topic_prefix)
-    acks = [
-        await producer.send(topic, encode(command), key=command.lead_id.encode())
-        for command in commands
-    ]
-    await asyncio.gather(*acks)

@@ -35,3 +35,8 @@ class EnrichCommand(Contract):
         if self.kind == "unmerge" and not self.merge_id:
             raise ValueError("unmerge needs a merge_id")
         return self
+
+    @property
+    def partition_key(self) -> str:
+        """The topic's key: commands about one domain (or one merge) stay in order."""
+        return self.domain or self.merge_id or self.command_id

@@ -23,3 +23,8 @@ class RouterCommand(Contract):
     lead_id: str = Field(min_length=1)
     decision_id: str = Field(min_length=1)
     at: AwareDatetime
+
+    @property
+    def partition_key(self) -> str:
+        """The topic's key: a lead's checks stay in order with its other messages."""
+        return self.lead_id

@@ -24,3 +24,8 @@ class ScoreCommand(Contract):
     kind: Literal["reevaluate", "rescore"]
     lead_id: str = Field(min_length=1)
     at: AwareDatetime
+
+    @property
+    def partition_key(self) -> str:
+        """The topic's key: a lead's commands stay in order with each other."""
+        return self.lead_id

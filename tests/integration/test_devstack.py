@@ -5,136 +5,29 @@ drives it. A stack takes a while to start, so the cases are few and each tells a
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from dotenv import dotenv_values
 
-from devstack.broker import free_port, port_open
-from devstack.processes import REPO_ROOT, SERVICES, StackAddresses
-from devstack.stack import PORTS
-from devstack.state import SUPERVISOR, WATCHDOG, StartedProcess, StateDir
+from devstack.broker import port_open
+from devstack.processes import SERVICES, StackAddresses
+from devstack.state import SUPERVISOR, WATCHDOG, StartedProcess
 from services.router.routing_config import load_routing
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
+from tests.fixtures.devstack import LocalStack, without_leadflow_settings
 
-WRITE_KEY = "local-dev-key"
 EVERY_PROCESS = {SUPERVISOR, WATCHDOG, "broker", "postgres", *SERVICES}
-
-
-def without_leadflow_settings() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
-
-
-@dataclass
-class LocalStack:
-    """Where one test's stack lives: `home/.devstack` on its own ports. `home` is also the
-    working directory of operator commands, as the repository's root is for `make run`."""
-
-    home: Path
-    ports: dict[str, int]
-    runs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def state(self) -> StateDir:
-        return StateDir(self.home / ".devstack")
-
-    def environment(self) -> dict[str, str]:
-        ports = {f"LEADFLOW_DEV_{name.upper()}_PORT": str(p) for name, p in self.ports.items()}
-        return (
-            without_leadflow_settings() | ports | {"LEADFLOW_DEV_STATE_DIR": str(self.state.path)}
-        )
-
-    def devstack(self, *args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
-        """`python -m devstack ...` to its end, as `make up` / `make down` run it."""
-        return subprocess.run(
-            [sys.executable, "-m", "devstack", *args],
-            cwd=REPO_ROOT,
-            env=self.environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-
-    def start_run(self, *args: str) -> subprocess.Popen[bytes]:
-        """`make run` in the foreground, its output on a pipe the test reads (as `| tee`)."""
-        with (self.home / "run.stderr").open("wb") as stderr:
-            run = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "run", *args],
-                cwd=REPO_ROOT,
-                env=self.environment(),
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-        self.runs.append(run)
-        return run
-
-    def listening(self) -> list[int]:
-        return [port for port in self.ports.values() if port_open(port)]
-
-    def post(self, path: str, payload: dict[str, Any]) -> None:
-        token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-        response = httpx.post(
-            f"http://127.0.0.1:{self.ports['ingest']}{path}",
-            json=payload,
-            headers={"Authorization": f"Basic {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-
-    def post_demo_request(self, email: str) -> None:
-        user = f"u-{uuid.uuid4().hex[:8]}"
-        traits = {"email": email, "title": "VP of Sales", "company": "Initech"}
-        self.post("/v1/identify", {"userId": user, "traits": traits})
-        self.post("/v1/track", {"userId": user, "event": "Demo Requested"})
-
-    def ingest_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.ports['ingest']}/readyz"
-        return httpx.get(url, timeout=5).status_code == 200
-
-    def logs(self) -> str:
-        parts = []
-        for log in [*sorted(self.state.logs.glob("*.log")), self.state.path / "stack.log"]:
-            if log.exists():
-                parts.append(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-2000:]}")
-        return "".join(parts)
-
-
-@pytest.fixture
-def local_stack() -> Iterator[LocalStack]:
-    # Not pytest's tmp_path: its parents are private to us, and as root PostgreSQL runs as an
-    # unprivileged user who must reach its data directory.
-    home = Path(tempfile.mkdtemp(prefix="leadflow-devstack-"))
-    home.chmod(0o755)
-    ports: set[int] = set()
-    while len(ports) < len(PORTS):
-        ports.add(free_port())
-    stack = LocalStack(home=home, ports=dict(zip(PORTS, sorted(ports), strict=True)))
-    yield stack
-    # Whatever the test left running, stopped the blunt way: nothing may outlive a test.
-    for run in stack.runs:
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            run.wait(120)
-    for process in stack.state.running():
-        process.stop(timeout_s=10)
-    shutil.rmtree(home, ignore_errors=True)
 
 
 class Output:

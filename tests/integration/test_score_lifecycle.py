@@ -241,9 +241,9 @@ async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
 ) -> None:
     from services.score.config import ScoreSettings
     from services.score.sweep import sweep_decayed_mqls
+    from shared.commands import CommandSender
     from shared.contracts import ScoreCommand
     from shared.db import create_engine, create_sessionmaker
-    from shared.kafka import create_producer
     from shared.settings import DatabaseSettings, KafkaSettings
     from shared.topics import SCORE_COMMANDS
 
@@ -258,13 +258,12 @@ async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
     )
     settings = ScoreSettings(database=DatabaseSettings(url=database_url), kafka=kafka)
     engine = create_engine(settings.database, application_name="test-sweep")
-    producer = create_producer(kafka, client_id="test-sweep")
-    await producer.start()
+    commands = CommandSender(kafka, client_id="test-sweep")
     try:
         sessions = create_sessionmaker(engine)
         # 60 days on, the demo has lost three quarters of its points: below the MQL line
         asked = await sweep_decayed_mqls(
-            sessions=sessions, producer=producer, settings=settings, now=NOW + timedelta(days=60)
+            sessions=sessions, commands=commands, settings=settings, now=NOW + timedelta(days=60)
         )
         assert asked == 1
         scored = await pipeline.read(
@@ -280,7 +279,7 @@ async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
         changes = await stages(pipeline, lead, 2)
         assert changes[-1] == ("mql", "recycled")
     finally:
-        await producer.stop()
+        await commands.close()
         await engine.dispose()
 
 

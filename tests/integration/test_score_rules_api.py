@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -16,14 +17,13 @@ from typing import Any
 import asyncpg
 import httpx
 import yaml
-from sqlalchemy import event
 
 from services.score import repository
 from services.score.config import ScoreSettings
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
-from services.score.sweep import RescoreSweep
-from shared.db import create_engine, create_sessionmaker
-from shared.kafka import create_producer
+from services.score.sweep import POLL_S, RescoreSweep
+from shared.commands import CommandSender
+from shared.db import create_engine, create_sessionmaker, driver_connection
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import EVENTS_ENRICHED, SCORE_COMMANDS
 from tests.fixtures.pipeline import Pipeline
@@ -109,8 +109,9 @@ async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_write
     printed = out.decode()
     assert f"rules {LIVE['version']} -> candidate-1: 2 leads" in printed
     assert "would become MQL:       1" in printed
-    assert f"    {webinar} (lead) " in printed
-    assert f"    {demo} " in printed
+    # leads named as people know them: the email, with the lead id
+    assert re.search(rf"^    \S+@\S+ <{webinar}> \(lead\) ", printed, re.MULTILINE), printed
+    assert re.search(rf"^    \S+@\S+ <{demo}> ", printed, re.MULTILINE), printed
 
     # a simulation writes nothing
     assert await db.fetchval("SELECT count(*) FROM score.ledger") == ledger_before
@@ -142,32 +143,41 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
         rescore_interval_s=0.6,
     )
     engine = create_engine(settings.database, application_name="test-rescore-sweep")
-    producer = create_producer(kafka, client_id="test-rescore-sweep")
-    await producer.start()
+    commands = CommandSender(kafka, client_id="test-rescore-sweep")
     sweep = RescoreSweep(version="v2")
+
+    async def step() -> float:
+        return await sweep.step(sessions=sessions, commands=commands, settings=settings)
 
     try:
         sessions = create_sessionmaker(engine)
-        # nobody rescores: one batch asked, then the round waits for it until its time is up
-        assert await sweep.round(sessions=sessions, producer=producer, settings=settings) == 2
         progress = sweep.progress
+        # nobody rescores: one batch asked; the sweep wants to look again soon
+        assert await step() == POLL_S
         assert (progress.to_rescore, progress.pass_leads, progress.asked) == (5, 5, 2)
         assert progress.rescored == 0
-        # the consumer rescores the first batch: the next round moves on to the next ones
+        # still not done: nothing more asked; once the batch is older than the interval, the
+        # sweep looks only every interval
+        assert await step() == POLL_S
+        assert progress.asked == 2
+        await asyncio.sleep(settings.rescore_interval_s)
+        assert await step() == settings.rescore_interval_s
+        assert progress.asked == 2
+        # the consumer rescores the first batch: the next step moves on to the next ones
         await db.execute("UPDATE score.leads SET rule_version = 'v2' WHERE lead_id <= 'lead-002'")
-        assert await sweep.round(sessions=sessions, producer=producer, settings=settings) == 2
-        assert (sweep.progress.rescored, sweep.progress.to_rescore) == (2, 3)
-        # everything done: the pass ends with a fresh count of 0
+        assert await step() == POLL_S
+        assert (progress.rescored, progress.to_rescore, progress.asked) == (2, 3, 4)
+        # everything done: the pass ends with a fresh count of 0, and the sweep slows down
         await db.execute("UPDATE score.leads SET rule_version = 'v2' WHERE merged_into IS NULL")
-        assert await sweep.round(sessions=sessions, producer=producer, settings=settings) == 0
+        assert await step() == settings.rescore_interval_s
         assert sweep.progress.view()["done"] is True
         assert sweep.progress.rescored == 4  # the fifth was never asked: the recount saw it
         # a lead scored by an old replica later: a new pass
         await db.execute("UPDATE score.leads SET rule_version = 'v1' WHERE lead_id = 'lead-003'")
-        assert await sweep.round(sessions=sessions, producer=producer, settings=settings) == 1
-        assert sweep.progress.pass_leads == 1
+        assert await step() == POLL_S
+        assert (sweep.progress.pass_leads, sweep.progress.asked) == (1, 1)
     finally:
-        await producer.stop()
+        await commands.close()
         await engine.dispose()
 
     asked = await pipeline.read(
@@ -197,12 +207,13 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
     engine = create_engine(DatabaseSettings(url=database_url), application_name="test-explain")
     statements: list[tuple[str, Any]] = []
 
-    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        statements.append((statement, parameters))
+    def capture(query: asyncpg.connection.LoggedQuery) -> None:
+        if "score.leads" in query.query:  # not the session's BEGIN
+            statements.append((query.query, query.args))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with create_sessionmaker(engine)() as session:
+            (await driver_connection(session)).add_query_logger(capture)
             first = await repository.leads_on_other_rules(
                 session, version="v2", after=None, limit=5
             )

@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from devstack.broker import free_port
 from services.ingest.api import create_app
 from services.ingest.config import IngestSettings
 from shared.codec import decode
 from shared.contracts import RawEvent
-from shared.health import ServerWithoutSignals
+from shared.http import HttpServer
 from shared.settings import KafkaSettings
 from shared.topics import EVENTS_RAW
 from tests.fixtures.infra import Infrastructure
@@ -71,7 +70,7 @@ StartIngest = Callable[..., Awaitable[Ingest]]
 async def start_ingest(
     infrastructure: Infrastructure, topic_prefix: str, pipeline_factory: PipelineFactory
 ) -> AsyncIterator[StartIngest]:
-    servers: list[tuple[ServerWithoutSignals, asyncio.Task[None], httpx.AsyncClient]] = []
+    servers: list[tuple[HttpServer, httpx.AsyncClient]] = []
 
     async def start(**settings: Any) -> Ingest:
         port = free_port()
@@ -83,23 +82,22 @@ async def start_ingest(
             ),
             **settings,
         )
-        server = ServerWithoutSignals(
-            uvicorn.Config(create_app(config), port=port, log_level="warning", access_log=False)
+        server = HttpServer(
+            create_app(config), host="127.0.0.1", port=port, setting="port", lifespan=True
         )
-        task = asyncio.create_task(server.serve())
+        await server.start()
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        servers.append((server, task, client))
+        servers.append((server, client))
         for _ in range(500):
-            if server.started and (await client.get("/readyz")).status_code == 200:
+            if (await client.get("/readyz")).status_code == 200:
                 break
             await asyncio.sleep(0.02)
         return Ingest(client=client, reader=pipeline_factory())
 
     yield start
-    for server, task, client in servers:
+    for server, client in servers:
         await client.aclose()
-        server.should_exit = True
-        await task
+        await server.stop()
 
 
 @pytest.fixture

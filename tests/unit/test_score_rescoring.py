@@ -56,6 +56,7 @@ def test_simulation_names_leads_that_would_qualify_and_drop() -> None:
         Stage.LEAD,
         True,
         [item(0, type="identify"), item(1, type="track", event="Webinar Attended")],
+        email="wendy@initech.com",
     )
     demo = LeadHistory(
         "demo-mql",
@@ -91,7 +92,11 @@ def test_simulation_names_leads_that_would_qualify_and_drop() -> None:
     text = render_summary(summary)
     assert f"rules {LIVE.version} -> candidate: 3 leads" in text
     assert "would become MQL:       1" in text
-    assert "webinar-lead (lead)" in text
+    assert "wendy@initech.com <webinar-lead> (lead)" in text  # people know leads by email
+    before, after = dropping.before, dropping.after
+    assert (
+        f"    demo-mql {before.priority} {before.total} -> {after.priority} {after.total}" in text
+    )
 
 
 def test_same_rules_change_nothing() -> None:

@@ -8,7 +8,7 @@ applied rule change need. Pure: the caller streams leads from the database in ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,13 +40,23 @@ class LeadHistory:
     stage: Stage
     identified: bool
     items: Sequence[HistoryItem]
+    email: str | None = None  # how people know the lead, in what a simulation lists
 
 
 def replay(rules: RuleSet, items: Sequence[HistoryItem]) -> ScoreState:
     """The ledger state `rules` give this history (items in the order they were scored)."""
     state = ScoreState()
+    for result in replayed(rules, items):
+        state = result.state
+    return state
+
+
+def replayed(rules: RuleSet, items: Sequence[HistoryItem]) -> Iterator[Evaluation]:
+    """Each item's evaluation under `rules`, in order, each on the state the one before left:
+    a lead's history scored again from nothing (its lines are what a rescore writes)."""
+    state = ScoreState()
     for item in items:
-        result: Evaluation = score_event(
+        result = score_event(
             rules,
             state,
             item.facts,
@@ -56,12 +66,13 @@ def replay(rules: RuleSet, items: Sequence[HistoryItem]) -> ScoreState:
             profile=item.profile,
         )
         state = result.state
-    return state
+        yield result
 
 
 @dataclass(frozen=True)
 class LeadDelta:
     lead_id: str
+    email: str | None
     stage: Stage
     before: ScoreCard
     after: ScoreCard
@@ -106,7 +117,7 @@ def simulate(
         report.leads += 1
         before = evaluate(live, replay(live, lead.items), at)
         after = evaluate(candidate, replay(candidate, lead.items), at)
-        delta = LeadDelta(lead.lead_id, lead.stage, before, after)
+        delta = LeadDelta(lead.lead_id, lead.email, lead.stage, before, after)
         if (before.fit, before.behaviour) != (after.fit, after.behaviour):
             report.score_changed += 1
         if before.grade != after.grade:
@@ -132,6 +143,7 @@ class ScoreView(_Frozen):
 
 class LeadChange(_Frozen):
     lead_id: str
+    email: str | None
     stage: str
     before: ScoreView
     after: ScoreView
@@ -160,6 +172,7 @@ def summarise(
     def change(delta: LeadDelta) -> LeadChange:
         return LeadChange(
             lead_id=delta.lead_id,
+            email=delta.email,
             stage=delta.stage.value,
             before=_view(delta.before),
             after=_view(delta.after),
@@ -184,20 +197,28 @@ def render_summary(summary: SimulationSummary) -> str:
     """The CLI's view of a simulation."""
     s = summary
     out = [
-        f"rules {s.live_version} -> {s.candidate_version}: {s.leads} leads"
+        f"rules {s.live_version} -> {s.candidate_version}: {s.leads} lead{'' if s.leads == 1 else 's'}"
         f" (as of {s.as_of:%Y-%m-%d %H:%M} UTC)",
         f"  scores that change:     {s.scores_changed}",
         f"  grades that change:     {s.grades_changed}",
         f"  would become MQL:       {s.would_become_mql}",
     ]
     out += [
-        f"    {c.lead_id} ({c.stage}) {c.before.priority} {c.before.total}"
+        f"    {_who(c)} ({c.stage}) {c.before.priority} {c.before.total}"
         f" -> {c.after.priority} {c.after.total}"
         for c in s.becoming_mql
     ]
     out.append(f"  would drop below MQL:   {s.would_drop_below_mql}")
-    out += [f"    {c.lead_id} {c.before.total} -> {c.after.total}" for c in s.dropping_below_mql]
+    out += [
+        f"    {_who(c)} {c.before.priority} {c.before.total} -> {c.after.priority} {c.after.total}"
+        for c in s.dropping_below_mql
+    ]
     return "\n".join(out)
+
+
+def _who(change: LeadChange) -> str:
+    """A lead as people know it: its email, with its id."""
+    return f"{change.email} <{change.lead_id}>" if change.email else change.lead_id
 
 
 def _view(card: ScoreCard) -> ScoreView:
