@@ -160,8 +160,9 @@ async def test_redelivery_counts_once_and_unsubscribe_pulls_the_lead_down(
     stored = await db.fetchrow(
         "SELECT fit, behaviour, total FROM score.leads WHERE lead_id = $1", lead
     )
-    assert (explained["fit"], explained["total"]) == (stored["fit"], stored["total"])
-    assert round(sum(line["value_now"] for line in explained["lines"])) == explained["total"]
+    score = explained["score"]  # as leads.scored carries it
+    assert (score["fit"], score["total"]) == (stored["fit"], stored["total"])
+    assert round(sum(line["value_now"] for line in explained["lines"])) == score["total"]
     assert {r["rule_id"] for r in explained["by_rule"]} >= {"vp", "demo-request", "unsubscribed"}
     assert missing.status_code == 404
 

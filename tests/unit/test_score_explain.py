@@ -56,8 +56,8 @@ def test_total_is_the_sum_of_the_lines_valued_now() -> None:
         rules=RULES,
         at=at,
     )
-    assert explained.fit == 35
-    assert explained.total == round(sum(line.value_now for line in explained.lines))
+    assert explained.score.fit == 35
+    assert explained.score.total == round(sum(line.value_now for line in explained.lines))
     demo = next(line for line in explained.lines if line.rule_id == "demo-request")
     assert demo.value_now == 30.0  # one half-life of 30 days
 

@@ -21,6 +21,7 @@ from services.score.engine.scoring import (
     decayed_value,
     evaluate,
 )
+from shared.contracts import Score
 
 
 class _Frozen(BaseModel):
@@ -65,17 +66,15 @@ class StageStay(_Frozen):
 
 
 class Explanation(_Frozen):
+    """Why a lead has its score as of `as_of`: the score as every topic carries it (`Score`),
+    each rule's share, the ledger line by line, and the stages it went through."""
+
     lead_id: str
     email: str | None
     stage: str
     as_of: datetime
     rule_version: str
-    fit: int
-    behaviour: int
-    total: int
-    grade: str
-    band: int
-    priority: str
+    score: Score
     qualifies_as_mql: bool
     by_rule: list[RuleSummary]
     lines: list[ExplainedLine]
@@ -115,12 +114,14 @@ def explain(
         stage=stage,
         as_of=at,
         rule_version=rules.version,
-        fit=card.fit,
-        behaviour=card.behaviour,
-        total=card.total,
-        grade=card.grade,
-        band=card.band,
-        priority=card.priority,
+        score=Score(
+            fit=card.fit,
+            behaviour=card.behaviour,
+            total=card.total,
+            grade=card.grade,
+            band=card.band,
+            priority=card.priority,
+        ),
         qualifies_as_mql=card.qualifies_as_mql,
         by_rule=_by_rule(lines),
         lines=lines,
@@ -163,9 +164,9 @@ def render_text(explanation: Explanation) -> str:
     e = explanation
     out = [
         f"lead {e.lead_id}" + (f" <{e.email}>" if e.email else ""),
-        f"stage {e.stage}; priority {e.priority} (grade {e.grade}, band {e.band});"
-        f" {'qualifies' if e.qualifies_as_mql else 'does not qualify'} as MQL",
-        f"score {e.total} = fit {e.fit} + behaviour {e.behaviour}"
+        f"stage {e.stage}; priority {e.score.priority} (grade {e.score.grade}, band"
+        f" {e.score.band}); {'qualifies' if e.qualifies_as_mql else 'does not qualify'} as MQL",
+        f"score {e.score.total} = fit {e.score.fit} + behaviour {e.score.behaviour}"
         f" (as of {e.as_of:%Y-%m-%d %H:%M} UTC, rules {e.rule_version})",
         "",
         f"{'rule':<26}{'kind':<11}{'times':>5}{'points':>8}{'now':>9}  reason",
