@@ -12,6 +12,11 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
+class ConfigFileError(ValueError):
+    """A business-rule file that cannot be used; the message names the file, line and field.
+    Each kind of file has its own subclass; the service shell reports any of them in one line."""
+
+
 def load_yaml_model(path: Path, model: type[M], *, error: type[ValueError]) -> M:
     """Parse and validate; raise `error` naming the file and, for each failing field, its line
     and dotted location: "rules.yaml: line 14: rules.2.points: Input should be ...".

@@ -5,8 +5,8 @@ A service registers each command with the shell (`shared.service.Service.command
 its one-line help (listed by `--help`), its arguments, and a coroutine that returns a `Report`.
 The shell prints the report for people (tables, emails next to lead ids) or, with `--json`, its
 data as JSON for scripts; an `OperatorError` is one line on stderr and a non-zero exit, never a
-traceback. Commands get the service's settings and `OperatorTools` (the database, when the
-service has one, and the command sender).
+traceback. Commands get the same `Resources` as the service's start-up hook (settings, the
+database unless `needs_database` is false, the command sender).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from shared.commands import CommandSender
+from shared.resources import Resources
 from shared.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -42,26 +40,12 @@ class OperatorError(Exception):
 
 
 @dataclass(frozen=True)
-class OperatorTools:
-    """What a command may use: the service's sessions (None for a service without a database)
-    and a sender for its command topic (the producer starts at the first send)."""
-
-    sessions: async_sessionmaker[AsyncSession] | None
-    commands: CommandSender
-
-    def database(self) -> async_sessionmaker[AsyncSession]:
-        if self.sessions is None:
-            raise OperatorError("this service has no database")
-        return self.sessions
-
-
-@dataclass(frozen=True)
 class OperatorCommand(Generic[S]):
     """A sub-command of `python -m services.<name>`."""
 
     name: str
     help: str
-    run: Callable[[S, OperatorTools, argparse.Namespace], Awaitable[Report]]
+    run: Callable[[Resources[S], argparse.Namespace], Awaitable[Report]]
     arguments: Callable[[argparse.ArgumentParser], object] = field(default=lambda _: None)
     needs_database: bool = True
 

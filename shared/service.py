@@ -53,11 +53,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.commands import CommandSender
 from shared.companions import Companion, run_companion
+from shared.config_files import ConfigFileError
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import create_engine, create_sessionmaker
 from shared.http import HttpServer, PortInUse, ReadinessCheck, create_api, health_router
 from shared.migrations import upgrade_to_head
-from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
+from shared.operator import OperatorCommand, OperatorError, Report
+from shared.resources import Resources
 from shared.runtime import settle_garbage_collector
 from shared.settings import (
     ConsumingServiceSettings,
@@ -107,21 +109,6 @@ class Running:
     app: HttpApp | None = None
 
 
-@dataclass(frozen=True)
-class Resources(Generic[S]):
-    """What a start-up hook may use: settings, the database (None without a schema) and the
-    sender of commands to the service's own command topic."""
-
-    settings: S
-    sessions: async_sessionmaker[AsyncSession] | None
-    commands: CommandSender
-
-    def database(self) -> async_sessionmaker[AsyncSession]:
-        if self.sessions is None:
-            raise TypeError("this service has no database (Service.database is None)")
-        return self.sessions
-
-
 StartUp = Callable[[Resources[S]], AbstractAsyncContextManager[Running]]
 """The life-cycle hook: loads at start-up, yields `Running`, releases at shut-down."""
 
@@ -155,6 +142,8 @@ class Service(Generic[S]):
                 # uvloop: the event loop and its sockets in C; a consumer spends much of its
                 # CPU in socket writes and polling, measured ~15% of a service's CPU here.
                 uvloop.run(self.serve(settings))
+            except ConfigFileError as exc:
+                return _fail(str(exc), exit_code=2)
             except PortInUse as exc:
                 return _fail(
                     f"{self.name} cannot listen: {exc}; is {self.name} already running? "
@@ -281,14 +270,15 @@ class Service(Generic[S]):
             else None
         )
         commands = CommandSender(settings.kafka, client_id=f"leadflow-{self.name}-cli")
-        tools = OperatorTools(
-            sessions=create_sessionmaker(engine) if engine is not None else None,
-            commands=commands,
+        resources = Resources(
+            settings, create_sessionmaker(engine) if engine is not None else None, commands
         )
         try:
-            report = await command.run(settings, tools, args)
+            report = await command.run(resources, args)
         except OperatorError as exc:
             return _fail(str(exc), exit_code=exc.exit_code)
+        except ConfigFileError as exc:
+            return _fail(str(exc), exit_code=2)
         except (OSError, DBAPIError, InterfaceError) as exc:
             return _fail(_unreachable(exc), exit_code=3)
         finally:

@@ -29,8 +29,9 @@ from services.enrich.vendor import HttpVendorProvider
 from shared.companions import Companion
 from shared.contracts import EnrichCommand
 from shared.db import unit_of_work
-from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report, table
-from shared.service import Database, Resources, Running, Service
+from shared.operator import OperatorCommand, OperatorError, Report, table
+from shared.resources import Resources
+from shared.service import Database, Running, Service
 from shared.topics import ENRICH_COMMANDS, EVENTS_RAW
 
 log = logging.getLogger("services.enrich")
@@ -106,10 +107,10 @@ async def start(resources: Resources[EnrichSettings]) -> AsyncIterator[Running]:
             await provider.close()
 
 
-async def load_file(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
+async def load_file(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
     load = load_accounts if args.command == "load-accounts" else load_suppressions
     try:
-        async with unit_of_work(tools.database()) as session:
+        async with unit_of_work(resources.database()) as session:
             count = await load(session, args.file)
     except (BadFile, OSError) as exc:
         raise OperatorError(str(exc), exit_code=2) from None
@@ -118,8 +119,8 @@ async def load_file(_: EnrichSettings, tools: OperatorTools, args: argparse.Name
     )
 
 
-async def merges(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
-    async with unit_of_work(tools.database()) as session:
+async def merges(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    async with unit_of_work(resources.database()) as session:
         found = await repository.get_merges_of(session, args.lead_id)
         emails = {
             lead.lead_id: lead.profile.email
@@ -162,8 +163,8 @@ async def merges(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespa
     )
 
 
-async def unmerge(_: EnrichSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
-    sessions = tools.database()
+async def unmerge(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    sessions = resources.database()
     async with unit_of_work(sessions) as session:
         merge = await repository.get_merge(session, args.merge_id, lock=False)
     if merge is None:
@@ -174,7 +175,7 @@ async def unmerge(_: EnrichSettings, tools: OperatorTools, args: argparse.Namesp
             text=f"merge {args.merge_id} was already reversed at {merge.unmerged_at}",
             data={**data, "unmerged_at": merge.unmerged_at},
         )
-    await tools.commands.send(
+    await resources.commands.send(
         ENRICH_COMMANDS,
         [
             EnrichCommand(

@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 
 from services.ingest.api import create_app
 from services.ingest.config import IngestSettings
-from shared.service import HttpApp, Resources, Running, Service
+from shared.resources import Resources
+from shared.service import HttpApp, Running, Service
 
 
 @asynccontextmanager

@@ -22,8 +22,9 @@ from services.router.repository import SCHEMA, lead_history
 from services.router.routing_config import load_routing
 from services.router.sla_timers import SlaTimer
 from shared.companions import Companion
-from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
-from shared.service import Database, Resources, Running, Service
+from shared.operator import OperatorCommand, OperatorError, Report
+from shared.resources import Resources
+from shared.service import Database, Running, Service
 from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
 
 
@@ -46,15 +47,15 @@ async def start(resources: Resources[RouterSettings]) -> AsyncIterator[Running]:
     )
 
 
-async def history(_: RouterSettings, tools: OperatorTools, args: argparse.Namespace) -> Report:
-    async with tools.database()() as session:
+async def history(resources: Resources[RouterSettings], args: argparse.Namespace) -> Report:
+    async with resources.database()() as session:
         found = await lead_history(session, args.lead)
     if found is None:
         raise OperatorError(f"the router never saw lead {args.lead!r}")
     return Report(text=render_history(found), data=found)
 
 
-async def check(_: RouterSettings, __: OperatorTools, args: argparse.Namespace) -> Report:
+async def check(resources: Resources[RouterSettings], args: argparse.Namespace) -> Report:
     config = load_routing(args.file)
     reps = sum(len(team.reps) for team in config.teams)
     return Report(

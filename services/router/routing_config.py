@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config_files import load_yaml_model
+from shared.config_files import ConfigFileError, load_yaml_model
 from shared.contracts import Stage
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "config" / "default.yaml"
@@ -315,8 +315,8 @@ class RoutingConfig(_Strict):
         return None
 
 
-class RoutingFileError(ValueError):
-    pass
+class RoutingFileError(ConfigFileError):
+    """A routing file that cannot be used; the message names the file, line and field."""
 
 
 def load_routing(path: Path) -> RoutingConfig:

@@ -24,8 +24,9 @@ from services.score.lookups import explain_lead, simulate_stored
 from services.score.repository import SCHEMA
 from services.score.sweep import RescoreSweep, sweep_decayed_mqls
 from shared.companions import Companion
-from shared.operator import OperatorCommand, OperatorError, OperatorTools, Report
-from shared.service import Database, Resources, Running, Service
+from shared.operator import OperatorCommand, OperatorError, Report
+from shared.resources import Resources
+from shared.service import Database, Running, Service
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
 
@@ -33,7 +34,7 @@ from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
     """One rule set per process: the handler, the sweeps and the endpoints agree on its version."""
     settings = resources.settings
-    rules = load_rules(settings.rules_file)
+    rules = load_rules(resources.settings.rules_file)
     sessions = resources.database()
     rescore = RescoreSweep(version=rules.version)
     yield Running(
@@ -58,25 +59,21 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
     )
 
 
-async def explain(
-    settings: ScoreSettings, tools: OperatorTools, args: argparse.Namespace
-) -> Report:
-    async with tools.database()() as session:
+async def explain(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    async with resources.database()() as session:
         explanation = await explain_lead(
-            session, args.lead, load_rules(settings.rules_file), datetime.now(UTC)
+            session, args.lead, load_rules(resources.settings.rules_file), datetime.now(UTC)
         )
     if explanation is None:
         raise OperatorError(f"no lead with id or email {args.lead!r}")
     return Report(text=render_text(explanation), data=explanation.model_dump(mode="json"))
 
 
-async def simulate(
-    settings: ScoreSettings, tools: OperatorTools, args: argparse.Namespace
-) -> Report:
-    live = load_rules(settings.rules_file)
+async def simulate(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    live = load_rules(resources.settings.rules_file)
     candidate = load_rules(args.rules)
     summary = await simulate_stored(
-        tools.database(), live=live, candidate=candidate, at=datetime.now(UTC)
+        resources.database(), live=live, candidate=candidate, at=datetime.now(UTC)
     )
     text = render_summary(summary)
     if candidate.version == live.version:

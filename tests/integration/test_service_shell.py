@@ -28,7 +28,8 @@ from shared.codec import encode
 from shared.consumer import Message, Output
 from shared.contracts import ScoreCommand
 from shared.kafka import create_producer
-from shared.service import Database, Resources, Running, Service
+from shared.resources import Resources
+from shared.service import Database, Running, Service
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import SCORE_COMMANDS
 from tests.fixtures.infra import REPO, Infrastructure

@@ -191,3 +191,20 @@ def test_a_routing_history_names_the_lead_and_lists_decisions_for_people() -> No
     assert "85 ms" in sdr
     assert "suppressions (0)" in lines
     assert "SLA breaches (0)" in lines
+
+
+def test_a_bad_routing_file_is_named_in_one_line_by_check_and_by_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "routing.yaml"
+    bad.write_text("version: 1\nteams: not-a-list\n")
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    assert ROUTER.main(["check", str(bad)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {bad}")
+    # the service refuses to start with it, the same way, before connecting to anything
+    monkeypatch.setenv("LEADFLOW_ROUTER_ROUTING_FILE", str(bad))
+    assert ROUTER.main(["run"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {bad}")

@@ -29,7 +29,7 @@ from services.score.engine.conditions import (
     fields_of,
     required_values,
 )
-from shared.config_files import load_yaml_model, parse_yaml_model
+from shared.config_files import ConfigFileError, load_yaml_model, parse_yaml_model
 
 RuleKind = Literal["fit", "behaviour"]
 DEFAULT_RULES_FILE = Path(__file__).resolve().parents[1] / "rules" / "default.yaml"
@@ -268,7 +268,7 @@ def _unique(what: str, ids: list[str], problems: list[str]) -> None:
         seen.add(item)
 
 
-class RulesFileError(ValueError):
+class RulesFileError(ConfigFileError):
     """A rules file that cannot be used; the message names the file, line and field."""
 
 
