@@ -12,7 +12,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Figure:
     """One measured number. `goal` is the target as text (">= 20000"); `met` says whether the
-    measurement reached it (None when there is no goal)."""
+    measurement reached it (None when there is no goal). `runs`: each run's own value, when the
+    figure is made of several runs (printed beside it, so a bad run shows)."""
 
     section: str
     name: str
@@ -20,14 +21,19 @@ class Figure:
     unit: str
     goal: str | None = None
     met: bool | None = None
+    runs: Sequence[float] = ()
 
 
-def at_least(section: str, name: str, value: float, unit: str, goal: float) -> Figure:
-    return Figure(section, name, value, unit, goal=f">= {goal:g}", met=value >= goal)
+def at_least(
+    section: str, name: str, value: float, unit: str, goal: float, runs: Sequence[float] = ()
+) -> Figure:
+    return Figure(section, name, value, unit, goal=f">= {goal:g}", met=value >= goal, runs=runs)
 
 
-def at_most(section: str, name: str, value: float, unit: str, goal: float) -> Figure:
-    return Figure(section, name, value, unit, goal=f"<= {goal:g}", met=value <= goal)
+def at_most(
+    section: str, name: str, value: float, unit: str, goal: float, runs: Sequence[float] = ()
+) -> Figure:
+    return Figure(section, name, value, unit, goal=f"<= {goal:g}", met=value <= goal, runs=runs)
 
 
 def median(values: Sequence[float]) -> float:
@@ -36,7 +42,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def render_table(figures: Sequence[Figure]) -> str:
-    rows = [("section", "figure", "value", "unit", "goal", "")]
+    rows = [("section", "figure", "value", "unit", "goal", "", "runs")]
     for figure in figures:
         verdict = "" if figure.met is None else ("ok" if figure.met else "MISSED")
         rows.append(
@@ -47,6 +53,7 @@ def render_table(figures: Sequence[Figure]) -> str:
                 figure.unit,
                 figure.goal or "",
                 verdict,
+                " / ".join(_number(run) for run in figure.runs),
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -69,6 +76,8 @@ def write_json(figures: Sequence[Figure], path: Path, *, machine: dict[str, obje
 
 
 def _number(value: float) -> str:
+    if value != value:  # nan: nothing was measured
+        return "-"
     if value >= 100 or value == int(value):
         return f"{value:,.0f}"
     return f"{value:,.2f}"

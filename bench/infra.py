@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, SecretStr
 
 from devstack.broker import LocalBroker, free_port
@@ -23,7 +24,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.kafka import create_producer, ensure_topics
 from shared.migrations import upgrade_to_head
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
-from shared.topics import Topic
+from shared.topics import ALL_TOPICS, Topic
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATED_SERVICES = ("enrich", "score", "router")
@@ -76,18 +77,23 @@ class BenchInfra:
 
 
 async def wait_until_handled(
-    url: str, *, handled_sql: str, outbox_sql: str, expected: int
+    url: str,
+    *,
+    handled_sql: str,
+    outbox_sql: str,
+    expected: int,
+    arguments: Sequence[object] = (),
 ) -> tuple[int, float]:
     """(messages handled while the clock ran, seconds) for a consumer benchmark: the clock starts
     when `handled_sql` first counts something (process start and group join left out, and what
     that first batch held with them) and stops when it counts `expected` and the service's
-    outbox is empty (every output acknowledged)."""
+    outbox is empty (every output acknowledged). Both queries are given `arguments`."""
     connection = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
         started: tuple[float, int] | None = None
         while True:
-            seen = await connection.fetchval(handled_sql)
-            waiting = await connection.fetchval(outbox_sql)
+            seen = await connection.fetchval(handled_sql, *arguments)
+            waiting = await connection.fetchval(outbox_sql, *arguments)
             if seen and started is None:
                 started = (time.perf_counter(), seen)
             if seen >= expected and waiting == 0 and started is not None:
@@ -121,6 +127,7 @@ async def consume_until_handled(
     handled_sql: str,
     outbox_sql: str,
     expected: int,
+    arguments: Sequence[object] = (),
 ) -> float:
     """Run the service's handler in its consumer runner (batches of 500) until
     `wait_until_handled` says `expected` are done; messages/s."""
@@ -139,13 +146,33 @@ async def consume_until_handled(
     task = asyncio.create_task(runner.run())
     try:
         handled, elapsed = await wait_until_handled(
-            url, handled_sql=handled_sql, outbox_sql=outbox_sql, expected=expected
+            url,
+            handled_sql=handled_sql,
+            outbox_sql=outbox_sql,
+            expected=expected,
+            arguments=arguments,
         )
     finally:
         runner.request_stop()
         await task
         await engine.dispose()
     return handled / elapsed
+
+
+async def dead_letters(bootstrap: str, prefix: str) -> int:
+    """Records on the dead-letter topics of every leadflow topic under `prefix`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata of every topic
+        partitions = [
+            TopicPartition(topic.dlq_name(prefix), partition)
+            for topic in ALL_TOPICS
+            for partition in consumer.partitions_for_topic(topic.dlq_name(prefix)) or ()
+        ]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel
@@ -87,7 +87,6 @@ class _Batch:
     decisions: list[NewDecision] = field(default_factory=list)
     suppressions: list[repository.Suppression] = field(default_factory=list)
     assignments: list[tuple[str, date]] = field(default_factory=list)
-    outputs: list[Output] = field(default_factory=list)
     checked: list[repository.CheckedDecision] = field(default_factory=list)
 
     def count(self, assignment: Assignment) -> None:
@@ -98,22 +97,41 @@ class _Batch:
 
     def emit(self, new: NewDecision) -> None:
         self.decisions.append(new)
-        decision = new.decision
-        topic = ROUTING_SDR if decision.route == "sdr" else ROUTING_NURTURE
-        self.outputs.append(Output(topic, key=decision.lead_id, value=decision))
+
+    def stamp_stored(self) -> None:
+        """Stamp every decision as stored now, the batch's last step before the statement that
+        writes it (the contract's `stored_at` and `speed_to_lead_ms`): the stored and the
+        emitted copies agree, and the router's own time (locks, reads, choice) is counted."""
+        at = datetime.now(UTC)
+        self.decisions = [
+            replace(
+                new,
+                decision=new.decision.model_copy(
+                    update={
+                        "stored_at": at,
+                        "speed_to_lead_ms": _milliseconds(at - new.decision.received_at),
+                    }
+                ),
+            )
+            for new in self.decisions
+        ]
+
+    @property
+    def outputs(self) -> list[Output]:
+        """One record per decision, on its route's topic."""
+        return [
+            Output(
+                ROUTING_SDR if new.decision.route == "sdr" else ROUTING_NURTURE,
+                key=new.decision.lead_id,
+                value=new.decision,
+            )
+            for new in self.decisions
+        ]
 
     def drop(self, transitions: set[str]) -> None:
-        """Forget the first decisions (and their outputs) and the suppressions of `transitions`
-        (found already decided by the statement that wrote the rest)."""
-        if not transitions:
-            return
-        kept = [
-            (new, output)
-            for new, output in zip(self.decisions, self.outputs, strict=True)  # one each: emit
-            if new.transition_id not in transitions
-        ]
-        self.decisions = [new for new, _ in kept]
-        self.outputs = [output for _, output in kept]
+        """Forget the first decisions and the suppressions of `transitions` (found already
+        decided by the statement that wrote the rest)."""
+        self.decisions = [new for new in self.decisions if new.transition_id not in transitions]
         self.suppressions = [s for s in self.suppressions if s.transition_id not in transitions]
 
     def observe(self) -> None:
@@ -176,6 +194,7 @@ class RouterHandler:
         self._route_all(fresh, routes, batch)
         await self._check_slas(session, [locked[c] for c in checks if c in locked], batch)
 
+        batch.stamp_stored()
         await repository.record_batch(
             session,
             decisions=batch.decisions,
@@ -234,6 +253,7 @@ class RouterHandler:
         decided; those are then dropped from what the batch emits."""
         batch = _Batch(now=now, loads={}, days={})
         self._route_all(candidates, routes, batch)
+        batch.stamp_stored()
         decided = await repository.record_first_decisions(
             session,
             [(c.transition_id, c.lead_id) for c in candidates],

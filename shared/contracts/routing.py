@@ -47,8 +47,15 @@ class RoutingDecision(Contract):
     out of office, out of hours or at their daily cap; `reasons` says why). A nurture decision
     names a `track`.
 
-    `speed_to_lead_ms` is `decided_at - received_at`: from ingest receiving the triggering event
-    to this decision.
+    Speed-to-lead: `speed_to_lead_ms` is `stored_at - received_at`, from ingest receiving the
+    triggering event to the router storing this decision. `stored_at` is stamped as the router's
+    last step before the statement that writes the decision, in the transaction that commits it:
+    its locks, reads and choice are counted; only that write and the COMMIT follow (about a
+    millisecond on a local PostgreSQL), then the produce (the record's Kafka timestamp).
+    `decided_at` is the router's clock for the decision (when it took the triggering record up;
+    `sla_due_at` counts from it). `stored_at` was added in 2026-12 (additive, same schema
+    version); a decision without it was measured to `decided_at`, leaving the router's own time
+    out.
     """
 
     model_config = ConfigDict(
@@ -113,8 +120,15 @@ class RoutingDecision(Contract):
     )
     received_at: AwareDatetime
     decided_at: AwareDatetime
+    stored_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the router stored the decision, just before its commit; "
+        "speed_to_lead_ms counts to here (absent from decisions made before 2026-12)",
+    )
     sla_due_at: AwareDatetime | None = None
-    speed_to_lead_ms: int = Field(ge=0)
+    speed_to_lead_ms: int = Field(
+        ge=0, description="from ingest receiving the triggering event to stored_at, in ms"
+    )
 
     @model_validator(mode="after")
     def _route_has_its_target(self) -> RoutingDecision:

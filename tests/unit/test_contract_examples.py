@@ -84,8 +84,11 @@ def test_routing_examples_are_on_their_route(topic: Topic, example: Any) -> None
 
     assert decision.route == topic.name.removeprefix("routing.")
     assert decision.score.total == decision.score.fit + decision.score.behaviour
+    # Speed-to-lead counts to when the decision was stored, which follows the router's choice.
+    assert decision.stored_at is not None
+    assert decision.decided_at <= decision.stored_at
     assert decision.speed_to_lead_ms == int(
-        (decision.decided_at - decision.received_at) / timedelta(milliseconds=1)
+        (decision.stored_at - decision.received_at) / timedelta(milliseconds=1)
     )
 
 

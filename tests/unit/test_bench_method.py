@@ -1,0 +1,127 @@
+"""The pipeline benchmark's verdicts cannot flatter: when a load counts as kept up with, when the
+pipeline counts as drained, and how percentiles are taken (bench/pipeline.py, bench/drain.py,
+bench/posting.py). Pure: no broker, no database."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.drain import Reading, is_drained
+from bench.pipeline import DRAIN_LIMIT_S, Decision, Trial, _old_method_p99, _percentile
+from bench.posting import Posted
+
+READS = {"enrich": ["p.events.raw"], "score": ["p.events.enriched", "p.crm.feedback"]}
+ENDS = {("p.events.raw", 0): 10, ("p.events.raw", 1): 5, ("p.events.enriched", 0): 7}
+
+
+def reading(
+    enrich: dict[tuple[str, int], int],
+    score: dict[tuple[str, int], int],
+    *,
+    waiting: dict[str, int] | None = None,
+) -> Reading:
+    """Positions per service; `waiting`: outputs not yet acknowledged, per service."""
+    return Reading(
+        positions={"enrich": enrich, "score": score},
+        outboxes={"enrich": 0, "score": 0} | (waiting or {}),
+    )
+
+
+AT_END = reading({("p.events.raw", 0): 10, ("p.events.raw", 1): 5}, {("p.events.enriched", 0): 7})
+
+
+def test_drained_when_every_position_is_at_its_end_and_nothing_moved() -> None:
+    # crm.feedback has no records: no stored position and no end offset to reach.
+    assert is_drained(AT_END, ENDS, AT_END, reads=READS)
+
+
+def test_not_drained_when_a_later_stage_is_behind_though_the_first_caught_up() -> None:
+    """The old method's blind spot: enrich at the end, score stalled one record behind."""
+    stalled = reading(
+        {("p.events.raw", 0): 10, ("p.events.raw", 1): 5}, {("p.events.enriched", 0): 6}
+    )
+    assert not is_drained(stalled, ENDS, stalled, reads=READS)
+
+
+def test_not_drained_when_a_partition_was_never_consumed_but_has_records() -> None:
+    never = reading({("p.events.raw", 0): 10}, {("p.events.enriched", 0): 7})
+    assert not is_drained(never, ENDS, never, reads=READS)
+
+
+def test_not_drained_while_an_output_waits_for_its_acknowledgement() -> None:
+    """Enrich stored its last batch but the broker has not acknowledged the outputs: score may
+    be at the end of a topic that is about to grow."""
+    waiting = reading(
+        {("p.events.raw", 0): 10, ("p.events.raw", 1): 5},
+        {("p.events.enriched", 0): 7},
+        waiting={"enrich": 3},
+    )
+    assert not is_drained(waiting, ENDS, waiting, reads=READS)
+
+
+def test_not_drained_when_a_position_moved_between_the_readings() -> None:
+    """A service that moved while the ends were read may have produced past them."""
+    before = reading(
+        {("p.events.raw", 0): 9, ("p.events.raw", 1): 5}, {("p.events.enriched", 0): 7}
+    )
+    assert not is_drained(before, ENDS, AT_END, reads=READS)
+
+
+@pytest.mark.parametrize(
+    ("fault", "counts"),
+    [
+        ("refused", {"refused": 1, "acknowledged": 29_950}),
+        ("failed", {"failed": 1, "acknowledged": 29_950}),
+        ("late", {"late": 1}),
+        ("unsent", {"sent": 599, "acknowledged": 29_950}),
+    ],
+)
+def test_a_load_with_any_batch_not_taken_at_pace_is_not_kept_up_with(
+    fault: str, counts: dict[str, int]
+) -> None:
+    load = Posted(rate=1000, seconds=30, scheduled=600, sent=600, acknowledged=30_000)
+    for name, value in counts.items():
+        setattr(load, name, value)
+    trial = Trial(load, drain_s=0.5, dead_letters=0)
+
+    assert not trial.kept_up
+    assert any(fault in f for f in load.faults())
+
+
+def test_a_load_taken_at_pace_and_drained_in_time_is_kept_up_with_at_its_acknowledged_rate() -> (
+    None
+):
+    load = Posted(rate=1000, seconds=30, scheduled=600, sent=600, acknowledged=30_000)
+
+    assert Trial(load, drain_s=DRAIN_LIMIT_S, dead_letters=0).kept_up
+    assert load.achieved == 1000
+    assert not Trial(load, drain_s=DRAIN_LIMIT_S + 0.1, dead_letters=0).kept_up
+    assert not Trial(load, drain_s=0.1, dead_letters=1).kept_up
+
+
+def decision(received: float, speed_ms: int, *, old_ms: float | None = None) -> Decision:
+    old = speed_ms if old_ms is None else old_ms
+    return Decision(
+        received=received,
+        speed_ms=speed_ms,
+        on_broker_ms=speed_ms + 1,
+        old_method_ms=old,
+        decided=received + old / 1000,
+    )
+
+
+def test_the_percentile_is_over_every_decision_so_a_bad_window_shows() -> None:
+    """300 decisions over 30 s, the last 10 s slow: pooled, the p99 is a slow one; the old
+    method (median of three windows' p99) reported a fast one."""
+    fast = [decision(100 + n / 10, 100) for n in range(200)]
+    slow = [decision(120 + n / 10, 900) for n in range(100)]
+    every = sorted(d.speed_ms for d in fast + slow)
+
+    assert _percentile(every, 0.99) == 900
+    assert _old_method_p99(fast + slow, since=100, seconds=30) == 100
+
+
+def test_percentile_of_nothing_is_not_a_number() -> None:
+    assert math.isnan(_percentile([], 0.99))
