@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.infra import end_offsets
 from devstack.processes import ServiceProcess
 from shared.topics import Topic
 
@@ -58,7 +59,9 @@ class DrainWatch:
         self._partitions: list[TopicPartition] = []
 
     async def __aenter__(self) -> DrainWatch:
-        self._ends = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None)
+        self._ends = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, fetch_max_wait_ms=10
+        )
         await self._ends.start()
         await self._ends.topics()  # metadata of every topic (the step created them all)
         self._partitions = []
@@ -98,15 +101,15 @@ class DrainWatch:
         try:
             positions: dict[str, dict[Position, int]] = {}
             outboxes: dict[str, int] = {}
-            for service, topics in self._reads.items():
+            for service in CONSUMERS:
                 rows = await connection.fetch(
                     f"SELECT topic, partition, next_offset FROM {service}.consumer_offsets"
                     " WHERE topic = ANY($1::text[])",
-                    topics,
+                    self._reads[service],
                 )
                 positions[service] = {(r[0], r[1]): r[2] for r in rows}
                 outboxes[service] = await connection.fetchval(
-                    f"SELECT count(*) FROM {service}.outbox WHERE topic LIKE $1 || '%'",
+                    f"SELECT count(*) FROM {service}.outbox WHERE starts_with(topic, $1)",
                     self._prefix,
                 )
             return Reading(positions, outboxes)
@@ -115,7 +118,7 @@ class DrainWatch:
 
     async def _end_offsets(self) -> dict[Position, int]:
         assert self._ends is not None
-        ends = await self._ends.end_offsets(self._partitions)
+        ends = await end_offsets(self._ends, self._partitions)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
 

@@ -1,14 +1,20 @@
 """The consumer runner's delivery contract, on the real broker and database, in-process.
 
 A tiny test topic and handler stand in for a service: the handler writes one row per message
-(a plain INSERT, so a second application of the same message would fail loudly) and returns
-one output per message.
+and returns one output per message. The row is a plain INSERT into a table keyed by the note, so
+a second application of the same message raises a unique violation. The runner does not let
+that error end it: it handles the batch again one message at a time and dead-letters what
+fails alone, so a double application shows up as the handler's `second_applications`, as dead
+letters, and as missing or repeated outputs. The tests on the exactly-once contract check all
+of them: no second application, nothing dead-lettered, each note's effect stored once and its
+output produced once (counted, not compared as a set).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -20,6 +26,7 @@ from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devstack.processes import StackAddresses
@@ -48,6 +55,8 @@ class NoteHandler:
         self.output_topic = output_topic
         self.calls = 0
         self.transient_failures_left = 0
+        # Notes whose INSERT hit the primary key: applied a second time.
+        self.second_applications: list[str] = []
 
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
@@ -63,10 +72,14 @@ class NoteHandler:
                 raise ValueError("a bug in the handler")
             if message.value.text == "refuse":
                 raise InvalidMessage(message, "notes saying 'refuse' are refused")
-            await session.execute(
-                text("INSERT INTO public.effects (note) VALUES (:note)"),
-                {"note": message.value.text},
-            )
+            try:
+                await session.execute(
+                    text("INSERT INTO public.effects (note) VALUES (:note)"),
+                    {"note": message.value.text},
+                )
+            except IntegrityError:
+                self.second_applications.append(message.value.text)
+                raise
             outputs.append(Output(self.output_topic, key="k", value=message.value))
         return outputs
 
@@ -169,6 +182,39 @@ def count(db: asyncpg.Connection, query: str, expected: int) -> Callable[[], Any
     return holds
 
 
+def consumed(db: asyncpg.Connection, harness: Harness, expected: int) -> Callable[[], Any]:
+    """The runner stored offsets past `expected` source records (applied or dead-lettered):
+    everything sent was taken, whatever became of it (the assertions after say what)."""
+
+    async def holds() -> bool:
+        stored = await db.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM enrich.consumer_offsets"
+            " WHERE consumer_group = $1",
+            harness.group,
+        )
+        return bool(stored == expected)
+
+    return holds
+
+
+async def assert_each_applied_and_produced_once(
+    harness: Harness, handler: NoteHandler, notes: Sequence[str], *, stored: Sequence[str]
+) -> None:
+    """The exactly-once contract on what the runs left: no note applied a second time, nothing
+    dead-lettered, each note's effect stored once and its output on the topic once."""
+    assert handler.second_applications == [], "applied a second time"
+    reader = harness.reader()
+    dead = await reader.read_all(harness.source.dlq_name(harness.prefix), settle_s=1)
+    assert [(r.value, r.headers.get("leadflow.error")) for r in dead] == [], "dead-lettered"
+    assert Counter(stored) == Counter(notes), "effects stored (note: times)"
+    out = await reader.read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    assert Counter(orjson_text(r.value) for r in out) == Counter(notes), "outputs (note: times)"
+
+
+async def stored_notes(db: asyncpg.Connection) -> list[str]:
+    return [r["note"] for r in await db.fetch("SELECT note FROM effects")]
+
+
 NOTES = [f"note-{i}" for i in range(20)]
 
 
@@ -182,7 +228,7 @@ async def test_a_redelivered_batch_is_applied_once(
         return None
 
     monkeypatch.setattr(first, "_commit", crash_before_commit)
-    await run_until(first, count(db, "SELECT count(*) FROM effects", 20))
+    await run_until(first, consumed(db, harness, len(NOTES)))
 
     # Kafka never saw a commit: a new member of the group gets every record again.
     second = harness.runner()
@@ -196,10 +242,10 @@ async def test_a_redelivered_batch_is_applied_once(
 
     calls_before = harness.handler.calls
     await run_until(second, redelivered_and_committed)
-    assert await db.fetchval("SELECT count(*) FROM effects") == 20
     assert harness.handler.calls == calls_before  # skipped before reaching the handler
-    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
-    assert sorted(r.json()["text"] for r in out) == sorted(NOTES)
+    await assert_each_applied_and_produced_once(
+        harness, harness.handler, NOTES, stored=await stored_notes(db)
+    )
 
 
 async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
@@ -219,9 +265,10 @@ async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
 
     second = harness.runner()
     await run_until(second, count(db, "SELECT count(*) FROM enrich.outbox", 0))
-    await run_until(harness.runner(), count(db, "SELECT count(*) FROM effects", 20))
-    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
-    assert sorted(r.json()["text"] for r in out) == sorted(NOTES)
+    await run_until(harness.runner(), consumed(db, harness, len(NOTES)))
+    await assert_each_applied_and_produced_once(
+        harness, harness.handler, NOTES, stored=await stored_notes(db)
+    )
 
 
 async def test_a_batch_whose_acknowledgement_failed_goes_out_again_before_later_batches(
@@ -372,10 +419,16 @@ async def test_a_database_restart_is_ridden_out(
     await setup.close()
     on_restartable = Harness(harness.infra, url, harness.prefix)
 
-    async def effects() -> int:
+    async def consumed_records() -> int:
         connection = await asyncpg.connect(plain_url)
         try:
-            return int(await connection.fetchval("SELECT count(*) FROM effects"))
+            return int(
+                await connection.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM enrich.consumer_offsets"
+                    " WHERE consumer_group = $1",
+                    on_restartable.group,
+                )
+            )
         finally:
             await connection.close()
 
@@ -384,20 +437,26 @@ async def test_a_database_restart_is_ridden_out(
     task = asyncio.create_task(runner.run())
     try:
         await on_restartable.send(*NOTES)
-        await wait_for_value(effects, len(NOTES), task)
+        await wait_for_value(consumed_records, len(NOTES), task)
         await asyncio.to_thread(restartable_postgres.stop)  # fast shutdown: connections cut
         await asyncio.sleep(0.5)
         await asyncio.to_thread(restartable_postgres.start)
         later = [f"later-{i}" for i in range(20)]
         await on_restartable.send(*later)
-        await wait_for_value(effects, len(NOTES) + len(later), task)
+        await wait_for_value(consumed_records, len(NOTES) + len(later), task)
     finally:
         runner.request_stop()
         await asyncio.wait_for(task, timeout=30)
         await on_restartable.engine.dispose()
     assert retries_of("test") > retries_before
-    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
-    assert {r.json()["text"] for r in out} == set(NOTES) | set(later)
+    check = await asyncpg.connect(plain_url)
+    try:
+        stored = await stored_notes(check)
+    finally:
+        await check.close()
+    await assert_each_applied_and_produced_once(
+        harness, on_restartable.handler, [*NOTES, *later], stored=stored
+    )
 
 
 async def wait_for_value(

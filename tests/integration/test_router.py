@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -253,24 +254,36 @@ async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
     for path, body in calls:
         assert (await pipeline.post(path, body)).status_code == 200
 
-    async def suppressed() -> dict[str, Any]:
-        url = pipeline.addresses.health_url("router", f"/v1/leads/{email}/routing")
+    url = pipeline.addresses.health_url("router", f"/v1/leads/{email}/routing")
+
+    async def routing() -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as client:
-            for _ in range(300):
-                response = await client.get(url)
-                if response.status_code == 200 and response.json()["suppressions"]:
-                    return dict(response.json())
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"no suppression recorded{pipeline.logs()}")
+            response = await client.get(url)
+        return dict(response.json()) if response.status_code == 200 else {}
 
-    history = await suppressed()
-    await asyncio.sleep(2)
+    # Until the router has handled the lead's last change (mql), one way or the other.
+    deadline = time.monotonic() + 60
+    while not _handled_mql(await routing()):
+        assert time.monotonic() < deadline, f"mql change never handled{pipeline.logs()}"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # anything else the router would do for the lead lands by now
 
+    history = await routing()  # read after the wait
     assert history["decisions"] == []
-    assert history["suppressions"][0]["reason"].startswith("opted out")
+    assert [(s["stage"], s["reason"].split(":")[0]) for s in history["suppressions"]] == [
+        ("known", "opted out"),
+        ("mql", "opted out"),
+    ]
     for topic in (ROUTING_SDR, ROUTING_NURTURE):
         records = await pipeline.read_all(topic.full_name(pipeline.prefix), settle_s=1)
         assert not [r for r in records if r.json()["email"] == email]
+
+
+def _handled_mql(history: dict[str, Any]) -> bool:
+    """Whether a lead's routing history has an entry (decision or suppression) for mql."""
+    return bool(history) and (
+        bool(history["decisions"]) or any(s["stage"] == "mql" for s in history["suppressions"])
+    )
 
 
 # ---- a CRM consuming decisions ------------------------------------------------------------------

@@ -5,6 +5,8 @@ the separate reads give them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import combinations
+from typing import Any
 
 import asyncpg
 from pydantic import SecretStr
@@ -17,6 +19,10 @@ from shared.contracts import Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
 
+PARTS = ("ledger", "history", "stage_changes", "leads")
+# Every subset of a batch's parts, the empty one included (then no statement at all).
+SUBSETS = [frozenset(subset) for n in range(len(PARTS) + 1) for subset in combinations(PARTS, n)]
+
 
 async def test_store_batch_writes_any_subset_of_its_parts_and_keeps_a_recorded_change(
     database_url: str, db: asyncpg.Connection
@@ -28,23 +34,61 @@ async def test_store_batch_writes_any_subset_of_its_parts_and_keeps_a_recorded_c
     def change(reason: str) -> StageChange:
         return StageChange("lead-s:mql:m1", "lead-s", Stage.LEAD, Stage.MQL, reason, at)
 
+    async def stored(lead: str) -> dict[str, list[tuple[Any, ...]]]:
+        """What the tables hold for `lead`, part by part."""
+        queries = {
+            "ledger": "SELECT message_id, rule_id, kind, points FROM score.ledger",
+            "history": "SELECT message_id, behaviour, profile, facts::text FROM score.history",
+            "stage_changes": "SELECT transition_id, to_stage, reason FROM score.stage_changes",
+            "leads": "SELECT stage, fit, total, profile::text FROM score.leads",
+        }
+        return {
+            part: [tuple(r) for r in await db.fetch(query + " WHERE lead_id = $1", lead)]
+            for part, query in queries.items()
+        }
+
+    def demo_line(message: str) -> LedgerLine:
+        return LedgerLine(message, "demo", "intent", "behaviour", 60, 60, "r", "", "v1", at)
+
+    assert len(SUBSETS) == 2 ** len(PARTS)
     try:
+        for n, subset in enumerate(SUBSETS):
+            lead, message = f"lead-{n}", f"m-{n}"
+            parts: dict[str, list[Any]] = {
+                "ledger": [(lead, demo_line(message))],
+                "history": [(lead, HistoryItem(message, at, {"event": "Demo Requested"}, True))],
+                "stage_changes": [
+                    StageChange(f"{lead}:mql:{message}", lead, Stage.LEAD, Stage.MQL, "demo", at)
+                ],
+                "leads": [LeadRow(lead_id=lead, stage=Stage.MQL, fit=30, total=90)],
+            }
+            async with unit_of_work(sessions) as session:
+                await repository.store_batch(
+                    session,
+                    ledger=parts["ledger"] if "ledger" in subset else [],
+                    history=parts["history"] if "history" in subset else [],
+                    stage_changes=parts["stage_changes"] if "stage_changes" in subset else [],
+                    leads=parts["leads"] if "leads" in subset else [],
+                )
+            expected = {
+                "ledger": [(message, "demo", "behaviour", 60)],
+                "history": [(message, True, True, '{"event": "Demo Requested"}')],
+                "stage_changes": [(f"{lead}:mql:{message}", "mql", "demo")],
+                "leads": [("mql", 30, 90, "{}")],
+            }
+            assert await stored(lead) == {
+                part: expected[part] if part in subset else [] for part in PARTS
+            }, sorted(subset)
+
         for reason in ("first", "replayed"):  # the second write of a transition changes nothing
             async with unit_of_work(sessions) as session:
                 await repository.store_batch(
                     session, ledger=[], history=[], stage_changes=[change(reason)], leads=[]
                 )
-        rows = await db.fetch("SELECT to_stage, reason FROM score.stage_changes")
+        rows = await db.fetch(
+            "SELECT to_stage, reason FROM score.stage_changes WHERE lead_id = 'lead-s'"
+        )
         assert [tuple(r) for r in rows] == [("mql", "first")]
-        assert await db.fetchval("SELECT count(*) FROM score.leads") == 0
-
-        lead = LeadRow(lead_id="lead-s", stage=Stage.MQL, fit=30, total=30)
-        async with unit_of_work(sessions) as session:
-            await repository.store_batch(
-                session, ledger=[], history=[], stage_changes=[], leads=[lead]
-            )
-        stored = await db.fetchrow("SELECT stage, fit, profile::text AS p FROM score.leads")
-        assert tuple(stored) == ("mql", 30, "{}")
     finally:
         await engine.dispose()
 

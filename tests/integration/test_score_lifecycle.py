@@ -4,10 +4,12 @@ and stage changes out, each counted once, explained point by point."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -69,6 +71,25 @@ def of_lead(lead_id: str) -> Any:
     return lambda records: [r.json() for r in records if r.json()["lead_id"] == lead_id]
 
 
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    until: Callable[[T], object] = bool,
+    timeout_s: float = 30,
+) -> T:
+    """The first result of `probe` that passes `until` (truthy, by default), polled for
+    `timeout_s`; then fail saying `what` never happened, and what the probe saw last."""
+    deadline = time.monotonic() + timeout_s
+    while not until(seen := await probe()):
+        assert time.monotonic() < deadline, f"{what}: not after {timeout_s}s (last: {seen!r})"
+        await asyncio.sleep(0.2)
+    return seen
+
+
 async def stages(pipeline: Pipeline, lead_id: str, count: int) -> list[tuple[str, str]]:
     records = await pipeline.read(
         LEADS_LIFECYCLE.full_name(pipeline.prefix),
@@ -95,13 +116,12 @@ async def test_vp_demo_is_mql_at_once_and_crm_feedback_moves_it_on(
     pipeline.produce_raw(CRM_FEEDBACK, feedback(lead, "won"), key=lead.encode())
     pipeline.produce_raw(CRM_FEEDBACK, feedback(lead, "rejected"), key=lead.encode())
     assert (await stages(pipeline, lead, 4))[-1] == ("sqo", "customer")
-    refused = await db.fetch(
-        "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND NOT applied", lead
-    )
-    while not refused:
-        refused = await db.fetch(
+    refused = await eventually(
+        lambda: db.fetch(
             "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND NOT applied", lead
-        )
+        ),
+        "the refused 'rejected' feedback recorded",
+    )
     assert refused[0]["outcome"] == "rejected"
     assert "does not apply to a lead in stage 'customer'" in refused[0]["detail"]
 
@@ -217,10 +237,10 @@ async def test_an_event_of_a_merged_lead_arriving_late_counts_under_the_survivor
                "merged_lead_ids": [other], "reason": "same email"},
     )  # fmt: skip
     pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())
-    for _ in range(150):  # the merge is stored before the late event is produced
-        if await db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other):
-            break
-        await asyncio.sleep(0.2)
+    await eventually(  # the merge is stored before the late event is produced
+        lambda: db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other),
+        f"{other} marked as merged",
+    )
     # the merged lead's own event, delayed on its partition, and a redelivery of it
     late = enriched(other, "b1", event="Trial Started", profile={"email": "b@gmail.com"})
     pipeline.produce_raw(EVENTS_ENRICHED, late, key=other.encode())
@@ -319,11 +339,14 @@ async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
     assert [v["rule_version"] for v in versions] == ["test-2"]
     port = pipeline.addresses.health_ports["score"]
     async with httpx.AsyncClient() as client:
-        for _ in range(100):  # the sweep's pass ends once the consumer has stored the rescore
-            progress = (await client.get(f"http://127.0.0.1:{port}/v1/rules/rescore")).json()
-            if progress["done"]:
-                break
-            await asyncio.sleep(0.2)
+
+        async def rescore_progress() -> dict[str, Any]:
+            return dict((await client.get(f"http://127.0.0.1:{port}/v1/rules/rescore")).json())
+
+        # the sweep's pass ends once the consumer has stored the rescore
+        progress = await eventually(
+            rescore_progress, "the rescore pass done", until=lambda p: p["done"], timeout_s=20
+        )
     assert progress["rule_version"] == "test-2"
     assert (progress["done"], progress["to_rescore"]) == (True, 0)
     assert (progress["pass"]["leads"], progress["pass"]["rescored"]) == (1, 1)
@@ -343,10 +366,10 @@ async def test_rescoring_a_survivor_counts_its_merged_leads_messages_for_behavio
                "merged_lead_ids": [other], "reason": "same email"},
     )  # fmt: skip
     pipeline.produce_raw(EVENTS_ENRICHED, merged, key=survivor.encode())
-    for _ in range(150):
-        if await db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other):
-            break
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: db.fetchval("SELECT merged_into FROM score.leads WHERE lead_id = $1", other),
+        f"{other} marked as merged",
+    )
     # the merged lead's own event, with its own (student, free-mail) picture, arrives late
     student = {"email": "b@gmail.com", "seniority": "student/intern", "free_mail": True}
     late = enriched(other, "b1", at=NOW + timedelta(minutes=3), event="Trial Started",

@@ -99,7 +99,17 @@ def test_each_poison_value_is_really_invalid_for_its_topic(topic: Topic) -> None
     """Guards the test above: a value that happened to decode would not be poison at all."""
     from shared.codec import UndecodableMessage, decode
 
-    for kind, value in poison(topic).items():
-        with pytest.raises(UndecodableMessage):
+    # Each kind fails for its own reason, so each exercises the step of decoding it is named
+    # after (a "wrong-type" refused as "not JSON" would leave the object check untested).
+    reasons = {
+        "garbage": "not JSON: ",
+        "truncated": "not JSON: ",
+        "wrong-schema": f"invalid {topic.model.__name__}: ",
+        "wrong-type": "expected a JSON object, got list",
+    }
+    values = poison(topic)
+    assert values.keys() == reasons.keys()
+    for kind, value in values.items():
+        with pytest.raises(UndecodableMessage) as refused:
             decode(value, topic.model)
-        assert kind
+        assert str(refused.value).startswith(reasons[kind]), (kind, str(refused.value))

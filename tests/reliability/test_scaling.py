@@ -1,5 +1,6 @@
-"""Two instances of each consumer in one group under load; SIGKILL one of each: the survivors
-take over every partition, and nothing is lost or counted twice. And two score instances
+"""Two instances of each consumer in one group under load, with merges (returning visitors
+stitched to known people); SIGKILL one of each: the survivors take over every partition, and
+nothing is lost or counted twice, merged leads' events included. And two score instances
 folding merges while the merged leads' own events are scored next door."""
 
 from __future__ import annotations
@@ -58,10 +59,9 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
         service: {(t.full_name(first.prefix), p) for t in topics for p in range(PARTITIONS)}
         for service, topics in CONSUMERS.items()
     }
-    # No merges here: with two score instances they hit a known bug (see the next test).
-    load = SegmentLoad(
-        ingest_url=first.ingest_url, write_key=WRITE_KEY, batches_per_s=5, stitch_every=0
-    )
+    # With merges (stitch_every's default): enrich merges returning visitors into known
+    # people and score folds them while instances die and partitions move.
+    load = SegmentLoad(ingest_url=first.ingest_url, write_key=WRITE_KEY, batches_per_s=5)
     traffic = asyncio.create_task(load.run())
     await asyncio.sleep(8)  # both instances of each consumer share the partitions by now
     for service in CONSUMERS:
@@ -71,6 +71,7 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
         assert shares, f"{second.logs()}"
         assert set() < shares[-1] < everything[service], f"{service} did not share: {shares}"
 
+    killed_at = await db.fetchval("SELECT now()")
     for service in CONSUMERS:
         first.kill(service)  # SIGKILL: no drain, no commit, no leave-group
     for service in CONSUMERS:
@@ -92,6 +93,27 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
     assert counts.leads_without_one_decision == 0
     assert counts.sdr_decisions == counts.mql_leads >= len(report.acknowledged_mql_users) > 0
     assert counts.dead_letters == 0
+    # Merges ran on both sides of the takeover, and score folded each one exactly: the merged
+    # lead is marked as the survivor's and keeps no history or ledger row of its own (its
+    # events count once, under the survivor: the accounting above).
+    merges = await db.fetch(
+        "SELECT merged_lead_id, surviving_lead_id, merged_at > $1 AS after_kill "
+        "FROM enrich.merges WHERE unmerged_at IS NULL",
+        killed_at,
+    )
+    after_kill = sum(1 for m in merges if m["after_kill"])
+    assert 0 < after_kill < len(merges), f"{after_kill} of {len(merges)} merges after the kill"
+    merged = {m["merged_lead_id"]: m["surviving_lead_id"] for m in merges}
+    marked = await db.fetch(
+        "SELECT lead_id, merged_into FROM score.leads WHERE lead_id = ANY($1)", sorted(merged)
+    )
+    assert {r["lead_id"]: r["merged_into"] for r in marked} == merged
+    leftovers = await db.fetchval(
+        "SELECT (SELECT count(*) FROM score.history WHERE lead_id = ANY($1))"
+        " + (SELECT count(*) FROM score.ledger WHERE lead_id = ANY($1))",
+        sorted(merged),
+    )
+    assert leftovers == 0, "merged leads still hold rows of their own"
 
 
 PAIRS = 40

@@ -190,26 +190,69 @@ async def test_no_email_or_phone_reaches_the_logs_in_clear(
     await pipeline.start("ingest", "enrich", "score", "router")
     load = SegmentLoad(ingest_url=pipeline.ingest_url, write_key=WRITE_KEY, batches_per_s=5)
     traffic = asyncio.create_task(load.run())
-    # Paths that log a person's identifiers: one email claimed by two userIds ("not linking"),
-    # CRM feedback about an unknown email, and a poison message full of PII.
-    shared_email, phone = "twice.claimed@initech.com", "+442079460958"
+    # Paths that log about a person: one email claimed by two userIds ("not linking"), CRM
+    # feedback about an unknown email (dead-lettered with the email in its reason), and a
+    # poison message full of PII (dead-lettered by both services that read crm.feedback).
+    shared_email, phone, unknown = (
+        "twice.claimed@initech.com",
+        "+442079460958",
+        "nobody.known@globex.com",
+    )
     for user in ("claim-1", "claim-2"):
         traits = {"email": shared_email, "phone": phone, "title": "CTO"}
         assert (await pipeline.post("/v1/identify", {"userId": user, "traits": traits})).is_success
-    feedback = {"email": "nobody.known@globex.com", "outcome": "accepted", "phone": phone}
-    pipeline.produce_raw(CRM_FEEDBACK, orjson.dumps(feedback), key=b"nobody.known@globex.com")
+    about_unknown = {
+        "feedback_id": "fb-unknown-email",
+        "email": unknown,
+        "outcome": "accepted",
+        "at": "2026-01-05T10:00:00Z",
+    }
+    poison = {"email": unknown, "outcome": "accepted", "phone": phone}
+    pipeline.produce_raw(CRM_FEEDBACK, orjson.dumps(about_unknown), key=unknown.encode())
+    pipeline.produce_raw(CRM_FEEDBACK, orjson.dumps(poison), key=unknown.encode())
+    feedback = re.escape(CRM_FEEDBACK.full_name(pipeline.prefix)) + r"\[\d+\]@\d+"
+    # The lines those paths write, by service: each must be there, or the check for PII below
+    # proves nothing about them.
+    targeted = {
+        "enrich": [r"not linking a email to lead [0-9a-f-]+: belongs to lead [0-9a-f-]+"],
+        "score": [
+            rf"dead-lettering {feedback}: feedback fb-unknown-email: no lead with id None"
+            r" or email '[^']*@globex\.com'",
+            rf"dead-lettering {feedback}: invalid CrmFeedback: feedback_id: Field required",
+        ],
+        "router": [rf"dead-lettering {feedback}: invalid CrmFeedback: feedback_id: Field required"],
+    }
+
+    def read_logs() -> dict[str, str]:
+        return {
+            name: p.log_file.read_text(errors="replace")
+            for name, p in pipeline.processes.items()
+            if p.log_file
+        }
+
+    def missing(logs: dict[str, str]) -> dict[str, list[str]]:
+        absent = {
+            name: [line for line in lines if not re.search(line, logs.get(name, ""))]
+            for name, lines in targeted.items()
+        }
+        return {name: lines for name, lines in absent.items() if lines}
+
     await asyncio.sleep(6)
     load.stop()
     report = await traffic
-    await asyncio.sleep(3)
+    for _ in range(60):  # up to 30 s for them to be written
+        if not missing(read_logs()):
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)  # anything the services still write about them
 
-    logs = {
-        name: p.log_file.read_text(errors="replace")
-        for name, p in pipeline.processes.items()
-        if p.log_file
-    }
+    logs = read_logs()
+    assert set(logs) == {"ingest", "enrich", "score", "router"}
     assert all(logs.values()), "no logs captured"
-    secrets = report.emails | report.phones | {shared_email, phone, "nobody.known@globex.com"}
+    assert missing(logs) == {}, "the log lines this test is about were not written"
+    assert report.emails, "the load sent no email"
+    assert report.phones, "the load sent no phone number"
+    secrets = report.emails | report.phones | {shared_email, phone, unknown}
     leaks = {
         name: sorted(
             {s for s in secrets if s in text}
@@ -218,6 +261,8 @@ async def test_no_email_or_phone_reaches_the_logs_in_clear(
         for name, text in logs.items()
     }
     assert {name: found for name, found in leaks.items() if found} == {}
+    # ... and the email on the line about it is there, redacted (the domain kept).
+    assert "no lead with id None or email '***@globex.com'" in logs["score"]
 
 
 @pytest.fixture

@@ -7,7 +7,15 @@ import errno
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from shared.codec import UndecodableMessage
 from shared.consumer.failures import ConcurrentUpdate, is_transient
@@ -140,7 +148,45 @@ def test_only_the_explicit_cause_is_followed_not_the_context() -> None:
     assert is_transient(bug) is False
 
 
-def test_an_invalidated_connection_is_transient_whatever_the_error() -> None:
-    exc = DBAPIError("SELECT 1", {}, _DriverError("XX000"), connection_invalidated=True)
+@pytest.mark.parametrize(
+    ("orig", "transient_on_its_own"),
+    [
+        # Errors that are the message's fault (or a bug) on a healthy connection.
+        pytest.param(_DriverError("XX000"), False, id="internal-error"),
+        pytest.param(_DriverError("23505"), False, id="unique-violation"),
+        pytest.param(_DriverError("22P02"), False, id="invalid-text-representation"),
+        pytest.param(_adapted("23503"), False, id="fk-violation-via-adapter"),
+        pytest.param(
+            asyncpg.exceptions.StringDataRightTruncationError("value too long"),
+            False,
+            id="asyncpg-too-long",
+        ),
+        pytest.param(Exception("no sqlstate"), False, id="no-sqlstate"),
+        pytest.param(ValueError("bad"), False, id="ValueError"),
+        # Errors that are transient anyway.
+        pytest.param(_DriverError("40001"), True, id="serialization-failure"),
+        pytest.param(_adapted("55P03"), True, id="lock-not-available-via-adapter"),
+        pytest.param(_DriverError("08006"), True, id="connection-failure"),
+        pytest.param(
+            asyncpg.exceptions.AdminShutdownError("terminating connection"),
+            True,
+            id="asyncpg-admin-shutdown",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "wrapper",
+    [DBAPIError, IntegrityError, DataError, ProgrammingError, InternalError],
+    ids=lambda cls: cls.__name__,
+)
+def test_an_invalidated_connection_is_transient_whatever_the_error(
+    orig: Exception, transient_on_its_own: bool, wrapper: type[DBAPIError]
+) -> None:
+    exc = wrapper("SELECT 1", {}, orig, connection_invalidated=True)
 
     assert is_transient(exc) is True
+    assert is_transient(_caused_by(exc)) is True
+    # The same error on a connection still valid: only the invalidation made it transient
+    # (when it is not transient of its own).
+    valid = wrapper("SELECT 1", {}, orig, connection_invalidated=False)
+    assert is_transient(valid) is transient_on_its_own
