@@ -8,9 +8,9 @@ step starts the services afresh on new topics (below). The method, one line per 
 1. Per stage at full load: ingest is driven as fast as it answers for FULL_LOAD_S after a
    warm-up; each consuming service's rate is read from its stored offsets. The slowest stage
    is where the ladder starts.
-2. Sustained: steady loads from that estimate upwards (x1, x1.5, x2, ...) for
-   `BENCH_PIPELINE_S` seconds each (default 30), bisected twice between the last load kept up
-   with and the first not. A load is kept up with when ingest acknowledged every batch on time
+2. Sustained: steady loads from that estimate upwards (x1, x1.5, x2, ...; halved downwards
+   when the estimate is not kept up with) for `BENCH_PIPELINE_S` seconds each (default 30),
+   bisected three times between the highest load kept up with and the lowest not. A load is kept up with when ingest acknowledged every batch on time
    (no refused, failed, late or unsent batch: bench/posting.py), nothing was dead-lettered,
    and the pipeline drained within DRAIN_LIMIT_S of the load's end (bench/drain.py: every
    consumer's stored position at the end of every topic it reads, its outputs acknowledged,
@@ -44,7 +44,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -261,11 +261,7 @@ async def _full_load(stack: Stack) -> dict[str, float]:
 
 
 async def _highest_sustained(stacks: Stacks, *, estimate: float, seconds: float) -> list[float]:
-    """The rates ingest acknowledged in each of RUNS runs of the highest load kept up with
-    every time (empty: none was). The ladder: from `estimate` up by half steps until a load is
-    not kept up with, then bisected twice between the last kept and that one (or halved from
-    `estimate` down until one is kept up with); then the highest is run again until it has
-    RUNS runs, falling back to the next lower load kept up with when one fails."""
+    """`sustained_ladder` over trials of `seconds` each, each on a fresh stack."""
 
     async def trial(rate: float) -> Trial:
         async with stacks.fresh() as stack:
@@ -275,7 +271,19 @@ async def _highest_sustained(stacks: Stacks, *, estimate: float, seconds: float)
         print(f"[bench] pipeline: {result.describe()}", flush=True)
         return result
 
-    kept: dict[float, list[float]] = {}  # load -> acknowledged rates of its runs
+    return await sustained_ladder(trial, estimate=estimate, runs=RUNS)
+
+
+async def sustained_ladder(
+    trial: Callable[[float], Awaitable[Trial]], *, estimate: float, runs: int
+) -> list[float]:
+    """The rates ingest acknowledged in each of `runs` trials of the highest load kept up with
+    every time (empty: none was). From `estimate` up by half steps until a load is not kept up
+    with (or, when the estimate is not, halved until one is), then bisected three times
+    between the highest load kept up with and the lowest not; then the highest kept is tried
+    again until it has `runs` trials, falling back to the next lower load kept up with when
+    one fails."""
+    kept: dict[float, list[float]] = {}  # load -> acknowledged rates of its trials
 
     async def holds(rate: float) -> bool:
         result = await trial(rate)
@@ -290,19 +298,21 @@ async def _highest_sustained(stacks: Stacks, *, estimate: float, seconds: float)
             failed = start * factor
             break
         best = start * factor
-    if best == 0.0:  # even the estimate was too much
+    if best == 0.0:  # even the estimate was too much: halve down until one holds
         rate = start / 2
-        while rate >= 25 and not await holds(rate):
-            rate /= 2
-    else:
-        for _ in range(2 if failed else 0):
-            middle = (best + failed) / 2
-            if await holds(middle):
-                best = middle
-            else:
-                failed = middle
+        while rate >= 25:
+            if await holds(rate):
+                best = rate
+                break
+            failed, rate = rate, rate / 2
+    for _ in range(3 if best and failed else 0):
+        middle = (best + failed) / 2
+        if await holds(middle):
+            best = middle
+        else:
+            failed = middle
     for rate in sorted(kept, reverse=True):
-        while len(kept[rate]) < RUNS:
+        while len(kept[rate]) < runs:
             if not await holds(rate):
                 break
         else:

@@ -9,7 +9,14 @@ import math
 import pytest
 
 from bench.drain import Reading, is_drained
-from bench.pipeline import DRAIN_LIMIT_S, Decision, Trial, _old_method_p99, _percentile
+from bench.pipeline import (
+    DRAIN_LIMIT_S,
+    Decision,
+    Trial,
+    _old_method_p99,
+    _percentile,
+    sustained_ladder,
+)
 from bench.posting import Posted
 
 READS = {"enrich": ["p.events.raw"], "score": ["p.events.enriched", "p.crm.feedback"]}
@@ -125,3 +132,58 @@ def test_the_percentile_is_over_every_decision_so_a_bad_window_shows() -> None:
 
 def test_percentile_of_nothing_is_not_a_number() -> None:
     assert math.isnan(_percentile([], 0.99))
+
+
+class Pipeline:
+    """A stand-in pipeline for the ladder: keeps up with loads up to `capacity` (events/s),
+    except in the trials listed in `flaky` (by their order); records every load tried."""
+
+    def __init__(self, capacity: float, *, flaky: frozenset[int] = frozenset()) -> None:
+        self.capacity, self.flaky = capacity, flaky
+        self.tried: list[float] = []
+
+    async def trial(self, rate: float) -> Trial:
+        self.tried.append(rate)
+        kept = rate <= self.capacity and len(self.tried) - 1 not in self.flaky
+        load = Posted(rate=rate, seconds=30, scheduled=1, sent=1, acknowledged=int(rate * 30) - 1)
+        return Trial(load, drain_s=0.5 if kept else 30.0, dead_letters=0)
+
+
+async def test_the_ladder_climbs_from_the_estimate_and_bisects_to_within_a_sixteenth() -> None:
+    pipeline = Pipeline(capacity=2600)
+
+    runs = await sustained_ladder(pipeline.trial, estimate=1000, runs=3)
+
+    # 1,000 and 1,500 and 2,000 kept, 3,000 not; bisected: 2,500 kept, 2,750 not, 2,625 not.
+    assert pipeline.tried[:6] == [1000, 1500, 2000, 3000, 2500, 2750]
+    assert len(runs) == 3
+    assert all(2400 < r < 2600 for r in runs)
+
+
+async def test_below_an_estimate_not_kept_up_with_the_ladder_still_bisects_upwards() -> None:
+    """The estimate fails: halving finds a load kept up with, and the ladder bisects between
+    it and the load that failed (it once stopped at the half: a figure half the truth)."""
+    pipeline = Pipeline(capacity=1900)
+
+    runs = await sustained_ladder(pipeline.trial, estimate=2200, runs=3)
+
+    assert pipeline.tried[:2] == [2200, 1100]
+    assert all(1700 < r <= 1900 for r in runs), runs
+
+
+async def test_a_load_that_fails_one_of_its_runs_is_not_the_figure() -> None:
+    """The highest load is kept up with once, then fails a confirming run: the figure is the
+    next lower load kept up with in every run."""
+    pipeline = Pipeline(capacity=2600, flaky=frozenset({7}))
+
+    runs = await sustained_ladder(pipeline.trial, estimate=1000, runs=3)
+
+    # Kept: 1,000, 1,500, 2,000, 2,500; not: 3,000, 2,750, 2,625. Trial 7 runs 2,500 again and
+    # fails: 2,000 is run twice more.
+    assert pipeline.tried[7:] == [2500, 2000, 2000]
+    assert len(runs) == 3
+    assert all(1900 < r <= 2000 for r in runs)
+
+
+async def test_no_load_kept_up_with_gives_no_figure() -> None:
+    assert await sustained_ladder(Pipeline(capacity=10).trial, estimate=1000, runs=3) == []
