@@ -14,7 +14,9 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, SecretStr
+from sqlalchemy import make_url
 
 from devstack.broker import LocalBroker, free_port
 from devstack.postgres import LocalPostgres
@@ -24,7 +26,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.kafka import create_producer, ensure_topics
 from shared.migrations import upgrade_to_head
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
-from shared.topics import ALL_TOPICS, Topic
+from shared.topics import ALL_TOPICS, Topic, all_topic_names
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATED_SERVICES = ("enrich", "score", "router")
@@ -67,6 +69,25 @@ class BenchInfra:
                 database_url=url,
             )
         return url
+
+    async def drop_database(self, url: str) -> None:
+        """Drop a database `fresh_database` made (its connections closed first)."""
+        name = make_url(url).database
+        admin = await asyncpg.connect(self.postgres.url("postgres", driver="postgresql"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    async def delete_topics(self, prefix: str) -> None:
+        """Delete every topic under `prefix`: the development broker keeps all it holds in
+        memory, and a broker grown by earlier steps would slow the next."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(all_topic_names(prefix))
+        finally:
+            await admin.close()
 
     async def fresh_topic_prefix(self, partitions: int = PARTITIONS) -> str:
         """A new prefix with every leadflow topic (and DLQ) created."""

@@ -2,8 +2,8 @@
 
 The four services run as their own processes (`python -m services.<name>`, as deployed) on the
 bench broker and a fresh database; realistic website traffic (bench/traffic.py) is posted to
-ingest as Segment `/v1/batch` calls (bench/posting.py). One database serves every step; each
-step starts the services afresh on new topics (below). The method, one line per figure:
+ingest as Segment `/v1/batch` calls (bench/posting.py). Each step starts the services afresh
+on a new database and new topics (below). The method, one line per figure:
 
 1. Per stage at full load: ingest is driven as fast as it answers for FULL_LOAD_S after a
    warm-up; each consuming service's rate is read from its stored offsets. The slowest stage
@@ -30,11 +30,13 @@ step starts the services afresh on new topics (below). The method, one line per 
 
 Also: each service's peak RSS over the whole run.
 
-Why fresh topics per step: the development broker's fetch cost grows with everything a topic
-holds (its memory storage lists a partition's stored batches on each fetch: one consumer of
-1,000 records/s took Tansu from 14% to 52% of a core in 60 s here), which Kafka's offset index
-does not; without fresh topics, every step would measure the broker's history more than the
-pipeline.
+Why a new database and new topics per step, dropped and deleted after it: each trial then
+measures the same conditions. The development broker keeps everything in memory and its fetch
+cost grows with what a topic holds (its memory storage lists a partition's stored batches on
+each fetch: one consumer of 1,000 records/s took Tansu from 14% to 52% of a core in 60 s here),
+which Kafka's offset index does not; and a database shared by every step grows with each, with
+autovacuum working on the earlier steps' rows during the later ones (seen at ~20% of a core on
+2026-12-02, when a load kept up with in one trial was not in a later one).
 """
 
 from __future__ import annotations
@@ -171,11 +173,7 @@ class Trial:
 async def run(infra: BenchInfra) -> list[Figure]:
     seconds = float(os.environ.get("BENCH_PIPELINE_S", "30"))
     ceiling = next(f.value for f in await broker.run(infra) if "produce" in f.name)
-    stacks = Stacks(
-        infra=infra,
-        database_url=await infra.fresh_database(),
-        bodies=batch_bodies(seed=1, batch_size=BATCH_SIZE),
-    )
+    stacks = Stacks(infra=infra, bodies=batch_bodies(seed=1, batch_size=BATCH_SIZE))
     async with stacks.fresh() as stack:
         full_load = await _full_load(stack)
     sustained = await _highest_sustained(stacks, estimate=min(full_load.values()), seconds=seconds)
@@ -200,20 +198,21 @@ async def run(infra: BenchInfra) -> list[Figure]:
 
 @dataclass
 class Stacks:
-    """Starts each step's stack: the same database and visitors, new topics (module doc)."""
+    """Starts each step's stack: the same stream of visitors, a new database and new topics,
+    dropped and deleted when the step ends (module doc)."""
 
     infra: BenchInfra
-    database_url: str
     bodies: Iterator[bytes]
     peak_rss_mb: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0.0))
 
     @contextlib.asynccontextmanager
     async def fresh(self) -> AsyncIterator[Stack]:
-        """The four services on new topics, and a reader of their decisions, until the block
-        ends; then each service's peak RSS is kept and the processes stopped."""
+        """The four services on a new database and new topics, and a reader of their
+        decisions, until the block ends; then each service's peak RSS is kept, the processes
+        stopped, the database dropped and the topics deleted."""
         addresses = StackAddresses(
             kafka_bootstrap=self.infra.kafka_bootstrap,
-            database_url=self.database_url,
+            database_url=await self.infra.fresh_database(),
             topic_prefix=await self.infra.fresh_topic_prefix(),
             write_keys={WRITE_KEY: "bench-site"},
             ingest_port=free_port(),
@@ -241,6 +240,8 @@ class Stacks:
                 rss = _peak_rss_mb(process)
                 self.peak_rss_mb[process.service] = max(self.peak_rss_mb[process.service], rss)
                 await asyncio.to_thread(process.stop)
+            await self.infra.drop_database(addresses.database_url)
+            await self.infra.delete_topics(addresses.topic_prefix)
 
 
 async def _full_load(stack: Stack) -> dict[str, float]:
@@ -282,7 +283,7 @@ async def sustained_ladder(
     with (or, when the estimate is not, halved until one is), then bisected three times
     between the highest load kept up with and the lowest not; then the highest kept is tried
     again until it has `runs` trials, falling back to the next lower load kept up with when
-    one fails."""
+    one fails, and below the lowest by fifths when none is left."""
     kept: dict[float, list[float]] = {}  # load -> acknowledged rates of its trials
 
     async def holds(rate: float) -> bool:
@@ -317,6 +318,15 @@ async def sustained_ladder(
                 break
         else:
             return kept[rate]
+    # No load held in every run: down by fifths from the lowest tried until one does.
+    rate = min([*kept, failed or start]) * 0.8
+    while rate >= 25:
+        for _ in range(runs):
+            if not await holds(rate):
+                break
+        else:
+            return kept[rate]
+        rate *= 0.8
     return []
 
 

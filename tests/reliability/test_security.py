@@ -43,7 +43,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("shared/migrations.py", "schema"): (
         "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
     ),
-    ("bench/infra.py", "name"): "CREATE DATABASE for a benchmark run: bench_<uuid4 hex>",
+    ("bench/infra.py", "name"): (
+        "CREATE / DROP DATABASE of a benchmark step: bench_<uuid4 hex>, made by fresh_database"
+    ),
 }
 
 

@@ -187,3 +187,24 @@ async def test_a_load_that_fails_one_of_its_runs_is_not_the_figure() -> None:
 
 async def test_no_load_kept_up_with_gives_no_figure() -> None:
     assert await sustained_ladder(Pipeline(capacity=10).trial, estimate=1000, runs=3) == []
+
+
+async def test_when_no_load_holds_in_every_run_the_ladder_steps_down_by_fifths() -> None:
+    """Every load up to 2,600 holds once, but only loads up to 700 hold again: none of the
+    ladder's loads is confirmed, so it goes on below the lowest (1,000): 800, then 640."""
+
+    class Fading(Pipeline):
+        async def trial(self, rate: float) -> Trial:
+            again = rate in self.tried
+            result = await super().trial(rate)
+            if again and rate > 700:
+                return Trial(result.posted, drain_s=30.0, dead_letters=0)
+            return result
+
+    pipeline = Fading(capacity=2600)
+
+    runs = await sustained_ladder(pipeline.trial, estimate=1000, runs=3)
+
+    assert pipeline.tried[-5:] == [800, 800, 640, 640, 640]
+    assert len(runs) == 3
+    assert all(600 < r <= 640 for r in runs)
