@@ -56,9 +56,11 @@ class DrainWatch:
             service: [t.full_name(prefix) for t in subscriptions(service)] for service in CONSUMERS
         }
         self._ends: AIOKafkaConsumer | None = None
+        self._db: asyncpg.Connection | None = None
         self._partitions: list[TopicPartition] = []
 
     async def __aenter__(self) -> DrainWatch:
+        self._db = await asyncpg.connect(self._url)
         self._ends = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, fetch_max_wait_ms=10
         )
@@ -75,6 +77,8 @@ class DrainWatch:
     async def __aexit__(self, *exc: object) -> None:
         if self._ends is not None:
             await self._ends.stop()
+        if self._db is not None:
+            await self._db.close()
 
     async def drained(self) -> bool:
         first = await self._read()
@@ -97,24 +101,21 @@ class DrainWatch:
             await asyncio.sleep(every_s)
 
     async def _read(self) -> Reading:
-        connection = await asyncpg.connect(self._url)
-        try:
-            positions: dict[str, dict[Position, int]] = {}
-            outboxes: dict[str, int] = {}
-            for service in CONSUMERS:
-                rows = await connection.fetch(
-                    f"SELECT topic, partition, next_offset FROM {service}.consumer_offsets"
-                    " WHERE topic = ANY($1::text[])",
-                    self._reads[service],
-                )
-                positions[service] = {(r[0], r[1]): r[2] for r in rows}
-                outboxes[service] = await connection.fetchval(
-                    f"SELECT count(*) FROM {service}.outbox WHERE starts_with(topic, $1)",
-                    self._prefix,
-                )
-            return Reading(positions, outboxes)
-        finally:
-            await connection.close()
+        assert self._db is not None
+        positions: dict[str, dict[Position, int]] = {}
+        outboxes: dict[str, int] = {}
+        for service in CONSUMERS:
+            rows = await self._db.fetch(
+                f"SELECT topic, partition, next_offset FROM {service}.consumer_offsets"
+                " WHERE topic = ANY($1::text[])",
+                self._reads[service],
+            )
+            positions[service] = {(r[0], r[1]): r[2] for r in rows}
+            outboxes[service] = await self._db.fetchval(
+                f"SELECT count(*) FROM {service}.outbox WHERE starts_with(topic, $1)",
+                self._prefix,
+            )
+        return Reading(positions, outboxes)
 
     async def _end_offsets(self) -> dict[Position, int]:
         assert self._ends is not None
