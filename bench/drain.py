@@ -27,6 +27,17 @@ from devstack.processes import ServiceProcess
 from shared.topics import Topic
 
 CONSUMERS = ("enrich", "score", "router")
+# Each consumer's stored positions in the topics it reads ($1), and its outputs not yet
+# acknowledged under the stack's topic prefix ($1).
+POSITIONS_SQL = {
+    service: f"SELECT topic, partition, next_offset FROM {service}.consumer_offsets"
+    " WHERE topic = ANY($1::text[])"
+    for service in ("enrich", "score", "router")
+}
+OUTBOX_SQL = {
+    service: f"SELECT count(*) FROM {service}.outbox WHERE starts_with(topic, $1)"
+    for service in ("enrich", "score", "router")
+}
 Position = tuple[str, int]  # (full topic name, partition)
 
 
@@ -105,16 +116,9 @@ class DrainWatch:
         positions: dict[str, dict[Position, int]] = {}
         outboxes: dict[str, int] = {}
         for service in CONSUMERS:
-            rows = await self._db.fetch(
-                f"SELECT topic, partition, next_offset FROM {service}.consumer_offsets"
-                " WHERE topic = ANY($1::text[])",
-                self._reads[service],
-            )
+            rows = await self._db.fetch(POSITIONS_SQL[service], self._reads[service])
             positions[service] = {(r[0], r[1]): r[2] for r in rows}
-            outboxes[service] = await self._db.fetchval(
-                f"SELECT count(*) FROM {service}.outbox WHERE starts_with(topic, $1)",
-                self._prefix,
-            )
+            outboxes[service] = await self._db.fetchval(OUTBOX_SQL[service], self._prefix)
         return Reading(positions, outboxes)
 
     async def _end_offsets(self) -> dict[Position, int]:
