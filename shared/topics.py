@@ -47,7 +47,12 @@ class Topic:
         return EXAMPLES_DIR / f"{self.name}.json"
 
 
-EVENTS_RAW = Topic("events.raw", RawEvent, key="anonymousId, else userId", producer="ingest")
+EVENTS_RAW = Topic(
+    "events.raw",
+    RawEvent,
+    key="anonymousId, else userId, else (an imported lead) traits.email",
+    producer="ingest",
+)
 EVENTS_ENRICHED = Topic("events.enriched", EnrichedEvent, key="lead_id", producer="enrich")
 LEADS_SCORED = Topic("leads.scored", LeadScored, key="lead_id", producer="score")
 LEADS_LIFECYCLE = Topic("leads.lifecycle", LifecycleChanged, key="lead_id", producer="score")

@@ -33,11 +33,16 @@ from services.enrich.identity import (
     Identity,
     IdentityKind,
     LeadFacts,
+    Refusal,
     identities_of,
     is_identifying,
+    placeholder_alias_refusal,
+    previous_identities,
     resolve,
     traits_of,
 )
+from services.enrich.merges import restore, snapshot, survivor_after_unmerge
+from services.enrich.metrics import refusals_of
 from services.enrich.profile import (
     company_domain_of,
     consent_after,
@@ -54,7 +59,7 @@ from shared.contracts import (
     EnrichCommand,
     EnrichedEvent,
     Firmographics,
-    LeadProfile,
+    IdentityRefusal,
     MergeInfo,
     RawEvent,
 )
@@ -89,6 +94,7 @@ class _Batch:
     history: dict[str, list[HistoryRow]] = field(default_factory=dict)
     history_dropped: set[str] = field(default_factory=set)
     pending_domains: set[str] = field(default_factory=set)
+    refused: list[Refusal] = field(default_factory=list)
 
 
 class EnrichHandler:
@@ -138,9 +144,14 @@ class EnrichHandler:
                 new_ids.discard(event.message_id)
                 traits = traits_of(event)
                 fresh.append((message, event, identities_of(event, traits), traits))
-        stored = await repository.find_by_identities(
-            session, (i for _, _, identities, _ in fresh for i in identities), cache=self._cache
-        )
+        wanted = [i for _, _, identities, _ in fresh for i in identities]
+        wanted += [
+            i
+            for _, event, _, _ in fresh
+            if event.type == "alias"
+            for i in previous_identities(event)
+        ]
+        stored = await repository.find_by_identities(session, wanted, cache=self._cache)
         batch = _Batch(
             known=stored.known,
             facts=stored.facts,
@@ -162,6 +173,8 @@ class EnrichHandler:
             cache=self._cache,
         )
         self._cache.link(batch.known.items())
+        for refusal in batch.refused:
+            refusals_of(refusal.identity.kind, refusal.reason).inc()
         return outputs
 
     async def _event(
@@ -179,19 +192,19 @@ class EnrichHandler:
             leads=batch.facts,
             new_lead_id=self._new_lead_id,
             anonymous_ids_per_week=self._policy.anonymous_ids_per_week,
+            previous=previous_identities(event) if event.type == "alias" else (),
         )
         if resolution is None:
             raise InvalidMessage(
                 message, "no usable userId, email or anonymousId (only empty or placeholder ids)"
             )
-        for refusal in resolution.refused:
+        refused = list(resolution.refused)
+        if event.type == "alias" and (placeholder := placeholder_alias_refusal(event)):
+            refused.append(placeholder)
+        for refusal in refused:
             # The kind only: an identity's value is an email or a userId (PII, never logged).
-            log.info(
-                "not linking a %s to lead %s: %s",
-                refusal.identity.kind.value,
-                resolution.lead_id,
-                refusal.reason,
-            )
+            log.info("lead %s: %s", resolution.lead_id, refusal.text)
+        batch.refused += refused
         lead = batch.leads.get(resolution.lead_id)
         created = lead is None
         if lead is None:
@@ -221,6 +234,7 @@ class EnrichHandler:
                 survivor=lead,
                 merged=batch.leads.get(merged_id) or LeadRecord(lead_id=merged_id),
                 absorbed=merged_id in resolution.absorbed_anonymous,
+                aliased=merged_id in resolution.aliased,
                 trigger=event,
             )
             history += [(row, merged_id) for row in rows]
@@ -249,7 +263,7 @@ class EnrichHandler:
             )
             for info in merges
         ]
-        enriched = enriched_event(event, lead)
+        enriched = enriched_event(event, lead, refused=refused)
         outputs.append(self._output(enriched))
         if lead.identified and not was_identified:
             # Became known under its own lead_id: its anonymous history is already its own.
@@ -271,7 +285,13 @@ class EnrichHandler:
         if not links:
             return  # most events link nothing new: the facts stand as they are
         facts = batch.facts.get(lead_id) or LeadFacts(lead_id)
-        users = {i.value for i in links if i.kind is IdentityKind.USER_ID}
+        users = {
+            i.value
+            for i in links
+            if i.kind is IdentityKind.USER_ID
+            # an email-derived userId is not the lead's userId (see `identity`)
+            and batch.known.get(Identity(IdentityKind.EMAIL, i.value)) != lead_id
+        }
         anonymous = sum(1 for i in links if i.kind is IdentityKind.ANONYMOUS_ID)
         batch.facts[lead_id] = LeadFacts(
             lead_id=lead_id,
@@ -288,10 +308,12 @@ class EnrichHandler:
         survivor: LeadRecord,
         merged: LeadRecord,
         absorbed: bool,
+        aliased: bool,
         trigger: RawEvent,
     ) -> tuple[list[HistoryRow], MergeInfo]:
-        """Fold `merged` into `survivor`: identities move, the merge is recorded (reversible),
-        an anonymous lead's kept history is taken to be re-attributed."""
+        """Fold `merged` into `survivor`: identities move, the merge is recorded with both
+        leads' pictures as they were (reversible: `unmerge`), an anonymous lead's kept history
+        is taken to be re-attributed."""
         moved = await repository.move_identities(
             session, from_lead=merged.lead_id, to_lead=survivor.lead_id
         )
@@ -317,7 +339,12 @@ class EnrichHandler:
         merge_id = str(
             uuid.uuid5(MERGE_NAMESPACE, f"{survivor.lead_id}:{merged.lead_id}:{trigger.message_id}")
         )
-        reason = "anonymous visitor identified" if absorbed else "same person (shared identity)"
+        if aliased:
+            reason = "same person (an alias call joined a previous id to the userId)"
+        elif absorbed:
+            reason = "anonymous visitor identified"
+        else:
+            reason = "same person (shared identity)"
         await repository.record_merge(
             session,
             MergeRecord(
@@ -328,7 +355,9 @@ class EnrichHandler:
                 history_replayed=absorbed,
                 moved_identities=tuple(sorted(set(moved))),
                 merged_lead_snapshot=snapshot(merged),
+                surviving_lead_snapshot=snapshot(survivor),
                 triggered_by=trigger.message_id,
+                aliased=aliased,
             ),
         )
         survivor.profile = folded_profile(survivor.profile, merged.profile)
@@ -348,6 +377,7 @@ class EnrichHandler:
             merged_lead_ids=[merged.lead_id],
             reason=reason,
             history_replayed=absorbed,
+            aliased=aliased,
         )
 
     def _refresh_company(self, batch: _Batch, lead: LeadRecord) -> None:
@@ -456,16 +486,21 @@ async def unmerge(
     cache: repository.LeadCache | None = None,
 ) -> list[Output]:
     """Reverse a merge: the merged lead's identities (those moved by the merge and still on the
-    survivor) and its profile as it was come back; the merge is marked unmerged. Emits
-    `unmerged` (key: survivor) and a `profile_updated` for the restored lead. Applying it twice,
-    or to an unknown merge, does nothing. `cache`: the handler's (see `save_leads`)."""
+    survivor) and its picture as it was come back; the survivor gives back what the merge gave
+    it (`merges.survivor_after_unmerge`; a merge recorded before survivors were kept with it
+    leaves the survivor as it is); the merge is marked unmerged. Emits `unmerged` (key:
+    survivor, with its picture) and a `profile_updated` for the restored lead. Applying it
+    twice, or to an unknown merge, does nothing. `cache`: the handler's (see `save_leads`)."""
     merge = await repository.get_merge(session, merge_id, lock=True)
     if merge is None or merge.unmerged_at is not None:
         log.warning("unmerge %s: %s", merge_id, "no such merge" if merge is None else "already")
         return []
     leads = await repository.get_leads(session, [merge.surviving_lead_id, merge.merged_lead_id])
-    survivor = leads[merge.surviving_lead_id]
     restored = restore(merge.merged_lead_snapshot, lead_id=merge.merged_lead_id)
+    survivor = leads[merge.surviving_lead_id]
+    if merge.surviving_lead_snapshot is not None:
+        before = restore(merge.surviving_lead_snapshot, lead_id=survivor.lead_id)
+        survivor = survivor_after_unmerge(survivor, before=before, merged=restored)
     restored.version = max(restored.version, leads[merge.merged_lead_id].version) + 1
     await repository.move_identities(
         session,
@@ -482,6 +517,7 @@ async def unmerge(
         merged_lead_ids=[restored.lead_id],
         reason=f"unmerged by {by}",
         history_replayed=merge.history_replayed,
+        aliased=merge.aliased,
     )
     log.info("unmerged %s: lead %s restored from %s", merge_id, restored.lead_id, survivor.lead_id)
     return [
@@ -505,41 +541,6 @@ async def unmerge(
             )
         ),
     ]
-
-
-def snapshot(lead: LeadRecord) -> dict[str, object]:
-    """A lead's picture as JSON, kept with a merge so an unmerge can restore it."""
-    return {
-        "profile": lead.profile.model_dump(mode="json"),
-        "identified": lead.identified,
-        "identified_at": lead.identified_at.isoformat() if lead.identified_at else None,
-        "consent": lead.consent.model_dump(mode="json"),
-        "firmographics": lead.firmographics.model_dump(mode="json") if lead.firmographics else None,
-        "firmographics_domain": lead.firmographics_domain,
-        "account": lead.account.model_dump(mode="json") if lead.account else None,
-        "version": lead.version,
-    }
-
-
-def restore(saved: dict[str, object], *, lead_id: str) -> LeadRecord:
-    from shared.contracts import AccountMatch, Consent
-
-    identified_at = saved.get("identified_at")
-    return LeadRecord(
-        lead_id=lead_id,
-        profile=LeadProfile.model_validate(saved["profile"]),
-        identified=bool(saved["identified"]),
-        identified_at=datetime.fromisoformat(identified_at)
-        if isinstance(identified_at, str)
-        else None,
-        consent=Consent.model_validate(saved["consent"]),
-        firmographics=Firmographics.model_validate(saved["firmographics"])
-        if saved.get("firmographics")
-        else None,
-        firmographics_domain=saved.get("firmographics_domain"),  # type: ignore[arg-type]
-        account=AccountMatch.model_validate(saved["account"]) if saved.get("account") else None,
-        version=int(saved.get("version") or 0),  # type: ignore[call-overload]
-    )
 
 
 def _picture_of(lead: LeadRecord) -> tuple[object, ...]:
@@ -573,7 +574,10 @@ def _picture(lead: LeadRecord) -> dict[str, object]:
     }
 
 
-def enriched_event(event: RawEvent, lead: LeadRecord) -> EnrichedEvent:
+def enriched_event(
+    event: RawEvent, lead: LeadRecord, *, refused: Sequence[Refusal] = ()
+) -> EnrichedEvent:
+    """The call as `lead`'s, with its current picture and the identities a guardrail refused."""
     return EnrichedEvent(
         kind="event",
         message_id=event.message_id,
@@ -585,6 +589,15 @@ def enriched_event(event: RawEvent, lead: LeadRecord) -> EnrichedEvent:
         received_at=event.received_at,
         properties=event.properties,
         context=event.context,
+        identity_refusals=[
+            IdentityRefusal(
+                kind=refusal.identity.kind.value,
+                reason=refusal.reason.value,
+                other_lead_id=refusal.other_lead_id,
+                detail=refusal.text,
+            )
+            for refusal in refused
+        ],
         **_picture(lead),
     )
 

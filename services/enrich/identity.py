@@ -1,17 +1,27 @@
 """Identity resolution: which lead an event belongs to. Pure functions, no I/O, no clock.
 
 A person is a lead with a stable `lead_id`. Identities point at leads: a userId, an email, an
-anonymousId (an alias call's previousId counts as an anonymousId). An event's identities are
-considered in priority order userId > email > anonymousId; the first one already known names the
-lead (the *primary*), and every identity of the event is then attached to it:
+anonymousId. An event's identities are considered in priority order userId > email >
+anonymousId; the first one already known names the lead (the *primary*), and every identity of
+the event is then attached to it:
 
 - unknown identities are linked to the primary;
 - an identity known to another lead means the two leads are one person: that lead is merged into
   the primary (an anonymous-only lead is *absorbed*: its kept history is re-attributed);
+- an alias call joins its `previousId` (a userId or an anonymousId, Segment's meaning) to its
+  userId: the lead the previousId names is the same person, so it is merged (or, when the userId
+  is new, takes the userId), even if that gives one lead two userIds;
 - guardrails: placeholder values ("null", "anonymous", "0", "test@test.com", ...) never identify
-  anyone; a lead never gets a second, different userId (two logged-in people on one browser stay
-  two leads); at most `anonymous_ids_per_week` anonymousIds attach to one lead per week (a shared
-  kiosk or a bot does not glue hundreds of visitors together).
+  anyone; a lead never gets a second, different userId except by an alias (two logged-in people
+  on one browser stay two leads); at most `anonymous_ids_per_week` anonymousIds attach to one
+  lead per week (a shared kiosk or a bot does not glue hundreds of visitors together). Each
+  refusal is returned with its reason, for the caller to count and record.
+
+A userId equal to one of the lead's own email addresses is *email-derived* (lead lists used to
+carry the email as the userId; some websites do the same): it finds the lead like the email
+does, but it is not the userId of the one-userId guardrail, so the website's own userId for the
+same email later joins that lead instead of being refused. `LeadFacts.user_ids` holds only the
+userIds that are not email-derived.
 """
 
 from __future__ import annotations
@@ -176,7 +186,8 @@ def traits_of(event: RawEvent) -> dict[str, Any]:
 
 
 def identities_of(event: RawEvent, traits: Mapping[str, Any] | None = None) -> list[Identity]:
-    """The event's usable identities, highest priority first, without duplicates.
+    """The event's usable identities, highest priority first, without duplicates. An alias
+    call's previousId is not among them: see `previous_identities`.
 
     `traits`: the event's `traits_of`, when the caller has them already."""
     found: list[Identity] = []
@@ -186,12 +197,18 @@ def identities_of(event: RawEvent, traits: Mapping[str, Any] | None = None) -> l
         traits = traits_of(event)
     if email := usable_email(traits.get("email")):
         found.append(Identity(_EMAIL, email))
-    for anonymous in (event.anonymous_id, event.previous_id):
-        if (anonymous_id := usable_id(anonymous)) and (
-            identity := Identity(_ANONYMOUS_ID, anonymous_id)
-        ) not in found:
-            found.append(identity)
+    if anonymous_id := usable_id(event.anonymous_id):
+        found.append(Identity(_ANONYMOUS_ID, anonymous_id))
     return found
+
+
+def previous_identities(event: RawEvent) -> list[Identity]:
+    """What an alias call's previousId may be (Segment: a userId or an anonymousId the person
+    had), both to be looked up; `resolve` takes the one that is known. Empty for other calls
+    and for a placeholder previousId."""
+    if event.type != "alias" or (previous := usable_id(event.previous_id)) is None:
+        return []
+    return [Identity(_USER_ID, previous), Identity(_ANONYMOUS_ID, previous)]
 
 
 def is_identifying(identities: Sequence[Identity]) -> bool:
@@ -200,7 +217,8 @@ def is_identifying(identities: Sequence[Identity]) -> bool:
 
 @dataclass(frozen=True)
 class LeadFacts:
-    """What resolution needs to know about an existing lead."""
+    """What resolution needs to know about an existing lead. `user_ids`: its userIds that are
+    not email-derived (see the module docstring)."""
 
     lead_id: str
     user_ids: frozenset[str] = frozenset()
@@ -208,23 +226,64 @@ class LeadFacts:
     anonymous_ids_this_week: int = 0
 
 
+class RefusalReason(StrEnum):
+    """Why an identity was not linked (a label on the refusals metric, and in lead histories)."""
+
+    ANOTHER_USER_ID = "another_user_id"
+    ANONYMOUS_ID_LIMIT = "anonymous_id_limit"
+    PLACEHOLDER_PREVIOUS_ID = "placeholder_previous_id"
+
+
+REFUSAL_TEXTS = {
+    RefusalReason.ANOTHER_USER_ID: "it belongs to a lead with another userId (two people, or"
+    " one person with two accounts: an alias call joins them)",
+    RefusalReason.ANONYMOUS_ID_LIMIT: "the lead reached its limit of anonymousIds per week (a"
+    " shared device or a bot)",
+    RefusalReason.PLACEHOLDER_PREVIOUS_ID: "the alias call's previousId is a placeholder that"
+    " names nobody",
+}
+
+
 @dataclass(frozen=True)
 class Refusal:
+    """An identity of the event not linked to `Resolution.lead_id`. `other_lead_id`: the lead it
+    stays with, when it is known to one."""
+
     identity: Identity
-    reason: str
+    reason: RefusalReason
+    other_lead_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The reason in words, naming the identity's kind only (never its value: PII)."""
+        return (
+            f"{self.identity.kind.value.replace('_', ' ')} not linked: {REFUSAL_TEXTS[self.reason]}"
+        )
 
 
 @dataclass(frozen=True)
 class Resolution:
     """`lead_id` owns the event. `merged`: other leads that are the same person, to fold into
-    `lead_id` in this order; `absorbed_anonymous` says which of them were anonymous-only."""
+    `lead_id` in this order; `absorbed_anonymous` says which of them were anonymous-only;
+    `aliased` which of them the event's alias joined (the others shared an identity)."""
 
     lead_id: str
     created: bool
     new_links: tuple[Identity, ...] = ()
     merged: tuple[str, ...] = ()
     absorbed_anonymous: frozenset[str] = field(default_factory=frozenset)
+    aliased: frozenset[str] = field(default_factory=frozenset)
     refused: tuple[Refusal, ...] = ()
+
+
+def placeholder_alias_refusal(event: RawEvent) -> Refusal | None:
+    """The refusal of an alias call whose previousId names nobody (a placeholder), else None."""
+    if event.type != "alias" or event.previous_id is None or previous_identities(event):
+        return None
+    return Refusal(
+        Identity(_ANONYMOUS_ID, event.previous_id.strip()),
+        RefusalReason.PLACEHOLDER_PREVIOUS_ID,
+    )
 
 
 def resolve(
@@ -234,34 +293,44 @@ def resolve(
     leads: Mapping[str, LeadFacts],
     new_lead_id: Callable[[], str],
     anonymous_ids_per_week: int,
+    previous: Sequence[Identity] = (),
 ) -> Resolution | None:
     """Which lead an event belongs to, which identities to link, which leads to merge into it.
 
-    None when the event has no usable identity (only placeholders): nobody can be named.
-    Deterministic for the same inputs; `new_lead_id` is called only when a lead is created.
+    `previous`: an alias call's `previous_identities`. The first one known is *joined*: its
+    lead is the event's person whatever its userIds (an alias says so); when none is known, the
+    previousId is linked as an anonymousId. None when the event has no usable identity (only
+    placeholders): nobody can be named. Deterministic for the same inputs; `new_lead_id` is
+    called only when a lead is created.
     """
-    if not identities:
+    joined = next((i for i in previous if i in known and i not in identities), None)
+    if previous and joined is None and previous[-1] not in identities:
+        identities = [*identities, previous[-1]]  # unknown: an anonymousId, as before aliases
+    if not identities and joined is None:
         return None
-    if len(identities) == 1 and identities[0].kind is not _USER_ID:
+    if len(identities) == 1 and joined is None and identities[0].kind is not _USER_ID:
         owner = known.get(identities[0])
         if owner is not None:
             # Most calls: a returning visitor's page view or track, by one known anonymousId or
             # email. The general path below would find nothing to link, merge or refuse.
             return Resolution(lead_id=owner, created=False)
     event_user = next((i.value for i in identities if i.kind is _USER_ID), None)
+    if event_user is not None and Identity(_EMAIL, event_user) in identities:
+        event_user = None  # email-derived: it names whom the event's email names
+    candidates = [*identities, joined] if joined is not None else identities
 
     def facts(lead_id: str) -> LeadFacts:
         return leads.get(lead_id) or LeadFacts(lead_id)
 
     # The primary: the lead of the first known identity that can take the event's userId.
     primary: str | None = None
-    for identity in identities:
+    for identity in candidates:
         owner = known.get(identity)
         if owner is None:
             continue
         owner_facts = leads.get(owner)
         owner_users = owner_facts.user_ids if owner_facts is not None else frozenset()
-        if event_user is None or not owner_users or owner_users == {event_user}:
+        if identity == joined or event_user is None or not owner_users or event_user in owner_users:
             primary = owner
             break
     created = primary is None
@@ -275,30 +344,38 @@ def resolve(
     links: list[Identity] = []
     merged: list[str] = []
     absorbed: set[str] = set()
+    aliased: set[str] = set()
     refused: list[Refusal] = []
-    for identity in identities:
+    for identity in candidates:
         owner = known.get(identity)
         if owner == primary or (owner is not None and owner in merged):
             continue
         if owner is None:
             if identity.kind is _ANONYMOUS_ID:
                 if anonymous_count >= anonymous_ids_per_week:
-                    refused.append(Refusal(identity, "anonymous id limit per week reached"))
+                    refused.append(Refusal(identity, RefusalReason.ANONYMOUS_ID_LIMIT))
                     continue
                 anonymous_count += 1
             links.append(identity)
             continue
         other = facts(owner)
-        if other.user_ids and user_ids and other.user_ids != user_ids:
-            refused.append(Refusal(identity, f"belongs to lead {owner} with another userId"))
+        if (
+            identity != joined
+            and other.user_ids
+            and user_ids
+            and other.user_ids.isdisjoint(user_ids)
+        ):
+            refused.append(Refusal(identity, RefusalReason.ANOTHER_USER_ID, owner))
             continue
         if not other.identified:
             weight = max(1, other.anonymous_ids_this_week)
             if anonymous_count + weight > anonymous_ids_per_week:
-                refused.append(Refusal(identity, "anonymous id limit per week reached"))
+                refused.append(Refusal(identity, RefusalReason.ANONYMOUS_ID_LIMIT, owner))
                 continue
             anonymous_count += weight
             absorbed.add(owner)
+        if identity == joined:
+            aliased.add(owner)
         merged.append(owner)
         user_ids |= other.user_ids
     return Resolution(
@@ -307,5 +384,6 @@ def resolve(
         new_links=tuple(links),
         merged=tuple(merged),
         absorbed_anonymous=frozenset(absorbed),
+        aliased=frozenset(aliased),
         refused=tuple(refused),
     )

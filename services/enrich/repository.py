@@ -184,7 +184,7 @@ class Found:
 
 
 # One round trip per batch: the identities' leads, locked in lead_id order (another process's
-# batch waits for ours), each with its facts (userIds, anonymousIds attached in the last 7 days)
+# batch waits for ours), each with its facts (userIds not email-derived, anonymousIds attached in the last 7 days)
 # and, for a lead not yet identified, how many anonymous events it keeps. Every part is an index
 # lookup per wanted identity or lead, so its cost follows the batch, not the tables' size. The
 # JSON columns of a lead the caller holds unchanged (same xmin; $2 maps lead_id -> xmin) are
@@ -209,8 +209,12 @@ SELECT lead.lead_id, lead.xmin::text AS row_xmin, cached.held,
     CASE WHEN NOT cached.held THEN lead.account END AS account,
     lead.identified, lead.identified_at, lead.firmographics_pending, lead.firmographics_domain,
     lead.version, lead.merged_into, lead.anonymous_events_stored, found.kinds, found.found_values,
+    -- its userIds, without the email-derived ones (equal to one of its email identities)
     ARRAY(SELECT user_link.value FROM enrich.identities AS user_link
-          WHERE user_link.lead_id = lead.lead_id AND user_link.kind = 'user_id') AS user_ids,
+          WHERE user_link.lead_id = lead.lead_id AND user_link.kind = 'user_id'
+            AND NOT EXISTS (SELECT 1 FROM enrich.identities AS email_link
+                            WHERE email_link.kind = 'email' AND email_link.value = user_link.value
+                              AND email_link.lead_id = lead.lead_id)) AS user_ids,
     (SELECT count(*) FROM enrich.identities AS anonymous_link
      WHERE anonymous_link.lead_id = lead.lead_id AND anonymous_link.kind = 'anonymous_id'
        AND anonymous_link.created_at > now() - interval '7 days') AS anonymous_ids_this_week,
@@ -485,6 +489,10 @@ async def forget_old_anonymous_history(session: AsyncSession, *, older_than_days
 
 @dataclass(frozen=True)
 class MergeRecord:
+    """A merge as recorded. `merged_lead_snapshot` / `surviving_lead_snapshot`: both leads'
+    pictures just before it (`merges.snapshot`; the survivor's is None for merges recorded
+    before it was kept). `aliased`: an alias call joined them."""
+
     merge_id: str
     surviving_lead_id: str
     merged_lead_id: str
@@ -493,6 +501,8 @@ class MergeRecord:
     moved_identities: tuple[Identity, ...]
     merged_lead_snapshot: dict[str, Any]
     triggered_by: str
+    surviving_lead_snapshot: dict[str, Any] | None = None
+    aliased: bool = False
     merged_at: datetime | None = None
     unmerged_at: datetime | None = None
 
@@ -502,8 +512,9 @@ async def record_merge(session: AsyncSession, merge: MergeRecord) -> None:
         session,
         """
         INSERT INTO enrich.merges (merge_id, surviving_lead_id, merged_lead_id, reason,
-            history_replayed, moved_identities, merged_lead_snapshot, triggered_by)
-        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)
+            history_replayed, moved_identities, merged_lead_snapshot, triggered_by,
+            surviving_lead_snapshot, aliased)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9::jsonb, $10)
         """,
         merge.merge_id,
         merge.surviving_lead_id,
@@ -515,6 +526,10 @@ async def record_merge(session: AsyncSession, merge: MergeRecord) -> None:
         ),
         json_document(merge.merged_lead_snapshot),
         merge.triggered_by,
+        None
+        if merge.surviving_lead_snapshot is None
+        else json_document(merge.surviving_lead_snapshot),
+        merge.aliased,
     )
 
 
@@ -530,13 +545,16 @@ def _merge(row: Mapping[str, Any]) -> MergeRecord:
         ),
         merged_lead_snapshot=row["merged_lead_snapshot"],
         triggered_by=row["triggered_by"],
+        surviving_lead_snapshot=row["surviving_lead_snapshot"],
+        aliased=row["aliased"],
         merged_at=row["merged_at"],
         unmerged_at=row["unmerged_at"],
     )
 
 
 _MERGE_COLUMNS = """merge_id, surviving_lead_id, merged_lead_id, reason, history_replayed,
-    moved_identities, merged_lead_snapshot, triggered_by, merged_at, unmerged_at"""
+    moved_identities, merged_lead_snapshot, triggered_by, surviving_lead_snapshot, aliased,
+    merged_at, unmerged_at"""
 
 
 async def get_merge(session: AsyncSession, merge_id: str, *, lock: bool) -> MergeRecord | None:

@@ -41,14 +41,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.score import repository
 from services.score.engine.conditions import Facts, call_facts_of, profile_facts_of
 from services.score.engine.lifecycle import (
+    ENGAGEMENT_TYPES,
     FEEDBACK_TRIGGERS,
     IllegalTransition,
     Transition,
     Trigger,
     apply,
     earned_move,
+    unmerged_move,
 )
-from services.score.engine.rescoring import HistoryItem, replayed
+from services.score.engine.rescoring import HistoryItem, earned_stage, replayed
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import (
     LedgerLine,
@@ -58,7 +60,7 @@ from services.score.engine.scoring import (
     recorded,
     score_event,
 )
-from services.score.repository import LeadPicture, LeadRow, StageChange
+from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
     Contribution,
@@ -74,7 +76,6 @@ from shared.topics import LEADS_LIFECYCLE, LEADS_SCORED
 
 log = logging.getLogger(__name__)
 
-ENGAGEMENT_TYPES = frozenset({"track", "page", "screen"})
 TOP_CONTRIBUTIONS = 5
 
 
@@ -89,6 +90,7 @@ class _Work:
     ledger: list[tuple[str, LedgerLine]] = field(default_factory=list)  # (lead_id, line)
     history: list[tuple[str, HistoryItem]] = field(default_factory=list)
     stage_changes: list[StageChange] = field(default_factory=list)
+    notes: list[IdentityNote] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
     recent: dict[str, list[Contribution]] = field(default_factory=dict)
     # Rescoring: the stored histories of the leads the batch asks to rescore (read in one
@@ -144,12 +146,7 @@ class ScoreHandler:
                 if value.kind == "merged":
                     await self._merged(value, work, session)
                 elif value.kind == "unmerged":
-                    assert value.merge is not None
-                    await self._flush(work, session)
-                    await repository.unmark_merged(session, value.merge.merged_lead_ids)
-                    for restored in value.merge.merged_lead_ids:
-                        if restored in work.leads:
-                            work.leads[restored].merged_into = None
+                    await self._unmerged(value, work, session)
                 else:
                     await self._event(value, work, session)
             elif isinstance(value, CrmFeedback):
@@ -210,7 +207,8 @@ class ScoreHandler:
             stage_changes=work.stage_changes,
             leads=list(work.leads.values()),
         )
-        work.ledger, work.history, work.stage_changes = [], [], []
+        await repository.store_identity_notes(session, work.notes)
+        work.ledger, work.history, work.stage_changes, work.notes = [], [], [], []
         work.replaced, work.flushed, work.unwritten_lines = set(), True, set()
 
     # --- events.enriched ----------------------------------------------------------------
@@ -234,13 +232,30 @@ class ScoreHandler:
             if seen or (survivor.lead_id, event.message_id) in work.scored:
                 return
             work.scored.add((survivor.lead_id, event.message_id))
+            origin = event.lead_id
             event = event.model_copy(update={"lead_id": survivor.lead_id})
             # Its behaviour counts; its picture is the merged lead's, not the survivor's.
-            self._score(event, work.leads[survivor.lead_id], work, behaviour=True, profile=False)
+            self._score(
+                event,
+                work.leads[survivor.lead_id],
+                work,
+                behaviour=True,
+                profile=False,
+                origin=origin,
+            )
             return
         if event.kind == "profile_updated" and event.lead_version < lead.profile_version:
             return  # an older picture than the one already scored
-        self._score(event, lead, work, behaviour=event.kind == "event")
+        if event.identity_refusals:
+            self._note_refusals(event, work)
+        attributed = event.attributed_from
+        self._score(
+            event,
+            lead,
+            work,
+            behaviour=event.kind == "event",
+            origin=attributed.lead_id if attributed is not None else None,
+        )
 
     async def _merged(self, event: EnrichedEvent, work: _Work, session: AsyncSession) -> None:
         assert event.merge is not None
@@ -259,7 +274,87 @@ class ScoreHandler:
         work.leads.update(await repository.load_leads(session, [event.lead_id, *merged]))
         work.states.update(await repository.load_states(session, [event.lead_id, *merged]))
         work.scored.add(key)
+        self._note_merge(event, work, what="merged")
         self._score(event, work.lead(event.lead_id), work, behaviour=False)
+
+    async def _unmerged(self, event: EnrichedEvent, work: _Work, session: AsyncSession) -> None:
+        """Reverse a merge here too: each restored lead takes back the messages that came from
+        it (`repository.return_history`), both sides are scored again from their own messages
+        under the running rules (their ledgers replaced), the survivor's fit follows its
+        picture without the merged lead's, and a lead in a marketing stage goes to the stage
+        its own messages earn (stage changes emitted). Applied once per message."""
+        assert event.merge is not None
+        key = (event.lead_id, event.message_id)
+        if key in work.scored:
+            return
+        await self._flush(work, session)
+        restored = [i for i in event.merge.merged_lead_ids if i != event.lead_id]
+        ids = [event.lead_id, *restored]
+        await repository.lock_leads(session, ids)
+        for lead_id in restored:
+            await repository.return_history(session, survivor=event.lead_id, restored=lead_id)
+        await repository.unmark_merged(session, restored)
+        work.leads.update(await repository.load_leads(session, ids))
+        histories = await repository.load_histories(session, ids)
+        cards = {
+            lead_id: self._replay(
+                work.lead(lead_id), histories[lead_id], work, trigger_id=event.message_id,
+                at=event.timestamp,
+            )
+            for lead_id in ids
+        }  # fmt: skip
+        work.scored.add(key)
+        self._note_merge(event, work, what="unmerged")
+        survivor = work.lead(event.lead_id)
+        # The survivor's picture is the one the unmerge left it: fit from that, and its history
+        # keeps it, so a later replay ends on the same picture.
+        self._score(event, survivor, work, behaviour=False)
+        cards[survivor.lead_id] = evaluate(self._rules, work.states[survivor.lead_id],
+                                           survivor.as_of or event.timestamp)  # fmt: skip
+        items = {**histories, survivor.lead_id: [*histories[survivor.lead_id], work.history[-1][1]]}
+        for lead_id in ids:
+            lead = work.lead(lead_id)
+            move = unmerged_move(
+                lead.stage,
+                earned_stage(self._rules, items[lead_id]),
+                f"unmerge {event.merge.merge_id}: the stage its own messages earn",
+            )
+            if move is not None:
+                self._transition(lead, move, trigger_id=event.message_id, at=event.timestamp,
+                                 received_at=event.received_at, card=cards[lead_id], work=work)  # fmt: skip
+
+    @staticmethod
+    def _note_refusals(event: EnrichedEvent, work: _Work) -> None:
+        """An identity note per identity enrich refused to link to the event's lead."""
+        work.notes += [
+            IdentityNote(
+                lead_id=event.lead_id,
+                note_id=f"{event.message_id}:refused:{index}",
+                at=event.timestamp,
+                what="refused",
+                detail=refusal.detail,
+                other_lead_id=refusal.other_lead_id,
+            )
+            for index, refusal in enumerate(event.identity_refusals)
+        ]
+
+    def _note_merge(self, event: EnrichedEvent, work: _Work, *, what: str) -> None:
+        """The identity notes of a merge or an unmerge, on the survivor and each merged lead."""
+        assert event.merge is not None
+        merge = event.merge
+        for other in merge.merged_lead_ids:
+            if what == "merged":
+                mine = f"lead {other} merged into this lead: {merge.reason}"
+                theirs = f"merged into lead {event.lead_id}: {merge.reason}"
+            else:
+                mine = f"lead {other} split off again (merge {merge.merge_id}, {merge.reason})"
+                theirs = f"a lead of its own again, split off lead {event.lead_id} ({merge.reason})"
+            work.notes += [
+                IdentityNote(event.lead_id, f"{event.message_id}:{other}", event.timestamp,
+                             what, mine, other),
+                IdentityNote(other, event.message_id, event.timestamp,
+                             "merged_into" if what == "merged" else what, theirs, event.lead_id),
+            ]  # fmt: skip
 
     def _score(
         self,
@@ -269,7 +364,10 @@ class ScoreHandler:
         *,
         behaviour: bool,
         profile: bool = True,
+        origin: str | None = None,
     ) -> None:
+        """Score one message for `lead`. `origin`: the lead it was first counted under, when it
+        is another (kept in the history, see `HistoryItem`)."""
         # A missing fact and a null one fail (and pass) the same tests: the nulls, about half
         # of an event's facts, are neither evaluated, nor kept in the picture or the history.
         own_facts = profile_facts_of(event)  # without nulls
@@ -297,7 +395,7 @@ class ScoreHandler:
         card = evaluate(self._rules, result.state, as_of)
         self._record(lead, result.lines, work)
         work.history.append(
-            (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile))
+            (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile, origin))
         )
         lead.identified = lead.identified or event.identified
         lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
@@ -436,18 +534,7 @@ class ScoreHandler:
         else:
             await self._flush(work, session)
             items = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
-        # The whole ledger is replaced: lines of this batch not yet written are replayed too.
-        if lead.lead_id in work.unwritten_lines:
-            work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
-        work.replaced.add(lead.lead_id)
-        work.states[lead.lead_id] = state = ScoreState()
-        for result in replayed(self._rules, items):
-            self._record(lead, result.lines, work)
-            state = result.state
-        as_of = lead.as_of or command.at
-        card = evaluate(self._rules, state, as_of)
-        self._apply_card(lead, card, as_of, rescored=True)
-        work.outputs.append(self._scored(lead, command.command_id, card, [], command.at))
+        card = self._replay(lead, items, work, trigger_id=command.command_id, at=command.at)
         move = earned_move(
             lead.stage,
             identified=lead.identified,
@@ -460,6 +547,35 @@ class ScoreHandler:
                              received_at=command.at, card=card, work=work)  # fmt: skip
 
     # --- shared steps ---------------------------------------------------------------------
+
+    def _replay(
+        self,
+        lead: LeadRow,
+        items: Sequence[HistoryItem],
+        work: _Work,
+        *,
+        trigger_id: str,
+        at: datetime,
+    ) -> ScoreCard:
+        """Score `lead` again from `items`, its whole history, under the running rules: its
+        ledger is replaced (lines of this batch not yet written are replayed too), and whether
+        it is identified and engaged follows the history. Emits its score; returns its card."""
+        if lead.lead_id in work.unwritten_lines:
+            work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
+        work.replaced.add(lead.lead_id)
+        work.states[lead.lead_id] = state = ScoreState()
+        for result in replayed(self._rules, items):
+            self._record(lead, result.lines, work)
+            state = result.state
+        lead.identified = any(item.facts.get("identified") is True for item in items)
+        lead.engaged = any(
+            item.behaviour and item.facts.get("type") in ENGAGEMENT_TYPES for item in items
+        )
+        as_of = lead.as_of or at
+        card = evaluate(self._rules, state, as_of)
+        self._apply_card(lead, card, as_of, rescored=True)
+        work.outputs.append(self._scored(lead, trigger_id, card, [], at))
+        return card
 
     def _record(self, lead: LeadRow, lines: Sequence[LedgerLine], work: _Work) -> None:
         """Add a message's ledger lines to the batch's writes and to the lead's state."""

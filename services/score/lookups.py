@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
-from services.score.engine.explain import Explanation, explain
+from services.score.engine.explain import Explanation, IdentityLine, explain
 from services.score.engine.rescoring import (
     LeadHistory,
     SimulationReport,
@@ -37,6 +37,12 @@ async def explain_lead(
         stages=await repository.stage_history(session, lead.lead_id),
         rules=rules,
         at=at,
+        identity=[
+            IdentityLine(
+                at=note.at, what=note.what, detail=note.detail, other_lead_id=note.other_lead_id
+            )
+            for note in await repository.identity_notes(session, lead.lead_id)
+        ],
     )
 
 

@@ -231,11 +231,12 @@ _STORE_BATCH = f"""
              "group" text, kind text, points integer, requested integer, reason text,
              note text, rule_version text, event_time timestamptz)
     ), history AS (
-        INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts)
-        SELECT pair ->> 0, item.message_id, item.at, item.behaviour, item.profile, item.facts
+        INSERT INTO score.history (lead_id, message_id, at, behaviour, profile, facts, origin)
+        SELECT pair ->> 0, item.message_id, item.at, item.behaviour, item.profile, item.facts,
+               item.origin
         FROM jsonb_array_elements($2::text::jsonb) AS pair
         CROSS JOIN LATERAL jsonb_to_record(pair -> 1) AS item(message_id text,
-             at timestamptz, behaviour boolean, profile boolean, facts jsonb)
+             at timestamptz, behaviour boolean, profile boolean, facts jsonb, origin text)
     ), stages AS (
         INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
         SELECT transition_id, lead_id, from_stage, to_stage, reason, at
@@ -443,11 +444,13 @@ async def fold_merged(
     """Fold merged leads into the survivor, without double counting.
 
     Replayed history (anonymous leads whose events enrich re-emitted under the survivor): their
-    own rows are dropped, the survivor already counted those events. Otherwise (two known
+    ledgers are dropped, the survivor already counted those events; their history rows stay
+    (see below). Otherwise (two known
     leads) their behaviour ledger and history move to the survivor, except rows for a message
     the survivor already has; their fit rows are dropped (fit follows the survivor's profile),
     and the moved history is marked as not the survivor's picture, so a rescore replays it for
-    its behaviour only, as the live path counted it.
+    its behaviour only, as the live path counted it, and with the lead it came from (`origin`),
+    so an unmerge can give it back (`return_history`).
     """
     merged_ids = list(merged)
     # Another instance may be scoring a merged lead's first event (its partition is not ours):
@@ -459,7 +462,11 @@ async def fold_merged(
                 session,
                 f"""
                 UPDATE score.{table} AS moved SET lead_id = $1
-                {", profile = false" if table == "history" else ""}
+                {
+                    ", profile = false, origin = coalesce(moved.origin, moved.lead_id)"
+                    if table == "history"
+                    else ""
+                }
                 WHERE moved.lead_id = ANY($2::text[])
                   {"AND moved.kind <> 'fit'" if table == "ledger" else ""}
                   AND NOT EXISTS (SELECT 1 FROM score.{table} AS kept
@@ -468,7 +475,10 @@ async def fold_merged(
                 survivor,
                 merged_ids,
             )
-    for table in ("ledger", "history"):
+    # A replayed (anonymous) lead keeps its own history rows, inert while it is merged (a merged
+    # lead is never scored, rescored or simulated): they are its messages with its own picture,
+    # which an unmerge gives back (`return_history`); the survivor's copies carry the survivor's.
+    for table in ("ledger",) if history_replayed else ("ledger", "history"):
         await execute(
             session, f"DELETE FROM score.{table} WHERE lead_id = ANY($1::text[])", merged_ids
         )
@@ -487,6 +497,44 @@ async def fold_merged(
     )
 
 
+async def return_history(session: AsyncSession, *, survivor: str, restored: str) -> None:
+    """Give an unmerged lead its messages back from the survivor: every history row of
+    `survivor` whose origin is `restored`, or a lead merged into it (at any depth: its merges
+    still hold), goes to `restored`. A row whose origin is `restored` itself is its own again
+    (origin cleared, its picture the lead's own), unless `restored` kept its own row of that
+    message (an absorbed anonymous lead: the survivor's copy carried the survivor's picture),
+    and then the copy is dropped. The ledgers are the caller's to replay. Run it before
+    `unmark_merged`: it follows the merge marks."""
+    await execute(
+        session,
+        """
+        DELETE FROM score.history AS copy
+        WHERE copy.lead_id = $1 AND copy.origin = $2
+          AND EXISTS (SELECT 1 FROM score.history AS own
+                      WHERE own.lead_id = $2 AND own.message_id = copy.message_id)
+        """,
+        survivor,
+        restored,
+    )
+    await execute(
+        session,
+        """
+        WITH RECURSIVE folded(lead_id) AS (
+            SELECT $2::text
+            UNION
+            SELECT child.lead_id FROM score.leads AS child
+            JOIN folded ON child.merged_into = folded.lead_id
+        )
+        UPDATE score.history AS item
+        SET lead_id = $2, origin = nullif(item.origin, $2),
+            profile = item.profile OR item.origin = $2
+        WHERE item.lead_id = $1 AND item.origin IN (SELECT lead_id FROM folded)
+        """,
+        survivor,
+        restored,
+    )
+
+
 async def unmark_merged(session: AsyncSession, lead_ids: Sequence[str]) -> None:
     await lock_leads(session, lead_ids)
     await execute(
@@ -495,6 +543,45 @@ async def unmark_merged(session: AsyncSession, lead_ids: Sequence[str]) -> None:
         "WHERE lead_id = ANY($1::text[])",
         list(lead_ids),
     )
+
+
+@dataclass(frozen=True)
+class IdentityNote:
+    """A line of a lead's identity history (`score.identity_notes`): `what` happened
+    (`merged`, `merged_into`, `unmerged`, `refused`), in words, and the other lead concerned."""
+
+    lead_id: str
+    note_id: str
+    at: datetime
+    what: str
+    detail: str
+    other_lead_id: str | None = None
+
+
+async def store_identity_notes(session: AsyncSession, notes: Sequence[IdentityNote]) -> None:
+    """Record the notes; a note id already recorded for its lead is left as it is."""
+    if notes:
+        await execute(
+            session,
+            """
+            INSERT INTO score.identity_notes (lead_id, note_id, at, what, detail, other_lead_id)
+            SELECT lead_id, note_id, at, what, detail, other_lead_id
+            FROM jsonb_to_recordset($1::text::jsonb) AS note(lead_id text, note_id text,
+                 at timestamptz, what text, detail text, other_lead_id text)
+            ON CONFLICT (lead_id, note_id) DO NOTHING
+            """,
+            json_document(notes),
+        )
+
+
+async def identity_notes(session: AsyncSession, lead_id: str) -> list[IdentityNote]:
+    rows = await fetch(
+        session,
+        "SELECT lead_id, note_id, at, what, detail, other_lead_id FROM score.identity_notes "
+        "WHERE lead_id = $1 ORDER BY at, recorded_at, note_id",
+        lead_id,
+    )
+    return [IdentityNote(**dict(row)) for row in rows]
 
 
 async def feedback_seen(session: AsyncSession, feedback_ids: Iterable[str]) -> set[str]:
@@ -560,7 +647,7 @@ async def load_histories(
         session,
         # by primary key per id, as `_LEDGER_OF_IDS`
         "SELECT item.lead_id, item.message_id, item.at, item.behaviour, item.profile,"
-        " item.facts FROM unnest($1::text[]) AS wanted(lead_id) CROSS JOIN LATERAL"
+        " item.facts, item.origin FROM unnest($1::text[]) AS wanted(lead_id) CROSS JOIN LATERAL"
         " (SELECT * FROM score.history WHERE score.history.lead_id = wanted.lead_id"
         "  OFFSET 0) AS item "
         "ORDER BY item.lead_id, item.seq",
@@ -574,6 +661,7 @@ async def load_histories(
                 facts=row["facts"],
                 behaviour=row["behaviour"],
                 profile=row["profile"],
+                origin=row["origin"],
             )
         )
     return histories

@@ -8,6 +8,7 @@ from shared.contracts.events_enriched import (
     Consent,
     EnrichedEvent,
     Firmographics,
+    IdentityRefusal,
     LeadProfile,
     MergeInfo,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "EnrichCommand",
     "EnrichedEvent",
     "Firmographics",
+    "IdentityRefusal",
     "LeadProfile",
     "LeadScored",
     "LifecycleChanged",

@@ -20,8 +20,15 @@ How score (and any other consumer) treats each `kind`:
   attributed `event`s: drop their state without adding it. Otherwise (two known leads) fold their
   state into the survivor (behaviour adds up, fit is recomputed from the survivor's profile).
 - `unmerged`: an operator reversed `merge.merge_id`; `merge.merged_lead_ids` are people of their
-  own again (a `profile_updated` for each follows, keyed by its own lead_id). State folded into
-  the survivor stays there; the restored lead starts from its own future events.
+  own again (a `profile_updated` for each follows, keyed by its own lead_id), and the message
+  carries the survivor's picture without what the merge gave it. What the merge folded into the
+  survivor goes back: every message counted under the survivor because it came from a merged
+  lead (`attributed_from`, or folded in by the merge) counts for that lead again, and both leads
+  are scored again from their own messages. Messages that reached the survivor while the two were
+  merged stay the survivor's.
+
+`identity_refusals` (on an `event`): identities of the call that enrich did not link to this
+lead because a guardrail refused (`IdentityRefusal`); the call still counts for `lead_id`.
 """
 
 from __future__ import annotations
@@ -132,12 +139,29 @@ class AttributedFrom(Part):
     anonymous_id: str | None = None
 
 
+class IdentityRefusal(Part):
+    """An identity of the call that enrich did not link to `lead_id`, and why (a guardrail).
+
+    `kind`: which identity (its value is never carried); `reason`: `another_user_id` (it belongs
+    to `other_lead_id`, a lead with another userId), `anonymous_id_limit` (anonymousIds per week),
+    `placeholder_previous_id` (an alias whose previousId names nobody); `detail`: in words."""
+
+    kind: Literal["user_id", "email", "anonymous_id"]
+    reason: Literal["another_user_id", "anonymous_id_limit", "placeholder_previous_id"]
+    other_lead_id: str | None = None
+    detail: str
+
+
 class MergeInfo(Part):
+    """`reason` in words; `aliased`: an alias call joined the leads (two userIds for one person),
+    rather than an identity they shared."""
+
     merge_id: str
     surviving_lead_id: str
     merged_lead_ids: list[str] = Field(min_length=1)
     reason: str
     history_replayed: bool = False
+    aliased: bool = False
 
 
 class EnrichedEvent(Contract):
@@ -173,6 +197,7 @@ class EnrichedEvent(Contract):
     consent: Consent = Field(default_factory=Consent)
     attributed_from: AttributedFrom | None = None
     merge: MergeInfo | None = None
+    identity_refusals: list[IdentityRefusal] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _kind_is_consistent(self) -> EnrichedEvent:

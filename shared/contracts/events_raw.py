@@ -2,6 +2,11 @@
 
 Field names on the wire are Segment's own (camelCase: `anonymousId`, `messageId`, ...), so a raw
 event is literally the call a tracking client sent, plus what ingest stamped on arrival.
+
+Who a call is about: its userId or anonymousId, as Segment requires. One exception: a lead
+imported from a list (`services/ingest/lead_import`) asserts only what the list knows, so its
+identify call may carry neither and name the person by `traits.email` alone; it is recognised
+by `context.import` (an object). Every other call still needs an id.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ CallType = Literal["identify", "track", "page", "screen", "group", "alias"]
 
 
 class RawEvent(Contract):
-    """One tracking call. Key on `events.raw`: anonymousId, else userId.
+    """One tracking call. Key on `events.raw`: anonymousId, else userId, else (an imported
+    lead's identify call, which may have neither) `traits.email`.
 
     `timestamp` is the event time after Segment's clock-skew correction
     (`receivedAt - (sentAt - originalTimestamp)`), computed once by ingest so every consumer,
@@ -51,8 +57,11 @@ class RawEvent(Contract):
 
     @model_validator(mode="after")
     def _identified_somehow(self) -> RawEvent:
-        if not (self.user_id or self.anonymous_id):
-            raise ValueError("a call needs userId or anonymousId")
+        if not (self.user_id or self.anonymous_id or self._imported_lead_email()):
+            raise ValueError(
+                "a call needs userId or anonymousId (only an imported lead's identify call, "
+                "with context.import, may be identified by traits.email alone)"
+            )
         if self.type == "track" and not self.event:
             raise ValueError("a track call needs an event name")
         if self.type == "alias" and not (self.previous_id and self.user_id):
@@ -61,10 +70,19 @@ class RawEvent(Contract):
             raise ValueError("a group call needs a groupId")
         return self
 
+    def _imported_lead_email(self) -> str | None:
+        """The email of an imported lead's identify call (`context.import` an object and a
+        non-blank `traits.email`), else None."""
+        if self.type != "identify" or not isinstance(self.context.get("import"), dict):
+            return None
+        address = self.traits.get("email")
+        return address if isinstance(address, str) and address.strip() else None
+
     @property
     def partition_key(self) -> str:
-        """anonymousId, else userId: a visitor's calls stay in order on one partition."""
-        key = self.anonymous_id or self.user_id
+        """anonymousId, else userId, else an imported lead's `traits.email`: a visitor's calls,
+        and one imported person's rows, stay in order on one partition."""
+        key = self.anonymous_id or self.user_id or self._imported_lead_email()
         assert key is not None  # guaranteed by the validator
         return key
 

@@ -1,5 +1,5 @@
 """Lead-list upload against the real ingest process and the real broker: a 100k-row list with
-bad rows, duplicates and odd headers; NDJSON; refusals; the upload CLI."""
+bad rows, bad optional values, duplicates and odd headers; NDJSON; refusals; the upload CLI."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class GeneratedList:
 
     rows: int
     rejected_rows: list[tuple[int, str]] = field(default_factory=list)  # (row, reason prefix)
+    warnings: list[str] = field(default_factory=list)  # as the report lists them
     blank_rows: int = 0
     duplicates: int = 0
     emails: list[str] = field(default_factory=list)  # first-seen order
@@ -59,7 +60,11 @@ class GeneratedList:
                 self.rejected_rows.append((row, f"invalid email 'user{i}@'"))
                 yield f"user{i}@;Bad Email;Acme;;;;list;\r\n"
             elif kind == 3:
-                self.rejected_rows.append((row, "invalid country 'Atlantis'"))
+                # Kept without the country: a bad optional value costs the value, not the lead.
+                self.emails.append(f"lead{i}@example.com")
+                self.warnings.append(
+                    f"row {row}: country 'Atlantis' dropped: not a known country name or ISO code"
+                )
                 yield f"lead{i}@example.com;Atlantean;Acme;;;Atlantis;list;\r\n"
             elif kind == 4:
                 self.blank_rows += 1
@@ -143,8 +148,9 @@ async def test_a_100k_row_list_imports_with_the_exact_report_in_bounded_memory(
     report = response.json()
     expected_leads = 100_000 - generated.blank_rows - len(generated.rejected_rows)
     expected_leads -= generated.duplicates
-    assert len(generated.emails) == expected_leads == 90_005
+    assert len(generated.emails) == expected_leads == 91_005
     listed = report.pop("rejections")
+    assert report.pop("warnings") == generated.warnings  # 1000: all listed
     assert report == {
         "success": True,
         "importId": "big-1",
@@ -155,10 +161,12 @@ async def test_a_100k_row_list_imports_with_the_exact_report_in_bounded_memory(
         "blankRows": generated.blank_rows,
         "accepted": 100_000 - generated.blank_rows - len(generated.rejected_rows),
         "rejected": len(generated.rejected_rows),
+        "warned": 1000,
         "duplicatesMerged": generated.duplicates,
         "leads": expected_leads,
         "published": expected_leads,
         "rejectionsNotListed": len(generated.rejected_rows) - 1000,
+        "warningsNotListed": 0,
         "columns": {
             "E-mail Address": "email",
             "Full Name": "name",
@@ -189,14 +197,20 @@ async def test_a_100k_row_list_imports_with_the_exact_report_in_bounded_memory(
     check_sample(events)
 
 
-SAMPLE_KEYS = {b"lead10@example.com", b"lead12@example.com", b"lead95@example.com"}
+SAMPLE_KEYS = {
+    b"lead3@example.com",
+    b"lead10@example.com",
+    b"lead12@example.com",
+    b"lead95@example.com",
+}
 
 
 def check_sample(events: dict[bytes, RawEvent]) -> None:
     formula = events[b"lead10@example.com"]
     assert formula.type == "identify"
     assert formula.source == "trade-show-2026"
-    assert formula.user_id == "lead10@example.com"
+    # No user id column: the lead is its email; the import claims no userId (the key is the email).
+    assert (formula.user_id, formula.anonymous_id) == (None, None)
     assert formula.context["import"]["row"] == 12
     assert formula.context["import"]["writeKeySource"] == "test-site"
     assert formula.traits == {
@@ -218,6 +232,14 @@ def check_sample(events: dict[bytes, RawEvent]) -> None:
         "title": "VP Sales",
         "phone": "+442071838750",
         "country": "GB",
+        "Lead Source": "list",
+    }
+    # Row 5 (lead3) has an unknown country: the lead is kept without it.
+    assert events[b"lead3@example.com"].traits == {
+        "email": "lead3@example.com",
+        "firstName": "Atlantean",
+        "name": "Atlantean",
+        "company": "Acme",
         "Lead Source": "list",
     }
     # Row 97 (lead95) has a duplicate at row 107: the title comes from it, the rest stays.
@@ -273,7 +295,7 @@ async def test_ndjson_imports_and_a_reupload_repeats_the_same_message_ids(
         for a in answers
     )
     assert first == second  # enrich drops the repeats by messageId
-    ann = next(e for e in events if e.user_id == "ann@acme.io")
+    ann = next(e for e in events if e.traits["email"] == "ann@acme.io")
     assert ann.traits == {
         "email": "ann@acme.io",
         "firstName": "Ann",
@@ -282,6 +304,39 @@ async def test_ndjson_imports_and_a_reupload_repeats_the_same_message_ids(
         "title": "CTO",
         "employees": 40,
         "company": "Acme",
+    }
+
+
+async def test_a_row_with_a_bad_phone_is_imported_without_it_and_the_report_says_so(
+    ingest: Pipeline,
+) -> None:
+    async with httpx.AsyncClient(base_url=ingest.ingest_url, timeout=30) as client:
+        response = await client.post(
+            "/v1/leads/import",
+            params={"list": "booth-scans"},
+            headers={**AUTH, "Content-Type": "text/csv"},
+            content=b"Email,Name,Phone\nAnn@Acme.io,Ann Lee,555\n",
+        )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    expected = {"accepted": 1, "rejected": 0, "warned": 1, "leads": 1, "published": 1}
+    assert {name: report[name] for name in expected} == expected
+    assert report["rejections"] == []
+    assert report["warnings"] == [
+        "row 2: phone '555' dropped: no country code and no country to assume"
+    ]
+
+    records = await ingest.read(
+        EVENTS_RAW.full_name(ingest.prefix), until=lambda records: len(records) >= 1
+    )
+    assert [r.key for r in records] == [b"ann@acme.io"]
+    lead = decode(records[0].value, RawEvent)
+    assert (lead.type, lead.source, lead.user_id) == ("identify", "booth-scans", None)
+    assert lead.traits == {
+        "email": "ann@acme.io",
+        "firstName": "Ann",
+        "lastName": "Lee",
+        "name": "Ann Lee",
     }
 
 
@@ -364,9 +419,9 @@ async def test_unimportable_uploads_get_a_4xx_with_the_reason_and_gzip_is_accept
 async def test_the_cli_uploads_a_file_and_prints_the_report(
     ingest: Pipeline, tmp_path: Path
 ) -> None:
-    rows = "".join(f"lead{i}@cli.io,Lead {i},Acme\n" for i in range(2000))
+    rows = "".join(f"lead{i}@cli.io,Lead {i},Acme,\n" for i in range(2000))
     path = tmp_path / "leads.csv"
-    path.write_text(f"Email,Name,Company\n{rows}broken@,X,Y\n")
+    path.write_text(f"Email,Name,Company,Phone\n{rows}odd@cli.io,Odd,Acme,555\nbroken@,X,Y,\n")
     command = [
         sys.executable,
         "-m",
@@ -385,14 +440,18 @@ async def test_the_cli_uploads_a_file_and_prints_the_report(
     )
     assert result.returncode == 2, result.stderr  # imported, but a row was rejected
     report = orjson.loads(result.stdout)
-    assert (report["leads"], report["rejected"]) == (2000, 1)
+    assert (report["leads"], report["rejected"], report["warned"]) == (2001, 1, 1)
     assert report["rejections"] == [
-        "row 2002: invalid email 'broken@': There must be something after the @-sign"
+        "row 2003: invalid email 'broken@': There must be something after the @-sign"
+    ]
+    assert report["warnings"] == [
+        "row 2002: phone '555' dropped: no country code and no country to assume"
     ]
     assert "uploading leads.csv" in result.stderr  # the progress bar
     assert "1 rows rejected" in result.stderr
+    assert "1 rows kept with values dropped" in result.stderr
     records = await ingest.read(
-        EVENTS_RAW.full_name(ingest.prefix), until=lambda records: len(records) >= 2000
+        EVENTS_RAW.full_name(ingest.prefix), until=lambda records: len(records) >= 2001
     )
     assert {decode(r.value, RawEvent).source for r in records} == {"cli-list"}
 

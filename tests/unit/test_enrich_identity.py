@@ -12,9 +12,12 @@ from services.enrich.identity import (
     Identity,
     IdentityKind,
     LeadFacts,
+    RefusalReason,
     identities_of,
     is_identifying,
     is_placeholder_email,
+    placeholder_alias_refusal,
+    previous_identities,
     resolve,
     usable_email,
 )
@@ -40,6 +43,7 @@ def run(
     known: dict[Identity, str] | None = None,
     leads: dict[str, LeadFacts] | None = None,
     limit: int = 20,
+    previous: str | None = None,
 ) -> Any:
     return resolve(
         identities,
@@ -47,6 +51,7 @@ def run(
         leads=leads or {},
         new_lead_id=fresh(),
         anonymous_ids_per_week=limit,
+        previous=[Identity(USER, previous), Identity(ANON, previous)] if previous else (),
     )
 
 
@@ -126,10 +131,22 @@ def test_an_email_only_in_properties_does_not_identify() -> None:
     assert not is_identifying(identities_of(event))
 
 
-def test_alias_previous_id_is_an_anonymous_identity() -> None:
-    event = raw_event(type="alias", user_id="usr-9", previous_id="anon-old", anonymous_id=None)
+def test_an_alias_previous_id_may_be_a_user_id_or_an_anonymous_id() -> None:
+    """Segment: previousId is whatever id the person had, a userId or an anonymousId."""
+    event = raw_event(type="alias", user_id="usr-9", previous_id="old-id", anonymous_id=None)
 
-    assert identities_of(event) == [Identity(USER, "usr-9"), Identity(ANON, "anon-old")]
+    assert identities_of(event) == [Identity(USER, "usr-9")]
+    assert previous_identities(event) == [Identity(USER, "old-id"), Identity(ANON, "old-id")]
+    assert placeholder_alias_refusal(event) is None
+
+
+def test_an_alias_with_a_placeholder_previous_id_is_a_refusal() -> None:
+    event = raw_event(type="alias", user_id="usr-9", previous_id="undefined", anonymous_id=None)
+
+    assert previous_identities(event) == []
+    refusal = placeholder_alias_refusal(event)
+    assert refusal is not None
+    assert refusal.reason is RefusalReason.PLACEHOLDER_PREVIOUS_ID
 
 
 # ---- resolution -------------------------------------------------------------------------------
@@ -226,7 +243,10 @@ def test_leads_with_different_user_ids_never_merge_through_an_email() -> None:
 
     assert resolution.lead_id == "lead-1"
     assert resolution.merged == ()
-    assert "another userId" in resolution.refused[0].reason
+    assert resolution.refused[0].reason is RefusalReason.ANOTHER_USER_ID
+    assert resolution.refused[0].other_lead_id == "lead-2"
+    assert "another userId" in resolution.refused[0].text
+    assert MARIA_EMAIL.value not in resolution.refused[0].text  # never the value: PII
 
 
 def test_anonymous_ids_per_week_limit_stops_new_devices_attaching() -> None:
@@ -237,7 +257,7 @@ def test_anonymous_ids_per_week_limit_stops_new_devices_attaching() -> None:
 
     assert resolution.lead_id == "lead-kiosk"
     assert resolution.new_links == ()
-    assert resolution.refused[0].reason == "anonymous id limit per week reached"
+    assert resolution.refused[0].reason is RefusalReason.ANONYMOUS_ID_LIMIT
 
 
 def test_the_limit_also_stops_absorbing_anonymous_leads() -> None:
@@ -282,3 +302,115 @@ def test_a_returning_visitors_single_known_identity_names_its_lead_and_changes_n
     assert (resolution.lead_id, resolution.created) == ("lead-maria", False)
     assert (resolution.new_links, resolution.merged, resolution.refused) == ((), (), ())
     assert resolution.absorbed_anonymous == frozenset()
+
+
+# ---- email-derived userIds (lead lists used to set userId to the email) -------------------------
+
+KATHERINE_EMAIL = Identity(EMAIL, "katherine@initech.com")
+
+
+def test_a_website_user_id_joins_the_lead_an_import_created_by_email() -> None:
+    """The imported lead has no userId of its own: the site's userId for that email joins it."""
+    known = {KATHERINE_EMAIL: "lead-imported"}
+    leads = {"lead-imported": LeadFacts("lead-imported", identified=True)}
+
+    resolution = run(
+        [Identity(USER, "nc-u5"), KATHERINE_EMAIL, Identity(ANON, "anon-k")], known, leads
+    )
+
+    assert (resolution.lead_id, resolution.created) == ("lead-imported", False)
+    assert resolution.new_links == (Identity(USER, "nc-u5"), Identity(ANON, "anon-k"))
+    assert resolution.refused == ()
+
+
+def test_a_legacy_import_whose_user_id_is_its_email_does_not_claim_a_user_id() -> None:
+    """An old import row (userId = email) replayed after the website lead exists: one lead."""
+    known = {KATHERINE_EMAIL: "lead-web"}
+    leads = {"lead-web": LeadFacts("lead-web", user_ids=frozenset({"nc-u5"}), identified=True)}
+
+    resolution = run([Identity(USER, "katherine@initech.com"), KATHERINE_EMAIL], known, leads)
+
+    assert resolution.lead_id == "lead-web"
+    assert resolution.refused == ()
+
+
+def test_an_email_known_to_a_lead_with_another_real_user_id_is_still_refused() -> None:
+    known = {KATHERINE_EMAIL: "lead-1"}
+    leads = {"lead-1": LeadFacts("lead-1", user_ids=frozenset({"nc-u1"}), identified=True)}
+
+    resolution = run([Identity(USER, "nc-u5"), KATHERINE_EMAIL], known, leads)
+
+    assert resolution.created
+    assert [r.reason for r in resolution.refused] == [RefusalReason.ANOTHER_USER_ID]
+
+
+# ---- alias ------------------------------------------------------------------------------------
+
+
+def test_an_alias_of_two_known_user_ids_merges_their_leads() -> None:
+    """The guardrail keeps two userIds apart, unless an alias says they are one person."""
+    known = {Identity(USER, "old-account"): "lead-old", Identity(USER, "new-account"): "lead-new"}
+    leads = {
+        "lead-old": LeadFacts("lead-old", user_ids=frozenset({"old-account"}), identified=True),
+        "lead-new": LeadFacts("lead-new", user_ids=frozenset({"new-account"}), identified=True),
+    }
+
+    resolution = run([Identity(USER, "new-account")], known, leads, previous="old-account")
+
+    assert resolution.lead_id == "lead-new"  # the alias's userId is the one that stays
+    assert resolution.merged == ("lead-old",)
+    assert resolution.aliased == {"lead-old"}
+    assert resolution.refused == ()
+
+
+def test_an_alias_to_a_new_user_id_gives_the_previous_lead_that_user_id() -> None:
+    known = {Identity(USER, "old-account"): "lead-old"}
+    leads = {"lead-old": LeadFacts("lead-old", user_ids=frozenset({"old-account"}))}
+
+    resolution = run([Identity(USER, "new-account")], known, leads, previous="old-account")
+
+    assert (resolution.lead_id, resolution.created) == ("lead-old", False)
+    assert resolution.new_links == (Identity(USER, "new-account"),)
+    assert resolution.merged == ()
+
+
+def test_after_an_alias_either_user_id_names_the_lead() -> None:
+    leads = {"lead-1": LeadFacts("lead-1", user_ids=frozenset({"old", "new"}), identified=True)}
+    known = {Identity(USER, "old"): "lead-1", Identity(ANON, "laptop"): "lead-1"}
+
+    resolution = run([Identity(USER, "old"), Identity(ANON, "phone")], known, leads)
+
+    assert (resolution.lead_id, resolution.created) == ("lead-1", False)
+    assert resolution.new_links == (Identity(ANON, "phone"),)
+
+
+def test_an_alias_of_an_unknown_previous_id_links_it_as_an_anonymous_id() -> None:
+    resolution = run([Identity(USER, "usr-9")], previous="anon-old")
+
+    assert resolution.created
+    assert resolution.new_links == (Identity(USER, "usr-9"), Identity(ANON, "anon-old"))
+
+
+def test_an_alias_of_a_known_anonymous_id_absorbs_its_visitor() -> None:
+    known = {Identity(ANON, "anon-old"): "lead-visitor"}
+    leads = {"lead-visitor": LeadFacts("lead-visitor", anonymous_ids_this_week=1)}
+
+    resolution = run([Identity(USER, "usr-9")], known, leads, previous="anon-old")
+
+    assert resolution.lead_id == "lead-visitor"  # first identification keeps the lead id
+    assert resolution.new_links == (Identity(USER, "usr-9"),)
+
+
+def test_an_alias_still_respects_the_anonymous_ids_per_week_limit() -> None:
+    known = {Identity(USER, "usr-9"): "lead-9", Identity(ANON, "anon-old"): "lead-visitor"}
+    leads = {
+        "lead-9": LeadFacts(
+            "lead-9", user_ids=frozenset({"usr-9"}), identified=True, anonymous_ids_this_week=3
+        ),
+        "lead-visitor": LeadFacts("lead-visitor", anonymous_ids_this_week=1),
+    }
+
+    resolution = run([Identity(USER, "usr-9")], known, leads, limit=3, previous="anon-old")
+
+    assert resolution.merged == ()
+    assert [r.reason for r in resolution.refused] == [RefusalReason.ANONYMOUS_ID_LIMIT]

@@ -8,14 +8,8 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from services.enrich.handler import (
-    enriched_event,
-    kept_form,
-    lead_message,
-    reattributed,
-    restore,
-    snapshot,
-)
+from services.enrich.handler import enriched_event, kept_form, lead_message, reattributed
+from services.enrich.merges import restore, snapshot
 from services.enrich.repository import LeadRecord
 from shared.contracts import AccountMatch, AttributedFrom, Consent, Firmographics, MergeInfo
 from tests.unit.builders import NOW, profile, raw_event

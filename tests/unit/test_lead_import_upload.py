@@ -1,5 +1,6 @@
 """A whole list through the import core (in-memory spool): report counts, merging of
-duplicates, rejections by spreadsheet row number, refusals, and the identify events."""
+duplicates, rejections and warnings by spreadsheet row number, refusals, and the identify
+events."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import orjson
 import pytest
 
 from services.ingest.lead_import.reading import BadUpload
-from services.ingest.lead_import.report import MAX_LISTED_REJECTIONS, ImportReport
+from services.ingest.lead_import.report import (
+    MAX_LISTED_REJECTIONS,
+    MAX_LISTED_WARNINGS,
+    ImportReport,
+)
 from services.ingest.lead_import.spool import LeadSpool
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
 from shared.codec import decode, encode
@@ -68,16 +73,19 @@ def test_a_list_is_read_merged_and_reported() -> None:
         "bytesReceived": len(LIST),
         "rowsRead": 7,
         "blankRows": 1,
-        "accepted": 5,
-        "rejected": 2,
+        "accepted": 6,
+        "rejected": 1,
+        "warned": 1,
         "duplicatesMerged": 3,
-        "leads": 2,
+        "leads": 3,
         "published": 0,
         "rejections": [
             "row 3: invalid email 'bob@': There must be something after the @-sign",
-            "row 8: invalid phone '12': not a valid number",
         ],
         "rejectionsNotListed": 0,
+        # Kept without the phone: the email still names the lead.
+        "warnings": ["row 8: phone '12' dropped: not a valid number"],
+        "warningsNotListed": 0,
         "columns": {
             "E-mail": "email",
             "Full Name": "name",
@@ -89,7 +97,7 @@ def test_a_list_is_read_merged_and_reported() -> None:
         "ignoredColumns": [],
         "error": None,
     }
-    ada, grace = events
+    ada, grace, x = events
     # First non-empty value wins; later duplicates only fill what is missing.
     assert ada.traits == {
         "email": "ada@example.com",
@@ -111,6 +119,7 @@ def test_a_list_is_read_merged_and_reported() -> None:
         "phone": "+16502530000",
         "Lead Source": '\'=HYPERLINK("http://evil")',
     }
+    assert x.traits == {"email": "x@y.io", "firstName": "X", "name": "X", "country": "DE"}
 
 
 def test_each_lead_is_an_identify_event_from_the_list() -> None:
@@ -118,7 +127,8 @@ def test_each_lead_is_an_identify_event_from_the_list() -> None:
     ada = events[0]
     assert ada.type == "identify"
     assert ada.source == "webinar-q4"
-    assert ada.user_id == "ada@example.com"
+    # The list has no user id column: the lead is its email, no userId is claimed for it.
+    assert (ada.user_id, ada.anonymous_id) == (None, None)
     assert ada.partition_key == "ada@example.com"
     assert ada.received_at == ada.timestamp == NOW
     assert ada.context["import"] == {
@@ -136,13 +146,13 @@ def test_message_ids_repeat_for_the_same_file_and_change_with_the_content() -> N
     assert [e.message_id for e in first] == [e.message_id for e in again]
     assert changed[0].message_id != first[0].message_id
     assert changed[1].message_id == first[1].message_id
-    assert len({e.message_id for e in first}) == 2
+    assert len({e.message_id for e in first}) == 3
 
 
 def test_leads_come_out_in_first_seen_order() -> None:
     rows = "".join(f"lead{n}@x.io\n" for n in (5, 3, 9, 3, 1, 5))
     _, events = run_import(f"Email\n{rows}".encode())
-    assert [e.user_id for e in events] == [f"lead{n}@x.io" for n in (5, 3, 9, 1)]
+    assert [e.traits["email"] for e in events] == [f"lead{n}@x.io" for n in (5, 3, 9, 1)]
 
 
 def test_the_listed_rejections_are_capped_but_all_are_counted() -> None:
@@ -152,7 +162,54 @@ def test_the_listed_rejections_are_capped_but_all_are_counted() -> None:
     assert len(report.rejections) == MAX_LISTED_REJECTIONS
     assert report.as_json()["rejectionsNotListed"] == 25
     assert report.rejections[0].startswith("row 2: invalid email 'bad0@'")
-    assert [e.user_id for e in events] == ["ok@x.io"]
+    assert [e.traits["email"] for e in events] == ["ok@x.io"]
+
+
+def test_warnings_are_listed_by_the_row_that_lost_the_value_even_when_rows_merge() -> None:
+    body = (
+        b"Email,Phone,Country,User ID\n"
+        b"ann@x.io,555,US,\n"  # row 2
+        b"bob@x.io,+1 650 253 0000,US,\n"  # row 3
+        b"ANN@x.io,+1 650 253 0000,Atlantis,crm-9\n"  # row 4, merged into row 2's lead
+        b"=1@x.io,555,,\n"  # row 5: rejected, so no warning either
+    )
+    report, events = run_import(body)
+
+    expected = {
+        "rowsRead": 4,
+        "accepted": 3,
+        "rejected": 1,
+        "warned": 2,
+        "duplicatesMerged": 1,
+        "leads": 2,
+        "warnings": [
+            "row 2: phone '555' dropped: not a valid number",
+            "row 4: country 'Atlantis' dropped: not a known country name or ISO code",
+        ],
+        "warningsNotListed": 0,
+    }
+    assert {name: report.as_json()[name] for name in expected} == expected
+    ann, bob = events
+    # Row 2 lost its phone, so the duplicate's fills it; its country (and row 4's userId) stay.
+    assert ann.traits == {"email": "ann@x.io", "phone": "+16502530000", "country": "US"}
+    assert (ann.user_id, ann.partition_key) == ("crm-9", "crm-9")
+    assert (bob.user_id, bob.partition_key) == (None, "bob@x.io")
+
+
+def test_the_listed_warnings_are_capped_but_all_are_counted() -> None:
+    # Each row loses two values: the rows past the cap are counted, not listed.
+    rows = "".join(f"lead{n}@x.io,555,Atlantis\n" for n in range(MAX_LISTED_WARNINGS // 2 + 10))
+    report, events = run_import(f"Email,Phone,Country\n{rows}".encode(), chunk=4096)
+
+    summary = report.as_json()
+    assert (summary["accepted"], summary["rejected"], summary["warned"]) == (510, 0, 510)
+    assert len(summary["warnings"]) == MAX_LISTED_WARNINGS
+    assert summary["warningsNotListed"] == 20
+    assert summary["warnings"][:2] == [
+        "row 2: country 'Atlantis' dropped: not a known country name or ISO code",
+        "row 2: phone '555' dropped: no country code and no country to assume",
+    ]
+    assert len(events) == 510
 
 
 def test_rows_with_more_cells_than_headers_or_too_large_values_are_rejected() -> None:
@@ -162,7 +219,7 @@ def test_rows_with_more_cells_than_headers_or_too_large_values_are_rejected() ->
         "row 2: 3 cells but the header names 2 columns",
         "row 4: the row's values are larger than 32 KB",
     ]
-    assert [e.user_id for e in events] == ["b@x.io"]  # empty surplus cells are harmless
+    assert [e.traits["email"] for e in events] == ["b@x.io"]  # empty surplus cells are harmless
 
 
 def test_a_given_mapping_is_used() -> None:
@@ -207,16 +264,17 @@ def test_ndjson_lines_map_their_keys_like_headers() -> None:
     report, events = run_import(body, file_format="ndjson")
     assert report.rejections == [
         "row 2: missing email",
-        "row 3: company must be text, not dict",
         "row 5: a JSON list, not an object",
     ]
-    assert (report.accepted, report.duplicates_merged, report.leads) == (2, 1, 1)
+    assert report.warnings == ["row 3: company dropped: must be text, not dict"]
+    assert (report.accepted, report.duplicates_merged, report.leads) == (3, 1, 2)
     assert events[0].traits == {
         "email": "ann@x.io",
         "title": "CTO",
         "employees": 40,
         "city": "Oslo",
     }
+    assert events[1].traits == {"email": "bob@x.io"}
 
 
 def test_a_merged_lead_stops_growing_at_the_size_limit() -> None:

@@ -13,6 +13,7 @@ from services.score.engine.lifecycle import (
     Trigger,
     apply,
     earned_move,
+    unmerged_move,
 )
 from shared.contracts import Stage
 from shared.contracts.crm_feedback import Outcome
@@ -99,3 +100,35 @@ def test_earned_move(
         stage, identified=identified, engaged=engaged, qualifies=qualifies, why_qualified="A1"
     )
     assert (moved.to_stage if moved else None) == expected
+
+
+# ---- after an unmerge: the stage a lead's own messages earn ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stage", "earned", "expected"),
+    [
+        # the survivor qualified only with the merged lead's points: back to lead
+        (Stage.MQL, Stage.LEAD, Stage.LEAD),
+        # the restored lead's own messages earn more than it had when it was merged
+        (Stage.KNOWN, Stage.MQL, Stage.MQL),
+        (Stage.LEAD, Stage.LEAD, None),  # nothing to correct
+        # sales stages are what the CRM said about this person: they stay
+        (Stage.SQL, Stage.LEAD, None),
+        (Stage.CUSTOMER, Stage.KNOWN, None),
+        (Stage.RECYCLED, Stage.MQL, None),
+        (Stage.DISQUALIFIED, Stage.MQL, None),
+    ],
+)
+def test_an_unmerge_moves_a_marketing_stage_to_what_the_leads_own_messages_earn(
+    stage: Stage, earned: Stage, expected: Stage | None
+) -> None:
+    move = unmerged_move(stage, earned, "unmerge m-1")
+
+    assert (move.to_stage if move else None) == expected
+    if move is not None:
+        assert (move.from_stage, move.trigger, move.reason) == (
+            stage,
+            Trigger.UNMERGED,
+            "unmerge m-1",
+        )

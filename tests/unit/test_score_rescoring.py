@@ -10,6 +10,7 @@ from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import (
     HistoryItem,
     LeadHistory,
+    earned_stage,
     render_summary,
     replay,
     simulate,
@@ -125,3 +126,28 @@ def test_a_message_from_a_merged_lead_replays_for_its_behaviour_only() -> None:
     assert merged.behaviour > survivor.behaviour  # the trial counted
     as_own_picture = HistoryItem("b1", folded.at, folded.facts, True, True)
     assert evaluate(LIVE, replay(LIVE, [*own, as_own_picture]), at).fit < survivor.fit
+
+
+def test_the_stage_a_history_earns_is_the_one_live_scoring_reaches() -> None:
+    identify = item(0, type="identify")
+    engaged = [identify, item(1, type="page", properties={"path": "/blog"})]
+    demo = [*engaged, item(2, type="track", event="Demo Requested")]
+
+    assert earned_stage(LIVE, []) == Stage.ANONYMOUS
+    assert earned_stage(LIVE, [identify]) == Stage.KNOWN
+    assert earned_stage(LIVE, engaged) == Stage.LEAD
+    assert earned_stage(LIVE, demo) == Stage.MQL
+
+
+def test_an_anonymous_history_earns_no_stage_however_hot() -> None:
+    visitor = [
+        HistoryItem(
+            f"a{n}",
+            T0 + timedelta(hours=n),
+            facts_of(enriched_event(message_id=f"a{n}", type="track", event="Demo Requested")),
+            True,
+        )
+        for n in range(3)
+    ]
+
+    assert earned_stage(LIVE, visitor) == Stage.ANONYMOUS

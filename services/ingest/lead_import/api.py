@@ -8,7 +8,9 @@ Answers:
   415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once;
 - 503 with `Retry-After` when the broker stops acknowledging part-way: upload the same file
   again; the leads already published carry the same messageIds and are dropped as repeats.
-Rows that cannot be imported never fail the request: the report lists them by row number.
+Rows that cannot be imported never fail the request: the report lists them by row number. A
+row whose optional value fails its check (a phone, a country) is imported without that value,
+and the report lists what was dropped as a warning, also by row number.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 The file is sent as it is read (never loaded whole), so any size works; the bar counts bytes
 sent. The ingest answers after the last lead is acknowledged by the broker; its report is
-printed as JSON. Exit codes: 0 every row imported, 2 imported but some rows were rejected (the
-report lists them), 1 the import failed (nothing or only part published: run it again; the
-leads already published are not duplicated).
+printed as JSON, with a count of rejected rows and of rows kept without a bad value (a phone,
+a country: the report's `warnings`) on stderr. Exit codes: 0 every row imported (warnings
+included), 2 imported but some rows were rejected (the report lists them), 1 the import failed
+(nothing or only part published: run it again; the leads already published are not
+duplicated).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if status != 200:
         print(f"import failed (HTTP {status}): {body.get('error')}", file=sys.stderr)
         return 1
+    if body.get("warned"):
+        print(f"{body['warned']} rows kept with values dropped (see 'warnings')", file=sys.stderr)
     if body.get("rejected"):
         print(f"{body['rejected']} rows rejected (see 'rejections')", file=sys.stderr)
         return 2

@@ -3,8 +3,12 @@
 
 - `source` is the list's name (what a scoring or routing rule matches on: "webinar-2026-q4");
   the write key's own source name travels in `context.import.writeKeySource`.
-- `userId` is the list's user id column when mapped, else the normalised email: lists rarely
-  carry a website's user id, and enrich links the email identity either way.
+- An import asserts only what it knows. `userId` is the list's user id column when mapped;
+  without one the call carries no userId and no anonymousId, and the lead is identified by
+  `traits.email` alone (`RawEvent` allows exactly this for an imported identify call; its key
+  on `events.raw` is then the email). A list does not know the website's user id: writing the
+  email there would claim one, and the website's real userId for the same email later joins
+  the imported lead through the email instead.
 - `messageId` is derived from the list name, the email and the merged traits, so uploading the
   same file again (after a 503, a dropped connection, or by mistake) produces the same ids and
   enrich drops the repeats; a changed row is a new message.
@@ -42,14 +46,15 @@ def identify_event(
 ) -> dict[str, Any]:
     """The identify call's `events.raw` fields, by their wire names; valid for `RawEvent` by
     construction (`rows.normalise_row` checked the email and userId, the list name is 1-200
-    characters: `api`)."""
+    characters: `api`; `context.import` and `traits.email` are what lets a call without
+    userId or anonymousId through)."""
     return {
         "type": "identify",
         "messageId": message_id(list_name=list_name, lead=lead),
         "source": list_name,
         "receivedAt": received_at,
         "timestamp": received_at,
-        "userId": lead.user_id or lead.email,
+        "userId": lead.user_id,
         "traits": lead.traits,
         "context": {
             "library": LIBRARY,

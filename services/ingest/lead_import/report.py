@@ -6,11 +6,13 @@ grow while the file streams in and while leads are published.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 MAX_LISTED_REJECTIONS = 1000
+MAX_LISTED_WARNINGS = 1000
 
 
 class ImportState(StrEnum):
@@ -22,10 +24,13 @@ class ImportState(StrEnum):
 
 @dataclass
 class ImportReport:
-    """Counters and the first MAX_LISTED_REJECTIONS rejections ("row 17: invalid email ...").
+    """Counters, the first MAX_LISTED_REJECTIONS rejections ("row 17: invalid email ...") and
+    the first MAX_LISTED_WARNINGS warnings ("row 18: phone '555' dropped: not a valid number":
+    the row was accepted without that value).
 
     Invariants once the file is read: rows_read = accepted + rejected (blank rows are counted
-    apart), and leads = accepted - duplicates_merged is the number of identify events.
+    apart), leads = accepted - duplicates_merged is the number of identify events, and `warned`
+    (accepted rows with at least one value dropped) <= accepted.
     """
 
     import_id: str
@@ -38,10 +43,13 @@ class ImportReport:
     blank_rows: int = 0
     accepted: int = 0
     rejected: int = 0
+    warned: int = 0
     duplicates_merged: int = 0
     leads: int = 0
     published: int = 0
     rejections: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    warnings_not_listed: int = 0
     columns: dict[str, str] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
     error: str | None = None
@@ -51,6 +59,17 @@ class ImportReport:
         self.rejected += 1
         if len(self.rejections) < MAX_LISTED_REJECTIONS:
             self.rejections.append(f"row {row}: {reason}")
+
+    def accept(self, row: int, warnings: Sequence[str] = ()) -> None:
+        """Count an accepted row and list what it lost (`Lead.warnings`), by its row number."""
+        self.rows_read += 1
+        self.accepted += 1
+        if not warnings:
+            return
+        self.warned += 1
+        listed = warnings[: MAX_LISTED_WARNINGS - len(self.warnings)]
+        self.warnings.extend(f"row {row}: {warning}" for warning in listed)
+        self.warnings_not_listed += len(warnings) - len(listed)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,11 +81,14 @@ class ImportReport:
             "blankRows": self.blank_rows,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "warned": self.warned,
             "duplicatesMerged": self.duplicates_merged,
             "leads": self.leads,
             "published": self.published,
             "rejections": list(self.rejections),
             "rejectionsNotListed": self.rejected - len(self.rejections),
+            "warnings": list(self.warnings),
+            "warningsNotListed": self.warnings_not_listed,
             "columns": dict(self.columns),
             "ignoredColumns": list(self.ignored_columns),
             "error": self.error,

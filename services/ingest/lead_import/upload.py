@@ -4,9 +4,11 @@ Synchronous and free of network I/O (it writes only its scratch SQLite file), so
 runs each step in a worker thread and the event loop keeps serving tracking calls meanwhile.
 
 Phase 1, `feed`/`finish`: decode, split into records, map columns, normalise rows, merge
-duplicates into the spool; the report counts as it goes. Phase 2, `next_events`: the merged
-leads in first-seen order as identify events. Nothing is published before the whole file has
-been read, so a file that turns out unreadable half-way publishes nothing.
+duplicates into the spool; the report counts as it goes, and lists a row's rejection or its
+dropped values under that row's own number (before merging: two rows of one email each report
+their own). Phase 2, `next_events`: the merged leads in first-seen order as identify events.
+Nothing is published before the whole file has been read, so a file that turns out unreadable
+half-way publishes nothing.
 """
 
 from __future__ import annotations
@@ -116,8 +118,7 @@ class LeadListUpload:
         except RowRejected as exc:
             self.report.reject(record.row, str(exc))
             return
-        self.report.rows_read += 1
-        self.report.accepted += 1
+        self.report.accept(record.row, lead.warnings)
         self._pending.append((record.row, lead))
 
     def _header(self, record: Record) -> ColumnPlan:
@@ -145,7 +146,7 @@ class LeadListUpload:
                 raise RowRejected(
                     f"{len(row)} cells but the header names {len(plan.headers)} columns"
                 )
-        values = {name: _cell(row, i, name) for i, name in plan.fields.items()}
+        values = {name: row[i] for i, name in plan.fields.items() if i < len(row)}
         extras = {name: row[i] for i, name in plan.extras.items() if i < len(row)}
         if len(orjson.dumps([values, extras])) > MAX_ROW_BYTES:
             raise RowRejected(f"the row's values are larger than {MAX_ROW_BYTES // 1024} KB")
@@ -200,17 +201,6 @@ class LeadListUpload:
     def close(self) -> None:
         with self._lock:
             self._spool.close()
-
-
-def _cell(row: list[Any], index: int, name: str) -> str | None:
-    if index >= len(row) or row[index] is None:
-        return None
-    value = row[index]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise RowRejected(f"{name} must be text, not {type(value).__name__}")
 
 
 def _mapping_for(

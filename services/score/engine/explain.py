@@ -1,5 +1,6 @@
-"""Why a lead has its score: the ledger, rule by rule, valued at a given time, and its stage
-history with time in each stage. Pure: the caller reads the rows; the CLI and the HTTP endpoint
+"""Why a lead has its score: the ledger, rule by rule, valued at a given time, its stage
+history with time in each stage, and what happened to its identity (merges, unmerges,
+identities a guardrail did not link). Pure: the caller reads the rows; the CLI and the HTTP endpoint
 render the same `Explanation`.
 
 The explanation's total is computed from the ledger lines it shows, so "the total equals the
@@ -57,6 +58,15 @@ class RuleSummary(_Frozen):
     value_now: float
 
 
+class IdentityLine(_Frozen):
+    """What happened to the lead's identity (merged, unmerged, an identity not linked)."""
+
+    at: datetime
+    what: str
+    detail: str
+    other_lead_id: str | None = None
+
+
 class StageStay(_Frozen):
     stage: str
     since: datetime
@@ -79,6 +89,7 @@ class Explanation(_Frozen):
     by_rule: list[RuleSummary]
     lines: list[ExplainedLine]
     stages: list[StageStay]
+    identity: list[IdentityLine] = []
 
 
 def explain(
@@ -90,6 +101,7 @@ def explain(
     stages: Sequence[StageLine],
     rules: RuleSet,
     at: datetime,
+    identity: Sequence[IdentityLine] = (),
 ) -> Explanation:
     state = state_of(ledger)
     card = evaluate(rules, state, at)
@@ -126,6 +138,7 @@ def explain(
         by_rule=_by_rule(lines),
         lines=lines,
         stages=_stays(stages, at),
+        identity=sorted(identity, key=lambda line: line.at),
     )
 
 
@@ -190,6 +203,9 @@ def render_text(explanation: Explanation) -> str:
             f"  {stay.stage:<13}{stay.since:%Y-%m-%d %H:%M} .. {until:<16}"
             f"{stay.days:>7.1f} days  ({stay.reason})"
         )
+    if e.identity:
+        out += ["", "identity:"]
+        out += [f"  {line.at:%Y-%m-%d %H:%M}  {line.what:<12}{line.detail}" for line in e.identity]
     return "\n".join(out)
 
 

@@ -6,7 +6,9 @@ Forward by evidence: identified (anonymous -> known), engaged (-> lead), qualifi
 from CRM feedback: accepted by an SDR (mql -> sql), confirmed by an AE (sql -> sqo), won
 (-> customer). Backward only with a reason: rejected by sales or lost (-> recycled), decayed below
 the nurture line for long enough (mql -> recycled), disqualified (any open stage ->
-disqualified). A move not in the table is illegal: refused, never applied.
+disqualified). A move not in the table is illegal: refused, never applied. One correction
+outside the table: after an unmerge, a lead in a marketing stage (anonymous, known, lead, mql)
+goes to the stage its own messages earn, back or forward (`unmerged_move`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ class Trigger(StrEnum):
     LOST = "lost"
     DECAYED = "decayed"
     DISQUALIFIED = "disqualified"
+    UNMERGED = "unmerged"
 
+
+# The call types that show interest (a lead who only identified is known, not engaged).
+ENGAGEMENT_TYPES = frozenset({"track", "page", "screen"})
 
 _EARLY = (Stage.ANONYMOUS, Stage.KNOWN, Stage.LEAD)
+MARKETING_STAGES = (*_EARLY, Stage.MQL)
 _OPEN = (*_EARLY, Stage.MQL, Stage.SQL, Stage.SQO, Stage.RECYCLED)
 
 LEGAL: dict[tuple[Stage, Trigger], Stage] = {
@@ -106,3 +113,12 @@ def earned_move(
     if (stage, Trigger.IDENTIFIED) in LEGAL:
         return apply(stage, Trigger.IDENTIFIED, "identified")
     return None
+
+
+def unmerged_move(stage: Stage, earned: Stage, reason: str) -> Transition | None:
+    """After an unmerge: the move from `stage` to `earned`, the stage the lead's own messages
+    earn (`rescoring.earned_stage`), when the lead is in a marketing stage and they differ.
+    Sales stages stay: they are what the CRM reported about this person."""
+    if stage not in MARKETING_STAGES or earned == stage:
+        return None
+    return Transition(stage, earned, Trigger.UNMERGED, reason)

@@ -15,6 +15,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from services.score.engine.conditions import Facts
+from services.score.engine.lifecycle import ENGAGEMENT_TYPES, earned_move
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import Evaluation, ScoreCard, ScoreState, evaluate, score_event
 from shared.contracts import Stage
@@ -25,13 +26,16 @@ class HistoryItem:
     """One scored message. `behaviour`: its behaviour rules counted (a tracking call).
     `profile`: its picture is the lead's own, so fit rules read it; false for a message that
     came from a merged lead (redirected late, or folded in by a merge): only its behaviour
-    counts for the survivor, as on the live path."""
+    counts for the survivor, as on the live path. `origin`: the lead the message was first
+    counted under when that is another one (a merged lead, an anonymous visitor re-attributed);
+    None: the lead's own."""
 
     message_id: str
     at: datetime
     facts: Facts
     behaviour: bool
     profile: bool = True
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,23 @@ def replayed(rules: RuleSet, items: Sequence[HistoryItem]) -> Iterator[Evaluatio
         )
         state = result.state
         yield result
+
+
+def earned_stage(rules: RuleSet, items: Sequence[HistoryItem]) -> Stage:
+    """The stage a lead's own messages earn by marketing's path (anonymous, known, lead, mql),
+    replayed in order as the live path moves a lead: what a pipeline fed only these messages
+    would say. Sales stages and decay are not replayed (they come from the CRM and the clock)."""
+    stage, identified, engaged = Stage.ANONYMOUS, False, False
+    for item, result in zip(items, replayed(rules, items), strict=True):
+        identified = identified or item.facts.get("identified") is True
+        engaged = engaged or (item.behaviour and item.facts.get("type") in ENGAGEMENT_TYPES)
+        qualifies = evaluate(rules, result.state, item.at).qualifies_as_mql
+        move = earned_move(
+            stage, identified=identified, engaged=engaged, qualifies=qualifies, why_qualified=""
+        )
+        if move is not None:
+            stage = move.to_stage
+    return stage
 
 
 @dataclass(frozen=True)
