@@ -34,6 +34,7 @@ from services.enrich.identity import (
     IdentityKind,
     LeadFacts,
     Refusal,
+    email_of,
     identities_of,
     is_identifying,
     placeholder_alias_refusal,
@@ -290,7 +291,7 @@ class EnrichHandler:
             for i in links
             if i.kind is IdentityKind.USER_ID
             # an email-derived userId is not the lead's userId (see `identity`)
-            and batch.known.get(Identity(IdentityKind.EMAIL, i.value)) != lead_id
+            and batch.known.get(Identity(IdentityKind.EMAIL, email_of(i.value) or "")) != lead_id
         }
         anonymous = sum(1 for i in links if i.kind is IdentityKind.ANONYMOUS_ID)
         batch.facts[lead_id] = LeadFacts(

@@ -17,7 +17,8 @@ the event is then attached to it:
   lead per week (a shared kiosk or a bot does not glue hundreds of visitors together). Each
   refusal is returned with its reason, for the caller to count and record.
 
-A userId equal to one of the lead's own email addresses is *email-derived* (lead lists used to
+A userId equal to one of the lead's own email addresses (once normalised as an email) is
+*email-derived* (lead lists used to
 carry the email as the userId; some websites do the same): it finds the lead like the email
 does, but it is not the userId of the one-userId guardrail, so the website's own userId for the
 same email later joins that lead instead of being refused. `LeadFacts.user_ids` holds only the
@@ -211,6 +212,12 @@ def previous_identities(event: RawEvent) -> list[Identity]:
     return [Identity(_USER_ID, previous), Identity(_ANONYMOUS_ID, previous)]
 
 
+def email_of(user_id: str) -> str | None:
+    """The email address a userId is, normalised (`usable_email`), or None: what an
+    email-derived userId is compared by, so that `Ada@Initech.com` is `ada@initech.com`."""
+    return usable_email(user_id) if "@" in user_id else None
+
+
 def is_identifying(identities: Sequence[Identity]) -> bool:
     return any(i.kind is _USER_ID or i.kind is _EMAIL for i in identities)
 
@@ -315,7 +322,8 @@ def resolve(
             # email. The general path below would find nothing to link, merge or refuse.
             return Resolution(lead_id=owner, created=False)
     event_user = next((i.value for i in identities if i.kind is _USER_ID), None)
-    if event_user is not None and Identity(_EMAIL, event_user) in identities:
+    event_email = next((i.value for i in identities if i.kind is _EMAIL), None)
+    if event_user is not None and event_email is not None and email_of(event_user) == event_email:
         event_user = None  # email-derived: it names whom the event's email names
     candidates = [*identities, joined] if joined is not None else identities
 

@@ -209,11 +209,13 @@ SELECT lead.lead_id, lead.xmin::text AS row_xmin, cached.held,
     CASE WHEN NOT cached.held THEN lead.account END AS account,
     lead.identified, lead.identified_at, lead.firmographics_pending, lead.firmographics_domain,
     lead.version, lead.merged_into, lead.anonymous_events_stored, found.kinds, found.found_values,
-    -- its userIds, without the email-derived ones (equal to one of its email identities)
+    -- its userIds, without the email-derived ones (one of its email identities, whose values
+    -- are normalised: lower case, trimmed; `identity.email_of` on the Python side)
     ARRAY(SELECT user_link.value FROM enrich.identities AS user_link
           WHERE user_link.lead_id = lead.lead_id AND user_link.kind = 'user_id'
             AND NOT EXISTS (SELECT 1 FROM enrich.identities AS email_link
-                            WHERE email_link.kind = 'email' AND email_link.value = user_link.value
+                            WHERE email_link.kind = 'email'
+                              AND email_link.value = lower(btrim(user_link.value))
                               AND email_link.lead_id = lead.lead_id)) AS user_ids,
     (SELECT count(*) FROM enrich.identities AS anonymous_link
      WHERE anonymous_link.lead_id = lead.lead_id AND anonymous_link.kind = 'anonymous_id'

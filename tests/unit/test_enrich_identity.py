@@ -334,6 +334,16 @@ def test_a_legacy_import_whose_user_id_is_its_email_does_not_claim_a_user_id() -
     assert resolution.refused == ()
 
 
+def test_a_user_id_that_is_the_events_email_in_another_case_is_email_derived_too() -> None:
+    known = {KATHERINE_EMAIL: "lead-web"}
+    leads = {"lead-web": LeadFacts("lead-web", user_ids=frozenset({"nc-u5"}), identified=True)}
+
+    resolution = run([Identity(USER, " Katherine@Initech.com"), KATHERINE_EMAIL], known, leads)
+
+    assert resolution.lead_id == "lead-web"
+    assert resolution.refused == ()
+
+
 def test_an_email_known_to_a_lead_with_another_real_user_id_is_still_refused() -> None:
     known = {KATHERINE_EMAIL: "lead-1"}
     leads = {"lead-1": LeadFacts("lead-1", user_ids=frozenset({"nc-u1"}), identified=True)}
