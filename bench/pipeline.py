@@ -217,6 +217,7 @@ class Stacks:
             write_keys={WRITE_KEY: "bench-site"},
             ingest_port=free_port(),
             health_ports={name: free_port() for name in SERVICES[1:]},
+            api_ports={name: free_port() for name in ("score", "router")},
         )
         logs = REPO / ".bench" / "logs" / "pipeline"
         logs.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ and the integration tests alike."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.service_api import token_hash
+from shared.settings import SCOPES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +34,10 @@ class StackAddresses:
     health_ports: dict[str, int] = field(
         default_factory=lambda: {"enrich": 8081, "score": 8082, "router": 8083}
     )
+    api_ports: dict[str, int] = field(default_factory=lambda: {"score": 8092, "router": 8093})
+    # The bearer token of the stack's one API client (every scope): made per stack, written to
+    # `.devstack/api-token` by the local stack; the services are given only its hash.
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     fast_rebalance: bool = False  # shorter group timeouts: for tests
     # The sample accounts and suppression list of services/enrich/data (the local stack's demo
     # shows account owners and suppressed leads); tests leave them out unless they test them.
@@ -50,6 +58,11 @@ class StackAddresses:
         }
         for name, port in self.health_ports.items():
             env[f"LEADFLOW_{name.upper()}_HEALTH_PORT"] = str(port)
+        for name, port in self.api_ports.items():
+            env[f"LEADFLOW_{name.upper()}_API_PORT"] = str(port)
+        env["LEADFLOW_API_CLIENTS"] = json.dumps(
+            {"local-stack": {"token_sha256": token_hash(self.api_token), "scopes": sorted(SCOPES)}}
+        )
         if self.sample_references:
             data = REPO_ROOT / "services" / "enrich" / "data"
             env["LEADFLOW_ENRICH_ACCOUNTS_FILE"] = str(data / "accounts.csv")
@@ -93,6 +106,15 @@ class StackAddresses:
     def health_url(self, service: str, path: str = "/readyz") -> str:
         port = self.ingest_port if service == "ingest" else self.health_ports[service]
         return f"http://127.0.0.1:{port}{path}"
+
+    def api_url(self, service: str, path: str = "") -> str:
+        """An address on a consuming service's authenticated API port (`shared.service_api`)."""
+        return f"http://127.0.0.1:{self.api_ports[service]}{path}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """The stack's API client's credentials, as request headers."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
 
 class ServiceProcess:

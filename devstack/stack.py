@@ -69,6 +69,8 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "enrich": ("enrich health", 8081),
     "score": ("score health", 8082),
     "router": ("router health", 8083),
+    "score_api": ("score API", 8092),
+    "router_api": ("router API", 8093),
 }
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -148,6 +150,7 @@ class Stack:
             write_keys={layout.write_key: "local-dev"},
             ingest_port=ports["ingest"],
             health_ports={name: ports[name] for name in ("enrich", "score", "router")},
+            api_ports={name: ports[f"{name}_api"] for name in ("score", "router")},
             sample_references=True,
             # Always named, demo or not: the services must not take it from another stack's
             # leadflow.env (shared.settings reads .devstack/leadflow.env of the working directory).
@@ -187,6 +190,7 @@ class Stack:
                 database_url=self.addresses.database_url,
             )
         self.addresses.write_env_file(self.state.env_file)
+        self.state.write_api_token(self.addresses.api_token)
         say("topics created, migrations applied; starting ingest, enrich, score, router")
         for service in SERVICES:
             log_file = self.state.logs / f"{service}.log"

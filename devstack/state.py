@@ -11,6 +11,8 @@ them even when the process that started them is gone.
   process from a later one that got the same pid; `make down` signals nothing else.
 - `leadflow.env`: the settings the services get, for operator commands
   (`devstack.processes.write_env_file`); `ready`: the supervisor's pid once every service answers.
+- `api-token`: the bearer token of the stack's API client (every scope), for `curl` and tools:
+  the services know only its hash (`shared.service_api`). Readable by its owner only.
 
 Linux only, like the rest of the local stack (`/proc`).
 """
@@ -84,10 +86,20 @@ class StateDir:
         self.record_file = path / "processes.json"
         self.env_file = path / "leadflow.env"
         self.ready_file = path / "ready"
+        self.api_token_file = path / "api-token"
         self.logs = path / "logs"
 
     def create(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+
+    def write_api_token(self, token: str) -> None:
+        """Write the stack's API token, readable by its owner only, replaced atomically."""
+        partial = self.api_token_file.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        partial.replace(self.api_token_file)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[int | None]:

@@ -7,7 +7,9 @@ The command line, the same for every service (`--help` lists them all, with thei
     python -m services.<name> run        serve until SIGTERM/SIGINT, then drain and exit 0
     python -m services.<name> migrate    bring the service's schema to the newest revision
     python -m services.<name> <command>  an operator command the service registers
-                                         (`--json` prints its result as JSON)
+                                         (`--json` prints its result as JSON); a consuming
+                                         service also has `reset-offsets` and
+                                         `replay-dead-letters` (shared.consumer.operations)
 
 `run`, in order:
 1. Settings are read (`shared.settings.load_settings`: a missing or bad setting is one line
@@ -18,8 +20,9 @@ The command line, the same for every service (`--help` lists them all, with thei
    service needs before its first message (rules, reference data, clients) and yields
    `Running`: the handler of its consumer, its companions, its HTTP endpoints. Whatever it
    opened, it closes when the context exits, after everything below has stopped.
-4. The HTTP server listens (the consuming services: health, readiness, metrics, their own
-   endpoints and `/docs` on `health_host:health_port`; ingest: its app on its own address).
+4. The HTTP servers listen (the consuming services: health, readiness and metrics on
+   `health_host:health_port`, and their own endpoints with `/docs` on `api_host:api_port`, for
+   authenticated clients only: `shared.service_api`; ingest: its app on its own address).
    A port in use is one line naming it, exit 2.
 5. Companions start (`shared.companions`), then the consumer runner (or, for an HTTP-only
    service, the server alone) runs until a stop signal.
@@ -55,12 +58,14 @@ from shared.commands import CommandSender
 from shared.companions import Companion, run_companion
 from shared.config_files import ConfigFileError
 from shared.consumer import ConsumerRunner, Handler
+from shared.consumer.operations import runner_commands
 from shared.db import create_engine, create_sessionmaker
-from shared.http import HttpServer, PortInUse, ReadinessCheck, create_api, health_router
+from shared.http import HttpServer, PortInUse, create_api, health_router
 from shared.migrations import upgrade_to_head
 from shared.operator import OperatorCommand, OperatorError, Report
 from shared.resources import Resources
 from shared.runtime import settle_garbage_collector
+from shared.service_api import serve_clients, unauthenticated_routes
 from shared.settings import (
     ConsumingServiceSettings,
     DatabaseSettings,
@@ -100,8 +105,9 @@ class HttpApp:
 class Running:
     """What a service's start-up hook hands the shell to run.
 
-    A consuming service gives its `handler` (and may add `routers`: read-only endpoints served
-    beside `/healthz` on its health port). An HTTP service gives its `app` instead."""
+    A consuming service gives its `handler` (and may add `routers`: its own endpoints, served on
+    its API port to authenticated clients, each route naming its scope with
+    `shared.service_api.requires`). An HTTP service gives its `app` instead."""
 
     handler: Handler | None = None
     companions: Sequence[Companion] = ()
@@ -161,7 +167,7 @@ class Service(Generic[S]):
             )
             log.info("schema %s is at the newest revision", self.database.schema)
             return 0
-        command = next(c for c in self.commands if c.name == args.command)
+        command = next(c for c in self._commands() if c.name == args.command)
         return asyncio.run(self._operate(command, settings, args))
 
     async def serve(self, settings: S, *, stopping: asyncio.Event | None = None) -> None:
@@ -192,9 +198,12 @@ class Service(Generic[S]):
         stopping: asyncio.Event,
     ) -> None:
         runner = self._runner(settings, running, sessions)
-        server = self._server(settings, running, runner)
-        await server.start()
-        log.info("started; HTTP on %s:%d", server.host, server.port)
+        servers = self._servers(settings, running, runner)
+        for server in servers:
+            await server.start()
+        log.info(
+            "started; HTTP on %s", ", ".join(f"{server.host}:{server.port}" for server in servers)
+        )
         companions = [
             asyncio.create_task(run_companion(c), name=c.name) for c in running.companions
         ]
@@ -206,14 +215,15 @@ class Service(Generic[S]):
                     runner, stopping, drain_s=settings.consumer.shutdown_drain_timeout_s
                 )
             else:
-                await _first_of(stopping.wait(), server.wait())
+                await _first_of(stopping.wait(), servers[0].wait())
         finally:
             for task in companions:
                 task.cancel()
             for task in companions:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await server.stop()
+            for server in servers:
+                await server.stop()
 
     def _runner(
         self,
@@ -236,30 +246,48 @@ class Service(Generic[S]):
             consumer=settings.consumer,
         )
 
-    def _server(self, settings: S, running: Running, runner: ConsumerRunner | None) -> HttpServer:
+    def _servers(
+        self, settings: S, running: Running, runner: ConsumerRunner | None
+    ) -> list[HttpServer]:
+        """An HTTP service's app; a consuming service's health port, and its API port when it
+        has routes of its own (each of which must name the scope it needs)."""
         if running.app is not None:
-            return HttpServer(
-                running.app.app,
-                host=running.app.host,
-                port=running.app.port,
-                setting=running.app.setting,
-                lifespan=True,
-                http="httptools",
-            )
+            return [
+                HttpServer(
+                    running.app.app,
+                    host=running.app.host,
+                    port=running.app.port,
+                    setting=running.app.setting,
+                    lifespan=True,
+                    http="httptools",
+                )
+            ]
         if not isinstance(settings, ConsumingServiceSettings) or runner is None:
             raise TypeError(f"{self.name}: Running needs a handler or an app")
-        readiness: ReadinessCheck = runner.readiness
-        app = create_api(title=f"leadflow {self.name}", summary=self.summary)
-        app.include_router(health_router(readiness))
-        for router in running.routers:
-            app.include_router(router)
         prefix = str(self.settings.model_config.get("env_prefix", ""))
-        return HttpServer(
-            app,
-            host=settings.health_host,
-            port=settings.health_port,
-            setting=f"{prefix}HEALTH_PORT",
-        )
+        health = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        health.include_router(health_router(runner.readiness))
+        servers = [
+            HttpServer(
+                health,
+                host=settings.health_host,
+                port=settings.health_port,
+                setting=f"{prefix}HEALTH_PORT",
+            )
+        ]
+        if running.routers:
+            if open_routes := unauthenticated_routes(running.routers):
+                raise TypeError(f"{self.name}: routes without a scope: {', '.join(open_routes)}")
+            api = create_api(title=f"leadflow {self.name}", summary=self.summary)
+            serve_clients(api, settings.api)
+            for router in running.routers:
+                api.include_router(router)
+            servers.append(
+                HttpServer(
+                    api, host=settings.api_host, port=settings.api_port, setting=f"{prefix}API_PORT"
+                )
+            )
+        return servers
 
     async def _operate(
         self, command: OperatorCommand[S], settings: S, args: argparse.Namespace
@@ -288,6 +316,18 @@ class Service(Generic[S]):
         _print_report(report, as_json=args.json)
         return report.exit_code
 
+    def _commands(self) -> list[OperatorCommand[S]]:
+        """The service's own operator commands, then its consumer runner's (a consuming service:
+        `reset-offsets`, `replay-dead-letters`; `shared.consumer.operations`)."""
+        if self.database is None or not self.subscriptions:
+            return list(self.commands)
+        return [
+            *self.commands,
+            *runner_commands(
+                service=self.name, schema=self.database.schema, subscriptions=self.subscriptions
+            ),
+        ]
+
     def _database(self, settings: S) -> DatabaseSettings:
         if not isinstance(settings, ConsumingServiceSettings):
             raise TypeError(f"{self.name} has no database settings")
@@ -303,7 +343,7 @@ class Service(Generic[S]):
             commands.add_parser(
                 "migrate", help=f"bring the `{self.database.schema}` schema to the newest revision"
             )
-        for command in self.commands:
+        for command in self._commands():
             sub = commands.add_parser(command.name, help=command.help, description=command.help)
             command.arguments(sub)
             sub.add_argument("--json", action="store_true", help="print the result as JSON")

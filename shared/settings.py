@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_ENV_FILE = ".devstack/leadflow.env"
@@ -83,6 +83,31 @@ class ConsumerSettings(BaseSettings):
     shutdown_drain_timeout_s: float = Field(default=20.0, gt=0)
 
 
+Scope = Literal["leads:read", "rules:simulate"]
+SCOPES: dict[str, str] = {
+    "leads:read": "read a lead's data: its score explained, its routing history (personal data)",
+    "rules:simulate": "simulate a candidate rules file on the stored history",
+}
+
+
+class ApiClient(BaseModel):
+    """A client of the services' APIs: the SHA-256 of its token (hex) and its scopes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class ApiSettings(BaseSettings):
+    """Who may call the services' APIs (LEADFLOW_API_CLIENTS, JSON: see `shared.service_api`).
+    Empty by default: then nobody may."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_API_", **_SOURCES)
+
+    clients: dict[str, ApiClient] = Field(default_factory=dict)
+
+
 class ServiceSettings(BaseSettings):
     """Base of each service's settings class. Subclasses set `env_prefix` (with `SERVICE_SOURCES`)."""
 
@@ -93,11 +118,15 @@ class ServiceSettings(BaseSettings):
 
 
 class ConsumingServiceSettings(ServiceSettings):
-    """A service that consumes topics and owns tables. Its health, readiness and metrics (and
-    its own read-only endpoints) are served on `health_host:health_port`."""
+    """A service that consumes topics and owns tables. Its health, readiness and metrics are
+    served on `health_host:health_port` (open: probes and Prometheus); its own endpoints, if it
+    has any, on `api_host:api_port`, to the clients of `api` (`shared.service_api`)."""
 
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8080, ge=0, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8090, ge=0, le=65535)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
 
@@ -124,8 +153,8 @@ def load_settings(settings_class: type[S]) -> S:
 
 def _describe(error: ValidationError, settings_class: type[BaseSettings]) -> str:
     """One line per error: the variable of the field at fault (the nested settings classes
-    `kafka`, `database` and `consumer` have prefixes of their own)."""
-    nested = (KafkaSettings, DatabaseSettings, ConsumerSettings)
+    `kafka`, `database`, `consumer` and `api` have prefixes of their own)."""
+    nested = (KafkaSettings, DatabaseSettings, ConsumerSettings, ApiSettings)
     by_title = {cls.__name__: cls for cls in (settings_class, *nested)}
     owner = by_title.get(error.title, settings_class)
     prefix = str(owner.model_config.get("env_prefix", ""))

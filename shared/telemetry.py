@@ -6,6 +6,7 @@ and topic so one dashboard serves all four services.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import sys
@@ -46,22 +47,41 @@ CONSUMER_LAG = Gauge(
 
 # PII must not reach logs in clear (logs are shipped, kept and read far more widely than the
 # database). Emails keep their domain (the company: what an operator needs to follow a lead
-# through firmographics); phones in international (+CC...) or North-American formatted notation
-# are masked whole. Bare digit runs are left alone: offsets, ports and ids look the same.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
+# through firmographics), in any script (`josé@exämple.de`, internationalised addresses);
+# phones in international (+CC...) or North-American formatted notation are masked whole; public
+# IP addresses (a visitor's, in access logs and forwarded headers) are masked whole, while the
+# non-public ones (loopback, private networks: the cluster's own addresses) stay readable. Bare
+# digit runs are left alone: offsets, ports and ids look the same.
+_EMAIL = re.compile(r"[\w.%+-]+@((?:[\w-]+\.)+[^\W\d_]{2,})")
 _PHONE = re.compile(
     r"(?<![\w+])\+\d[\d ().-]{6,18}\d(?!\w)"  # +14155550123, +44 20 7946 0958
     r"|(?<![\w(])\(\d{3}\) ?\d{3}[ .-]\d{4}(?!\w)"  # (415) 555-0123
     r"|(?<![\w-])\d{3}[.-]\d{3}[.-]\d{4}(?![\w-])"  # 415-555-0123, 415.555.0123
 )
+# Candidates only: `_public_ip` keeps what `ipaddress` reads as a global address.
+_IP = re.compile(
+    r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"  # 203.0.113.7
+    r"|(?<![\w:.])(?=[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){7})[0-9A-Fa-f:]{2,39}(?![\w:])"  # 2001:db8::1
+)
+
+
+def _public_ip(match: re.Match[str]) -> str:
+    try:
+        address = ipaddress.ip_address(match.group(0))
+    except ValueError:
+        return match.group(0)
+    return "<ip>" if address.is_global else match.group(0)
 
 
 def redact_pii(text: str) -> str:
-    """`text` with every email's local part replaced by `***` and every phone number by
-    `<phone>`. Idempotent; text without PII comes back unchanged."""
+    """`text` with every email's local part replaced by `***`, every phone number by `<phone>`
+    and every public IP address by `<ip>`. Idempotent; text without PII comes back unchanged."""
     if "@" in text:
         text = _EMAIL.sub(r"***@\1", text)
-    return _PHONE.sub("<phone>", text)
+    text = _PHONE.sub("<phone>", text)
+    if "." in text or ":" in text:
+        text = _IP.sub(_public_ip, text)
+    return text
 
 
 # Loggers whose formatter unpacks `record.args` itself (uvicorn's access log: client, method,

@@ -17,6 +17,7 @@ class EnrichSettings(ConsumingServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_ENRICH_", **SERVICE_SOURCES)
 
     health_port: int = 8081
+    api_port: int = 8091
 
     # Identity guardrails.
     anonymous_ids_per_week: int = Field(default=20, ge=1)

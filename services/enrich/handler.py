@@ -248,7 +248,7 @@ class EnrichHandler:
             batch.changed[lead.lead_id] = lead
 
         outputs = [
-            self._output(reattributed(row.payload, lead, from_lead=from_lead))
+            self._output(reattributed(row.payload, lead, from_lead=from_lead), source=message)
             for row, from_lead in history
         ]
         outputs += [
@@ -260,12 +260,13 @@ class EnrichHandler:
                     at=event.timestamp,
                     received_at=event.received_at,
                     merge=info,
-                )
+                ),
+                source=message,
             )
             for info in merges
         ]
         enriched = enriched_event(event, lead, refused=refused)
-        outputs.append(self._output(enriched))
+        outputs.append(self._output(enriched, source=message))
         if lead.identified and not was_identified:
             # Became known under its own lead_id: its anonymous history is already its own.
             batch.history.pop(lead.lead_id, None)
@@ -474,8 +475,10 @@ class EnrichHandler:
         return outputs
 
     @staticmethod
-    def _output(value: EnrichedEvent) -> Output:
-        return Output(EVENTS_ENRICHED, key=value.lead_id, value=value)
+    def _output(value: EnrichedEvent, *, source: Message[BaseModel] | None = None) -> Output:
+        """`value` on `events.enriched`, keyed by its lead. `source`: the message it came from
+        (outputs are keyed unlike the input, so the runner cannot trace them by key)."""
+        return Output(EVENTS_ENRICHED, key=value.lead_id, value=value, source=source)
 
 
 async def unmerge(

@@ -2,7 +2,9 @@
 
 Traits are what clients send (Segment's reserved traits in camelCase or snake_case, rudder's
 `context.traits`); values that do not normalise are ignored (the event itself is still good), so
-a typo in a phone field never holds a lead back.
+a typo in a phone field never holds a lead back. Free text (names, title, company) that starts
+like a spreadsheet formula is kept as text with a leading apostrophe (`normalize.formula_safe`),
+as a lead-list import stores it: routing decisions and exports quote these values.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ _TRUE = frozenset({"true", "yes", "1", "y", "on"})
 
 
 def _text(traits: Mapping[str, Any], *names: str) -> str | None:
+    """The first of the traits `names` that holds text, cleaned and formula-safe."""
     for name in names:
         value = traits.get(name)
         if isinstance(value, str) and (cleaned := normalize.text(value)):
-            return cleaned
+            return normalize.formula_safe(cleaned)
     return None
+
+
+def _safe(value: str | None) -> str | None:
+    return None if value is None else normalize.formula_safe(value)
 
 
 def _company_name(traits: Mapping[str, Any]) -> str | None:
@@ -132,7 +139,8 @@ def _profile_after(profile: LeadProfile, traits: Mapping[str, Any]) -> LeadProfi
     first = _text(traits, "firstName", "first_name")
     last = _text(traits, "lastName", "last_name")
     if not (first or last) and (full := _text(traits, "name")):
-        first, last = normalize.split_name(full)
+        # Split, each part may start like a formula again ("Lovelace, =cmd").
+        first, last = map(_safe, normalize.split_name(full))
     title = _text(traits, "title", "jobTitle", "job_title") or profile.title
     country = _country(traits) or profile.country
     email_domain = normalize.domain_of_email(email) if email else None

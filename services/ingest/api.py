@@ -3,11 +3,14 @@
 
 Answers (Segment's contract, so existing clients work unchanged):
 - 200 `{"success": true}` only after the broker acknowledged every event of the request;
-- 400 with a reason per problem for a body that is not valid (never 422, never 500); a batch
-  with any invalid call is refused whole, its reasons naming each call by index;
+- 400 with a reason per problem for a body that is not valid (never 422, never 500: JSON
+  nested deeper than the event store writes included); a batch with any invalid call is
+  refused whole, its reasons naming each call by index;
 - 401 for a missing or unknown write key;
 - 429 with `Retry-After` when the write key sent more events than its rate limit allows;
-- 503 with `Retry-After` when the broker did not acknowledge in time (resend: same messageId).
+- 503 with `Retry-After` when the broker did not acknowledge in time (resend: same messageId; a
+  call sent without one gets one derived from its content, `tracking.derived_message_id`, so
+  resending it unchanged is safe too).
 
 Bodies are read and parsed here (not by FastAPI) to enforce the size limits before parsing, to
 undo gzip with a cap, and for speed; the OpenAPI document still describes every body.

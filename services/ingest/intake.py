@@ -2,7 +2,8 @@
 refused. Pure: no I/O, no clock (the arrival time is an argument).
 
 Limits are Segment's: 32 KB per call, 500 KB per batch request (sizes of the JSON as sent,
-after gzip is undone). A batch is all or nothing: one invalid call refuses the whole request,
+after gzip is undone; gzip is inflated with the limit as its bound, never further), and JSON
+nested at most MAX_NESTING levels (what the event store can write; the parser reads more). A batch is all or nothing: one invalid call refuses the whole request,
 with a reason per invalid call naming its index, so a client can fix it and resend without
 duplicates.
 """
@@ -25,6 +26,8 @@ KB = 1024
 MAX_CALL_BYTES = 32 * KB
 MAX_BATCH_BYTES = 500 * KB
 MAX_REASONS = 50  # a client needs the first reasons, not a 10 MB answer
+MAX_NESTING = 254  # orjson writes no deeper (it reads 1,024): a call nested deeper is refused
+TOO_DEEP = f"nested deeper than {MAX_NESTING} levels (objects and lists in one another)"
 
 
 class Refused(Exception):
@@ -175,7 +178,10 @@ def _item_problem(item: Any) -> str | None:
     call_type = item.get("type")
     if not isinstance(call_type, str) or call_type not in CALLS:
         return f"type: must be one of {', '.join(CALLS)}, got {call_type!r}"
-    size = len(orjson.dumps(item))
+    try:
+        size = len(orjson.dumps(item))
+    except orjson.JSONEncodeError:
+        return TOO_DEEP  # the only value orjson parsed and cannot write again
     if size > MAX_CALL_BYTES:
         return f"call is {size // KB} KB, larger than {MAX_CALL_BYTES // KB} KB"
     return None
@@ -223,17 +229,15 @@ def _encoded(
     call: TrackingCall, *, source: str, received_at: datetime, sent_at: datetime | None
 ) -> EncodedEvent:
     try:
-        fields = raw_event_fields(
-            call, source=source, received_at=received_at, batch_sent_at=sent_at
+        return encode_fields(
+            raw_event_fields(call, source=source, received_at=received_at, batch_sent_at=sent_at)
         )
     except OverflowError:
         # receivedAt - (sentAt - timestamp) falls outside the calendar (years 1-9999).
         raise Refused(["timestamp: too far from sentAt to correct the client's clock"]) from None
-    try:
-        return encode_fields(fields)
-    except orjson.JSONEncodeError as exc:
-        # Not reachable from a body orjson parsed; a reason beats a 500 all the same.
-        raise Refused([f"call cannot be stored as JSON: {exc}"]) from None
+    except orjson.JSONEncodeError:
+        # A body orjson parsed but cannot write again is one nested too deep.
+        raise Refused([TOO_DEEP]) from None
 
 
 def reasons_of(exc: ValidationError) -> list[str]:

@@ -6,10 +6,11 @@ mixed in `/v1/batch`. Pure: no I/O, no clock (the arrival time is an argument).
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -182,6 +183,26 @@ class BatchRequest(BaseModel):
     write_key: str | None = None
 
 
+def derived_message_id(fields: dict[str, Any]) -> str:
+    """A messageId for a call sent without one, from what it says: `derived-` and a 128-bit
+    BLAKE2b hash (hex) of the canonical JSON (sorted keys) of its `events.raw` fields but the per-try ones
+    (`receivedAt`, `sentAt`, and the `timestamp` corrected with them).
+
+    So a client that resends a call (after a 503 whose events were in fact stored, or a lost
+    answer) resends the same messageId, and enrich drops the repeat. The content includes the
+    type, the write key's source and the client's own `timestamp`; the consequence: two
+    identical calls without messageId and without timestamp, from one source within enrich's
+    dedupe window, count once (Segment's libraries always send both, so only hand-made calls
+    can meet this; send a messageId or a timestamp to count each)."""
+    content = {
+        name: value
+        for name, value in fields.items()
+        if name not in ("messageId", "receivedAt", "sentAt", "timestamp")
+    }
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+    return "derived-" + hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
 def raw_event_fields(
     call: TrackingCall,
     *,
@@ -189,7 +210,7 @@ def raw_event_fields(
     received_at: datetime,
     batch_sent_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Stamp a call as ingest accepted it: messageId (kept, or a new random UUID), receivedAt,
+    """Stamp a call as ingest accepted it: messageId (kept, or `derived_message_id`), receivedAt,
     source and the clock-skew corrected timestamp. `batch_sent_at` (the batch's `sentAt`, aware)
     stands in for a call that has no `sentAt` of its own. Blank ids become absent (None).
 
@@ -197,13 +218,13 @@ def raw_event_fields(
     contract's defaults: `wire.encode_fields`), valid for `RawEvent` by construction (the call
     model checked every constraint the contract has), so it is serialised without a second
     validation (see `wire`). Raises `OverflowError` when the corrected time falls outside the
-    calendar."""
+    calendar, `orjson.JSONEncodeError` for a call nested too deep to write."""
     # Each type adds its own fields through a method: isinstance() on pydantic models runs
     # pydantic's Python `__instancecheck__`, about 0.6 us each, per event.
     sent_at = call.sent_at or batch_sent_at
-    return {
+    fields = {
         "type": call.type,
-        "messageId": call.message_id or str(uuid.uuid4()),
+        "messageId": call.message_id,
         "source": source,
         "receivedAt": received_at,
         "timestamp": corrected_timestamp(
@@ -217,3 +238,6 @@ def raw_event_fields(
         "context": call.context,
         "integrations": call.integrations,
     }
+    if not call.message_id:
+        fields["messageId"] = derived_message_id(fields)
+    return fields

@@ -15,6 +15,7 @@ class RouterSettings(ConsumingServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_ROUTER_", **SERVICE_SOURCES)
 
     health_port: int = 8083
+    api_port: int = 8093
     routing_file: Path = DEFAULT_ROUTING_FILE
     # The SLA timer: how often at most it looks for decisions past their sla_due_at (it looks
     # less often while nothing can be due: see sla_timers; a due SLA is claimed at most one

@@ -1,4 +1,5 @@
-"""router's HTTP endpoint, served beside /healthz on the health port:
+"""router's HTTP endpoint, served on its API port (`LEADFLOW_ROUTER_API_PORT`, 8093) to clients
+with a bearer token holding the scope `leads:read` (`shared.service_api`):
 
 GET /v1/leads/{lead_id or email}/routing   the lead's routing history: every decision (with
                                            its SLA outcome: closed_at, closed_reason), every
@@ -12,6 +13,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router.repository import lead_history
+from shared.service_api import requires
+
+_ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
 
 
 def router_api(sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
@@ -20,7 +24,8 @@ def router_api(sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
     @router.get(
         "/leads/{key}/routing",
         summary="A lead's routing history (lead id or email)",
-        responses={404: {"content": {"application/json": {"example": {"error": "the reason"}}}}},
+        responses={404: _ERROR, 401: _ERROR, 403: _ERROR},
+        dependencies=[requires("leads:read")],
     )
     async def history(key: str) -> Response:
         async with sessions() as session:

@@ -55,7 +55,14 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
                 retry_after_s=settings.rescore_interval_s,
             ),
         ],
-        routers=[score_api(rules=rules, sessions=sessions, rescore=rescore.progress)],
+        routers=[
+            score_api(
+                rules=rules,
+                sessions=sessions,
+                rescore=rescore.progress,
+                simulate_budget_s=resources.settings.simulate_budget_s,
+            )
+        ],
     )
 
 

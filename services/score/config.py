@@ -15,6 +15,7 @@ class ScoreSettings(ConsumingServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_SCORE_", **SERVICE_SOURCES)
 
     health_port: int = 8082
+    api_port: int = 8092
     rules_file: Path = DEFAULT_RULES_FILE
     # The decay sweep: every `sweep_interval_s`, MQLs not evaluated for `sweep_stale_after_s`
     # are re-evaluated (at most `sweep_batch` per round) through `score.commands`.
@@ -25,3 +26,6 @@ class ScoreSettings(ConsumingServiceSettings):
     # next batch as soon as the last is done; the sweep looks every `rescore_interval_s` and
     # waits that long at most for a batch before leaving it to the next round.
     rescore_interval_s: float = Field(default=10.0, gt=0)
+    # A simulation through the API (`POST /v1/rules/simulate`) stops after this long with 503:
+    # a hostile or huge candidate cannot keep a replica busy. The CLI has no budget.
+    simulate_budget_s: float = Field(default=120.0, gt=0)

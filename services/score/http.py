@@ -1,12 +1,15 @@
-"""score's HTTP endpoints, served beside /healthz on the health port:
+"""score's HTTP endpoints, served on its API port (`LEADFLOW_SCORE_API_PORT`, 8092) to clients
+with a bearer token (`shared.service_api`; the scope each needs in brackets):
 
-GET  /v1/leads/{lead_id or email}/explain   the score rule by rule and the stage history
-POST /v1/rules/simulate                     body: a candidate rules file (YAML). What it would
+GET  /v1/leads/{lead_id or email}/explain   [leads:read] the score rule by rule, the stage
+                                            history and the identity history
+POST /v1/rules/simulate   [rules:simulate]  body: a candidate rules file (YAML). What it would
                                             change on the stored history: how many scores and
                                             stages move, who would become MQL, who would drop.
                                             Nothing is written. 400 names the line and field
-                                            of a bad body; 409 while another simulation runs.
-GET  /v1/rules/rescore                      progress of the rescore under the running rules
+                                            of a bad body; 409 while another simulation runs;
+                                            503 past LEADFLOW_SCORE_SIMULATE_BUDGET_S.
+GET  /v1/rules/rescore    [rules:simulate]  progress of the rescore under the running rules
 
 A candidate goes live as the rules file (`LEADFLOW_SCORE_RULES_FILE`, the `scoring-rules`
 ConfigMap) with a restart: every replica then scores with it, and the rescore sweep rescores the
@@ -26,14 +29,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score.engine.explain import Explanation
 from services.score.engine.rescoring import SimulationSummary
-from services.score.engine.ruleset import RuleSet, RulesFileError, parse_rules
-from services.score.lookups import explain_lead, simulate_stored
+from services.score.engine.ruleset import RuleSet, RulesFileError
+from services.score.lookups import (
+    SimulationTimedOut,
+    explain_lead,
+    parse_candidate,
+    simulate_stored,
+)
 from services.score.sweep import RescoreProgress
+from shared.service_api import requires
 
 MAX_RULES_BYTES = 1_000_000
 """A rules file is a few kilobytes; a larger body is refused before it is read whole."""
 
 _ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
+_DENIED: dict[int | str, dict[str, Any]] = {401: _ERROR, 403: _ERROR}
 
 
 def score_api(
@@ -41,14 +51,17 @@ def score_api(
     rules: RuleSet,
     sessions: async_sessionmaker[AsyncSession],
     rescore: RescoreProgress,
+    simulate_budget_s: float,
 ) -> APIRouter:
+    """score's routes. `simulate_budget_s`: a simulation that runs longer stops with 503."""
     router = APIRouter(prefix="/v1", tags=["score"])
     simulating = asyncio.Lock()
 
     @router.get(
         "/leads/{key}/explain",
         response_model=Explanation,
-        responses={404: _ERROR},
+        responses={404: _ERROR, **_DENIED},
+        dependencies=[requires("leads:read")],
         summary="Why a lead (id or email) has its score: rule by rule, and its stages",
     )
     async def explain(key: str) -> Response:
@@ -61,7 +74,8 @@ def score_api(
     @router.post(
         "/rules/simulate",
         response_model=SimulationSummary,
-        responses={400: _ERROR, 409: _ERROR, 413: _ERROR},
+        responses={400: _ERROR, 409: _ERROR, 413: _ERROR, 503: _ERROR, **_DENIED},
+        dependencies=[requires("rules:simulate")],
         summary="What a candidate rules file would change on the stored leads",
         openapi_extra={
             "requestBody": {
@@ -78,7 +92,8 @@ def score_api(
             if len(body) > MAX_RULES_BYTES:
                 return _error(413, f"a rules file is at most {MAX_RULES_BYTES} bytes")
         try:
-            candidate = parse_rules(body.decode("utf-8"), source="request body")
+            # validated in a worker thread: a large candidate must not stall the event loop
+            candidate = await parse_candidate(body.decode("utf-8"))
         except UnicodeDecodeError:
             return _error(400, "request body: a rules file is UTF-8 YAML text")
         except RulesFileError as exc:
@@ -86,12 +101,24 @@ def score_api(
         if simulating.locked():  # one at a time: a simulation reads every stored history
             return _error(409, "a simulation is already running; try again when it is done")
         async with simulating:
-            summary = await simulate_stored(
-                sessions, live=rules, candidate=candidate, at=datetime.now(UTC)
-            )
+            try:
+                summary = await simulate_stored(
+                    sessions,
+                    live=rules,
+                    candidate=candidate,
+                    at=datetime.now(UTC),
+                    deadline_s=simulate_budget_s,
+                )
+            except SimulationTimedOut as exc:
+                return _error(503, str(exc))
         return Response(summary.model_dump_json(), media_type="application/json")
 
-    @router.get("/rules/rescore", summary="Progress of the rescore under the running rules")
+    @router.get(
+        "/rules/rescore",
+        summary="Progress of the rescore under the running rules",
+        responses=_DENIED,
+        dependencies=[requires("rules:simulate")],
+    )
     async def rescore_progress() -> dict[str, Any]:
         return rescore.view()
 

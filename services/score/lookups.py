@@ -1,9 +1,15 @@
 """Read-side views over score's tables: the explanation of a lead's score, and the stored
-histories a simulation replays. Used by the CLI and the HTTP endpoints; no writes."""
+histories a simulation replays. Used by the CLI and the HTTP endpoints; no writes.
+
+A candidate rules file may come from an HTTP request: `parse_candidate` validates it off the event
+loop, and `simulate_stored` stops at its time budget (`SimulationTimedOut`), so neither can
+stall the service that serves them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -12,13 +18,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.score import repository
 from services.score.engine.explain import Explanation, IdentityLine, explain
 from services.score.engine.rescoring import (
+    Check,
     LeadHistory,
     SimulationReport,
     SimulationSummary,
     simulate,
     summarise,
 )
-from services.score.engine.ruleset import RuleSet
+from services.score.engine.ruleset import RuleSet, parse_rules
+
+
+class SimulationTimedOut(Exception):
+    """A simulation that ran past its time budget, stopped where it was; nothing is reported
+    but how far it got (`leads`: the leads compared in full)."""
+
+    def __init__(self, *, budget_s: float, leads: int) -> None:
+        super().__init__(
+            f"the simulation stopped at its time budget of {budget_s:g} s, after comparing "
+            f"{leads} lead{'' if leads == 1 else 's'}"
+        )
+        self.budget_s = budget_s
+        self.leads = leads
 
 
 async def explain_lead(
@@ -65,14 +85,42 @@ async def lead_histories(
         after = leads[-1][0]
 
 
+async def parse_candidate(text: str, *, source: str = "request body") -> RuleSet:
+    """A candidate rule set from YAML text, validated in a worker thread (a document at the size
+    limit is about 2 s of CPU); `RulesFileError` naming `source`, the line and the field."""
+    return await asyncio.to_thread(parse_rules, text, source=source)
+
+
 async def simulate_stored(
-    sessions: async_sessionmaker[AsyncSession], *, live: RuleSet, candidate: RuleSet, at: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    live: RuleSet,
+    candidate: RuleSet,
+    at: datetime,
+    deadline_s: float | None = None,
 ) -> SimulationSummary:
     """What `candidate` would change against `live`, over every stored lead, as of `at`.
 
     The replay is CPU work: each chunk runs in a worker thread, so a service that simulates
-    keeps consuming and answering health checks meanwhile."""
+    keeps consuming and answering health checks meanwhile. With `deadline_s`, the simulation
+    raises `SimulationTimedOut` once that many seconds have passed, checked before each message
+    replayed and each chunk read (the thread stops too: none is left running). None: no limit,
+    for the operator's CLI."""
     report = SimulationReport(candidate_version=candidate.version)
+    check = None if deadline_s is None else _budget(deadline_s, report)
     async for chunk in lead_histories(sessions):
-        await asyncio.to_thread(simulate, live, candidate, chunk, at=at, into=report)
+        if check is not None:
+            check()
+        await asyncio.to_thread(simulate, live, candidate, chunk, at=at, into=report, check=check)
     return summarise(report, live_version=live.version, at=at)
+
+
+def _budget(seconds: float, report: SimulationReport) -> Check:
+    """A check that raises `SimulationTimedOut` once `seconds` have passed from now."""
+    stop_at = time.monotonic() + seconds
+
+    def check() -> None:
+        if time.monotonic() >= stop_at:
+            raise SimulationTimedOut(budget_s=seconds, leads=report.leads)
+
+    return check

@@ -14,9 +14,12 @@ class ConcurrentUpdate(Exception):
 
 
 _TRANSIENT_SQLSTATES = {
-    "40001",  # serialization_failure
+    # A slow or contended database, not a bad message: handling the batch again succeeds once
+    # the load or the competing transaction has passed (dead-lettering would lose healthy data).
+    "57014",  # query_canceled (statement_timeout, or pg_cancel_backend)
+    "55P03",  # lock_not_available (lock_timeout, NOWAIT)
     "40P01",  # deadlock_detected
-    "55P03",  # lock_not_available
+    "40001",  # serialization_failure
     "57P01",  # admin_shutdown
     "57P02",  # crash_shutdown
     "57P03",  # cannot_connect_now

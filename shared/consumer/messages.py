@@ -28,12 +28,23 @@ class Message(Generic[V]):
 
 @dataclass(frozen=True)
 class Output:
-    """A record to produce once the batch's effects are stored. `topic` is the contract."""
+    """A record to produce once the batch's effects are stored. `topic` is the contract.
+
+    `source` is the message of the batch that produced it. Its outbox row is tagged with that
+    message's partition, so that, after a crash, the partition's next owner sends it before the
+    outputs of the partition's later messages (per-key order survives a reassignment that splits
+    the batch's partitions between consumers). A handler may leave it unset: the runner then
+    traces the output to the batch's last message with the output's key, else (nothing in the
+    batch has that key) to the batch's first message. Only an output traced to the message that
+    caused it keeps its key's order across such a split: a handler whose outputs are keyed
+    unlike its inputs names their `source`.
+    """
 
     topic: Topic
     key: str
     value: BaseModel
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+    source: Message[BaseModel] | None = None
 
 
 class InvalidMessage(Exception):

@@ -7,10 +7,14 @@ Contract, per batch (see docs/architecture.md, "Delivery semantics"):
 3. In ONE database transaction: lock the partitions' stored offsets, skip records already applied
    (a redelivery), call the service's handler, store its outputs and the dead letters in the
    outbox, advance the stored offsets, and delete the outbox rows of the earlier batches whose
-   records the broker has acknowledged since (step 4). A handler's `InvalidMessage`
-   dead-letters that record and the batch is handled again without it; an unexpected handler
-   error re-runs the batch one record at a time, so only the record that fails alone is
-   dead-lettered.
+   records the broker has acknowledged since (step 4). Each outbox row is tagged with the
+   partition of the record that produced it (`Output.source` gives the rule). A partition whose
+   records all lie below its stored offset and that ends below it on the broker (its topic was
+   deleted and re-created) stops the runner with `StoredOffsetsAhead` instead of skipping them,
+   until an operator runs `reset-offsets` (`shared.consumer.operations`). A handler's
+   `InvalidMessage` dead-letters that record and the batch is handled again without it; an
+   unexpected handler error re-runs the batch one record at a time, so only the record that
+   fails alone is dead-lettered (`replay-dead-letters` produces it again once fixed).
 4. Send the outbox records. Their acknowledgements (acks=all) are awaited once the NEXT batch
    is stored (or when a poll comes back empty, before leftovers are produced, on revocation and
    at shutdown), so the broker's round trip overlaps the next batch's work instead of adding
@@ -24,14 +28,17 @@ Contract, per batch (see docs/architecture.md, "Delivery semantics"):
 
 Effects are therefore exactly-once (offsets stored with them), outputs at-least-once:
 - a crash between 3 and 4 (stored, not produced) re-produces them when the partition is next
-  assigned (the outbox is read for the partitions a runner is given); with step 4 overlapped,
-  that can be the last two batches' outputs;
+  assigned (the outbox is read for the partitions a runner is given, before it consumes them);
+  with step 4 overlapped, that can be the last two batches' outputs. A batch's rows go to the
+  new owners of their own partitions, each deleting only the rows it produced, so a
+  reassignment that splits the batch's partitions keeps each key's order;
 - a crash after 4 (acknowledged) but before the rows' deletion commits re-produces them too,
   exactly as a crash between the acknowledgement and a delete of its own would: the window is
   longer (until the next batch's commit or the next empty poll), the outcome the same.
 Consumers downstream dedupe by message id / decision id. A runner that is given partitions
 deletes its own acknowledged rows before it looks for leftovers, so it never re-produces them.
-Transient failures (database, broker) retry the failing step with exponential backoff and never
+Transient failures (database, including a statement or lock timeout, a deadlock and a
+serialization failure; broker) retry the failing step with exponential backoff and never
 commit past it; one that lasts `retry_give_up_after_s` ends the process with an error. A stop
 request (SIGTERM) lets the batch in flight finish and commits.
 
@@ -62,7 +69,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from shared.codec import UndecodableMessage, decode, encode
 from shared.consumer.failures import is_transient
 from shared.consumer.messages import Handler, InvalidMessage, Message, Output
-from shared.consumer.store import PendingRecord, RunnerStore
+from shared.consumer.store import PendingRecord, Position, RunnerStore
 from shared.db import fetchval
 from shared.kafka import KeyHashPartitioner, create_consumer, create_producer
 from shared.settings import ConsumerSettings, KafkaSettings
@@ -84,6 +91,50 @@ Acks: TypeAlias = "list[asyncio.Future[Any]]"
 RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]  # topic, partition, offset, key, value, headers
 
 COMMIT_INTERVAL_S = 1.0
+
+# The headers a dead letter carries after the original record's own (`replay-dead-letters`
+# strips them again).
+DEAD_LETTER_ERROR = "leadflow.error"
+DEAD_LETTER_SERVICE = "leadflow.service"
+DEAD_LETTER_SOURCE_TOPIC = "leadflow.source_topic"
+DEAD_LETTER_SOURCE_PARTITION = "leadflow.source_partition"
+DEAD_LETTER_SOURCE_OFFSET = "leadflow.source_offset"
+DEAD_LETTER_HEADERS = frozenset(
+    {
+        DEAD_LETTER_ERROR,
+        DEAD_LETTER_SERVICE,
+        DEAD_LETTER_SOURCE_TOPIC,
+        DEAD_LETTER_SOURCE_PARTITION,
+        DEAD_LETTER_SOURCE_OFFSET,
+    }
+)
+
+
+def consumer_group(kafka: KafkaSettings, service: str) -> str:
+    """The consumer group of a service's runner (its stored offsets are kept under this name)."""
+    return f"{kafka.topic_prefix}leadflow-{service}"
+
+
+class StoredOffsetsAhead(Exception):
+    """A partition ends on the broker below the next offset stored for it: the topic was deleted
+    and re-created (or lost records). Applying on would skip its records as applied; the runner
+    stops instead, until an operator resets the stored offsets (`reset-offsets`)."""
+
+    def __init__(
+        self, *, service: str, topic: str, partition: int, stored: int, broker_end: int
+    ) -> None:
+        super().__init__(
+            f"{topic}[{partition}] ends at offset {broker_end} on the broker, but the next "
+            f"offset stored for it is {stored}: the topic was deleted and re-created (or lost "
+            f"records), and its records below {stored} would be skipped as already applied. "
+            f"Stop {service} and run `python -m services.{service} reset-offsets "
+            f"--topic {topic} --partition {partition} --to earliest` (or `--to <offset>`), "
+            "then start it again."
+        )
+        self.topic = topic
+        self.partition = partition
+        self.stored = stored
+        self.broker_end = broker_end
 
 
 class Stopping(Exception):
@@ -131,7 +182,7 @@ class ConsumerRunner:
         self._settings = consumer
         prefix = kafka.topic_prefix
         self._topics = {topic.full_name(prefix): topic for topic in subscriptions}
-        self._group = group_id or f"{prefix}leadflow-{service}"
+        self._group = group_id or consumer_group(kafka, service)
         self._store = RunnerStore(schema=schema, group=self._group)
         self._partitioner = KeyHashPartitioner()  # the one `create_producer` gives its producer
         self._consumer: AIOKafkaConsumer | None = None
@@ -361,6 +412,7 @@ class ConsumerRunner:
                 clearing = tuple(self._acked)
                 async with self._transaction() as session:
                     next_to_apply = await self._store.lock_offsets(session, positions)
+                    self._refuse_rewound_partitions(batch, next_to_apply)
                     fresh = [
                         m
                         for m in decoded
@@ -393,11 +445,41 @@ class ConsumerRunner:
                 return pending
             except InvalidMessage as exc:
                 refused[_position(exc.message, self._kafka.topic_prefix)] = exc.reason
+            except StoredOffsetsAhead:
+                raise
             except Exception as exc:
                 if is_transient(exc) or one_by_one:
                     raise
                 log.warning("handler failed on a batch of %d; retrying one by one", len(decoded))
                 one_by_one = True
+
+    def _refuse_rewound_partitions(
+        self, batch: dict[TopicPartition, list[RawRecord]], next_to_apply: dict[Position, int]
+    ) -> None:
+        """Stop rather than skip a re-created topic's records (`StoredOffsetsAhead`).
+
+        A redelivery lies below the stored offset too, but its partition reaches at least that
+        far; a partition whose end (the high watermark the fetch reported, or past the records
+        in hand, whichever is further) is below the stored offset lost the records we stored
+        as applied. Checked only when a partition's records all lie below the stored offset;
+        costs no request. Not caught: a re-created topic already refilled past the old offset."""
+        assert self._consumer is not None
+        for tp, records in batch.items():
+            stored = next_to_apply[(tp.topic, tp.partition)]
+            end = records[-1].offset + 1
+            if end >= stored:
+                continue
+            end = max(end, self._consumer.highwater(tp) or 0)
+            if end < stored:
+                error = StoredOffsetsAhead(
+                    service=self._service,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    stored=stored,
+                    broker_end=end,
+                )
+                log.error("%s", error)
+                raise error
 
     async def _handle_one_by_one(
         self,
@@ -425,21 +507,28 @@ class ConsumerRunner:
     def _to_records(
         self, batch_id: uuid.UUID, outputs: Sequence[Output], fresh: Sequence[Message[BaseModel]]
     ) -> list[PendingRecord]:
-        # Outbox rows remember a source partition so a new owner can finish producing them.
-        source = fresh[0] if fresh else None
-        return [
-            PendingRecord(
-                batch_id=batch_id,
-                seq=seq,
-                topic=output.topic.full_name(self._kafka.topic_prefix),
-                key=output.key.encode(),
-                value=encode(output.value),
-                headers=output.headers,
-                source_topic=source.topic.full_name(self._kafka.topic_prefix) if source else "",
-                source_partition=source.partition if source else -1,
+        """Outbox rows, each tagged with the partition of the message that produced it (the rule
+        is `Output.source`'s), so that partition's next owner finishes producing it."""
+        prefix = self._kafka.topic_prefix
+        by_key = {message.key: message for message in fresh}  # the last message with each key
+        first = fresh[0] if fresh else None
+        records = []
+        for seq, output in enumerate(outputs):
+            key = output.key.encode()
+            source = output.source or by_key.get(key) or first
+            records.append(
+                PendingRecord(
+                    batch_id=batch_id,
+                    seq=seq,
+                    topic=output.topic.full_name(prefix),
+                    key=key,
+                    value=encode(output.value),
+                    headers=output.headers,
+                    source_topic=source.topic.full_name(prefix) if source else "",
+                    source_partition=source.partition if source else -1,
+                )
             )
-            for seq, output in enumerate(outputs)
-        ]
+        return records
 
     def _dead_letters(
         self, batch_id: uuid.UUID, *, start_seq: int, letters: Sequence[tuple[RawRecord, str]]
@@ -452,11 +541,11 @@ class ConsumerRunner:
             )
             headers = (
                 *tuple(raw.headers or ()),
-                ("leadflow.error", reason.encode()[:4000]),
-                ("leadflow.service", self._service.encode()),
-                ("leadflow.source_topic", raw.topic.encode()),
-                ("leadflow.source_partition", str(raw.partition).encode()),
-                ("leadflow.source_offset", str(raw.offset).encode()),
+                (DEAD_LETTER_ERROR, reason.encode()[:4000]),
+                (DEAD_LETTER_SERVICE, self._service.encode()),
+                (DEAD_LETTER_SOURCE_TOPIC, raw.topic.encode()),
+                (DEAD_LETTER_SOURCE_PARTITION, str(raw.partition).encode()),
+                (DEAD_LETTER_SOURCE_OFFSET, str(raw.offset).encode()),
             )
             records.append(
                 PendingRecord(
@@ -534,11 +623,17 @@ class ConsumerRunner:
             del self._acked[: len(clearing)]
             return leftovers
 
+        async def remove() -> None:
+            async with self._transaction() as session:
+                await self._store.remove_records(session, leftovers)
+
         leftovers = await self._retrying("load outbox", load)
         if leftovers:
             log.info("producing %d records left in the outbox by a previous owner", len(leftovers))
             await self._retrying("produce outbox", lambda: self._produce(leftovers))
-            self._acked.extend(dict.fromkeys(r.batch_id for r in leftovers))
+            # These rows only, not their whole batches: a batch's other rows belong to the
+            # partitions another consumer may have been given, and are its to produce.
+            await self._retrying("clear outbox", remove)
         self._outbox_to_recheck.clear()
 
     async def _clear_acked(self) -> None:

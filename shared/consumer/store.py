@@ -220,6 +220,59 @@ class RunnerStore:
                 ids,
             )
 
+    async def remove_records(self, session: AsyncSession, records: Sequence[PendingRecord]) -> None:
+        """Delete these outbox rows (leftovers a new owner produced: its partitions' rows of
+        their batches, whose other rows may be another owner's to produce)."""
+        if records:
+            await execute(
+                session,
+                f"""
+                DELETE FROM "{self._schema}".outbox
+                 WHERE (batch_id, seq) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))
+                """,
+                [record.batch_id for record in records],
+                [record.seq for record in records],
+            )
+
+    async def reset_offsets(
+        self, session: AsyncSession, *, topic: str, next_offsets: dict[int, int]
+    ) -> dict[int, int | None]:
+        """Set the next offset to apply of these partitions of `topic`, backwards too (an
+        operator's `reset-offsets`, with the service stopped); returns what each stored before
+        (None: nothing yet). The rows are locked first, as a batch locks them, so a runner still
+        running waits for this transaction and then applies from the new offsets."""
+        partitions = sorted(next_offsets)
+        rows = await fetch(
+            session,
+            f"""
+            SELECT partition, next_offset FROM "{self._schema}".consumer_offsets
+             WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::integer[])
+             ORDER BY partition
+               FOR UPDATE
+            """,
+            self._group,
+            topic,
+            partitions,
+        )
+        before: dict[int, int | None] = dict.fromkeys(partitions)
+        before.update({row["partition"]: row["next_offset"] for row in rows})
+        await execute(
+            session,
+            f"""
+            INSERT INTO "{self._schema}".consumer_offsets
+                (consumer_group, topic, partition, next_offset)
+            SELECT $1, $2, reset.partition, reset.next_offset
+              FROM unnest($3::integer[], $4::bigint[]) AS reset(partition, next_offset)
+            ON CONFLICT (consumer_group, topic, partition)
+            DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+            """,
+            self._group,
+            topic,
+            partitions,
+            [next_offsets[partition] for partition in partitions],
+        )
+        return before
+
     async def leftover_outbox(
         self, session: AsyncSession, *, partitions: Iterable[tuple[str, int]]
     ) -> list[PendingRecord]:

@@ -10,16 +10,19 @@ no I/O, no lookups beyond the bundled libraries' data.
 
 from shared.normalize.contact import email, phone
 from shared.normalize.errors import InvalidValue
+from shared.normalize.formulas import FORMULA_STARTS, formula_safe
 from shared.normalize.geography import country
 from shared.normalize.names import split_name, text
 from shared.normalize.web import domain_of_email, domain_of_website
 
 __all__ = [
+    "FORMULA_STARTS",
     "InvalidValue",
     "country",
     "domain_of_email",
     "domain_of_website",
     "email",
+    "formula_safe",
     "phone",
     "split_name",
     "text",

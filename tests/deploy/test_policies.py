@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from shared.settings import ConsumerSettings
 from shared.topics import ALL_TOPICS, all_topic_names
-from tests.deploy.manifests import OVERLAYS, Resource
+from tests.deploy.manifests import OVERLAYS, Resource, describe
 from tests.deploy.policies import (
     ALL_POLICIES,
     container_env,
@@ -127,6 +127,8 @@ def secret_value(resources: list[Resource], reference: dict[str, str], variable:
     stand_ins = {
         "LEADFLOW_DATABASE_URL": "postgresql+asyncpg://leadflow:secret@db:5432/leadflow",
         "LEADFLOW_INGEST_WRITE_KEYS": '{"a-write-key": "website"}',
+        "LEADFLOW_API_CLIENTS": '{"console": {"token_sha256": "' + "0" * 64 + '",'
+        ' "scopes": ["leads:read"]}}',
     }
     return stand_ins[variable]
 
@@ -300,3 +302,85 @@ def test_prod_runs_a_pinned_image_with_a_database_cluster(
         p["metadata"]["name"] == "leadflow-default-deny"
         for p in of_kind(resources, "NetworkPolicy")
     )
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions In/Exists) selects `labels`."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def _api_peers_violations(resources: list[Resource]) -> list[str]:
+    """Every NetworkPolicy rule that admits traffic to a service's API port (`api`) admits only
+    pods of the namespace labelled `leadflow.io/api-client: "true"`."""
+    found = []
+    for workload in of_kind(resources, "Deployment"):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        api_ports = {
+            port["containerPort"]
+            for _, container in containers(workload)
+            for port in container.get("ports", [])
+            if port["name"] == "api"
+        }
+        if not api_ports:
+            continue
+        for policy in of_kind(resources, "NetworkPolicy"):
+            if not _selects(policy["spec"]["podSelector"], labels):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                ports = {p["port"] for p in rule.get("ports", [])} or api_ports  # none: all
+                if not ports & api_ports:
+                    continue
+                peers = rule.get("from", [])
+                if not peers or any(
+                    set(peer) != {"podSelector"}
+                    or peer["podSelector"] != {"matchLabels": {"leadflow.io/api-client": "true"}}
+                    for peer in peers
+                ):
+                    found.append(
+                        f"{describe(policy)} admits {peers or 'anyone'} to"
+                        f" {describe(workload)} API port {sorted(ports & api_ports)}"
+                    )
+    return found
+
+
+def test_no_v1_route_is_reachable_from_outside_its_allowed_peers(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """score's and router's /v1 APIs serve personal data: in prod only API clients reach them
+    (monitoring reaches the health ports only), and every service with routes has an API port."""
+    resources = rendered["prod"]
+    with_api = {
+        workload["metadata"]["name"]
+        for workload in of_kind(resources, "Deployment")
+        for _, container in containers(workload)
+        if any(port["name"] == "api" for port in container.get("ports", []))
+    }
+    assert with_api == {"leadflow-score", "leadflow-router"}
+    assert _api_peers_violations(resources) == []
+    # The check catches a policy that opens an API port to the monitoring namespace.
+    opened = [dict(r) for r in resources]
+    opened.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "too-open"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "leadflow"}},
+                "ingress": [
+                    {
+                        "from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                        "ports": [{"protocol": "TCP", "port": 8092}],
+                    }
+                ],
+            },
+        }
+    )
+    assert len(_api_peers_violations(opened)) == 1

@@ -71,9 +71,8 @@ async def live_leads_with_email(db: asyncpg.Connection, email: str) -> list[str]
 
 
 async def explain(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    port = pipeline.addresses.health_ports["score"]
-    async with httpx.AsyncClient(timeout=10) as client:
-        answer = await client.get(f"http://127.0.0.1:{port}/v1/leads/{key}/explain")
+    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
+        answer = await client.get(pipeline.addresses.api_url("score", f"/v1/leads/{key}/explain"))
     assert answer.status_code == 200, answer.text
     explanation: dict[str, Any] = answer.json()
     return explanation

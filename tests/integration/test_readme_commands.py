@@ -3,7 +3,7 @@
 Every `sh` block of the README runs in bash next to a stack started as `make up DEMO=0` starts
 it, in the order the README gives them, from a directory laid out as the repository (the
 stack's `.devstack` in it). The only change made to a command is the stack's ports: the test's
-stack listens on free ports, not on 8000/8081/8082/8083. A block may need a moment for the
+stack listens on free ports, not on 8000/8081/8082/8083/8092/8093. A block may need a moment for the
 pipeline to catch up with the one before (as it would for a person typing it), so it is tried
 again for up to a minute. Commands shown inline with placeholders (`<email>`) cannot run as
 they are: each one's module and sub-command must exist (`--help` answers), and each `make`
@@ -28,7 +28,8 @@ NOT_RUN_HERE = {
     # test_devstack.py drives the stack the way `make run` does.
     "make run    # broker, PostgreSQL,",
 }
-DEFAULT_PORTS = {"ingest": 8000, "enrich": 8081, "score": 8082, "router": 8083}
+DEFAULT_PORTS = {"ingest": 8000, "enrich": 8081, "score": 8082, "router": 8083,
+                 "score_api": 8092, "router_api": 8093}  # fmt: skip
 
 
 def shell_blocks() -> list[str]:

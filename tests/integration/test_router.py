@@ -75,8 +75,8 @@ def decisions_of(records: list[Record], lead_id: str) -> list[dict[str, Any]]:
 
 
 async def routing_history(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    url = pipeline.addresses.health_url("router", f"/v1/leads/{key}/routing")
-    async with httpx.AsyncClient(timeout=10) as client:
+    url = pipeline.addresses.api_url("router", f"/v1/leads/{key}/routing")
+    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
         response = await client.get(url)
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -95,6 +95,7 @@ async def test_two_router_instances_share_the_load_without_giving_a_slot_twice(
         dataclasses.replace(
             pipeline.addresses,
             health_ports={**pipeline.addresses.health_ports, "router": free_port()},
+            api_ports={**pipeline.addresses.api_ports, "router": free_port()},
         ),
         log_file=tmp_path / "router-2.log",
     ).start()
@@ -254,10 +255,10 @@ async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
     for path, body in calls:
         assert (await pipeline.post(path, body)).status_code == 200
 
-    url = pipeline.addresses.health_url("router", f"/v1/leads/{email}/routing")
+    url = pipeline.addresses.api_url("router", f"/v1/leads/{email}/routing")
 
     async def routing() -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
             response = await client.get(url)
         return dict(response.json()) if response.status_code == 200 else {}
 

@@ -171,10 +171,11 @@ async def test_redelivery_counts_once_and_unsubscribe_pulls_the_lead_down(
     )
 
     # the explanation adds up to the stored score
-    port = pipeline.addresses.health_ports["score"]
-    async with httpx.AsyncClient() as client:
-        answer = await client.get(f"http://127.0.0.1:{port}/v1/leads/{VP['email']}/explain")
-        missing = await client.get(f"http://127.0.0.1:{port}/v1/leads/nobody/explain")
+    async with httpx.AsyncClient(
+        base_url=pipeline.addresses.api_url("score"), headers=pipeline.addresses.api_headers
+    ) as client:
+        answer = await client.get(f"/v1/leads/{VP['email']}/explain")
+        missing = await client.get("/v1/leads/nobody/explain")
     assert answer.status_code == 200
     explained = answer.json()
     stored = await db.fetchrow(
@@ -337,11 +338,12 @@ async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
         "SELECT DISTINCT rule_version FROM score.ledger WHERE lead_id = $1", lead
     )
     assert [v["rule_version"] for v in versions] == ["test-2"]
-    port = pipeline.addresses.health_ports["score"]
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(
+        base_url=pipeline.addresses.api_url("score"), headers=pipeline.addresses.api_headers
+    ) as client:
 
         async def rescore_progress() -> dict[str, Any]:
-            return dict((await client.get(f"http://127.0.0.1:{port}/v1/rules/rescore")).json())
+            return dict((await client.get("/v1/rules/rescore")).json())
 
         # the sweep's pass ends once the consumer has stored the rescore
         progress = await eventually(

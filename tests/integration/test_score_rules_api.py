@@ -58,8 +58,11 @@ async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_write
     assert await stages(pipeline, demo, 1) == [("anonymous", "mql")]
     ledger_before = await db.fetchval("SELECT count(*) FROM score.ledger")
 
-    base = f"http://127.0.0.1:{pipeline.addresses.health_ports['score']}"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=pipeline.addresses.api_url("score"),
+        headers=pipeline.addresses.api_headers,
+        timeout=30,
+    ) as client:
         answer = await client.post(
             "/v1/rules/simulate",
             content=candidate_rules(),

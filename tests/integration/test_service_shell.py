@@ -196,7 +196,8 @@ async def test_every_api_documents_itself_at_docs_with_nothing_from_outside(
     """Swagger UI at /docs loads only from the service itself (a cluster has no internet), and
     the OpenAPI document it shows lists the service's endpoints."""
     await pipeline.start(service)
-    base = pipeline.addresses.health_url(service, "")
+    addresses = pipeline.addresses
+    base = addresses.health_url(service, "") if service == "ingest" else addresses.api_url(service)
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         page = await client.get("/docs")
         assert page.status_code == 200

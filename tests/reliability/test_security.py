@@ -175,9 +175,17 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
         ("(415) 555-0123 / 415-555-0123 / 415.555.0123", "<phone> / <phone> / <phone>"),
         ("events.raw[3]@4021 offset 123456789012 port 8000", None),
         ("2026-11-23 17:36:01,123 550e8400-e29b-41d4-a716-446655440000 1.5.0", None),
+        # internationalised addresses (the attack: a name the ASCII pattern did not see)
+        ("from josé.garcía@exämple.de", "from ***@exämple.de"),
+        ("from 用户@例子.广告 ok", "from ***@例子.广告 ok"),
+        # a visitor's public address (access log, X-Forwarded-For), v4 and v6
+        ('81.2.69.142:51234 - "POST /v1/batch"', '<ip>:51234 - "POST /v1/batch"'),
+        ("forwarded for 2a00:1450:4001:82b::200e", "forwarded for <ip>"),
+        # the cluster's own and local addresses stay readable; so do times
+        ("listening on 127.0.0.1:8092, pod 10.42.0.17, ::1, fe80::1 at 12:30:45", None),
     ],
 )
-def test_redaction_masks_emails_and_phones_and_nothing_else(
+def test_redaction_masks_emails_phones_and_public_ips_and_nothing_else(
     text: str, expected: str | None
 ) -> None:
     assert redact_pii(text) == (text if expected is None else expected)

@@ -5,7 +5,10 @@ Answers:
 - 400 with a reason when the file as a whole cannot be imported (not UTF-8, empty, no email
   column, a bad mapping, too many columns): nothing of it is published;
 - 401 for a missing or unknown write key; 409 for an import id that is still running;
-  415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once;
+- 413 with the reason when the file passes a limit of the replica (`IngestSettings.import_*`:
+  how far a gzip body inflates, its compression ratio, the merge spool's bytes): nothing of it
+  is published and its spool file is deleted;
+- 415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once;
 - 503 with `Retry-After` when the broker stops acknowledging part-way: upload the same file
   again; the leads already published carry the same messageIds and are dropped as repeats.
 Rows that cannot be imported never fail the request: the report lists them by row number. A
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +33,10 @@ from starlette.requests import ClientDisconnect
 
 from services.ingest.auth import authenticate
 from services.ingest.config import IngestSettings
-from services.ingest.lead_import.progress import ImportInProgress, ImportRegistry
-from services.ingest.lead_import.reading import DELIMITERS, BadUpload
+from services.ingest.lead_import.progress import ImportInProgress, ImportRegistry, ReportExpired
+from services.ingest.lead_import.reading import DELIMITERS, BadUpload, UploadTooLarge
 from services.ingest.lead_import.report import ImportReport, ImportState
+from services.ingest.lead_import.spool import LeadSpool, SpoolQuota
 from services.ingest.lead_import.upload import FileFormat, LeadListUpload
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
 from services.ingest.wire import EncodedEvent
@@ -51,7 +56,10 @@ _UNAUTHORIZED = {"success": False, "error": "missing or unknown write key"}
 
 def create_import_router(settings: IngestSettings, publisher: EventPublisher) -> APIRouter:
     router = APIRouter(tags=["lead lists"])
-    registry = ImportRegistry()
+    registry = ImportRegistry(
+        ttl_s=settings.import_report_ttl_s, max_bytes=settings.import_reports_max_bytes
+    )
+    spool_quota = SpoolQuota(settings.import_spool_max_total_bytes)
 
     def source_of(request: Request) -> str | None:
         """The source of the request's write key: HTTP Basic only (the body is the file)."""
@@ -131,16 +139,32 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             registry.begin(report)
         except ImportInProgress:
             return _error(409, f"import {report.import_id!r} is still running")
-        upload = LeadListUpload(
-            report=report, file_format=chosen_format, mapping=given_mapping, delimiter=delimiter
-        )
+        try:
+            spool = await asyncio.to_thread(
+                LeadSpool.scratch_file,
+                max_bytes=settings.import_spool_max_bytes,
+                quota=spool_quota,
+            )
+            upload = LeadListUpload(
+                report=report,
+                file_format=chosen_format,
+                mapping=given_mapping,
+                delimiter=delimiter,
+                spool=spool,
+                max_inflated_bytes=settings.import_max_inflated_bytes,
+                max_gzip_ratio=settings.import_max_gzip_ratio,
+            )
+        except BaseException:
+            report.fail("stopped")
+            registry.finish(report, now=time.monotonic())
+            raise
         try:
             return await _run(request, upload, report, key_source=source)
         finally:
             if report.state in (ImportState.RECEIVING, ImportState.PUBLISHING):
-                report.state = ImportState.FAILED
-                report.error = report.error or "stopped"
+                report.fail(report.error or "stopped")
             await asyncio.to_thread(upload.close)
+            registry.finish(report, now=time.monotonic())
 
     async def _run(
         request: Request, upload: LeadListUpload, report: ImportReport, *, key_source: str
@@ -152,11 +176,14 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         try:
             await _receive(request, upload)
         except BadUpload as exc:
-            report.state, report.error = ImportState.FAILED, str(exc)
+            report.fail(str(exc))
+            # The spool goes now, not after the rest of the body is discarded.
+            await asyncio.to_thread(upload.close)
             await _discard_rest(request)
-            return _report_response(400, report, headers)
+            status = 413 if isinstance(exc, UploadTooLarge) else 400
+            return _report_response(status, report, headers)
         except ClientDisconnect:
-            report.state, report.error = ImportState.FAILED, "the client disconnected"
+            report.fail("the client disconnected")
             log.info("import %s: client disconnected during upload", report.import_id)
             return _report_response(400, report, headers)
         report.state = ImportState.PUBLISHING
@@ -176,8 +203,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
                 await publisher.publish(events)
                 report.published += len(events)
         except BrokerUnavailable as exc:
-            report.state = ImportState.FAILED
-            report.error = f"event store unavailable: {exc}; upload the same file again"
+            report.fail(f"event store unavailable: {exc}; upload the same file again")
             headers["Retry-After"] = str(settings.retry_after_s)
             return _report_response(503, report, headers)
         finally:
@@ -196,8 +222,15 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         source = source_of(request)
         if source is None:
             return _unauthorized()
-        report = registry.get(import_id)
-        if report is None or report.key_source != source:
+        try:
+            report = registry.get(import_id, key_source=source, now=time.monotonic())
+        except ReportExpired:
+            return _error(
+                404,
+                f"import {import_id!r} finished more than {settings.import_report_ttl_s:g} s "
+                "ago; its report has expired (the upload's response holds it)",
+            )
+        if report is None:
             return _error(404, f"no import {import_id!r} on this ingest replica")
         return _report_response(200, report, {})
 

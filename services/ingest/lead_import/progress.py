@@ -3,47 +3,104 @@
 Progress lives in the memory of the replica that receives the upload: behind a load balancer,
 `GET /v1/leads/import/{id}` must reach the same replica (or the client reads the final report
 from the upload's own response, which every replica returns). A restart forgets them.
+
+Bounded: a running report is at most `report.MAX_REPORT_BYTES` and at most
+`MAX_RUNNING_IMPORTS` run at once (the API's limit); finished reports are kept for `ttl_s`, at
+most `keep` of them and at most `max_bytes` of their JSON together, the oldest dropped first.
+Time is an argument (`now`, monotonic seconds): nothing here reads a clock.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
 
 from services.ingest.lead_import.report import ImportReport, ImportState
 
 KEEP_FINISHED = 1000
+_RUNNING = (ImportState.RECEIVING, ImportState.PUBLISHING)
 
 
 class ImportInProgress(Exception):
     """An import with this id is still running (a client reused an id)."""
 
 
+class ReportExpired(Exception):
+    """The import finished more than the registry's TTL ago: its report is no longer kept."""
+
+
+@dataclass
+class _Finished:
+    report: ImportReport
+    finished_at: float
+    size: int
+
+
 class ImportRegistry:
-    def __init__(self, *, keep: int = KEEP_FINISHED) -> None:
-        self._reports: OrderedDict[str, ImportReport] = OrderedDict()
+    def __init__(self, *, ttl_s: float, max_bytes: int, keep: int = KEEP_FINISHED) -> None:
+        self._running: dict[str, ImportReport] = {}
+        self._finished: OrderedDict[str, _Finished] = OrderedDict()  # oldest first
+        # Expired ids -> their write key's source, to say why 404 (to that source only).
+        self._expired: OrderedDict[str, str] = OrderedDict()
+        self._ttl_s = ttl_s
+        self._max_bytes = max_bytes
         self._keep = keep
+        self.size_bytes = 0
+        """Bytes of the finished reports' JSON kept (what `max_bytes` bounds)."""
 
     def begin(self, report: ImportReport) -> None:
         """Track a new import; a finished one with the same id is replaced (a re-upload)."""
-        known = self._reports.get(report.import_id)
-        if known is not None and known.state in (ImportState.RECEIVING, ImportState.PUBLISHING):
+        if report.import_id in self._running:
             raise ImportInProgress(report.import_id)
-        self._reports.pop(report.import_id, None)
-        self._reports[report.import_id] = report
-        finished = [
-            key
-            for key, value in self._reports.items()
-            if value.state in (ImportState.DONE, ImportState.FAILED)
-        ]
-        for key in finished[: max(0, len(finished) - self._keep)]:
-            del self._reports[key]
+        self._drop(report.import_id)
+        self._expired.pop(report.import_id, None)
+        self._running[report.import_id] = report
 
-    def get(self, import_id: str) -> ImportReport | None:
-        return self._reports.get(import_id)
+    def finish(self, report: ImportReport, *, now: float) -> None:
+        """The import ended (done or failed): keep its report for `ttl_s`, within the bounds."""
+        if self._running.get(report.import_id) is not report:
+            return
+        del self._running[report.import_id]
+        size = len(orjson.dumps(report.as_json()))
+        self._finished[report.import_id] = _Finished(report, now, size)
+        self.size_bytes += size
+        self._expire(now)
+        while self._finished and (
+            self.size_bytes > self._max_bytes or len(self._finished) > self._keep
+        ):
+            self._drop(next(iter(self._finished)))
+
+    def get(self, import_id: str, *, key_source: str, now: float) -> ImportReport | None:
+        """The report of the running or finished import `import_id` that `key_source` started;
+        None for an id unknown (to that source). Raises `ReportExpired` for a report dropped
+        because its TTL passed."""
+        self._expire(now)
+        report = self._running.get(import_id)
+        if report is None and (finished := self._finished.get(import_id)) is not None:
+            report = finished.report
+        if report is not None:
+            return report if report.key_source == key_source else None
+        if self._expired.get(import_id) == key_source:
+            raise ReportExpired(import_id)
+        return None
 
     @property
     def running(self) -> int:
-        return sum(
-            r.state in (ImportState.RECEIVING, ImportState.PUBLISHING)
-            for r in self._reports.values()
-        )
+        return len(self._running)
+
+    def _expire(self, now: float) -> None:
+        while self._finished:
+            import_id, oldest = next(iter(self._finished.items()))
+            if now - oldest.finished_at < self._ttl_s:
+                break
+            self._drop(import_id)
+            self._expired[import_id] = oldest.report.key_source
+            if len(self._expired) > self._keep:
+                self._expired.popitem(last=False)
+
+    def _drop(self, import_id: str) -> None:
+        finished = self._finished.pop(import_id, None)
+        if finished is not None:
+            self.size_bytes -= finished.size

@@ -20,16 +20,28 @@ from typing import Any
 
 import orjson
 
+from services.ingest.config import MAX_GZIP_RATIO, MAX_INFLATED_BYTES
+
 MAX_RECORD_CHARS = 1_048_576
 """A record (row) longer than this is rejected; csv's own limit per cell is 131,072."""
 DELIMITERS = (",", ";", "\t", "|")
 _GZIP_MAGIC = b"\x1f\x8b"
-_MAX_INFLATE = 1 << 20  # bytes of inflated output per step: a zip bomb stays a stream
+INFLATE_SLICE = 1 << 20
+"""Bytes of inflated gzip handed on at once: however far a small body inflates, it is read in
+slices of this size, each parsed before the next is inflated."""
+RATIO_GRACE_BYTES = 16 << 20
+"""Inflated bytes before the compression ratio is checked: a small, very repetitive list may
+compress far better than a large one."""
 
 
 class BadUpload(ValueError):
     """The upload as a whole cannot be read (not UTF-8, not gzip, empty, no header...).
     `str(exc)` is the reason for the uploader."""
+
+
+class UploadTooLarge(BadUpload):
+    """The upload passes a size limit of this replica (inflated gzip, compression ratio, spool
+    bytes): the client gets 413 and `str(exc)` as the reason; nothing of it is published."""
 
 
 @dataclass(frozen=True)
@@ -42,17 +54,93 @@ class Record:
     problem: str | None = None
 
 
+class GzipInflater:
+    """gzip inflated in slices of at most `slice_bytes`, so memory does not depend on how far
+    the body inflates: `push` compressed bytes, then take `next_slice()` until it returns b"".
+
+    Refuses (`UploadTooLarge`) a body that inflates past `max_bytes` in all, or, once past
+    RATIO_GRACE_BYTES, to more than `max_ratio` times the compressed bytes it consumed (a
+    compression bomb): checked per slice, so at most one slice past a limit is ever inflated.
+    """
+
+    def __init__(
+        self, *, max_bytes: int, max_ratio: float, slice_bytes: int = INFLATE_SLICE
+    ) -> None:
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._pending = b""
+        self._max_bytes = max_bytes
+        self._max_ratio = max_ratio
+        self._slice_bytes = slice_bytes
+        self.bytes_in = 0  # compressed bytes consumed
+        self.bytes_out = 0
+
+    @property
+    def backlog(self) -> bool:
+        """Pushed bytes are still waiting to be inflated."""
+        return bool(self._pending)
+
+    def push(self, data: bytes) -> None:
+        self._pending = self._pending + data if self._pending else data
+
+    def next_slice(self) -> bytes:
+        if not self._pending:
+            return b""
+        try:
+            out = self._inflater.decompress(self._pending, self._slice_bytes)
+        except zlib.error as exc:
+            raise BadUpload(f"the body starts like gzip but is not valid gzip: {exc}") from None
+        self.bytes_in += len(self._pending) - len(self._inflater.unconsumed_tail)
+        self._pending = self._inflater.unconsumed_tail
+        self.bytes_out += len(out)
+        if self.bytes_out > self._max_bytes:
+            raise UploadTooLarge(
+                f"the gzip body inflates to more than {self._max_bytes:,} bytes, the limit of "
+                "one import: split the list"
+            )
+        if self.bytes_out > RATIO_GRACE_BYTES and self.bytes_out > self._max_ratio * max(
+            self.bytes_in, 1
+        ):
+            raise UploadTooLarge(
+                f"the gzip body inflates more than {self._max_ratio:g} times its compressed "
+                "size (a compression bomb?); send it uncompressed or split it"
+            )
+        return out
+
+    def finish(self) -> bytes:
+        """What the inflater still holds; raises `BadUpload` for a truncated stream."""
+        tail = self._inflater.flush()
+        if not self._inflater.eof:
+            raise BadUpload("the gzip body ends before its end marker (truncated upload?)")
+        return tail
+
+
 class TextDecoder:
     """Bytes to text: gzip inflated when the body starts with gzip's magic bytes (whatever
     the headers say), then UTF-8 (a BOM is dropped) or, with a UTF-16 BOM, UTF-16 (Excel's
-    "Unicode text"). Anything else that is not valid UTF-8 is a `BadUpload`."""
+    "Unicode text"). Anything else that is not valid UTF-8 is a `BadUpload`.
 
-    def __init__(self) -> None:
+    A gzip body is inflated a slice (`INFLATE_SLICE`) at a time: `feed` returns the text of the
+    first slice of what it was given and, while `backlog` is true, `more()` returns the next;
+    read the backlog before feeding more, or the memory held grows with the inflated size.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_inflated_bytes: int = MAX_INFLATED_BYTES,
+        max_gzip_ratio: float = MAX_GZIP_RATIO,
+        inflate_slice: int = INFLATE_SLICE,
+    ) -> None:
         self._head = b""
         self._decoder: codecs.IncrementalDecoder | None = None
-        self._inflater: Any = None
+        self._inflater: GzipInflater | None = None
+        self._limits = (max_inflated_bytes, max_gzip_ratio, inflate_slice)
         self.bytes_in = 0
         self._decoded_bytes = 0
+
+    @property
+    def backlog(self) -> bool:
+        return self._inflater is not None and self._inflater.backlog
 
     def feed(self, data: bytes) -> str:
         self.bytes_in += len(data)
@@ -62,7 +150,16 @@ class TextDecoder:
                 return ""
             data, self._head = self._head, b""
             self._choose(data)
-        return self._decode(self._inflate(data), final=False)
+        if self._inflater is None:
+            return self._decode(data, final=False)
+        self._inflater.push(data)
+        return self.more()
+
+    def more(self) -> str:
+        """The text of the next inflated slice ("" once the backlog is read)."""
+        if self._inflater is None:
+            return ""
+        return self._decode(self._inflater.next_slice(), final=False)
 
     def finish(self) -> str:
         if self._decoder is None:
@@ -70,32 +167,24 @@ class TextDecoder:
             if not data:
                 raise BadUpload("the file is empty")
             self._choose(data)
-            return self._decode(self._inflate(data), final=True) + self._flush()
-        return self._flush()
-
-    def _flush(self) -> str:
-        tail = b""
-        if self._inflater is not None:
-            tail = self._inflater.flush()
-            if not self._inflater.eof:
-                raise BadUpload("the gzip body ends before its end marker (truncated upload?)")
-        return self._decode(tail, final=True)
+            if self._inflater is None:
+                return self._decode(data, final=True)
+            self._inflater.push(data)
+        if self._inflater is None:
+            return self._decode(b"", final=True)
+        texts = []
+        while self._inflater.backlog:
+            texts.append(self.more())
+        texts.append(self._decode(self._inflater.finish(), final=True))
+        return "".join(texts)
 
     def _choose(self, head: bytes) -> None:
         if head.startswith(_GZIP_MAGIC):
-            self._inflater = zlib.decompressobj(wbits=31)
+            max_bytes, max_ratio, slice_bytes = self._limits
+            self._inflater = GzipInflater(
+                max_bytes=max_bytes, max_ratio=max_ratio, slice_bytes=slice_bytes
+            )
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-
-    def _inflate(self, data: bytes) -> bytes:
-        if self._inflater is None:
-            return data
-        try:
-            out = [self._inflater.decompress(data, _MAX_INFLATE)]
-            while self._inflater.unconsumed_tail:
-                out.append(self._inflater.decompress(self._inflater.unconsumed_tail, _MAX_INFLATE))
-        except zlib.error as exc:
-            raise BadUpload(f"the body starts like gzip but is not valid gzip: {exc}") from None
-        return b"".join(out)
 
     def _decode(self, data: bytes, *, final: bool) -> str:
         assert self._decoder is not None

@@ -6,13 +6,26 @@ grow while the file streams in and while leads are published.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 MAX_LISTED_REJECTIONS = 1000
 MAX_LISTED_WARNINGS = 1000
+MAX_LISTED_BYTES = 128 * 1024
+"""Characters of listed rejections, and again of listed warnings: a line quotes values, so a
+count alone does not bound a report. Past either limit lines are counted, not listed."""
+MAX_LINE_CHARS = 500
+"""A listed rejection or warning longer than this is cut (its reason comes first)."""
+MAX_HEADER_CHARS = 200
+"""A column header (up to a whole 1 MiB row) is cut to this in the report."""
+MAX_COLUMNS_CHARS = 64 * 1024
+"""Characters of `columns` and again of `ignoredColumns`; the rest are summed up in one entry."""
+MAX_ERROR_CHARS = 2000
+MAX_REPORT_BYTES = 2 * MAX_LISTED_BYTES + 2 * MAX_COLUMNS_CHARS + MAX_ERROR_CHARS + 16 * 1024
+"""About the most a report's JSON takes (ASCII text; UTF-8 and JSON escapes can add to it):
+what one running import holds; the registry accounts finished ones by their actual JSON."""
 
 
 class ImportState(StrEnum):
@@ -26,7 +39,8 @@ class ImportState(StrEnum):
 class ImportReport:
     """Counters, the first MAX_LISTED_REJECTIONS rejections ("row 17: invalid email ...") and
     the first MAX_LISTED_WARNINGS warnings ("row 18: phone '555' dropped: not a valid number":
-    the row was accepted without that value).
+    the row was accepted without that value), each list also cut at MAX_LISTED_BYTES (what is
+    not listed is counted: `rejectionsNotListed`, `warningsNotListed`).
 
     Invariants once the file is read: rows_read = accepted + rejected (blank rows are counted
     apart), leads = accepted - duplicates_merged is the number of identify events, and `warned`
@@ -54,11 +68,23 @@ class ImportReport:
     ignored_columns: list[str] = field(default_factory=list)
     error: str | None = None
 
+    _rejections_chars: int = field(default=0, init=False, repr=False)
+    _warnings_chars: int = field(default=0, init=False, repr=False)
+
+    def fail(self, reason: str) -> None:
+        """Stopped: nothing or part published. The reason may quote the file (a header), so
+        it is cut like a listed line."""
+        self.state = ImportState.FAILED
+        self.error = _cut(reason, MAX_ERROR_CHARS)
+
     def reject(self, row: int, reason: str) -> None:
         self.rows_read += 1
         self.rejected += 1
         if len(self.rejections) < MAX_LISTED_REJECTIONS:
-            self.rejections.append(f"row {row}: {reason}")
+            line = _cut(f"row {row}: {reason}", MAX_LINE_CHARS)
+            if self._rejections_chars + len(line) <= MAX_LISTED_BYTES:
+                self.rejections.append(line)
+                self._rejections_chars += len(line)
 
     def accept(self, row: int, warnings: Sequence[str] = ()) -> None:
         """Count an accepted row and list what it lost (`Lead.warnings`), by its row number."""
@@ -67,9 +93,41 @@ class ImportReport:
         if not warnings:
             return
         self.warned += 1
-        listed = warnings[: MAX_LISTED_WARNINGS - len(self.warnings)]
-        self.warnings.extend(f"row {row}: {warning}" for warning in listed)
-        self.warnings_not_listed += len(warnings) - len(listed)
+        for warning in warnings:
+            line = _cut(f"row {row}: {warning}", MAX_LINE_CHARS)
+            if (
+                len(self.warnings) < MAX_LISTED_WARNINGS
+                and self._warnings_chars + len(line) <= MAX_LISTED_BYTES
+            ):
+                self.warnings.append(line)
+                self._warnings_chars += len(line)
+            else:
+                self.warnings_not_listed += 1
+
+    def list_columns(self, described: Mapping[str, str], ignored: Sequence[str]) -> None:
+        """Record where each column goes (header -> field) and the ignored columns' notes,
+        headers cut to MAX_HEADER_CHARS and each list to MAX_COLUMNS_CHARS; what does not fit
+        is counted in a last entry ("... 12 more columns")."""
+        columns: dict[str, str] = {}
+        chars = 0
+        for header, target in described.items():
+            entry = (_cut(header, MAX_HEADER_CHARS), _cut(target, MAX_HEADER_CHARS + 20))
+            chars += len(entry[0]) + len(entry[1])
+            if chars > MAX_COLUMNS_CHARS:
+                columns[f"... {len(described) - len(columns)} more columns"] = "not listed"
+                break
+            columns[entry[0]] = entry[1]
+        notes: list[str] = []
+        chars = 0
+        for note in ignored:
+            line = _cut(note, MAX_HEADER_CHARS + 40)
+            chars += len(line)
+            if chars > MAX_COLUMNS_CHARS:
+                notes.append(f"... {len(ignored) - len(notes)} more ignored columns")
+                break
+            notes.append(line)
+        self.columns = columns
+        self.ignored_columns = notes
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,3 +151,10 @@ class ImportReport:
             "ignoredColumns": list(self.ignored_columns),
             "error": self.error,
         }
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its start and how long it was when longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]}... ({len(text):,} characters)"

@@ -7,11 +7,10 @@ that value, not the lead: it is left out and named in `Lead.warnings` for the im
 Pure: no I/O. The normalisers are the shared ones (`shared.normalize`), so an email or phone
 number imported here means the same as one enrich normalises from a tracking call.
 
-Formula safety (CSV/formula injection): a spreadsheet evaluates a cell that starts with `=`,
-`+`, `-` or `@` (and tab or carriage return) when a list is opened or exported again. Every
-free-text value that starts with one of these is stored as text by prefixing an apostrophe
-(`'=HYPERLINK(...)`), the OWASP recommendation: spreadsheets show such a cell as the literal text
-and hide the apostrophe; nothing downstream in leadflow evaluates traits either way. Two fields
+Formula safety (CSV/formula injection): every free-text value that starts like a spreadsheet
+formula is stored as text with a leading apostrophe (`shared.normalize.formula_safe`, the rule
+enrich applies to a tracking call's traits too); nothing downstream in leadflow evaluates traits
+either way. Two fields
 are exempt because they are validated into a fixed shape: a phone is E.164 (`+` then digits
 only), and an email is refused if it starts with a formula character (an address like
 `=cmd@x.io` is syntactically valid but no real lead has one).
@@ -19,15 +18,23 @@ only), and an email is refused if it starts with a formula character (an address
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.normalize import InvalidValue, country, email, phone, split_name, text
+from shared.normalize import (
+    FORMULA_STARTS,
+    InvalidValue,
+    country,
+    email,
+    formula_safe,
+    phone,
+    split_name,
+    text,
+)
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_SIGNED_NUMBER = re.compile(r"[+-]\d+(\.\d+)?")
+__all__ = ["Lead", "RowRejected", "formula_safe", "normalise_row"]
+
 MAX_ID_LENGTH = 200  # events.raw's limit on userId
 # The fields that say who the lead is: a bad value refuses the row, any other bad value is dropped.
 _IDENTITY_FIELDS = frozenset({"email", "userId"})
@@ -53,14 +60,6 @@ class Lead:
     user_id: str | None
     traits: dict[str, Any]
     warnings: tuple[str, ...] = ()
-
-
-def formula_safe(value: str) -> str:
-    """The value as text a spreadsheet will not evaluate (see the module docstring). A plain
-    signed number ("-5", "+3.25") is left alone: a spreadsheet reads it as that number."""
-    if value.startswith(FORMULA_STARTS) and not _SIGNED_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
 
 
 def _safe_value(value: Any) -> Any:

@@ -15,11 +15,13 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
+from services.ingest.lead_import.reading import UploadTooLarge
 from services.ingest.lead_import.rows import Lead
 
 _SCHEMA = """
@@ -45,13 +47,62 @@ nothing (it still counts as merged), so one email repeated with ever new columns
 an event larger than the broker accepts."""
 
 
-class LeadSpool:
-    """Not thread-safe; one import uses it from one thread at a time (calls may hop threads)."""
+class SpoolFull(UploadTooLarge):
+    """The spool would pass its import's or the replica's byte limit (the client gets 413)."""
 
-    def __init__(self, path: Path | None) -> None:
+
+class SpoolQuota:
+    """The bytes every spool of this replica may take together (the /tmp volume is shared by
+    the imports running at once). Thread-safe.
+
+    Each spool tells the quota its size after each batch and, before the next, is allowed what
+    the others leave; SQLite enforces that allowance itself (`max_page_count`). Two imports
+    growing at the same moment can pass the total by one batch each (a few hundred KB), so the
+    volume is sized with some slack."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def allowance(self, spool_id: int) -> int:
+        """Bytes the spool `spool_id` may grow to now."""
+        with self._lock:
+            others = sum(size for key, size in self._sizes.items() if key != spool_id)
+        return max(0, self.max_bytes - others)
+
+    def record(self, spool_id: int, size: int) -> None:
+        with self._lock:
+            self._sizes[spool_id] = size
+
+    def release(self, spool_id: int) -> None:
+        with self._lock:
+            self._sizes.pop(spool_id, None)
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+
+class LeadSpool:
+    """Not thread-safe; one import uses it from one thread at a time (calls may hop threads).
+
+    Bounded: past `max_bytes` (or what `quota` leaves), `add` raises `SpoolFull` and the import
+    is refused; `close` still deletes the file."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        max_bytes: int | None = None,
+        quota: SpoolQuota | None = None,
+    ) -> None:
         """`path` None: in memory (tests and tiny lists); otherwise a scratch file this spool
         deletes on `close`. Use `LeadSpool.scratch_file()` for a fresh one."""
         self.path = path
+        self._max_bytes = max_bytes
+        self._quota = quota
         self._db = sqlite3.connect(
             path or ":memory:", check_same_thread=False, isolation_level=None
         )
@@ -60,35 +111,86 @@ class LeadSpool:
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -8000;"
             + _SCHEMA
         )
+        self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self._replica_bound = False  # whether the quota, not max_bytes, limits it now
         self._count = 0
         self._cursor: sqlite3.Cursor | None = None
 
     @classmethod
-    def scratch_file(cls, directory: str | None = None) -> LeadSpool:
+    def scratch_file(
+        cls,
+        directory: str | None = None,
+        *,
+        max_bytes: int | None = None,
+        quota: SpoolQuota | None = None,
+    ) -> LeadSpool:
         handle, name = tempfile.mkstemp(prefix="lead-import-", suffix=".sqlite", dir=directory)
         os.close(handle)
-        return cls(Path(name))
+        try:
+            return cls(Path(name), max_bytes=max_bytes, quota=quota)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+
+    @property
+    def size_bytes(self) -> int:
+        pages: int = self._db.execute("PRAGMA page_count").fetchone()[0]
+        return pages * self._page_size
+
+    def _limit_size(self) -> None:
+        """Let SQLite refuse to grow the file past what this spool may take now."""
+        allowance = self._quota.allowance(id(self)) if self._quota is not None else None
+        self._replica_bound = allowance is not None and (
+            self._max_bytes is None or allowance < self._max_bytes
+        )
+        limit = allowance if self._replica_bound else self._max_bytes
+        if limit is not None:
+            # Below the current size SQLite keeps the current size: then nothing more fits.
+            pages = max(limit // self._page_size, 1)
+            self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def _refusal(self) -> SpoolFull:
+        if not self._replica_bound:
+            return SpoolFull(
+                f"the list needs more than {self._max_bytes:,} bytes of merge space, the limit "
+                "of one import: split the list"
+            )
+        return SpoolFull(
+            "the imports running on this replica use all their merge space; retry later or "
+            "split the list"
+        )
 
     def add(self, leads: Sequence[tuple[int, Lead]]) -> int:
         """Store (row number, lead) pairs in file order; return how many were merged into a
         lead already stored (duplicates)."""
         if not leads:
             return 0
+        self._limit_size()
         self._db.execute("BEGIN")
-        self._db.executemany(
-            _UPSERT,
-            [
-                (
-                    lead.email,
-                    row,
-                    lead.user_id,
-                    orjson.dumps(lead.traits).decode(),
-                    MAX_MERGED_TRAITS,
-                )
-                for row, lead in leads
-            ],
-        )
-        self._db.execute("COMMIT")
+        try:
+            self._db.executemany(
+                _UPSERT,
+                [
+                    (
+                        lead.email,
+                        row,
+                        lead.user_id,
+                        orjson.dumps(lead.traits).decode(),
+                        MAX_MERGED_TRAITS,
+                    )
+                    for row, lead in leads
+                ],
+            )
+            self._db.execute("COMMIT")  # a full disk may show only here
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):  # SQLITE_FULL may have rolled back already
+                self._db.execute("ROLLBACK")
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                # The spool is given up (the import refused); its file goes on `close`.
+                raise self._refusal() from None
+            raise
+        if self._quota is not None:
+            self._quota.record(id(self), self.size_bytes)
         before = self._count
         self._count = self._db.execute("SELECT count(*) FROM leads").fetchone()[0]
         return len(leads) - (self._count - before)
@@ -110,6 +212,8 @@ class LeadSpool:
 
     def close(self) -> None:
         self._db.close()
+        if self._quota is not None:
+            self._quota.release(id(self))
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()

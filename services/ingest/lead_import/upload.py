@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
+from services.ingest.config import MAX_GZIP_RATIO, MAX_INFLATED_BYTES
 from services.ingest.lead_import.columns import (
     ColumnPlan,
     ColumnProblem,
@@ -42,6 +43,7 @@ from shared.normalize import text
 
 FileFormat = Literal["csv", "ndjson"]
 MAX_ROW_BYTES = 32_768  # Segment's limit for one event; a row is one event
+MAX_ROW_NESTING = 252  # orjson writes 254 levels; the event adds 2 around a row's values
 _SPOOL_BATCH = 1000
 _PLAN_CACHE = 64
 
@@ -55,12 +57,18 @@ class LeadListUpload:
         mapping: Mapping[str, str | None] | None = None,
         delimiter: str | None = None,
         spool: LeadSpool | None = None,
+        max_inflated_bytes: int = MAX_INFLATED_BYTES,
+        max_gzip_ratio: float = MAX_GZIP_RATIO,
     ) -> None:
-        """`spool` defaults to a scratch file in the temporary directory; `close` removes it."""
+        """`spool` defaults to a scratch file in the temporary directory; `close` removes it.
+        The limits are `IngestSettings`' `import_*` (see there); past one, `feed` or `finish`
+        raises `UploadTooLarge`."""
         self.report = report
         self._format = file_format
         self._mapping = mapping
-        self._decoder = TextDecoder()
+        self._decoder = TextDecoder(
+            max_inflated_bytes=max_inflated_bytes, max_gzip_ratio=max_gzip_ratio
+        )
         self._records: CsvRecords | NdjsonRecords = (
             CsvRecords(delimiter=delimiter) if file_format == "csv" else NdjsonRecords()
         )
@@ -80,7 +88,13 @@ class LeadListUpload:
             self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        self._take(self._records.feed(self._decoder.feed(data)))
+        text = self._decoder.feed(data)
+        while True:
+            # One inflated slice at a time: parsed (and spooled) before the next is inflated.
+            self._take(self._records.feed(text))
+            if not self._decoder.backlog:
+                break
+            text = self._decoder.more()
         self.report.bytes_received = self._decoder.bytes_in
 
     def finish(self) -> None:
@@ -131,8 +145,7 @@ class LeadListUpload:
             plan = plan_columns(headers, mapping=self._mapping)
         except ColumnProblem as exc:
             raise BadUpload(str(exc)) from None
-        self.report.columns = plan.described()
-        self.report.ignored_columns = list(plan.ignored)
+        self.report.list_columns(plan.described(), plan.ignored)
         return plan
 
     def _lead(self, cells: list[str] | dict[str, Any]) -> Lead:
@@ -148,7 +161,13 @@ class LeadListUpload:
                 )
         values = {name: row[i] for i, name in plan.fields.items() if i < len(row)}
         extras = {name: row[i] for i, name in plan.extras.items() if i < len(row)}
-        if len(orjson.dumps([values, extras])) > MAX_ROW_BYTES:
+        try:
+            size = len(orjson.dumps([values, extras]))
+        except orjson.JSONEncodeError:
+            # Read (orjson reads 1,024 levels) but not writable (254): the event could not be
+            # stored, so the row is refused here instead of failing the import.
+            raise RowRejected(f"values nested deeper than {MAX_ROW_NESTING} levels") from None
+        if size > MAX_ROW_BYTES:
             raise RowRejected(f"the row's values are larger than {MAX_ROW_BYTES // 1024} KB")
         return normalise_row(values, extras)
 
@@ -163,7 +182,7 @@ class LeadListUpload:
             except ColumnProblem as exc:
                 plan = str(exc)
             if not isinstance(plan, str) and not self.report.columns:
-                self.report.columns = plan.described()
+                self.report.list_columns(plan.described(), ())
             if len(self._ndjson_plans) >= _PLAN_CACHE:
                 self._ndjson_plans.clear()
             self._ndjson_plans[keys] = plan

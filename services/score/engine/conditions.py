@@ -9,15 +9,23 @@ Facts are a flat dict built once per event (`facts_of`), keyed by dotted paths s
 A behaviour rule may also test the lead's past: `count` tests how many times earlier behaviour
 rules counted for the lead within a window (e.g. emails delivered versus opened), through the
 `Counts` the engine passes in. Pure: the counts come from the lead's ledger state.
+
+`regex` is RE2's syntax (https://github.com/google/re2/wiki/Syntax), searched anywhere in the
+text, ignoring case: RE2 matches in time linear in the text, so no pattern a rules file may hold
+(a candidate posted to the simulate endpoint included) can stall scoring, as `(a+)+$` would with
+Python's backtracking `re`. RE2 has no backreferences or lookaround: such a pattern is refused
+when the file is validated. Each pattern is compiled once, when its rule is.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
+import re2
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from re2 import _re2
 
 from shared.contracts import EnrichedEvent
 
@@ -38,6 +47,49 @@ class Counts(Protocol):
     event (ever, when None), this event's earlier awards included."""
 
     def __call__(self, rule_ids: Sequence[str], within_days: float | None) -> int: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Regex:
+    """A `regex` compiled by RE2. Equal to another of the same pattern, so conditions compare by
+    what they say (pydantic compares private attributes too)."""
+
+    pattern: str
+    found_in: Callable[[str], bool] = dataclasses.field(compare=False, repr=False)
+
+
+_REGEX_OPTIONS = re2.Options()
+_REGEX_OPTIONS.case_sensitive = False
+_REGEX_OPTIONS.never_capture = True  # a test asks only whether the text matches
+_REGEX_OPTIONS.log_errors = False  # a refused pattern is reported, not written to stderr
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
+def _compile(pattern: str) -> _Regex:
+    """`pattern` compiled by RE2; ValueError with RE2's reason when it cannot be.
+
+    Through the binding's `RE2` object rather than `re2.compile`: the module's `search` builds a
+    match object in Python, about 10 us a test against 1 us here (and `re`'s 0.7 us), and its
+    `compile` keeps the last 128 patterns in a cache of its own."""
+    compiled = _re2.RE2(pattern.encode(), _REGEX_OPTIONS)
+    if not compiled.ok():
+        reason = compiled.error()
+        reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(
+            f"not a regular expression RE2 can run ({reason}); RE2 has no backreferences or "
+            "lookaround (see https://github.com/google/re2/wiki/Syntax)"
+        )
+    match = compiled.Match
+
+    def found_in(text: str) -> bool:
+        try:
+            encoded = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate, as JSON may carry: matched as its bytes
+            encoded = text.encode(errors="surrogatepass")
+        return bool(match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH)
+
+    return _Regex(pattern, found_in)
 
 
 class _Strict(BaseModel):
@@ -62,11 +114,17 @@ class FieldTest(_Strict):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+            _compile(pattern)  # refused here, where the error names the field
         return pattern
+
+    def model_post_init(self, context: Any, /) -> None:
+        _ = self._regex  # compiled now, with its rule, rather than on its first event
+
+    @cached_property
+    def _regex(self) -> _Regex | None:
+        # Kept in the instance's __dict__: read for every test of every event, where a pydantic
+        # private attribute costs 2 us a read.
+        return None if self.regex is None else _compile(self.regex)
 
     @model_validator(mode="after")
     def _one_operator(self) -> FieldTest:
@@ -92,8 +150,8 @@ class FieldTest(_Strict):
             return any(_same(value, option) for option in self.in_)
         if self.contains is not None:
             return self.contains.casefold() in str(value).casefold()
-        if self.regex is not None:
-            return _compiled(self.regex).search(str(value)) is not None
+        if self._regex is not None:
+            return self._regex.found_in(str(value))
         number = _number(value)
         if number is None:
             return False
@@ -318,13 +376,3 @@ def _number(value: Any) -> float | None:
         return float(str(value))
     except ValueError:
         return None
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = _PATTERNS[pattern] = re.compile(pattern, re.IGNORECASE)
-    return compiled

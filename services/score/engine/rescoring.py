@@ -8,7 +8,7 @@ applied rule change need. Pure: the caller streams leads from the database in ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,19 +47,31 @@ class LeadHistory:
     email: str | None = None  # how people know the lead, in what a simulation lists
 
 
-def replay(rules: RuleSet, items: Sequence[HistoryItem]) -> ScoreState:
+Check = Callable[[], None]
+"""Called before each message is replayed; what it raises (e.g. the caller's time budget is
+spent) stops the replay there. It is how a caller bounds a simulation, which may run a candidate
+rule set posted by anyone allowed to simulate."""
+
+
+def replay(
+    rules: RuleSet, items: Sequence[HistoryItem], *, check: Check | None = None
+) -> ScoreState:
     """The ledger state `rules` give this history (items in the order they were scored)."""
     state = ScoreState()
-    for result in replayed(rules, items):
+    for result in replayed(rules, items, check=check):
         state = result.state
     return state
 
 
-def replayed(rules: RuleSet, items: Sequence[HistoryItem]) -> Iterator[Evaluation]:
+def replayed(
+    rules: RuleSet, items: Sequence[HistoryItem], *, check: Check | None = None
+) -> Iterator[Evaluation]:
     """Each item's evaluation under `rules`, in order, each on the state the one before left:
     a lead's history scored again from nothing (its lines are what a rescore writes)."""
     state = ScoreState()
     for item in items:
+        if check is not None:
+            check()
         result = score_event(
             rules,
             state,
@@ -125,19 +137,22 @@ def simulate(
     *,
     at: datetime,
     into: SimulationReport | None = None,
+    check: Check | None = None,
 ) -> SimulationReport:
     """Compare the live rules' scores with the candidate's for every lead, as of `at`.
 
     "Would become MQL": an identified lead in known/lead/recycled that the candidate qualifies.
     "Would drop": an MQL that the candidate no longer qualifies (it would be recycled by the
     decay sweep's rule, not at once). Stages past MQL belong to sales and are not simulated.
-    Feed leads in chunks with `into=` to keep one chunk in memory.
+    Feed leads in chunks with `into=` to keep one chunk in memory. `check` is called before
+    every message replayed (see `Check`); when it raises, `into` holds the leads compared in
+    full (`leads` of them).
     """
     report = into or SimulationReport(candidate_version=candidate.version)
     for lead in leads:
+        before = evaluate(live, replay(live, lead.items, check=check), at)
+        after = evaluate(candidate, replay(candidate, lead.items, check=check), at)
         report.leads += 1
-        before = evaluate(live, replay(live, lead.items), at)
-        after = evaluate(candidate, replay(candidate, lead.items), at)
         delta = LeadDelta(lead.lead_id, lead.email, lead.stage, before, after)
         if (before.fit, before.behaviour) != (after.fit, after.behaviour):
             report.score_changed += 1

@@ -182,6 +182,7 @@ class RuleSet(_Strict):
         _unique("group", [group.id for group in self.groups], problems)
         _unique("rule", [rule.id for rule in self.rules], problems)
         groups = {group.id: group for group in self.groups}
+        kinds = {r.id: groups[r.group].kind for r in self.rules if r.group in groups}
         for rule in self.rules:
             group = groups.get(rule.group)
             if group is None:
@@ -195,7 +196,6 @@ class RuleSet(_Strict):
                 )
             if group.kind == "fit" and rule.limit is not None:
                 problems.append(f"rule {rule.id}: fit rules count once per lead; no limit")
-            kinds = {r.id: groups[r.group].kind for r in self.rules if r.group in groups}
             for counted in sorted(counted_rules(rule.when)):
                 if kinds.get(counted) != "behaviour":
                     problems.append(
@@ -238,14 +238,22 @@ class RuleSet(_Strict):
 
     @cached_property
     def _behaviour_by_event(self) -> tuple[dict[str, list[Rule]], list[Rule]]:
-        """(candidates by casefolded event name, candidates of any other event)."""
-        rules = self.rules_of("behaviour")
-        needs = {rule.id: required_values(rule.when, "event") for rule in rules}
-        names = set().union(*(values for values in needs.values() if values is not None))
-        index = {
-            name: [rule for rule in rules if _may_hold(needs[rule.id], name)] for name in names
-        }
-        return index, [rule for rule in rules if needs[rule.id] is None]
+        """(candidates by casefolded event name, candidates of any other event). Built in one
+        pass, in time proportional to what it holds (a rules file may be a posted candidate)."""
+        index: dict[str, list[Rule]] = {}
+        others: list[Rule] = []
+        for rule in self.rules_of("behaviour"):
+            needed = required_values(rule.when, "event")
+            if needed is None:
+                others.append(rule)
+                for candidates in index.values():
+                    candidates.append(rule)
+                continue
+            for name in needed:
+                if name not in index:  # a new name: it has every earlier rule that names none
+                    index[name] = list(others)
+                index[name].append(rule)
+        return index, others
 
     @cached_property
     def _rules_by_kind(self) -> dict[RuleKind, list[Rule]]:
@@ -254,10 +262,6 @@ class RuleSet(_Strict):
             kind: [rule for rule in self.rules if kinds[rule.group] == kind]
             for kind in ("fit", "behaviour")
         }
-
-
-def _may_hold(needed: frozenset[str] | None, event: str) -> bool:
-    return needed is None or event in needed
 
 
 def _unique(what: str, ids: list[str], problems: list[str]) -> None:

@@ -1,0 +1,142 @@
+"""The authenticated API of a consuming service: its own `/v1` routes, on a port of their own.
+
+A service's health port serves only `/healthz`, `/readyz` and `/metrics`, open to probes and
+Prometheus. Its own routes (a lead's explanation or routing history: personal data; a
+simulation: work that loads the service) are served on `api_host:api_port`, and every request
+needs `Authorization: Bearer <token>` of a known client that holds the route's scope.
+
+- **Clients** are one setting for the whole deployment, `LEADFLOW_API_CLIENTS` (a Secret in a
+  cluster): JSON `{"<client>": {"token_sha256": "<hex>", "scopes": ["leads:read", ...]}}`. Only
+  each token's SHA-256 is configured, so the configuration holds no credential. Tokens are 32
+  random bytes (`python -m shared.service_api token <client> --scope ...` makes one and prints
+  the entry): for a secret that cannot be guessed one SHA-256 is as strong as a slow password
+  hash (those protect low-entropy passwords) and costs microseconds per request. No clients
+  configured: every request is refused; there is no default outside the local stack.
+- **Scopes** (`SCOPES`): what a client may ask. Each route names its scope with `requires`; the
+  shell refuses to serve a route that names none (`unauthenticated_routes`), so no `/v1` route
+  can be added open by mistake.
+- **Answers**: no or unknown token 401 (with `WWW-Authenticate: Bearer`), the same whichever it
+  was; a known client without the scope 403 naming the scope. Tokens are compared in constant
+  time and never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.settings import SCOPES, ApiClient, ApiSettings, Scope
+
+
+def token_hash(token: str) -> str:
+    """What `ApiClient.token_sha256` holds for `token`."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ClientTable:
+    """The configured clients, looked up by a presented token."""
+
+    def __init__(self, clients: Mapping[str, ApiClient]) -> None:
+        self._clients = [(name, client) for name, client in sorted(clients.items())]
+
+    def find(self, token: str) -> tuple[str, ApiClient] | None:
+        """The client whose token this is, or None. Every entry is compared (in constant time),
+        so the answer's time does not say how close a guess was, nor which entry matched."""
+        presented = token_hash(token).encode()
+        found = None
+        for name, client in self._clients:
+            if hmac.compare_digest(presented, client.token_sha256.encode()):
+                found = (name, client)
+        return found
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token of a client in LEADFLOW_API_CLIENTS")
+_UNAUTHORISED = HTTPException(
+    status_code=401,
+    detail="a bearer token of a known client is required (Authorization: Bearer <token>)",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+async def _client(
+    security: SecurityScopes,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    table: ClientTable = request.app.state.api_clients
+    if credentials is None or (found := table.find(credentials.credentials)) is None:
+        raise _UNAUTHORISED
+    name, client = found
+    missing = [scope for scope in security.scopes if scope not in client.scopes]
+    if missing:
+        raise HTTPException(
+            status_code=403, detail=f"client {name!r} lacks the scope {', '.join(missing)}"
+        )
+    return name
+
+
+def requires(scope: Scope) -> Any:
+    """A route's dependency: the caller is a known client holding `scope` (see the module doc).
+    Use it in the route's `dependencies=[...]`, or as a parameter to get the client's name."""
+    return Security(_client, scopes=[scope])
+
+
+def unauthenticated_routes(routers: Sequence[APIRouter]) -> list[str]:
+    """The routes of `routers` that name no scope with `requires` (the shell refuses them)."""
+    open_routes = []
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and not any(
+                dependency.call is _client for dependency in route.dependant.dependencies
+            ):
+                open_routes.append(f"{sorted(route.methods or ())} {route.path}")
+    return open_routes
+
+
+def serve_clients(app: FastAPI, settings: ApiSettings) -> None:
+    """Make `app` authenticate against the configured clients, and answer refusals the way
+    every leadflow API answers an error: `{"error": "<reason>"}`."""
+    app.state.api_clients = ClientTable(settings.clients)
+
+    async def as_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, as_error)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.service_api",
+        description="Make a token for a client of the services' APIs.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    token = commands.add_parser(
+        "token", help="print a new token and its LEADFLOW_API_CLIENTS entry"
+    )
+    token.add_argument("client", help="the client's name, e.g. console")
+    token.add_argument(
+        "--scope", action="append", choices=sorted(SCOPES), required=True, dest="scopes"
+    )
+    args = parser.parse_args(argv)
+    secret = secrets.token_urlsafe(32)
+    entry = {args.client: {"token_sha256": token_hash(secret), "scopes": args.scopes}}
+    print(f"token (give it to the client; it is not stored anywhere): {secret}")
+    print(f"LEADFLOW_API_CLIENTS entry: {json.dumps(entry)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
