@@ -4,8 +4,9 @@ an independent client, from the topics.
 
 - processed: acknowledged messageIds in score's history (score keeps one row per lead and
   scored message; that history is what the ledger's points are computed from and replayed from).
-- duplicates: acknowledged messageIds scored more than once (several history rows, or the same
-  rule's points for one message twice in the ledger).
+- duplicates: acknowledged messageIds scored more than once (several history rows of live leads,
+  or the same rule's points for one message twice in the ledger). A merged anonymous lead keeps
+  its own history rows, inert, for an unmerge to give back: they count for nobody.
 - lost: acknowledged messageIds that enrich never saw or score never scored.
 """
 
@@ -93,8 +94,10 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
     rows_per_message = {
         r["message_id"]: r["n"]
         for r in await db.fetch(
-            "SELECT message_id, count(*) AS n FROM score.history "
-            "WHERE message_id = ANY($1) GROUP BY message_id",
+            "SELECT item.message_id, count(*) AS n FROM score.history AS item "
+            "LEFT JOIN score.leads AS lead USING (lead_id) "
+            "WHERE item.message_id = ANY($1) AND lead.merged_into IS NULL "
+            "GROUP BY item.message_id",
             ids,
         )
     }
@@ -171,8 +174,9 @@ async def _duplicate_rows(db: asyncpg.Connection, ids: list[str]) -> tuple[str, 
     rows = await db.fetch(
         """
         WITH twice AS (
-            SELECT message_id FROM score.history WHERE message_id = ANY($1)
-            GROUP BY message_id HAVING count(*) > 1
+            SELECT h.message_id FROM score.history h LEFT JOIN score.leads l USING (lead_id)
+            WHERE h.message_id = ANY($1) AND l.merged_into IS NULL
+            GROUP BY h.message_id HAVING count(*) > 1
             UNION
             SELECT message_id FROM score.ledger WHERE message_id = ANY($1)
             GROUP BY message_id, rule_id HAVING count(*) > 1)

@@ -43,6 +43,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("shared/migrations.py", "schema"): (
         "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
     ),
+    ("services/ingest/lead_import/spool.py", "int(pages)"): (
+        "SQLite's PRAGMA max_page_count takes no bind parameter; the value is an int computed "
+        "from the spool's configured byte limits, converted by int() at the call"
+    ),
     ("bench/infra.py", "name"): (
         "CREATE / DROP DATABASE of a benchmark step: bench_<uuid4 hex>, made by fresh_database"
     ),
@@ -200,7 +204,7 @@ async def test_no_email_or_phone_reaches_the_logs_in_clear(
     await pipeline.start("ingest", "enrich", "score", "router")
     load = SegmentLoad(ingest_url=pipeline.ingest_url, write_key=WRITE_KEY, batches_per_s=5)
     traffic = asyncio.create_task(load.run())
-    # Paths that log about a person: one email claimed by two userIds ("not linking"), CRM
+    # Paths that log about a person: one email claimed by two userIds ("not linked"), CRM
     # feedback about an unknown email (dead-lettered with the email in its reason), and a
     # poison message full of PII (dead-lettered by both services that read crm.feedback).
     shared_email, phone, unknown = (
@@ -224,7 +228,7 @@ async def test_no_email_or_phone_reaches_the_logs_in_clear(
     # The lines those paths write, by service: each must be there, or the check for PII below
     # proves nothing about them.
     targeted = {
-        "enrich": [r"not linking a email to lead [0-9a-f-]+: belongs to lead [0-9a-f-]+"],
+        "enrich": [r"lead [0-9a-f-]+: email not linked: it belongs to a lead with another userId"],
         "score": [
             rf"dead-lettering {feedback}: feedback fb-unknown-email: no lead with id None"
             r" or email '[^']*@globex\.com'",
