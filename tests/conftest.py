@@ -13,7 +13,12 @@ import pytest
 # inherited by the service processes the tests start.
 os.environ["LEADFLOW_ENV_FILE"] = os.devnull
 
-pytest_plugins = ["tests.fixtures.infra", "tests.fixtures.pipeline", "tests.fixtures.devstack"]
+pytest_plugins = [
+    "tests.fixtures.infra",
+    "tests.fixtures.pipeline",
+    "tests.fixtures.devstack",
+    "tests.fixtures.enrich",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,27 +3,16 @@ so routing decisions) defused, as a lead-list import stores it (issue "Hardening
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.enrich.handler import EnrichHandler, EnrichPolicy
 from services.enrich.references import References
 from shared.consumer import Message
 from shared.contracts import EnrichedEvent
-from shared.db import create_engine, create_sessionmaker, unit_of_work
-from shared.settings import DatabaseSettings
+from shared.db import unit_of_work
 from shared.topics import EVENTS_RAW
 from tests.unit.builders import identify
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def test_an_identify_with_a_formula_first_name_is_enriched_with_an_apostrophe(

@@ -6,29 +6,20 @@ is stored, across batches; one batch's lookups see links and leads stored by ear
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.enrich.handler import EnrichHandler, EnrichPolicy, unmerge
 from services.enrich.references import References
 from shared.consumer import Message
-from shared.contracts import EnrichedEvent, RawEvent
-from shared.db import create_engine, create_sessionmaker, unit_of_work
-from shared.settings import DatabaseSettings
+from shared.contracts import RawEvent
+from shared.db import unit_of_work
 from shared.topics import EVENTS_RAW
+from tests.fixtures.enrich import handle
 from tests.unit.builders import NOW, identify, raw_event
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 def handler(*, max_anonymous_history: int = 500) -> EnrichHandler:
@@ -37,21 +28,6 @@ def handler(*, max_anonymous_history: int = 500) -> EnrichHandler:
         references=References(),
         policy=EnrichPolicy(max_anonymous_history=max_anonymous_history),
     )
-
-
-async def handle(
-    sessions: async_sessionmaker[AsyncSession], enrich: EnrichHandler, events: Sequence[RawEvent]
-) -> list[EnrichedEvent]:
-    """One batch, in one transaction, as the runner hands it over."""
-    messages: list[Message[BaseModel]] = [
-        Message(topic=EVENTS_RAW, partition=0, offset=n, key=None, value=event)
-        for n, event in enumerate(events)
-    ]
-    async with unit_of_work(sessions) as session:
-        outputs = await enrich(messages, session)
-    values = [output.value for output in outputs]
-    assert all(isinstance(value, EnrichedEvent) for value in values)
-    return values  # type: ignore[return-value]
 
 
 def page(message_id: str, *, anonymous_id: str = "anon-1", minutes: int = 0) -> RawEvent:

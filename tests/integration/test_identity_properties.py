@@ -24,25 +24,20 @@ and only the leads its calls named are looked at.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.enrich.handler import EnrichHandler, EnrichPolicy
 from services.enrich.references import References
-from shared.consumer import Message
 from shared.contracts import EnrichedEvent, RawEvent
-from shared.db import create_engine, create_sessionmaker, unit_of_work
-from shared.settings import DatabaseSettings
-from shared.topics import EVENTS_RAW
+from tests.fixtures.enrich import handle
 from tests.unit.builders import NOW, identify, raw_event
 
 USER_IDS = ("u1", "u2", "u3", "u4")
@@ -185,34 +180,12 @@ def call_of(step: Step, *, token: str, n: int) -> Call:
             return Call(step=step, event=event, email=None, own_user_id=False)
 
 
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
 def handler() -> EnrichHandler:
     return EnrichHandler(
         provider=None,
         references=References(),
         policy=EnrichPolicy(anonymous_ids_per_week=ANONYMOUS_IDS_PER_WEEK),
     )
-
-
-async def handle(
-    sessions: async_sessionmaker[AsyncSession], enrich: EnrichHandler, events: Sequence[RawEvent]
-) -> list[EnrichedEvent]:
-    """One batch, in one transaction, as the runner hands it over."""
-    messages: list[Message[BaseModel]] = [
-        Message(topic=EVENTS_RAW, partition=0, offset=n, key=None, value=event)
-        for n, event in enumerate(events)
-    ]
-    async with unit_of_work(sessions) as session:
-        outputs = await enrich(messages, session)
-    values = [output.value for output in outputs]
-    assert all(isinstance(value, EnrichedEvent) for value in values)
-    return values  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
