@@ -5,21 +5,43 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+LOCKED := $(VENV)/.locked
 STAMP := $(VENV)/.installed
+# requirements/*.lock pin every distribution, transitively, with its hashes, for the platform that
+# CI and the image run on; `make lock` writes them from pyproject.toml's pins with uv.
+COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command 'make lock' $(if $(filter 1,$(UPGRADE)),--upgrade,)
 
-.PHONY: help install run up down status test test-unit test-integration bench lint format clean image
+.PHONY: help install lock run up down status test test-unit test-integration bench lint format clean image
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The dependencies, hash-checked: pip refuses a file whose hash the lock does not list, and a
+# dependency that the lock lacks. First the lock's own pip (its lines cut out of the lock): it
+# installs the rest twice as fast as the pip that venv brings.
+$(LOCKED): requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "leadflow needs Python 3.11 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	sed -n '/^pip==/,/# via/p' requirements/dev.lock > $(VENV)/pip.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(VENV)/pip.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	@touch $@
 
-install: $(STAMP) ## Create .venv and install leadflow with its pinned dependencies
+# leadflow itself, with nothing fetched: no dependency resolution and no build environment
+# (setuptools is in the lock). pip check then proves the lock meets leadflow's runtime pins.
+$(STAMP): $(LOCKED) pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check || { echo 'requirements/dev.lock differs from pyproject.toml: run `make lock`' >&2; exit 1; }
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install leadflow and requirements/dev.lock (every file hash-checked)
+
+# Order-only: a stale lock still installs (it is consistent in itself), and brings uv.
+lock: | $(LOCKED) ## Rewrite requirements/*.lock from pyproject.toml's pins (UPGRADE=1: newest of the rest too)
+	$(COMPILE) -o requirements/runtime.lock
+	$(COMPILE) --extra dev -c requirements/runtime.lock -o requirements/dev.lock
 
 run: $(STAMP) ## Start broker, PostgreSQL, the four services and demo traffic; Ctrl+C stops all
 	$(BIN)/python -m devstack run

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.figures import Figure, median
 from bench.infra import BenchInfra
-from shared.kafka import create_producer
+from shared.kafka import aiokafka_connection, create_producer
 from shared.settings import KafkaSettings
 from shared.topics import EVENTS_RAW
 
@@ -58,7 +58,7 @@ async def _produce(settings: KafkaSettings, topic: str) -> float:
 async def _consume(settings: KafkaSettings, topic: str) -> float:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_connection(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=2_000,

@@ -24,6 +24,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.infra import end_offsets
 from devstack.processes import ServiceProcess
+from shared.kafka import aiokafka_connection
+from shared.settings import KafkaSettings
 from shared.topics import Topic
 
 CONSUMERS = ("enrich", "score", "router")
@@ -73,7 +75,9 @@ class DrainWatch:
     async def __aenter__(self) -> DrainWatch:
         self._db = await asyncpg.connect(self._url)
         self._ends = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, fetch_max_wait_ms=10
+            **aiokafka_connection(KafkaSettings(bootstrap_servers=self._bootstrap)),
+            group_id=None,
+            fetch_max_wait_ms=10,
         )
         await self._ends.start()
         await self._ends.topics()  # metadata of every topic (the step created them all)

@@ -23,7 +23,7 @@ from devstack.postgres import LocalPostgres
 from shared.codec import encode
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import create_engine, create_sessionmaker
-from shared.kafka import create_producer, ensure_topics
+from shared.kafka import aiokafka_connection, create_producer, ensure_topics
 from shared.migrations import upgrade_to_head
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import ALL_TOPICS, Topic, all_topic_names
@@ -82,7 +82,9 @@ class BenchInfra:
     async def delete_topics(self, prefix: str) -> None:
         """Delete every topic under `prefix`: the development broker keeps all it holds in
         memory, and a broker grown by earlier steps would slow the next."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            **aiokafka_connection(KafkaSettings(bootstrap_servers=self.kafka_bootstrap))
+        )
         await admin.start()
         try:
             await admin.delete_topics(all_topic_names(prefix))
@@ -208,7 +210,9 @@ async def end_offsets(
 
 async def dead_letters(bootstrap: str, prefix: str) -> int:
     """Records on the dead-letter topics of every leadflow topic under `prefix`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(
+        **aiokafka_connection(KafkaSettings(bootstrap_servers=bootstrap)), fetch_max_wait_ms=10
+    )
     await consumer.start()
     try:
         await consumer.topics()  # metadata of every topic

@@ -40,6 +40,8 @@ from fastapi.responses import Response
 from bench.figures import Figure, at_least, median
 from bench.infra import BenchInfra
 from devstack.broker import free_port
+from services.ingest.config import WriteKey
+from shared.secret_hashes import secret_hash
 
 SECTION = "ingest"
 REPO = Path(__file__).resolve().parents[1]
@@ -97,13 +99,20 @@ def track_body() -> bytes:
 # ---- the measured servers ----------------------------------------------------------------------
 
 
-def _start_ingest(infra: BenchInfra, prefix: str, port: int) -> subprocess.Popen[bytes]:
+def _start_ingest(
+    infra: BenchInfra, prefix: str, port: int, health_port: int
+) -> subprocess.Popen[bytes]:
+    # A server's key: the bench posts from one address, so no limit per address.
+    key = WriteKey(
+        key_sha256=secret_hash(WRITE_KEY), source="bench", scopes=["track"], limit_per_address=False
+    )
     env = {
         **os.environ,
         "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "LEADFLOW_KAFKA_TOPIC_PREFIX": prefix,
-        "LEADFLOW_INGEST_WRITE_KEYS": json.dumps({WRITE_KEY: "bench"}),
+        "LEADFLOW_INGEST_WRITE_KEYS": json.dumps({"bench": key.model_dump()}),
         "LEADFLOW_INGEST_PORT": str(port),
+        "LEADFLOW_INGEST_HEALTH_PORT": str(health_port),
         "LEADFLOW_INGEST_LOG_LEVEL": "WARNING",
         # The bench measures throughput, not the rate limit.
         "LEADFLOW_INGEST_RATE_LIMIT_EVENTS_PER_S": "10000000",
@@ -263,10 +272,10 @@ async def run(infra: BenchInfra) -> list[Figure]:
     generator = await asyncio.to_thread(load_generator)
     load_before = os.getloadavg()[0]
     prefix = await infra.fresh_topic_prefix()
-    port = free_port()
-    ingest = _start_ingest(infra, prefix, port)
+    port, health_port = free_port(), free_port()
+    ingest = _start_ingest(infra, prefix, port, health_port)
     try:
-        await asyncio.to_thread(_wait_ready, f"http://127.0.0.1:{port}/readyz", ingest)
+        await asyncio.to_thread(_wait_ready, f"http://127.0.0.1:{health_port}/readyz", ingest)
         batch_rate, track_rate = await asyncio.to_thread(
             _measure_server, f"http://127.0.0.1:{port}", generator=generator
         )

@@ -63,6 +63,8 @@ from bench.posting import BATCH_SIZE, Posted, post
 from bench.traffic import batch_bodies
 from devstack.broker import free_port
 from devstack.processes import ServiceProcess, StackAddresses
+from shared.kafka import aiokafka_connection
+from shared.settings import KafkaSettings
 from shared.topics import ROUTING_SDR
 
 SECTION = "pipeline"
@@ -216,7 +218,7 @@ class Stacks:
             topic_prefix=await self.infra.fresh_topic_prefix(),
             write_keys={WRITE_KEY: "bench-site"},
             ingest_port=free_port(),
-            health_ports={name: free_port() for name in SERVICES[1:]},
+            health_ports={name: free_port() for name in SERVICES},
             api_ports={name: free_port() for name in ("score", "router")},
         )
         logs = REPO / ".bench" / "logs" / "pipeline"
@@ -465,7 +467,7 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
 async def _read_decisions(stack: Stack) -> None:
     consumer = AIOKafkaConsumer(
         ROUTING_SDR.full_name(stack.addresses.topic_prefix),
-        bootstrap_servers=stack.addresses.kafka_bootstrap,
+        **aiokafka_connection(KafkaSettings(bootstrap_servers=stack.addresses.kafka_bootstrap)),
         group_id=f"bench-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

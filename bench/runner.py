@@ -28,6 +28,7 @@ from bench.infra import BenchInfra, produce_all
 from shared.consumer import ConsumerRunner, Message, Output
 from shared.contracts.base import Contract
 from shared.db import create_engine, create_sessionmaker
+from shared.kafka import aiokafka_connection
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import Topic
 
@@ -84,12 +85,12 @@ async def one_run(infra: BenchInfra, records: int) -> tuple[float, float, float]
     """(runner CPU us per record, PostgreSQL CPU us per record, records/s) of one run."""
     url = await infra.fresh_database()
     prefix = await infra.fresh_topic_prefix()
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
+    admin = AIOKafkaAdminClient(**aiokafka_connection(kafka))
     await admin.start()
     names = [SOURCE.full_name(prefix), OUTPUT.full_name(prefix), SOURCE.dlq_name(prefix)]
     await admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names])
     await admin.close()
-    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, topic_prefix=prefix)
     await produce_all(
         kafka, SOURCE, [(str(i), Note(text=f"note {i}", n=i)) for i in range(records)]
     )

@@ -14,6 +14,8 @@ from datetime import datetime
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from shared.kafka import aiokafka_connection
+from shared.settings import KafkaSettings
 from shared.topics import EVENTS_ENRICHED, LEADS_LIFECYCLE, Topic
 
 STAGES: tuple[tuple[str, Topic], ...] = (("enrich", EVENTS_ENRICHED), ("score", LEADS_LIFECYCLE))
@@ -27,7 +29,7 @@ async def delays_ms(
     `received_since` (epoch seconds)."""
     consumer = AIOKafkaConsumer(
         topic.full_name(prefix),
-        bootstrap_servers=bootstrap,
+        **aiokafka_connection(KafkaSettings(bootstrap_servers=bootstrap)),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.service_api import token_hash
+from shared.secret_hashes import secret_hash
 from shared.settings import SCOPES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +29,13 @@ class StackAddresses:
     kafka_bootstrap: str
     database_url: str
     topic_prefix: str = ""
+    # The write keys the stack's clients use -> their source. Each is given to ingest (by its
+    # hash) with every scope and no limit per client address (the local stack's clients, the
+    # demo and the benchmark, post from one address).
     write_keys: dict[str, str] = field(default_factory=lambda: {"local-dev-key": "local-dev"})
     ingest_port: int = 8000
     health_ports: dict[str, int] = field(
-        default_factory=lambda: {"enrich": 8081, "score": 8082, "router": 8083}
+        default_factory=lambda: {"ingest": 8080, "enrich": 8081, "score": 8082, "router": 8083}
     )
     api_ports: dict[str, int] = field(default_factory=lambda: {"score": 8092, "router": 8093})
     # The bearer token of the stack's one API client (every scope): made per stack, written to
@@ -52,7 +55,9 @@ class StackAddresses:
             "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "LEADFLOW_KAFKA_TOPIC_PREFIX": self.topic_prefix,
             "LEADFLOW_DATABASE_URL": self.database_url,
-            "LEADFLOW_INGEST_WRITE_KEYS": json.dumps(self.write_keys),
+            "LEADFLOW_INGEST_WRITE_KEYS": json.dumps(self.write_key_entries()),
+            # Accepts the well-known local-dev-key, and serves the tracking API's /docs.
+            "LEADFLOW_INGEST_LOCAL_STACK": "true",
             "LEADFLOW_INGEST_PORT": str(self.ingest_port),
             "PYTHONUNBUFFERED": "1",
         }
@@ -61,7 +66,7 @@ class StackAddresses:
         for name, port in self.api_ports.items():
             env[f"LEADFLOW_{name.upper()}_API_PORT"] = str(port)
         env["LEADFLOW_API_CLIENTS"] = json.dumps(
-            {"local-stack": {"token_sha256": token_hash(self.api_token), "scopes": sorted(SCOPES)}}
+            {"local-stack": {"token_sha256": secret_hash(self.api_token), "scopes": sorted(SCOPES)}}
         )
         if self.sample_references:
             data = REPO_ROOT / "services" / "enrich" / "data"
@@ -74,6 +79,18 @@ class StackAddresses:
                 "LEADFLOW_CONSUMER_RETRY_MAX_BACKOFF_S": "1",
             }
         return env | self.service_env.get(service, {})
+
+    def write_key_entries(self) -> dict[str, dict[str, object]]:
+        """`write_keys` as ingest's setting: named `key-1`, `key-2`... in their order."""
+        return {
+            f"key-{number}": {
+                "key_sha256": secret_hash(key),
+                "source": source,
+                "scopes": ["admin", "import", "track"],
+                "limit_per_address": False,
+            }
+            for number, (key, source) in enumerate(self.write_keys.items(), start=1)
+        }
 
     def write_env_file(self, path: Path) -> None:
         """Write the LEADFLOW_* settings the services get (`environment`, every service's) to
@@ -104,8 +121,7 @@ class StackAddresses:
         temporary.replace(path)
 
     def health_url(self, service: str, path: str = "/readyz") -> str:
-        port = self.ingest_port if service == "ingest" else self.health_ports[service]
-        return f"http://127.0.0.1:{port}{path}"
+        return f"http://127.0.0.1:{self.health_ports[service]}{path}"
 
     def api_url(self, service: str, path: str = "") -> str:
         """An address on a consuming service's authenticated API port (`shared.service_api`)."""

@@ -66,6 +66,7 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "kafka": ("Kafka", 9092),
     "postgres": ("PostgreSQL", 5433),
     "ingest": ("ingest", 8000),
+    "ingest_health": ("ingest health", 8080),
     "enrich": ("enrich health", 8081),
     "score": ("score health", 8082),
     "router": ("router health", 8083),
@@ -149,7 +150,10 @@ class Stack:
             database_url=self.postgres.url("leadflow"),
             write_keys={layout.write_key: "local-dev"},
             ingest_port=ports["ingest"],
-            health_ports={name: ports[name] for name in ("enrich", "score", "router")},
+            health_ports={
+                "ingest": ports["ingest_health"],
+                **{name: ports[name] for name in ("enrich", "score", "router")},
+            },
             api_ports={name: ports[f"{name}_api"] for name in ("score", "router")},
             sample_references=True,
             # Always named, demo or not: the services must not take it from another stack's

@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.codec import UndecodableMessage, decode
 from shared.contracts import RoutingDecision
+from shared.kafka import aiokafka_connection
+from shared.settings import KafkaSettings
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 
 
@@ -43,7 +45,7 @@ async def print_decisions(
     consumer = AIOKafkaConsumer(
         ROUTING_SDR.full_name(prefix),
         ROUTING_NURTURE.full_name(prefix),
-        bootstrap_servers=bootstrap,
+        **aiokafka_connection(KafkaSettings(bootstrap_servers=bootstrap)),
         group_id=f"leadflow-watch-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -83,7 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topic", default="routing.sdr")
-    parser.add_argument("--group", default="example-crm")
+    # In a cluster a connector's group must be named crm-<anything> (its KafkaUser's ACLs).
+    parser.add_argument("--group", default="crm-example")
     args = parser.parse_args()
 
     def show(decision: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ that runs inside the service's own event loop.
   consuming services on their health port, ingest on its API port.
 - `create_api(...)`: a FastAPI application whose `/docs` works with no internet (inside a
   cluster): Swagger UI's assets come from the `swagger-ui-bundle` package, not from a CDN.
+  With `docs=False` it serves neither `/docs` nor `/openapi.json` (ingest's public port in
+  production: what an attacker would read first).
 - `HttpServer`: uvicorn without its own signal handling (the service owns SIGTERM/SIGINT: they
   start its drain); a port already in use is a `PortInUse` with a one-line reason.
 """
@@ -67,9 +69,10 @@ def create_api(
     summary: str,
     description: str = "",
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    docs: bool = True,
 ) -> FastAPI:
     """A FastAPI application with its OpenAPI document at `/openapi.json` and Swagger UI at
-    `/docs`, served from this process (no CDN)."""
+    `/docs`, served from this process (no CDN); with `docs=False`, neither."""
     app = FastAPI(
         title=title,
         summary=summary,
@@ -78,11 +81,14 @@ def create_api(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    if not docs:
+        return app
     app.mount(_DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
+    async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{title}: API",

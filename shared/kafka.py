@@ -1,4 +1,9 @@
-"""Kafka clients built the same way everywhere, and topic creation for local stacks and tests."""
+"""Kafka clients built the same way everywhere, and topic creation for local stacks and tests.
+
+Every client leadflow creates connects with `aiokafka_connection(settings)` (aiokafka) or
+`librdkafka_connection(settings)` (confluent-kafka): the broker's address and the security the
+settings ask for (TLS against a CA file, a SCRAM user and password), written in one place.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,59 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from confluent_kafka import Producer
 
-from shared.settings import KafkaSettings
+from shared.settings import KafkaSettings, SettingsError
 from shared.topics import all_topic_names
 
 log = logging.getLogger(__name__)
+
+
+def aiokafka_connection(settings: KafkaSettings) -> dict[str, Any]:
+    """The keyword arguments of every aiokafka client (producer, consumer, admin client) that
+    say where the broker is and how to connect to it. The CA file is read here: a missing one
+    raises `SettingsError` when the client is built."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.uses_tls:
+        try:
+            options["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile)
+        except FileNotFoundError:
+            # Not an outage to ride out (an OSError would be retried), and ssl's own error
+            # names no file.
+            raise SettingsError(
+                f"setting 'ssl_cafile' is invalid: {settings.ssl_cafile} does not exist:"
+                " set the environment variable LEADFLOW_KAFKA_SSL_CAFILE to the CA file"
+            ) from None
+    if settings.uses_sasl:
+        assert settings.sasl_password is not None  # KafkaSettings refuses SASL without one
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+def librdkafka_connection(settings: KafkaSettings) -> dict[str, Any]:
+    """The same connection as `aiokafka_connection`, as librdkafka (confluent-kafka)
+    properties."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.uses_tls:
+        # Without a CA file, the system's CAs, as aiokafka's default context does (librdkafka's
+        # own default depends on how its OpenSSL was built).
+        config["ssl.ca.location"] = settings.ssl_cafile or "probe"
+    if settings.uses_sasl:
+        assert settings.sasl_password is not None  # KafkaSettings refuses SASL without one
+        config["sasl.mechanisms"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        config["sasl.password"] = settings.sasl_password.get_secret_value()
+    return config
 
 
 class KeyHashPartitioner:
@@ -52,7 +103,7 @@ def create_producer(
     with 5 ms). `KafkaSettings.linger_ms` is the ingest producer's, which batches concurrent
     HTTP requests."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_connection(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.enable_idempotence,
@@ -86,7 +137,7 @@ def create_confluent_producer(
     properties that replace these.
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **librdkafka_connection(settings),
         "client.id": client_id,
         "acks": "all",
         "enable.idempotence": settings.enable_idempotence,
@@ -113,7 +164,7 @@ def create_consumer(
 ) -> AIOKafkaConsumer:
     """A consumer with auto-commit off: the consumer runner commits, and only last."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_connection(settings),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -133,9 +184,7 @@ async def ensure_topics(settings: KafkaSettings, *, partitions: int) -> list[str
 
     For local stacks and tests. Production topics are declared as Strimzi `KafkaTopic`s.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id="leadflow-topics"
-    )
+    admin = AIOKafkaAdminClient(**aiokafka_connection(settings), client_id="leadflow-topics")
     await admin.start()
     try:
         existing = set(await admin.list_topics())

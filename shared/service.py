@@ -22,7 +22,8 @@ The command line, the same for every service (`--help` lists them all, with thei
    opened, it closes when the context exits, after everything below has stopped.
 4. The HTTP servers listen (the consuming services: health, readiness and metrics on
    `health_host:health_port`, and their own endpoints with `/docs` on `api_host:api_port`, for
-   authenticated clients only: `shared.service_api`; ingest: its app on its own address).
+   authenticated clients only: `shared.service_api`; ingest: its public app, and its health
+   app on a port of its own).
    A port in use is one line naming it, exit 2.
 5. Companions start (`shared.companions`), then the consumer runner (or, for an HTTP-only
    service, the server alone) runs until a stop signal.
@@ -42,11 +43,11 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 import uvloop
@@ -91,14 +92,16 @@ class Database:
 
 @dataclass(frozen=True)
 class HttpApp:
-    """An application served on an address of its own (ingest's tracking API). It answers
-    `/healthz`, `/readyz` and `/metrics` itself (`shared.http.health_router`); its lifespan
-    runs (start-up and shut-down of what it holds, e.g. ingest's producer)."""
+    """An application served on an address of its own (ingest's tracking API, and its health
+    port with `shared.http.health_router`). `lifespan`: its start-up and shut-down run (what it
+    holds, e.g. ingest's producer). `server_options`: uvicorn's, e.g. the trusted proxies."""
 
     app: FastAPI
     host: str
     port: int
     setting: str  # the variable that sets the port, named when it is in use
+    lifespan: bool = False
+    server_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,12 +110,12 @@ class Running:
 
     A consuming service gives its `handler` (and may add `routers`: its own endpoints, served on
     its API port to authenticated clients, each route naming its scope with
-    `shared.service_api.requires`). An HTTP service gives its `app` instead."""
+    `shared.service_api.requires`). An HTTP service gives its `apps` instead."""
 
     handler: Handler | None = None
     companions: Sequence[Companion] = ()
     routers: Sequence[APIRouter] = ()
-    app: HttpApp | None = None
+    apps: Sequence[HttpApp] = ()
 
 
 StartUp = Callable[[Resources[S]], AbstractAsyncContextManager[Running]]
@@ -249,18 +252,20 @@ class Service(Generic[S]):
     def _servers(
         self, settings: S, running: Running, runner: ConsumerRunner | None
     ) -> list[HttpServer]:
-        """An HTTP service's app; a consuming service's health port, and its API port when it
+        """An HTTP service's apps; a consuming service's health port, and its API port when it
         has routes of its own (each of which must name the scope it needs)."""
-        if running.app is not None:
+        if running.apps:
             return [
                 HttpServer(
-                    running.app.app,
-                    host=running.app.host,
-                    port=running.app.port,
-                    setting=running.app.setting,
-                    lifespan=True,
+                    served.app,
+                    host=served.host,
+                    port=served.port,
+                    setting=served.setting,
+                    lifespan=served.lifespan,
                     http="httptools",
+                    **served.server_options,
                 )
+                for served in running.apps
             ]
         if not isinstance(settings, ConsumingServiceSettings) or runner is None:
             raise TypeError(f"{self.name}: Running needs a handler or an app")

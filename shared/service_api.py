@@ -7,11 +7,10 @@ needs `Authorization: Bearer <token>` of a known client that holds the route's s
 
 - **Clients** are one setting for the whole deployment, `LEADFLOW_API_CLIENTS` (a Secret in a
   cluster): JSON `{"<client>": {"token_sha256": "<hex>", "scopes": ["leads:read", ...]}}`. Only
-  each token's SHA-256 is configured, so the configuration holds no credential. Tokens are 32
-  random bytes (`python -m shared.service_api token <client> --scope ...` makes one and prints
-  the entry): for a secret that cannot be guessed one SHA-256 is as strong as a slow password
-  hash (those protect low-entropy passwords) and costs microseconds per request. No clients
-  configured: every request is refused; there is no default outside the local stack.
+  each token's SHA-256 is configured (`shared.secret_hashes`), so the configuration holds no
+  credential; `python -m shared.service_api token <client> --scope ...` makes a token and prints
+  the entry. No clients configured: every request is refused; there is no default outside the
+  local stack.
 - **Scopes** (`SCOPES`): what a client may ask. Each route names its scope with `requires`; the
   shell refuses to serve a route that names none (`unauthenticated_routes`), so no `/v1` route
   can be added open by mistake.
@@ -23,10 +22,7 @@ needs `Authorization: Bearer <token>` of a known client that holds the route's s
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
-import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -37,29 +33,13 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.secret_hashes import HashedSecrets, new_secret, secret_hash
 from shared.settings import SCOPES, ApiClient, ApiSettings, Scope
 
 
-def token_hash(token: str) -> str:
-    """What `ApiClient.token_sha256` holds for `token`."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class ClientTable:
-    """The configured clients, looked up by a presented token."""
-
-    def __init__(self, clients: Mapping[str, ApiClient]) -> None:
-        self._clients = [(name, client) for name, client in sorted(clients.items())]
-
-    def find(self, token: str) -> tuple[str, ApiClient] | None:
-        """The client whose token this is, or None. Every entry is compared (in constant time),
-        so the answer's time does not say how close a guess was, nor which entry matched."""
-        presented = token_hash(token).encode()
-        found = None
-        for name, client in self._clients:
-            if hmac.compare_digest(presented, client.token_sha256.encode()):
-                found = (name, client)
-        return found
+def client_table(clients: Mapping[str, ApiClient]) -> HashedSecrets[ApiClient]:
+    """The configured clients, found by a presented token."""
+    return HashedSecrets(clients, hash_of="token_sha256")
 
 
 _bearer = HTTPBearer(auto_error=False, description="a token of a client in LEADFLOW_API_CLIENTS")
@@ -75,7 +55,7 @@ async def _client(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    table: ClientTable = request.app.state.api_clients
+    table: HashedSecrets[ApiClient] = request.app.state.api_clients
     if credentials is None or (found := table.find(credentials.credentials)) is None:
         raise _UNAUTHORISED
     name, client = found
@@ -108,7 +88,7 @@ def unauthenticated_routes(routers: Sequence[APIRouter]) -> list[str]:
 def serve_clients(app: FastAPI, settings: ApiSettings) -> None:
     """Make `app` authenticate against the configured clients, and answer refusals the way
     every leadflow API answers an error: `{"error": "<reason>"}`."""
-    app.state.api_clients = ClientTable(settings.clients)
+    app.state.api_clients = client_table(settings.clients)
 
     async def as_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -131,8 +111,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "--scope", action="append", choices=sorted(SCOPES), required=True, dest="scopes"
     )
     args = parser.parse_args(argv)
-    secret = secrets.token_urlsafe(32)
-    entry = {args.client: {"token_sha256": token_hash(secret), "scopes": args.scopes}}
+    secret = new_secret()
+    entry = {args.client: {"token_sha256": secret_hash(secret), "scopes": args.scopes}}
     print(f"token (give it to the client; it is not stored anywhere): {secret}")
     print(f"LEADFLOW_API_CLIENTS entry: {json.dumps(entry)}")
     return 0

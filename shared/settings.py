@@ -16,9 +16,9 @@ has no such file and sets everything in the environment.
 from __future__ import annotations
 
 import os
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_ENV_FILE = ".devstack/leadflow.env"
@@ -33,12 +33,27 @@ _SOURCES = SettingsConfigDict(env_file=ENV_FILE, frozen=True, extra="ignore")
 
 
 class KafkaSettings(BaseSettings):
-    """How to reach the broker and how clients behave (LEADFLOW_KAFKA_*)."""
+    """How to reach the broker, as whom, and how clients behave (LEADFLOW_KAFKA_*).
 
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_KAFKA_", **_SOURCES)
+    `security_protocol` is PLAINTEXT for the local stack and the tests (the development broker
+    has no TLS and no users); a deployment uses SASL_SSL: TLS to the broker, verified against
+    the CA in `ssl_cafile` (the system's CAs when unset), and the service's own user and
+    password. `shared.kafka` turns these into each client library's options; the password is
+    never logged (`SecretStr`, and errors leave out the input, where it would be plain)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_KAFKA_", hide_input_in_errors=True, **_SOURCES
+    )
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # A PEM file of the CA that signed the brokers' certificates (Strimzi's cluster CA, mounted
+    # from its Secret); read when a client connects.
+    ssl_cafile: str | None = None
     # Real Kafka: on. The development broker (Tansu) does not implement InitProducerId.
     enable_idempotence: bool = False
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
@@ -56,6 +71,42 @@ class KafkaSettings(BaseSettings):
     # produce throughput at no latency cost (bench/RESULTS.md, "Producer batch size").
     max_batch_bytes: int = Field(default=262_144, ge=16_384)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _credentials_fit_the_protocol(self) -> Self:
+        """A user without a password, or credentials or a CA file that the protocol would
+        ignore, is a mistake that would otherwise show only later, as a refused connection or
+        as a connection without authentication."""
+        protocol = f"LEADFLOW_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+        credentials = []
+        if self.sasl_username:
+            credentials.append("LEADFLOW_KAFKA_SASL_USERNAME")
+        if self.sasl_password is not None and self.sasl_password.get_secret_value():
+            credentials.append("LEADFLOW_KAFKA_SASL_PASSWORD")
+        if self.uses_sasl and len(credentials) < 2:
+            raise ValueError(
+                f"{protocol} authenticates with a user and its password: set both"
+                " LEADFLOW_KAFKA_SASL_USERNAME and LEADFLOW_KAFKA_SASL_PASSWORD"
+            )
+        if credentials and not self.uses_sasl:
+            raise ValueError(
+                f"{' and '.join(credentials)} set, but {protocol} does not authenticate:"
+                " set LEADFLOW_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use them"
+            )
+        if self.ssl_cafile and not self.uses_tls:
+            raise ValueError(
+                f"LEADFLOW_KAFKA_SSL_CAFILE set, but {protocol} does not use TLS:"
+                " set LEADFLOW_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SSL) to use it"
+            )
+        return self
 
 
 class DatabaseSettings(BaseSettings):

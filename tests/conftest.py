@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.pipeline",
     "tests.fixtures.devstack",
     "tests.fixtures.enrich",
+    "tests.fixtures.ingest",
 ]
 
 

@@ -59,8 +59,14 @@ VALIDATORS = {
     "kafka.strimzi.io/v1beta2 KafkaTopic": (
         "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2KafkaTopic.js"
     ),
+    "kafka.strimzi.io/v1beta2 KafkaUser": (
+        "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2KafkaUser.js"
+    ),
     "postgresql.cnpg.io/v1 Cluster": "cloudnative-pg/_schemas/PostgresqlCnpgIoV1Cluster.js",
     "keda.sh/v1alpha1 ScaledObject": "keda/_schemas/KedaShV1alpha1ScaledObject.js",
+    "keda.sh/v1alpha1 TriggerAuthentication": (
+        "keda/_schemas/KedaShV1alpha1TriggerAuthentication.js"
+    ),
 }
 # Reads a JSON list of resources on stdin, prints a JSON list: per resource, the upstream
 # validator's errors ([] when valid).

@@ -5,7 +5,15 @@
 # a local Debian bookworm base (whose python3 is 3.11) with debootstrap and imports it into
 # podman. Installs podman and debootstrap from Debian when missing (needs root).
 #
-#   IMAGE=leadflow:dev BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm deploy/image/build.sh
+# BASE_IMAGE names an image by exact tag and digest (name:tag@sha256:...); where a registry is
+# reachable, use the Dockerfile's pinned default:
+#
+#   BASE_IMAGE="$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)" deploy/image/build.sh
+#
+# The local base takes bookworm's packages as the mirror has them on the day it is built (then
+# it is kept and reused). For a base rebuilt later with the same packages, point DEBIAN_MIRROR
+# at a dated snapshot, e.g. http://snapshot.debian.org/archive/debian/20260817T000000Z (not
+# reachable from these machines, so not the default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -10,8 +10,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from services.ingest.api import create_app
+from services.ingest.api import create_app, health_app
 from services.ingest.config import IngestSettings
+from services.ingest.publisher import EventPublisher
 from shared.resources import Resources
 from shared.service import HttpApp, Running, Service
 
@@ -19,13 +20,29 @@ from shared.service import HttpApp, Running, Service
 @asynccontextmanager
 async def start(resources: Resources[IngestSettings]) -> AsyncIterator[Running]:
     settings = resources.settings
+    publisher = EventPublisher(settings.kafka, timeout_s=settings.publish_timeout_s)
     yield Running(
-        app=HttpApp(
-            app=create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            setting="LEADFLOW_INGEST_PORT",
-        )
+        apps=[
+            HttpApp(
+                app=create_app(settings, publisher),
+                host=settings.host,
+                port=settings.port,
+                setting="LEADFLOW_INGEST_PORT",
+                lifespan=True,
+                server_options={
+                    # The client address the per-address limits count (`admission`).
+                    "proxy_headers": True,
+                    "forwarded_allow_ips": settings.trusted_proxies,
+                    "limit_concurrency": settings.max_connections,
+                },
+            ),
+            HttpApp(
+                app=health_app(publisher),
+                host=settings.health_host,
+                port=settings.health_port,
+                setting="LEADFLOW_INGEST_HEALTH_PORT",
+            ),
+        ]
     )
 
 

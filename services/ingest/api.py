@@ -1,13 +1,16 @@
-"""The HTTP API: Segment's tracking endpoints plus health, readiness and metrics (the shared
-`health_router`) and the API's documentation at `/docs`.
+"""The public HTTP API: Segment's tracking endpoints and the lead-list import. Health,
+readiness and metrics are served on ingest's health port (`health_app`), not here; the API's
+documentation (`/docs`, `/openapi.json`) only by the local stack (`IngestSettings.local_stack`).
 
 Answers (Segment's contract, so existing clients work unchanged):
 - 200 `{"success": true}` only after the broker acknowledged every event of the request;
 - 400 with a reason per problem for a body that is not valid (never 422, never 500: JSON
   nested deeper than the event store writes included); a batch with any invalid call is
   refused whole, its reasons naming each call by index;
-- 401 for a missing or unknown write key;
-- 429 with `Retry-After` when the write key sent more events than its rate limit allows;
+- 401 for a missing or unknown write key; 403 for a key without the `track` scope;
+- 408 for a body that arrives too slowly (`body.paced_chunks`); the connection is closed;
+- 429 with `Retry-After` when the client address or the write key sent more events than its
+  rate limit allows, or the address sent too many unknown keys (`admission`);
 - 503 with `Retry-After` when the broker did not acknowledge in time (resend: same messageId; a
   call sent without one gets one derived from its content, `tracking.derived_message_id`, so
   resending it unchanged is safe too).
@@ -22,12 +25,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from services.ingest.auth import caller_of
+from services.ingest.admission import Admission, Refusal
+from services.ingest.answers import client_address, refusal_response
+from services.ingest.auth import key_from_basic_auth
+from services.ingest.body import TooSlow, paced_chunks
 from services.ingest.config import IngestSettings
 from services.ingest.intake import (
     Refused,
@@ -39,17 +46,15 @@ from services.ingest.intake import (
 from services.ingest.lead_import import create_import_router
 from services.ingest.openapi import ENDPOINTS, document_bodies
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
-from services.ingest.rate_limit import RateLimits
 from shared.http import create_api, health_router
 from shared.telemetry import MESSAGES_IN
 
 SUCCESS = b'{"success":true}'
-UNAUTHORIZED = {"success": False, "error": "missing or unknown write key"}
 
 
 def create_app(settings: IngestSettings, publisher: EventPublisher | None = None) -> FastAPI:
     publisher = publisher or EventPublisher(settings.kafka, timeout_s=settings.publish_timeout_s)
-    rate_limits = RateLimits(rate=settings.rate_limit_events_per_s, burst=settings.rate_limit_burst)
+    admission = Admission(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +73,7 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             "(`Content-Encoding: gzip`). Limits: 32 KB per call, 500 KB per batch request."
         ),
         lifespan=lifespan,
+        docs=settings.local_stack,
     )
 
     @app.exception_handler(RequestValidationError)
@@ -76,39 +82,42 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
 
     async def accept(request: Request, endpoint: str) -> Response:
         received_at = datetime.now(UTC)
+        address = client_address(request)
+        # A key in the header is checked before the body is read; only a call that names its
+        # key in the body (`writeKey`) is read first, within the endpoint's size limit.
+        header = request.headers.get("authorization")
+        by_header = None
+        if header is not None:
+            by_header = admission.authenticate(
+                key_from_basic_auth(header), scope="track", address=address, now=time.monotonic()
+            )
+            if isinstance(by_header, Refusal):
+                return refusal_response(by_header)
+        elif refusal := admission.before_reading(address, now=time.monotonic()):
+            return refusal_response(refusal)
         try:
-            body = json_object(await _read_body(request, limit=limit_for(endpoint)))
+            body = json_object(
+                await _read_body(request, limit=limit_for(endpoint), settings=settings)
+            )
         except Refused as refused:
             return _bad_request(refused.reasons)
-        caller = caller_of(
-            authorization=request.headers.get("authorization"),
-            body_write_key=body.get("writeKey"),
-            write_keys=settings.write_keys,
+        except TooSlow as slow:
+            return refusal_response(Refusal(408, str(slow)))
+        caller = by_header or admission.authenticate(
+            _written_key(body), scope="track", address=address, now=time.monotonic()
         )
-        if caller is None:
-            return JSONResponse(
-                UNAUTHORIZED,
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="leadflow"'},
-            )
+        if isinstance(caller, Refusal):
+            return refusal_response(caller)
         try:
             events = events_from(
                 body, endpoint=endpoint, source=caller.source, received_at=received_at
             )
         except Refused as refused:
             return _bad_request(refused.reasons)
-        # Per write key: two keys of one source (two websites of a brand) do not starve each
-        # other, and a leaked key can be throttled (and rotated) without the source's others.
-        wait_s = rate_limits.retry_after(caller.write_key, events=len(events), now=time.monotonic())
-        if wait_s is not None:
-            return JSONResponse(
-                {
-                    "success": False,
-                    "error": f"rate limit of this write key (source {caller.source!r}) exceeded",
-                },
-                status_code=429,
-                headers={"Retry-After": str(wait_s)},
-            )
+        if refusal := admission.admit(
+            caller, address=address, events=len(events), now=time.monotonic()
+        ):
+            return refusal_response(refusal)
         try:
             await publisher.publish(events)
         except BrokerUnavailable as exc:
@@ -130,13 +139,27 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             response_model=None,
         )
 
+    app.include_router(create_import_router(settings, publisher, admission))
+    document_bodies(app)
+    return app
+
+
+def health_app(publisher: EventPublisher) -> FastAPI:
+    """Ingest's health port: `/healthz`, `/readyz` (the broker acknowledges `publisher`) and
+    `/metrics`, for probes and Prometheus only; the public port serves none of them."""
+
     async def readiness() -> dict[str, bool]:
         return {"broker": publisher.ready}
 
-    app.include_router(health_router(readiness))
-    app.include_router(create_import_router(settings, publisher))
-    document_bodies(app)
-    return app
+    health = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    health.include_router(health_router(readiness))
+    return health
+
+
+def _written_key(body: dict[str, Any]) -> str | None:
+    """The `writeKey` some Segment clients put in the body instead of the header."""
+    written = body.get("writeKey")
+    return written if isinstance(written, str) else None
 
 
 def _handler(
@@ -149,14 +172,19 @@ def _handler(
     return handle
 
 
-async def _read_body(request: Request, *, limit: int) -> bytes:
-    """The body, decompressed, refusing (before reading it all) one larger than `limit`."""
+async def _read_body(request: Request, *, limit: int, settings: IngestSettings) -> bytes:
+    """The body, decompressed, refusing (before reading it all) one larger than `limit`, and
+    one that arrives too slowly (`TooSlow`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in paced_chunks(
+        request,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        deadline_s=settings.tracking_body_deadline_s,
+    ):
         size += len(chunk)
         if size > limit:
             raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])

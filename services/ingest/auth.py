@@ -1,15 +1,31 @@
-"""Write-key authentication as Segment clients send it.
+"""Write keys: who may send what, and as which source.
 
 The key arrives as the user name of HTTP Basic auth (`Authorization: Basic base64("<key>:")`);
-some clients also put it in the body as `writeKey`. Keys are compared in constant time.
+Segment's clients may instead put it in the body as `writeKey` (tracking calls only: an
+import's body is the file). A deployment configures only each key's SHA-256
+(`IngestSettings.write_keys`, `shared.secret_hashes`), with:
+- its `source`: every event sent with the key carries it (imports too: the list's name travels
+  in `context.import.list`), so a key cannot pose as another source;
+- its scopes (`config.WRITE_KEY_SCOPES`): a website's key, which every visitor's browser holds,
+  has `track` only; uploading lead lists and reading their reports (personal data) take
+  `import`; reading every key's reports takes `admin`.
+
+`python -m services.ingest.auth new-key <name> --source <source> --scope track` makes a key
+and prints its `LEADFLOW_INGEST_WRITE_KEYS` entry.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
-import hmac
+import json
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from services.ingest.config import WRITE_KEY_SCOPES, WriteKey, WriteKeyScope
+from shared.secret_hashes import HashedSecrets, new_secret, secret_hash
 
 
 def key_from_basic_auth(header: str | None) -> str | None:
@@ -27,43 +43,74 @@ def key_from_basic_auth(header: str | None) -> str | None:
     return user or None
 
 
-def source_for_key(key: str | None, write_keys: dict[str, str]) -> str | None:
-    """The source name a write key belongs to, or None for an unknown key."""
-    if not key:
-        return None
-    found: str | None = None
-    for known, source in write_keys.items():
-        if hmac.compare_digest(known.encode(), key.encode()):
-            found = source
-    return found
-
-
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a request: the write key (the rate limit's unit) and the source it belongs to
-    (several keys may share a source, e.g. one per website of the same brand)."""
+    """Who sent a request: the write key's name (the unit of its rate limit and import slots;
+    never the key itself) and its configuration."""
 
-    write_key: str
-    source: str
+    key_name: str
+    key: WriteKey
 
+    @property
+    def source(self) -> str:
+        return self.key.source
 
-def caller_of(
-    *, authorization: str | None, body_write_key: object, write_keys: dict[str, str]
-) -> Caller | None:
-    """Basic auth first, else a `writeKey` in the body; None when neither names a known key
-    (the caller answers 401)."""
-    key = key_from_basic_auth(authorization)
-    if key is None and isinstance(body_write_key, str):
-        key = body_write_key
-    source = source_for_key(key, write_keys)
-    return Caller(write_key=key, source=source) if key and source else None
+    def may(self, scope: WriteKeyScope) -> bool:
+        return scope in self.key.scopes
 
 
-def authenticate(
-    *, authorization: str | None, body_write_key: object, write_keys: dict[str, str]
-) -> str | None:
-    """The source a request is from (see `caller_of`), or None for an unknown key."""
-    caller = caller_of(
-        authorization=authorization, body_write_key=body_write_key, write_keys=write_keys
+class WriteKeys:
+    """The configured write keys, found by a presented key."""
+
+    def __init__(self, keys: Mapping[str, WriteKey]) -> None:
+        self._table = HashedSecrets(keys, hash_of="key_sha256")
+
+    def find(self, key: str | None) -> Caller | None:
+        """The caller whose key this is, or None for a missing or unknown key."""
+        if not key:
+            return None
+        found = self._table.find(key)
+        return Caller(key_name=found[0], key=found[1]) if found else None
+
+
+def refusal_for_scope(caller: Caller, scope: WriteKeyScope) -> str | None:
+    """None when `caller` holds `scope`; else the reason of the 403."""
+    if caller.may(scope):
+        return None
+    return f"write key {caller.key_name!r} lacks the scope {scope!r} ({WRITE_KEY_SCOPES[scope]})"
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.ingest.auth", description="Make a write key for ingest."
     )
-    return caller.source if caller else None
+    commands = parser.add_subparsers(dest="command", required=True)
+    new_key = commands.add_parser(
+        "new-key", help="print a new write key and its LEADFLOW_INGEST_WRITE_KEYS entry"
+    )
+    new_key.add_argument("name", help="the key's name, e.g. website or crm-lists")
+    new_key.add_argument("--source", required=True, help="the source its events carry")
+    new_key.add_argument(
+        "--scope", action="append", choices=sorted(WRITE_KEY_SCOPES), required=True, dest="scopes"
+    )
+    new_key.add_argument(
+        "--no-limit-per-address",
+        action="store_false",
+        dest="limit_per_address",
+        help="a key only your servers use: no limit per client address, only the key's own",
+    )
+    args = parser.parse_args(argv)
+    key = new_secret()
+    entry = WriteKey(
+        key_sha256=secret_hash(key),
+        source=args.source,
+        scopes=args.scopes,
+        limit_per_address=args.limit_per_address,
+    )
+    print(f"write key (give it to the sender; it is not stored anywhere): {key}")
+    print(f"LEADFLOW_INGEST_WRITE_KEYS entry: {json.dumps({args.name: entry.model_dump()})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -100,8 +100,17 @@ RESPONSES: dict[str, Any] = {
         "description": "Missing or unknown write key.",
         "content": {"application/json": {"schema": _ERROR}},
     },
+    "403": {
+        "description": "The write key lacks the `track` scope (e.g. a key for lead lists only).",
+        "content": {"application/json": {"schema": _ERROR}},
+    },
+    "408": {
+        "description": "The body arrived too slowly; the connection is closed.",
+        "content": {"application/json": {"schema": _ERROR}},
+    },
     "429": {
-        "description": "The write key's rate limit is exceeded; retry after `Retry-After` s.",
+        "description": "The rate limit of the client address or of the write key is exceeded, "
+        "or the address sent too many unknown keys; retry after `Retry-After` s.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         "content": {"application/json": {"schema": _ERROR}},
     },

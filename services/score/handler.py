@@ -15,9 +15,12 @@ the same ids.
 - `profile_updated`: fit rules only (a stale picture, older `lead_version`, is ignored).
 - `merged`: the merged leads' ledgers are folded into the survivor (see `repository.fold_merged`)
   and the survivor re-evaluated; `unmerged`: the restored leads are leads of their own again.
-- `crm.feedback`: the outcome moves the stage (accepted: mql -> sql, qualified: sql -> sqo,
-  won, rejected/lost: recycled, disqualified); a move the state machine refuses is recorded as
-  not applied and logged, never applied. An unknown lead goes to the dead-letter topic.
+- `crm.feedback`: the outcome moves the stage as sales reports it, from wherever the lead is
+  (`lifecycle.sales_move`: accepted -> sql, qualified -> sqo, won -> customer, rejected/lost ->
+  recycled, disqualified); an outcome older than the lead's latest one that holds is kept as
+  superseded, one that cannot happen (a customer accepted again) as refused, both in the lead's
+  history and on `leadflow_score_feedback_total`. An unknown lead goes to the dead-letter topic
+  (a CRM sends an identify call for a lead it created itself first: README, "CRM feedback").
 - `score.commands` `reevaluate`: the decay sweep's request to value an MQL's score at a time;
   long enough below the line, it is recycled. `rescore`: the rescore sweep's request to replay a
   lead's history under the running rules and replace its ledger (the histories of a batch's
@@ -42,12 +45,11 @@ from services.score import repository
 from services.score.engine.conditions import Facts, call_facts_of, profile_facts_of
 from services.score.engine.lifecycle import (
     ENGAGEMENT_TYPES,
-    FEEDBACK_TRIGGERS,
-    IllegalTransition,
     Transition,
     Trigger,
     apply,
     earned_move,
+    sales_move,
     unmerged_move,
 )
 from services.score.engine.rescoring import HistoryItem, earned_stage, replayed
@@ -60,6 +62,7 @@ from services.score.engine.scoring import (
     recorded,
     score_event,
 )
+from services.score.metrics import FEEDBACK_RESULTS
 from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
@@ -465,39 +468,36 @@ class ScoreHandler:
             work.leads.update(found)
             work.states.update(await repository.load_states(session, [lead.lead_id]))
             lead = work.leads[lead.lead_id]
-        trigger = FEEDBACK_TRIGGERS[feedback.outcome]
         reason = f"CRM: {feedback.outcome}" + (f" ({feedback.reason})" if feedback.reason else "")
-        try:
-            move = apply(lead.stage, trigger, reason)
-        except IllegalTransition as refused:
-            log.warning("feedback %s refused: %s", feedback.feedback_id, refused)
-            await repository.record_feedback(
-                session,
-                feedback_id=feedback.feedback_id,
-                lead_id=lead.lead_id,
-                outcome=feedback.outcome,
-                applied=False,
-                detail=str(refused),
-                at=feedback.at,
-            )
-            return
-        card = evaluate(self._rules, work.states[lead.lead_id], lead.as_of or feedback.at)
-        self._transition(
-            lead,
-            move,
-            trigger_id=feedback.feedback_id,
+        decision = sales_move(
+            lead.stage,
+            feedback.outcome,
+            reason=reason,
             at=feedback.at,
-            received_at=feedback.at,
-            card=card,
-            work=work,
+            latest_at=await repository.latest_sales_outcome_at(session, lead.lead_id),
         )
+        FEEDBACK_RESULTS.labels(outcome=feedback.outcome, result=decision.result).inc()
+        if decision.result == "refused":
+            log.warning("feedback %s refused: %s", feedback.feedback_id, decision.detail)
+        if decision.move is not None:
+            card = evaluate(self._rules, work.states[lead.lead_id], lead.as_of or feedback.at)
+            self._transition(
+                lead,
+                decision.move,
+                trigger_id=feedback.feedback_id,
+                at=feedback.at,
+                received_at=feedback.at,
+                card=card,
+                work=work,
+            )
+        # Written now, not with the batch: the next outcome of this lead in the batch finds it.
         await repository.record_feedback(
             session,
             feedback_id=feedback.feedback_id,
             lead_id=lead.lead_id,
             outcome=feedback.outcome,
-            applied=True,
-            detail=f"{move.from_stage} -> {move.to_stage}",
+            result=decision.result,
+            detail=decision.detail,
             at=feedback.at,
         )
 
@@ -649,6 +649,8 @@ class ScoreHandler:
             to_stage=move.to_stage,
             reason=move.reason,
             at=at,
+            by_sales=move.by_sales,
+            skipped=move.skipped,
         )
         work.stage_changes.append(change)
         lead.stage = move.to_stage
@@ -667,6 +669,8 @@ class ScoreHandler:
                     reason=move.reason,
                     at=at,
                     received_at=received_at,
+                    by_sales=move.by_sales,
+                    skipped_stages=list(move.skipped),
                     profile=picture.profile,
                     consent=picture.consent,
                     firmographics=picture.firmographics,

@@ -63,6 +63,7 @@ async def explain_lead(
             )
             for note in await repository.identity_notes(session, lead.lead_id)
         ],
+        sales=await repository.sales_history(session, lead.lead_id),
     )
 
 

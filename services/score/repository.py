@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.score.engine.explain import LedgerRow, StageLine, state_of_rows
+from services.score.engine.explain import LedgerRow, SalesLine, StageLine, state_of_rows
 from services.score.engine.rescoring import HistoryItem
 from services.score.engine.scoring import LedgerLine, ScoreState
 from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics, LeadProfile, Stage
@@ -105,6 +105,8 @@ class StageChange:
     to_stage: Stage
     reason: str
     at: datetime
+    by_sales: bool = False
+    skipped: tuple[Stage, ...] = ()
 
 
 _LEAD_COLUMNS = (
@@ -238,10 +240,13 @@ _STORE_BATCH = f"""
         CROSS JOIN LATERAL jsonb_to_record(pair -> 1) AS item(message_id text,
              at timestamptz, behaviour boolean, profile boolean, facts jsonb, origin text)
     ), stages AS (
-        INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at)
-        SELECT transition_id, lead_id, from_stage, to_stage, reason, at
+        INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at,
+                                         by_sales, skipped)
+        SELECT transition_id, lead_id, from_stage, to_stage, reason, at, by_sales,
+               ARRAY(SELECT jsonb_array_elements_text(skipped))
         FROM jsonb_to_recordset($3::text::jsonb) AS change(transition_id text, lead_id text,
-             from_stage text, to_stage text, reason text, at timestamptz)
+             from_stage text, to_stage text, reason text, at timestamptz, by_sales boolean,
+             skipped jsonb)
         ON CONFLICT (transition_id) DO NOTHING
     )
     INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
@@ -423,7 +428,7 @@ async def already_scored(
 async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:
     rows = await fetch(
         session,
-        "SELECT from_stage, to_stage, reason, at FROM score.stage_changes "
+        "SELECT from_stage, to_stage, reason, at, by_sales, skipped FROM score.stage_changes "
         "WHERE lead_id = $1 ORDER BY at, recorded_at",
         lead_id,
     )
@@ -433,6 +438,8 @@ async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:
             to_stage=row["to_stage"],
             reason=row["reason"],
             at=row["at"],
+            by_sales=row["by_sales"],
+            skipped=list(row["skipped"]),
         )
         for row in rows
     ]
@@ -600,24 +607,48 @@ async def record_feedback(
     feedback_id: str,
     lead_id: str,
     outcome: str,
-    applied: bool,
+    result: str,
     detail: str,
     at: datetime,
 ) -> None:
+    """Keep what a CRM outcome did (`lifecycle.SalesDecision`), whatever it was."""
     await execute(
         session,
         """
-        INSERT INTO score.feedback (feedback_id, lead_id, outcome, applied, detail, at)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO score.feedback (feedback_id, lead_id, outcome, applied, result, detail, at)
+        VALUES ($1, $2, $3, $4 = 'applied', $4, $5, $6)
         ON CONFLICT (feedback_id) DO NOTHING
         """,
         feedback_id,
         lead_id,
         outcome,
-        applied,
+        result,
         detail,
         at,
     )
+
+
+async def latest_sales_outcome_at(session: AsyncSession, lead_id: str) -> datetime | None:
+    """When the CRM's latest outcome that holds for the lead (applied, or confirming its stage)
+    was reported; None when none does. An outcome older than it is superseded."""
+    value = await fetchval(
+        session,
+        "SELECT max(at) FROM score.feedback "
+        "WHERE lead_id = $1 AND result IN ('applied', 'unchanged')",
+        lead_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def sales_history(session: AsyncSession, lead_id: str) -> list[SalesLine]:
+    """Every CRM outcome reported for the lead and what it did, in the order of their times."""
+    rows = await fetch(
+        session,
+        "SELECT outcome, result, detail, at FROM score.feedback WHERE lead_id = $1 "
+        "ORDER BY at, recorded_at",
+        lead_id,
+    )
+    return [SalesLine(**dict(row)) for row in rows]
 
 
 async def mqls_to_reevaluate(

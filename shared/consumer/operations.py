@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.consumer.runner import DEAD_LETTER_HEADERS, DEAD_LETTER_SERVICE, consumer_group
 from shared.consumer.store import RunnerStore
-from shared.kafka import create_producer
+from shared.kafka import aiokafka_connection, create_producer
 from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
 from shared.settings import KafkaSettings, ServiceSettings
@@ -69,6 +69,12 @@ def runner_commands(
     ]
 
 
+def dead_letter_replay_group(kafka: KafkaSettings, service: str) -> str:
+    """The consumer group `replay-dead-letters` keeps its position in (the service's Kafka user
+    may read it: deploy/components/strimzi-kafka/users.yaml)."""
+    return f"{consumer_group(kafka, service)}-dlq-replay"
+
+
 @dataclass(frozen=True)
 class OffsetReset:
     partition: int
@@ -91,7 +97,7 @@ async def reset_offsets(
     `consumer_offsets` table of `schema`. Raises `OperatorError` for an unknown topic or
     partition, or while the group has members (nothing is written then)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **aiokafka_connection(kafka),
         group_id=group,
         client_id="leadflow-reset-offsets",
         enable_auto_commit=False,
@@ -151,8 +157,8 @@ async def replay_dead_letters(
     source = topic.full_name(kafka.topic_prefix)
     dlq = topic.dlq_name(kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=group or f"{consumer_group(kafka, service)}-dlq-replay",
+        **aiokafka_connection(kafka),
+        group_id=group or dead_letter_replay_group(kafka, service),
         client_id=f"leadflow-{service}-replay",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -84,6 +84,12 @@ class LifecycleChanged(Contract):
     reason: str
     at: AwareDatetime
     received_at: AwareDatetime = Field(description="ingest time of the triggering event")
+    by_sales: bool = Field(default=False, description="a CRM reported the move (crm.feedback)")
+    skipped_stages: list[Stage] = Field(
+        default_factory=list,
+        description="the stages on the way to customer the move jumped over (a lead sales "
+        "accepted from `lead` skipped mql): a funnel counts sales-sourced leads by it",
+    )
     profile: LeadProfile
     consent: Consent
     firmographics: Firmographics | None = None

@@ -121,6 +121,27 @@ def scrape_violations(resources: list[Resource]) -> list[str]:
     return found
 
 
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects `labels`; an empty
+    selector selects everything."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        operator = expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None:
+            return False
+        if operator == "DoesNotExist" and value is not None:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ValueError(f"no such selector operator: {operator}")
+    return True
+
+
 def config_map_keys(resources: list[Resource], name: str) -> set[str]:
     for resource in resources:
         if resource.get("kind") == "ConfigMap" and resource["metadata"]["name"] == name:

@@ -76,8 +76,10 @@ def test_crd_extracts_are_valid_json_schemas(crds: dict[tuple[str, str], CrdVers
         "Kafka",
         "KafkaNodePool",
         "KafkaTopic",
+        "KafkaUser",
         "Cluster",
         "ScaledObject",
+        "TriggerAuthentication",
     }
     for crd in crds.values():
         jsonschema.Draft7Validator.check_schema(crd.schema)
@@ -114,6 +116,9 @@ def test_kubernetes_validate_rejects_each_broken_builtin(index: int, expected: s
         (4, "'3' is not of type 'integer'"),
         (5, "'triggers' is a required property"),
         (6, "no CRD for monitoring.coreos.com/v1 ServiceMonitor"),
+        (7, "'Consume' is not one of"),
+        (8, "'plain' is not one of"),
+        (9, "'key' is a required property"),
     ],
     ids=[
         "topic-bound",
@@ -123,6 +128,9 @@ def test_kubernetes_validate_rejects_each_broken_builtin(index: int, expected: s
         "cluster-type",
         "scaledobject-required",
         "kind-without-crd",
+        "kafkauser-acl-operation-enum",
+        "kafka-listener-authentication-enum",
+        "triggerauthentication-required",
     ],
 )
 def test_crd_validation_rejects_each_broken_custom_resource(

@@ -278,7 +278,7 @@ def test_the_env_file_reads_back_as_the_services_environment(tmp_path: Path) -> 
         if name.startswith("LEADFLOW_")
     }
     assert dotenv_values(path) == expected
-    assert json.loads(expected["LEADFLOW_INGEST_WRITE_KEYS"]) == addresses.write_keys
+    assert json.loads(expected["LEADFLOW_INGEST_WRITE_KEYS"]) == addresses.write_key_entries()
     assert path.stat().st_mode & 0o077 == 0
 
     addresses.write_keys["k"] = "${HOME}"

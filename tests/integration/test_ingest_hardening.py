@@ -66,7 +66,7 @@ async def test_a_gzip_bomb_lead_list_gets_413_in_bounded_memory(ingest: Pipeline
             headers={**AUTH, "Content-Type": "text/csv", "Content-Encoding": "gzip"},
             content=in_chunks(bomb),
         )
-        health = await client.get("/healthz")
+        health = await client.get(ingest.addresses.health_url("ingest", "/healthz"))
     growth_mb = (peak_rss_kb(process.pid) - rss_before) / 1024
     print(f"\ningest peak RSS growth during a {len(bomb) // 1024} KB gzip bomb: {growth_mb:.1f} MB")
 

@@ -208,11 +208,11 @@ SAMPLE_KEYS = {
 def check_sample(events: dict[bytes, RawEvent]) -> None:
     formula = events[b"lead10@example.com"]
     assert formula.type == "identify"
-    assert formula.source == "trade-show-2026"
+    assert formula.source == "test-site"  # the write key's source, whatever the list's name
     # No user id column: the lead is its email; the import claims no userId (the key is the email).
     assert (formula.user_id, formula.anonymous_id) == (None, None)
     assert formula.context["import"]["row"] == 12
-    assert formula.context["import"]["writeKeySource"] == "test-site"
+    assert formula.context["import"]["list"] == "trade-show-2026"
     assert formula.traits == {
         "email": "lead10@example.com",
         "firstName": "Ada",
@@ -331,7 +331,8 @@ async def test_a_row_with_a_bad_phone_is_imported_without_it_and_the_report_says
     )
     assert [r.key for r in records] == [b"ann@acme.io"]
     lead = decode(records[0].value, RawEvent)
-    assert (lead.type, lead.source, lead.user_id) == ("identify", "booth-scans", None)
+    assert (lead.type, lead.source, lead.user_id) == ("identify", "test-site", None)
+    assert lead.context["import"]["list"] == "booth-scans"
     assert lead.traits == {
         "email": "ann@acme.io",
         "firstName": "Ann",
@@ -453,7 +454,7 @@ async def test_the_cli_uploads_a_file_and_prints_the_report(
     records = await ingest.read(
         EVENTS_RAW.full_name(ingest.prefix), until=lambda records: len(records) >= 2001
     )
-    assert {decode(r.value, RawEvent).source for r in records} == {"cli-list"}
+    assert {decode(r.value, RawEvent).context["import"]["list"] for r in records} == {"cli-list"}
 
     bad_key = await asyncio.to_thread(
         subprocess.run,

@@ -53,7 +53,13 @@ def enriched(lead_id: str, message_id: str, *, at: datetime = NOW, **fields: Any
     return encode(event)
 
 
-def feedback(lead_id: str | None, outcome: str, *, email: str | None = None) -> bytes:
+def feedback(
+    lead_id: str | None,
+    outcome: str,
+    *,
+    email: str | None = None,
+    at: datetime = NOW + timedelta(minutes=5),
+) -> bytes:
     return encode(
         CrmFeedback.model_validate(
             {
@@ -61,7 +67,7 @@ def feedback(lead_id: str | None, outcome: str, *, email: str | None = None) -> 
                 "lead_id": lead_id,
                 "email": email,
                 "outcome": outcome,
-                "at": NOW + timedelta(minutes=5),
+                "at": at,
             }
         )
     )
@@ -118,12 +124,148 @@ async def test_vp_demo_is_mql_at_once_and_crm_feedback_moves_it_on(
     assert (await stages(pipeline, lead, 4))[-1] == ("sqo", "customer")
     refused = await eventually(
         lambda: db.fetch(
-            "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND NOT applied", lead
+            "SELECT outcome, detail FROM score.feedback WHERE lead_id = $1 AND result = 'refused'",
+            lead,
         ),
         "the refused 'rejected' feedback recorded",
     )
     assert refused[0]["outcome"] == "rejected"
-    assert "does not apply to a lead in stage 'customer'" in refused[0]["detail"]
+    assert "does not apply to a customer" in refused[0]["detail"]
+
+
+async def routing_history(pipeline: Pipeline, key: str) -> dict[str, Any]:
+    url = pipeline.addresses.api_url("router", f"/v1/leads/{key}/routing")
+    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def explain(pipeline: Pipeline, key: str) -> dict[str, Any]:
+    url = pipeline.addresses.api_url("score", f"/v1/leads/{key}/explain")
+    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and_won(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score", "router")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    student = {"email": f"{lead}@example.edu", "title": "Student"}
+    pipeline.produce_raw(
+        EVENTS_ENRICHED,
+        enriched(lead, "m1", event="Blog Post Viewed", profile=student, firmographics=None),
+        key=lead.encode(),
+    )
+    assert await stages(pipeline, lead, 1) == [("anonymous", "lead")]
+    nurture = await eventually(
+        lambda: routing_history(pipeline, lead),
+        "the lead's nurture decision",
+        until=lambda history: history["decisions"],
+    )
+    assert nurture["decisions"][0]["route"] == "nurture"
+
+    for minutes, outcome in ((10, "accepted"), (20, "qualified"), (30, "won")):
+        pipeline.produce_raw(
+            CRM_FEEDBACK,
+            feedback(lead, outcome, at=NOW + timedelta(minutes=minutes)),
+            key=lead.encode(),
+        )
+    records = await pipeline.read(
+        LEADS_LIFECYCLE.full_name(pipeline.prefix),
+        until=lambda rs: len(of_lead(lead)(rs)) >= 4,
+    )
+    moves = [
+        (c["from_stage"], c["to_stage"], c["by_sales"], c["skipped_stages"])
+        for c in of_lead(lead)(records)
+    ]
+    assert moves == [
+        ("anonymous", "lead", False, []),
+        ("lead", "sql", True, ["mql"]),  # sales-sourced: it never was an mql
+        ("sql", "sqo", True, []),
+        ("sqo", "customer", True, []),
+    ]
+    stored = await db.fetch(
+        "SELECT to_stage, by_sales, skipped FROM score.stage_changes WHERE lead_id = $1 "
+        "ORDER BY at",
+        lead,
+    )
+    assert [(r["to_stage"], r["by_sales"], r["skipped"]) for r in stored][1] == (
+        "sql", True, ["mql"],
+    )  # fmt: skip
+    # The router saw it as any other move: the nurture decision is closed, nothing is open.
+    history = await eventually(
+        lambda: routing_history(pipeline, lead),
+        "the nurture decision closed",
+        until=lambda history: history["decisions"][0]["closed_reason"],
+    )
+    assert len(history["decisions"]) == 1
+    assert history["decisions"][0]["closed_reason"] in ("lead changed stage", "crm: accepted")
+
+
+async def test_outcomes_out_of_order_end_in_the_stage_the_latest_implies(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start("score")
+    won_first, lost_last = f"won-{uuid.uuid4().hex[:8]}", f"lost-{uuid.uuid4().hex[:8]}"
+    for lead in (won_first, lost_last):
+        pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", event="Demo Requested"),
+                             key=lead.encode())  # fmt: skip
+        await stages(pipeline, lead, 1)
+    # The CRM's sync sends the won deal before the steps that led to it, then one again.
+    for minutes, outcome in ((30, "won"), (10, "accepted"), (20, "qualified"), (10, "accepted")):
+        at = NOW + timedelta(minutes=minutes)
+        pipeline.produce_raw(CRM_FEEDBACK, feedback(won_first, outcome, at=at),
+                             key=won_first.encode())  # fmt: skip
+    # An mql sales loses at 50; a won of 40 and an accepted of 10 arrive after it: the loss holds.
+    for minutes, outcome in ((50, "lost"), (40, "won"), (10, "accepted")):
+        at = NOW + timedelta(minutes=minutes)
+        pipeline.produce_raw(CRM_FEEDBACK, feedback(lost_last, outcome, at=at),
+                             key=lost_last.encode())  # fmt: skip
+
+    def results(lead: str) -> Callable[[], Awaitable[list[tuple[str, str]]]]:
+        async def probe() -> list[tuple[str, str]]:
+            rows = await db.fetch(
+                "SELECT outcome, result FROM score.feedback WHERE lead_id = $1 "
+                "ORDER BY recorded_at",
+                lead,
+            )
+            return [(r["outcome"], r["result"]) for r in rows]
+
+        return probe
+
+    assert await eventually(
+        results(won_first), "won_first's outcomes", until=lambda r: len(r) == 4
+    ) == [
+        ("won", "applied"),
+        ("accepted", "superseded"),
+        ("qualified", "superseded"),
+        ("accepted", "superseded"),
+    ]
+    assert await eventually(
+        results(lost_last), "lost_last's outcomes", until=lambda r: len(r) == 3
+    ) == [
+        ("lost", "applied"),
+        ("won", "superseded"),
+        ("accepted", "superseded"),
+    ]
+    final = {
+        row["lead_id"]: row["stage"]
+        for row in await db.fetch(
+            "SELECT lead_id, stage FROM score.leads WHERE lead_id = ANY($1)", [won_first, lost_last]
+        )
+    }
+    assert final == {won_first: "customer", lost_last: "recycled"}
+    # mql -> customer at once, recording what it skipped; an mql sales loses is recycled
+    assert (await stages(pipeline, won_first, 2))[-1] == ("mql", "customer")
+    assert await stages(pipeline, lost_last, 2) == [("anonymous", "mql"), ("mql", "recycled")]
+    explained = await explain(pipeline, won_first)
+    assert [line["result"] for line in explained["sales"]] == [
+        "superseded", "superseded", "superseded", "applied",
+    ]  # fmt: skip
 
 
 async def test_rejection_recycles_and_unknown_lead_goes_to_the_dead_letters(

@@ -11,7 +11,7 @@ import secrets
 import httpx
 
 from devstack.processes import ServiceProcess, StackAddresses
-from shared.service_api import token_hash
+from shared.secret_hashes import secret_hash
 from tests.fixtures.pipeline import Pipeline
 
 EXPLAIN = "/v1/leads/maria@northwind.io/explain"
@@ -74,7 +74,7 @@ async def test_a_client_reads_with_its_token_and_cannot_use_a_scope_it_lacks(
     pipeline: Pipeline,
 ) -> None:
     reader = secrets.token_urlsafe(32)
-    clients = {"crm-reader": {"token_sha256": token_hash(reader), "scopes": ["leads:read"]}}
+    clients = {"crm-reader": {"token_sha256": secret_hash(reader), "scopes": ["leads:read"]}}
     addresses: StackAddresses = dataclasses.replace(
         pipeline.addresses,
         service_env={"score": {"LEADFLOW_API_CLIENTS": json.dumps(clients)}},

@@ -197,7 +197,12 @@ async def test_every_api_documents_itself_at_docs_with_nothing_from_outside(
     the OpenAPI document it shows lists the service's endpoints."""
     await pipeline.start(service)
     addresses = pipeline.addresses
-    base = addresses.health_url(service, "") if service == "ingest" else addresses.api_url(service)
+    # ingest: on its public port, which serves docs in the local stack only (as here).
+    base = (
+        f"http://127.0.0.1:{addresses.ingest_port}"
+        if service == "ingest"
+        else addresses.api_url(service)
+    )
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         page = await client.get("/docs")
         assert page.status_code == 200

@@ -5,105 +5,15 @@ test's event loop, so each test can choose its settings (e.g. a tiny rate limit)
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from devstack.broker import free_port
-from services.ingest.api import create_app
-from services.ingest.config import IngestSettings
-from shared.codec import decode
-from shared.contracts import RawEvent
-from shared.http import HttpServer
-from shared.settings import KafkaSettings
-from shared.topics import EVENTS_RAW
-from tests.fixtures.infra import Infrastructure
-from tests.fixtures.pipeline import Pipeline, PipelineFactory
-
-WEBSITE_KEY = "wk_website_1"
-CAREERS_KEY = "wk_careers_2"
-SECOND_WEBSITE_KEY = "wk_website_eu_3"  # another key of the same source
-WRITE_KEYS = {WEBSITE_KEY: "website", CAREERS_KEY: "careers-site", SECOND_WEBSITE_KEY: "website"}
-
-
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
-@dataclass
-class Ingest:
-    """A running ingest app and a way to read what it produced."""
-
-    client: httpx.AsyncClient
-    reader: Pipeline  # only its `read` (an independent confluent-kafka client) is used
-
-    async def post(
-        self, path: str, body: Any, *, key: str | None = WEBSITE_KEY, **headers: str
-    ) -> httpx.Response:
-        content = body if isinstance(body, bytes) else orjson.dumps(body)
-        all_headers = {"Content-Type": "application/json", **(basic(key) if key else {})}
-        return await self.client.post(path, content=content, headers={**all_headers, **headers})
-
-    async def events(self, count: int) -> list[RawEvent]:
-        records = await self.reader.read(
-            EVENTS_RAW.full_name(self.reader.prefix), until=lambda records: len(records) >= count
-        )
-        return [decode(record.value, RawEvent) for record in records]
-
-    async def no_events(self) -> None:
-        records = await self.reader.read_all(EVENTS_RAW.full_name(self.reader.prefix), settle_s=1)
-        assert records == []
-
-
-StartIngest = Callable[..., Awaitable[Ingest]]
-
-
-@pytest.fixture
-async def start_ingest(
-    infrastructure: Infrastructure, topic_prefix: str, pipeline_factory: PipelineFactory
-) -> AsyncIterator[StartIngest]:
-    servers: list[tuple[HttpServer, httpx.AsyncClient]] = []
-
-    async def start(**settings: Any) -> Ingest:
-        port = free_port()
-        config = IngestSettings(
-            write_keys=WRITE_KEYS,
-            port=port,
-            kafka=KafkaSettings(
-                bootstrap_servers=infrastructure.kafka_bootstrap, topic_prefix=topic_prefix
-            ),
-            **settings,
-        )
-        server = HttpServer(
-            create_app(config), host="127.0.0.1", port=port, setting="port", lifespan=True
-        )
-        await server.start()
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        servers.append((server, client))
-        for _ in range(500):
-            if (await client.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.02)
-        return Ingest(client=client, reader=pipeline_factory())
-
-    yield start
-    for server, client in servers:
-        await client.aclose()
-        await server.stop()
-
-
-@pytest.fixture
-async def ingest(start_ingest: StartIngest) -> Ingest:
-    return await start_ingest()
-
+from tests.fixtures.ingest import CAREERS_KEY, SECOND_WEBSITE_KEY, WEBSITE_KEY, Ingest, StartIngest
 
 IDENTITY = {"anonymousId": "anon-1", "userId": "usr-1"}
 CALLS: dict[str, dict[str, Any]] = {

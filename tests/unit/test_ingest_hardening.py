@@ -119,3 +119,20 @@ def test_a_derived_message_id_depends_on_the_write_keys_source() -> None:
 
 def test_a_client_message_id_is_still_kept() -> None:
     assert message_ids({"batch": [call_without_message_id(messageId="m-1")]}) == ["m-1"]
+
+
+def test_a_body_of_more_objects_than_any_real_batch_is_refused_before_parsing() -> None:
+    flood = b'{"batch":[' + b",".join([b'{"a":{}}'] * 13_000) + b"]}"  # 26,001 objects, 117 KB
+    real = orjson.dumps(
+        {
+            "batch": [
+                {"type": "track", **IDS, "event": "E", "properties": {"n": n}} for n in range(2400)
+            ]
+        }
+    )
+
+    with pytest.raises(Refused) as refused:
+        json_object(flood)
+
+    assert "more than 25,000 objects and lists" in refused.value.reasons[0]
+    assert len(json_object(real)["batch"]) == 2400, "a real batch of 130 KB passes"

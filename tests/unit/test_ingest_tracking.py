@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.ingest.auth import key_from_basic_auth, source_for_key
+from services.ingest.auth import WriteKeys, key_from_basic_auth
 from services.ingest.tracking import IdentifyCall, TrackCall, TrackingCall, raw_event_fields
 from services.ingest.wire import encode_fields
 from shared.codec import decode
 from shared.contracts import RawEvent, corrected_timestamp
+from shared.secret_hashes import secret_hash
+from tests.fixtures.write_keys import write_key
 from tests.unit.builders import NOW
 
 pytestmark = pytest.mark.unit
@@ -301,7 +303,12 @@ def test_key_from_basic_auth(header: str | None, key: str | None) -> None:
     assert key_from_basic_auth(header) == key
 
 
-WRITE_KEYS = {"local-dev-key": "website", "wk_careers_9f3a": "careers-site"}
+WRITE_KEYS = WriteKeys(
+    {
+        "website": write_key("local-dev-key", "website"),
+        "careers": write_key("wk_careers_9f3a", "careers-site"),
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -317,9 +324,11 @@ WRITE_KEYS = {"local-dev-key": "website", "wk_careers_9f3a": "careers-site"}
         pytest.param(None, None, id="none"),
     ],
 )
-def test_source_for_key(key: str | None, source: str | None) -> None:
-    assert source_for_key(key, WRITE_KEYS) == source
+def test_a_write_key_is_found_by_the_key_itself(key: str | None, source: str | None) -> None:
+    caller = WRITE_KEYS.find(key)
+    assert (caller.source if caller else None) == source
 
 
-def test_no_source_when_no_keys_are_configured() -> None:
-    assert source_for_key("local-dev-key", {}) is None
+def test_the_configured_hash_is_not_a_key() -> None:
+    assert WRITE_KEYS.find(secret_hash("local-dev-key")) is None
+    assert WriteKeys({}).find("local-dev-key") is None

@@ -149,7 +149,7 @@ def huge_header_upload(import_id: str) -> ImportReport:
     them (a rejection or a warning quotes what it refuses)."""
     headers = ["Email", "N" * 130_000, *(f"{i:04d}" + "h" * 2000 for i in range(400))]
     rows = "".join(f"{'x' * 5000}@,a\n" for _ in range(100))
-    report = ImportReport(import_id=import_id, list_name="l", key_source="s")
+    report = ImportReport(import_id=import_id, list_name="l", owner="s")
     upload = LeadListUpload(report=report, file_format="csv", spool=LeadSpool(None))
     upload.feed((",".join(headers) + "\n" + rows).encode())
     upload.finish()
@@ -184,7 +184,7 @@ def test_many_finished_uploads_with_huge_headers_keep_the_registry_under_its_byt
         registry.begin(report)
         registry.finish(report, now=float(n))
         assert registry.size_bytes <= 4 * MiB
-    kept = [registry.get(f"i{n}", key_source="s", now=300.0) for n in range(300)]
+    kept = [registry.get(f"i{n}", owner="s", now=300.0) for n in range(300)]
     assert kept[0] is None
     assert kept[-1] is not None
     held = sum(len(orjson.dumps(r.as_json())) for r in kept if r is not None)
@@ -193,16 +193,16 @@ def test_many_finished_uploads_with_huge_headers_keep_the_registry_under_its_byt
 
 def test_a_finished_report_expires_after_its_ttl() -> None:
     registry = ImportRegistry(ttl_s=60, max_bytes=4 * MiB)
-    report = ImportReport(import_id="i1", list_name="l", key_source="s")
+    report = ImportReport(import_id="i1", list_name="l", owner="s")
     registry.begin(report)
-    assert registry.get("i1", key_source="s", now=1000.0) is report  # running: never expires
+    assert registry.get("i1", owner="s", now=1000.0) is report  # running: never expires
     report.state = ImportState.DONE
     registry.finish(report, now=1000.0)
-    assert registry.get("i1", key_source="s", now=1059.0) is report
-    assert registry.get("i1", key_source="other", now=1059.0) is None
+    assert registry.get("i1", owner="s", now=1059.0) is report
+    assert registry.get("i1", owner="other", now=1059.0) is None
     with pytest.raises(ReportExpired):
-        registry.get("i1", key_source="s", now=1060.0)
-    assert registry.get("i1", key_source="other", now=1061.0) is None  # not even that it was
+        registry.get("i1", owner="s", now=1060.0)
+    assert registry.get("i1", owner="other", now=1061.0) is None  # not even that it was
     assert registry.size_bytes == 0
 
 

@@ -30,7 +30,7 @@ def import_outcome(body: bytes, *, file_format: FileFormat, chunk: int) -> str |
             upload.feed(body[i : i + chunk])
         upload.finish()
         events: list[RawEvent] = []
-        while batch := upload.next_events(50, key_source="s", received_at=NOW):
+        while batch := upload.next_events(50, source="s", received_at=NOW):
             events.extend(decode(record.value, RawEvent) for record in batch)
     except BadUpload as refused:
         return str(refused)

@@ -206,7 +206,7 @@ def identify_fields(lead: Lead) -> dict[str, Any]:
         first_row=2,
         list_name="webinar-q4",
         import_id="imp-1",
-        key_source="partner-key",
+        source="partner-key",
         received_at=NOW,
     )
 

@@ -7,13 +7,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import ValidationError
 
-from shared.service_api import (
-    ClientTable,
-    requires,
-    serve_clients,
-    token_hash,
-    unauthenticated_routes,
-)
+from shared.secret_hashes import secret_hash
+from shared.service_api import client_table, requires, serve_clients, unauthenticated_routes
 from shared.settings import ApiClient, ApiSettings
 
 pytestmark = pytest.mark.unit
@@ -21,9 +16,9 @@ pytestmark = pytest.mark.unit
 READER, EDITOR = "r" * 43, "e" * 43
 SETTINGS = ApiSettings(
     clients={
-        "reader": ApiClient(token_sha256=token_hash(READER), scopes=["leads:read"]),
+        "reader": ApiClient(token_sha256=secret_hash(READER), scopes=["leads:read"]),
         "editor": ApiClient(
-            token_sha256=token_hash(EDITOR), scopes=["leads:read", "rules:simulate"]
+            token_sha256=secret_hash(EDITOR), scopes=["leads:read", "rules:simulate"]
         ),
     }
 )
@@ -84,10 +79,10 @@ async def test_no_client_configured_means_nobody_gets_in() -> None:
 
 
 def test_only_the_hash_of_a_token_is_configured() -> None:
-    table = ClientTable(SETTINGS.clients)
+    table = client_table(SETTINGS.clients)
 
     assert table.find(READER) == ("reader", SETTINGS.clients["reader"])
-    assert table.find(token_hash(READER)) is None  # the configured hash is not a token
+    assert table.find(secret_hash(READER)) is None  # the configured hash is not a token
 
 
 def test_a_route_that_names_no_scope_is_found_so_the_shell_can_refuse_it() -> None:

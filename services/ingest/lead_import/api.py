@@ -4,13 +4,19 @@ Answers:
 - 200 with the report once every lead of the file is acknowledged by the broker (acks=all);
 - 400 with a reason when the file as a whole cannot be imported (not UTF-8, empty, no email
   column, a bad mapping, too many columns): nothing of it is published;
-- 401 for a missing or unknown write key; 409 for an import id that is still running;
+- 401 for a missing or unknown write key, 403 for a key without the `import` scope (reading
+  a report: the key that started it, or one with `admin`); 409 for an import id still running;
+- 408 when the file arrives too slowly (`IngestSettings.body_idle_timeout_s`,
+  `import_min_rate_bytes_per_s`): nothing of it is published and the connection is closed;
 - 413 with the reason when the file passes a limit of the replica (`IngestSettings.import_*`:
   how far a gzip body inflates, its compression ratio, the merge spool's bytes): nothing of it
   is published and its spool file is deleted;
-- 415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once;
+- 415 for a format that is neither CSV nor NDJSON; 429 when too many imports run at once on
+  the replica, or for the write key (`import_slots`, `import_slots_per_key`);
 - 503 with `Retry-After` when the broker stops acknowledging part-way: upload the same file
   again; the leads already published carry the same messageIds and are dropped as repeats.
+Every lead's identify event carries the write key's source; the list's name is in
+`context.import.list`. Publishing draws from the key's rate limit, waiting when it runs dry.
 Rows that cannot be imported never fail the request: the report lists them by row number. A
 row whose optional value fails its check (a phone, a country) is imported without that value,
 and the report lists what was dropped as a warning, also by row number.
@@ -23,6 +29,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +38,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from services.ingest.auth import authenticate
+from services.ingest.admission import Admission, Refusal
+from services.ingest.answers import client_address, refusal_response
+from services.ingest.auth import Caller, key_from_basic_auth
+from services.ingest.body import MinimumPace, TooSlow, paced_chunks
 from services.ingest.config import IngestSettings
 from services.ingest.lead_import.progress import ImportInProgress, ImportRegistry, ReportExpired
 from services.ingest.lead_import.reading import DELIMITERS, BadUpload, UploadTooLarge
@@ -45,29 +55,35 @@ from shared.telemetry import MESSAGES_IN
 log = logging.getLogger(__name__)
 
 PUBLISH_BATCH = 500  # leads per publish call; awaiting each call's acks is the backpressure
-MAX_RUNNING_IMPORTS = 4
 MAX_DISCARD = 100 * 1024 * 1024
 _CHUNK = 256 * 1024  # body bytes handed to the worker thread at once
 _IMPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _CSV_TYPES = {"text/csv", "application/csv", "text/plain", "text/tab-separated-values"}
 _NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-lines"}
-_UNAUTHORIZED = {"success": False, "error": "missing or unknown write key"}
 
 
-def create_import_router(settings: IngestSettings, publisher: EventPublisher) -> APIRouter:
+def create_import_router(
+    settings: IngestSettings, publisher: EventPublisher, admission: Admission
+) -> APIRouter:
     router = APIRouter(tags=["lead lists"])
     registry = ImportRegistry(
         ttl_s=settings.import_report_ttl_s, max_bytes=settings.import_reports_max_bytes
     )
     spool_quota = SpoolQuota(settings.import_spool_max_total_bytes)
+    pace = MinimumPace(
+        bytes_per_s=settings.import_min_rate_bytes_per_s, grace_s=settings.import_rate_grace_s
+    )
 
-    def source_of(request: Request) -> str | None:
-        """The source of the request's write key: HTTP Basic only (the body is the file)."""
-        return authenticate(
-            authorization=request.headers.get("authorization"),
-            body_write_key=None,
-            write_keys=settings.write_keys,
-        )
+    def caller_of(request: Request, *, reading: bool) -> Caller | Refusal:
+        """The request's caller, from HTTP Basic only (the body is the file): `import` to
+        upload; to read a report, `import` (its own) or `admin` (any)."""
+        address = client_address(request)
+        now = time.monotonic()
+        key = key_from_basic_auth(request.headers.get("authorization"))
+        caller = admission.authenticate(key, scope="import", address=address, now=now)
+        if reading and isinstance(caller, Refusal) and caller.status == 403:
+            return admission.authenticate(key, scope="admin", address=address, now=now)
+        return caller
 
     @router.post(
         "/v1/leads/import",
@@ -109,9 +125,9 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             description="Client-chosen id to follow the import's progress",
         ),
     ) -> Response:
-        source = source_of(request)
-        if source is None:
-            return _unauthorized()
+        caller = caller_of(request, reading=False)
+        if isinstance(caller, Refusal):
+            return refusal_response(caller)
         list_name = (list_name or "").strip()
         if not 0 < len(list_name) <= 200:
             # Checked here, not by FastAPI, so the answer names the parameter.
@@ -130,10 +146,17 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             return _error(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
         if import_id is not None and not _IMPORT_ID.match(import_id):
             return _error(400, "X-Import-Id: 1-100 letters, digits, '.', '_', ':' or '-'")
-        if registry.running >= MAX_RUNNING_IMPORTS:
+        if registry.running >= settings.import_slots:
             return _error(429, "too many imports are running; retry later", retry_after=30)
+        if registry.running_for(caller.key_name) >= settings.import_slots_per_key:
+            return _error(
+                429,
+                f"write key {caller.key_name!r} already runs {settings.import_slots_per_key} "
+                "imports (its limit); retry when one has finished",
+                retry_after=30,
+            )
         report = ImportReport(
-            import_id=import_id or str(uuid.uuid4()), list_name=list_name, key_source=source
+            import_id=import_id or str(uuid.uuid4()), list_name=list_name, owner=caller.key_name
         )
         try:
             registry.begin(report)
@@ -159,7 +182,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             registry.finish(report, now=time.monotonic())
             raise
         try:
-            return await _run(request, upload, report, key_source=source)
+            return await _run(request, upload, report, caller)
         finally:
             if report.state in (ImportState.RECEIVING, ImportState.PUBLISHING):
                 report.fail(report.error or "stopped")
@@ -167,14 +190,21 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             registry.finish(report, now=time.monotonic())
 
     async def _run(
-        request: Request, upload: LeadListUpload, report: ImportReport, *, key_source: str
+        request: Request, upload: LeadListUpload, report: ImportReport, caller: Caller
     ) -> Response:
         headers = {
             "X-Import-Id": report.import_id,
             "Location": f"/v1/leads/import/{report.import_id}",
         }
         try:
-            await _receive(request, upload)
+            await _receive(
+                paced_chunks(request, idle_timeout_s=settings.body_idle_timeout_s, pace=pace),
+                upload,
+            )
+        except TooSlow as slow:
+            report.fail(str(slow))
+            log.info("import %s: the upload was too slow", report.import_id)
+            return _report_response(408, report, {**headers, "Connection": "close"})
         except BadUpload as exc:
             report.fail(str(exc))
             # The spool goes now, not after the rest of the body is discarded.
@@ -190,7 +220,7 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         received_at = datetime.now(UTC)
 
         def encoded_batch() -> list[EncodedEvent]:
-            return upload.next_events(PUBLISH_BATCH, key_source=key_source, received_at=received_at)
+            return upload.next_events(PUBLISH_BATCH, source=caller.source, received_at=received_at)
 
         def next_batch() -> asyncio.Future[list[EncodedEvent]]:
             return asyncio.ensure_future(asyncio.to_thread(encoded_batch))
@@ -200,6 +230,9 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
             while events := await upcoming:
                 # Build the next batch while this one waits for its acknowledgements.
                 upcoming = next_batch()
+                await asyncio.sleep(
+                    admission.pace(caller, events=len(events), now=time.monotonic())
+                )
                 await publisher.publish(events)
                 report.published += len(events)
         except BrokerUnavailable as exc:
@@ -219,11 +252,12 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
         response_model=None,
     )
     async def import_progress(request: Request, import_id: str) -> Response:
-        source = source_of(request)
-        if source is None:
-            return _unauthorized()
+        caller = caller_of(request, reading=True)
+        if isinstance(caller, Refusal):
+            return refusal_response(caller)
+        owner = None if caller.may("admin") else caller.key_name
         try:
-            report = registry.get(import_id, key_source=source, now=time.monotonic())
+            report = registry.get(import_id, owner=owner, now=time.monotonic())
         except ReportExpired:
             return _error(
                 404,
@@ -237,12 +271,12 @@ def create_import_router(settings: IngestSettings, publisher: EventPublisher) ->
     return router
 
 
-async def _receive(request: Request, upload: LeadListUpload) -> None:
+async def _receive(chunks: AsyncIterator[bytes], upload: LeadListUpload) -> None:
     """Stream the body into the upload in chunks of about _CHUNK bytes; parsing, normalising
     and spooling run in a worker thread so the event loop keeps serving other requests."""
     buffered: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         buffered.append(chunk)
         size += len(chunk)
         if size >= _CHUNK:
@@ -314,9 +348,3 @@ def _report_response(status: int, report: ImportReport, headers: dict[str, str])
 def _error(status: int, reason: str, *, retry_after: int | None = None) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return JSONResponse({"success": False, "error": reason}, status_code=status, headers=headers)
-
-
-def _unauthorized() -> JSONResponse:
-    return JSONResponse(
-        _UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": 'Basic realm="leadflow"'}
-    )

@@ -1,8 +1,9 @@
 """A merged lead as the identify call that goes to `events.raw` (its wire fields, serialised by
 `wire.encode_fields`). Pure: no I/O, no clock.
 
-- `source` is the list's name (what a scoring or routing rule matches on: "webinar-2026-q4");
-  the write key's own source name travels in `context.import.writeKeySource`.
+- `source` is the write key's source, as for every event that key sends (a key cannot pose as
+  another source); the list's name travels in `context.import.list` (what a scoring or routing
+  rule matches on to single out a list: "webinar-2026-q4").
 - An import asserts only what it knows. `userId` is the list's user id column when mapped;
   without one the call carries no userId and no anonymousId, and the lead is identified by
   `traits.email` alone (`RawEvent` allows exactly this for an imported identify call; its key
@@ -41,7 +42,7 @@ def identify_event(
     first_row: int,
     list_name: str,
     import_id: str,
-    key_source: str,
+    source: str,
     received_at: datetime,
 ) -> dict[str, Any]:
     """The identify call's `events.raw` fields, by their wire names; valid for `RawEvent` by
@@ -51,7 +52,7 @@ def identify_event(
     return {
         "type": "identify",
         "messageId": message_id(list_name=list_name, lead=lead),
-        "source": list_name,
+        "source": source,
         "receivedAt": received_at,
         "timestamp": received_at,
         "userId": lead.user_id,
@@ -62,7 +63,6 @@ def identify_event(
                 "id": import_id,
                 "list": list_name,
                 "row": first_row,
-                "writeKeySource": key_source,
             },
         },
     }

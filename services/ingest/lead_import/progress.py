@@ -5,7 +5,7 @@ Progress lives in the memory of the replica that receives the upload: behind a l
 from the upload's own response, which every replica returns). A restart forgets them.
 
 Bounded: a running report is at most `report.MAX_REPORT_BYTES` and at most
-`MAX_RUNNING_IMPORTS` run at once (the API's limit); finished reports are kept for `ttl_s`, at
+`IngestSettings.import_slots` run at once; finished reports are kept for `ttl_s`, at
 most `keep` of them and at most `max_bytes` of their JSON together, the oldest dropped first.
 Time is an argument (`now`, monotonic seconds): nothing here reads a clock.
 """
@@ -42,7 +42,7 @@ class ImportRegistry:
     def __init__(self, *, ttl_s: float, max_bytes: int, keep: int = KEEP_FINISHED) -> None:
         self._running: dict[str, ImportReport] = {}
         self._finished: OrderedDict[str, _Finished] = OrderedDict()  # oldest first
-        # Expired ids -> their write key's source, to say why 404 (to that source only).
+        # Expired ids -> the name of their write key, to say why 404 (to that key only).
         self._expired: OrderedDict[str, str] = OrderedDict()
         self._ttl_s = ttl_s
         self._max_bytes = max_bytes
@@ -72,17 +72,17 @@ class ImportRegistry:
         ):
             self._drop(next(iter(self._finished)))
 
-    def get(self, import_id: str, *, key_source: str, now: float) -> ImportReport | None:
-        """The report of the running or finished import `import_id` that `key_source` started;
-        None for an id unknown (to that source). Raises `ReportExpired` for a report dropped
-        because its TTL passed."""
+    def get(self, import_id: str, *, owner: str | None, now: float) -> ImportReport | None:
+        """The report of the running or finished import `import_id` that the write key `owner`
+        started (None: whichever key did); None for an id unknown (to that key). Raises
+        `ReportExpired` for a report dropped because its TTL passed."""
         self._expire(now)
         report = self._running.get(import_id)
         if report is None and (finished := self._finished.get(import_id)) is not None:
             report = finished.report
         if report is not None:
-            return report if report.key_source == key_source else None
-        if self._expired.get(import_id) == key_source:
+            return report if owner in (None, report.owner) else None
+        if (expired := self._expired.get(import_id)) is not None and owner in (None, expired):
             raise ReportExpired(import_id)
         return None
 
@@ -90,13 +90,17 @@ class ImportRegistry:
     def running(self) -> int:
         return len(self._running)
 
+    def running_for(self, owner: str) -> int:
+        """Imports running that the write key `owner` started."""
+        return sum(1 for report in self._running.values() if report.owner == owner)
+
     def _expire(self, now: float) -> None:
         while self._finished:
             import_id, oldest = next(iter(self._finished.items()))
             if now - oldest.finished_at < self._ttl_s:
                 break
             self._drop(import_id)
-            self._expired[import_id] = oldest.report.key_source
+            self._expired[import_id] = oldest.report.owner
             if len(self._expired) > self._keep:
                 self._expired.popitem(last=False)
 

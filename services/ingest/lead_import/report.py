@@ -49,8 +49,9 @@ class ImportReport:
 
     import_id: str
     list_name: str
-    key_source: str = field(default="", repr=False)
-    """The write key's source that started it: only that source may read its progress."""
+    owner: str = field(default="", repr=False)
+    """The name of the write key that started it: only that key (or one with the `admin`
+    scope) may read its progress."""
     state: ImportState = ImportState.RECEIVING
     bytes_received: int = 0
     rows_read: int = 0

@@ -196,11 +196,9 @@ class LeadListUpload:
 
     # -- phase 2 ---------------------------------------------------------------------------
 
-    def next_events(
-        self, limit: int, *, key_source: str, received_at: datetime
-    ) -> list[EncodedEvent]:
-        """The next `limit` leads as identify events (`events.raw` records), first-seen order;
-        [] at the end."""
+    def next_events(self, limit: int, *, source: str, received_at: datetime) -> list[EncodedEvent]:
+        """The next `limit` leads as identify events (`events.raw` records) of `source` (the write
+        key's), first-seen order; [] at the end."""
         with self._lock:
             leads = self._spool.next_leads(limit)
         return [
@@ -210,7 +208,7 @@ class LeadListUpload:
                     first_row=row,
                     list_name=self.report.list_name,
                     import_id=self.report.import_id,
-                    key_source=key_source,
+                    source=source,
                     received_at=received_at,
                 )
             )

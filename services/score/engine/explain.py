@@ -34,6 +34,8 @@ class StageLine(_Frozen):
     to_stage: str
     reason: str
     at: datetime
+    by_sales: bool = False
+    skipped: list[str] = []
 
 
 class ExplainedLine(_Frozen):
@@ -67,12 +69,23 @@ class IdentityLine(_Frozen):
     other_lead_id: str | None = None
 
 
+class SalesLine(_Frozen):
+    """An outcome a CRM reported, and what it did (`lifecycle.SalesDecision`)."""
+
+    at: datetime
+    outcome: str
+    result: str
+    detail: str
+
+
 class StageStay(_Frozen):
     stage: str
     since: datetime
     until: datetime | None
     days: float
     reason: str
+    by_sales: bool = False
+    skipped: list[str] = []
 
 
 class Explanation(_Frozen):
@@ -90,6 +103,7 @@ class Explanation(_Frozen):
     lines: list[ExplainedLine]
     stages: list[StageStay]
     identity: list[IdentityLine] = []
+    sales: list[SalesLine] = []
 
 
 def explain(
@@ -102,6 +116,7 @@ def explain(
     rules: RuleSet,
     at: datetime,
     identity: Sequence[IdentityLine] = (),
+    sales: Sequence[SalesLine] = (),
 ) -> Explanation:
     state = state_of(ledger)
     card = evaluate(rules, state, at)
@@ -139,6 +154,7 @@ def explain(
         lines=lines,
         stages=_stays(stages, at),
         identity=sorted(identity, key=lambda line: line.at),
+        sales=sorted(sales, key=lambda line: line.at),
     )
 
 
@@ -199,13 +215,21 @@ def render_text(explanation: Explanation) -> str:
     out += ["", "stages:"]
     for stay in e.stages:
         until = f"{stay.until:%Y-%m-%d %H:%M}" if stay.until else "now"
+        by = "; by sales" if stay.by_sales else ""
+        skipped = f"; skipped {', '.join(stay.skipped)}" if stay.skipped else ""
         out.append(
             f"  {stay.stage:<13}{stay.since:%Y-%m-%d %H:%M} .. {until:<16}"
-            f"{stay.days:>7.1f} days  ({stay.reason})"
+            f"{stay.days:>7.1f} days  ({stay.reason}{by}{skipped})"
         )
     if e.identity:
         out += ["", "identity:"]
         out += [f"  {line.at:%Y-%m-%d %H:%M}  {line.what:<12}{line.detail}" for line in e.identity]
+    if e.sales:
+        out += ["", "what sales reported:"]
+        out += [
+            f"  {line.at:%Y-%m-%d %H:%M}  {line.outcome:<13}{line.result:<11}{line.detail}"
+            for line in e.sales
+        ]
     return "\n".join(out)
 
 
@@ -252,6 +276,8 @@ def _stays(stages: Sequence[StageLine], at: datetime) -> list[StageStay]:
                 until=until,
                 days=round(max((end - change.at).total_seconds(), 0) / 86_400, 2),
                 reason=change.reason,
+                by_sales=change.by_sales,
+                skipped=change.skipped,
             )
         )
     return stays
