@@ -70,14 +70,6 @@ async def live_leads_with_email(db: asyncpg.Connection, email: str) -> list[str]
     return [row["lead_id"] for row in rows]
 
 
-async def explain(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
-        answer = await client.get(pipeline.addresses.api_url("score", f"/v1/leads/{key}/explain"))
-    assert answer.status_code == 200, answer.text
-    explanation: dict[str, Any] = answer.json()
-    return explanation
-
-
 async def test_an_imported_lead_and_the_website_sign_up_of_its_email_are_one_lead(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:
@@ -105,7 +97,7 @@ async def test_an_imported_lead_and_the_website_sign_up_of_its_email_are_one_lea
 
     assert await live_leads_with_email(db, email) == imported  # one lead, the imported one
     assert set(counted_under) == set(imported)
-    rules = {line["rule_id"] for line in (await explain(pipeline, email))["lines"]}
+    rules = {line["rule_id"] for line in (await pipeline.explain(email))["lines"]}
     assert "vp" in rules  # the imported profile's points (VP Sales)
     assert "pricing-page" in rules  # the website's points
     users = await db.fetch(
@@ -236,7 +228,7 @@ async def test_an_alias_joins_two_known_user_ids_and_an_unmerge_gives_each_its_o
     # The userIds are each lead's own again: Ana's next call counts for Ana.
     later = await call(pipeline, "track", 20, userId=f"ana-{run}", event="Webinar Attended")
     assert await scored(db, later) == [ana]
-    story = (await explain(pipeline, ben))["identity"]
+    story = (await pipeline.explain(ben))["identity"]
     assert [line["what"] for line in story] == ["merged", "unmerged"]
 
 
@@ -264,7 +256,7 @@ async def test_a_refused_link_is_counted_and_shown_in_the_leads_history(
     assert "another userId" in notes[0]["detail"]
     assert email not in notes[0]["detail"]
     assert "previousId" in notes[1]["detail"]
-    assert [line["what"] for line in (await explain(pipeline, other))["identity"]] == [
+    assert [line["what"] for line in (await pipeline.explain(other))["identity"]] == [
         "refused",
         "refused",
     ]

@@ -74,14 +74,6 @@ def decisions_of(records: list[Record], lead_id: str) -> list[dict[str, Any]]:
     return [r.json() for r in records if r.json()["lead_id"] == lead_id]
 
 
-async def routing_history(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    url = pipeline.addresses.api_url("router", f"/v1/leads/{key}/routing")
-    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
-        response = await client.get(url)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 # ---- two instances, one team ------------------------------------------------------------------
 
 
@@ -191,11 +183,11 @@ async def test_an_sla_breach_reassigns_then_escalates_and_acceptance_stops_the_t
     assert chain[1]["reasons"][0] == f"SLA breached: {owners[0]} did not accept within 3 s"
     assert len(decisions_of(records, accepted)) == 1, "accepted in time: never reassigned"
 
-    history = await routing_history(pipeline, ignored)
+    history = await pipeline.routing_history(ignored)
     # The manager's SLA ran out too (recorded), but an escalated lead stays with the manager.
     assert [b["owner_id"] for b in history["sla_breaches"]] == owners
     assert history["decisions"][0]["closed_reason"] == "SLA breached: sla_reassigned"
-    accepted_history = await routing_history(pipeline, f"{accepted}@example.com")
+    accepted_history = await pipeline.routing_history(f"{accepted}@example.com")
     assert accepted_history["decisions"][0]["closed_reason"] == "crm: accepted"
     assert accepted_history["sla_breaches"] == []
 

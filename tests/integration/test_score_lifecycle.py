@@ -133,22 +133,6 @@ async def test_vp_demo_is_mql_at_once_and_crm_feedback_moves_it_on(
     assert "does not apply to a customer" in refused[0]["detail"]
 
 
-async def routing_history(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    url = pipeline.addresses.api_url("router", f"/v1/leads/{key}/routing")
-    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
-        response = await client.get(url)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-async def explain(pipeline: Pipeline, key: str) -> dict[str, Any]:
-    url = pipeline.addresses.api_url("score", f"/v1/leads/{key}/explain")
-    async with httpx.AsyncClient(timeout=10, headers=pipeline.addresses.api_headers) as client:
-        response = await client.get(url)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and_won(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:
@@ -162,7 +146,7 @@ async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and
     )
     assert await stages(pipeline, lead, 1) == [("anonymous", "lead")]
     nurture = await eventually(
-        lambda: routing_history(pipeline, lead),
+        lambda: pipeline.routing_history(lead),
         "the lead's nurture decision",
         until=lambda history: history["decisions"],
     )
@@ -198,7 +182,7 @@ async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and
     )  # fmt: skip
     # The router saw it as any other move: the nurture decision is closed, nothing is open.
     history = await eventually(
-        lambda: routing_history(pipeline, lead),
+        lambda: pipeline.routing_history(lead),
         "the nurture decision closed",
         until=lambda history: history["decisions"][0]["closed_reason"],
     )
@@ -262,7 +246,7 @@ async def test_outcomes_out_of_order_end_in_the_stage_the_latest_implies(
     # mql -> customer at once, recording what it skipped; an mql sales loses is recycled
     assert (await stages(pipeline, won_first, 2))[-1] == ("mql", "customer")
     assert await stages(pipeline, lost_last, 2) == [("anonymous", "mql"), ("mql", "recycled")]
-    explained = await explain(pipeline, won_first)
+    explained = await pipeline.explain(won_first)
     assert [line["result"] for line in explained["sales"]] == [
         "superseded", "superseded", "superseded", "applied",
     ]  # fmt: skip

@@ -192,9 +192,10 @@ FLOOD_BATCH = b'{"batch":[' + b",".join([DEEP_CALL] * 240) + b"]}"  # 438 KB, 72
 TOO_DEEP = "nested deeper than 254 levels (objects and lists in one another)"
 
 
-async def test_batches_of_calls_nested_300_deep_get_400_while_ingest_answers(
-    ingest: Pipeline, attack_table: AttackTable
-) -> None:
+async def batches_for_two_seconds(
+    ingest: Pipeline, attack_table: AttackTable, body: bytes, *, tried: str
+) -> tuple[Sent, Watch]:
+    """Two clients posting `body` to /v1/batch back to back for 2 s, watched; the row recorded."""
     with watch(ingest, "ingest") as seen:
         async with httpx.AsyncClient(base_url=ingest.ingest_url, timeout=30) as client:
             sent = await repeat_for(
@@ -202,14 +203,22 @@ async def test_batches_of_calls_nested_300_deep_get_400_while_ingest_answers(
                 lambda: client.post(
                     "/v1/batch",
                     headers={**basic(WRITE_KEY), "Content-Type": "application/json"},
-                    content=DEEP_BATCH,
+                    content=body,
                 ),
                 clients=2,
             )
-    attack_table.record(
+    attack_table.record(tried=tried, answer=sent.answer(), watch=seen)
+    return sent, seen
+
+
+async def test_batches_of_calls_nested_300_deep_get_400_while_ingest_answers(
+    ingest: Pipeline, attack_table: AttackTable
+) -> None:
+    sent, seen = await batches_for_two_seconds(
+        ingest,
+        attack_table,
+        DEEP_BATCH,
         tried=f"deep nesting: batches of 80 calls nested 300 deep ({len(DEEP_BATCH) // 1024} KB)",
-        answer=sent.answer(),
-        watch=seen,
     )
 
     assert sent.statuses == {400}, sent.answer()
@@ -225,21 +234,11 @@ async def test_batches_of_72_000_objects_are_refused_unparsed_while_ingest_answe
     """Parsing costs by the object: 438 KB of nested objects took ~21 ms of the event loop per
     request (a real batch of that size ~3.5 ms), enough for two clients to hold health past
     100 ms. Such a body is now refused before it is parsed."""
-    with watch(ingest, "ingest") as seen:
-        async with httpx.AsyncClient(base_url=ingest.ingest_url, timeout=30) as client:
-            sent = await repeat_for(
-                2,
-                lambda: client.post(
-                    "/v1/batch",
-                    headers={**basic(WRITE_KEY), "Content-Type": "application/json"},
-                    content=FLOOD_BATCH,
-                ),
-                clients=2,
-            )
-    attack_table.record(
+    sent, seen = await batches_for_two_seconds(
+        ingest,
+        attack_table,
+        FLOOD_BATCH,
         tried=f"object flood: batches of 72,000 nested objects ({len(FLOOD_BATCH) // 1024} KB)",
-        answer=sent.answer(),
-        watch=seen,
     )
 
     assert sent.statuses == {400}, sent.answer()
