@@ -41,7 +41,6 @@ from bench.figures import Figure, at_least, median
 from bench.infra import BenchInfra
 from devstack.broker import free_port
 from services.ingest.config import WriteKey
-from shared.secret_hashes import secret_hash
 
 SECTION = "ingest"
 REPO = Path(__file__).resolve().parents[1]
@@ -103,9 +102,7 @@ def _start_ingest(
     infra: BenchInfra, prefix: str, port: int, health_port: int
 ) -> subprocess.Popen[bytes]:
     # A server's key: the bench posts from one address, so no limit per address.
-    key = WriteKey(
-        key_sha256=secret_hash(WRITE_KEY), source="bench", scopes=["track"], limit_per_address=False
-    )
+    key = WriteKey.of(WRITE_KEY, source="bench", scopes=["track"], limit_per_address=False)
     env = {
         **os.environ,
         "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,

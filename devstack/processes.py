@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.ingest.config import WriteKey
 from shared.secret_hashes import secret_hash
 from shared.settings import SCOPES
 
@@ -83,12 +84,9 @@ class StackAddresses:
     def write_key_entries(self) -> dict[str, dict[str, object]]:
         """`write_keys` as ingest's setting: named `key-1`, `key-2`... in their order."""
         return {
-            f"key-{number}": {
-                "key_sha256": secret_hash(key),
-                "source": source,
-                "scopes": ["admin", "import", "track"],
-                "limit_per_address": False,
-            }
+            f"key-{number}": WriteKey.of(
+                key, source=source, scopes=["admin", "import", "track"], limit_per_address=False
+            ).model_dump()
             for number, (key, source) in enumerate(self.write_keys.items(), start=1)
         }
 

@@ -160,21 +160,22 @@ class ApiSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Base of each service's settings class. Subclasses set `env_prefix` (with `SERVICE_SOURCES`)."""
+    """Base of each service's settings class. Subclasses set `env_prefix` (with `SERVICE_SOURCES`).
+    Every service serves its health, readiness and metrics on `health_host:health_port` (open:
+    probes and Prometheus), and nothing else there."""
 
     model_config = SettingsConfigDict(**_SOURCES)
 
     log_level: str = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8080, ge=0, le=65535)
 
 
 class ConsumingServiceSettings(ServiceSettings):
-    """A service that consumes topics and owns tables. Its health, readiness and metrics are
-    served on `health_host:health_port` (open: probes and Prometheus); its own endpoints, if it
-    has any, on `api_host:api_port`, to the clients of `api` (`shared.service_api`)."""
+    """A service that consumes topics and owns tables. Its own endpoints, if it has any, are
+    served on `api_host:api_port`, to the clients of `api` (`shared.service_api`)."""
 
-    health_host: str = "127.0.0.1"
-    health_port: int = Field(default=8080, ge=0, le=65535)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8090, ge=0, le=65535)
     api: ApiSettings = Field(default_factory=ApiSettings)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.ingest.config import WRITE_KEY_SCOPES, WriteKey, WriteKeyScope
-from shared.secret_hashes import HashedSecrets, new_secret, secret_hash
+from shared.secret_hashes import HashedSecrets, new_secret
 
 
 def key_from_basic_auth(header: str | None) -> str | None:
@@ -101,11 +101,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     key = new_secret()
-    entry = WriteKey(
-        key_sha256=secret_hash(key),
-        source=args.source,
-        scopes=args.scopes,
-        limit_per_address=args.limit_per_address,
+    entry = WriteKey.of(
+        key, source=args.source, scopes=args.scopes, limit_per_address=args.limit_per_address
     )
     print(f"write key (give it to the sender; it is not stored anywhere): {key}")
     print(f"LEADFLOW_INGEST_WRITE_KEYS entry: {json.dumps({args.name: entry.model_dump()})}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,15 +40,29 @@ class WriteKey(BaseModel):
     scopes: list[WriteKeyScope] = Field(min_length=1)
     limit_per_address: bool = True
 
+    @classmethod
+    def of(
+        cls,
+        key: str,
+        *,
+        source: str,
+        scopes: Sequence[WriteKeyScope],
+        limit_per_address: bool = True,
+    ) -> WriteKey:
+        """The entry that configures the plain `key` (only its hash is kept)."""
+        return cls(
+            key_sha256=secret_hash(key),
+            source=source,
+            scopes=list(scopes),
+            limit_per_address=limit_per_address,
+        )
+
 
 class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_INGEST_", **SERVICE_SOURCES)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    # Health, readiness and metrics: on an address of their own, not on the public port.
-    health_host: str = "127.0.0.1"
-    health_port: int = Field(default=8080, ge=0, le=65535)
     # JSON object: the key's name -> `WriteKey`, e.g. {"website": {"key_sha256": "<hex>",
     # "source": "website", "scopes": ["track"]}}; `python -m services.ingest.auth new-key`
     # makes a key and prints its entry. No default: a deployment must say which keys it accepts.

@@ -10,14 +10,14 @@ import time
 
 import pytest
 
+from services.ingest.config import WriteKey
 from tests.fixtures.ingest import WEBSITE_KEY, StartIngest
-from tests.fixtures.write_keys import write_key
 
 LISTS_KEY, OTHER_LISTS_KEY = "wk-lists-4d1c", "wk-lists-8e2f"
 KEYS = {
-    "website": write_key(WEBSITE_KEY, "website"),
-    "lists": write_key(LISTS_KEY, "crm-lists", scopes=["import"]),
-    "more-lists": write_key(OTHER_LISTS_KEY, "events-team", scopes=["import"]),
+    "website": WriteKey.of(WEBSITE_KEY, source="website", scopes=["track"]),
+    "lists": WriteKey.of(LISTS_KEY, source="crm-lists", scopes=["import"]),
+    "more-lists": WriteKey.of(OTHER_LISTS_KEY, source="events-team", scopes=["import"]),
 }
 TRACK = b'{"userId": "u-1", "event": "Demo Requested"}'
 CSV = b"email\nada@initech.com\n"

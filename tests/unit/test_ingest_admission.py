@@ -12,10 +12,9 @@ from pydantic import ValidationError
 from services.ingest.admission import Admission, Refusal
 from services.ingest.auth import Caller, _main
 from services.ingest.body import MinimumPace
-from services.ingest.config import IngestSettings
+from services.ingest.config import IngestSettings, WriteKey
 from services.ingest.rate_limit import RateLimits
 from shared.settings import SettingsError, load_settings
-from tests.fixtures.write_keys import write_key
 
 pytestmark = pytest.mark.unit
 
@@ -25,9 +24,11 @@ WEBSITE, SERVER, LISTS = "wk-website-7f3a", "wk-server-91c2", "wk-lists-0b4e"
 def settings(**overrides: Any) -> IngestSettings:
     values: dict[str, Any] = {
         "write_keys": {
-            "website": write_key(WEBSITE, "website"),
-            "server": write_key(SERVER, "backend", limit_per_address=False),
-            "lists": write_key(LISTS, "crm-lists", scopes=["import"]),
+            "website": WriteKey.of(WEBSITE, source="website", scopes=["track"]),
+            "server": WriteKey.of(
+                SERVER, source="backend", scopes=["track"], limit_per_address=False
+            ),
+            "lists": WriteKey.of(LISTS, source="crm-lists", scopes=["import"]),
         },
         "rate_limit_events_per_s": 1,
         "rate_limit_burst": 100,
@@ -66,7 +67,9 @@ def test_a_key_configured_in_clear_is_refused_without_being_repeated(
 
 
 def test_a_well_known_key_is_refused_outside_the_local_stack() -> None:
-    local_dev = {"local": write_key("local-dev-key", "local-dev", scopes=["track", "import"])}
+    local_dev = {
+        "local": WriteKey.of("local-dev-key", source="local-dev", scopes=["track", "import"])
+    }
 
     with pytest.raises(ValidationError, match="well-known key 'local-dev-key'"):
         IngestSettings(write_keys=local_dev)

@@ -10,12 +10,12 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from services.ingest.auth import WriteKeys, key_from_basic_auth
+from services.ingest.config import WriteKey
 from services.ingest.tracking import IdentifyCall, TrackCall, TrackingCall, raw_event_fields
 from services.ingest.wire import encode_fields
 from shared.codec import decode
 from shared.contracts import RawEvent, corrected_timestamp
 from shared.secret_hashes import secret_hash
-from tests.fixtures.write_keys import write_key
 from tests.unit.builders import NOW
 
 pytestmark = pytest.mark.unit
@@ -305,8 +305,8 @@ def test_key_from_basic_auth(header: str | None, key: str | None) -> None:
 
 WRITE_KEYS = WriteKeys(
     {
-        "website": write_key("local-dev-key", "website"),
-        "careers": write_key("wk_careers_9f3a", "careers-site"),
+        "website": WriteKey.of("local-dev-key", source="website", scopes=["track"]),
+        "careers": WriteKey.of("wk_careers_9f3a", source="careers-site", scopes=["track"]),
     }
 )
 
