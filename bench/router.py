@@ -74,7 +74,11 @@ async def one_run(infra: BenchInfra, count: int, *, seed: int) -> tuple[float, f
     url = await infra.fresh_database()
     engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="bench-router")
     sessions = create_sessionmaker(engine)
-    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+    handler = RouterHandler(
+        load_routing(DEFAULT_ROUTING_FILE),
+        sla_recheck=timedelta(minutes=5),
+        backfill_horizon=timedelta(hours=72),
+    )
     messages = changes(count + WARM_UP, seed=seed)
     try:
         for i in range(0, WARM_UP, BATCH):

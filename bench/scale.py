@@ -355,7 +355,11 @@ async def _router_rate(infra: BenchInfra, url: str, *, size: int, run: int) -> f
         changes,
         topic=LEADS_LIFECYCLE,
         service="router",
-        handler=RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5)),
+        handler=RouterHandler(
+            load_routing(DEFAULT_ROUTING_FILE),
+            sla_recheck=timedelta(minutes=5),
+            backfill_horizon=timedelta(hours=72),
+        ),
         subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS],
     )
 

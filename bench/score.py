@@ -176,7 +176,7 @@ async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
         consumer=ConsumerSettings(max_batch_records=500),
     )
     commands = CommandSender(kafka, client_id="bench-score-rescore")
-    sweep = RescoreSweep(version=rules.version)
+    sweep = RescoreSweep(under="rules", version=rules.version)
     consuming = asyncio.create_task(runner.run())
     sweeping = asyncio.create_task(
         run_companion(

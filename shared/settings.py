@@ -134,10 +134,13 @@ class ConsumerSettings(BaseSettings):
     shutdown_drain_timeout_s: float = Field(default=20.0, gt=0)
 
 
-Scope = Literal["leads:read", "rules:simulate"]
+Scope = Literal["leads:read", "rules:simulate", "models:read", "models:train", "models:publish"]
 SCOPES: dict[str, str] = {
     "leads:read": "read a lead's data: its score explained, its routing history (personal data)",
     "rules:simulate": "simulate a candidate rules file on the stored history",
+    "models:read": "read trained models: metrics, factors, evaluation pictures, proposed rules",
+    "models:train": "start a training of a model on the stored history and outcomes",
+    "models:publish": "publish a trained model (or an earlier one: a rollback) to every replica",
 }
 
 

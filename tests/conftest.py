@@ -12,6 +12,9 @@ import pytest
 # not read them (shared.settings.ENV_FILE). Set before anything imports shared.settings, and
 # inherited by the service processes the tests start.
 os.environ["LEADFLOW_ENV_FILE"] = os.devnull
+# No scheduled model training in the services the tests start (each start would spawn one):
+# tests of training start it themselves (tests/integration/test_learning.py).
+os.environ["LEADFLOW_SCORE_RETRAIN_INTERVAL_H"] = "0"
 
 pytest_plugins = [
     "tests.fixtures.infra",

@@ -37,7 +37,11 @@ async def start(resources: Resources[RouterSettings]) -> AsyncIterator[Running]:
         sessions=sessions, commands=resources.commands, settings=settings, config=routing
     )
     yield Running(
-        handler=RouterHandler(routing, sla_recheck=timedelta(seconds=settings.sla_recheck_s)),
+        handler=RouterHandler(
+            routing,
+            sla_recheck=timedelta(seconds=settings.sla_recheck_s),
+            backfill_horizon=timedelta(hours=settings.backfill_horizon_h),
+        ),
         companions=[
             Companion(
                 name="SLA timer", round=timer.round, retry_after_s=settings.sla_check_interval_s

@@ -26,3 +26,11 @@ class RouterSettings(ConsumingServiceSettings):
     sla_check_interval_s: float = Field(default=1.0, gt=0)
     sla_check_batch: int = Field(default=200, ge=1)
     sla_recheck_s: float = Field(default=300.0, gt=0)
+    # The backfill horizon: a stage change whose triggering event (its `at`) is older than this
+    # is history: recorded with the reason, never routed (no rep, SLA timer or nurture track for
+    # a moment long past; see domain.route_now). 72 h: an event that arrives hours late (a
+    # client's retries, a broker or consumer outage) or a router stopped over a weekend (Friday
+    # evening to Monday morning is about 64 h) still brings a lead to act on, and a three-day-old
+    # demo request is still worth a call (the average answer takes 42 h, README); months of
+    # history loaded from another tool stay history.
+    backfill_horizon_h: float = Field(default=72.0, gt=0)

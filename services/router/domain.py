@@ -3,7 +3,9 @@
 A lifecycle change goes through three steps:
 1. `choose_route`: suppressed (with the reason), nurture (with the track), sdr (with the team
    chain: territory team, then its overflow teams; and the account owner, if any), or no
-   decision at all (a stage that is not a trigger).
+   decision at all (a stage that is not a trigger). Then `route_now`: a decision for a change
+   whose triggering event is older than the backfill horizon is history instead (recorded with
+   the reason, nothing started).
 2. `assign_sdr`: the account owner if present and not away, else weighted round robin along
    the team chain, else the fallback queue. Needs the reps' loads, read under a team lock.
 3. `sla_due_at`: when the owner must have accepted.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.router.assignment import Assignment, RepLoad, assign_in_teams, away_reason
 from services.router.routing_config import Rep, RoutingConfig, Sla
@@ -57,11 +59,21 @@ class ToSdr:
         return tuple(sorted({*self.teams, *owner_team}))
 
 
-Route = ToSdr | ToNurture | Suppressed
+@dataclass(frozen=True)
+class History:
+    """A change that would be routed (sdr or nurture), but whose triggering event happened
+    before the backfill horizon (`route_now`): recorded with the reason, and nothing started:
+    no rep, no SLA timer, no rep capacity, no nurture enrolment."""
+
+    reason: str
+
+
+Route = ToSdr | ToNurture | Suppressed | History
 
 
 def choose_route(change: LifecycleChanged, config: RoutingConfig) -> Route | None:
-    """Where a stage change sends the lead; None when the change calls for no decision.
+    """Where a stage change sends the lead; None when the change calls for no decision (never
+    `History`: whether to act now is `route_now`'s choice).
 
     Only the configured trigger stages are routed (sdr: mql by default; nurture: known, lead,
     recycled). A disqualification is recorded as a suppression so the lead's history says why
@@ -89,6 +101,33 @@ def choose_route(change: LifecycleChanged, config: RoutingConfig) -> Route | Non
         territory=territory.name if territory else None,
         account_owner=account_owner_of(change, config),
         reasons=reasons,
+    )
+
+
+def before_horizon(at: datetime, *, now: datetime, horizon: timedelta) -> bool:
+    """Whether a stage change whose triggering event happened `at` is history at `now`: more
+    than `horizon` ago. A change exactly `horizon` old is still acted on, and so is one from the
+    future (a client clock ahead of ours: ingest corrects the skew only when `sentAt` is sent)."""
+    return now - at > horizon
+
+
+def route_now(
+    route: Route | None, change: LifecycleChanged, *, now: datetime, horizon: timedelta
+) -> Route | None:
+    """What to do now about `change`, routed `route` by `choose_route`: a decision (sdr or
+    nurture) for a change before the horizon (`before_horizon` of its `at`, the triggering
+    event's time) becomes `History`, so that loading months of history (a backfill) assigns no
+    rep and enrols no one for moments long past. Anything else is kept: a suppression or a
+    stage that calls for no decision starts nothing, and what a change closes (its lead's open
+    decisions) is closed for every new change, history or not (`repository.start_transitions`).
+    """
+    if not isinstance(route, ToSdr | ToNurture):
+        return route
+    if not before_horizon(change.at, now=now, horizon=horizon):
+        return route
+    return History(
+        f"history: the stage change happened at {change.at.astimezone(UTC).isoformat()},"
+        f" before the backfill horizon of {horizon / timedelta(hours=1):g} h"
     )
 
 

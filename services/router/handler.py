@@ -4,15 +4,19 @@
 Per batch, in one transaction (the runner commits offsets only after it and the produce acks):
 1. CRM feedback closes the lead's open decisions (their SLA timers stop). It goes first so that
    an acceptance and an SLA check in the same batch resolve in the rep's favour.
-2. Every lifecycle change not seen before is routed by the pure domain (`choose_route`).
+2. Every lifecycle change not seen before is routed by the pure domain (`choose_route`), unless
+   its triggering event is older than the backfill horizon (`route_now`): then it is history,
+   recorded with the reason beside the suppressions, and starts nothing (no rep, SLA timer, rep
+   load or nurture track); it closes its lead's open decisions all the same (every new change
+   does, in the batch's decided check).
 3. SLA checks lock their decision rows; then the teams that assignments will touch are locked
    (repository lock order), the reps' loads are read once, and assignments are made in message
    order, counting each one in memory so a batch stays fair within itself.
 4. What the batch decided is written in one statement.
 Statements per batch, besides the runner's own: a batch without SLA checks chooses its routes
 before asking the database anything. With an sdr lead, steps 2 and 3 take one round trip
-(`repository.start_batch`) and step 4 another; with only nurture decisions and suppressions,
-nothing depends on what is stored, so steps 2 to 4 are one statement
+(`repository.start_batch`) and step 4 another; with only nurture decisions, suppressions and
+history, nothing depends on what is stored, so steps 2 to 4 are one statement
 (`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
 all, only the decided check and closing. A batch with SLA checks takes up to six, however
 many checks it holds (the decided check, the decision locks, the team locks with the loads;
@@ -40,6 +44,7 @@ from services.router import repository
 from services.router.assignment import Assignment, RepLoad, local_day
 from services.router.domain import (
     Breached,
+    History,
     Route,
     Suppressed,
     ToNurture,
@@ -47,10 +52,12 @@ from services.router.domain import (
     after_breach,
     assign_sdr,
     choose_route,
+    route_now,
     sla_due_at,
     sla_window,
 )
 from services.router.metrics import (
+    HISTORY,
     SLA_BREACHES,
     SLA_OUTCOMES,
     SUPPRESSIONS,
@@ -86,6 +93,7 @@ class _Batch:
     days: dict[str, date]
     decisions: list[NewDecision] = field(default_factory=list)
     suppressions: list[repository.Suppression] = field(default_factory=list)
+    history: list[repository.Suppression] = field(default_factory=list)  # before the horizon
     assignments: list[tuple[str, date]] = field(default_factory=list)
     checked: list[repository.CheckedDecision] = field(default_factory=list)
 
@@ -128,11 +136,18 @@ class _Batch:
             for new in self.decisions
         ]
 
+    @property
+    def not_routed(self) -> list[repository.Suppression]:
+        """The `router.suppressions` rows to write: the suppressions and the history (a change
+        not routed is recorded there with its reason, whatever the reason)."""
+        return [*self.suppressions, *self.history]
+
     def drop(self, transitions: set[str]) -> None:
-        """Forget the first decisions and the suppressions of `transitions` (found already
-        decided by the statement that wrote the rest)."""
+        """Forget the first decisions, the suppressions and the history of `transitions` (found
+        already decided by the statement that wrote the rest)."""
         self.decisions = [new for new in self.decisions if new.transition_id not in transitions]
         self.suppressions = [s for s in self.suppressions if s.transition_id not in transitions]
+        self.history = [h for h in self.history if h.transition_id not in transitions]
 
     def observe(self) -> None:
         """Metrics and logs of what the batch decided, once it is written."""
@@ -144,12 +159,22 @@ class _Batch:
         for suppression in self.suppressions:
             SUPPRESSIONS.inc()
             log.info("lead %s not routed: %s", suppression.lead_id, suppression.reason)
+        if self.history:
+            # One line per batch, not per change: a backfill brings them by the hundred thousand.
+            HISTORY.inc(len(self.history))
+            log.info(
+                "%d stage changes recorded as history (before the backfill horizon), not routed",
+                len(self.history),
+            )
 
 
 class RouterHandler:
-    def __init__(self, config: RoutingConfig, *, sla_recheck: timedelta) -> None:
+    def __init__(
+        self, config: RoutingConfig, *, sla_recheck: timedelta, backfill_horizon: timedelta
+    ) -> None:
         self._config = config
         self._sla_recheck = sla_recheck
+        self._backfill_horizon = backfill_horizon
 
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
@@ -183,7 +208,7 @@ class RouterHandler:
             )
         else:
             candidates = _first_of_each_transition(changes)
-            routes = [choose_route(c, self._config) for c in candidates]
+            routes = [self._choose(c, now) for c in candidates]
             if not any(isinstance(r, ToSdr) for r in routes) and any(routes):
                 batch = await self._decide_in_one_statement(session, candidates, routes, now)
                 batch.observe()
@@ -198,7 +223,7 @@ class RouterHandler:
         await repository.record_batch(
             session,
             decisions=batch.decisions,
-            suppressions=batch.suppressions,
+            suppressions=batch.not_routed,
             assignments=batch.assignments,
             at=now,
             checked=batch.checked,
@@ -246,7 +271,8 @@ class RouterHandler:
         routes: list[Route | None],
         now: datetime,
     ) -> _Batch:
-        """A batch of nurture decisions and suppressions only (no SLA check, no sdr lead): what
+        """A batch of nurture decisions, suppressions and history only (no SLA check, no sdr
+        lead; a batch of backfilled changes is one of these, whatever their stages): what
         it decides depends on nothing stored, so it is decided for every change first and the
         decided check, the closing and the writes go in one statement
         (`repository.record_first_decisions`), which skips the rows of transitions already
@@ -258,7 +284,7 @@ class RouterHandler:
             session,
             [(c.transition_id, c.lead_id) for c in candidates],
             decisions=batch.decisions,
-            suppressions=batch.suppressions,
+            suppressions=batch.not_routed,
             at=now,
             reason=CHANGED_STAGE,
         )
@@ -288,7 +314,7 @@ class RouterHandler:
             if change.transition_id not in decided:
                 decided.add(change.transition_id)
                 fresh.append(change)
-        routes = [choose_route(c, self._config) for c in fresh]
+        routes = [self._choose(c, now) for c in fresh]
         locked = await repository.lock_decisions(session, checks)
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
         teams |= {t for d in locked.values() for t in self._chain(d)}
@@ -306,6 +332,11 @@ class RouterHandler:
 
     # ---- lifecycle changes ---------------------------------------------------------------------
 
+    def _choose(self, change: LifecycleChanged, now: datetime) -> Route | None:
+        """The change's route as the routing file says, unless it is history by now."""
+        route = choose_route(change, self._config)
+        return route_now(route, change, now=now, horizon=self._backfill_horizon)
+
     def _route_all(
         self, changes: list[LifecycleChanged], routes: list[Route | None], batch: _Batch
     ) -> None:
@@ -318,23 +349,17 @@ class RouterHandler:
                 self._route(change, route, batch, closed_by_later=closed_by_later)
 
     def _route(
-        self,
-        change: LifecycleChanged,
-        route: ToSdr | ToNurture | Suppressed,
-        batch: _Batch,
-        *,
-        closed_by_later: bool,
+        self, change: LifecycleChanged, route: Route, batch: _Batch, *, closed_by_later: bool
     ) -> None:
-        if isinstance(route, Suppressed):
-            batch.suppressions.append(
-                repository.Suppression(
-                    transition_id=change.transition_id,
-                    lead_id=change.lead_id,
-                    email=change.profile.email,
-                    stage=change.to_stage.value,
-                    reason=route.reason,
-                )
+        if isinstance(route, Suppressed | History):
+            row = repository.Suppression(
+                transition_id=change.transition_id,
+                lead_id=change.lead_id,
+                email=change.profile.email,
+                stage=change.to_stage.value,
+                reason=route.reason,
             )
+            (batch.suppressions if isinstance(route, Suppressed) else batch.history).append(row)
             return
         if isinstance(route, ToNurture):
             decision = self._decision(

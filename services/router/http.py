@@ -3,7 +3,9 @@ with a bearer token holding the scope `leads:read` (`shared.service_api`):
 
 GET /v1/leads/{lead_id or email}/routing   the lead's routing history: every decision (with
                                            its SLA outcome: closed_at, closed_reason), every
-                                           suppression with its reason, every SLA breach
+                                           change not routed with its reason (`suppressions`:
+                                           a suppression, or history from before the backfill
+                                           horizon), every SLA breach
 """
 
 from __future__ import annotations

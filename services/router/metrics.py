@@ -14,7 +14,12 @@ DECISIONS = Counter(
     "leadflow_router_decisions_total", "Routing decisions emitted", ["route", "strategy"]
 )
 SUPPRESSIONS = Counter(
-    "leadflow_router_suppressions_total", "Lifecycle changes not routed (a reason is recorded)"
+    "leadflow_router_suppressions_total",
+    "Lifecycle changes not routed: the lead must not be contacted (a reason is recorded)",
+)
+HISTORY = Counter(
+    "leadflow_router_history_only_total",
+    "Lifecycle changes not routed: triggered before the backfill horizon (a reason is recorded)",
 )
 SLA_OUTCOMES = Counter(
     "leadflow_router_sla_total",

@@ -8,23 +8,39 @@ and the API's documentation at `/docs`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from services.score import repository
 from services.score.config import ScoreSettings
 from services.score.engine.explain import render_text
 from services.score.engine.rescoring import render_summary
 from services.score.engine.ruleset import load_rules
 from services.score.handler import ScoreHandler
 from services.score.http import score_api
+from services.score.learning.api import models_api
+from services.score.learning.picture import evaluation_svg
+from services.score.learning.proposals import NothingToPropose, propose_rules
+from services.score.learning.report import render_model, render_versions
+from services.score.learning.runs import (
+    MODELS,
+    parse_model,
+    publish,
+    resolve_version,
+    scheduled_training,
+    train_and_store,
+)
 from services.score.lookups import explain_lead, simulate_stored
 from services.score.repository import SCHEMA
 from services.score.sweep import RescoreSweep, sweep_decayed_mqls
 from shared.companions import Companion
-from shared.operator import OperatorCommand, OperatorError, Report
+from shared.db import unit_of_work
+from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
 from shared.service import Database, Running, Service
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
@@ -36,7 +52,8 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
     settings = resources.settings
     rules = load_rules(resources.settings.rules_file)
     sessions = resources.database()
-    rescore = RescoreSweep(version=rules.version)
+    rescore = RescoreSweep(under="rules", version=rules.version)
+    model_rescore = RescoreSweep(under="model")
     yield Running(
         handler=ScoreHandler(rules),
         companions=[
@@ -54,6 +71,29 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
                 ),
                 retry_after_s=settings.rescore_interval_s,
             ),
+            Companion(
+                name="model rescore sweep",
+                round=lambda: model_rescore.step(
+                    sessions=sessions, commands=resources.commands, settings=settings
+                ),
+                retry_after_s=settings.rescore_interval_s,
+            ),
+            *(
+                [
+                    Companion.every(
+                        "model training",
+                        # looks often, trains when the last training is `retrain_interval_h` old
+                        min(3600.0, settings.retrain_interval_h * 3600),
+                        lambda: scheduled_training(
+                            sessions,
+                            interval_h=settings.retrain_interval_h,
+                            auto_publish=settings.auto_publish,
+                        ),
+                    )
+                ]
+                if settings.retrain_interval_h > 0
+                else []
+            ),
         ],
         routers=[
             score_api(
@@ -61,7 +101,8 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
                 sessions=sessions,
                 rescore=rescore.progress,
                 simulate_budget_s=resources.settings.simulate_budget_s,
-            )
+            ),
+            models_api(rules=rules, sessions=sessions, rescore=model_rescore.progress),
         ],
     )
 
@@ -92,6 +133,131 @@ async def simulate(resources: Resources[ScoreSettings], args: argparse.Namespace
     return Report(text=text, data=summary.model_dump(mode="json"))
 
 
+def _who(args: argparse.Namespace) -> str:
+    return str(args.by or os.environ.get("USER") or "operator")
+
+
+async def train_command(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    settings = resources.settings
+    report = await train_and_store(
+        resources.database(),
+        rules=load_rules(settings.rules_file),
+        settings=settings.learning,
+        requested_by=_who(args),
+        note=args.note or "",
+        now=datetime.now(UTC),
+        drift_margin=settings.drift_margin,
+        run_id=args.run,
+        publish_if_better=args.publish_if_better,
+    )
+    if report.refused is not None:
+        raise OperatorError(f"training refused: {report.refused}", exit_code=2)
+    assert report.model is not None
+    assert report.version is not None
+    text = (
+        f"model {report.version} stored ({report.leads} leads read in {report.seconds:.0f} s); "
+        f"publish it with: python -m services.score publish {report.version}\n\n"
+        + render_model(report.model, version=report.version, live=False)
+    )
+    return Report(text=text, data={"run_id": report.run_id, "version": report.version,
+                                   "model": report.model.model_dump(mode="json")})  # fmt: skip
+
+
+async def models_command(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    async with resources.database()() as session:
+        live = await MODELS.live(session)
+        live_version = live[0] if live is not None else None
+        if args.version is None:
+            versions = await MODELS.versions(session)
+            runs = await repository.trainings(session, limit=5)
+            text = render_versions(versions, live=live_version)
+            if runs:
+                text += "\n\nlatest trainings:\n" + table(
+                    ["run", "by", "started (UTC)", "status", "message"],
+                    [(r.run_id, r.requested_by, f"{r.started_at:%Y-%m-%d %H:%M}", r.status,
+                      r.message) for r in runs],
+                )  # fmt: skip
+            data = {"live": live_version, "versions": [asdict(v) for v in versions],
+                    "trainings": [asdict(r) for r in runs]}  # fmt: skip
+            return Report(text=text, data=data)
+        found = await resolve_version(session, args.version)
+    if found is None or found.document is None:
+        raise OperatorError(f"no model version {args.version!r}")
+    model = parse_model(found.document)
+    if args.svg is not None:
+        args.svg.write_bytes(evaluation_svg(model, version=found.version))
+    text = render_model(model, version=found.version, live=found.version == live_version)
+    return Report(text=text, data={"version": found.version, "model": found.document})
+
+
+async def publish_command(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    async with unit_of_work(resources.database()) as session:
+        try:
+            publication = await publish(session, args.version, by=_who(args), note=args.note or "")
+        except LookupError as exc:
+            raise OperatorError(str(exc)) from None
+    text = (
+        f"model {publication.version} is live (was {publication.previous or 'none'}); every "
+        "replica scores with it from its next batch, and the rescore sweep gives the stored "
+        "leads their likelihood in the background"
+    )
+    return Report(text=text, data=asdict(publication))
+
+
+async def propose_rules_command(
+    resources: Resources[ScoreSettings], args: argparse.Namespace
+) -> Report:
+    async with resources.database()() as session:
+        found = await resolve_version(session, args.version)
+    if found is None or found.document is None:
+        raise OperatorError(f"no model version {args.version!r}")
+    try:
+        proposal = propose_rules(
+            parse_model(found.document),
+            load_rules(resources.settings.rules_file),
+            model_version=found.version,
+        )
+    except NothingToPropose as exc:
+        raise OperatorError(str(exc)) from None
+    if args.out is not None:
+        args.out.write_text(proposal.text)
+        text = (
+            f"proposed rules {proposal.version} written to {args.out}; see what they would "
+            f"change: python -m services.score simulate {args.out}"
+        )
+    else:
+        text = proposal.text
+    return Report(text=text, data={"version": proposal.version, "rules": proposal.text,
+                                   "changes": [asdict(c) for c in proposal.changes]})  # fmt: skip
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--note", help="why this training (kept with the model)")
+    parser.add_argument("--by", help="who trains (default: $USER)")
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # a run the API or schedule recorded
+    parser.add_argument(
+        "--publish-if-better",
+        action="store_true",
+        help="publish the model when it ranks its test leads better than the live model does",
+    )
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", nargs="?", help="a version, latest or live (none: list all)")
+    parser.add_argument("--svg", type=Path, help="also write its evaluation picture there")
+
+
+def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", help="a version, or latest")
+    parser.add_argument("--note", help="why (kept in the publication history)")
+    parser.add_argument("--by", help="who publishes (default: $USER)")
+
+
+def _propose_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", nargs="?", default="live", help="a version, latest or live")
+    parser.add_argument("--out", type=Path, help="write the rules file there (default: print)")
+
+
 SERVICE = Service(
     name="score",
     summary="Scores leads (fit and behaviour, with decay) and moves them along the lifecycle.",
@@ -114,6 +280,31 @@ SERVICE = Service(
                 "rules", type=Path, help="the candidate rules file (YAML)"
             ),
             run=simulate,
+        ),
+        OperatorCommand(
+            name="train",
+            help="train a model of who converts on the stored history and CRM outcomes, "
+            "evaluate it beside the rules and store it (not published)",
+            arguments=_train_arguments,
+            run=train_command,
+        ),
+        OperatorCommand(
+            name="models",
+            help="the trained models, or one model's evaluation, factors and notes",
+            arguments=_models_arguments,
+            run=models_command,
+        ),
+        OperatorCommand(
+            name="publish",
+            help="make a trained model live in every replica (an earlier one: a rollback)",
+            arguments=_publish_arguments,
+            run=publish_command,
+        ),
+        OperatorCommand(
+            name="propose-rules",
+            help="a rules file whose points follow what a model learned, to simulate",
+            arguments=_propose_arguments,
+            run=propose_rules_command,
         ),
     ],
 )

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
+from services.score.learning.training import TrainingSettings
 from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 
@@ -29,3 +30,14 @@ class ScoreSettings(ConsumingServiceSettings):
     # A simulation through the API (`POST /v1/rules/simulate`) stops after this long with 503:
     # a hostile or huge candidate cannot keep a replica busy. The CLI has no budget.
     simulate_budget_s: float = Field(default=120.0, gt=0)
+    # leadflow learns (docs/learning.md). `learning`: how models are trained, JSON, e.g.
+    # LEADFLOW_SCORE_LEARNING='{"min_outcomes": 500, "policy": {"horizon_days": 60}}'.
+    learning: TrainingSettings = TrainingSettings()
+    # A training every `retrain_interval_h` (Einstein refreshes every 10 days; 0: only on
+    # demand), in a process of its own. Its model is stored, and published only with
+    # `auto_publish` and when it beats the live model's test AUC.
+    retrain_interval_h: float = Field(default=240.0, ge=0)
+    auto_publish: bool = False
+    # The live model is reported as drifting (log, `leadflow_score_model_auc`) when its AUC on
+    # the outcomes decided since its training falls this far below its test AUC.
+    drift_margin: float = Field(default=0.05, ge=0, le=1)

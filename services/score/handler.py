@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -62,6 +62,10 @@ from services.score.engine.scoring import (
     recorded,
     score_event,
 )
+from services.score.learning.activity import Activity
+from services.score.learning.features import features_of
+from services.score.learning.model import Scorer
+from services.score.learning.runs import MODELS
 from services.score.metrics import FEEDBACK_RESULTS
 from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
 from shared.consumer import InvalidMessage, Message, Output
@@ -71,6 +75,7 @@ from shared.contracts import (
     EnrichedEvent,
     LeadScored,
     LifecycleChanged,
+    Likelihood,
     Score,
     ScoreCommand,
     Stage,
@@ -103,6 +108,11 @@ class _Work:
     replaced: set[str] = field(default_factory=set)
     flushed: bool = False
     unwritten_lines: set[str] = field(default_factory=set)  # leads with lines in `ledger`
+    # The live model as the batch started (`learning.runs.MODELS`: one for the whole batch),
+    # the leads whose activity the batch rebuilt for it, and each lead's latest likelihood.
+    model: tuple[str, Scorer] | None = None
+    rebuilt: set[str] = field(default_factory=set)
+    likelihoods: dict[str, Likelihood] = field(default_factory=dict)
 
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
@@ -142,7 +152,7 @@ class ScoreHandler:
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        work = await self._load(messages, session)
+        work = await self._load(messages, session, model=await MODELS.live(session))
         for message in messages:
             value = message.value
             if isinstance(value, EnrichedEvent):
@@ -161,7 +171,13 @@ class ScoreHandler:
         await self._flush(work, session)
         return work.outputs
 
-    async def _load(self, messages: Sequence[Message[BaseModel]], session: AsyncSession) -> _Work:
+    async def _load(
+        self,
+        messages: Sequence[Message[BaseModel]],
+        session: AsyncSession,
+        *,
+        model: tuple[str, Scorer] | None,
+    ) -> _Work:
         lead_ids: set[str] = set()
         keys: set[tuple[str, str]] = set()
         locked: set[str] = set()  # also the leads the batch's merges touch, locked up front
@@ -190,13 +206,50 @@ class ScoreHandler:
             and leads[m.value.lead_id].rule_version != self._rules.version
         }
         states, scored = await repository.load_states_and_scored(session, lead_ids, keys)
-        return _Work(
+        work = _Work(
             leads=leads,
             states=states,
             scored=scored,
             feedback=await repository.feedback_seen(session, feedback_ids),
             histories=await repository.load_histories(session, rescores),
+            model=model,
         )
+        await self._rebuild_activities(work, session, leads)
+        return work
+
+    async def _rebuild_activities(
+        self, work: _Work, session: AsyncSession, lead_ids: Iterable[str], *, force: bool = False
+    ) -> None:
+        """Rebuild from their stored histories the activity of the given stored leads that
+        have none under the batch's model (`force`: whatever they have, e.g. a survivor whose
+        history a merge just grew). Run before any message of theirs is scored, or after a
+        flush: the stored histories must hold every message scored so far."""
+        if work.model is None:
+            return
+        version, scorer = work.model
+        stale = [
+            lead_id
+            for lead_id in lead_ids
+            if lead_id in work.leads
+            and work.leads[lead_id].stored is not None
+            and (force or work.leads[lead_id].model_version != version)
+        ]
+        if not stale:
+            return
+        histories = (
+            work.histories
+            if not force and not work.flushed and set(stale) <= work.histories.keys()
+            else await repository.load_histories(session, stale)
+        )
+        for lead_id in stale:
+            activity = Activity()
+            for item in histories[lead_id]:
+                activity.observe(
+                    item.facts, at=item.at, behaviour=item.behaviour, keep_s=scorer.keep_s
+                )
+            lead = work.leads[lead_id]
+            lead.activity, lead.model_version = activity, version
+            work.rebuilt.add(lead_id)
 
     async def _flush(self, work: _Work, session: AsyncSession) -> None:
         """Write what the batch collected so far (before a merge reads the tables, and at the
@@ -231,6 +284,7 @@ class ScoreHandler:
                 return
             work.leads.update(await repository.load_leads(session, [survivor.lead_id]))
             work.states.update(await repository.load_states(session, [survivor.lead_id]))
+            await self._rebuild_activities(work, session, [survivor.lead_id])
             seen = await repository.already_scored(session, [(survivor.lead_id, event.message_id)])
             if seen or (survivor.lead_id, event.message_id) in work.scored:
                 return
@@ -276,6 +330,8 @@ class ScoreHandler:
         # Reload both sides: later messages of this batch for a merged lead must see it merged.
         work.leads.update(await repository.load_leads(session, [event.lead_id, *merged]))
         work.states.update(await repository.load_states(session, [event.lead_id, *merged]))
+        # the survivor's history now holds the merged leads' messages too
+        await self._rebuild_activities(work, session, [event.lead_id], force=True)
         work.scored.add(key)
         self._note_merge(event, work, what="merged")
         self._score(event, work.lead(event.lead_id), work, behaviour=False)
@@ -298,6 +354,7 @@ class ScoreHandler:
             await repository.return_history(session, survivor=event.lead_id, restored=lead_id)
         await repository.unmark_merged(session, restored)
         work.leads.update(await repository.load_leads(session, ids))
+        await self._rebuild_activities(work, session, ids, force=True)
         histories = await repository.load_histories(session, ids)
         cards = {
             lead_id: self._replay(
@@ -411,13 +468,17 @@ class ScoreHandler:
             lead.profile_version = event.lead_version
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
+        before = lead.likelihood
+        self._observe(lead, facts, at=at, behaviour=behaviour, work=work)
+        self._predict(lead, card, result.state, as_of, work)
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
-        if changed or any(line.points for line in result.lines):
+        # A likelihood may move on a message no rule counts (a page only the model knows).
+        if changed or any(line.points for line in result.lines) or lead.likelihood != before:
             contributions = [self._contribution(line) for line in result.lines]
             work.recent[lead.lead_id] = [*contributions, *work.recent.get(lead.lead_id, [])]
             work.outputs.append(
-                self._scored(lead, event.message_id, card, contributions, event.received_at)
+                self._scored(lead, event.message_id, card, contributions, event.received_at, work)
             )
         move = earned_move(
             lead.stage,
@@ -511,8 +572,10 @@ class ScoreHandler:
         card = evaluate(self._rules, work.states[lead.lead_id], as_of)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         self._apply_card(lead, card, as_of)
-        if changed:
-            work.outputs.append(self._scored(lead, command.command_id, card, [], command.at))
+        before = lead.likelihood
+        self._predict(lead, card, work.states[lead.lead_id], as_of, work)
+        if changed or lead.likelihood != before:
+            work.outputs.append(self._scored(lead, command.command_id, card, [], command.at, work))
         self._recycle_if_decayed(
             lead, card, as_of, trigger_id=command.command_id, received_at=command.at, work=work
         )
@@ -525,6 +588,14 @@ class ScoreHandler:
         if lead is None or lead.merged_into is not None:
             return
         if lead.rule_version == self._rules.version:
+            if lead.lead_id in work.rebuilt:  # after a model's publication: the likelihood
+                as_of = lead.as_of or command.at
+                card = evaluate(self._rules, work.states[lead.lead_id], as_of)
+                self._predict(lead, card, work.states[lead.lead_id], as_of, work)
+                if lead.likelihood is not None:
+                    work.outputs.append(
+                        self._scored(lead, command.command_id, card, [], command.at, work)
+                    )
             return
         if lead.lead_id in work.histories and not work.flushed:
             # stored history, then what this batch scored for the lead and has not written
@@ -574,8 +645,46 @@ class ScoreHandler:
         as_of = lead.as_of or at
         card = evaluate(self._rules, state, as_of)
         self._apply_card(lead, card, as_of, rescored=True)
-        work.outputs.append(self._scored(lead, trigger_id, card, [], at))
+        self._predict(lead, card, state, as_of, work)
+        work.outputs.append(self._scored(lead, trigger_id, card, [], at, work))
         return card
+
+    @staticmethod
+    def _observe(
+        lead: LeadRow, facts: Facts, *, at: datetime, behaviour: bool, work: _Work
+    ) -> None:
+        """Add a scored message to the lead's activity, kept only while a model is live (and
+        forgotten otherwise: a later model rebuilds it from the history)."""
+        if work.model is None:
+            lead.activity, lead.model_version, lead.likelihood = None, None, None
+            return
+        version, scorer = work.model
+        if lead.activity is None or lead.model_version != version:
+            # a lead new to score (a stored one was rebuilt when the batch loaded it)
+            lead.activity, lead.model_version = Activity(), version
+        lead.activity.observe(facts, at=at, behaviour=behaviour, keep_s=scorer.keep_s)
+
+    @staticmethod
+    def _predict(
+        lead: LeadRow, card: ScoreCard, state: ScoreState, as_of: datetime, work: _Work
+    ) -> None:
+        """The lead's likelihood under the batch's model, as of `as_of`: identified leads only
+        (an anonymous visitor is no lead to rank)."""
+        if work.model is None or lead.activity is None or not lead.identified:
+            lead.likelihood = None
+            return
+        version, scorer = work.model
+        features = features_of(
+            lead.activity,
+            lead.picture.facts if lead.picture is not None else {},
+            card=card,
+            state=state,
+            at=as_of,
+            windows_days=scorer.windows_days,
+        )
+        likelihood = scorer.likelihood(scorer.predict(features), version=version)
+        lead.likelihood = likelihood.probability
+        work.likelihoods[lead.lead_id] = likelihood
 
     def _record(self, lead: LeadRow, lines: Sequence[LedgerLine], work: _Work) -> None:
         """Add a message's ledger lines to the batch's writes and to the lead's state."""
@@ -680,6 +789,7 @@ class ScoreHandler:
                     top_contributions=sorted(
                         work.recent.get(lead.lead_id, []), key=lambda c: -abs(c.points)
                     )[:TOP_CONTRIBUTIONS],
+                    likelihood=_likelihood_of(lead, work),
                 ),
             )
         )
@@ -701,6 +811,7 @@ class ScoreHandler:
         card: ScoreCard,
         contributions: list[Contribution],
         received_at: datetime,
+        work: _Work,
     ) -> Output:
         return Output(
             LEADS_SCORED,
@@ -713,8 +824,15 @@ class ScoreHandler:
                 rule_version=self._rules.version,
                 scored_at=datetime.now(UTC),
                 received_at=received_at,
+                likelihood=_likelihood_of(lead, work),
             ),
         )
+
+
+def _likelihood_of(lead: LeadRow, work: _Work) -> Likelihood | None:
+    """The lead's likelihood as this batch last computed it; None when it has none (no model,
+    an anonymous lead, or none computed in this batch)."""
+    return work.likelihoods.get(lead.lead_id) if lead.likelihood is not None else None
 
 
 def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.score.engine.explain import LedgerRow, SalesLine, StageLine, state_of_rows
 from services.score.engine.rescoring import HistoryItem
 from services.score.engine.scoring import LedgerLine, ScoreState
+from services.score.learning.activity import Activity
+from services.score.learning.outcomes import SalesOutcome
 from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics, LeadProfile, Stage
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
@@ -82,6 +84,11 @@ class LeadRow:
     profile_version: int = -1
     picture: LeadPicture | None = None
     merged_into: str | None = None
+    # The live model's view of the lead (`learning`): its activity and likelihood under model
+    # `model_version` (None: not kept under any; the activity is rebuilt from the history).
+    model_version: str | None = None
+    likelihood: float | None = None
+    activity: Activity | None = None
     # The row as this transaction last read or wrote it (None: not known to be stored), so
     # that `store_batch` skips a lead nothing changed. The picture is compared by value: the
     # handler replaces `picture`, never changes it in place.
@@ -93,7 +100,9 @@ class LeadRow:
             self.lead_id, self.stage, self.identified, self.engaged, self.email, self.fit,
             self.behaviour, self.total, self.grade, self.band, self.qualifies, self.rule_version,
             self.as_of, self.below_line_since, self.profile_version, self.picture,
-            self.merged_into,
+            self.merged_into, self.model_version, self.likelihood,
+            # as its JSON text: the activity changes in place, the text it was stored as not
+            None if self.activity is None else orjson.dumps(self.activity.to_json()),
         )  # fmt: skip
 
 
@@ -111,11 +120,13 @@ class StageChange:
 
 _LEAD_COLUMNS = (
     "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
-    "rule_version, as_of, below_line_since, profile_version, profile, merged_into"
+    "rule_version, as_of, below_line_since, profile_version, profile, merged_into, "
+    "model_version, likelihood, activity"
 )
 
 _LEAD_KEYS = tuple(_LEAD_COLUMNS.split(", "))
 _PICTURE = _LEAD_KEYS.index("profile")
+_ACTIVITY = _LEAD_KEYS.index("activity")
 # A lead's picture is written only when it changed (a few events of a lead in a hundred): a
 # row sent without one (null) inserts an empty picture and keeps the stored one on update. The
 # stored value is then carried over as it is on disk (compressed or TOASTed), instead of being
@@ -124,7 +135,7 @@ _PICTURE = _LEAD_KEYS.index("profile")
 _LEAD_COLUMNS_UNSENT_PICTURE_EMPTY = (
     "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
     "rule_version, as_of, below_line_since, profile_version, coalesce(profile, '{}'::jsonb), "
-    "merged_into"
+    "merged_into, model_version, likelihood, activity"
 )
 _KEEP_PICTURE = "profile = coalesce(nullif(EXCLUDED.profile, '{}'::jsonb), score.leads.profile)"
 
@@ -213,6 +224,8 @@ def _lead_rows(leads: Sequence[LeadRow]) -> list[dict[str, Any]]:
             row["profile"] = {}
         else:
             row["profile"] = orjson.Fragment(lead.picture.model_dump_json())
+        if values[_ACTIVITY] is not None:
+            row["activity"] = orjson.Fragment(values[_ACTIVITY])
         rows.append(row)
     return rows
 
@@ -256,7 +269,7 @@ _STORE_BATCH = f"""
         fit integer, behaviour integer, total integer, grade text, band integer,
         qualifies boolean, rule_version text, as_of timestamptz,
         below_line_since timestamptz, profile_version bigint, profile jsonb,
-        merged_into text)
+        merged_into text, model_version text, likelihood real, activity jsonb)
     ON CONFLICT (lead_id) DO UPDATE SET
         stage = EXCLUDED.stage, identified = EXCLUDED.identified,
         engaged = EXCLUDED.engaged, email = EXCLUDED.email, fit = EXCLUDED.fit,
@@ -265,7 +278,8 @@ _STORE_BATCH = f"""
         rule_version = EXCLUDED.rule_version, as_of = EXCLUDED.as_of,
         below_line_since = EXCLUDED.below_line_since,
         profile_version = EXCLUDED.profile_version, {_KEEP_PICTURE},
-        updated_at = now()
+        model_version = EXCLUDED.model_version, likelihood = EXCLUDED.likelihood,
+        activity = EXCLUDED.activity, updated_at = now()
 """
 
 
@@ -719,49 +733,72 @@ async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None
         await execute(session, "DELETE FROM score.ledger WHERE lead_id = ANY($1::text[])", ids)
 
 
-# Leads on another rules version are the two ranges either side of the running version in
-# `leads_rule_version_idx` (rule_version, lead_id) WHERE merged_into IS NULL: `<>` alone would
-# read the whole index (every lead already on the running version) on each call.
-_OTHER_RULES = "merged_into IS NULL AND (rule_version < $1 OR rule_version > $1)"
+Rescored = Literal["rules", "model"]
+# What a rescore brings leads onto (`sweep.RescoreSweep`): the running rules, or the live model
+# (identified leads only: anonymous ones get no likelihood). (version expression, live leads
+# concerned), literals both: the SQL below is assembled from them alone. A lead with no model
+# version reads as '', which sorts before every version and so falls in the lower range.
+_VERSIONED: dict[Rescored, tuple[str, str]] = {
+    "rules": ("rule_version", "merged_into IS NULL"),
+    "model": ("coalesce(model_version, '')", "merged_into IS NULL AND identified"),
+}
 
 
-async def leads_on_other_rules(
-    session: AsyncSession, *, version: str, after: tuple[str, str] | None, limit: int
+# Leads on another version are the two ranges either side of the running one in the version
+# index (`leads_rule_version_idx`, `leads_model_version_idx`: (version, lead_id) over the leads
+# concerned): `<>` alone would read the whole index (every lead already on it) on each call.
+async def leads_on_other_version(
+    session: AsyncSession,
+    what: Rescored,
+    *,
+    version: str,
+    after: tuple[str, str] | None,
+    limit: int,
 ) -> list[tuple[str, str]]:
-    """Up to `limit` live leads scored under another rules version, as (rule_version, lead_id)
-    in index order after the keyset cursor `after`: cost follows `limit`, not the table."""
-    above = "AND (rule_version, lead_id) > ($3, $4)" if after else ""
+    """Up to `limit` leads concerned scored under another version of `what`, as (version,
+    lead_id) in index order after the keyset cursor `after`: cost follows `limit`, not the
+    table."""
+    column, concerned = _VERSIONED[what]
+    above = f"AND ({column}, lead_id) > ($3, $4)" if after else ""
     ranges = [
-        f"(SELECT rule_version, lead_id FROM score.leads WHERE merged_into IS NULL "
-        f"AND rule_version {side} $1 {above} ORDER BY rule_version, lead_id LIMIT $2)"
+        f"(SELECT {column} AS version, lead_id FROM score.leads WHERE {concerned} "
+        f"AND {column} {side} $1 {above} ORDER BY {column}, lead_id LIMIT $2)"
         for side in ("<", ">")
     ]
     rows = await fetch(
         session,
-        f"{ranges[0]} UNION ALL {ranges[1]} ORDER BY rule_version, lead_id LIMIT $2",
+        f"{ranges[0]} UNION ALL {ranges[1]} ORDER BY version, lead_id LIMIT $2",
         version,
         limit,
         *(after or ()),
     )
-    return [(row["rule_version"], row["lead_id"]) for row in rows]
+    return [(row["version"], row["lead_id"]) for row in rows]
 
 
-async def count_leads_on_other_rules(session: AsyncSession, *, version: str) -> int:
-    """How many live leads are scored under another rules version (reads only those)."""
+async def count_leads_on_other_version(
+    session: AsyncSession, what: Rescored, *, version: str
+) -> int:
+    """How many leads concerned are scored under another version of `what` (reads only
+    those)."""
+    column, concerned = _VERSIONED[what]
     count = await fetchval(
-        session, f"SELECT count(*) FROM score.leads WHERE {_OTHER_RULES}", version
+        session,
+        f"SELECT count(*) FROM score.leads WHERE {concerned} AND ({column} < $1 OR {column} > $1)",
+        version,
     )
     return int(count)
 
 
-async def leads_still_on_other_rules(
-    session: AsyncSession, lead_ids: Sequence[str], *, version: str
+async def leads_still_on_other_version(
+    session: AsyncSession, what: Rescored, lead_ids: Sequence[str], *, version: str
 ) -> list[str]:
-    """Which of `lead_ids` are live and still on another rules version (by primary key)."""
+    """Which of `lead_ids` are concerned and still on another version of `what` (by primary
+    key)."""
+    column, concerned = _VERSIONED[what]
     rows = await fetch(
         session,
-        "SELECT lead_id FROM score.leads WHERE lead_id = ANY($1::text[]) "
-        "AND merged_into IS NULL AND rule_version <> $2 ORDER BY lead_id",
+        f"SELECT lead_id FROM score.leads WHERE lead_id = ANY($1::text[]) "
+        f"AND {concerned} AND {column} <> $2 ORDER BY lead_id",
         list(lead_ids),
         version,
     )
@@ -789,6 +826,113 @@ def _lead(row: Mapping[str, Any]) -> LeadRow:
         profile_version=row["profile_version"],
         picture=LeadPicture.model_validate(picture) if picture else None,
         merged_into=row["merged_into"],
+        model_version=row["model_version"],
+        likelihood=row["likelihood"],
+        activity=Activity.from_json(row["activity"]) if row["activity"] else None,
     )
     lead.stored = lead.values()
     return lead
+
+
+# --- learning ---------------------------------------------------------------------------
+
+
+async def identified_leads_after(session: AsyncSession, lead_id: str, *, limit: int) -> list[str]:
+    """Up to `limit` live identified leads after `lead_id` in id order (the leads a model
+    learns from: an anonymous visitor is no lead sales could win)."""
+    rows = await fetch(
+        session,
+        "SELECT lead_id FROM score.leads WHERE merged_into IS NULL AND identified "
+        "AND lead_id > $1 ORDER BY lead_id LIMIT $2",
+        lead_id,
+        limit,
+    )
+    return [row["lead_id"] for row in rows]
+
+
+async def sales_outcomes(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> dict[str, list[SalesOutcome]]:
+    """Each lead's CRM outcomes as recorded (what the lifecycle made of each), by time."""
+    rows = await fetch(
+        session,
+        "SELECT lead_id, outcome, result, at FROM score.feedback "
+        "WHERE lead_id = ANY($1::text[]) ORDER BY lead_id, at, recorded_at",
+        list(lead_ids),
+    )
+    outcomes: dict[str, list[SalesOutcome]] = {}
+    for row in rows:
+        outcomes.setdefault(row["lead_id"], []).append(
+            SalesOutcome(row["outcome"], row["result"], row["at"])
+        )
+    return outcomes
+
+
+async def first_mql_times(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each lead first became an MQL (leads that never did are absent)."""
+    rows = await fetch(
+        session,
+        "SELECT lead_id, min(at) AS at FROM score.stage_changes "
+        "WHERE lead_id = ANY($1::text[]) AND to_stage = 'mql' GROUP BY lead_id",
+        list(lead_ids),
+    )
+    return {row["lead_id"]: row["at"] for row in rows}
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training run (`score.trainings`)."""
+
+    run_id: str
+    requested_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str  # running, stored, refused, failed
+    message: str
+    version: str | None
+
+
+async def start_training(session: AsyncSession, *, run_id: str, requested_by: str) -> None:
+    await execute(
+        session,
+        "INSERT INTO score.trainings (run_id, requested_by, status) VALUES ($1, $2, 'running')",
+        run_id,
+        requested_by,
+    )
+
+
+async def finish_training(
+    session: AsyncSession, *, run_id: str, status: str, message: str, version: str | None = None
+) -> None:
+    await execute(
+        session,
+        "UPDATE score.trainings SET status = $2, message = $3, version = $4, "
+        "finished_at = now() WHERE run_id = $1",
+        run_id,
+        status,
+        message,
+        version,
+    )
+
+
+async def trainings(session: AsyncSession, *, limit: int) -> list[Training]:
+    """The latest training runs, newest first."""
+    rows = await fetch(
+        session,
+        "SELECT run_id, requested_by, started_at, finished_at, status, message, version "
+        "FROM score.trainings ORDER BY started_at DESC, run_id LIMIT $1",
+        limit,
+    )
+    return [Training(**dict(row)) for row in rows]
+
+
+async def training_running_since(session: AsyncSession, since: datetime) -> str | None:
+    """The id of a run still running that started after `since` (an older one is taken for
+    dead: its process went away without a word)."""
+    value = await fetchval(
+        session,
+        "SELECT run_id FROM score.trainings WHERE status = 'running' AND started_at > $1 "
+        "ORDER BY started_at DESC LIMIT 1",
+        since,
+    )
+    return value if isinstance(value, str) else None

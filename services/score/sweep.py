@@ -5,10 +5,11 @@ applies it with exactly-once effects.
   round it asks to re-evaluate the MQLs least recently evaluated (recycling a lead that stayed
   below the line long enough). Asking twice is harmless: a later re-evaluation only repeats the
   arithmetic.
-- The rescore sweep (`RescoreSweep`): after a rules change, leads still scored under another
-  version are asked to be rescored, batch after batch, while live scoring goes on; progress is
-  logged, on `leadflow_score_leads_to_rescore` and at `GET /v1/rules/rescore`. A lead already
-  rescored ignores a repeated request.
+- The rescore sweeps (`RescoreSweep`): after a rules change, leads still scored under another
+  version are asked to be rescored, batch after batch, while live scoring goes on; after a
+  model's publication, likewise the identified leads without a likelihood under it. Progress
+  is logged, on `leadflow_score_leads_to_rescore{under}` and at `GET /v1/rules/rescore` and
+  `GET /v1/models`. A lead already rescored ignores a repeated request.
 
 Both are companions (`shared.companions`): the decay sweep runs every `sweep_interval_s`; the
 rescore sweep's `step` says itself when it wants to look again.
@@ -26,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.config import ScoreSettings
+from services.score.learning.runs import MODELS
+from services.score.repository import Rescored
 from shared.commands import CommandSender
 from shared.contracts import ScoreCommand
 from shared.topics import SCORE_COMMANDS
@@ -38,7 +41,10 @@ next pass rather than holding the sweep."""
 POLL_S = 0.25
 """How soon the rescore sweep looks again whether the batch it asked is done."""
 LEADS_TO_RESCORE = Gauge(
-    "leadflow_score_leads_to_rescore", "Leads still scored under another rules version"
+    "leadflow_score_leads_to_rescore",
+    "Leads still scored under another rules version (under=rules), or identified leads without "
+    "a likelihood under the live model (under=model)",
+    ["under"],
 )
 
 
@@ -84,7 +90,8 @@ class RescoreProgress:
     between passes (0: every lead is on the running rules).
     """
 
-    rule_version: str
+    under: Rescored
+    version: str | None  # the running rules' or the live model's (None: no model published)
     to_rescore: int | None = None
     pass_started_at: datetime | None = None
     pass_leads: int = 0
@@ -94,7 +101,7 @@ class RescoreProgress:
 
     def view(self) -> dict[str, object]:
         return {
-            "rule_version": self.rule_version,
+            ("rule_version" if self.under == "rules" else "model_version"): self.version,
             "to_rescore": self.to_rescore,
             "done": self.to_rescore == 0,
             "pass": {
@@ -108,22 +115,25 @@ class RescoreProgress:
 
 
 class RescoreSweep:
-    """After a rules change, asks the consumer (through `score.commands`) to rescore every lead
-    still scored under another version, a batch at a time, while live scoring goes on.
+    """After a rules change (`under="rules"`), asks the consumer (through `score.commands`) to
+    rescore every lead still scored under another version, a batch at a time, while live
+    scoring goes on; after a model's publication (`under="model"`), every identified lead that
+    has no likelihood under it yet. The model sweep follows publications: each round asks
+    which model is live (`learning.runs.MODELS`) and starts a new pass when it changed.
 
     Cost per batch does not grow with the number of leads: the next batch comes from an index on
-    (rule_version, lead_id) after a keyset cursor, and whether the last batch is done is a
+    (version, lead_id) after a keyset cursor, and whether the last batch is done is a
     primary-key lookup of its ids. Leads on other versions are counted (an index-only range,
     as long as what is left) once per pass, not per step. The sweep looks every `POLL_S` whether
     the batch it asked is done and asks the next as soon as it is, so the rescoring rate follows
     the consumer's pace rather than one batch per interval; a batch not done within
     `rescore_interval_s` is looked at only every `rescore_interval_s`, and once every lead is on
-    the running rules the sweep looks every `rescore_interval_s`. Asking twice is harmless: a
-    lead already on the running rules ignores the request.
+    the running version the sweep looks every `rescore_interval_s`. Asking twice is harmless: a
+    lead already on it ignores the request.
     """
 
-    def __init__(self, *, version: str) -> None:
-        self.progress = RescoreProgress(rule_version=version)
+    def __init__(self, *, under: Rescored, version: str | None = None) -> None:
+        self.progress = RescoreProgress(under=under, version=version)
         self._cursor: tuple[str, str] | None = None
         self._pending: list[str] = []
         self._asked_at = 0.0  # when the pending batch was asked (event loop clock)
@@ -139,11 +149,17 @@ class RescoreSweep:
         """One step of the pass: count what the asked batch has done, or ask the next batch.
         Returns the seconds until the sweep wants its next step (a companion's round)."""
         progress = self.progress
-        version = progress.rule_version
         clock = asyncio.get_running_loop().time
         at = now or datetime.now(UTC)
         progress.last_round_at = at
         async with sessions() as session:
+            if progress.under == "model":
+                live = await MODELS.live(session)
+                if (live[0] if live is not None else None) != progress.version:
+                    self._new_target(live[0] if live is not None else None)
+            version = progress.version
+            if version is None:  # no model published: nothing to bring leads onto
+                return settings.rescore_interval_s
             waiting = await self._waiting(session, version)
             batch = (
                 []
@@ -165,13 +181,13 @@ class RescoreSweep:
             return POLL_S if waited < settings.rescore_interval_s else settings.rescore_interval_s
         if not batch:
             progress.to_rescore = 0
-            LEADS_TO_RESCORE.set(0)
+            LEADS_TO_RESCORE.labels(under=progress.under).set(0)
             return settings.rescore_interval_s
         await commands.send(
             SCORE_COMMANDS,
             [
                 ScoreCommand(
-                    command_id=f"rescore:{version}:{lead_id}",
+                    command_id=f"rescore:{progress.under}-{version}:{lead_id}",
                     kind="rescore",
                     lead_id=lead_id,
                     at=at,
@@ -182,18 +198,27 @@ class RescoreSweep:
         self._cursor, self._pending = batch[-1], [lead_id for _, lead_id in batch]
         self._asked_at = clock()
         progress.asked += len(batch)
-        log.info("rescoring under rules %s: %d leads to go", version, progress.to_rescore)
+        log.info(
+            "rescoring under %s %s: %d leads to go", progress.under, version, progress.to_rescore
+        )
         return POLL_S
+
+    def _new_target(self, version: str | None) -> None:
+        """Another model went live: a new pass (the old one's leads are found again)."""
+        self.progress = RescoreProgress(under=self.progress.under, version=version)
+        self._cursor, self._pending = None, []
 
     async def _waiting(self, session: AsyncSession, version: str) -> bool:
         """Whether leads of the last batch are still on other rules (counts those done)."""
         if not self._pending:
             return False
-        still = await repository.leads_still_on_other_rules(session, self._pending, version=version)
         progress = self.progress
+        still = await repository.leads_still_on_other_version(
+            session, progress.under, self._pending, version=version
+        )
         progress.rescored += len(self._pending) - len(still)
         progress.to_rescore = max(progress.pass_leads - progress.rescored, len(still))
-        LEADS_TO_RESCORE.set(progress.to_rescore)
+        LEADS_TO_RESCORE.labels(under=progress.under).set(progress.to_rescore)
         self._pending = still
         return bool(still)
 
@@ -204,18 +229,20 @@ class RescoreSweep:
         leads on other versions remain (late requests, an old replica during a rollout)."""
         progress = self.progress
         if self._cursor is not None:
-            batch = await repository.leads_on_other_rules(
-                session, version=version, after=self._cursor, limit=limit
+            batch = await repository.leads_on_other_version(
+                session, progress.under, version=version, after=self._cursor, limit=limit
             )
             if batch:
                 return batch
         self._cursor = None
-        left = await repository.count_leads_on_other_rules(session, version=version)
+        left = await repository.count_leads_on_other_version(
+            session, progress.under, version=version
+        )
         if left == 0:
             return []
         progress.pass_started_at, progress.pass_leads, progress.to_rescore = at, left, left
         progress.asked = progress.rescored = 0
-        LEADS_TO_RESCORE.set(left)
-        return await repository.leads_on_other_rules(
-            session, version=version, after=None, limit=limit
+        LEADS_TO_RESCORE.labels(under=progress.under).set(left)
+        return await repository.leads_on_other_version(
+            session, progress.under, version=version, after=None, limit=limit
         )

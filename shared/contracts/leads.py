@@ -56,6 +56,24 @@ class Contribution(Part):
     reason: str
 
 
+class Factor(Part):
+    """One reason of a likelihood, in the users' words, and its share of the log-odds."""
+
+    description: str = Field(description='e.g. "asked for a demo", "title contains \'student\'"')
+    effect: float = Field(description="its share of the log-odds: above 0 raises the likelihood")
+
+
+class Likelihood(Part):
+    """The published model's probability that the lead converts (by default: is won) within
+    the model's horizon, and its strongest factors each way (docs/learning.md)."""
+
+    probability: float = Field(ge=0, le=1)
+    model_version: str
+    horizon_days: float
+    up: list[Factor] = Field(default_factory=list, description="strongest raising it first")
+    down: list[Factor] = Field(default_factory=list, description="strongest lowering it first")
+
+
 class LeadScored(Contract):
     """A score change. Key: lead_id. Emitted once per (lead, triggering message)."""
 
@@ -67,6 +85,9 @@ class LeadScored(Contract):
     rule_version: str
     scored_at: AwareDatetime
     received_at: AwareDatetime
+    likelihood: Likelihood | None = Field(
+        default=None, description="while a model is published, for an identified lead"
+    )
 
 
 class LifecycleChanged(Contract):
@@ -97,3 +118,6 @@ class LifecycleChanged(Contract):
     account_id: str | None = None
     score: Score
     top_contributions: list[Contribution] = Field(default_factory=list)
+    likelihood: Likelihood | None = Field(
+        default=None, description="while a model is published, for an identified lead"
+    )

@@ -1,5 +1,6 @@
 """The router through the real broker and database: owners, two instances sharing one team,
-SLA breaches, suppression, and a CRM consuming decisions with an independent Kafka client."""
+SLA breaches, suppression, history before the backfill horizon, and a CRM consuming decisions
+with an independent Kafka client."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from devstack.broker import free_port
@@ -50,15 +52,24 @@ def use_routing(pipeline: Pipeline, tmp_path: Path, *, sla: str = "4h", **env: s
     }
 
 
-def mql(lead_id: str, *, email: str | None = None, priority: str = "A1") -> LifecycleChanged:
+def mql(
+    lead_id: str,
+    *,
+    email: str | None = None,
+    priority: str = "A1",
+    at: datetime | None = None,
+    to_stage: Stage = Stage.MQL,
+) -> LifecycleChanged:
+    """A stage change (to mql unless told), received now; `at` (its triggering event's time)
+    is now unless given, e.g. months ago for a change from a backfill."""
     now = datetime.now(UTC)
     return LifecycleChanged(
-        transition_id=f"{lead_id}:mql:msg-1",
+        transition_id=f"{lead_id}:{to_stage.value}:msg-1",
         lead_id=lead_id,
         from_stage=Stage.LEAD,
-        to_stage=Stage.MQL,
+        to_stage=to_stage,
         reason="total score 110 >= MQL threshold 80",
-        at=now,
+        at=at or now,
         received_at=now,
         profile=LeadProfile(email=email or f"{lead_id}@example.com", first_name="Lee"),
         consent=Consent(),
@@ -190,6 +201,117 @@ async def test_an_sla_breach_reassigns_then_escalates_and_acceptance_stops_the_t
     accepted_history = await pipeline.routing_history(f"{accepted}@example.com")
     assert accepted_history["decisions"][0]["closed_reason"] == "crm: accepted"
     assert accepted_history["sla_breaches"] == []
+
+
+# ---- the backfill horizon ---------------------------------------------------------------------
+
+BACKFILLED = timedelta(days=120)  # a history loaded from another tool: months old
+
+
+def history_reason(change: LifecycleChanged) -> str:
+    return (
+        f"history: the stage change happened at {change.at.isoformat()},"
+        " before the backfill horizon of 72 h"
+    )
+
+
+async def metric(pipeline: Pipeline, name: str) -> float:
+    """A counter without labels on the router's /metrics."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(pipeline.addresses.health_url("router", "/metrics"))).text
+    values = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert values, f"{name} not on /metrics"
+    return float(values[0])
+
+
+async def test_an_old_mql_is_recorded_as_history_and_a_fresh_one_routes_at_once(
+    pipeline: Pipeline, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    """A backfilled MQL (its triggering event 120 days old), twice, and a live MQL in one batch:
+    the old one gets no decision on routing.sdr, no SLA timer and no rep's capacity, and is in
+    its routing history with the reason, once; the live one is routed at once. Delivered again
+    later, the old one is still recorded once and counted once."""
+    use_routing(pipeline, tmp_path)
+    suffix = uuid.uuid4().hex[:6]
+    old = mql(f"old-{suffix}", at=datetime.now(UTC) - BACKFILLED)
+    fresh, later = mql(f"fresh-{suffix}"), mql(f"later-{suffix}")
+    # On the topic before the router starts, under one key (one partition; the router reads the
+    # lead from the value): its first fetch, one batch, holds all three.
+    for change in (old, fresh, old):
+        pipeline.produce_raw(LEADS_LIFECYCLE, encode(change), key=b"backfill")
+    await pipeline.start("router")
+    sdr = ROUTING_SDR.full_name(pipeline.prefix)
+    await pipeline.read(sdr, until=lambda rs: bool(decisions_of(rs, fresh.lead_id)), timeout_s=30)
+    # Redelivered after the batch was decided; the next lead on the same partition says when
+    # the router has handled it.
+    for change in (old, later):
+        pipeline.produce_raw(LEADS_LIFECYCLE, encode(change), key=b"backfill")
+    await pipeline.read(sdr, until=lambda rs: bool(decisions_of(rs, later.lead_id)), timeout_s=30)
+    records = await pipeline.read_all(sdr, settle_s=1)
+
+    assert decisions_of(records, old.lead_id) == []
+    (decision,) = decisions_of(records, fresh.lead_id)
+    assert decision["owner"]["team"] == "sdr"
+    assert decision["sla_due_at"] is not None
+    nurture = await pipeline.read_all(ROUTING_NURTURE.full_name(pipeline.prefix), settle_s=0.5)
+    assert nurture == []
+
+    history = await pipeline.routing_history(old.lead_id)
+    assert history["decisions"] == []
+    assert history["sla_breaches"] == []
+    assert [(s["transition_id"], s["stage"], s["reason"]) for s in history["suppressions"]] == [
+        (old.transition_id, "mql", history_reason(old))
+    ]
+    assert (
+        await db.fetchval("SELECT count(*) FROM router.decisions WHERE lead_id = $1", old.lead_id)
+        == 0
+    )
+    written_by = [  # the transaction that wrote each row: the batch
+        await db.fetchval(f"SELECT xmin::text FROM router.{table} WHERE transition_id = $1", t)
+        for table, t in (("suppressions", old.transition_id), ("decisions", fresh.transition_id))
+    ]
+    assert written_by[0] == written_by[1], "the old and the fresh MQL were one batch"
+    timers = await db.fetch("SELECT lead_id FROM router.decisions WHERE next_check_at IS NOT NULL")
+    assert sorted(r["lead_id"] for r in timers) == sorted([fresh.lead_id, later.lead_id])
+    assert await db.fetchval("SELECT sum(assigned) FROM router.rep_loads") == 2, "one per live MQL"
+    assert await metric(pipeline, "leadflow_router_history_only_total") == 1
+
+
+async def test_an_old_change_still_closes_the_lead_s_open_decision(
+    pipeline: Pipeline, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    """A lead routed live, then a stage change from its past (a CRM reporting with last month's
+    date that sales rejected it: recycled, a nurture trigger): the open decision is closed and
+    its SLA timer stopped, as any new stage does; the old change enrols it in no nurture track."""
+    use_routing(pipeline, tmp_path)
+    await pipeline.start("router")
+    lead = f"closed-{uuid.uuid4().hex[:6]}"
+    send(pipeline, mql(lead))
+    sdr = ROUTING_SDR.full_name(pipeline.prefix)
+    await pipeline.read(sdr, until=lambda rs: bool(decisions_of(rs, lead)), timeout_s=30)
+    recycled = mql(lead, to_stage=Stage.RECYCLED, at=datetime.now(UTC) - timedelta(days=30))
+    send(pipeline, recycled)
+
+    # Until the router has handled the recycled change, one way or the other.
+    deadline = time.monotonic() + 30
+    history = await pipeline.routing_history(lead)
+    while len(history["decisions"]) + len(history["suppressions"]) < 2:
+        assert time.monotonic() < deadline, f"recycled change never handled{pipeline.logs()}"
+        await asyncio.sleep(0.2)
+        history = await pipeline.routing_history(lead)
+
+    assert [(s["stage"], s["reason"]) for s in history["suppressions"]] == [
+        ("recycled", history_reason(recycled))
+    ]
+    (decision,) = history["decisions"]
+    assert decision["closed_reason"] == "lead changed stage"
+    timer = await db.fetchval(
+        "SELECT next_check_at FROM router.decisions WHERE decision_id = $1",
+        decision["decision_id"],
+    )
+    assert timer is None, "the SLA timer stopped"
+    nurture = await pipeline.read_all(ROUTING_NURTURE.full_name(pipeline.prefix), settle_s=0.5)
+    assert decisions_of(nurture, lead) == []
 
 
 # ---- through the whole pipeline ---------------------------------------------------------------

@@ -320,12 +320,17 @@ async def test_a_nurture_batch_emits_only_its_new_transitions_and_closes_earlier
     """The handler's one-statement path (nurture and suppressions only): a redelivered
     transition emits nothing again, a later change closes its lead's earlier decision, and a
     suppressed lead is recorded, not routed."""
-    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+    handler = RouterHandler(
+        load_routing(DEFAULT_ROUTING_FILE),
+        sla_recheck=timedelta(minutes=5),
+        backfill_horizon=timedelta(hours=72),
+    )
 
     def change(lead: str, stage: Stage, *, opted_out: bool = False) -> Message[BaseModel]:
         value = lifecycle_change(
             transition_id=f"{lead}:{stage.value}:m",
             lead_id=lead,
+            at=datetime.now(UTC),  # live: a change older than the backfill horizon is history
             from_stage=Stage.ANONYMOUS,
             to_stage=stage,
             profile=profile(email=f"{lead}@northwind-logistics.com"),
@@ -364,7 +369,11 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
     decision supersedes it and it is closed), an escalated one stays with the manager and its
     timer stops, one not due yet and one already closed are left alone; each breach is recorded
     once, and the batch redelivered changes nothing."""
-    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+    handler = RouterHandler(
+        load_routing(DEFAULT_ROUTING_FILE),
+        sla_recheck=timedelta(minutes=5),
+        backfill_horizon=timedelta(hours=72),
+    )
     linus = Owner(id="rep-linus", name="Linus Pauling", email="l@lumenboard.io", team="sdr-inbound")
     manager = Owner(id="mgr-emma", name="Emmy Noether", email="e@lumenboard.io", team="sdr-inbound")
 

@@ -62,7 +62,9 @@ async def test_the_time_waiting_for_a_team_lock_is_part_of_speed_to_lead(
     wait, so its speed-to-lead holds the wait (stamped when the handler started, as before
     2026-12, it would be a few ms)."""
     config = load_routing(DEFAULT_ROUTING_FILE)
-    handler = RouterHandler(config, sla_recheck=timedelta(minutes=5))
+    handler = RouterHandler(
+        config, sla_recheck=timedelta(minutes=5), backfill_horizon=timedelta(hours=72)
+    )
     mql = message(Stage.MQL, "lead-1")
     route = choose_route(mql.value, config)  # type: ignore[arg-type]
     assert isinstance(route, ToSdr), "the default routing file sends an MQL to sales"
@@ -97,7 +99,11 @@ async def test_a_nurture_decision_is_stamped_as_it_is_stored_too(
     db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """The one-statement path (nurture only) stamps before its statement as well."""
-    handler = RouterHandler(load_routing(DEFAULT_ROUTING_FILE), sla_recheck=timedelta(minutes=5))
+    handler = RouterHandler(
+        load_routing(DEFAULT_ROUTING_FILE),
+        sla_recheck=timedelta(minutes=5),
+        backfill_horizon=timedelta(hours=72),
+    )
     before = datetime.now(UTC)
     async with unit_of_work(sessions) as session:
         outputs = await handler([message(Stage.KNOWN, "lead-2")], session)

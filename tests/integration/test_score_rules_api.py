@@ -147,7 +147,7 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
     )
     engine = create_engine(settings.database, application_name="test-rescore-sweep")
     commands = CommandSender(kafka, client_id="test-rescore-sweep")
-    sweep = RescoreSweep(version="v2")
+    sweep = RescoreSweep(under="rules", version="v2")
 
     async def step() -> float:
         return await sweep.step(sessions=sessions, commands=commands, settings=settings)

@@ -40,6 +40,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "RunnerStore's schema: the consuming service's own schema name, given in its code "
         "(ConsumerRunner(schema=...)); a quoted identifier"
     ),
+    ("shared/config_versions.py", "self._schema"): (
+        "VersionedConfig's schema: the owning service's own schema name, given in its code; "
+        "__init__ refuses anything but a plain lower-case identifier (SCHEMA_PATTERN, tests/unit/"
+        "test_config_versions.py); a quoted identifier"
+    ),
     ("shared/migrations.py", "schema"): (
         "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
     ),
@@ -65,6 +70,14 @@ def test_sql_is_assembled_only_from_literals_in_the_code() -> None:
 def test_runner_tables_are_created_only_for_literal_schemas() -> None:
     calls = re.findall(r"create_runner_tables\(([^)]*)\)", _sources("services"))
     assert calls, "no migration creates the runner's tables?"
+    assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
+
+
+def test_versioned_configuration_tables_are_created_only_for_literal_schemas() -> None:
+    """config_versions_ddl(schema) formats the schema into its DDL (it also refuses any name but
+    a plain identifier); a migration passes its service's schema as a literal, as it does to
+    create_runner_tables."""
+    calls = re.findall(r"config_versions_ddl\(([^)]*)\)", _sources("services"))
     assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
 
 

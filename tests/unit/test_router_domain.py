@@ -3,17 +3,20 @@ SLA windows (services/router/domain.py, suppression.py, segments.py)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from services.router.domain import (
     AccountOwner,
+    History,
     Suppressed,
     ToNurture,
     ToSdr,
+    before_horizon,
     choose_route,
+    route_now,
     sla_due_at,
 )
 from shared.contracts import AccountMatch, Consent, Contribution, Owner, Stage
@@ -354,3 +357,70 @@ def test_sla_due_at_by_priority_then_grade_then_default(
     due = sla_due_at(NOW, score=score(grade=grade, priority=priority), config=CONFIG)
 
     assert due == NOW + window
+
+
+# ---- the backfill horizon: act now, or history only --------------------------------------------
+
+HORIZON = timedelta(hours=72)
+TICK = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("at", "history"),
+    [
+        (NOW, False),  # live
+        (NOW - HORIZON + TICK, False),  # just inside the horizon
+        (NOW - HORIZON, False),  # at the horizon exactly: still acted on
+        (NOW - HORIZON - TICK, True),  # just outside
+        (NOW - timedelta(days=120), True),  # a backfill of months
+        (NOW + timedelta(hours=2), False),  # the future (a client clock ahead): acted on
+        # the same instants in another time zone
+        ((NOW - HORIZON).astimezone(timezone(timedelta(hours=-5))), False),
+        ((NOW - HORIZON - TICK).astimezone(timezone(timedelta(hours=9))), True),
+    ],
+)
+def test_a_change_is_history_only_when_it_happened_before_the_horizon(
+    at: datetime, history: bool
+) -> None:
+    assert before_horizon(at, now=NOW, horizon=HORIZON) is history
+
+
+@pytest.mark.parametrize("to_stage", [Stage.MQL, Stage.LEAD, Stage.RECYCLED])  # sdr, nurture
+def test_an_old_change_that_would_be_routed_is_history_with_its_reason(to_stage: Stage) -> None:
+    change = lifecycle_change(to_stage=to_stage, at=datetime(2025, 11, 2, 9, 30, tzinfo=UTC))
+    route = choose_route(change, CONFIG)
+    assert isinstance(route, ToSdr | ToNurture)
+
+    assert route_now(route, change, now=NOW, horizon=HORIZON) == History(
+        "history: the stage change happened at 2025-11-02T09:30:00+00:00,"
+        " before the backfill horizon of 72 h"
+    )
+
+
+def test_a_change_inside_the_horizon_keeps_its_route() -> None:
+    change = lifecycle_change(at=NOW - HORIZON)
+    route = choose_route(change, CONFIG)
+    assert isinstance(route, ToSdr)
+
+    assert route_now(route, change, now=NOW, horizon=HORIZON) is route
+
+
+@pytest.mark.parametrize(
+    ("to_stage", "consent", "expected"),
+    [
+        # A suppression starts nothing: its own reason says more than "history".
+        (Stage.MQL, Consent(email_opt_out=True), Suppressed("opted out")),
+        (Stage.DISQUALIFIED, Consent(), Suppressed("disqualified: bad fit")),
+        # A stage that is no trigger calls for no decision, old or not.
+        (Stage.SQL, Consent(), None),
+    ],
+)
+def test_an_old_change_that_starts_nothing_is_left_as_it_is(
+    to_stage: Stage, consent: Consent, expected: Suppressed | None
+) -> None:
+    change = lifecycle_change(
+        to_stage=to_stage, consent=consent, reason="bad fit", at=NOW - timedelta(days=120)
+    )
+    route = choose_route(change, CONFIG)
+
+    assert route_now(route, change, now=NOW, horizon=HORIZON) == route == expected

@@ -100,7 +100,8 @@ class FieldTest(_Strict):
     """`field` plus exactly one operator."""
 
     field: str = Field(min_length=1)
-    equals: str | int | float | bool | None = None
+    # bool first: a union serialises by the first type that fits, and True is also an int
+    equals: bool | str | int | float | None = None
     in_: list[str | int | float] | None = Field(default=None, alias="in")
     contains: str | None = None
     regex: str | None = None
@@ -109,6 +110,16 @@ class FieldTest(_Strict):
     exists: bool | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("in_", mode="before")
+    @classmethod
+    def _no_booleans(cls, options: Any) -> Any:
+        if isinstance(options, list) and any(isinstance(option, bool) for option in options):
+            raise ValueError(
+                "a true/false value in `in`: YAML reads unquoted yes, no, on, off, y, n (and so "
+                "the country code NO) as booleans; quote them, e.g. 'NO'"
+            )
+        return options
 
     @field_validator("regex")
     @classmethod
