@@ -170,6 +170,13 @@ class Segment(_Strict):
     grades: list[str] | None = None
     bands: list[int] | None = None
     priorities: list[str] | None = None
+    min_likelihood: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="the published model's likelihood to convert (docs/learning.md) is at "
+        "least this; a lead without one (no model published) does not match",
+    )
 
 
 class Territory(_Strict):

@@ -23,6 +23,7 @@ class LeadFacts:
     grade: str
     band: int | None
     priority: str | None
+    likelihood: float | None = None  # the published model's, when there is one
 
 
 def lead_facts(change: LifecycleChanged, config: RoutingConfig) -> LeadFacts:
@@ -44,6 +45,7 @@ def lead_facts(change: LifecycleChanged, config: RoutingConfig) -> LeadFacts:
         grade=change.score.grade,
         band=change.score.band,
         priority=change.score.priority,
+        likelihood=change.likelihood.probability if change.likelihood is not None else None,
     )
 
 
@@ -63,6 +65,10 @@ def matches(segment: Segment, lead: LeadFacts) -> bool:
         if allowed is not None and (value is None or value.lower() not in _lowered(allowed)):
             return False
     if segment.stages is not None and lead.stage not in segment.stages:
+        return False
+    if segment.min_likelihood is not None and (
+        lead.likelihood is None or lead.likelihood < segment.min_likelihood
+    ):
         return False
     return segment.bands is None or (lead.band is not None and lead.band in segment.bands)
 

@@ -59,11 +59,11 @@ from services.score.engine.scoring import (
     ScoreCard,
     ScoreState,
     evaluate,
+    fell_below_line,
     recorded,
     score_event,
 )
-from services.score.learning.activity import Activity
-from services.score.learning.features import features_of
+from services.score.learning.activity import Activity, activity_of
 from services.score.learning.model import Scorer
 from services.score.learning.runs import MODELS
 from services.score.metrics import FEEDBACK_RESULTS
@@ -242,13 +242,9 @@ class ScoreHandler:
             else await repository.load_histories(session, stale)
         )
         for lead_id in stale:
-            activity = Activity()
-            for item in histories[lead_id]:
-                activity.observe(
-                    item.facts, at=item.at, behaviour=item.behaviour, keep_s=scorer.keep_s
-                )
             lead = work.leads[lead_id]
-            lead.activity, lead.model_version = activity, version
+            lead.activity = activity_of(histories[lead_id], keep_s=scorer.keep_s)
+            lead.model_version = version
             work.rebuilt.add(lead_id)
 
     async def _flush(self, work: _Work, session: AsyncSession) -> None:
@@ -569,8 +565,16 @@ class ScoreHandler:
         if lead is None or lead.merged_into is not None:
             return
         as_of = max(lead.as_of or command.at, command.at)
-        card = evaluate(self._rules, work.states[lead.lead_id], as_of)
+        state = work.states[lead.lead_id]
+        card = evaluate(self._rules, state, as_of)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
+        crossed = lead.qualifies and not card.qualifies_as_mql and lead.as_of is not None
+        if crossed and lead.stage == Stage.MQL and lead.below_line_since is None:
+            # decay alone: it crossed the line between its last valuation and now
+            assert lead.as_of is not None
+            lead.below_line_since = fell_below_line(
+                self._rules, state, since=lead.as_of, until=as_of
+            )
         self._apply_card(lead, card, as_of)
         before = lead.likelihood
         self._predict(lead, card, work.states[lead.lead_id], as_of, work)
@@ -674,15 +678,14 @@ class ScoreHandler:
             lead.likelihood = None
             return
         version, scorer = work.model
-        features = features_of(
+        likelihood = scorer.lead_likelihood(
             lead.activity,
             lead.picture.facts if lead.picture is not None else {},
             card=card,
             state=state,
             at=as_of,
-            windows_days=scorer.windows_days,
+            version=version,
         )
-        likelihood = scorer.likelihood(scorer.predict(features), version=version)
         lead.likelihood = likelihood.probability
         work.likelihoods[lead.lead_id] = likelihood
 
@@ -734,7 +737,9 @@ class ScoreHandler:
             lead,
             move,
             trigger_id=trigger_id,
-            at=as_of,
+            # when it became due: a lead valued long after (a backfilled history) is recycled
+            # at the time it was, and the router leaves a move that old as history
+            at=since + grace,
             received_at=received_at,
             card=card,
             work=work,

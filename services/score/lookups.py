@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
-from services.score.engine.explain import Explanation, IdentityLine, explain
+from services.score.engine.explain import Explanation, IdentityLine, explain, state_of
 from services.score.engine.rescoring import (
     Check,
     LeadHistory,
@@ -26,6 +26,10 @@ from services.score.engine.rescoring import (
     summarise,
 )
 from services.score.engine.ruleset import RuleSet, parse_rules
+from services.score.engine.scoring import LedgerLine, evaluate
+from services.score.learning.activity import activity_of
+from services.score.learning.runs import MODELS
+from shared.contracts import Likelihood
 
 
 class SimulationTimedOut(Exception):
@@ -50,6 +54,7 @@ async def explain_lead(
         return None
     ledger = (await repository.load_ledgers(session, [lead.lead_id]))[lead.lead_id]
     return explain(
+        likelihood=await _likelihood(session, lead, ledger, rules, at),
         lead_id=lead.lead_id,
         email=lead.email,
         stage=lead.stage.value,
@@ -64,6 +69,35 @@ async def explain_lead(
             for note in await repository.identity_notes(session, lead.lead_id)
         ],
         sales=await repository.sales_history(session, lead.lead_id),
+    )
+
+
+async def _likelihood(
+    session: AsyncSession,
+    lead: repository.LeadRow,
+    ledger: Sequence[LedgerLine],
+    rules: RuleSet,
+    at: datetime,
+) -> Likelihood | None:
+    """The lead's likelihood under the live model as of `at` (None: no model published, or an
+    anonymous lead), from its kept activity, or its history while the rescore has not given it
+    one under this model yet."""
+    live = await MODELS.live(session)
+    if live is None or not lead.identified:
+        return None
+    version, scorer = live
+    activity = lead.activity if lead.model_version == version else None
+    if activity is None:
+        items = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
+        activity = activity_of(items, keep_s=scorer.keep_s)
+    state = state_of(ledger)
+    return scorer.lead_likelihood(
+        activity,
+        lead.picture.facts if lead.picture is not None else {},
+        card=evaluate(rules, state, at),
+        state=state,
+        at=at,
+        version=version,
     )
 
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,23 +18,13 @@ import httpx
 from devstack.processes import ServiceProcess
 from shared.topics import LEADS_LIFECYCLE
 from tests.fixtures.pipeline import WRITE_KEY, Pipeline
+from tests.fixtures.polling import eventually
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 # Event times in the recent past, shared by a lead and its control twin (decay compares alike).
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
 T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, *, timeout_s: float = 40
-) -> T:
-    """The first truthy result of `probe`, polled; else fail saying what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while not (seen := await probe()):
-        assert time.monotonic() < deadline, f"{what}: not after {timeout_s}s (last: {seen!r})"
-        await asyncio.sleep(0.2)
-    return seen
 
 
 async def call(pipeline: Pipeline, kind: str, at: int, **fields: Any) -> str:
@@ -60,7 +48,9 @@ async def scored(db: asyncpg.Connection, *message_ids: str) -> list[str]:
         found = {row["message_id"]: row["lead_id"] for row in rows}
         return [found[m] for m in message_ids] if len(found) == len(message_ids) else None
 
-    return await eventually(probe, f"score counted {message_ids}")
+    counted = await eventually(probe, f"score counted {message_ids}")
+    assert counted is not None
+    return counted
 
 
 async def live_leads_with_email(db: asyncpg.Connection, email: str) -> list[str]:

@@ -3,8 +3,6 @@ and stage changes out, each counted once, explained point by point."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +19,7 @@ from shared.codec import encode
 from shared.contracts import CrmFeedback, EnrichedEvent
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, LEADS_LIFECYCLE, LEADS_SCORED
 from tests.fixtures.pipeline import Pipeline, Record
+from tests.fixtures.polling import eventually
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 VP = {
@@ -78,22 +77,6 @@ def of_lead(lead_id: str) -> Any:
 
 
 T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    what: str,
-    *,
-    until: Callable[[T], object] = bool,
-    timeout_s: float = 30,
-) -> T:
-    """The first result of `probe` that passes `until` (truthy, by default), polled for
-    `timeout_s`; then fail saying `what` never happened, and what the probe saw last."""
-    deadline = time.monotonic() + timeout_s
-    while not until(seen := await probe()):
-        assert time.monotonic() < deadline, f"{what}: not after {timeout_s}s (last: {seen!r})"
-        await asyncio.sleep(0.2)
-    return seen
 
 
 async def stages(pipeline: Pipeline, lead_id: str, count: int) -> list[tuple[str, str]]:

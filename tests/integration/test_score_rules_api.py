@@ -188,7 +188,7 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
     )
     leads = sorted({record.json()["lead_id"] for record in asked})
     assert leads == ["lead-001", "lead-002", "lead-003", "lead-004"]  # never the merged lead
-    assert all(r.json()["command_id"].startswith("rescore:v2:") for r in asked)
+    assert all(r.json()["command_id"].startswith("rescore:rules-v2:") for r in asked)
 
 
 async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
@@ -217,15 +217,15 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
     try:
         async with create_sessionmaker(engine)() as session:
             (await driver_connection(session)).add_query_logger(capture)
-            first = await repository.leads_on_other_rules(
-                session, version="v2", after=None, limit=5
+            first = await repository.leads_on_other_version(
+                session, "rules", version="v2", after=None, limit=5
             )
-            rest = await repository.leads_on_other_rules(
-                session, version="v2", after=first[-1], limit=100
+            rest = await repository.leads_on_other_version(
+                session, "rules", version="v2", after=first[-1], limit=100
             )
-            left = await repository.count_leads_on_other_rules(session, version="v2")
-            still = await repository.leads_still_on_other_rules(
-                session, ["old-1", "old-2", "lead-000001"], version="v2"
+            left = await repository.count_leads_on_other_version(session, "rules", version="v2")
+            still = await repository.leads_still_on_other_version(
+                session, "rules", ["old-1", "old-2", "lead-000001"], version="v2"
             )
             await repository.mqls_to_reevaluate(session, evaluated_before=datetime.now(UTC),
                                                 limit=100)  # fmt: skip
@@ -241,6 +241,59 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
     assert found.lead_id == "lead-000077"
 
     assert len(statements) == 6
+    await _assert_index_reads(db, statements)
+
+
+async def test_the_model_sweep_finds_identified_leads_without_the_live_model_by_index(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """After a model's publication, the sweep's queries find the identified leads on another
+    model version or on none (never an anonymous or merged one), as index reads (EXPLAIN)."""
+    await db.execute(
+        "INSERT INTO score.leads (lead_id, stage, fit, behaviour, identified, model_version) "
+        "SELECT 'lead-' || lpad(g::text, 6, '0'), 'lead', 0, 0, true, '3' "
+        "FROM generate_series(1, 30000) g"
+    )
+    await db.execute(
+        "INSERT INTO score.leads (lead_id, stage, fit, behaviour, identified, model_version) "
+        "VALUES ('none-1', 'known', 0, 0, true, NULL), ('old-1', 'lead', 0, 0, true, '2'), "
+        "('anon-1', 'anonymous', 0, 0, false, NULL), ('new-1', 'mql', 0, 0, true, '4')"
+    )
+    await db.execute(
+        "INSERT INTO score.leads (lead_id, stage, fit, behaviour, identified, merged_into) "
+        "VALUES ('merged-1', 'known', 0, 0, true, 'lead-000001')"
+    )
+    await db.execute("ANALYZE score.leads")
+    engine = create_engine(DatabaseSettings(url=database_url), application_name="test-explain")
+    statements: list[tuple[str, Any]] = []
+
+    def capture(query: asyncpg.connection.LoggedQuery) -> None:
+        if "score.leads" in query.query:
+            statements.append((query.query, query.args))
+
+    try:
+        async with create_sessionmaker(engine)() as session:
+            (await driver_connection(session)).add_query_logger(capture)
+            first = await repository.leads_on_other_version(
+                session, "model", version="3", after=None, limit=2
+            )
+            rest = await repository.leads_on_other_version(
+                session, "model", version="3", after=first[-1], limit=100
+            )
+            left = await repository.count_leads_on_other_version(session, "model", version="3")
+            still = await repository.leads_still_on_other_version(
+                session, "model", ["none-1", "anon-1", "lead-000002"], version="3"
+            )
+    finally:
+        await engine.dispose()
+    assert first == [("", "none-1"), ("2", "old-1")]
+    assert rest == [("4", "new-1")]
+    assert (left, still) == (3, ["none-1"])
+    assert len(statements) == 4
+    await _assert_index_reads(db, statements)
+
+
+async def _assert_index_reads(db: asyncpg.Connection, statements: list[tuple[str, Any]]) -> None:
     for statement, parameters in statements:
         plan = json.loads(await db.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *parameters))
         scans = list(_nodes(plan[0]["Plan"]))

@@ -19,7 +19,7 @@ from services.router.domain import (
     route_now,
     sla_due_at,
 )
-from shared.contracts import AccountMatch, Consent, Contribution, Owner, Stage
+from shared.contracts import AccountMatch, Consent, Contribution, Likelihood, Owner, Stage
 from tests.unit.builders import (
     NOW,
     account_match,
@@ -337,6 +337,37 @@ def test_nurture_segments_on_band_and_priority() -> None:
         return route.track
 
     assert [track_of(2, "A2"), track_of(3, "A3"), track_of(None, None)] == ["warm", "a3", "cold"]
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "track"),
+    [
+        (0.42, "likely"),  # above the line
+        (0.25, "likely"),  # exactly at it
+        (0.24, "cold"),  # below it
+        (None, "cold"),  # no model published: no likelihood, no match
+    ],
+)
+def test_a_segment_can_ask_for_a_minimum_likelihood_to_convert(
+    likelihood: float | None, track: str
+) -> None:
+    config = routing_config(
+        nurture={
+            "tracks": [{"track": "likely", "when": {"min_likelihood": 0.25}}],
+            "default": "cold",
+        }
+    )
+    change = lifecycle_change(
+        to_stage=Stage.LEAD,
+        likelihood=None
+        if likelihood is None
+        else Likelihood(probability=likelihood, model_version="3", horizon_days=90),
+    )
+
+    route = choose_route(change, config)
+
+    assert isinstance(route, ToNurture)
+    assert route.track == track
 
 
 # ---- SLA --------------------------------------------------------------------------------------

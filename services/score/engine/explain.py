@@ -22,7 +22,7 @@ from services.score.engine.scoring import (
     decayed_value,
     evaluate,
 )
-from shared.contracts import Score
+from shared.contracts import Likelihood, Score
 
 
 class _Frozen(BaseModel):
@@ -104,6 +104,7 @@ class Explanation(_Frozen):
     stages: list[StageStay]
     identity: list[IdentityLine] = []
     sales: list[SalesLine] = []
+    likelihood: Likelihood | None = None
 
 
 def explain(
@@ -117,6 +118,7 @@ def explain(
     at: datetime,
     identity: Sequence[IdentityLine] = (),
     sales: Sequence[SalesLine] = (),
+    likelihood: Likelihood | None = None,
 ) -> Explanation:
     state = state_of(ledger)
     card = evaluate(rules, state, at)
@@ -155,6 +157,7 @@ def explain(
         stages=_stays(stages, at),
         identity=sorted(identity, key=lambda line: line.at),
         sales=sorted(sales, key=lambda line: line.at),
+        likelihood=likelihood,
     )
 
 
@@ -224,6 +227,15 @@ def render_text(explanation: Explanation) -> str:
     if e.identity:
         out += ["", "identity:"]
         out += [f"  {line.at:%Y-%m-%d %H:%M}  {line.what:<12}{line.detail}" for line in e.identity]
+    if e.likelihood is not None:
+        lk = e.likelihood
+        out += [
+            "",
+            f"likelihood to convert within {lk.horizon_days:g} days: {lk.probability:.0%} "
+            f"(model {lk.model_version})",
+        ]
+        out += [f"  + {f.description} ({f.effect:+.2f})" for f in lk.up]
+        out += [f"  - {f.description} ({f.effect:+.2f})" for f in lk.down]
     if e.sales:
         out += ["", "what sales reported:"]
         out += [

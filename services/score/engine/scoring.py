@@ -155,6 +155,25 @@ def evaluate(rules: RuleSet, state: ScoreState, at: datetime) -> ScoreCard:
     )
 
 
+def fell_below_line(
+    rules: RuleSet, state: ScoreState, *, since: datetime, until: datetime
+) -> datetime:
+    """When, between `since` (qualifying) and `until` (not), the lead's score stopped
+    qualifying as MQL by decay alone (its ledger as it is): the earliest such time to within a
+    minute, found by bisection. A lead valued long after its last event (a history posted
+    later, a sweep after an outage) so keeps the time it really crossed the line. Assumes the
+    score falls with time, as positive points' decay makes it; where negative points' decay
+    makes it rise again, one crossing in the interval is found."""
+    low, high = since, until
+    while (high - low).total_seconds() > 60:
+        middle = low + (high - low) / 2
+        if evaluate(rules, state, middle).qualifies_as_mql:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 def apply_profile(
     rules: RuleSet, state: ScoreState, facts: Facts, *, at: datetime, message_id: str
 ) -> list[LedgerLine]:

@@ -13,11 +13,13 @@ Kinds of behaviour: a tracking call is `event:<name>` (casefolded), a page view
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from services.score.engine.conditions import Facts
+from services.score.engine.rescoring import HistoryItem
 
 MAX_KINDS = 200
 """Kinds kept per lead; a sender inventing event names cannot grow a lead's activity further
@@ -111,6 +113,14 @@ class Activity:
             recent={kind: list(times) for kind, times in value.get("r", {}).items()},
             totals=dict(value.get("t", {})),
         )
+
+
+def activity_of(items: Iterable[HistoryItem], *, keep_s: float) -> Activity:
+    """A lead's activity from its stored history (items in the order they were scored)."""
+    activity = Activity()
+    for item in items:
+        activity.observe(item.facts, at=item.at, behaviour=item.behaviour, keep_s=keep_s)
+    return activity
 
 
 def _text(value: str) -> str:

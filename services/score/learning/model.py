@@ -16,10 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.score.learning.features import SECONDS_PER_DAY
+from services.score.engine.scoring import ScoreCard, ScoreState
+from services.score.learning.activity import Activity
+from services.score.learning.features import SECONDS_PER_DAY, features_of
 from services.score.learning.outcomes import OutcomePolicy
 from shared.contracts import Factor as ContractFactor
 from shared.contracts import Likelihood
@@ -149,6 +152,23 @@ class Scorer:
     def keep_s(self) -> float:
         """How long a lead's activity keeps occurrence times for this model's windows."""
         return max(self.model.windows_days, default=0.0) * SECONDS_PER_DAY
+
+    def lead_likelihood(
+        self,
+        activity: Activity,
+        picture: Mapping[str, Any],
+        *,
+        card: ScoreCard,
+        state: ScoreState,
+        at: datetime,
+        version: str,
+    ) -> Likelihood:
+        """A lead's likelihood as of `at` (its activity holding its messages up to then), as
+        the contracts carry it: what the handler emits and `explain` shows."""
+        features = features_of(
+            activity, picture, card=card, state=state, at=at, windows_days=self.windows_days
+        )
+        return self.likelihood(self.predict(features), version=version)
 
     def likelihood(self, prediction: Prediction, *, version: str) -> Likelihood:
         """A prediction as the contracts carry it (`leads.scored`, `leads.lifecycle`)."""
