@@ -30,6 +30,7 @@ SECTIONS: tuple[str, ...] = (
     "scale",
     "runner",
     "router",
+    "learning",
 )
 DEFAULT_OUTPUT = Path(".bench/results.json")
 

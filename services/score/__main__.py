@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -154,12 +155,17 @@ async def train_command(resources: Resources[ScoreSettings], args: argparse.Name
         raise OperatorError(f"training refused: {report.refused}", exit_code=2)
     assert report.model is not None
     assert report.version is not None
+    # this process's high-water mark: what a training of this many leads needs (docs/learning.md)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = (
-        f"model {report.version} stored ({report.leads} leads read in {report.seconds:.0f} s); "
-        f"publish it with: python -m services.score publish {report.version}\n\n"
+        f"model {report.version} stored ({report.leads} leads read and trained on in "
+        f"{report.seconds:.0f} s, {peak_mb:.0f} MB at most); publish it with: "
+        f"python -m services.score publish {report.version}\n\n"
         + render_model(report.model, version=report.version, live=False)
     )
     return Report(text=text, data={"run_id": report.run_id, "version": report.version,
+                                   "leads": report.leads, "seconds": report.seconds,
+                                   "peak_rss_mb": peak_mb,
                                    "model": report.model.model_dump(mode="json")})  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ from services.score.engine.scoring import ScoreCard, ScoreState
 from services.score.learning.activity import Activity
 
 SECONDS_PER_DAY = 86_400.0
+BEHAVIOUR_KINDS = ("event:", "page:", "screen:")
+"""The prefixes of behaviour features (`activity.kind_of`)."""
 IDENTIFYING = frozenset(
     {"email", "email_domain", "first_name", "last_name", "phone", "company", "company_domain",
      "domain", "company_name", "name", "account_id", "id", "user_id", "website"}
@@ -80,9 +82,14 @@ def decade_of(number: float) -> str:
 
 
 def activity_features(
-    activity: Activity, *, at: datetime, windows_days: tuple[float, ...]
+    activity: Activity,
+    *,
+    at: datetime,
+    windows_days: tuple[float, ...],
+    kinds: Container[str] | None = None,
 ) -> dict[str, float]:
-    """Origin and behaviour features of `activity` as of `at` (see the module doc)."""
+    """Origin and behaviour features of `activity` as of `at` (see the module doc). `kinds`:
+    only those behaviour kinds (a model's, when scoring live: the others weigh nothing)."""
     features: dict[str, float] = {}
     for key, value in activity.origin.items():
         features[f"origin.{key.removeprefix('context.')}={_value(value)}"] = 1.0
@@ -90,6 +97,8 @@ def activity_features(
         features[f"origin.import_list={_value(name)}"] = 1.0
     until = at.timestamp()
     for kind, total in activity.totals.items():
+        if kinds is not None and kind not in kinds:
+            continue
         features[f"{kind}@ever"] = math.log2(1 + total)
         for days in windows_days:
             count = activity.count(kind, since=until - days * SECONDS_PER_DAY, until=until)
@@ -120,10 +129,12 @@ def features_of(
     state: ScoreState,
     at: datetime,
     windows_days: tuple[float, ...],
+    kinds: Container[str] | None = None,
 ) -> dict[str, float]:
-    """Every feature of a lead as of `at` (its activity must hold only messages up to `at`)."""
+    """Every feature of a lead as of `at` (its activity must hold only messages up to `at`);
+    `kinds`: see `activity_features`."""
     features = picture_features(picture)
-    features.update(activity_features(activity, at=at, windows_days=windows_days))
+    features.update(activity_features(activity, at=at, windows_days=windows_days, kinds=kinds))
     features.update(rule_features(card, state))
     return features
 
@@ -132,7 +143,7 @@ def fact_of(feature: str) -> str:
     """The fact or family a feature is about (`profile.seniority=vp` -> `profile.seniority`,
     `event:demo requested@7d` -> `event:demo requested`, `rule:vp` -> `rule:vp`)."""
     for mark in ("=", "~"):
-        if mark in feature and not feature.startswith(("event:", "page:", "screen:")):
+        if mark in feature and not feature.startswith(BEHAVIOUR_KINDS):
             return feature.split(mark, 1)[0]
     return feature.rsplit("@", 1)[0]
 
@@ -140,7 +151,7 @@ def fact_of(feature: str) -> str:
 def factor_of(feature: str) -> str:
     """The factor a feature belongs to: a behaviour kind for its windows
     (`event:demo requested@7d` -> `event:demo requested`), else the feature itself."""
-    if feature.startswith(("event:", "page:", "screen:")):
+    if feature.startswith(BEHAVIOUR_KINDS):
         return feature.rpartition("@")[0] or feature
     return feature
 
@@ -158,7 +169,7 @@ def describe(feature: str, rules: RuleSet | None = None) -> str:
         rule_id = feature.removeprefix("rule:")
         reason = _rule_reasons(rules).get(rule_id)
         return f"rule {rule_id}: {reason}" if reason else f"rule {rule_id}"
-    if feature.startswith(("event:", "page:", "screen:")):
+    if feature.startswith(BEHAVIOUR_KINDS):
         kind = feature.rpartition("@")[0] or feature
         what = _event_reasons(rules).get(kind) if kind.startswith("event:") else None
         if what is None:

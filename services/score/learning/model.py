@@ -22,7 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.score.engine.scoring import ScoreCard, ScoreState
 from services.score.learning.activity import Activity
-from services.score.learning.features import SECONDS_PER_DAY, features_of
+from services.score.learning.features import (
+    BEHAVIOUR_KINDS,
+    SECONDS_PER_DAY,
+    factor_of,
+    features_of,
+)
 from services.score.learning.outcomes import OutcomePolicy
 from shared.contracts import Factor as ContractFactor
 from shared.contracts import Likelihood
@@ -141,8 +146,11 @@ class Scorer:
 
     def __init__(self, model: LikelihoodModel) -> None:
         self.model = model
-        self._weights = {f.name: f.weight for f in model.features}
-        self._descriptions = {f.name: f.description for f in model.features}
+        self._terms = {f.name: (f.weight, f.description) for f in model.features}
+        # the behaviour kinds it weighs: a lead's other kinds are not turned into features
+        self._kinds = frozenset(
+            factor_of(f.name) for f in model.features if f.name.startswith(BEHAVIOUR_KINDS)
+        )
 
     @property
     def windows_days(self) -> tuple[float, ...]:
@@ -166,7 +174,13 @@ class Scorer:
         """A lead's likelihood as of `at` (its activity holding its messages up to then), as
         the contracts carry it: what the handler emits and `explain` shows."""
         features = features_of(
-            activity, picture, card=card, state=state, at=at, windows_days=self.windows_days
+            activity,
+            picture,
+            card=card,
+            state=state,
+            at=at,
+            windows_days=self.windows_days,
+            kinds=self._kinds,
         )
         return self.likelihood(self.predict(features), version=version)
 
@@ -185,18 +199,18 @@ class Scorer:
         description are one factor). A feature the model does not know counts nothing."""
         logit = self.model.intercept
         effects: dict[str, float] = {}
+        terms = self._terms
         for name, value in features.items():
-            weight = self._weights.get(name)
-            if weight is None or not value:
+            term = terms.get(name)
+            if term is None or not value:
                 continue
-            effect = weight * value
+            effect = term[0] * value
             logit += effect
             # a behaviour's windows (@ever, @7d...) are one factor: their effects add up
-            description = self._descriptions[name]
-            effects[description] = effects.get(description, 0.0) + effect
-        ranked = sorted((effect, description) for description, effect in effects.items())
-        up = [Factor(d, round(e, 4)) for e, d in reversed(ranked[-top:]) if e > 0]
-        down = [Factor(d, round(e, 4)) for e, d in ranked[:top] if e < 0]
+            effects[term[1]] = effects.get(term[1], 0.0) + effect
+        ranked = sorted(effects.items(), key=_by_effect)
+        up = [Factor(d, round(e, 4)) for d, e in reversed(ranked[-top:]) if e > 0]
+        down = [Factor(d, round(e, 4)) for d, e in ranked[:top] if e < 0]
         return Prediction(_sigmoid(logit), tuple(up), tuple(down))
 
 
@@ -221,6 +235,10 @@ def _likelihood(
         up=list(up),
         down=list(down),
     )
+
+
+def _by_effect(item: tuple[str, float]) -> float:
+    return item[1]
 
 
 def _sigmoid(logit: float) -> float:

@@ -10,6 +10,7 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # no display: a server or a CI runner draws to memory
+matplotlib.rcParams["svg.hashsalt"] = "leadflow"  # the same model, the same file (no random ids)
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure

@@ -30,6 +30,7 @@ import yaml
 from services.score.engine.conditions import fields_of
 from services.score.engine.ruleset import RuleSet, parse_rules
 from services.score.learning.activity import ORIGIN_FACTS
+from services.score.learning.features import BEHAVIOUR_KINDS
 from services.score.learning.model import LikelihoodModel, ModelFeature
 
 MIN_NEW_POINTS = 5
@@ -72,7 +73,7 @@ def proposable(feature: str, rules: RuleSet, covered_kinds: set[str]) -> bool:
     if feature.startswith(("rule:", "rules.")):
         return False
     read = {name for rule in rules.rules for name in fields_of(rule.when)}
-    if feature.startswith(("event:", "page:", "screen:")):
+    if feature.startswith(BEHAVIOUR_KINDS):
         return feature.rpartition("@")[0] not in covered_kinds
     if feature.startswith("origin."):
         fact = feature.removeprefix("origin.").partition("=")[0]
@@ -159,7 +160,7 @@ def _new_rules(
     for feature in proposal:
         if feature.name.startswith(("rule:", "rules.")):
             continue
-        if feature.name.startswith(("event:", "page:", "screen:")):
+        if feature.name.startswith(BEHAVIOUR_KINDS):
             kind = feature.name.rpartition("@")[0]
             kinds[kind] = kinds.get(kind, 0.0) + feature.weight
             stable[kind] = stable.get(kind, True) and feature.stable
