@@ -918,6 +918,18 @@ async def finish_training(
     )
 
 
+async def fail_training_if_running(session: AsyncSession, *, run_id: str, message: str) -> None:
+    """Record a run whose process died without a word as failed (a run that recorded its end
+    keeps it)."""
+    await execute(
+        session,
+        "UPDATE score.trainings SET status = 'failed', message = $2, finished_at = now() "
+        "WHERE run_id = $1 AND status = 'running'",
+        run_id,
+        message,
+    )
+
+
 async def trainings(session: AsyncSession, *, limit: int) -> list[Training]:
     """The latest training runs, newest first."""
     rows = await fetch(

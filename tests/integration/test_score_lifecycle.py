@@ -16,8 +16,14 @@ import yaml
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from shared.codec import encode
-from shared.contracts import CrmFeedback, EnrichedEvent
-from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, LEADS_LIFECYCLE, LEADS_SCORED
+from shared.contracts import CrmFeedback, EnrichedEvent, ScoreCommand
+from shared.topics import (
+    CRM_FEEDBACK,
+    EVENTS_ENRICHED,
+    LEADS_LIFECYCLE,
+    LEADS_SCORED,
+    SCORE_COMMANDS,
+)
 from tests.fixtures.pipeline import Pipeline, Record
 from tests.fixtures.polling import eventually
 
@@ -522,3 +528,31 @@ async def test_rescoring_a_survivor_counts_its_merged_leads_messages_for_behavio
         )
         is False
     )
+
+
+async def test_a_backfilled_mql_is_recycled_at_the_time_its_score_fell_below_the_line(
+    pipeline: Pipeline,
+) -> None:
+    """An MQL from a history posted today, its demo request 120 days old: the decay sweep's
+    re-evaluation finds when its decaying score really fell below the line, and recycles it at
+    the day that was `recycle_after_days_below` later, as live scoring would have, not today
+    (so the router leaves the move as history)."""
+    await pipeline.start("score")
+    lead = f"lead-{uuid.uuid4().hex[:8]}"
+    then = NOW - timedelta(days=120)
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, "m1", at=then, event="Demo Requested"),
+                         key=lead.encode())  # fmt: skip
+    assert await stages(pipeline, lead, 1) == [("anonymous", "mql")]
+
+    command = ScoreCommand(command_id=f"sweep:{lead}", kind="reevaluate", lead_id=lead, at=NOW)
+    pipeline.produce_raw(SCORE_COMMANDS, encode(command), key=lead.encode())
+    records = await pipeline.read(
+        LEADS_LIFECYCLE.full_name(pipeline.prefix),
+        until=lambda rs: len(of_lead(lead)(rs)) >= 2,
+    )
+    recycled = of_lead(lead)(records)[-1]
+    assert (recycled["from_stage"], recycled["to_stage"]) == ("mql", "recycled")
+    at = datetime.fromisoformat(recycled["at"])
+    # the demo's 60 points halve every 30 days: below the MQL line within weeks, not today
+    assert then + timedelta(days=14) < at < NOW - timedelta(days=30)
+    assert "below the MQL line since" in recycled["reason"]

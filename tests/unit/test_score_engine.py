@@ -3,6 +3,7 @@ MQL thresholds. Pure: rule sets are built in the test, times are explicit."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from services.score.engine.conditions import CountTest, FieldTest, facts_of
 from services.score.engine.ruleset import RuleSet
-from services.score.engine.scoring import ScoreState, evaluate, score_event
+from services.score.engine.scoring import ScoreState, evaluate, fell_below_line, score_event
 from tests.unit.builders import enriched_event
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -418,6 +419,22 @@ def test_priority_matrix_and_mql(
     )
     assert result.card.priority == priority
     assert result.card.qualifies_as_mql is mql
+
+
+def test_fell_below_line_finds_when_decay_took_an_mql_under_the_line() -> None:
+    """A VP's demo (60 points halving every 10 days, fit 25): total 85 >= 60 at first, and
+    25 + round(60 * 0.5 ** (d / 10)) < 60 from d = 10 * log2(60 / 34.5) = 7.98 days on (scores
+    are whole points). Found to within a minute whatever the interval it is looked for in (a
+    backfilled lead: months)."""
+    rules = ruleset()
+    state = score_event(rules, ScoreState(), track("Demo Requested", profile={"seniority": "vp"}),
+                        at=T0, message_id="m", behaviour=True).state  # fmt: skip
+    crossing = T0 + timedelta(days=10 * math.log2(60 / 34.5))
+    for until in (T0 + timedelta(days=9), T0 + timedelta(days=300)):
+        found = fell_below_line(rules, state, since=T0, until=until)
+        assert abs((found - crossing).total_seconds()) <= 60
+        assert not evaluate(rules, state, found).qualifies_as_mql
+        assert evaluate(rules, state, found - timedelta(minutes=2)).qualifies_as_mql
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -37,9 +37,11 @@ BEHAVIOUR_KINDS = ("event:", "page:", "screen:")
 """The prefixes of behaviour features (`activity.kind_of`)."""
 IDENTIFYING = frozenset(
     {"email", "email_domain", "first_name", "last_name", "phone", "company", "company_domain",
-     "domain", "company_name", "name", "account_id", "id", "user_id", "website"}
+     "domain", "company_name", "name", "account_id", "id", "user_id", "website",
+     "owner_id", "owner_email", "evidence"}
 )  # fmt: skip
-"""Last parts of fact names whose values identify a person or a company: never features."""
+"""Last parts of fact names whose values identify a person or a company: never features
+(`account.owner_*` name the account's owner, `account.evidence` quotes a domain or name)."""
 MAX_TITLE_WORDS = 8
 TITLE_STOPWORDS = frozenset({"of", "the", "and", "for", "to", "in", "at", "on", "de", "la", "le",
                              "und", "der", "des", "du", "y", "et"})  # fmt: skip

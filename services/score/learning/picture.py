@@ -8,12 +8,8 @@ from __future__ import annotations
 import io
 
 import matplotlib
-
-matplotlib.use("Agg")  # no display: a server or a CI runner draws to memory
-matplotlib.rcParams["svg.hashsalt"] = "leadflow"  # the same model, the same file (no random ids)
-
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure  # drawn without pyplot: no display, no global state
 
 from services.score.learning.model import LikelihoodModel, Ranking
 
@@ -54,7 +50,8 @@ def evaluation_svg(model: LikelihoodModel, *, version: str) -> bytes:
         f"{model.training.leads} older leads"
     )
     out = io.StringIO()
-    figure.savefig(out, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.hashsalt": "leadflow"}):  # the same model, the same file
+        figure.savefig(out, format="svg", metadata={"Date": None})
     return out.getvalue().encode()
 
 

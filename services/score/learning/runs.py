@@ -239,7 +239,7 @@ async def start_training_process(
         stdout=asyncio.subprocess.DEVNULL,  # its report is in score.trainings; its log on stderr
         env=os.environ.copy(),
     )
-    reaper = asyncio.ensure_future(_reap(process, run_id))
+    reaper = asyncio.ensure_future(_reap(process, run_id, sessions))
     _REAPERS.add(reaper)  # held until done: the loop keeps only weak references to tasks
     reaper.add_done_callback(_REAPERS.discard)
     return run_id
@@ -268,9 +268,22 @@ async def scheduled_training(
     log.info("scheduled training %s started", run_id)
 
 
-async def _reap(process: asyncio.subprocess.Process, run_id: str) -> None:
+async def _reap(
+    process: asyncio.subprocess.Process,
+    run_id: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Wait for a training process; one that died without recording its end (killed: out of
+    memory, say) is recorded as failed, so the next training need not wait for it."""
     code = await process.wait()
-    if code:
-        log.warning("training %s ended with exit code %d", run_id, code)
-    else:
+    if code in (0, 2):  # stored, or refused (both recorded by the run itself)
         log.info("training %s done", run_id)
+        return
+    log.warning("training %s ended with exit code %d", run_id, code)
+    async with unit_of_work(sessions) as session:
+        await repository.fail_training_if_running(
+            session,
+            run_id=run_id,
+            message=f"the training process ended with exit code {code} (a negative code is the "
+            "signal that killed it: -9 is often the memory limit)",
+        )
