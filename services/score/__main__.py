@@ -192,7 +192,12 @@ async def models_command(resources: Resources[ScoreSettings], args: argparse.Nam
     model = parse_model(found.document)
     if args.svg is not None:
         args.svg.write_bytes(evaluation_svg(model, version=found.version))
-    text = render_model(model, version=found.version, live=found.version == live_version)
+    text = render_model(
+        model,
+        version=found.version,
+        live=found.version == live_version,
+        rules_version=load_rules(resources.settings.rules_file).version,
+    )
     return Report(text=text, data={"version": found.version, "model": found.document})
 
 

@@ -10,6 +10,8 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
 from services.score.config import ScoreSettings
@@ -207,31 +210,20 @@ async def test_sweep_queries_read_indexes_not_the_whole_leads_table(
         "FROM generate_series(1, 12) g"
     )
     await db.execute("ANALYZE score.leads")
-    engine = create_engine(DatabaseSettings(url=database_url), application_name="test-explain")
-    statements: list[tuple[str, Any]] = []
-
-    def capture(query: asyncpg.connection.LoggedQuery) -> None:
-        if "score.leads" in query.query:  # not the session's BEGIN
-            statements.append((query.query, query.args))
-
-    try:
-        async with create_sessionmaker(engine)() as session:
-            (await driver_connection(session)).add_query_logger(capture)
-            first = await repository.leads_on_other_version(
-                session, "rules", version="v2", after=None, limit=5
-            )
-            rest = await repository.leads_on_other_version(
-                session, "rules", version="v2", after=first[-1], limit=100
-            )
-            left = await repository.count_leads_on_other_version(session, "rules", version="v2")
-            still = await repository.leads_still_on_other_version(
-                session, "rules", ["old-1", "old-2", "lead-000001"], version="v2"
-            )
-            await repository.mqls_to_reevaluate(session, evaluated_before=datetime.now(UTC),
-                                                limit=100)  # fmt: skip
-            found = await repository.find_lead(session, "P77@example.com")  # explain, feedback
-    finally:
-        await engine.dispose()
+    async with logged_session(database_url) as (session, statements):
+        first = await repository.leads_on_other_version(
+            session, "rules", version="v2", after=None, limit=5
+        )
+        rest = await repository.leads_on_other_version(
+            session, "rules", version="v2", after=first[-1], limit=100
+        )
+        left = await repository.count_leads_on_other_version(session, "rules", version="v2")
+        still = await repository.leads_still_on_other_version(
+            session, "rules", ["old-1", "old-2", "lead-000001"], version="v2"
+        )
+        await repository.mqls_to_reevaluate(session, evaluated_before=datetime.now(UTC),
+                                            limit=100)  # fmt: skip
+        found = await repository.find_lead(session, "P77@example.com")  # explain, feedback
     assert [v for v, _ in first] == ["v1"] * 5
     assert len(rest) == 7
     assert [v for v, _ in rest][-6:] == ["v3"] * 6
@@ -264,33 +256,43 @@ async def test_the_model_sweep_finds_identified_leads_without_the_live_model_by_
         "VALUES ('merged-1', 'known', 0, 0, true, 'lead-000001')"
     )
     await db.execute("ANALYZE score.leads")
-    engine = create_engine(DatabaseSettings(url=database_url), application_name="test-explain")
-    statements: list[tuple[str, Any]] = []
-
-    def capture(query: asyncpg.connection.LoggedQuery) -> None:
-        if "score.leads" in query.query:
-            statements.append((query.query, query.args))
-
-    try:
-        async with create_sessionmaker(engine)() as session:
-            (await driver_connection(session)).add_query_logger(capture)
-            first = await repository.leads_on_other_version(
-                session, "model", version="3", after=None, limit=2
-            )
-            rest = await repository.leads_on_other_version(
-                session, "model", version="3", after=first[-1], limit=100
-            )
-            left = await repository.count_leads_on_other_version(session, "model", version="3")
-            still = await repository.leads_still_on_other_version(
-                session, "model", ["none-1", "anon-1", "lead-000002"], version="3"
-            )
-    finally:
-        await engine.dispose()
+    async with logged_session(database_url) as (session, statements):
+        first = await repository.leads_on_other_version(
+            session, "model", version="3", after=None, limit=2
+        )
+        rest = await repository.leads_on_other_version(
+            session, "model", version="3", after=first[-1], limit=100
+        )
+        left = await repository.count_leads_on_other_version(session, "model", version="3")
+        still = await repository.leads_still_on_other_version(
+            session, "model", ["none-1", "anon-1", "lead-000002"], version="3"
+        )
     assert first == [("", "none-1"), ("2", "old-1")]
     assert rest == [("4", "new-1")]
     assert (left, still) == (3, ["none-1"])
     assert len(statements) == 4
     await _assert_index_reads(db, statements)
+
+
+@asynccontextmanager
+async def logged_session(
+    database_url: str,
+) -> AsyncIterator[tuple[AsyncSession, list[tuple[str, Any]]]]:
+    """A session whose statements on score.leads are collected (with their parameters), to
+    EXPLAIN them afterwards."""
+    engine = create_engine(DatabaseSettings(url=database_url), application_name="test-explain")
+    statements: list[tuple[str, Any]] = []
+
+    def capture(query: asyncpg.connection.LoggedQuery) -> None:
+        if "score.leads" in query.query:  # not the session's BEGIN
+            statements.append((query.query, query.args))
+
+    try:
+        async with create_sessionmaker(engine)() as session:
+            (await driver_connection(session)).add_query_logger(capture)
+            yield session, statements
+    finally:
+        await engine.dispose()
 
 
 async def _assert_index_reads(db: asyncpg.Connection, statements: list[tuple[str, Any]]) -> None:

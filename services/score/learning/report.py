@@ -27,7 +27,11 @@ def render_versions(versions: Sequence[ConfigVersion], *, live: str | None) -> s
     return table(["version", "trained (UTC)", "by", "parent", "note"], rows)
 
 
-def render_model(model: LikelihoodModel, *, version: str, live: bool) -> str:
+def render_model(
+    model: LikelihoodModel, *, version: str, live: bool, rules_version: str | None = None
+) -> str:
+    """One model for people; `rules_version`: the running rules', to warn when the model was
+    trained under others (its `rules.*` features then read scores of other rules)."""
     e = model.evaluation
     out = [
         f"model {version}{' (live)' if live else ''}: {model.kind}, trained "
@@ -63,6 +67,12 @@ def render_model(model: LikelihoodModel, *, version: str, live: bool) -> str:
     ]
     if model.notes:
         out += ["", "notes:"] + [f"  - {note}" for note in model.notes]
+    if rules_version is not None and rules_version != model.rules_version:
+        out += [
+            "",
+            f"warning: trained under rules {model.rules_version}, the running rules are "
+            f"{rules_version}: its rules-score features read other rules now; train again",
+        ]
     return "\n".join(out)
 
 
