@@ -183,6 +183,18 @@ def test_an_occurrence_older_than_the_longest_window_still_counts_ever() -> None
     }
 
 
+def test_live_scoring_may_take_only_the_kinds_its_model_weighs() -> None:
+    activity = Activity()
+    for item in history():
+        activity.observe(item.facts, at=item.at, behaviour=item.behaviour,
+                         keep_s=keep_seconds(WINDOWS))  # fmt: skip
+    every = activity_features(activity, at=CUTOFF, windows_days=WINDOWS)
+    some = activity_features(activity, at=CUTOFF, windows_days=WINDOWS, kinds={"page:/pricing"})
+
+    assert "event:webinar attended@ever" in every
+    assert some == {name: value for name, value in every.items() if not name.startswith("event:")}
+
+
 # --- where it came from, and what the rules say ---------------------------------------------
 
 
@@ -235,7 +247,9 @@ SENT_TO_ENRICH = enriched_event(
         evidence="email domain northwind-logistics.com",
     ),
 )  # fmt: skip
-PICTURE_FACTS = {k: v for k, v in facts_of(SENT_TO_ENRICH).items() if k.startswith(PROFILE_PREFIXES)}
+PICTURE_FACTS = {
+    k: v for k, v in facts_of(SENT_TO_ENRICH).items() if k.startswith(PROFILE_PREFIXES)
+}
 
 
 @pytest.mark.parametrize(
@@ -262,7 +276,8 @@ def test_a_fact_that_names_a_person_or_a_company_never_becomes_a_feature(fact: s
     value = PICTURE_FACTS[fact]
     features = picture_features(PICTURE_FACTS)
 
-    assert isinstance(value, str) and value
+    assert isinstance(value, str)
+    assert value
     assert not [name for name in features if name.startswith((f"{fact}=", f"{fact}~"))]
     assert not [name for name in features if value.casefold() in name]
     assert "profile.seniority=vp" in features  # the picture's other facts are there
@@ -272,7 +287,10 @@ def test_a_fact_that_names_a_person_or_a_company_never_becomes_a_feature(fact: s
     ("picture", "features"),
     [
         ({"profile.seniority": "VP"}, {"profile.seniority=vp"}),  # text casefolded
-        ({"firmographics.industry": " Financial  Services "}, {"firmographics.industry=financial services"}),  # fmt: skip
+        (
+            {"firmographics.industry": " Financial  Services "},
+            {"firmographics.industry=financial services"},
+        ),
         ({"firmographics.employee_count": 850}, {"firmographics.employee_count~100-999"}),
         ({"account.score": 72.5}, {"account.score~10-99"}),
         ({"firmographics.annual_revenue_usd": 0}, {"firmographics.annual_revenue_usd~0"}),
@@ -479,8 +497,11 @@ def test_a_behaviours_windows_share_one_window_free_description(kind: str) -> No
     [
         ("profile.seniority=vp", "profile.seniority", "profile.seniority=vp"),
         ("profile.title~student", "profile.title", "profile.title~student"),
-        ("firmographics.employee_count~100-999", "firmographics.employee_count",
-         "firmographics.employee_count~100-999"),  # fmt: skip
+        (
+            "firmographics.employee_count~100-999",
+            "firmographics.employee_count",
+            "firmographics.employee_count~100-999",
+        ),
         ("origin.import_list=a=b", "origin.import_list", "origin.import_list=a=b"),
         ("event:demo requested@7d", "event:demo requested", "event:demo requested"),
         ("event:a=b~c@ever", "event:a=b~c", "event:a=b~c"),  # a name with marks in it

@@ -4,6 +4,7 @@ comes before everything the label is made of."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -30,36 +31,75 @@ def outcome(name: str, at_day: float, result: str = "applied") -> SalesOutcome:
 LATE = day(400)  # every horizon over
 
 
+def case(outcomes: list[SalesOutcome], now: datetime, expected: object, name: str) -> Any:
+    """A row of a label table, named for what it is about."""
+    return pytest.param(outcomes, now, expected, id=name)
+
+
 @pytest.mark.parametrize(
     ("outcomes", "now", "expected"),
     [
         # won within the horizon: positive, known when it was won
-        ([outcome("won", 60)], LATE, Labelled(True, day(30), day(60))),
-        ([outcome("lost", 50)], LATE, Labelled(False, day(30), day(50))),
-        ([outcome("disqualified", 45)], LATE, Labelled(False, day(30), day(45))),
+        case([outcome("won", 60)], LATE, Labelled(True, day(30), day(60)), "won"),
+        case([outcome("lost", 50)], LATE, Labelled(False, day(30), day(50)), "lost"),
+        case(
+            [outcome("disqualified", 45)], LATE, Labelled(False, day(30), day(45)), "disqualified"
+        ),
         # no outcome and the horizon over: negative, known at its end
-        ([], LATE, Labelled(False, day(30), day(120))),
-        ([], day(119), Unlabelled("still open")),
-        ([], day(120), Labelled(False, day(30), day(120))),  # the horizon ends at its last day
-        ([outcome("won", 120)], LATE, Labelled(True, day(30), day(120))),  # on its last day
-        ([outcome("won", 130)], LATE, Labelled(False, day(30), day(120))),  # too late
-        ([outcome("won", 130)], day(125), Labelled(False, day(30), day(120))),
+        case([], LATE, Labelled(False, day(30), day(120)), "horizon-over"),
+        case([], day(119), Unlabelled("still open"), "horizon-not-over"),
+        # labelled only once the horizon is over, whatever came: among the newest leads the
+        # quick outcomes are known and the slow ones not yet
+        case([outcome("won", 60)], day(119), Unlabelled("still open"), "won-horizon-not-over"),
+        case([outcome("lost", 50)], day(100), Unlabelled("still open"), "lost-horizon-not-over"),
+        case([], day(120), Labelled(False, day(30), day(120)), "horizon-just-over"),
+        case([outcome("won", 120)], LATE, Labelled(True, day(30), day(120)), "won-on-its-last-day"),
+        case([outcome("won", 130)], LATE, Labelled(False, day(30), day(120)), "won-too-late"),
+        case(
+            [outcome("won", 130)], day(125), Labelled(False, day(30), day(120)), "not-won-in-time"
+        ),
         # lost, then won back within the horizon: positive, and contradicting
-        ([outcome("lost", 40), outcome("won", 80)], LATE, Labelled(True, day(30), day(80), True)),
+        case(
+            [outcome("lost", 40), outcome("won", 80)],
+            LATE,
+            Labelled(True, day(30), day(80), True),
+            "lost-then-won",
+        ),
         # a customer reported lost: the lifecycle refused it, it changes nothing (but is noted)
-        (
+        case(
             [outcome("won", 60), outcome("lost", 70, "refused")],
             LATE,
             Labelled(True, day(30), day(60), True),
+            "won-then-a-refused-lost",
         ),
         # outcomes that do not hold count for nothing
-        ([outcome("won", 60, "superseded")], LATE, Labelled(False, day(30), day(120))),
-        ([outcome("won", 60, "refused")], LATE, Labelled(False, day(30), day(120))),
-        ([outcome("lost", 50, "refused")], day(100), Unlabelled("still open")),
-        ([outcome("won", 60, "unchanged")], LATE, Labelled(True, day(30), day(60))),
-        # not a conversion either way
-        ([outcome("qualified", 50)], day(100), Unlabelled("still open")),
-        ([outcome("rejected", 50)], LATE, Labelled(False, day(30), day(120))),
+        case(
+            [outcome("won", 60, "superseded")],
+            LATE,
+            Labelled(False, day(30), day(120)),
+            "a-superseded-won",
+        ),
+        case(
+            [outcome("won", 60, "refused")],
+            LATE,
+            Labelled(False, day(30), day(120)),
+            "a-refused-won",
+        ),
+        case(
+            [outcome("lost", 50, "refused")],
+            LATE,
+            Labelled(False, day(30), day(120)),
+            "a-refused-lost",
+        ),
+        case(
+            [outcome("won", 60, "unchanged")],
+            LATE,
+            Labelled(True, day(30), day(60)),
+            "a-won-confirming-the-stage",
+        ),
+        # neither a conversion nor its contrary: negative once the horizon is over
+        case([outcome("qualified", 50)], LATE, Labelled(False, day(30), day(120)), "qualified"),
+        case([outcome("rejected", 50)], LATE, Labelled(False, day(30), day(120)), "rejected"),
     ],
 )
 def test_the_label_of_a_lead_under_the_default_policy(
@@ -81,6 +121,7 @@ def test_the_label_of_a_lead_under_the_default_policy(
         ),
         ([outcome("accepted", 10)], day(101), Labelled(False, day(10), day(100))),
         ([outcome("accepted", 10)], day(99), Unlabelled("still open")),
+        ([outcome("accepted", 10), outcome("won", 60)], day(99), Unlabelled("still open")),
         ([outcome("accepted", 10), outcome("won", 105)], LATE, Labelled(False, day(10), day(100))),
         # even an outcome that did not hold: sales was working the lead
         ([outcome("rejected", 5, "refused")], LATE, Labelled(False, day(5), day(95))),
@@ -118,11 +159,14 @@ MQL = OutcomePolicy(cutoff="mql")
     ("mql_at", "outcomes", "expected"),
     [
         (None, [outcome("won", 60)], Unlabelled("never an mql")),
-        (day(5), [outcome("won", 60)], Labelled(True, day(5), day(60))),
-        (day(5), [outcome("won", 100)], Labelled(False, day(5), day(95))),  # horizon: day 95
-        (day(45), [outcome("lost", 80)], Labelled(False, day(45), day(80))),  # past day 30
+        # the message that made it an MQL is its own: features include it (`inclusive`)
+        (day(5), [outcome("won", 60)], Labelled(True, day(5), day(60), inclusive=True)),
+        (day(5), [outcome("won", 100)], Labelled(False, day(5), day(95), inclusive=True)),
+        (day(45), [outcome("lost", 80)], Labelled(False, day(45), day(80), inclusive=True)),
         (day(5), [outcome("accepted", 3)], Labelled(False, day(3), day(93))),  # sales came first
-        (day(0), [], Unlabelled("nothing before the cut-off")),
+        # its first message made it an MQL: that message is what there is to learn from
+        (day(0), [], Labelled(False, day(0), day(90), inclusive=True)),
+        (day(0), [outcome("accepted", 0)], Labelled(False, day(0), day(90), inclusive=True)),
     ],
 )
 def test_under_the_mql_policy_the_cut_off_is_when_the_lead_became_an_mql(
@@ -148,8 +192,12 @@ def test_under_the_mql_policy_the_cut_off_is_when_the_lead_became_an_mql(
             [outcome("rejected", 40)],
             Labelled(False, day(30), day(40)),
         ),
-        # disqualified no longer decides: the lead is open until its horizon
-        (OutcomePolicy(negative=("lost",)), [outcome("disqualified", 40)], Unlabelled("still open")),
+        # disqualified no longer decides: not converted, known at the horizon's end
+        (
+            OutcomePolicy(negative=("lost",)),
+            [outcome("disqualified", 40)],
+            Labelled(False, day(30), day(120)),
+        ),
         # a shorter horizon and cut-off
         (
             OutcomePolicy(cutoff_days=7, horizon_days=30),
@@ -166,7 +214,7 @@ def test_under_the_mql_policy_the_cut_off_is_when_the_lead_became_an_mql(
 def test_what_counts_as_converted_is_configurable(
     policy: OutcomePolicy, outcomes: list[SalesOutcome], expected: Labelled | Unlabelled
 ) -> None:
-    found = label(first_seen=FIRST_SEEN, mql_at=None, outcomes=outcomes, policy=policy, now=day(100))
+    found = label(first_seen=FIRST_SEEN, mql_at=None, outcomes=outcomes, policy=policy, now=LATE)
 
     assert found == expected
 

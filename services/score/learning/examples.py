@@ -64,7 +64,10 @@ def lead_example(
     )
     if isinstance(verdict, Unlabelled):
         return verdict
-    before = [item for item in items if item.at < verdict.cutoff]
+    cutoff = verdict.cutoff
+    before = [
+        item for item in items if item.at < cutoff or (verdict.inclusive and item.at == cutoff)
+    ]
     activity = Activity()
     state = ScoreState()
     picture: dict[str, object] = {}

@@ -87,17 +87,19 @@ class Evaluation(_Frozen):
 
     test_leads: int
     test_positives: int
-    first_decided: datetime
-    last_decided: datetime
+    first_cutoff: datetime
+    last_cutoff: datetime
     model: Ranking
     rules: Ranking
 
 
 class TrainingWindow(_Frozen):
+    """The training leads: how many, how many converted, and the span of their cut-offs."""
+
     leads: int
     positives: int
-    first_decided: datetime
-    last_decided: datetime
+    first_cutoff: datetime
+    last_cutoff: datetime
 
 
 class LikelihoodModel(_Frozen):

@@ -7,12 +7,14 @@ label is made of, so nothing the model learns from was known only because of the
   at the first thing sales reported about it (an accepted, a rejected...): once sales works a
   lead, what it does next (a meeting booked, a contract page read) is sales' doing, not a sign
   marketing could have read. This is the likelihood a new lead gets.
-- `mql`: the time the lead first became an MQL (leads that never did are not used): which
-  MQLs convert, the question an SDR team asks.
+- `mql`: the time the lead first became an MQL (leads that never did are not used), the
+  message that made it one included: which MQLs convert, the question an SDR team asks.
 
 Positive: an outcome in `positive` (default won) within `horizon_days` after the cut-off.
-Negative: an outcome in `negative` (lost, disqualified) first, or no positive outcome within
-the horizon once it has passed. Still open (the horizon not over, no outcome): not used.
+Negative: an outcome in `negative` (lost, disqualified), or no positive outcome within the
+horizon. A lead is labelled only once its horizon is over, whatever its outcome: among the
+leads still inside theirs, the quick outcomes (often wins) are known and the slow ones not yet,
+so using them would tilt the newest leads, the test leads, towards whichever comes first.
 Only outcomes that hold count (applied, or confirming the stage); one the lifecycle refused (a
 customer lost: `lifecycle.sales_move`) or that a later one superseded does not. A lead with
 both a positive and a negative outcome (won then lost, or lost then won back) is positive when
@@ -54,13 +56,15 @@ class SalesOutcome:
 
 @dataclass(frozen=True)
 class Labelled:
-    """`positive` as of `cutoff`; `decided_at`: when the label became known (the outcome, or
-    the end of the horizon): training and test leads are split by it."""
+    """`positive` as of `cutoff` (the time the likelihood is about: training and test leads
+    are split by it); `decided_at`: when the outcome came (or the horizon ended)."""
 
     positive: bool
     cutoff: datetime
     decided_at: datetime
     contradicting: bool = False
+    # the message at the cut-off itself counts (`mql`: the one that made the lead an MQL)
+    inclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ def label(
         cutoff = first_seen + timedelta(days=policy.cutoff_days)
     if outcomes:
         cutoff = min(cutoff, min(outcome.at for outcome in outcomes))
-    if cutoff <= first_seen:
+    inclusive = policy.cutoff == "mql" and cutoff == mql_at
+    if cutoff < first_seen or (cutoff == first_seen and not inclusive):
         return Unlabelled("nothing before the cut-off")
     end = cutoff + timedelta(days=policy.horizon_days)
     holding = sorted((o for o in outcomes if o.result in HOLDING), key=lambda o: o.at)
@@ -94,10 +99,10 @@ def label(
     contradicting = any(o.outcome in policy.positive for o in outcomes) and any(
         o.outcome in policy.negative for o in outcomes
     )
+    if now < end:
+        return Unlabelled("still open")
     if won:
-        return Labelled(True, cutoff, won[0], contradicting)
+        return Labelled(True, cutoff, won[0], contradicting, inclusive)
     if lost:
-        return Labelled(False, cutoff, lost[0], contradicting)
-    if now >= end:
-        return Labelled(False, cutoff, end, contradicting)
-    return Unlabelled("still open")
+        return Labelled(False, cutoff, lost[0], contradicting, inclusive)
+    return Labelled(False, cutoff, end, contradicting, inclusive)

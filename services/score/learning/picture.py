@@ -45,8 +45,8 @@ def evaluation_svg(model: LikelihoodModel, *, version: str) -> bytes:
             "share of conversions")  # fmt: skip
     _titled(calibration, "Calibration", "predicted likelihood", "share that converted")
     figure.suptitle(
-        f"Model {version}: {e.test_leads} test leads decided {e.first_decided:%Y-%m-%d} to "
-        f"{e.last_decided:%Y-%m-%d} ({e.test_positives} converted); trained on "
+        f"Model {version}: {e.test_leads} newer test leads, cut-offs {e.first_cutoff:%Y-%m-%d} "
+        f"to {e.last_cutoff:%Y-%m-%d} ({e.test_positives} converted); trained on "
         f"{model.training.leads} older leads"
     )
     out = io.StringIO()

@@ -109,7 +109,7 @@ def propose_rules(model: LikelihoodModel, rules: RuleSet, *, model_version: str)
             flag = (
                 "counted alike for every training lead, so nothing was learned of it: kept"
                 if f"rule:{rule.id}" in model.uninformative
-                else "never fired for a training lead: kept as it is"
+                else "never fired for a training lead, or too rarely to learn from: kept as it is"
             )
             changes.append(RuleChange(rule.id, rule.reason, rule.points, rule.points, (flag,)))
             documents.append((document, flag))
@@ -205,7 +205,13 @@ def _rule_shape(name: str) -> tuple[str, dict[str, Any], dict[str, Any] | None] 
             {"times": 3, "within_days": 30},
         )
     if family == "page":
-        pattern = "^/$" if rest == "/" else f"^{re.escape(rest)}(/|$)"
+        if not rest.startswith("/"):  # a page call without a path: its kind is its name
+            when = {"all": [{"field": "type", "equals": "page"},
+                            {"field": "page.path", "exists": False},
+                            {"field": "name", "equals": rest}]}  # fmt: skip
+            return "learned-behaviour", when, {"times": 3, "within_days": 30}
+        # the section and anything under it (a path that kept its query string too)
+        pattern = "^/([?#]|$)" if rest == "/" else f"^{re.escape(rest)}([/?#]|$)"
         return (
             "learned-behaviour",
             {"field": "page.path", "regex": pattern},

@@ -39,9 +39,9 @@ def render_model(
         f"  converted: {', '.join(model.policy.positive)} within {model.policy.horizon_days:g} "
         f"days of the cut-off ({_cutoff(model)})",
         f"  training: {model.training.leads} leads ({model.training.positives} converted), "
-        f"decided {model.training.first_decided:%Y-%m-%d} to {model.training.last_decided:%Y-%m-%d}",
-        f"  test:     {e.test_leads} newer leads ({e.test_positives} converted), decided "
-        f"{e.first_decided:%Y-%m-%d} to {e.last_decided:%Y-%m-%d}",
+        f"cut-offs {model.training.first_cutoff:%Y-%m-%d} to {model.training.last_cutoff:%Y-%m-%d}",
+        f"  test:     {e.test_leads} newer leads ({e.test_positives} converted), cut-offs "
+        f"{e.first_cutoff:%Y-%m-%d} to {e.last_cutoff:%Y-%m-%d}",
         "",
         table(
             ["on the test leads", "model", "current rules"],

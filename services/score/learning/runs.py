@@ -126,7 +126,8 @@ async def train_and_store(
             )
         raise
     if live is not None:
-        found = recent_auc(dataset.examples, live[1].model, since=model.evaluation.first_decided)
+        # the live model on the new model's test leads: newer than the last of its training
+        found = recent_auc(dataset.examples, live[1].model, since=model.training.last_cutoff)
         rival = found[0] if found is not None else None
     async with unit_of_work(sessions) as session:
         live = await MODELS.live(session)
@@ -162,17 +163,17 @@ async def train_and_store(
 
 
 def check_drift(examples: Examples, live: tuple[str, Scorer], *, margin: float) -> list[str]:
-    """A note on how the live model ranks the outcomes decided since its test leads (kept with
+    """A note on how the live model ranks the leads newer than its own test leads (kept with
     the new model and in the run's message): drifting, and a warning logged, when its AUC
     there is `margin` below its test AUC."""
     version, scorer = live
     model = scorer.model
-    found = recent_auc(examples, model, since=model.evaluation.last_decided)
+    found = recent_auc(examples, model, since=model.evaluation.last_cutoff)
     if found is None:
         return []
     auc, leads = found
     note = (
-        f"the live model {version} ranks the {leads} outcomes decided since its training at "
+        f"the live model {version} ranks the {leads} leads newer than its own test leads at "
         f"AUC {auc:.3f} (test AUC {model.evaluation.model.auc:.3f})"
     )
     if auc < model.evaluation.model.auc - margin:

@@ -4,8 +4,9 @@
    conversions (defaults in the spirit of Salesforce Einstein's 1,000 leads and 120
    conversions), or with one class only, training refuses (`TrainingRefused`) and says how many
    more are needed. Nothing is stored or published by a refused run.
-2. **Time-ordered split.** Leads are ordered by when their label became known; the newest
-   `test_share` are the test leads, never seen in training. Each side needs both classes.
+2. **Time-ordered split.** Leads are ordered by their cut-off, the time their likelihood is
+   about; the newest `test_share` are the test leads, never seen in training: the model is
+   judged on leads that came after every lead it learned from. Each side needs both classes.
 3. **Features worth a weight.** A feature seen in fewer than `min_support` training leads is
    left out (it would be noise, and a rare value may identify someone); one with a single value
    in every training lead says nothing and is left out with a note.
@@ -85,7 +86,7 @@ class Examples:
         self._values = array("f")
         self._indptr = array("q", [0])
         self._positive = array("b")
-        self._decided = array("d")
+        self._cutoff = array("d")
         self._rules_total = array("d")
         self.contradicting = 0
 
@@ -99,7 +100,7 @@ class Examples:
                 self._values.append(value)
         self._indptr.append(len(self._indices))
         self._positive.append(1 if label.positive else 0)
-        self._decided.append(label.decided_at.timestamp())
+        self._cutoff.append(label.cutoff.timestamp())
         self._rules_total.append(rules_total)
         self.contradicting += label.contradicting
 
@@ -118,8 +119,9 @@ class Examples:
         return np.frombuffer(self._positive, dtype=np.int8)
 
     @property
-    def decided(self) -> FloatArray:
-        return np.frombuffer(self._decided, dtype=np.float64)
+    def cutoff(self) -> FloatArray:
+        """Each example's cut-off, epoch seconds."""
+        return np.frombuffer(self._cutoff, dtype=np.float64)
 
     @property
     def rules_total(self) -> FloatArray:
@@ -148,15 +150,22 @@ def train(
     the proposal fit (no rule reads it yet)."""
     y = examples.positive.astype(np.int64)
     _check_counts(y, settings)
-    order = np.argsort(examples.decided, kind="stable")
+    order = np.argsort(examples.cutoff, kind="stable")
     test_size = max(1, round(len(y) * settings.test_share))
     train_rows, test_rows = order[:-test_size], order[-test_size:]
     for side, rows in (("training", train_rows), ("test", test_rows)):
         if len(set(y[rows].tolist())) < 2:
             raise TrainingRefused(
-                f"the {side} leads (split by when their outcome was known) hold only one class: "
+                f"the {side} leads (split by their cut-off) hold only one class: "
                 "more outcomes of the other kind are needed"
             )
+    converted = int(y[train_rows].sum())
+    if min(converted, len(train_rows) - converted) < 2:  # calibration's folds need 2 of each
+        raise TrainingRefused(
+            f"the training leads (split by their cut-off) hold {converted} "
+            f"conversions and {len(train_rows) - converted} leads that did not: calibration "
+            "needs at least 2 of each, more outcomes of the other kind are needed"
+        )
     x = examples.matrix()
     names = sorted(examples.columns, key=examples.columns.__getitem__)
     kept, single, left_out = _worth_a_weight(x[train_rows], names, settings.min_support)
@@ -177,7 +186,7 @@ def train(
         for rows in np.array_split(train_rows, 2)  # train_rows are in time order
         if len(set(y[rows].tolist())) == 2
     ])  # fmt: skip
-    decided = examples.decided
+    cutoff = examples.cutoff
     return LikelihoodModel(
         trained_at=now,
         trained_by=trained_by,
@@ -189,14 +198,14 @@ def train(
         training=TrainingWindow(
             leads=len(train_rows),
             positives=int(y[train_rows].sum()),
-            first_decided=_time(decided[train_rows[0]]),
-            last_decided=_time(decided[train_rows[-1]]),
+            first_cutoff=_time(cutoff[train_rows[0]]),
+            last_cutoff=_time(cutoff[train_rows[-1]]),
         ),
         evaluation=Evaluation(
             test_leads=len(test_rows),
             test_positives=int(y[test_rows].sum()),
-            first_decided=_time(decided[test_rows[0]]),
-            last_decided=_time(decided[test_rows[-1]]),
+            first_cutoff=_time(cutoff[test_rows[0]]),
+            last_cutoff=_time(cutoff[test_rows[-1]]),
             model=ranking(y[test_rows], model_p),
             rules=ranking(y[test_rows], rules_p),
         ),
@@ -394,9 +403,9 @@ def _time(epoch: float) -> datetime:
 def recent_auc(
     examples: Examples, model: LikelihoodModel, *, since: datetime
 ) -> tuple[float, int] | None:
-    """`model`'s AUC on the examples decided after `since` (the outcomes it has not seen), and
-    how many there were; None without both classes among them."""
-    recent = np.flatnonzero(examples.decided > since.timestamp())
+    """`model`'s AUC on the examples whose cut-off is after `since` (leads newer than it has
+    seen), and how many there were; None without both classes among them."""
+    recent = np.flatnonzero(examples.cutoff > since.timestamp())
     y = examples.positive.astype(np.int64)[recent]
     if len(set(y.tolist())) < 2:
         return None
