@@ -470,7 +470,8 @@ class ScoreHandler:
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
         # A likelihood may move on a message no rule counts (a page only the model knows).
-        if changed or any(line.points for line in result.lines) or lead.likelihood != before:
+        moved = _likelihood_moved(before, lead.likelihood)
+        if changed or any(line.points for line in result.lines) or moved:
             contributions = [self._contribution(line) for line in result.lines]
             work.recent[lead.lead_id] = [*contributions, *work.recent.get(lead.lead_id, [])]
             work.outputs.append(
@@ -578,7 +579,7 @@ class ScoreHandler:
         self._apply_card(lead, card, as_of)
         before = lead.likelihood
         self._predict(lead, card, work.states[lead.lead_id], as_of, work)
-        if changed or lead.likelihood != before:
+        if changed or _likelihood_moved(before, lead.likelihood):
             work.outputs.append(self._scored(lead, command.command_id, card, [], command.at, work))
         self._recycle_if_decayed(
             lead, card, as_of, trigger_id=command.command_id, received_at=command.at, work=work
@@ -832,6 +833,17 @@ class ScoreHandler:
                 likelihood=_likelihood_of(lead, work),
             ),
         )
+
+
+LIKELIHOOD_STEP = 0.01
+"""A likelihood that moved less than this (one percentage point) is no news worth a message of
+its own on `leads.scored`: the windows of a lead's behaviour move it a little with every event."""
+
+
+def _likelihood_moved(before: float | None, after: float | None) -> bool:
+    if before is None or after is None:
+        return before is not after
+    return abs(after - before) >= LIKELIHOOD_STEP
 
 
 def _likelihood_of(lead: LeadRow, work: _Work) -> Likelihood | None:
