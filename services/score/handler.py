@@ -463,10 +463,10 @@ class ScoreHandler:
                 lead.picture = LeadPicture.of(event, facts=_json_shaped(own_facts))
             lead.profile_version = event.lead_version
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
-        self._apply_card(lead, card, as_of)
         before = lead.likelihood
         self._observe(lead, facts, at=at, behaviour=behaviour, work=work)
-        self._predict(lead, card, result.state, as_of, work)
+        self._predict(lead, card, result.state, as_of, work)  # before the card: MQL may read it
+        self._apply_card(lead, card, as_of)
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
         # A likelihood may move on a message no rule counts (a page only the model knows).
@@ -481,8 +481,8 @@ class ScoreHandler:
             lead.stage,
             identified=lead.identified,
             engaged=lead.engaged,
-            qualifies=card.qualifies_as_mql,
-            why_qualified=_why_qualified(card, self._rules) if card.qualifies_as_mql else "",
+            qualifies=lead.qualifies,
+            why_qualified=_why_qualified(card, self._rules, lead) if lead.qualifies else "",
         )
         if move is not None:
             self._transition(
@@ -569,7 +569,10 @@ class ScoreHandler:
         state = work.states[lead.lead_id]
         card = evaluate(self._rules, state, as_of)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
-        crossed = lead.qualifies and not card.qualifies_as_mql and lead.as_of is not None
+        before = lead.likelihood
+        self._predict(lead, card, state, as_of, work)
+        qualifies = self._rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
+        crossed = lead.qualifies and not qualifies and lead.as_of is not None
         if crossed and lead.stage == Stage.MQL and lead.below_line_since is None:
             # decay alone: it crossed the line between its last valuation and now
             assert lead.as_of is not None
@@ -577,8 +580,6 @@ class ScoreHandler:
                 self._rules, state, since=lead.as_of, until=as_of
             )
         self._apply_card(lead, card, as_of)
-        before = lead.likelihood
-        self._predict(lead, card, work.states[lead.lead_id], as_of, work)
         if changed or _likelihood_moved(before, lead.likelihood):
             work.outputs.append(self._scored(lead, command.command_id, card, [], command.at, work))
         self._recycle_if_decayed(
@@ -615,8 +616,9 @@ class ScoreHandler:
             lead.stage,
             identified=lead.identified,
             engaged=lead.engaged,
-            qualifies=card.qualifies_as_mql,
-            why_qualified=f"rules {self._rules.version}: " + _why_qualified(card, self._rules),
+            qualifies=lead.qualifies,
+            why_qualified=f"rules {self._rules.version}: "
+            + _why_qualified(card, self._rules, lead),
         )
         if move is not None:
             self._transition(lead, move, trigger_id=command.command_id, at=command.at,
@@ -649,8 +651,8 @@ class ScoreHandler:
         )
         as_of = lead.as_of or at
         card = evaluate(self._rules, state, as_of)
-        self._apply_card(lead, card, as_of, rescored=True)
         self._predict(lead, card, state, as_of, work)
+        self._apply_card(lead, card, as_of, rescored=True)
         work.outputs.append(self._scored(lead, trigger_id, card, [], at, work))
         return card
 
@@ -702,14 +704,16 @@ class ScoreHandler:
         self, lead: LeadRow, card: ScoreCard, as_of: datetime, *, rescored: bool = False
     ) -> None:
         lead.fit, lead.behaviour, lead.total = card.fit, card.behaviour, card.total
-        lead.grade, lead.band, lead.qualifies = card.grade, card.band, card.qualifies_as_mql
+        lead.grade, lead.band = card.grade, card.band
+        # the score thresholds, and the likelihood's when the rules ask (`_predict` ran before)
+        lead.qualifies = self._rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
         lead.as_of = as_of
         # The lead's version says which rules made its whole ledger: a new lead's are the
         # running ones; a lead scored before a rules change keeps the old version, though new
         # lines follow the new rules, until the rescore sweep has it rescored.
         if rescored or not lead.rule_version:
             lead.rule_version = self._rules.version
-        if lead.stage != Stage.MQL or card.qualifies_as_mql:
+        if lead.stage != Stage.MQL or lead.qualifies:
             lead.below_line_since = None
         elif lead.below_line_since is None:
             lead.below_line_since = as_of
@@ -852,7 +856,7 @@ def _likelihood_of(lead: LeadRow, work: _Work) -> Likelihood | None:
     return work.likelihoods.get(lead.lead_id) if lead.likelihood is not None else None
 
 
-def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
+def _why_qualified(card: ScoreCard, rules: RuleSet, lead: LeadRow) -> str:
     mql = rules.mql
     parts = [f"priority {card.priority}", f"total {card.total}"]
     if mql.min_total is not None:
@@ -861,6 +865,8 @@ def _why_qualified(card: ScoreCard, rules: RuleSet) -> str:
         parts.append(f"fit {card.fit} >= {mql.min_fit}")
     if mql.min_behaviour is not None:
         parts.append(f"behaviour {card.behaviour} >= {mql.min_behaviour}")
+    if mql.min_likelihood is not None and lead.likelihood is not None:
+        parts.append(f"likelihood {lead.likelihood:.0%} >= {mql.min_likelihood:.0%}")
     return "MQL: " + ", ".join(parts)
 
 

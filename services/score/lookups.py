@@ -114,8 +114,8 @@ async def lead_histories(
                 return
             histories = await repository.load_histories(session, [lead[0] for lead in leads])
         yield [
-            LeadHistory(lead_id, stage, identified, histories[lead_id], email=email)
-            for lead_id, stage, identified, email in leads
+            LeadHistory(lead_id, stage, identified, histories[lead_id], email, likelihood)
+            for lead_id, stage, identified, email, likelihood in leads
         ]
         after = leads[-1][0]
 

@@ -714,17 +714,20 @@ async def load_histories(
 
 async def live_leads_after(
     session: AsyncSession, lead_id: str, *, limit: int
-) -> list[tuple[str, Stage, bool, str | None]]:
+) -> list[tuple[str, Stage, bool, str | None, float | None]]:
     """Up to `limit` live (not merged) leads after `lead_id` in id order, as (lead_id, stage,
-    identified, email): keyset pages over every lead."""
+    identified, email, likelihood): keyset pages over every lead."""
     rows = await fetch(
         session,
-        "SELECT lead_id, stage, identified, email FROM score.leads "
+        "SELECT lead_id, stage, identified, email, likelihood FROM score.leads "
         "WHERE merged_into IS NULL AND lead_id > $1 ORDER BY lead_id LIMIT $2",
         lead_id,
         limit,
     )
-    return [(row["lead_id"], Stage(row["stage"]), row["identified"], row["email"]) for row in rows]
+    return [
+        (row["lead_id"], Stage(row["stage"]), row["identified"], row["email"], row["likelihood"])
+        for row in rows
+    ]
 
 
 async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None:

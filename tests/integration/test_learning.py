@@ -5,6 +5,7 @@ identified lead scored with its likelihood and factors; the rules it proposes pa
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -65,8 +66,14 @@ async def load_world(pipeline: Pipeline, db: asyncpg.Connection, world: list[Wor
 
 
 async def test_outcomes_train_a_model_that_once_published_scores_every_new_event(
-    pipeline: Pipeline, db: asyncpg.Connection
+    pipeline: Pipeline, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
+    # the default rules, with an MQL line on the likelihood too (ignored while no model is live)
+    rules_document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    rules_document["mql"]["min_likelihood"] = 0.3
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules_document))
+    pipeline.addresses.service_env["score"] = {"LEADFLOW_SCORE_RULES_FILE": str(rules_file)}
     await pipeline.start("score")
     world = generate(WORLD_LEADS)
     await load_world(pipeline, db, world)
@@ -157,8 +164,57 @@ async def test_outcomes_train_a_model_that_once_published_scores_every_new_event
     assert summary["candidate_version"] == rules.version
     assert summary["leads"] >= len(world)
     assert summary["scores_changed"] > 0
-    live = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
-    assert yaml.safe_load(proposed.text)["mql"] == live["mql"]  # thresholds are the person's
+    assert yaml.safe_load(proposed.text)["mql"] == rules_document["mql"]  # the person's lines
+
+    # the MQL line on the likelihood: two leads whose scores both pass the score thresholds
+    # (a VP's demo request); the one the model finds unlikely stays a lead
+    likely, unlikely = "likely-buyer", "unlikely-buyer"
+    demo: dict[str, Any] = {"type": "track", "event": "Demo Requested"}
+    bought_list = {"import": {"list": "purchased-list"}}
+    unlikely_calls: list[dict[str, Any]] = [
+        {"type": "identify", "source": "import", "context": bought_list},
+        {"type": "page", "name": "/careers", "properties": {"path": "/careers"}},
+        {"type": "page", "name": "/careers", "properties": {"path": "/careers/sales"}},
+        demo,
+    ]
+    produce(
+        pipeline,
+        EVENTS_ENRICHED,
+        [
+            (lead, fresh_event(lead, f"{lead}-{n}", now - timedelta(minutes=3 - n), call))
+            for lead, lead_calls in ((likely, [*calls, demo]), (unlikely, unlikely_calls))
+            for n, call in enumerate(lead_calls)
+        ],
+    )
+    scored = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix),
+        until=lambda records: {likely, unlikely} <= {
+            r.json()["message_id"].rsplit("-", 1)[0] for r in records if r.json()["message_id"].endswith("-3")
+        },
+        timeout_s=60,
+    )  # fmt: skip
+    last = {
+        lead: [r.json() for r in scored if r.key == lead.encode()][-1]
+        for lead in (likely, unlikely)
+    }
+    assert all(last[lead]["score"]["total"] >= 80 for lead in last)  # the score thresholds pass
+    assert (
+        last[likely]["likelihood"]["probability"]
+        >= 0.3
+        > last[unlikely]["likelihood"]["probability"]
+    )
+    await eventually(
+        lambda: db.fetch(
+            "SELECT lead_id, stage FROM score.leads WHERE lead_id = ANY($1::text[]) ORDER BY 1",
+            [likely, unlikely],
+        ),
+        "the likely buyer is an MQL, the unlikely one is not",
+        until=lambda rows: (
+            [(r["lead_id"], r["stage"]) for r in rows] == [(likely, "mql"), (unlikely, "lead")]
+        ),
+    )
+    explained = await pipeline.explain(likely)
+    assert "likelihood" in explained["stages"][-1]["reason"]
 
 
 async def test_a_training_without_enough_outcomes_is_refused_with_what_is_missing(

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import (
     HistoryItem,
@@ -16,7 +18,7 @@ from services.score.engine.rescoring import (
     simulate,
     summarise,
 )
-from services.score.engine.ruleset import RuleSet, load_rules
+from services.score.engine.ruleset import MqlThresholds, RuleSet, load_rules
 from services.score.engine.scoring import ScoreState, evaluate, score_event
 from shared.contracts import Stage
 from tests.unit.builders import enriched_event
@@ -151,3 +153,43 @@ def test_an_anonymous_history_earns_no_stage_however_hot() -> None:
     ]
 
     assert earned_stage(LIVE, visitor) == Stage.ANONYMOUS
+
+
+def test_a_candidate_may_ask_mqls_for_a_likelihood_which_each_lead_has_from_the_live_model() -> (
+    None
+):
+    """`mql.min_likelihood` reads each lead's stored likelihood: an MQL the model finds unlikely
+    would drop, a likely one stays; a lead without a likelihood (no model when it was scored)
+    is judged by the score thresholds alone."""
+    demo = [item(0, type="identify"), item(1, type="track", event="Demo Requested")]
+    likely = LeadHistory("likely", Stage.MQL, True, demo, likelihood=0.41)
+    unlikely = LeadHistory("unlikely", Stage.MQL, True, demo, likelihood=0.05)
+    unknown = LeadHistory("no-model", Stage.MQL, True, demo, likelihood=None)
+    document = LIVE.model_dump(by_alias=True)
+    document["version"] = "candidate"
+    document["mql"]["min_likelihood"] = 0.2
+    candidate = RuleSet.model_validate(document)
+
+    report = simulate(LIVE, candidate, [likely, unlikely, unknown], at=T0 + timedelta(days=1))
+
+    assert [d.lead_id for d in report.would_drop_below_mql] == ["unlikely"]
+    assert report.score_changed == 0  # the points are the same: only the MQL line moved
+
+
+@pytest.mark.parametrize(
+    ("card_qualifies", "likelihood", "minimum", "expected"),
+    [
+        (True, 0.3, 0.2, True),
+        (True, 0.2, 0.2, True),  # at the line
+        (True, 0.1, 0.2, False),
+        (False, 0.9, 0.2, False),  # the score thresholds still hold first
+        (True, None, 0.2, True),  # no likelihood: the score thresholds alone
+        (True, 0.01, None, True),  # no likelihood threshold
+    ],
+)
+def test_mql_thresholds_with_a_likelihood(
+    card_qualifies: bool, likelihood: float | None, minimum: float | None, expected: bool
+) -> None:
+    thresholds = MqlThresholds(min_total=80, min_likelihood=minimum)
+
+    assert thresholds.qualifies(card_qualifies, likelihood) is expected

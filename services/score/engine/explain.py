@@ -151,7 +151,9 @@ def explain(
             band=card.band,
             priority=card.priority,
         ),
-        qualifies_as_mql=card.qualifies_as_mql,
+        qualifies_as_mql=rules.mql.qualifies(
+            card.qualifies_as_mql, likelihood.probability if likelihood is not None else None
+        ),
         by_rule=_by_rule(lines),
         lines=lines,
         stages=_stays(stages, at),

@@ -45,6 +45,7 @@ class LeadHistory:
     identified: bool
     items: Sequence[HistoryItem]
     email: str | None = None  # how people know the lead, in what a simulation lists
+    likelihood: float | None = None  # under the live model: what `mql.min_likelihood` reads
 
 
 Check = Callable[[], None]
@@ -88,7 +89,8 @@ def replayed(
 def earned_stage(rules: RuleSet, items: Sequence[HistoryItem]) -> Stage:
     """The stage a lead's own messages earn by marketing's path (anonymous, known, lead, mql),
     replayed in order as the live path moves a lead: what a pipeline fed only these messages
-    would say. Sales stages and decay are not replayed (they come from the CRM and the clock)."""
+    would say. Sales stages and decay are not replayed (they come from the CRM and the clock),
+    nor is a model's likelihood: `mql.min_likelihood` is left out here."""
     stage, identified, engaged = Stage.ANONYMOUS, False, False
     for item, result in zip(items, replayed(rules, items), strict=True):
         identified = identified or item.facts.get("identified") is True
@@ -143,7 +145,8 @@ def simulate(
 
     "Would become MQL": an identified lead in known/lead/recycled that the candidate qualifies.
     "Would drop": an MQL that the candidate no longer qualifies (it would be recycled by the
-    decay sweep's rule, not at once). Stages past MQL belong to sales and are not simulated.
+    decay sweep's rule, not at once). A candidate's `mql.min_likelihood` reads each lead's
+    likelihood under the live model as stored (none: the score thresholds alone). Stages past MQL belong to sales and are not simulated.
     Feed leads in chunks with `into=` to keep one chunk in memory. `check` is called before
     every message replayed (see `Check`); when it raises, `into` holds the leads compared in
     full (`leads` of them).
@@ -158,9 +161,10 @@ def simulate(
             report.score_changed += 1
         if before.grade != after.grade:
             report.grade_changed += 1
-        if lead.identified and lead.stage in QUALIFIABLE and after.qualifies_as_mql:
+        qualifies = candidate.mql.qualifies(after.qualifies_as_mql, lead.likelihood)
+        if lead.identified and lead.stage in QUALIFIABLE and qualifies:
             report.would_become_mql.append(delta)
-        elif lead.stage == Stage.MQL and not after.qualifies_as_mql:
+        elif lead.stage == Stage.MQL and not qualifies:
             report.would_drop_below_mql.append(delta)
     return report
 

@@ -143,17 +143,28 @@ class Bands(_Strict):
 
 
 class MqlThresholds(_Strict):
-    """A lead is marketing-qualified when every given threshold holds."""
+    """A lead is marketing-qualified when every given threshold holds. `min_likelihood`: the
+    published model's likelihood to convert (docs/learning.md) is at least this; it applies
+    while a model is published and the lead has a likelihood, and is left out otherwise (then
+    the score thresholds decide alone)."""
 
     min_fit: int | None = None
     min_behaviour: int | None = None
     min_total: int | None = None
+    min_likelihood: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> MqlThresholds:
         if self.min_fit is None and self.min_behaviour is None and self.min_total is None:
             raise ValueError("give at least one of min_fit, min_behaviour, min_total")
         return self
+
+    def qualifies(self, card_qualifies: bool, likelihood: float | None) -> bool:
+        """Whether a lead whose score thresholds say `card_qualifies` is an MQL, with its
+        likelihood (None: no model published, or none for the lead yet)."""
+        if not card_qualifies or self.min_likelihood is None or likelihood is None:
+            return card_qualifies
+        return likelihood >= self.min_likelihood
 
 
 class LifecyclePolicy(_Strict):
