@@ -155,8 +155,7 @@ async def train_command(resources: Resources[ScoreSettings], args: argparse.Name
         raise OperatorError(f"training refused: {report.refused}", exit_code=2)
     assert report.model is not None
     assert report.version is not None
-    # this process's high-water mark: what a training of this many leads needs (docs/learning.md)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_memory_mb()
     text = (
         f"model {report.version} stored ({report.leads} leads read and trained on in "
         f"{report.seconds:.0f} s, {peak_mb:.0f} MB at most); publish it with: "
@@ -240,6 +239,20 @@ async def propose_rules_command(
         text = proposal.text
     return Report(text=text, data={"version": proposal.version, "rules": proposal.text,
                                    "changes": [asdict(c) for c in proposal.changes]})  # fmt: skip
+
+
+def peak_memory_mb() -> float:
+    """This process's resident high-water mark: what a training of this many leads needs
+    (docs/learning.md). VmHWM where Linux has it: `ru_maxrss` also counts, after a fork and an
+    exec, the parent's size at the fork (the score replica or bench that started the run)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
