@@ -32,9 +32,12 @@ RUN groupadd --system --gid 10001 leadflow \
 COPY --from=build /opt/leadflow /opt/leadflow
 COPY --from=build /src/shared /app/shared
 COPY --from=build /src/services /app/services
+# MPLCONFIGDIR: matplotlib (score's model pictures) keeps its font cache in the writable /tmp
+# volume; the home directory does not exist and the root filesystem is read-only.
 ENV PATH=/opt/leadflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
 # Numeric user so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001

@@ -25,7 +25,6 @@ from services.score.engine.ruleset import load_rules
 from services.score.handler import ScoreHandler
 from services.score.http import score_api
 from services.score.learning.api import models_api
-from services.score.learning.picture import evaluation_svg
 from services.score.learning.proposals import NothingToPropose, propose_rules
 from services.score.learning.report import render_model, render_versions
 from services.score.learning.runs import (
@@ -190,6 +189,8 @@ async def models_command(resources: Resources[ScoreSettings], args: argparse.Nam
         raise OperatorError(f"no model version {args.version!r}")
     model = parse_model(found.document)
     if args.svg is not None:
+        from services.score.learning.picture import evaluation_svg  # matplotlib: when asked
+
         args.svg.write_bytes(evaluation_svg(model, version=found.version))
     text = render_model(
         model,

@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
-from services.score.learning.training import TrainingSettings
+from services.score.learning.settings import TrainingSettings
 from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 

@@ -43,8 +43,9 @@ from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from shared.topics import EVENTS_ENRICHED
 from tests.fixtures.attack import AttackTable, Watch, watching
 from tests.fixtures.pipeline import WRITE_KEY, Pipeline, PipelineFactory
+from tests.fixtures.polling import eventually
 from tests.integration.test_ingest_hardening import deep, gzip_bomb, in_chunks
-from tests.integration.test_score_lifecycle import enriched, eventually
+from tests.integration.test_score_lifecycle import enriched
 
 # `make test-reliability` only: the file runs for about a minute, and bounds of milliseconds
 # mean something only on a machine that is not also running the rest of `make test`.

@@ -112,10 +112,13 @@ def test_a_rule_no_training_lead_earned_is_kept_as_it_is_and_flagged(
 
     assert "contact-sales" in {rule.id for rule in never}  # no lead of the world contacts sales
     for rule in never:
-        assert changed[rule.id].flags == ("never fired for a training lead, or too rarely to learn from: kept as it is",)
+        assert changed[rule.id].flags == (
+            "never fired for a training lead, or too rarely to learn from: kept as it is",
+        )
         assert changed[rule.id].proposed == changed[rule.id].current == points[rule.id]
-        assert f"  # never fired for a training lead, or too rarely to learn from: kept as it is\n  - id: {rule.id}\n" in (
-            proposal.text
+        assert (
+            f"  # never fired for a training lead, or too rarely to learn from: kept as it is\n  - id: {rule.id}\n"
+            in (proposal.text)
         )
 
 

@@ -23,13 +23,8 @@ from services.score.learning.examples import Example, lead_example
 from services.score.learning.features import describe
 from services.score.learning.model import LikelihoodModel, Scorer
 from services.score.learning.outcomes import Labelled
-from services.score.learning.training import (
-    Examples,
-    TrainingRefused,
-    TrainingSettings,
-    ranking,
-    train,
-)
+from services.score.learning.settings import TrainingSettings
+from services.score.learning.training import Examples, TrainingRefused, ranking, train
 from tests.fixtures import world
 from tests.unit.builders import enriched_event
 

@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.engine.ruleset import RuleSet
-from services.score.learning.picture import evaluation_svg
 from services.score.learning.proposals import NothingToPropose, propose_rules
 from services.score.learning.runs import (
     MODELS,
@@ -88,7 +87,10 @@ def models_api(
             found = await resolve_version(session, version)
         if found is None or found.document is None:
             return _error(404, f"no model version {version!r}")
-        # drawn in a worker thread: matplotlib takes a few hundred ms, not the event loop's
+        # matplotlib (about 40 MB) is loaded by the first picture asked for, not at start-up;
+        # drawn in a worker thread: a few hundred ms, not the event loop's
+        from services.score.learning.picture import evaluation_svg
+
         svg = await asyncio.to_thread(
             evaluation_svg, parse_model(found.document), version=found.version
         )

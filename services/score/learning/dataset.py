@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.score import repository
 from services.score.engine.ruleset import RuleSet
 from services.score.learning.examples import Example, lead_example
-from services.score.learning.training import Examples, TrainingSettings
+from services.score.learning.settings import TrainingSettings
+from services.score.learning.training import Examples
 
 PAGE = 500
 

@@ -25,26 +25,22 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
 from services.score.engine.ruleset import RuleSet
-from services.score.learning.dataset import read_dataset
 from services.score.learning.features import describe
 from services.score.learning.model import LikelihoodModel, Scorer
 from services.score.learning.proposals import proposable
-from services.score.learning.training import (
-    Examples,
-    TrainingRefused,
-    TrainingSettings,
-    recent_auc,
-    train,
-)
+from services.score.learning.settings import TrainingSettings
 from services.score.repository import SCHEMA
 from shared.config_versions import ConfigVersion, Publication, VersionedConfig
 from shared.db import unit_of_work
+
+if TYPE_CHECKING:
+    from services.score.learning.training import Examples
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +86,11 @@ async def train_and_store(
     new model when none is live, or when it ranks its test leads better than the live model
     ranks the same leads. A refusal is a report, not an error; anything else is recorded as
     failed and raised."""
+    # scikit-learn, scipy and numpy (about 120 MB) only in the process that trains, never in a
+    # score replica that imports this module for `MODELS`
+    from services.score.learning.dataset import read_dataset
+    from services.score.learning.training import TrainingRefused, recent_auc, train
+
     started = time.monotonic()
     if run_id is None:
         run_id = new_run_id(now)
@@ -163,6 +164,8 @@ async def train_and_store(
 
 
 def check_drift(examples: Examples, live: tuple[str, Scorer], *, margin: float) -> list[str]:
+    from services.score.learning.training import recent_auc  # see `train_and_store`
+
     """A note on how the live model ranks the leads newer than its own test leads (kept with
     the new model and in the run's message): drifting, and a warning logged, when its AUC
     there is `margin` below its test AUC."""

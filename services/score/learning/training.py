@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
@@ -53,23 +52,10 @@ from services.score.learning.model import (
     ReliabilityBin,
     TrainingWindow,
 )
-from services.score.learning.outcomes import Labelled, OutcomePolicy
+from services.score.learning.outcomes import Labelled
+from services.score.learning.settings import TrainingSettings
 
 FloatArray = NDArray[np.float64]
-
-
-class TrainingSettings(BaseModel):
-    """How a model is trained (`LEADFLOW_SCORE_LEARNING__*`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    policy: OutcomePolicy = OutcomePolicy()
-    windows_days: tuple[float, ...] = (7, 30)
-    min_outcomes: int = Field(default=1000, ge=2)
-    min_positives: int = Field(default=120, ge=1)
-    test_share: float = Field(default=0.25, gt=0, lt=1)
-    min_support: int = Field(default=10, ge=1)
-    regularisation: float = Field(default=1.0, gt=0)
 
 
 class TrainingRefused(Exception):
