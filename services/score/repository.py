@@ -737,14 +737,13 @@ async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None
 
 
 Rescored = Literal["rules", "model"]
+
+
 # What a rescore brings leads onto (`sweep.RescoreSweep`): the running rules, or the live model
-# (identified leads only: anonymous ones get no likelihood). (version expression, live leads
-# concerned), literals both: the SQL below is assembled from them alone. A lead with no model
-# version reads as '', which sorts before every version and so falls in the lower range.
-_VERSIONED: dict[Rescored, tuple[str, str]] = {
-    "rules": ("rule_version", "merged_into IS NULL"),
-    "model": ("coalesce(model_version, '')", "merged_into IS NULL AND identified"),
-}
+# (identified leads only: anonymous ones get no likelihood). Each query below picks its version
+# expression and the leads concerned between two literals, in place: SQL is assembled from
+# literals alone. A lead with no model version reads as '', which sorts before every version
+# and so falls in the lower range.
 
 
 # Leads on another version are the two ranges either side of the running one in the version
@@ -761,7 +760,8 @@ async def leads_on_other_version(
     """Up to `limit` leads concerned scored under another version of `what`, as (version,
     lead_id) in index order after the keyset cursor `after`: cost follows `limit`, not the
     table."""
-    column, concerned = _VERSIONED[what]
+    column = "rule_version" if what == "rules" else "coalesce(model_version, '')"
+    concerned = "merged_into IS NULL" + ("" if what == "rules" else " AND identified")
     above = f"AND ({column}, lead_id) > ($3, $4)" if after else ""
     ranges = [
         f"(SELECT {column} AS version, lead_id FROM score.leads WHERE {concerned} "
@@ -783,7 +783,8 @@ async def count_leads_on_other_version(
 ) -> int:
     """How many leads concerned are scored under another version of `what` (reads only
     those)."""
-    column, concerned = _VERSIONED[what]
+    column = "rule_version" if what == "rules" else "coalesce(model_version, '')"
+    concerned = "merged_into IS NULL" + ("" if what == "rules" else " AND identified")
     # one range each side, as `leads_on_other_version`: an OR of the two is planned as a
     # sequential scan for the model's expression index
     count = await fetchval(
@@ -800,7 +801,8 @@ async def leads_still_on_other_version(
 ) -> list[str]:
     """Which of `lead_ids` are concerned and still on another version of `what` (by primary
     key)."""
-    column, concerned = _VERSIONED[what]
+    column = "rule_version" if what == "rules" else "coalesce(model_version, '')"
+    concerned = "merged_into IS NULL" + ("" if what == "rules" else " AND identified")
     rows = await fetch(
         session,
         f"SELECT lead_id FROM score.leads WHERE lead_id = ANY($1::text[]) "
