@@ -36,6 +36,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.secret_hashes import HashedSecrets, new_secret, secret_hash
 from shared.settings import SCOPES, ApiClient, ApiSettings, Scope
 
+ERROR: dict[str, Any] = {"content": {"application/json": {"example": {"error": "the reason"}}}}
+"""A route's documented error answer (`responses={404: ERROR}`): `{"error": "<reason>"}`."""
+DENIED: dict[int | str, dict[str, Any]] = {401: ERROR, 403: ERROR}
+"""The refusals every authenticated route may answer (`responses={..., **DENIED}`)."""
+
+
+def error_response(status: int, reason: str) -> Response:
+    """The answer of every leadflow API to a request it refuses: `{"error": "<reason>"}`."""
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+async def bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, read as it streams in; None as soon as it passes `limit` bytes (the
+    rest is never read: answer 413)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
 
 def client_table(clients: Mapping[str, ApiClient]) -> HashedSecrets[ApiClient]:
     """The configured clients, found by a presented token."""

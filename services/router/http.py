@@ -15,9 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router.repository import lead_history
-from shared.service_api import requires
-
-_ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
+from shared.service_api import DENIED, ERROR, error_response, requires
 
 
 def router_api(sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
@@ -26,14 +24,14 @@ def router_api(sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
     @router.get(
         "/leads/{key}/routing",
         summary="A lead's routing history (lead id or email)",
-        responses={404: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={404: ERROR, **DENIED},
         dependencies=[requires("leads:read")],
     )
     async def history(key: str) -> Response:
         async with sessions() as session:
             found = await lead_history(session, key)
         if found is None:
-            return JSONResponse({"error": f"the router never saw lead {key!r}"}, status_code=404)
+            return error_response(404, f"the router never saw lead {key!r}")
         return JSONResponse(found)
 
     return router

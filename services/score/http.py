@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score.engine.explain import Explanation
@@ -37,13 +37,10 @@ from services.score.lookups import (
     simulate_stored,
 )
 from services.score.sweep import RescoreProgress
-from shared.service_api import requires
+from shared.service_api import DENIED, ERROR, bounded_body, error_response, requires
 
 MAX_RULES_BYTES = 1_000_000
 """A rules file is a few kilobytes; a larger body is refused before it is read whole."""
-
-_ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
-_DENIED: dict[int | str, dict[str, Any]] = {401: _ERROR, 403: _ERROR}
 
 
 def score_api(
@@ -60,7 +57,7 @@ def score_api(
     @router.get(
         "/leads/{key}/explain",
         response_model=Explanation,
-        responses={404: _ERROR, **_DENIED},
+        responses={404: ERROR, **DENIED},
         dependencies=[requires("leads:read")],
         summary="Why a lead (id or email) has its score: rule by rule, and its stages",
     )
@@ -68,13 +65,13 @@ def score_api(
         async with sessions() as session:
             explanation = await explain_lead(session, key, rules, datetime.now(UTC))
         if explanation is None:
-            return _error(404, f"no lead with id or email {key!r}")
+            return error_response(404, f"no lead with id or email {key!r}")
         return Response(explanation.model_dump_json(), media_type="application/json")
 
     @router.post(
         "/rules/simulate",
         response_model=SimulationSummary,
-        responses={400: _ERROR, 409: _ERROR, 413: _ERROR, 503: _ERROR, **_DENIED},
+        responses={400: ERROR, 409: ERROR, 413: ERROR, 503: ERROR, **DENIED},
         dependencies=[requires("rules:simulate")],
         summary="What a candidate rules file would change on the stored leads",
         openapi_extra={
@@ -86,20 +83,18 @@ def score_api(
         },
     )
     async def simulate(request: Request) -> Response:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_RULES_BYTES:
-                return _error(413, f"a rules file is at most {MAX_RULES_BYTES} bytes")
+        body = await bounded_body(request, MAX_RULES_BYTES)
+        if body is None:
+            return error_response(413, f"a rules file is at most {MAX_RULES_BYTES} bytes")
         try:
             # validated in a worker thread: a large candidate must not stall the event loop
             candidate = await parse_candidate(body.decode("utf-8"))
         except UnicodeDecodeError:
-            return _error(400, "request body: a rules file is UTF-8 YAML text")
+            return error_response(400, "request body: a rules file is UTF-8 YAML text")
         except RulesFileError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         if simulating.locked():  # one at a time: a simulation reads every stored history
-            return _error(409, "a simulation is already running; try again when it is done")
+            return error_response(409, "a simulation is already running; try again when it is done")
         async with simulating:
             try:
                 summary = await simulate_stored(
@@ -110,20 +105,16 @@ def score_api(
                     deadline_s=simulate_budget_s,
                 )
             except SimulationTimedOut as exc:
-                return _error(503, str(exc))
+                return error_response(503, str(exc))
         return Response(summary.model_dump_json(), media_type="application/json")
 
     @router.get(
         "/rules/rescore",
         summary="Progress of the rescore under the running rules",
-        responses=_DENIED,
+        responses=DENIED,
         dependencies=[requires("rules:simulate")],
     )
     async def rescore_progress() -> dict[str, Any]:
         return rescore.view()
 
     return router
-
-
-def _error(status: int, reason: str) -> Response:
-    return JSONResponse({"error": reason}, status_code=status)

@@ -44,10 +44,8 @@ from services.score.learning.runs import (
 )
 from services.score.sweep import RescoreProgress
 from shared.db import unit_of_work
-from shared.service_api import requires
+from shared.service_api import DENIED, ERROR, bounded_body, error_response, requires
 
-_ERROR = {"content": {"application/json": {"example": {"error": "the reason"}}}}
-_DENIED: dict[int | str, dict[str, Any]] = {401: _ERROR, 403: _ERROR}
 MAX_NOTE_BYTES = 10_000
 
 
@@ -57,7 +55,7 @@ def models_api(
     """The model routes; `rescore`: the model rescore sweep's progress (shown with the list)."""
     router = APIRouter(prefix="/v1/models", tags=["models"])
 
-    @router.get("", summary="The trained models and the latest training runs", responses=_DENIED,
+    @router.get("", summary="The trained models and the latest training runs", responses=DENIED,
                 dependencies=[requires("models:read")])  # fmt: skip
     async def models() -> dict[str, Any]:
         async with sessions() as session:
@@ -72,21 +70,21 @@ def models_api(
         }
 
     @router.get("/{version}", summary="One model: evaluation, weights, notes",
-                responses={404: _ERROR, **_DENIED}, dependencies=[requires("models:read")])  # fmt: skip
+                responses={404: ERROR, **DENIED}, dependencies=[requires("models:read")])  # fmt: skip
     async def model(version: str) -> Response:
         async with sessions() as session:
             found = await resolve_version(session, version)
         if found is None:
-            return _error(404, f"no model version {version!r}")
+            return error_response(404, f"no model version {version!r}")
         return Response(orjson.dumps(asdict(found)), media_type="application/json")
 
     @router.get("/{version}/evaluation.svg", summary="ROC, gains and calibration (SVG)",
-                responses={404: _ERROR, **_DENIED}, dependencies=[requires("models:read")])  # fmt: skip
+                responses={404: ERROR, **DENIED}, dependencies=[requires("models:read")])  # fmt: skip
     async def picture(version: str) -> Response:
         async with sessions() as session:
             found = await resolve_version(session, version)
         if found is None or found.document is None:
-            return _error(404, f"no model version {version!r}")
+            return error_response(404, f"no model version {version!r}")
         # matplotlib (about 40 MB) is loaded by the first picture asked for, not at start-up;
         # drawn in a worker thread: a few hundred ms, not the event loop's
         from services.score.learning.picture import evaluation_svg
@@ -97,62 +95,56 @@ def models_api(
         return Response(svg, media_type="image/svg+xml")
 
     @router.get("/{version}/proposed-rules", summary="A rules file following what it learned",
-                responses={404: _ERROR, 409: _ERROR, **_DENIED},
+                responses={404: ERROR, 409: ERROR, **DENIED},
                 dependencies=[requires("models:read")])  # fmt: skip
     async def proposed_rules(version: str) -> Response:
         async with sessions() as session:
             found = await resolve_version(session, version)
         if found is None or found.document is None:
-            return _error(404, f"no model version {version!r}")
+            return error_response(404, f"no model version {version!r}")
         try:
             proposal = propose_rules(
                 parse_model(found.document), rules, model_version=found.version
             )
         except NothingToPropose as exc:
-            return _error(409, str(exc))
+            return error_response(409, str(exc))
         return Response(proposal.text, media_type="application/yaml")
 
     @router.post("/train", status_code=202, summary="Start a training (own process)",
-                 responses={409: _ERROR, **_DENIED})  # fmt: skip
+                 responses={409: ERROR, **DENIED})  # fmt: skip
     async def train(client: Annotated[str, requires("models:train")]) -> Response:
         try:
             run_id = await start_training_process(
                 sessions, requested_by=client, now=datetime.now(UTC)
             )
         except RuntimeError as exc:
-            return _error(409, str(exc))
+            return error_response(409, str(exc))
         return JSONResponse({"run_id": run_id}, status_code=202)
 
     @router.post("/{version}/publish", summary="Make a model live (an earlier one: a rollback)",
-                 responses={400: _ERROR, 404: _ERROR, 413: _ERROR, **_DENIED})  # fmt: skip
+                 responses={400: ERROR, 404: ERROR, 413: ERROR, **DENIED})  # fmt: skip
     async def publish_model(
         version: str, request: Request, client: Annotated[str, requires("models:publish")]
     ) -> Response:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_NOTE_BYTES:
-                return _error(
-                    413, f"the body is a short JSON object, at most {MAX_NOTE_BYTES} bytes"
-                )
+        body = await bounded_body(request, MAX_NOTE_BYTES)
+        if body is None:
+            return error_response(
+                413, f"the body is a short JSON object, at most {MAX_NOTE_BYTES} bytes"
+            )
         note = ""
         if body.strip():
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
-                return _error(400, 'the body is JSON: {"note": "why"}')
+                return error_response(400, 'the body is JSON: {"note": "why"}')
             if not isinstance(parsed, dict) or not isinstance(parsed.get("note", ""), str):
-                return _error(400, 'the body is JSON: {"note": "why"}')
+                return error_response(400, 'the body is JSON: {"note": "why"}')
             note = parsed.get("note", "")
         async with unit_of_work(sessions) as session:
             try:
                 publication = await publish(session, version, by=client, note=note)
             except LookupError as exc:
-                return _error(404, str(exc))
+                return error_response(404, str(exc))
         return Response(orjson.dumps(asdict(publication)), media_type="application/json")
 
     return router
-
-
-def _error(status: int, reason: str) -> Response:
-    return JSONResponse({"error": reason}, status_code=status)
