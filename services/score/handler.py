@@ -26,6 +26,11 @@ the same ids.
   lead's history under the running rules and replace its ledger (the histories of a batch's
   rescores are read in one query); a lead's `rule_version` changes only then, so a lead that
   keeps scoring across a rules change is still rescored.
+
+Each lead's first touch (`engine.first_touch`: the first source, import list and campaign seen)
+is kept on its row as its messages are scored, with or without a model, and every stage change
+carries it. A merge keeps the survivor's and fills what it lacks from the merged leads'; an
+unmerge takes each side's again from its own messages.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
 from services.score.engine.conditions import Facts, call_facts_of, profile_facts_of
+from services.score.engine.first_touch import first_touch_of, first_touch_part, learned_first_touch
 from services.score.engine.lifecycle import (
     ENGAGEMENT_TYPES,
     Transition,
@@ -330,7 +336,14 @@ class ScoreHandler:
         await self._rebuild_activities(work, session, [event.lead_id], force=True)
         work.scored.add(key)
         self._note_merge(event, work, what="merged")
-        self._score(event, work.lead(event.lead_id), work, behaviour=False)
+        survivor = work.lead(event.lead_id)
+        # The survivor keeps its own first touch; the merged leads' fill what it lacks, the
+        # first listed first (enrich merges one lead at a time: no earlier one to tell apart).
+        for merged_id in merged:
+            other = work.leads.get(merged_id)
+            if other is not None and other.first_touch:
+                survivor.first_touch = {**other.first_touch, **(survivor.first_touch or {})}
+        self._score(event, survivor, work, behaviour=False)
 
     async def _unmerged(self, event: EnrichedEvent, work: _Work, session: AsyncSession) -> None:
         """Reverse a merge here too: each restored lead takes back the messages that came from
@@ -352,6 +365,9 @@ class ScoreHandler:
         work.leads.update(await repository.load_leads(session, ids))
         await self._rebuild_activities(work, session, ids, force=True)
         histories = await repository.load_histories(session, ids)
+        for lead_id in ids:  # each side's first touch from its own messages again
+            touch = first_touch_of(item.facts for item in histories[lead_id])
+            work.lead(lead_id).first_touch = touch or None
         cards = {
             lead_id: self._replay(
                 work.lead(lead_id), histories[lead_id], work, trigger_id=event.message_id,
@@ -462,6 +478,8 @@ class ScoreHandler:
             if not (same_facts and event.lead_version == lead.profile_version):
                 lead.picture = LeadPicture.of(event, facts=_json_shaped(own_facts))
             lead.profile_version = event.lead_version
+        if learned := learned_first_touch(lead.first_touch, facts):
+            lead.first_touch = {**(lead.first_touch or {}), **learned}  # replaced, not changed
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         before = lead.likelihood
         self._observe(lead, facts, at=at, behaviour=behaviour, work=work)
@@ -800,6 +818,7 @@ class ScoreHandler:
                         work.recent.get(lead.lead_id, []), key=lambda c: -abs(c.points)
                     )[:TOP_CONTRIBUTIONS],
                     likelihood=_likelihood_of(lead, work),
+                    first_touch=first_touch_part(lead.first_touch),
                 ),
             )
         )

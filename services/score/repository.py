@@ -89,6 +89,10 @@ class LeadRow:
     model_version: str | None = None
     likelihood: float | None = None
     activity: Activity | None = None
+    # Where the lead came from, kept whether or not a model is live (`engine.first_touch`: the
+    # first value of each origin fact, keyed by fact; None: none known yet). Replaced when it
+    # learns something, never changed in place (compared by value, as the picture).
+    first_touch: dict[str, str] | None = None
     # The row as this transaction last read or wrote it (None: not known to be stored), so
     # that `store_batch` skips a lead nothing changed. The picture is compared by value: the
     # handler replaces `picture`, never changes it in place.
@@ -103,6 +107,7 @@ class LeadRow:
             self.merged_into, self.model_version, self.likelihood,
             # as its JSON text: the activity changes in place, the text it was stored as not
             None if self.activity is None else orjson.dumps(self.activity.to_json()),
+            self.first_touch,
         )  # fmt: skip
 
 
@@ -121,7 +126,7 @@ class StageChange:
 _LEAD_COLUMNS = (
     "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
     "rule_version, as_of, below_line_since, profile_version, profile, merged_into, "
-    "model_version, likelihood, activity"
+    "model_version, likelihood, activity, first_touch"
 )
 
 _LEAD_KEYS = tuple(_LEAD_COLUMNS.split(", "))
@@ -135,7 +140,7 @@ _ACTIVITY = _LEAD_KEYS.index("activity")
 _LEAD_COLUMNS_UNSENT_PICTURE_EMPTY = (
     "lead_id, stage, identified, engaged, email, fit, behaviour, total, grade, band, qualifies, "
     "rule_version, as_of, below_line_since, profile_version, coalesce(profile, '{}'::jsonb), "
-    "merged_into, model_version, likelihood, activity"
+    "merged_into, model_version, likelihood, activity, first_touch"
 )
 _KEEP_PICTURE = "profile = coalesce(nullif(EXCLUDED.profile, '{}'::jsonb), score.leads.profile)"
 
@@ -269,7 +274,8 @@ _STORE_BATCH = f"""
         fit integer, behaviour integer, total integer, grade text, band integer,
         qualifies boolean, rule_version text, as_of timestamptz,
         below_line_since timestamptz, profile_version bigint, profile jsonb,
-        merged_into text, model_version text, likelihood real, activity jsonb)
+        merged_into text, model_version text, likelihood real, activity jsonb,
+        first_touch jsonb)
     ON CONFLICT (lead_id) DO UPDATE SET
         stage = EXCLUDED.stage, identified = EXCLUDED.identified,
         engaged = EXCLUDED.engaged, email = EXCLUDED.email, fit = EXCLUDED.fit,
@@ -279,7 +285,7 @@ _STORE_BATCH = f"""
         below_line_since = EXCLUDED.below_line_since,
         profile_version = EXCLUDED.profile_version, {_KEEP_PICTURE},
         model_version = EXCLUDED.model_version, likelihood = EXCLUDED.likelihood,
-        activity = EXCLUDED.activity, updated_at = now()
+        activity = EXCLUDED.activity, first_touch = EXCLUDED.first_touch, updated_at = now()
 """
 
 
@@ -837,6 +843,7 @@ def _lead(row: Mapping[str, Any]) -> LeadRow:
         model_version=row["model_version"],
         likelihood=row["likelihood"],
         activity=Activity.from_json(row["activity"]) if row["activity"] else None,
+        first_touch=row["first_touch"],
     )
     lead.stored = lead.values()
     return lead

@@ -74,6 +74,28 @@ class Likelihood(Part):
     down: list[Factor] = Field(default_factory=list, description="strongest lowering it first")
 
 
+class FirstTouch(Part):
+    """Where the lead came from (first-touch attribution): of each origin fact, the first
+    non-empty value seen among the messages scored for the lead, in the order they were scored,
+    kept once known (a later campaign does not replace it). Normalised as score's learning
+    normalises them: whitespace collapsed, casefolded, at most 80 characters. None: no message
+    of the lead carried that fact yet."""
+
+    source: str | None = Field(
+        default=None, description="the `source` of the write key the lead's first message came with"
+    )
+    import_list: str | None = Field(
+        default=None, description="the first lead list it was imported with (context.import.list)"
+    )
+    campaign: str | None = Field(default=None, description="UTM campaign (context.campaign.name)")
+    campaign_source: str | None = Field(
+        default=None, description="UTM source (context.campaign.source)"
+    )
+    campaign_medium: str | None = Field(
+        default=None, description="UTM medium (context.campaign.medium)"
+    )
+
+
 class LeadScored(Contract):
     """A score change. Key: lead_id. Emitted once per (lead, triggering message)."""
 
@@ -120,4 +142,9 @@ class LifecycleChanged(Contract):
     top_contributions: list[Contribution] = Field(default_factory=list)
     likelihood: Likelihood | None = Field(
         default=None, description="while a model is published, for an identified lead"
+    )
+    first_touch: FirstTouch | None = Field(
+        default=None,
+        description="where the lead came from: the first source, import list and campaign (UTM) "
+        "seen for it; null while none of them is known",
     )

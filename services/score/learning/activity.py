@@ -19,6 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from services.score.engine.conditions import Facts
+from services.score.engine.first_touch import (
+    IMPORT_LIST,
+    ORIGIN_FACTS,
+    learned_first_touch,
+    normalised,
+)
 from services.score.engine.rescoring import HistoryItem
 
 MAX_KINDS = 200
@@ -27,12 +33,8 @@ MAX_KINDS = 200
 MAX_RECENT = 100
 """Occurrence times kept per kind (within the longest window): counts saturate there."""
 MAX_LISTS = 5
-MAX_TEXT = 80
-"""Names and values longer than this are cut: a feature names a kind, not a payload."""
-ORIGIN_FACTS = ("source", "context.campaign.name", "context.campaign.source",
-                "context.campaign.medium")  # fmt: skip
-"""Where a lead came from (first touch): the first value each of these facts had."""
-IMPORT_LIST = "context.import.list"
+# Names and values are `normalised` (cut at `first_touch.MAX_TEXT`: a feature names a kind, not
+# a payload). Where a lead came from (`origin`) is its first touch (`learned_first_touch`).
 
 
 def kind_of(facts: Facts) -> str | None:
@@ -40,23 +42,23 @@ def kind_of(facts: Facts) -> str | None:
     call = facts.get("type")
     if call == "track":
         name = facts.get("event")
-        return f"event:{_text(name)}" if isinstance(name, str) and name.strip() else None
+        return f"event:{normalised(name)}" if isinstance(name, str) and name.strip() else None
     if call == "page":
         path = facts.get("page.path")
         if not isinstance(path, str) or not path.strip():
             name = facts.get("name")
-            return f"page:{_text(name)}" if isinstance(name, str) and name.strip() else None
+            return f"page:{normalised(name)}" if isinstance(name, str) and name.strip() else None
         return f"page:{section_of(path)}"
     if call == "screen":
         name = facts.get("name")
-        return f"screen:{_text(name)}" if isinstance(name, str) and name.strip() else None
+        return f"screen:{normalised(name)}" if isinstance(name, str) and name.strip() else None
     return None
 
 
 def section_of(path: str) -> str:
     """A page path's first segment (`/pricing/enterprise` -> `/pricing`, `` -> `/`)."""
     first = path.strip().split("?", 1)[0].split("#", 1)[0].strip("/").split("/", 1)[0]
-    return "/" + _text(first)
+    return "/" + normalised(first)
 
 
 @dataclass
@@ -74,13 +76,10 @@ class Activity:
         """Add one scored message: its origin facts (the first value of each is kept), its
         import list, and, for a tracking call (`behaviour`), one occurrence of its kind at
         `at`. Times older than `keep_s` before the newest occurrence of a kind are dropped."""
-        for key in ORIGIN_FACTS:
-            value = facts.get(key)
-            if key not in self.origin and isinstance(value, str) and value.strip():
-                self.origin[key] = _text(value)
+        self.origin.update(learned_first_touch(self.origin, facts, keys=ORIGIN_FACTS))
         listed = facts.get(IMPORT_LIST)
         if isinstance(listed, str) and listed.strip() and len(self.lists) < MAX_LISTS:
-            name = _text(listed)
+            name = normalised(listed)
             if name not in self.lists:
                 self.lists.append(name)
         kind = kind_of(facts) if behaviour else None
@@ -121,7 +120,3 @@ def activity_of(items: Iterable[HistoryItem], *, keep_s: float) -> Activity:
     for item in items:
         activity.observe(item.facts, at=item.at, behaviour=item.behaviour, keep_s=keep_s)
     return activity
-
-
-def _text(value: str) -> str:
-    return " ".join(value.split()).casefold()[:MAX_TEXT]

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from services.score.engine.conditions import fields_of
+from services.score.engine.first_touch import ORIGIN_FACTS
 from services.score.engine.ruleset import RuleSet, parse_rules
-from services.score.learning.activity import ORIGIN_FACTS
 from services.score.learning.features import BEHAVIOUR_KINDS
 from services.score.learning.model import LikelihoodModel, ModelFeature
 
