@@ -13,7 +13,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes \
 	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command 'make lock' $(if $(filter 1,$(UPGRADE)),--upgrade,)
 
-.PHONY: help install lock run up down status test test-unit test-integration bench lint format clean image
+.PHONY: help install lock run up down status test test-unit test-integration bench lint format clean image vendor
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -76,6 +76,15 @@ test-unit: $(STAMP) ## Only the pure unit tests (no broker, no database)
 
 test-integration: $(STAMP) ## Only the integration tests
 	$(BIN)/pytest -q tests/integration
+
+CONSOLE_VENDOR := services/console/web/static/vendor
+vendor: ## Re-vendor the console's chart library from the npm registry (integrity-checked by its lock)
+	rm -rf .vendor-build && mkdir .vendor-build
+	cp $(CONSOLE_VENDOR)/package.json $(CONSOLE_VENDOR)/package-lock.json .vendor-build/
+	cd .vendor-build && npm ci --ignore-scripts --no-audit --no-fund
+	cp .vendor-build/node_modules/chart.js/dist/chart.umd.min.js $(CONSOLE_VENDOR)/
+	cp .vendor-build/node_modules/chart.js/LICENSE.md $(CONSOLE_VENDOR)/chart.js.LICENSE.md
+	rm -rf .vendor-build
 
 image: ## Build the container image with podman (local Debian base via debootstrap, see deploy/README.md)
 	deploy/image/build.sh

@@ -20,7 +20,7 @@ from shared.settings import SCOPES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-SERVICES = ("ingest", "enrich", "score", "router")
+SERVICES = ("ingest", "enrich", "score", "router", "console")
 
 
 @dataclass
@@ -36,12 +36,23 @@ class StackAddresses:
     write_keys: dict[str, str] = field(default_factory=lambda: {"local-dev-key": "local-dev"})
     ingest_port: int = 8000
     health_ports: dict[str, int] = field(
-        default_factory=lambda: {"ingest": 8080, "enrich": 8081, "score": 8082, "router": 8083}
+        default_factory=lambda: {
+            "ingest": 8080,
+            "enrich": 8081,
+            "score": 8082,
+            "router": 8083,
+            "console": 8084,
+        }
     )
     api_ports: dict[str, int] = field(default_factory=lambda: {"score": 8092, "router": 8093})
     # The bearer token of the stack's one API client (every scope): made per stack, written to
     # `.devstack/api-token` by the local stack; the services are given only its hash.
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The console: its pages' port, the key that signs its cookies, and its own API client's
+    # token (scope leads:read only: it asks score for a lead's explanation), all per stack.
+    console_port: int = 8088
+    console_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    console_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     fast_rebalance: bool = False  # shorter group timeouts: for tests
     # The sample accounts and suppression list of services/enrich/data (the local stack's demo
     # shows account owners and suppressed leads); tests leave them out unless they test them.
@@ -67,8 +78,30 @@ class StackAddresses:
         for name, port in self.api_ports.items():
             env[f"LEADFLOW_{name.upper()}_API_PORT"] = str(port)
         env["LEADFLOW_API_CLIENTS"] = json.dumps(
-            {"local-stack": {"token_sha256": secret_hash(self.api_token), "scopes": sorted(SCOPES)}}
+            {
+                "local-stack": {
+                    "token_sha256": secret_hash(self.api_token),
+                    "scopes": sorted(SCOPES),
+                },
+                "console": {
+                    "token_sha256": secret_hash(self.console_token),
+                    "scopes": ["leads:read"],
+                },
+            }
         )
+        env |= {
+            "LEADFLOW_CONSOLE_WEB_PORT": str(self.console_port),
+            "LEADFLOW_CONSOLE_SECRET_KEY": self.console_secret,
+            # plain HTTP on the loopback: cookies without the Secure flag
+            "LEADFLOW_CONSOLE_SECURE_COOKIES": "false",
+            "LEADFLOW_CONSOLE_SCORE_API_URL": self.api_url("score")
+            if "score" in self.api_ports
+            else "",
+            "LEADFLOW_CONSOLE_SCORE_API_TOKEN": self.console_token,
+            "LEADFLOW_CONSOLE_METRICS_URLS": json.dumps(
+                {name: f"http://127.0.0.1:{port}" for name, port in self.health_ports.items()}
+            ),
+        }
         if self.sample_references:
             data = REPO_ROOT / "services" / "enrich" / "data"
             env["LEADFLOW_ENRICH_ACCOUNTS_FILE"] = str(data / "accounts.csv")
@@ -156,8 +189,8 @@ class ServiceProcess:
         )
         return self
 
-    def run_to_end(self, *args: str, timeout_s: float = 120) -> None:
-        """Run a one-off command (e.g. `migrate`) and fail loudly if it fails."""
+    def run_to_end(self, *args: str, timeout_s: float = 120) -> str:
+        """Run a one-off command (e.g. `migrate`) and fail loudly if it fails; its output."""
         env = {**os.environ, **self.addresses.environment(self.service)}
         result = subprocess.run(
             [sys.executable, "-m", f"services.{self.service}", *args],
@@ -170,6 +203,7 @@ class ServiceProcess:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{self.service} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        return result.stdout
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

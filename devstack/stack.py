@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -72,6 +73,8 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "router": ("router health", 8083),
     "score_api": ("score API", 8092),
     "router_api": ("router API", 8093),
+    "console": ("console", 8088),
+    "console_health": ("console health", 8084),
 }
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -153,7 +156,9 @@ class Stack:
             health_ports={
                 "ingest": ports["ingest_health"],
                 **{name: ports[name] for name in ("enrich", "score", "router")},
+                "console": ports["console_health"],
             },
+            console_port=ports["console"],
             api_ports={name: ports[f"{name}_api"] for name in ("score", "router")},
             sample_references=True,
             # Always named, demo or not: the services must not take it from another stack's
@@ -161,6 +166,7 @@ class Stack:
             service_env={"router": {"LEADFLOW_ROUTER_ROUTING_FILE": str(self.routing_file)}},
         )
         self.services: list[ServiceProcess] = []
+        self.console_password = ""
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     def start(self, *, lock: int) -> None:
@@ -187,7 +193,7 @@ class Stack:
                 partitions=PARTITIONS,
             )
         )
-        for service in ("enrich", "score", "router"):
+        for service in ("enrich", "score", "router", "console"):
             upgrade_to_head(
                 migrations_dir=REPO_ROOT / "services" / service / "migrations",
                 schema=service,
@@ -195,7 +201,8 @@ class Stack:
             )
         self.addresses.write_env_file(self.state.env_file)
         self.state.write_api_token(self.addresses.api_token)
-        say("topics created, migrations applied; starting ingest, enrich, score, router")
+        self.console_password = self._console_admin()
+        say("topics created, migrations applied; starting ingest, enrich, score, router, console")
         for service in SERVICES:
             log_file = self.state.logs / f"{service}.log"
             process = ServiceProcess(service, self.addresses, log_file=log_file).start()
@@ -204,6 +211,15 @@ class Stack:
             self._record(service, process.process.pid)
         for process in self.services:
             process.wait_ready(timeout_s=90)
+
+    def _console_admin(self) -> str:
+        """The console's first account, `admin`, in the new database; its password (printed
+        once by the stack, kept nowhere)."""
+        made = ServiceProcess("console", self.addresses, log_file=None).run_to_end(
+            "add-person", "admin", "--role", "admin", "--json"
+        )
+        password: str = json.loads(made)["password"]
+        return password
 
     def _start_watchdog(self, lock: int) -> None:
         log = open(self.state.logs / "watchdog.log", "ab")  # noqa: SIM115 - handed to the child
@@ -268,6 +284,11 @@ async def _show_decisions(stack: Stack) -> None:
         f"API docs {ingest}/docs"
     )
     say(
+        f"console: http://127.0.0.1:{stack.addresses.console_port} (sign in as admin with "
+        f"the password {stack.console_password}; shown once, `python -m services.console "
+        "reset-password admin` gives a new one)"
+    )
+    say(
         f"service logs in {stack.state.logs}; the services' settings in {stack.state.env_file} "
         f"(operator commands run in {stack.state.path.parent} read them); "
         + ("demo traffic is on; " if stack.demo else "")
@@ -311,7 +332,7 @@ def _refusal(layout: Layout, state: StateDir) -> str | None:
         return (
             f"ports held by processes this stack did not start: {'; '.join(busy)}. Stop them, "
             "or move the stack (LEADFLOW_DEV_KAFKA_PORT, ..._POSTGRES_, _INGEST_, _ENRICH_, "
-            "_SCORE_, _ROUTER_PORT)"
+            "_SCORE_, _ROUTER_, _CONSOLE_PORT)"
         )
     return None
 

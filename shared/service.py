@@ -110,7 +110,9 @@ class Running:
 
     A consuming service gives its `handler` (and may add `routers`: its own endpoints, served on
     its API port to authenticated clients, each route naming its scope with
-    `shared.service_api.requires`). An HTTP service gives its `apps` instead."""
+    `shared.service_api.requires`). An HTTP service gives its `apps` instead; a consuming
+    service may give apps as well (the console's pages, which authenticate people, not
+    clients), served beside its health and API ports."""
 
     handler: Handler | None = None
     companions: Sequence[Companion] = ()
@@ -252,23 +254,31 @@ class Service(Generic[S]):
     def _servers(
         self, settings: S, running: Running, runner: ConsumerRunner | None
     ) -> list[HttpServer]:
-        """An HTTP service's apps; a consuming service's health port, and its API port when it
-        has routes of its own (each of which must name the scope it needs)."""
-        if running.apps:
-            return [
-                HttpServer(
-                    served.app,
-                    host=served.host,
-                    port=served.port,
-                    setting=served.setting,
-                    lifespan=served.lifespan,
-                    http="httptools",
-                    **served.server_options,
-                )
-                for served in running.apps
-            ]
-        if not isinstance(settings, ConsumingServiceSettings) or runner is None:
+        """A consuming service's health port, and its API port when it has routes of its own
+        (each of which must name the scope it needs); then the apps it serves on addresses of
+        their own (ingest's public app and health app; the console's pages)."""
+        servers = self._consumer_servers(settings, running, runner) if runner is not None else []
+        servers += [
+            HttpServer(
+                served.app,
+                host=served.host,
+                port=served.port,
+                setting=served.setting,
+                lifespan=served.lifespan,
+                http="httptools",
+                **served.server_options,
+            )
+            for served in running.apps
+        ]
+        if not servers:
             raise TypeError(f"{self.name}: Running needs a handler or an app")
+        return servers
+
+    def _consumer_servers(
+        self, settings: S, running: Running, runner: ConsumerRunner
+    ) -> list[HttpServer]:
+        if not isinstance(settings, ConsumingServiceSettings):
+            raise TypeError(f"{self.name}: a consuming service needs ConsumingServiceSettings")
         prefix = str(self.settings.model_config.get("env_prefix", ""))
         health = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         health.include_router(health_router(runner.readiness))

@@ -1,0 +1,142 @@
+"""The consumer handler: `leads.lifecycle`, `leads.scored`, `routing.sdr`, `routing.nurture`
+and `crm.feedback` in; the console's read model out (it produces nothing).
+
+Per batch, in the runner's transaction:
+1. The records of every lead the batch names are read and locked, with their decisions and
+   which of the batch's CRM reports were applied before (`repository`, three statements).
+2. Messages are applied in consumption order to those records (`lead_record`) and decisions
+   (`speed`); the funnel's counters change by the difference between each lead's record before
+   and after the batch (`funnel.change_of`).
+3. Everything is written in one statement (`repository.store_batch`).
+Exactly once: the runner applies a batch at most once; a message produced twice upstream is
+recognised (a transition, decision or report already stored changes nothing), and counters
+follow the records, so a repeat adds nothing.
+A CRM report for a lead the console has not seen (by id or email) is not kept: its lead's
+first stage change brings what the funnel needs, and the timeline asks score for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.console import repository
+from services.console.funnel import Share, change_of
+from services.console.lead_record import LeadRecord, on_lifecycle, on_scored
+from services.console.metrics import APPLIED
+from services.console.repository import StoredFeedback
+from services.console.speed import (
+    DecisionRow,
+    SpeedTally,
+    on_decision,
+    on_feedback,
+    on_stage_change,
+)
+from shared.consumer import Message, Output
+from shared.contracts import CrmFeedback, LeadScored, LifecycleChanged, RoutingDecision
+
+log = logging.getLogger(__name__)
+
+
+class ReadModelHandler:
+    """Builds the console's read model from the topics (see the module doc)."""
+
+    async def __call__(
+        self, messages: Sequence[Message[BaseModel]], session: AsyncSession
+    ) -> Sequence[Output]:
+        lead_ids, emails, feedback_ids = _named(messages)
+        stored = await repository.load_leads(session, lead_ids=lead_ids, emails=emails)
+        before: dict[str, LeadRecord | None] = {record.lead_id: record for record in stored}
+        by_email = {record.email: record.lead_id for record in stored if record.email}
+        records: dict[str, LeadRecord | None] = dict(before)
+        decisions = await repository.load_decisions(session, sorted({*lead_ids, *before}))
+        loaded = {row.decision_id: row for rows in decisions.values() for row in rows.values()}
+        known_feedback = await repository.stored_feedback(session, feedback_ids)
+        stage_changes: list[LifecycleChanged] = []
+        feedback: list[StoredFeedback] = []
+        reps: list[tuple[str, str, str]] = []
+        tally = SpeedTally()
+        for message in messages:
+            value = message.value
+            if isinstance(value, LifecycleChanged):
+                record = records.get(value.lead_id)
+                if record is not None and record.knows(value.transition_id):
+                    APPLIED.labels(kind="repeated").inc()
+                    continue
+                records[value.lead_id] = on_lifecycle(record, value)
+                stage_changes.append(value)
+                if value.profile.email:
+                    by_email[value.profile.email] = value.lead_id
+                rows = decisions.setdefault(value.lead_id, {})
+                on_stage_change(rows, value)
+                APPLIED.labels(kind="stage change").inc()
+            elif isinstance(value, LeadScored):
+                records[value.lead_id] = on_scored(records.get(value.lead_id), value)
+                APPLIED.labels(kind="score").inc()
+            elif isinstance(value, RoutingDecision):
+                rows = decisions.setdefault(value.lead_id, {})
+                if value.decision_id in rows:
+                    APPLIED.labels(kind="repeated").inc()
+                    continue
+                on_decision(rows, value, tally)
+                if value.owner is not None:
+                    reps.append((value.owner.id, value.owner.name, value.owner.team))
+                APPLIED.labels(kind="decision").inc()
+            elif isinstance(value, CrmFeedback):
+                lead_id = value.lead_id or by_email.get(value.email or "")
+                if value.feedback_id in known_feedback or lead_id is None:
+                    APPLIED.labels(kind="repeated" if lead_id else "unknown lead").inc()
+                    continue
+                known_feedback.add(value.feedback_id)
+                feedback.append(StoredFeedback(lead_id=lead_id, feedback=value))
+                rows = decisions.setdefault(lead_id, {})
+                on_feedback(rows, value, tally)
+                APPLIED.labels(kind="crm report").inc()
+        share = Share()
+        for lead_id, after in records.items():
+            if after is not before.get(lead_id):
+                share.add(change_of(before.get(lead_id), after))
+        await repository.store_batch(
+            session,
+            leads=[r for i, r in records.items() if r is not None and r is not before.get(i)],
+            stage_changes=stage_changes,
+            decisions=_changed(decisions, loaded),
+            feedback=feedback,
+            reps=reps,
+            share=share,
+            tally=tally,
+        )
+        return ()
+
+
+def _named(messages: Sequence[Message[BaseModel]]) -> tuple[list[str], list[str], list[str]]:
+    """The lead ids, emails and CRM report ids the batch names."""
+    lead_ids: set[str] = set()
+    emails: set[str] = set()
+    feedback_ids: list[str] = []
+    for message in messages:
+        value = message.value
+        if isinstance(value, CrmFeedback):
+            feedback_ids.append(value.feedback_id)
+            if value.lead_id:
+                lead_ids.add(value.lead_id)
+            elif value.email:
+                emails.add(value.email)
+        else:
+            lead_ids.add(value.lead_id)  # type: ignore[attr-defined]
+    return sorted(lead_ids), sorted(emails), feedback_ids
+
+
+def _changed(
+    decisions: dict[str, dict[str, DecisionRow]], loaded: dict[str, DecisionRow]
+) -> list[DecisionRow]:
+    """The decisions that are new or differ from what was loaded."""
+    return [
+        row
+        for rows in decisions.values()
+        for row in rows.values()
+        if loaded.get(row.decision_id) != row
+    ]

@@ -1,0 +1,296 @@
+"""What the pages read: each query sums the incrementally kept counters (never raw history),
+so it answers in about the same time with a thousand leads or a million (bench "console").
+
+Filters are exact matches; a filter left empty (None) matches every value. Shaping the sums
+into what a page shows is pure (`funnel.funnel_of`, `speed_report`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.console import repository
+from services.console.funnel import Funnel, WeekFlow, funnel_of, weekly_flows
+from services.console.histograms import percentile
+from services.console.lead_record import LeadRecord
+from services.console.speed import SLA_OUTCOMES, DecisionRow
+from shared.contracts import Stage
+from shared.db import fetch
+
+DIMENSIONS = ("source", "import_list", "campaign", "country", "grade")
+
+
+@dataclass(frozen=True)
+class CohortFilter:
+    """A cohort: leads that entered the funnel from `since` to `until` (days, inclusive), with
+    the given first touch, country and grade (None: any)."""
+
+    since: date
+    until: date
+    source: str | None = None
+    import_list: str | None = None
+    campaign: str | None = None
+    country: str | None = None
+    grade: str | None = None
+
+    def dimension_args(self) -> list[str | None]:
+        return [self.source, self.import_list, self.campaign, self.country, self.grade]
+
+
+_DIMENSION_MATCH = (
+    " AND ($3::text IS NULL OR source = $3) AND ($4::text IS NULL OR import_list = $4)"
+    " AND ($5::text IS NULL OR campaign = $5) AND ($6::text IS NULL OR country = $6)"
+    " AND ($7::text IS NULL OR grade = $7)"
+)
+"""The cohort's dimensions, parameters $3 to $7 (after the period's $1 and $2)."""
+
+
+@dataclass(frozen=True)
+class FunnelPage:
+    cohort: CohortFilter
+    funnel: Funnel
+    all_time_now: dict[Stage, int]
+    flows: list[WeekFlow]
+
+
+async def funnel_page(session: AsyncSession, cohort: CohortFilter) -> FunnelPage:
+    args = [cohort.since, cohort.until, *cohort.dimension_args()]
+    counts = await fetch(
+        session,
+        "SELECT stage, sum(now)::bigint AS now, sum(reached)::bigint AS reached"
+        " FROM console.funnel WHERE cohort_day BETWEEN $1 AND $2"
+        + _DIMENSION_MATCH
+        + " GROUP BY stage",
+        *args,
+    )
+    durations = await fetch(
+        session,
+        "SELECT stage, bucket, sum(leads)::bigint AS leads FROM console.stage_durations"
+        " WHERE cohort_day BETWEEN $1 AND $2" + _DIMENSION_MATCH + " GROUP BY stage, bucket",
+        *args,
+    )
+    flows = await fetch(
+        session,
+        "SELECT day, stage, sum(entered)::bigint AS entered, sum(exited)::bigint AS exited"
+        " FROM console.stage_flows WHERE day BETWEEN $1 AND $2"
+        + _DIMENSION_MATCH
+        + " GROUP BY day, stage",
+        *args,
+    )
+    everyone = await fetch(
+        session,
+        # every cohort: the period's parameters are there, unused, to share the match
+        "SELECT stage, sum(now)::bigint AS now FROM console.funnel"
+        " WHERE $1::date IS NOT NULL AND $2::date IS NOT NULL"
+        + _DIMENSION_MATCH
+        + " GROUP BY stage",
+        *args,
+    )
+    histograms: dict[Stage, dict[int, int]] = defaultdict(dict)
+    for row in durations:
+        histograms[Stage(row["stage"])][row["bucket"]] = row["leads"]
+    return FunnelPage(
+        cohort=cohort,
+        funnel=funnel_of(
+            now={Stage(row["stage"]): row["now"] for row in counts},
+            reached={Stage(row["stage"]): row["reached"] for row in counts},
+            durations=histograms,
+        ),
+        all_time_now={Stage(row["stage"]): row["now"] for row in everyone if row["now"]},
+        flows=weekly_flows(
+            (row["day"], Stage(row["stage"]), row["entered"], row["exited"]) for row in flows
+        ),
+    )
+
+
+async def dimension_values(session: AsyncSession) -> dict[str, list[str]]:
+    """The values each filter can take (what leads have had), for the filter's choices."""
+    rows = await fetch(
+        session, "SELECT dimension, value FROM console.dimension_values ORDER BY dimension, value"
+    )
+    values: dict[str, list[str]] = {dimension: [] for dimension in DIMENSIONS}
+    for row in rows:
+        values.setdefault(row["dimension"], []).append(row["value"])
+    return values
+
+
+# --- speed-to-lead ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    leads: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+def percentiles_of(histogram: dict[int, int]) -> Percentiles:
+    return Percentiles(
+        leads=sum(histogram.values()),
+        p50=percentile(histogram, 0.5),
+        p90=percentile(histogram, 0.9),
+        p99=percentile(histogram, 0.99),
+    )
+
+
+@dataclass(frozen=True)
+class RepLine:
+    team: str
+    rep: str
+    name: str
+    decision: Percentiles
+    acceptance: Percentiles
+    sla: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    queue: str
+    leads: int
+    oldest: datetime
+
+
+@dataclass(frozen=True)
+class SpeedPage:
+    since: date
+    until: date
+    team: str | None
+    by_day: list[tuple[date, Percentiles, Percentiles]]  # (day, decision, acceptance)
+    by_rep: list[RepLine]
+    waiting: list[Waiting]
+    teams: list[str] = field(default_factory=list)
+
+
+async def speed_page(
+    session: AsyncSession, *, since: date, until: date, team: str | None
+) -> SpeedPage:
+    rows = await fetch(
+        session,
+        "SELECT day, team, rep, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
+        " WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR team = $3)"
+        " GROUP BY day, team, rep, measure, bucket",
+        since,
+        until,
+        team,
+    )
+    days: dict[tuple[date, str], dict[int, int]] = defaultdict(dict)
+    reps: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+    for row in rows:
+        day_key = (row["day"], row["measure"])
+        days[day_key][row["bucket"]] = days[day_key].get(row["bucket"], 0) + row["leads"]
+        rep_key = (row["team"], row["rep"], row["measure"])
+        reps[rep_key][row["bucket"]] = reps[rep_key].get(row["bucket"], 0) + row["leads"]
+    sla_rows = await fetch(
+        session,
+        "SELECT team, rep, sum(met)::bigint AS met, sum(breached)::bigint AS breached,"
+        " sum(reassigned)::bigint AS reassigned, sum(escalated)::bigint AS escalated"
+        " FROM console.sla_outcomes WHERE day BETWEEN $1 AND $2"
+        " AND ($3::text IS NULL OR team = $3) GROUP BY team, rep",
+        since,
+        until,
+        team,
+    )
+    sla = {(row["team"], row["rep"]): {k: row[k] for k in SLA_OUTCOMES} for row in sla_rows}
+    names = {
+        row["rep"]: row["name"]
+        for row in await fetch(session, "SELECT rep, name FROM console.reps")
+    }
+    pairs = sorted({(t, r) for t, r, _ in reps} | set(sla))
+    waiting = await fetch(
+        session,
+        "SELECT rep, count(*) AS leads, min(decided_at) AS oldest FROM console.decisions"
+        " WHERE queued AND closed_at IS NULL AND accepted_at IS NULL GROUP BY rep ORDER BY rep",
+    )
+    teams = await fetch(session, "SELECT DISTINCT team FROM console.reps ORDER BY team")
+    return SpeedPage(
+        since=since,
+        until=until,
+        team=team,
+        by_day=[
+            (
+                day,
+                percentiles_of(days.get((day, "decision"), {})),
+                percentiles_of(days.get((day, "acceptance"), {})),
+            )
+            for day in sorted({day for day, _ in days})
+        ],
+        by_rep=[
+            RepLine(
+                team=t,
+                rep=r,
+                name=names.get(r, r),
+                decision=percentiles_of(reps.get((t, r, "decision"), {})),
+                acceptance=percentiles_of(reps.get((t, r, "acceptance"), {})),
+                sla=sla.get((t, r), dict.fromkeys(SLA_OUTCOMES, 0)),
+            )
+            for t, r in pairs
+        ],
+        waiting=[
+            Waiting(
+                queue=row["rep"].removeprefix("queue:"), leads=row["leads"], oldest=row["oldest"]
+            )
+            for row in waiting
+        ],
+        teams=[row["team"] for row in teams if row["team"]],
+    )
+
+
+# --- leads --------------------------------------------------------------------------------
+
+SEARCH_LIMIT = 50
+
+
+async def search_leads(session: AsyncSession, text: str) -> list[LeadRecord]:
+    """Leads whose id or email is `text`, then those whose id, email, name or company contains
+    it (case-insensitive; trigram index), newest stage change first; at most `SEARCH_LIMIT`."""
+    needle = " ".join(text.split()).lower()
+    if not needle:
+        return []
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return await repository.search_leads(
+        session, lead_id=text.strip(), email=needle, pattern=pattern, limit=SEARCH_LIMIT
+    )
+
+
+@dataclass(frozen=True)
+class LeadStory:
+    """What the console itself holds of a lead; the lead page adds score's explanation."""
+
+    record: LeadRecord
+    stage_changes: list[dict[str, Any]]
+    decisions: list[DecisionRow]
+    feedback: list[dict[str, Any]]
+
+
+async def lead_story(session: AsyncSession, key: str) -> LeadStory | None:
+    """A lead by id or email, with its stage changes, decisions and CRM reports."""
+    record = await repository.lead_by_id_or_email(session, key)
+    if record is None:
+        return None
+    changes = await fetch(
+        session,
+        "SELECT transition_id, at, from_stage, to_stage, reason, by_sales, skipped, score"
+        " FROM console.stage_changes WHERE lead_id = $1 ORDER BY at, transition_id",
+        record.lead_id,
+    )
+    feedback = await fetch(
+        session,
+        "SELECT feedback_id, outcome, reason, owner_id, at FROM console.feedback"
+        " WHERE lead_id = $1 ORDER BY at",
+        record.lead_id,
+    )
+    return LeadStory(
+        record=record,
+        stage_changes=[dict(change) for change in changes],
+        decisions=sorted(
+            (await repository.load_decisions(session, [record.lead_id]))[record.lead_id].values(),
+            key=lambda decision: decision.decided_at,
+        ),
+        feedback=[dict(report) for report in feedback],
+    )
