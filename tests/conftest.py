@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.devstack",
     "tests.fixtures.enrich",
     "tests.fixtures.ingest",
+    "tests.fixtures.browser",
 ]
 
 

@@ -16,9 +16,16 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
-from services.score.engine.explain import Explanation, IdentityLine, explain, state_of
+from services.score.engine.explain import (
+    Explanation,
+    IdentityLine,
+    event_lines,
+    explain,
+    state_of,
+)
 from services.score.engine.rescoring import (
     Check,
+    HistoryItem,
     LeadHistory,
     SimulationReport,
     SimulationSummary,
@@ -53,8 +60,10 @@ async def explain_lead(
     if lead is None:
         return None
     ledger = (await repository.load_ledgers(session, [lead.lead_id]))[lead.lead_id]
+    history = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
     return explain(
-        likelihood=await _likelihood(session, lead, ledger, rules, at),
+        likelihood=await _likelihood(session, lead, ledger, history, rules, at),
+        events=event_lines(history),
         lead_id=lead.lead_id,
         email=lead.email,
         stage=lead.stage.value,
@@ -76,6 +85,7 @@ async def _likelihood(
     session: AsyncSession,
     lead: repository.LeadRow,
     ledger: Sequence[LedgerLine],
+    history: Sequence[HistoryItem],
     rules: RuleSet,
     at: datetime,
 ) -> Likelihood | None:
@@ -88,8 +98,7 @@ async def _likelihood(
     version, scorer = live
     activity = lead.activity if lead.model_version == version else None
     if activity is None:
-        items = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
-        activity = activity_of(items, keep_s=scorer.keep_s)
+        activity = activity_of(history, keep_s=scorer.keep_s)
     state = state_of(ledger)
     return scorer.lead_likelihood(
         activity,

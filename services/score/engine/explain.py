@@ -14,6 +14,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from services.score.engine.conditions import Facts
+from services.score.engine.rescoring import HistoryItem
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import (
     Award,
@@ -88,6 +90,36 @@ class StageStay(_Frozen):
     skipped: list[str] = []
 
 
+class EventLine(_Frozen):
+    """An event score received for the lead, as it was received (its call, in a few words)."""
+
+    at: datetime
+    message_id: str
+    what: str
+
+
+MAX_EVENT_LINES = 500
+"""Events an explanation lists (the newest); the ledger lists every line that counts."""
+
+
+def event_lines(items: Iterable[HistoryItem]) -> list[EventLine]:
+    """The lead's received events, oldest first, at most the newest `MAX_EVENT_LINES`."""
+    lines = [EventLine(at=item.at, message_id=item.message_id, what=_what(item.facts))
+             for item in items]  # fmt: skip
+    lines.sort(key=lambda line: (line.at, line.message_id))
+    return lines[-MAX_EVENT_LINES:]
+
+
+def _what(facts: Facts) -> str:
+    call = str(facts.get("type") or "call")
+    if call == "track" and facts.get("event"):
+        return f'track "{facts["event"]}"'
+    if call in ("page", "screen"):
+        where = facts.get("page.path") or facts.get("name")
+        return f"{call} {where}" if where else call
+    return call
+
+
 class Explanation(_Frozen):
     """Why a lead has its score as of `as_of`: the score as every topic carries it (`Score`),
     each rule's share, the ledger line by line, and the stages it went through."""
@@ -105,6 +137,7 @@ class Explanation(_Frozen):
     identity: list[IdentityLine] = []
     sales: list[SalesLine] = []
     likelihood: Likelihood | None = None
+    events: list[EventLine] = []
 
 
 def explain(
@@ -119,6 +152,7 @@ def explain(
     identity: Sequence[IdentityLine] = (),
     sales: Sequence[SalesLine] = (),
     likelihood: Likelihood | None = None,
+    events: Sequence[EventLine] = (),
 ) -> Explanation:
     state = state_of(ledger)
     card = evaluate(rules, state, at)
@@ -160,6 +194,7 @@ def explain(
         identity=sorted(identity, key=lambda line: line.at),
         sales=sorted(sales, key=lambda line: line.at),
         likelihood=likelihood,
+        events=list(events),
     )
 
 
