@@ -43,7 +43,7 @@ lock: | $(LOCKED) ## Rewrite requirements/*.lock from pyproject.toml's pins (UPG
 	$(COMPILE) -o requirements/runtime.lock
 	$(COMPILE) --extra dev -c requirements/runtime.lock -o requirements/dev.lock
 
-run: $(STAMP) ## Start broker, PostgreSQL, the four services and demo traffic; Ctrl+C stops all
+run: $(STAMP) ## Start broker, PostgreSQL, the services, the console and demo traffic; Ctrl+C stops all
 	$(BIN)/python -m devstack run
 
 up: $(STAMP) ## The same stack in the background (DEMO=0 for no demo traffic)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from devstack.broker import LocalBroker, port_open
 from devstack.demo import DEMO_JOURNEYS_PER_S, demo_routing, play, routing_yaml
+from devstack.demo_crm import act_as_crm
 from devstack.postgres import LocalPostgres
 from devstack.processes import REPO_ROOT, SERVICES, ServiceProcess, StackAddresses
 from devstack.state import (
@@ -279,6 +280,7 @@ async def _show_decisions(stack: Stack) -> None:
         tasks.append(
             asyncio.create_task(play(ingest, write_key, rate_per_s=DEMO_JOURNEYS_PER_S, stop=stop))
         )
+        tasks.append(asyncio.create_task(act_as_crm(bootstrap, stop=stop)))
     say(
         f"ready. Tracking API: {ingest}/v1/track and /v1/identify (write key '{write_key}'), "
         f"API docs {ingest}/docs"

@@ -6,6 +6,8 @@ is refused. A screenshot of each page is kept (`tests/fixtures/browser.py`, ARTI
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from collections import Counter
@@ -102,6 +104,12 @@ async def test_the_console_shows_what_the_topics_imply(
     assert shown["mql"] == HOT
     await admin.wait_for_selector("body[data-charts-drawn=yes]")
     await admin.screenshot(path=artifacts / "funnel.png", full_page=True)
+    session = {c["name"]: c["value"] for c in await admin.context.cookies()}
+    async with httpx.AsyncClient(base_url=base, cookies=session) as signed_in:
+        exported = await signed_in.get("/funnel.csv")
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {row["stage"]: int(row["now"]) for row in rows if int(row["now"])} == dict(expected)
 
     # A lead found by email: its story's points add up to the score that explain gives.
     email = emails[0]
