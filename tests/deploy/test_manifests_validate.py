@@ -20,6 +20,7 @@ from tests.deploy.manifests import (
     is_builtin,
     render,
 )
+from tests.deploy.settings_names import SERVICES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -33,18 +34,22 @@ def kinds(resources: list[Resource]) -> list[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_the_four_services_and_the_migration_job(
+def test_overlay_renders_every_service_and_the_migration_job(
     rendered: dict[str, list[Resource]], overlay: str
 ) -> None:
     resources = rendered[overlay]
     deployments = {r["metadata"]["name"] for r in resources if r["kind"] == "Deployment"}
-    assert deployments == {
-        "leadflow-ingest",
-        "leadflow-enrich",
-        "leadflow-score",
-        "leadflow-router",
-    }
+    assert deployments == {f"leadflow-{service}" for service in SERVICES}
     assert kinds(resources).count("Job") == 1
+    # The Job migrates the schema of every service that owns one (all but ingest).
+    (job,) = [r for r in resources if r["kind"] == "Job"]
+    spec = job["spec"]["template"]["spec"]
+    migrated = [
+        container["args"] for container in [*spec.get("initContainers", []), *spec["containers"]]
+    ]
+    assert sorted(migrated) == sorted(
+        [f"services.{service}", "migrate"] for service in SERVICES if service != "ingest"
+    )
     assert {"Kafka", "KafkaNodePool", "KafkaTopic", "Cluster"} <= set(kinds(resources))
     assert all(r["metadata"].get("namespace") for r in resources if r["kind"] != "Namespace")
 
