@@ -153,3 +153,11 @@ async def test_the_console_shows_what_the_topics_imply(
     async with httpx.AsyncClient(base_url=base, cookies=cookies) as forger:
         forged = await forger.post("/sign-out", data={"next": "/"})
         assert forged.status_code == 403
+
+    # The console showed these people's data to signed-in users; its log holds none of it.
+    log_file = pipeline.processes["console"].log_file
+    assert log_file is not None
+    logged = log_file.read_text()
+    assert "started" in logged
+    assert not [email for email in emails if email in logged]
+    assert "Person0" not in logged

@@ -6,12 +6,12 @@ start with one that is not meant to be open).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -84,14 +84,17 @@ def install_refusals(app: FastAPI, *, page: Callable[[Request, int, str], Respon
     app.add_exception_handler(Forbidden, forbidden)
 
 
-def open_routes(app: FastAPI, *, public: set[str]) -> list[str]:
-    """The app's routes that need no signed-in person and are not in `public` (paths)."""
+def open_routes(routers: Sequence[APIRouter], *, public: set[str]) -> list[str]:
+    """The routes of `routers` that need no signed-in person and are not in `public` (paths).
+    Checked on the routers before the app includes them (an app lists included routers, not
+    their routes)."""
     found = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or route.path in public:
-            continue
-        if not _depends_on(route.dependant, signed_in):
-            found.append(f"{sorted(route.methods or ())} {route.path}")
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or route.path in public:
+                continue
+            if not _depends_on(route.dependant, signed_in):
+                found.append(f"{sorted(route.methods or ())} {route.path}")
     return found
 
 

@@ -52,11 +52,15 @@ def console_app(
     app.state.sessions = sessions
     pages = Pages()
     install_refusals(app, page=pages.refusal)
-    app.include_router(sign_in_routes(settings=settings, sessions=sessions, pages=pages))
-    app.include_router(console_routes(sessions=sessions, pages=pages, score=score, health=health))
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    if unexpected := open_routes(app, public=PUBLIC_PATHS):
+    routers = [
+        sign_in_routes(settings=settings, sessions=sessions, pages=pages),
+        console_routes(sessions=sessions, pages=pages, score=score, health=health),
+    ]
+    if unexpected := open_routes(routers, public=PUBLIC_PATHS):
         raise TypeError(f"console routes open without sign-in: {', '.join(unexpected)}")
+    for router in routers:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     secret = settings.secret_key.get_secret_value()
     app.add_middleware(
         SessionMiddleware,
