@@ -86,7 +86,8 @@ class ReadModelHandler:
                     reps.append((value.owner.id, value.owner.name, value.owner.team))
                 APPLIED.labels(kind="decision").inc()
             elif isinstance(value, CrmFeedback):
-                lead_id = value.lead_id or by_email.get(value.email or "")
+                # leadflow keeps emails lower-case (enrich); a CRM may not
+                lead_id = value.lead_id or by_email.get((value.email or "").lower())
                 if value.feedback_id in known_feedback or lead_id is None:
                     APPLIED.labels(kind="repeated" if lead_id else "unknown lead").inc()
                     continue
@@ -124,7 +125,7 @@ def _named(messages: Sequence[Message[BaseModel]]) -> tuple[list[str], list[str]
             if value.lead_id:
                 lead_ids.add(value.lead_id)
             elif value.email:
-                emails.add(value.email)
+                emails.add(value.email.lower())
         else:
             lead_ids.add(value.lead_id)  # type: ignore[attr-defined]
     return sorted(lead_ids), sorted(emails), feedback_ids

@@ -204,7 +204,7 @@ async def test_speed_to_lead_and_sla_outcomes_follow_decisions_and_crm_reports(
     await apply(
         sessions,
         decision("y", "d-y2", 6, rep="rep-ada", supersedes="d-y", strategy="sla_reassigned"),
-        feedback("f-x", 3, email=email),
+        feedback("f-x", 3, email=email.upper()),  # a CRM's own spelling of the address
         feedback("f-x", 3, email=email),  # the CRM sends its report twice
     )
     async with sessions() as session:
