@@ -5,8 +5,9 @@ A lead adds to four counters (`Share`), each keyed by the lead's dimensions (`Di
 first touch, country and grade, as they are *now*) and, for the cohort counters, by the day it
 entered the funnel:
 - `now`: one, at the stage the lead is in;
-- `reached`: one per stage it has reached (entered, or jumped over on the way to customer: a
-  lead sales accepted from `lead` skipped mql and still counts as having passed it);
+- `reached`: one per stage it has reached (entered, or passed: a lead sales accepted from
+  `lead` skipped mql, a visitor who identified engaged went from anonymous to lead, and both
+  count as having passed the stages before);
 - `durations`: per stage it has left, the time of its first stay there (`histograms` bucket of
   seconds): the median and p90 time in a stage are over the leads that left it;
 - `flows`: per move, one in for the stage entered and one out for the stage exited, on the day
@@ -117,8 +118,9 @@ def share_of(record: LeadRecord | None) -> Share:
         if move.from_stage is not Stage.ANONYMOUS:
             out = (day, dims, move.from_stage)
             share.exited[out] = share.exited.get(out, 0) + 1
-        into = (day, dims, move.to_stage)
-        share.entered[into] = share.entered.get(into, 0) + 1
+        if move.to_stage is not Stage.ANONYMOUS:  # unmerged back to a visitor: no flow
+            into = (day, dims, move.to_stage)
+            share.entered[into] = share.entered.get(into, 0) + 1
     return share
 
 
@@ -134,6 +136,13 @@ def reached_stages(record: LeadRecord) -> set[Stage]:
     reached: set[Stage] = {record.stage}
     for move in record.moves:
         reached.update((move.from_stage, move.to_stage, *move.skipped))
+    # A marketing jump (an engaged visitor who identifies: anonymous -> lead, or straight to
+    # mql) passes the forward stages before it without naming them: every forward stage up to
+    # the furthest one reached is reached (conversion never exceeds 100%).
+    furthest = max(
+        (FORWARD_STAGES.index(stage) for stage in reached if stage in FORWARD_STAGES), default=-1
+    )
+    reached.update(FORWARD_STAGES[: furthest + 1])
     reached.discard(Stage.ANONYMOUS)
     return reached
 

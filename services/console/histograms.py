@@ -2,7 +2,7 @@
 sum of a few hundred counters, not a scan of raw history.
 
 A duration (seconds, milliseconds: any positive unit) falls in bucket `floor(16 * log2(x))`;
-durations below 1 unit share bucket 0. Sixteen buckets per doubling keep every percentile read
+durations below 1 unit share bucket 0, and read back as about 1 unit. Sixteen buckets per doubling keep every percentile read
 back within 4.4% of the true value (a bucket's upper bound is 2^(1/16) = 1.044 times its lower
 bound; `percentile` interpolates geometrically inside the bucket). Pure: no I/O.
 """
@@ -51,10 +51,9 @@ def percentile(histogram: Mapping[int, int], q: float) -> float | None:
         if count <= 0:
             continue
         if seen + count >= rank:
-            low, high = max(lower_bound(bucket), 1.0 if bucket > 0 else 0.0), upper_bound(bucket)
+            # bucket 0 is read as [1, 2^(1/16)): a duration below one unit reads as about one
+            low, high = max(lower_bound(bucket), 1.0), upper_bound(bucket)
             share = (rank - seen) / count
-            if low <= 0:
-                return high * share
             return float(low * (high / low) ** share)
         seen += count
     return upper_bound(max(histogram))  # unreachable: the counts add up to `total`

@@ -126,6 +126,10 @@ def on_decision(rows: dict[str, DecisionRow], decision: RoutingDecision, tally: 
                 else "replaced by a later decision"
             )
             rows[row.decision_id] = replace(row, closed_at=new.decided_at, closed_reason=reason)
+    # A decision read after a later one of its lead (its topic lagged) is replaced already.
+    later = [row.decided_at for row in rows.values() if not _earlier(row, new)]
+    if later:
+        new = replace(new, closed_at=min(later), closed_reason="replaced by a later decision")
     rows[new.decision_id] = new
 
 
