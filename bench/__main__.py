@@ -31,6 +31,7 @@ SECTIONS: tuple[str, ...] = (
     "runner",
     "router",
     "learning",
+    "console",
 )
 DEFAULT_OUTPUT = Path(".bench/results.json")
 
