@@ -64,12 +64,16 @@ format: $(STAMP) ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## Lint, then every test against the real broker and PostgreSQL (but the slow reliability cases)
+test: lint ## Lint, then every test against the real broker and PostgreSQL (but the slow cases)
 	$(BIN)/pytest -q -m "not slow"
 
 .PHONY: test-reliability
 test-reliability: $(STAMP) ## Chaos, scaling, bad input and security (tests/reliability, slow cases too)
 	$(BIN)/pytest -q -s --durations=10 tests/reliability
+
+.PHONY: test-slow
+test-slow: $(STAMP) ## The slow cases make test leaves out (local stack robustness, scaling, chaos)
+	$(BIN)/pytest -q -s --durations=10 -m slow
 
 test-unit: $(STAMP) ## Only the pure unit tests (no broker, no database)
 	$(BIN)/pytest -q tests/unit

@@ -42,7 +42,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # tests/deploy: kustomize renders deploy/ and the manifests are validated offline.
     config.addinivalue_line("markers", "deploy: Kubernetes manifests rendered and validated")
-    # tests/reliability (`make test-reliability`); `slow` cases take minutes and are left out of
-    # `make test`.
+    # tests/reliability (`make test-reliability`); `slow` cases, anywhere, take most of a minute
+    # or more each and are left out of `make test` (which must stay under 20 minutes on a
+    # 2-core machine): `make test-slow` runs them.
     config.addinivalue_line("markers", "reliability: faults, load, bad input and security")
-    config.addinivalue_line("markers", "slow: minutes long; only in make test-reliability")
+    config.addinivalue_line("markers", "slow: long; left out of make test, run by make test-slow")

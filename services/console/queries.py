@@ -41,13 +41,9 @@ class CohortFilter:
     def dimension_args(self) -> list[str | None]:
         return [self.source, self.import_list, self.campaign, self.country, self.grade]
 
-
-_DIMENSION_MATCH = (
-    " AND ($3::text IS NULL OR source = $3) AND ($4::text IS NULL OR import_list = $4)"
-    " AND ($5::text IS NULL OR campaign = $5) AND ($6::text IS NULL OR country = $6)"
-    " AND ($7::text IS NULL OR grade = $7)"
-)
-"""The cohort's dimensions, parameters $3 to $7 (after the period's $1 and $2)."""
+    @property
+    def filtered(self) -> bool:
+        return any(value is not None for value in self.dimension_args())
 
 
 @dataclass(frozen=True)
@@ -59,36 +55,69 @@ class FunnelPage:
 
 
 async def funnel_page(session: AsyncSession, cohort: CohortFilter) -> FunnelPage:
+    """A cohort's funnel, its flows per week and the leads in each stage now (every cohort).
+    Unfiltered, from the counters per day (a year is a few thousand rows); filtered, from the
+    counters per day and dimensions, narrowed by an index on the filters."""
     args = [cohort.since, cohort.until, *cohort.dimension_args()]
-    counts = await fetch(
-        session,
-        "SELECT stage, sum(now)::bigint AS now, sum(reached)::bigint AS reached"
-        " FROM console.funnel WHERE cohort_day BETWEEN $1 AND $2"
-        + _DIMENSION_MATCH
-        + " GROUP BY stage",
-        *args,
+    # The dimensions, parameters $3 to $7 (after the period's $1 and $2): a filter that is set
+    # is a plain equality (an index serves it in every plan, a generic one included: `($3 IS
+    # NULL OR source = $3)` made PostgreSQL's generic plan read every row of the period, bench
+    # "console", 2026-12-03); one left empty still names its parameter, always true.
+    match = (
+        (" AND source = $3" if cohort.source is not None else " AND $3::text IS NULL")
+        + (" AND import_list = $4" if cohort.import_list is not None else " AND $4::text IS NULL")
+        + (" AND campaign = $5" if cohort.campaign is not None else " AND $5::text IS NULL")
+        + (" AND country = $6" if cohort.country is not None else " AND $6::text IS NULL")
+        + (" AND grade = $7" if cohort.grade is not None else " AND $7::text IS NULL")
     )
-    durations = await fetch(
-        session,
-        "SELECT stage, bucket, sum(leads)::bigint AS leads FROM console.stage_durations"
-        " WHERE cohort_day BETWEEN $1 AND $2" + _DIMENSION_MATCH + " GROUP BY stage, bucket",
-        *args,
-    )
-    flows = await fetch(
-        session,
-        "SELECT day, stage, sum(entered)::bigint AS entered, sum(exited)::bigint AS exited"
-        " FROM console.stage_flows WHERE day BETWEEN $1 AND $2"
-        + _DIMENSION_MATCH
-        + " GROUP BY day, stage",
-        *args,
-    )
+    if cohort.filtered:
+        counts = await fetch(
+            session,
+            "SELECT stage, sum(now)::bigint AS now, sum(reached)::bigint AS reached"
+            " FROM console.funnel WHERE cohort_day BETWEEN $1 AND $2" + match + " GROUP BY stage",
+            *args,
+        )
+        durations = await fetch(
+            session,
+            "SELECT stage, bucket, sum(leads)::bigint AS leads FROM console.stage_durations"
+            " WHERE cohort_day BETWEEN $1 AND $2" + match + " GROUP BY stage, bucket",
+            *args,
+        )
+        flows = await fetch(
+            session,
+            "SELECT day, stage, sum(entered)::bigint AS entered, sum(exited)::bigint AS exited"
+            " FROM console.stage_flows WHERE day BETWEEN $1 AND $2"
+            + match
+            + " GROUP BY day, stage",
+            *args,
+        )
+    else:
+        counts = await fetch(
+            session,
+            "SELECT stage, sum(now)::bigint AS now, sum(reached)::bigint AS reached"
+            " FROM console.funnel_days WHERE cohort_day BETWEEN $1 AND $2 GROUP BY stage",
+            cohort.since,
+            cohort.until,
+        )
+        durations = await fetch(
+            session,
+            "SELECT stage, bucket, sum(leads)::bigint AS leads FROM console.stage_duration_days"
+            " WHERE cohort_day BETWEEN $1 AND $2 GROUP BY stage, bucket",
+            cohort.since,
+            cohort.until,
+        )
+        flows = await fetch(
+            session,
+            "SELECT day, stage, entered, exited FROM console.stage_flow_days"
+            " WHERE day BETWEEN $1 AND $2",
+            cohort.since,
+            cohort.until,
+        )
     everyone = await fetch(
         session,
         # every cohort: the period's parameters are there, unused, to share the match
-        "SELECT stage, sum(now)::bigint AS now FROM console.funnel"
-        " WHERE $1::date IS NOT NULL AND $2::date IS NOT NULL"
-        + _DIMENSION_MATCH
-        + " GROUP BY stage",
+        "SELECT stage, sum(leads)::bigint AS now FROM console.stage_now"
+        " WHERE $1::date IS NOT NULL AND $2::date IS NOT NULL" + match + " GROUP BY stage",
         *args,
     )
     histograms: dict[Stage, dict[int, int]] = defaultdict(dict)
@@ -170,28 +199,35 @@ class SpeedPage:
 async def speed_page(
     session: AsyncSession, *, since: date, until: date, team: str | None
 ) -> SpeedPage:
-    rows = await fetch(
+    # the team filter as a plain equality when set (see `funnel_page`)
+    team_match = " AND team = $3" if team is not None else " AND $3::text IS NULL"
+    days: dict[tuple[date, str], dict[int, int]] = defaultdict(dict)
+    for row in await fetch(
         session,
-        "SELECT day, team, rep, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
-        " WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR team = $3)"
-        " GROUP BY day, team, rep, measure, bucket",
+        "SELECT day, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
+        " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY day, measure, bucket",
         since,
         until,
         team,
-    )
-    days: dict[tuple[date, str], dict[int, int]] = defaultdict(dict)
+    ):
+        days[(row["day"], row["measure"])][row["bucket"]] = row["leads"]
     reps: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
-    for row in rows:
-        day_key = (row["day"], row["measure"])
-        days[day_key][row["bucket"]] = days[day_key].get(row["bucket"], 0) + row["leads"]
-        rep_key = (row["team"], row["rep"], row["measure"])
-        reps[rep_key][row["bucket"]] = reps[rep_key].get(row["bucket"], 0) + row["leads"]
+    for row in await fetch(
+        session,
+        "SELECT team, rep, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
+        " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY team, rep, measure, bucket",
+        since,
+        until,
+        team,
+    ):
+        reps[(row["team"], row["rep"], row["measure"])][row["bucket"]] = row["leads"]
     sla_rows = await fetch(
         session,
         "SELECT team, rep, sum(met)::bigint AS met, sum(breached)::bigint AS breached,"
         " sum(reassigned)::bigint AS reassigned, sum(escalated)::bigint AS escalated"
         " FROM console.sla_outcomes WHERE day BETWEEN $1 AND $2"
-        " AND ($3::text IS NULL OR team = $3) GROUP BY team, rep",
+        + team_match
+        + " GROUP BY team, rep",
         since,
         until,
         team,

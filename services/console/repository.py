@@ -5,11 +5,14 @@ A batch is read in three statements (its leads, locked; their decisions; which o
 reports are stored already) and written in one (`store_batch`): rows travel as one JSON
 document per table (`shared.db.json_document`). Counters are added with
 `ON CONFLICT ... DO UPDATE SET n = n + EXCLUDED.n` in key order, so two replicas adding to the
-same day's counters wait for each other instead of deadlocking.
+same day's counters wait for each other instead of deadlocking. Each funnel counter is kept
+three ways: per day and dimensions (a filtered cohort), per day alone (the unfiltered one) and
+per dimensions alone (the leads in each stage now): a page reads the smallest that answers it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -249,6 +252,39 @@ def _flow_rows(share: Share) -> list[dict[str, Any]]:
     ]
 
 
+def _rollups(share: Share) -> tuple[list[dict[str, Any]], ...]:
+    """The counters without dimensions (per day) and without day (per dimensions): rows for
+    `funnel_days`, `stage_duration_days`, `stage_flow_days` and `stage_now`, in key order."""
+    days: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for (day, _, stage), count in share.now.items():
+        days[(day, stage.value)][0] += count
+    for (day, _, stage), count in share.reached.items():
+        days[(day, stage.value)][1] += count
+    durations: dict[tuple[Any, ...], int] = defaultdict(int)
+    for (day, _, stage, bucket), count in share.durations.items():
+        durations[(day, stage.value, bucket)] += count
+    flows: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for (day, _, stage), count in share.entered.items():
+        flows[(day, stage.value)][0] += count
+    for (day, _, stage), count in share.exited.items():
+        flows[(day, stage.value)][1] += count
+    now: dict[tuple[Any, ...], int] = defaultdict(int)
+    for (_, dims, stage), count in share.now.items():
+        now[(*_dimension_fields(dims).values(), stage.value)] += count
+    return (
+        [{"cohort_day": d, "stage": s, "now": n, "reached": r}
+         for (d, s), (n, r) in sorted(days.items())],
+        [{"cohort_day": d, "stage": s, "bucket": b, "leads": n}
+         for (d, s, b), n in sorted(durations.items())],
+        [{"day": d, "stage": s, "entered": i, "exited": o}
+         for (d, s), (i, o) in sorted(flows.items())],
+        [dict(zip(_NOW_COLUMNS, (*key, n), strict=True)) for key, n in sorted(now.items())],
+    )  # fmt: skip
+
+
+_NOW_COLUMNS = ("source", "import_list", "campaign", "country", "grade", "stage", "leads")
+
+
 def _speed_rows(tally: SpeedTally) -> list[dict[str, Any]]:
     return [
         {"day": day, "team": team, "rep": rep, "measure": measure, "bucket": bucket, "leads": n}
@@ -339,6 +375,28 @@ async def store_batch(
                                    ('grade', row.grade)) AS pair(dimension, value)
              WHERE value <> ''
             ON CONFLICT DO NOTHING
+        ), funnel_days AS (
+            INSERT INTO console.funnel_days
+            SELECT * FROM jsonb_populate_recordset(NULL::console.funnel_days, $11::jsonb)
+            ON CONFLICT (cohort_day, stage)
+            DO UPDATE SET now = console.funnel_days.now + EXCLUDED.now,
+                          reached = console.funnel_days.reached + EXCLUDED.reached
+        ), duration_days AS (
+            INSERT INTO console.stage_duration_days
+            SELECT * FROM jsonb_populate_recordset(NULL::console.stage_duration_days, $12::jsonb)
+            ON CONFLICT (cohort_day, stage, bucket)
+            DO UPDATE SET leads = console.stage_duration_days.leads + EXCLUDED.leads
+        ), flow_days AS (
+            INSERT INTO console.stage_flow_days
+            SELECT * FROM jsonb_populate_recordset(NULL::console.stage_flow_days, $13::jsonb)
+            ON CONFLICT (day, stage)
+            DO UPDATE SET entered = console.stage_flow_days.entered + EXCLUDED.entered,
+                          exited = console.stage_flow_days.exited + EXCLUDED.exited
+        ), stage_now AS (
+            INSERT INTO console.stage_now
+            SELECT * FROM jsonb_populate_recordset(NULL::console.stage_now, $14::jsonb)
+            ON CONFLICT (source, import_list, campaign, country, grade, stage)
+            DO UPDATE SET leads = console.stage_now.leads + EXCLUDED.leads
         ), speed AS (
             INSERT INTO console.speed
             SELECT * FROM jsonb_populate_recordset(NULL::console.speed, $9::jsonb)
@@ -375,6 +433,7 @@ async def store_batch(
         json_document(_flow_rows(share)),
         json_document(_speed_rows(tally)),
         json_document(_sla_rows(tally)),
+        *(json_document(rows) for rows in _rollups(share)),
     )
 
 

@@ -150,6 +150,29 @@ def expected_counters(share: Share) -> dict[tuple[str, str, str], tuple[int, int
     }  # fmt: skip
 
 
+ROLLUPS = (
+    # (rollup, the same sums from the counters per day and dimensions, how many counters)
+    ("SELECT cohort_day, stage, now, reached FROM console.funnel_days",
+     "SELECT cohort_day, stage, sum(now), sum(reached) FROM console.funnel GROUP BY 1, 2", 2),
+    ("SELECT cohort_day, stage, bucket, leads FROM console.stage_duration_days",
+     "SELECT cohort_day, stage, bucket, sum(leads) FROM console.stage_durations GROUP BY 1, 2, 3",
+     1),
+    ("SELECT day, stage, entered, exited FROM console.stage_flow_days",
+     "SELECT day, stage, sum(entered), sum(exited) FROM console.stage_flows GROUP BY 1, 2", 2),
+    ("SELECT grade, stage, sum(leads) FROM console.stage_now GROUP BY 1, 2",
+     "SELECT grade, stage, sum(now) FROM console.funnel GROUP BY 1, 2", 1),
+)  # fmt: skip
+
+
+async def rollups_agree(db: asyncpg.Connection) -> bool:
+    """Each rollup holds the sums of the counters it rolls up (rows of zeros aside)."""
+    for rollup, sums, counters in ROLLUPS:
+        kept = {tuple(row) for row in await db.fetch(rollup) if any(row[-counters:])}
+        summed = {tuple(row) for row in await db.fetch(sums) if any(row[-counters:])}
+        assert kept == summed, rollup
+    return True
+
+
 async def test_the_counters_equal_a_recomputation_and_a_repeat_changes_nothing(
     sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
 ) -> None:
@@ -168,6 +191,7 @@ async def test_the_counters_equal_a_recomputation_and_a_repeat_changes_nothing(
     assert counters == expected_counters(await recomputed(sessions, ["a", "b", "c"]))
     assert counters[(DAY.isoformat(), "B", "known")] == (1, 1)
     assert (DAY.isoformat(), "C", "known") not in counters
+    assert await rollups_agree(db)
     before = await tables(db)
 
     await apply(sessions, *story)  # every message again, as a producer's retry would send it

@@ -149,6 +149,8 @@ def test_ctrl_c_after_the_reader_of_its_output_went_away_stops_every_process(
     assert "BrokenPipeError" not in stderr
 
 
+# `make test-slow`: a whole local stack each, about 40 s (make test keeps Ctrl+C's case)
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_second_stack_refuses_to_start_and_leaves_the_running_one_alone(
     local_stack: LocalStack,
@@ -177,6 +179,8 @@ def test_a_second_stack_refuses_to_start_and_leaves_the_running_one_alone(
     assert not local_stack.state.env_file.exists()
 
 
+# `make test-slow`: a whole local stack each, about 40 s (make test keeps Ctrl+C's case)
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_down_stops_a_stack_whose_supervisor_and_watchdog_were_killed(
     local_stack: LocalStack,
@@ -208,6 +212,8 @@ def test_down_stops_a_stack_whose_supervisor_and_watchdog_were_killed(
     assert not local_stack.state.env_file.exists()
 
 
+# `make test-slow`: a whole local stack each, about 40 s (make test keeps Ctrl+C's case)
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_killed_supervisor_takes_its_stack_with_it(local_stack: LocalStack) -> None:
     up = local_stack.devstack("up")  # with the demo traffic, on the demo's routing file

@@ -48,6 +48,7 @@ async def wait_for_assignment(
     raise AssertionError(f"{service}: last assignment {assignments(log_file)[-1:]}, not {expected}")
 
 
+@pytest.mark.slow  # about 45 s: `make test-slow` and `make test-reliability`
 @pytest.mark.timeout(600)
 async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
     pipeline_factory: PipelineFactory, db: asyncpg.Connection
