@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,29 +196,55 @@ class SpeedPage:
     teams: list[str] = field(default_factory=list)
 
 
+def whole_months(since: date, until: date) -> tuple[date, date]:
+    """The whole months inside [since, until], as [first day, first day after): empty (first
+    equals end) when the period holds none."""
+    first = since if since.day == 1 else (since.replace(day=1) + timedelta(days=32)).replace(day=1)
+    end = (until + timedelta(days=1)).replace(day=1)
+    return (first, end) if first < end else (first, first)
+
+
 async def speed_page(
     session: AsyncSession, *, since: date, until: date, team: str | None
 ) -> SpeedPage:
     # the team filter as a plain equality when set (see `funnel_page`)
     team_match = " AND team = $3" if team is not None else " AND $3::text IS NULL"
+    if team is not None:
+        per_day = await fetch(
+            session,
+            "SELECT day, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
+            " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY day, measure, bucket",
+            since,
+            until,
+            team,
+        )
+    else:
+        per_day = await fetch(
+            session,
+            "SELECT day, measure, bucket, leads FROM console.speed_days WHERE day BETWEEN $1 AND $2",
+            since,
+            until,
+        )
     days: dict[tuple[date, str], dict[int, int]] = defaultdict(dict)
-    for row in await fetch(
-        session,
-        "SELECT day, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
-        " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY day, measure, bucket",
-        since,
-        until,
-        team,
-    ):
+    for row in per_day:
         days[(row["day"], row["measure"])][row["bucket"]] = row["leads"]
+    # A rep's figures: whole months from the monthly counters, the days around them daily.
+    first, end = whole_months(since, until)
     reps: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     for row in await fetch(
         session,
-        "SELECT team, rep, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
-        " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY team, rep, measure, bucket",
+        "SELECT team, rep, measure, bucket, sum(leads)::bigint AS leads FROM ("
+        "  SELECT team, rep, measure, bucket, leads FROM console.speed_months"
+        "   WHERE month >= $4 AND month < $5" + team_match + "  UNION ALL"
+        "  SELECT team, rep, measure, bucket, leads FROM console.speed"
+        "   WHERE day BETWEEN $1 AND $2 AND NOT (day >= $4 AND day < $5)"
+        + team_match
+        + ") AS counted GROUP BY team, rep, measure, bucket",
         since,
         until,
         team,
+        first,
+        end,
     ):
         reps[(row["team"], row["rep"], row["measure"])][row["bucket"]] = row["leads"]
     sla_rows = await fetch(

@@ -285,11 +285,23 @@ def _rollups(share: Share) -> tuple[list[dict[str, Any]], ...]:
 _NOW_COLUMNS = ("source", "import_list", "campaign", "country", "grade", "stage", "leads")
 
 
-def _speed_rows(tally: SpeedTally) -> list[dict[str, Any]]:
-    return [
-        {"day": day, "team": team, "rep": rep, "measure": measure, "bucket": bucket, "leads": n}
-        for (day, team, rep, measure, bucket), n in sorted(tally.speed.items())
-    ]
+def _speed_rows(tally: SpeedTally) -> tuple[list[dict[str, Any]], ...]:
+    """Rows for `speed` (per day, team and rep), `speed_days` (per day) and `speed_months`
+    (per month, team and rep), in key order."""
+    days: dict[tuple[Any, ...], int] = defaultdict(int)
+    months: dict[tuple[Any, ...], int] = defaultdict(int)
+    for (day, team, rep, measure, bucket), n in tally.speed.items():
+        days[(day, measure, bucket)] += n
+        months[(day.replace(day=1), team, rep, measure, bucket)] += n
+    return (
+        [{"day": day, "team": team, "rep": rep, "measure": measure, "bucket": bucket, "leads": n}
+         for (day, team, rep, measure, bucket), n in sorted(tally.speed.items())],
+        [{"day": day, "measure": measure, "bucket": bucket, "leads": n}
+         for (day, measure, bucket), n in sorted(days.items())],
+        [{"month": month, "team": team, "rep": rep, "measure": measure, "bucket": bucket,
+          "leads": n}
+         for (month, team, rep, measure, bucket), n in sorted(months.items())],
+    )  # fmt: skip
 
 
 def _sla_rows(tally: SpeedTally) -> list[dict[str, Any]]:
@@ -313,6 +325,7 @@ async def store_batch(
     """Write what a batch changed, in one statement: the leads' records, their new stage
     changes, decisions (new or changed) and CRM reports, the reps' names (rep, name, team), and
     the counters to add."""
+    speed, speed_days, speed_months = _speed_rows(tally)
     await execute(
         session,
         """
@@ -402,6 +415,16 @@ async def store_batch(
             SELECT * FROM jsonb_populate_recordset(NULL::console.speed, $9::jsonb)
             ON CONFLICT (day, team, rep, measure, bucket)
             DO UPDATE SET leads = console.speed.leads + EXCLUDED.leads
+        ), speed_days AS (
+            INSERT INTO console.speed_days
+            SELECT * FROM jsonb_populate_recordset(NULL::console.speed_days, $15::jsonb)
+            ON CONFLICT (day, measure, bucket)
+            DO UPDATE SET leads = console.speed_days.leads + EXCLUDED.leads
+        ), speed_months AS (
+            INSERT INTO console.speed_months
+            SELECT * FROM jsonb_populate_recordset(NULL::console.speed_months, $16::jsonb)
+            ON CONFLICT (month, team, rep, measure, bucket)
+            DO UPDATE SET leads = console.speed_months.leads + EXCLUDED.leads
         )
         INSERT INTO console.sla_outcomes
         SELECT * FROM jsonb_populate_recordset(NULL::console.sla_outcomes, $10::jsonb)
@@ -431,9 +454,11 @@ async def store_batch(
         json_document(_funnel_rows(share)),
         json_document(_duration_rows(share)),
         json_document(_flow_rows(share)),
-        json_document(_speed_rows(tally)),
+        json_document(speed),
         json_document(_sla_rows(tally)),
         *(json_document(rows) for rows in _rollups(share)),
+        json_document(speed_days),
+        json_document(speed_months),
     )
 
 

@@ -161,6 +161,11 @@ ROLLUPS = (
      "SELECT day, stage, sum(entered), sum(exited) FROM console.stage_flows GROUP BY 1, 2", 2),
     ("SELECT grade, stage, sum(leads) FROM console.stage_now GROUP BY 1, 2",
      "SELECT grade, stage, sum(now) FROM console.funnel GROUP BY 1, 2", 1),
+    ("SELECT day, measure, bucket, leads FROM console.speed_days",
+     "SELECT day, measure, bucket, sum(leads) FROM console.speed GROUP BY 1, 2, 3", 1),
+    ("SELECT month, rep, measure, bucket, leads FROM console.speed_months",
+     "SELECT date_trunc('month', day)::date, rep, measure, bucket, sum(leads)"
+     " FROM console.speed GROUP BY 1, 2, 3, 4", 1),
 )  # fmt: skip
 
 
@@ -246,3 +251,15 @@ async def test_speed_to_lead_and_sla_outcomes_follow_decisions_and_crm_reports(
     assert [row["decision_id"] for row in open_decisions] == ["d-y2"]
     assert await db.fetchval("SELECT count(*) FROM console.feedback") == 1
     assert page.by_day[0][0] == date(2026, 11, 2)
+    assert await rollups_agree(db)
+    # A period holding the whole of November reads the rep's figures from the monthly counters.
+    async with sessions() as session:
+        autumn = await queries.speed_page(
+            session, since=date(2026, 10, 20), until=date(2026, 12, 5), team=None
+        )
+        team = await queries.speed_page(
+            session, since=date(2026, 10, 20), until=date(2026, 12, 5), team="sdr-emea"
+        )
+    assert autumn.by_rep == page.by_rep
+    assert autumn.by_day == page.by_day
+    assert team.by_rep == page.by_rep

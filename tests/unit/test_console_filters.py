@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from services.console.queries import DIMENSIONS, CohortFilter
+from services.console.queries import DIMENSIONS, CohortFilter, whole_months
 from services.console.web.filters import (
     DEFAULT_DAYS,
     MAX_DAYS,
@@ -140,3 +140,26 @@ def test_a_cohort_takes_every_dimension_and_ignores_other_parameters() -> None:
         grade="A",
     )
     assert cohort.dimension_args() == [query[name] for name in DIMENSIONS]
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "months"),
+    [
+        # inside one month: no whole month
+        (date(2026, 11, 3), date(2026, 11, 20), None),
+        # the first to the last day of a month: that month
+        (date(2026, 11, 1), date(2026, 11, 30), (date(2026, 11, 1), date(2026, 12, 1))),
+        # from mid-October to early December: November alone
+        (date(2026, 10, 20), date(2026, 12, 5), (date(2026, 11, 1), date(2026, 12, 1))),
+        # a year from mid-month: the eleven whole months between, across a new year
+        (date(2025, 12, 4), date(2026, 12, 3), (date(2026, 1, 1), date(2026, 12, 1))),
+    ],
+)
+def test_the_whole_months_of_a_period(
+    since: date, until: date, months: tuple[date, date] | None
+) -> None:
+    first, end = whole_months(since, until)
+    if months is None:
+        assert first == end
+    else:
+        assert (first, end) == months
