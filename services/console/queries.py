@@ -190,10 +190,15 @@ class SpeedPage:
     since: date
     until: date
     team: str | None
-    by_day: list[tuple[date, Percentiles, Percentiles]]  # (day, decision, acceptance)
+    by_day: list[tuple[date, Percentiles, Percentiles]]  # (day or week, decision, acceptance)
     by_rep: list[RepLine]
     waiting: list[Waiting]
     teams: list[str] = field(default_factory=list)
+    per: str = "day"  # what each of `by_day` is: a day, or a week (its Monday)
+
+
+DAILY_UP_TO_DAYS = 92
+"""Speed-to-lead is shown per day for periods shorter than this, per week for longer ones."""
 
 
 def whole_months(since: date, until: date) -> tuple[date, date]:
@@ -209,11 +214,17 @@ async def speed_page(
 ) -> SpeedPage:
     # the team filter as a plain equality when set (see `funnel_page`)
     team_match = " AND team = $3" if team is not None else " AND $3::text IS NULL"
+    # A long period is shown per week (its Monday): a year per day is 365 bars no one reads,
+    # and ~44k rows to read back (bench "console", 2026-12-03).
+    weekly = (until - since).days >= DAILY_UP_TO_DAYS
+    period = "date_trunc('week', day)::date" if weekly else "day"
     if team is not None:
         per_day = await fetch(
             session,
-            "SELECT day, measure, bucket, sum(leads)::bigint AS leads FROM console.speed"
-            " WHERE day BETWEEN $1 AND $2" + team_match + " GROUP BY day, measure, bucket",
+            "SELECT " + period + " AS day, measure, bucket, sum(leads)::bigint AS leads"
+            " FROM console.speed WHERE day BETWEEN $1 AND $2"
+            + team_match
+            + " GROUP BY 1, measure, bucket",
             since,
             until,
             team,
@@ -221,7 +232,8 @@ async def speed_page(
     else:
         per_day = await fetch(
             session,
-            "SELECT day, measure, bucket, leads FROM console.speed_days WHERE day BETWEEN $1 AND $2",
+            "SELECT " + period + " AS day, measure, bucket, sum(leads)::bigint AS leads"
+            " FROM console.speed_days WHERE day BETWEEN $1 AND $2 GROUP BY 1, measure, bucket",
             since,
             until,
         )
@@ -300,6 +312,7 @@ async def speed_page(
             for row in waiting
         ],
         teams=[row["team"] for row in teams if row["team"]],
+        per="week" if weekly else "day",
     )
 
 

@@ -260,6 +260,11 @@ async def test_speed_to_lead_and_sla_outcomes_follow_decisions_and_crm_reports(
         team = await queries.speed_page(
             session, since=date(2026, 10, 20), until=date(2026, 12, 5), team="sdr-emea"
         )
+        year = await queries.speed_page(
+            session, since=date(2026, 1, 1), until=date(2026, 12, 31), team=None
+        )
     assert autumn.by_rep == page.by_rep
     assert autumn.by_day == page.by_day
     assert team.by_rep == page.by_rep
+    # A year is shown per week: 2026-11-02 is a Monday, the week holds the same figures.
+    assert (year.per, year.by_day, year.by_rep) == ("week", page.by_day, page.by_rep)
