@@ -249,7 +249,9 @@ async def speed_page(
         "  SELECT team, rep, measure, bucket, leads FROM console.speed_months"
         "   WHERE month >= $4 AND month < $5" + team_match + "  UNION ALL"
         "  SELECT team, rep, measure, bucket, leads FROM console.speed"
-        "   WHERE day BETWEEN $1 AND $2 AND NOT (day >= $4 AND day < $5)"
+        # two index ranges (the days before the whole months, the days after), not a filter
+        # over the whole period's rows
+        "   WHERE (day >= $1 AND day < $4) OR (day >= $5 AND day <= $2)"
         + team_match
         + ") AS counted GROUP BY team, rep, measure, bucket",
         since,
