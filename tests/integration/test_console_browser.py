@@ -107,6 +107,12 @@ async def test_the_console_shows_what_the_topics_imply(
     session = {c["name"]: c["value"] for c in await admin.context.cookies()}
     async with httpx.AsyncClient(base_url=base, cookies=session) as signed_in:
         exported = await signed_in.get("/funnel.csv")
+        bad_api = await signed_in.get("/api/funnel?since=yesterday")
+        bad_page = await signed_in.get("/funnel?since=2026-12-03&until=2026-01-01")
+    assert bad_api.status_code == 400
+    assert bad_api.json() == {"error": "since: a date is YYYY-MM-DD, not 'yesterday'"}
+    assert bad_page.status_code == 400
+    assert "the period starts after it ends" in bad_page.text
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert {row["stage"]: int(row["now"]) for row in rows if int(row["now"])} == dict(expected)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.console.config import Role
 from services.console.people import Person, person_of_session
+from services.console.web.filters import BadFilter
 
 SESSION_KEY = "session"
 """The key of the session id in the signed session cookie."""
@@ -65,7 +66,8 @@ def is_api(request: Request) -> bool:
 
 
 def install_refusals(app: FastAPI, *, page: Callable[[Request, int, str], Response]) -> None:
-    """How the app answers `NotSignedIn` and `Forbidden`: JSON for the API, pages otherwise."""
+    """How the app answers `NotSignedIn`, `Forbidden` and a bad filter (`BadFilter`, 400 with
+    the reason): JSON for the API, pages otherwise."""
 
     async def not_signed_in(request: Request, exc: Exception) -> Response:
         if is_api(request):
@@ -80,8 +82,14 @@ def install_refusals(app: FastAPI, *, page: Callable[[Request, int, str], Respon
             return JSONResponse({"error": reason}, status_code=403)
         return page(request, 403, reason)
 
+    async def bad_filter(request: Request, exc: Exception) -> Response:
+        if is_api(request):
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return page(request, 400, str(exc))
+
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(BadFilter, bad_filter)
 
 
 def open_routes(routers: Sequence[APIRouter], *, public: set[str]) -> list[str]:

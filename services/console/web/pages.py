@@ -1,6 +1,7 @@
 """The console's pages (HTML) and its JSON API (`/api/...`), for signed-in people. Each page
 and its API twin read the same query (`services.console.queries`); the pages add the charts
-and a CSV export. Looking up a lead is audited (who, which lead, when)."""
+and a CSV export. Looking up a lead is audited (who, which lead, when). A bad filter raises
+`BadFilter`, answered 400 with the reason by the app (`access.install_refusals`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.console.people import Person
 from services.console.score_client import ScoreClient, ScoreExplanation, ScoreUnavailable
 from services.console.timeline import ledger_of, timeline_of
 from services.console.web.access import at_least, signed_in
-from services.console.web.filters import BadFilter, cohort_of, period_of, value_of
+from services.console.web.filters import cohort_of, period_of, value_of
 from services.console.web.rendering import Pages
 from shared.db import unit_of_work
 
@@ -39,11 +40,6 @@ def console_routes(
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    def bad(request: Request, exc: BadFilter) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return pages.refusal(request, 400, str(exc))
-
     @router.get("/")
     async def start(person: Person = VIEWER) -> Response:
         return RedirectResponse("/funnel", status_code=303)
@@ -57,10 +53,7 @@ def console_routes(
 
     @router.get("/funnel")
     async def funnel(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await funnel_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await funnel_data(request)
         async with sessions() as session:
             choices = await queries.dimension_values(session)
         return pages.render(
@@ -69,18 +62,12 @@ def console_routes(
 
     @router.get("/api/funnel")
     async def funnel_json(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await funnel_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await funnel_data(request)
         return JSONResponse(_jsonable(asdict(page)))
 
     @router.get("/funnel.csv")
     async def funnel_csv(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await funnel_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await funnel_data(request)
         rows = [
             [
                 row.stage.value,
@@ -98,10 +85,7 @@ def console_routes(
 
     @router.get("/funnel-flows.csv")
     async def flows_csv(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await funnel_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await funnel_data(request)
         rows = [
             [flow.week.isoformat(), flow.stage.value, flow.entered, flow.exited, flow.balance]
             for flow in page.flows
@@ -118,26 +102,17 @@ def console_routes(
 
     @router.get("/speed")
     async def speed(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await speed_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await speed_data(request)
         return pages.render(request, "speed.html", page=page, chart=speed_chart(page))
 
     @router.get("/api/speed")
     async def speed_json(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await speed_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await speed_data(request)
         return JSONResponse(_jsonable(asdict(page)))
 
     @router.get("/speed.csv")
     async def speed_csv(request: Request, person: Person = VIEWER) -> Response:
-        try:
-            page = await speed_data(request)
-        except BadFilter as exc:
-            return bad(request, exc)
+        page = await speed_data(request)
         header = ["team", "rep", "name", "decisions", "decision_p50_ms", "decision_p90_ms",
                   "decision_p99_ms", "accepted", "acceptance_p50_ms", "acceptance_p90_ms",
                   "acceptance_p99_ms", "sla_met", "sla_breached", "reassigned", "escalated"]  # fmt: skip
