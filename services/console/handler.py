@@ -3,7 +3,8 @@ and `crm.feedback` in; the console's read model out (it produces nothing).
 
 Per batch, in the runner's transaction:
 1. The records of every lead the batch names are read and locked, with their decisions and
-   which of the batch's CRM reports were applied before (`repository`, three statements).
+   which of the batch's CRM reports were applied before (`repository`: three statements;
+   one for a batch of score changes only, which touch no decision or report).
 2. Messages are applied in consumption order to those records (`lead_record`) and decisions
    (`speed`); the funnel's counters change by the difference between each lead's record before
    and after the batch (`funnel.change_of`).
@@ -47,14 +48,20 @@ class ReadModelHandler:
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        lead_ids, emails, feedback_ids = _named(messages)
+        lead_ids, emails, feedback_ids, routed = _named(messages)
         stored = await repository.load_leads(session, lead_ids=lead_ids, emails=emails)
         before: dict[str, LeadRecord | None] = {record.lead_id: record for record in stored}
         by_email = {record.email: record.lead_id for record in stored if record.email}
         records: dict[str, LeadRecord | None] = dict(before)
-        decisions = await repository.load_decisions(session, sorted({*lead_ids, *before}))
+        # Most batches are score changes only, which touch no decision and no CRM report: those
+        # are read only for the leads with a stage change, a decision or a report in the batch
+        # (a report named by email: its lead was found among the stored ones).
+        routed |= {record.lead_id for record in stored if record.lead_id not in lead_ids}
+        decisions = await repository.load_decisions(session, sorted(routed)) if routed else {}
         loaded = {row.decision_id: row for rows in decisions.values() for row in rows.values()}
-        known_feedback = await repository.stored_feedback(session, feedback_ids)
+        known_feedback = (
+            await repository.stored_feedback(session, feedback_ids) if feedback_ids else set()
+        )
         stage_changes: list[LifecycleChanged] = []
         feedback: list[StoredFeedback] = []
         reps: list[tuple[str, str, str]] = []
@@ -113,22 +120,29 @@ class ReadModelHandler:
         return ()
 
 
-def _named(messages: Sequence[Message[BaseModel]]) -> tuple[list[str], list[str], list[str]]:
-    """The lead ids, emails and CRM report ids the batch names."""
+def _named(
+    messages: Sequence[Message[BaseModel]],
+) -> tuple[list[str], list[str], list[str], set[str]]:
+    """The lead ids, emails and CRM report ids the batch names, and the ids of the leads with a
+    message other than a score change (whose decisions it may change)."""
     lead_ids: set[str] = set()
     emails: set[str] = set()
     feedback_ids: list[str] = []
+    routed: set[str] = set()
     for message in messages:
         value = message.value
         if isinstance(value, CrmFeedback):
             feedback_ids.append(value.feedback_id)
             if value.lead_id:
                 lead_ids.add(value.lead_id)
+                routed.add(value.lead_id)
             elif value.email:
                 emails.add(value.email.lower())
         else:
             lead_ids.add(value.lead_id)  # type: ignore[attr-defined]
-    return sorted(lead_ids), sorted(emails), feedback_ids
+            if not isinstance(value, LeadScored):
+                routed.add(value.lead_id)  # type: ignore[attr-defined]
+    return sorted(lead_ids), sorted(emails), feedback_ids, routed
 
 
 def _changed(
