@@ -9,7 +9,7 @@ laughs") would run for hours. Rule files never need them: write the value out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -51,6 +51,15 @@ def parse_yaml_model(text: str, model: type[M], *, source: str, error: type[Valu
     """`load_yaml_model` for a document already in hand (e.g. an HTTP request body); errors
     name `source` where they would name the file. CPU work bounded by the document's size
     (see the module doc); an async caller runs it in a thread."""
+    return parse_yaml_document(text, model, source=source, error=error)[1]
+
+
+def parse_yaml_document(
+    text: str, model: type[M], *, source: str, error: type[ValueError]
+) -> tuple[dict[str, Any], M]:
+    """`parse_yaml_model`, also returning the document as written (a mapping, as YAML gave
+    it): what a versioned configuration stores (`shared.config_versions`). A document that is
+    not a mapping is refused by `model`'s validation, with the same message."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise error(
             f"{source}: {len(text)} characters; a rules or routing file is at most "
@@ -69,12 +78,36 @@ def parse_yaml_model(text: str, model: type[M], *, source: str, error: type[Valu
     finally:
         loader.dispose()
     try:
-        return model.model_validate(document)
+        parsed = model.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             _located(root, e["loc"], e["msg"]) for e in exc.errors(include_url=False)
         )
         raise error(f"{source}: {problems}") from None
+    assert isinstance(document, dict)  # a model validates only a mapping
+    return document, parsed
+
+
+def document_yaml(document: Mapping[str, Any]) -> str:
+    """A stored document (JSON: a versioned configuration's) as YAML text that
+    `parse_yaml_document` reads back to the same document: keys in their order, block style,
+    Unicode kept. Comments of the file it may have come from are not part of the document."""
+    return yaml.dump(
+        dict(document),
+        Dumper=_PlainDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=100,
+    )
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes plain data without anchors: the loader here refuses them (module doc), and a
+    document that repeats a value (two territories with the same countries) must read back."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 class _Refused(Exception):

@@ -6,7 +6,18 @@ A *kind* is one sort of document (a scoring model, scoring rules, a routing conf
 was derived from), never changed or deleted once saved. One version per kind is *live*;
 *publishing* makes a version live and records it in the publication history with the version it
 replaced. Rolling back is publishing an earlier version. `VersionedConfig` is the interface, one
-instance per kind; `config_versions_ddl` is what a service's migration runs to create the tables.
+instance per kind; `config_versions_ddl` (and `config_imports_ddl` for `adopt`) is what a
+service's migration runs to create the tables.
+
+Two sources, one history:
+
+- **People through an API** (the console's editors): a draft starts from the live version,
+  is saved (validated by `parse`, so a draft that fails validation is never a version) and
+  published with `expected_live` set to the version it started from. If someone published in
+  between, `LiveChanged` refuses it: nothing is silently overwritten.
+- **A file kept in git**, read at start (`adopt`): a file whose content was never adopted is
+  saved and published (the file changed: it wins); a file adopted before changes nothing (what
+  people published since stays live). Both are versions with an author, a note and a parent.
 
 How a consumer follows publications (every replica, within seconds, no restart)::
 
@@ -57,28 +68,39 @@ publishing a version the new parser accepts fixes it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import fetch, fetchrow, fetchval, json_document
+from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """A schema name this module accepts: a lower-case PostgreSQL identifier that needs no quoting.
 The name is formatted into SQL (identifiers cannot be bind parameters), so nothing else is."""
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 """A kind's name: lower case, e.g. `scoring_model`, `routing`."""
+STAMP_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""A stamped field's name (`VersionedConfig(stamp=...)`): a plain top-level key."""
 CACHED_VERSIONS = 4
 """Parsed documents `live` keeps per kind and process: the live one and a few it may go back to."""
+
+
+class _Anything:
+    """`publish`'s default `expected_live`: publish whatever is live."""
+
+
+ANYTHING = _Anything()
 
 
 @dataclass(frozen=True)
@@ -107,20 +129,59 @@ class Publication:
     published_at: datetime
 
 
+class LiveChanged(Exception):
+    """A publish that expected another live version (`publish(expected_live=...)`): someone
+    published in between. Nothing was published; the caller says so and offers to start again
+    from what is live now."""
+
+    def __init__(self, *, kind: str, expected: str | None, live: str | None) -> None:
+        super().__init__(
+            f"{kind}: version {live or 'none'} was published since this draft started from "
+            f"version {expected or 'none'}; nothing was published. Start again from version "
+            f"{live or 'none'} (your changes are kept in the draft you sent)"
+        )
+        self.kind = kind
+        self.expected = expected
+        self.live = live
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What `adopt` did with a file's document: `imported` (a new version, published) or not
+    (this content was imported before, as `version`); `live`: the live version after it."""
+
+    imported: bool
+    version: str
+    live: str
+
+
 class VersionedConfig(Generic[T]):
     """One kind of versioned document in one service's schema.
 
     `schema` is the owning service's schema (its code's own constant; checked against
     `SCHEMA_PATTERN`), `kind` the kind's name, `parse` the check and conversion of a document
-    (see the module doc). Every method takes the caller's session and works in its transaction.
-    Keep one instance per kind and process: it holds `live`'s cache."""
+    (see the module doc). `stamp`: a top-level field that `save` sets to the version's id in
+    the stored document, so that a parsed document knows its version (a rule set records it
+    with every score it makes); whatever a caller's document holds there is replaced. Every
+    method takes the caller's session and works in its transaction. Keep one instance per kind
+    and process: it holds `live`'s cache."""
 
-    def __init__(self, *, schema: str, kind: str, parse: Callable[[dict[str, Any]], T]) -> None:
-        self._schema = _checked_schema(schema)
+    def __init__(
+        self,
+        *,
+        schema: str,
+        kind: str,
+        parse: Callable[[dict[str, Any]], T],
+        stamp: str | None = None,
+    ) -> None:
+        self._schema = checked_schema(schema)
         if not KIND_PATTERN.fullmatch(kind):
             raise ValueError(f"kind {kind!r}: expected {KIND_PATTERN.pattern}")
+        if stamp is not None and not STAMP_PATTERN.fullmatch(stamp):
+            raise ValueError(f"stamp {stamp!r}: expected {STAMP_PATTERN.pattern}")
         self._kind = kind
         self._parse = parse
+        self._stamp = stamp
         # version -> (its seq, its parsed document), least recently used first
         self._parsed: OrderedDict[str, tuple[int, T]] = OrderedDict()
 
@@ -156,9 +217,12 @@ class VersionedConfig(Generic[T]):
             )
         text = json_document(document)
         stored: dict[str, Any] = orjson.loads(text)
+        if self._stamp is not None:
+            stored[self._stamp] = "new"  # what parse sees; the real id is set as it is stored
         self._parse(stored)
         if parent is not None and not await self._exists(session, parent):
             raise ValueError(f"{self.kind}: parent version {parent!r} does not exist")
+        # `$6` names the stamped field (NULL: none); jsonb_set's path is a bind parameter.
         row = await fetchrow(
             session,
             f"""
@@ -170,7 +234,11 @@ class VersionedConfig(Generic[T]):
             )
             INSERT INTO "{self._schema}".config_versions
                 (kind, version, parent, author, note, document)
-            SELECT $1, numbered.last_number::text, $2, $3, $4, $5::jsonb FROM numbered
+            SELECT $1, numbered.last_number::text, $2, $3, $4,
+                   CASE WHEN $6::text IS NULL THEN $5::jsonb
+                        ELSE jsonb_set($5::jsonb, ARRAY[$6::text],
+                                       to_jsonb(numbered.last_number::text)) END
+              FROM numbered
             RETURNING version, created_at
             """,
             self.kind,
@@ -178,8 +246,11 @@ class VersionedConfig(Generic[T]):
             author,
             note,
             text,
+            self._stamp,
         )
         assert row is not None  # the upsert returns its row
+        if self._stamp is not None:
+            stored[self._stamp] = row["version"]
         return ConfigVersion(
             kind=self.kind,
             version=row["version"],
@@ -191,14 +262,43 @@ class VersionedConfig(Generic[T]):
         )
 
     async def publish(
-        self, session: AsyncSession, version: str, *, by: str, note: str = ""
+        self,
+        session: AsyncSession,
+        version: str,
+        *,
+        by: str,
+        note: str = "",
+        expected_live: str | _Anything | None = ANYTHING,
     ) -> Publication:
         """Make `version` the kind's live version in the caller's transaction (readers see it
         when that transaction commits) and record the publication with the version it replaced.
         Publishing the live version again is allowed and recorded (`previous == version`),
         and changes nothing else. A version this kind does not have raises LookupError and
         changes nothing; the transaction stays usable. Concurrent publishes of a kind queue on
-        its live row (see the module doc)."""
+        its live row (see the module doc).
+
+        `expected_live`: publish only if this is still the live version (None: nothing is
+        published yet), else raise `LiveChanged` and publish nothing: an editor who started
+        from version 3 does not silently replace a version 4 someone else published meanwhile.
+        It takes the kind's counter row (`FOR UPDATE`, as `save` does) before it looks, so two
+        such publishes of one kind are checked one after the other; the caller's transaction
+        holds that row until it ends, so commit soon after."""
+        if not isinstance(expected_live, _Anything):
+            live = await fetchrow(
+                session,
+                f"""
+                SELECT kinds.kind, live.version
+                  FROM "{self._schema}".config_kinds AS kinds
+                  LEFT JOIN "{self._schema}".config_live AS live USING (kind)
+                 WHERE kinds.kind = $1
+                   FOR UPDATE OF kinds
+                """,
+                self.kind,
+            )
+            if live is None:
+                raise LookupError(f"{self.kind}: no version {version!r}")
+            if live["version"] != expected_live:
+                raise LiveChanged(kind=self.kind, expected=expected_live, live=live["version"])
         row = await fetchrow(
             session,
             f"""
@@ -335,6 +435,76 @@ class VersionedConfig(Generic[T]):
             for row in rows
         ]
 
+    async def adopt(
+        self, session: AsyncSession, *, document: dict[str, Any], source: str, by: str
+    ) -> Adoption:
+        """Make a configuration file's `document` (as written) the live version, once per
+        content: how a file kept in git stays a source beside versions published through an
+        API. Needs the tables of `config_imports_ddl` too.
+
+        - Content never adopted before (by SHA-256 of its canonical JSON): saved as a new
+          version (parent: the live one; author `by`; note naming `source`), published, and
+          remembered. The file wins over what was published since, because it changed.
+        - Content adopted before: nothing happens, whatever is live now (a version published
+          through the API since stays live). So a replica of an older release restarting
+          during a rollout cannot bring its older file back; to bring back an earlier
+          content, change the file (its version label, a comment is not enough: comments are
+          not part of the document).
+
+        Concurrent adoptions of a kind (replicas starting together) are serialised by a
+        transaction-scoped advisory lock: one imports, the others find it imported. A document
+        `parse` refuses raises (see `save`) and nothing is stored."""
+        digest = hashlib.sha256(json_document(document).encode()).hexdigest()
+        await fetchval(
+            session,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            f"{self._schema}.{self.kind}.adopt",
+        )
+        seen = await fetchrow(
+            session,
+            f"""
+            SELECT imports.version, live.version AS live
+              FROM "{self._schema}".config_imports AS imports
+              LEFT JOIN "{self._schema}".config_live AS live USING (kind)
+             WHERE imports.kind = $1 AND imports.digest = $2
+            """,
+            self.kind,
+            digest,
+        )
+        if seen is not None and seen["live"] is not None:
+            return Adoption(imported=False, version=seen["version"], live=seen["live"])
+        live = await self.live_version(session)
+        saved = await self.save(
+            session,
+            document=document,
+            author=by,
+            note=f"imported from {source} (sha256 {digest[:12]})",
+            parent=live,
+        )
+        await self.publish(session, saved.version, by=by, note=f"{source} changed")
+        await execute(
+            session,
+            f"""
+            INSERT INTO "{self._schema}".config_imports (kind, digest, version, source)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (kind, digest) DO UPDATE SET version = excluded.version
+            """,
+            self.kind,
+            digest,
+            saved.version,
+            source,
+        )
+        return Adoption(imported=True, version=saved.version, live=saved.version)
+
+    async def live_version(self, session: AsyncSession) -> str | None:
+        """The live version's id (None before the first publication), without its document."""
+        version: str | None = await fetchval(
+            session,
+            f'SELECT version FROM "{self._schema}".config_live WHERE kind = $1',
+            self.kind,
+        )
+        return version
+
     async def _exists(self, session: AsyncSession, version: str) -> bool:
         found = await fetchval(
             session,
@@ -346,6 +516,24 @@ class VersionedConfig(Generic[T]):
             version,
         )
         return bool(found)
+
+
+class LiveSource(Protocol[T_co]):
+    """Where a consumer gets the configuration for a batch: a `VersionedConfig` in a service,
+    a `Pinned` value where no database decides (a unit test, a benchmark's replay)."""
+
+    async def live(self, session: AsyncSession) -> tuple[str, T_co] | None: ...
+
+
+@dataclass(frozen=True)
+class Pinned(Generic[T_co]):
+    """A `LiveSource` that always answers the same version and value."""
+
+    version: str
+    value: T_co
+
+    async def live(self, session: AsyncSession) -> tuple[str, T_co] | None:
+        return self.version, self.value
 
 
 def config_versions_ddl(schema: str) -> list[str]:
@@ -365,7 +553,7 @@ def config_versions_ddl(schema: str) -> list[str]:
     - `config_publications`: the publication history, in `seq` order.
 
     A schema name that is not a plain lower-case identifier raises ValueError."""
-    schema = _checked_schema(schema)
+    schema = checked_schema(schema)
     return [
         f"""
         CREATE TABLE "{schema}".config_versions (
@@ -415,7 +603,29 @@ def config_versions_ddl(schema: str) -> list[str]:
     ]
 
 
-def _checked_schema(schema: str) -> str:
+def config_imports_ddl(schema: str) -> list[str]:
+    """The statements a service's migration runs (after `config_versions_ddl`'s) for `adopt`:
+    `config_imports`, one row per file content adopted (its SHA-256) and the version it
+    became. A schema name that is not a plain lower-case identifier raises ValueError."""
+    schema = checked_schema(schema)
+    return [
+        f"""
+        CREATE TABLE "{schema}".config_imports (
+            kind text NOT NULL,
+            digest text NOT NULL,
+            version text NOT NULL,
+            source text NOT NULL,
+            imported_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (kind, digest),
+            FOREIGN KEY (kind, version) REFERENCES "{schema}".config_versions (kind, version)
+        )
+        """,
+    ]
+
+
+def checked_schema(schema: str) -> str:
+    """`schema` if it is a plain identifier that needs no quoting (`SCHEMA_PATTERN`), else
+    ValueError: a schema name is formatted into SQL, never a bind parameter."""
     if not SCHEMA_PATTERN.fullmatch(schema):
         raise ValueError(
             f"schema {schema!r}: expected a plain identifier, {SCHEMA_PATTERN.pattern}"

@@ -134,10 +134,26 @@ class ConsumerSettings(BaseSettings):
     shutdown_drain_timeout_s: float = Field(default=20.0, gt=0)
 
 
-Scope = Literal["leads:read", "rules:simulate", "models:read", "models:train", "models:publish"]
+Scope = Literal[
+    "leads:read",
+    "rules:read",
+    "rules:simulate",
+    "rules:publish",
+    "routing:read",
+    "routing:simulate",
+    "routing:publish",
+    "models:read",
+    "models:train",
+    "models:publish",
+]
 SCOPES: dict[str, str] = {
     "leads:read": "read a lead's data: its score explained, its routing history (personal data)",
+    "rules:read": "read the scoring rules' versions and the facts rules can read",
     "rules:simulate": "simulate a candidate rules file on the stored history",
+    "rules:publish": "save scoring rules as a version and publish one (an earlier one: a rollback)",
+    "routing:read": "read the routing configuration's versions (reps' names and emails)",
+    "routing:simulate": "simulate a draft routing configuration on recent MQLs",
+    "routing:publish": "save a routing configuration as a version and publish one",
     "models:read": "read trained models: metrics, factors, evaluation pictures, proposed rules",
     "models:train": "start a training of a model on the stored history and outcomes",
     "models:publish": "publish a trained model (or an earlier one: a rollback) to every replica",
