@@ -34,12 +34,13 @@ from services.score.engine.conditions import facts_of
 from services.score.engine.rescoring import HistoryItem, replay
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import RULES, pinned
 from services.score.sweep import RescoreSweep
 from shared.commands import CommandSender
 from shared.companions import Companion, run_companion
 from shared.consumer import ConsumerRunner
 from shared.contracts import EnrichedEvent
-from shared.db import create_engine, create_sessionmaker
+from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
@@ -147,7 +148,7 @@ async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> tuple[float, 
         kafka=kafka,
         service="score",
         subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
-        handler=ScoreHandler(load_rules(DEFAULT_RULES_FILE)),
+        handler=ScoreHandler(pinned(load_rules(DEFAULT_RULES_FILE))),
         handled_sql="SELECT count(*) FROM score.history",
         outbox_sql="SELECT count(*) FROM score.outbox",
         expected=len(events),
@@ -157,26 +158,29 @@ async def _live(infra: BenchInfra, events: list[EnrichedEvent]) -> tuple[float, 
 
 async def _applied_rule_change(url: str, kafka: KafkaSettings) -> float:
     document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
-    document["version"] = "bench-rescore"
     for rule in document["rules"]:
         if rule["id"] == "webinar-attended":
             rule["points"] = 35
-    rules = RuleSet.model_validate(document)
     database = DatabaseSettings(url=SecretStr(url))
     settings = ScoreSettings(database=database, kafka=kafka)  # the service's sweep defaults
     engine = create_engine(database, application_name="bench-score-rescore")
     sessions = create_sessionmaker(engine)
+    # published as people publish a change: the handler and the sweep follow the live version
+    async with unit_of_work(sessions) as session:
+        saved = await RULES.save(session, document=document, author="bench", note="webinars x1.75")
+        await RULES.publish(session, saved.version, by="bench")
+    rules = RuleSet.model_validate(saved.document)
     runner = ConsumerRunner(
         service="score",
         subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
-        handler=ScoreHandler(rules),
+        handler=ScoreHandler(RULES),
         sessions=sessions,
         schema="score",
         kafka=kafka,
         consumer=ConsumerSettings(max_batch_records=500),
     )
     commands = CommandSender(kafka, client_id="bench-score-rescore")
-    sweep = RescoreSweep(under="rules", version=rules.version)
+    sweep = RescoreSweep(under="rules")
     consuming = asyncio.create_task(runner.run())
     sweeping = asyncio.create_task(
         run_companion(

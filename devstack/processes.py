@@ -85,7 +85,16 @@ class StackAddresses:
                 },
                 "console": {
                     "token_sha256": secret_hash(self.console_token),
-                    "scopes": ["leads:read"],
+                    # the console's pages: leads, and the rules and routing editors
+                    "scopes": [
+                        "leads:read",
+                        "rules:read",
+                        "rules:simulate",
+                        "rules:publish",
+                        "routing:read",
+                        "routing:simulate",
+                        "routing:publish",
+                    ],
                 },
             }
         )

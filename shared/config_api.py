@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -129,16 +129,17 @@ class ConfigRoutes(Generic[M]):
             if text is not None:
                 if not isinstance(text, str):
                     raise BadDraft('"yaml" is the document as YAML text')
-                stored, parsed = parse_yaml_document(
+                document, _ = parse_yaml_document(
                     _stamped_yaml(text, self.version_field),
                     self.model,
                     source="draft",
                     error=self.error,
                 )
-                return Draft(stored, parsed, fields)
             if not isinstance(document, dict):
                 raise BadDraft('"document" is a JSON object')
-            document = {**document, self.version_field: document.get(self.version_field, "draft")}
+            # A draft is no version yet, whatever label it carries (a copy of the live one
+            # says "3"): it is "draft" until saved, when the store stamps its id.
+            document = {**document, self.version_field: "draft"}
             return Draft(document, self.model.model_validate(document), fields)
         except ValidationError as exc:
             raise BadDraft(
@@ -165,7 +166,9 @@ def config_api(
     sessions: async_sessionmaker[AsyncSession],
     simulations: Simulations,
 ) -> APIRouter:
-    """The routes of the module doc for one kind."""
+    """The routes of the module doc for one kind. (The scope of a route that needs the client's
+    name is its parameter's default: an `Annotated` annotation naming this function's locals
+    could not be resolved by FastAPI under postponed annotations.)"""
     name, config = routes.name, routes.config
     router = APIRouter(prefix=f"/v1/{name}", tags=[name])
     read, publish_scope, simulate_scope = (
@@ -219,7 +222,7 @@ def config_api(
 
     @router.post("/versions", status_code=201, summary=f"Save a {name} draft (and publish it)",
                  responses={400: ERROR, 409: ERROR, 413: ERROR, **DENIED})  # fmt: skip
-    async def save(request: Request, client: Annotated[str, requires(publish_scope)]) -> Response:
+    async def save(request: Request, client: str = requires(publish_scope)) -> Response:
         draft = await draft_of(request)
         if isinstance(draft, Response):
             return draft
@@ -258,7 +261,7 @@ def config_api(
                  summary=f"Make a {name} version live (an earlier one: a rollback)",
                  responses={400: ERROR, 404: ERROR, 409: ERROR, 413: ERROR, **DENIED})  # fmt: skip
     async def publish(
-        version: str, request: Request, client: Annotated[str, requires(publish_scope)]
+        version: str, request: Request, client: str = requires(publish_scope)
     ) -> Response:
         body = await bounded_body(request, 4 * MAX_TEXT)
         if body is None:
@@ -292,7 +295,7 @@ def config_api(
                  summary=f"Simulate a {name} draft on the stored history (in the background)",
                  responses={400: ERROR, 409: ERROR, 413: ERROR, **DENIED})  # fmt: skip
     async def simulate(
-        request: Request, client: Annotated[str, requires(simulate_scope)]
+        request: Request, client: str = requires(simulate_scope)
     ) -> Response:
         draft = await draft_of(request)
         if isinstance(draft, Response):

@@ -1,8 +1,9 @@
 """`python -m services.score <command>` (`--help` lists them): the score service on the shell.
 
-A bad rules file stops the start (and `simulate`) with the file, line and field at fault.
-HTTP (health port): explain, `POST /v1/rules/simulate`, `GET /v1/rules/rescore` (see http.py),
-and the API's documentation at `/docs`.
+A bad rules file stops the start (and `simulate`) with the file, line and field at fault; a
+good one is adopted as a rules version when its content is new (`rules_versions`). HTTP (API
+port): explain, the rules' versions and simulations, the models (see http.py and
+learning/api.py), and the API's documentation at `/docs`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from services.score import repository
 from services.score.config import ScoreSettings
 from services.score.engine.explain import render_text
 from services.score.engine.rescoring import render_summary
-from services.score.engine.ruleset import load_rules
+from services.score.engine.ruleset import RuleSet
 from services.score.handler import ScoreHandler
 from services.score.http import score_api
 from services.score.learning.api import models_api
@@ -37,80 +38,88 @@ from services.score.learning.runs import (
 )
 from services.score.lookups import explain_lead, simulate_stored
 from services.score.repository import SCHEMA
+from services.score.rules_versions import RULES, adopt_rules_file, live_rules, read_rules_file
 from services.score.sweep import RescoreSweep, sweep_decayed_mqls
 from shared.companions import Companion
 from shared.db import unit_of_work
 from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
 from shared.service import Database, Running, Service
+from shared.simulations import Simulations
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
 
 
 @asynccontextmanager
 async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
-    """One rule set per process: the handler, the sweeps and the endpoints agree on its version."""
+    """The rules file is adopted first (`rules_versions`: published if its content is new);
+    then every batch, sweep and request reads the live rules version itself."""
     settings = resources.settings
-    rules = load_rules(resources.settings.rules_file)
     sessions = resources.database()
-    rescore = RescoreSweep(under="rules", version=rules.version)
+    await adopt_rules_file(sessions, settings.rules_file)
+    rescore = RescoreSweep(under="rules")
     model_rescore = RescoreSweep(under="model")
-    yield Running(
-        handler=ScoreHandler(rules),
-        companions=[
-            Companion.every(
-                "decay sweep",
-                settings.sweep_interval_s,
-                lambda: sweep_decayed_mqls(
-                    sessions=sessions, commands=resources.commands, settings=settings
+    simulations = Simulations(schema=SCHEMA, sessions=sessions)
+    try:
+        yield Running(
+            handler=ScoreHandler(RULES),
+            companions=[
+                Companion.every(
+                    "decay sweep",
+                    settings.sweep_interval_s,
+                    lambda: sweep_decayed_mqls(
+                        sessions=sessions, commands=resources.commands, settings=settings
+                    ),
                 ),
-            ),
-            Companion(
-                name="rescore sweep",
-                round=lambda: rescore.step(
-                    sessions=sessions, commands=resources.commands, settings=settings
+                Companion(
+                    name="rescore sweep",
+                    round=lambda: rescore.step(
+                        sessions=sessions, commands=resources.commands, settings=settings
+                    ),
+                    retry_after_s=settings.rescore_interval_s,
                 ),
-                retry_after_s=settings.rescore_interval_s,
-            ),
-            Companion(
-                name="model rescore sweep",
-                round=lambda: model_rescore.step(
-                    sessions=sessions, commands=resources.commands, settings=settings
+                Companion(
+                    name="model rescore sweep",
+                    round=lambda: model_rescore.step(
+                        sessions=sessions, commands=resources.commands, settings=settings
+                    ),
+                    retry_after_s=settings.rescore_interval_s,
                 ),
-                retry_after_s=settings.rescore_interval_s,
-            ),
-            *(
-                [
-                    Companion.every(
-                        "model training",
-                        # looks often, trains when the last training is `retrain_interval_h` old
-                        min(3600.0, settings.retrain_interval_h * 3600),
-                        lambda: scheduled_training(
-                            sessions,
-                            interval_h=settings.retrain_interval_h,
-                            auto_publish=settings.auto_publish,
-                        ),
-                    )
-                ]
-                if settings.retrain_interval_h > 0
-                else []
-            ),
-        ],
-        routers=[
-            score_api(
-                rules=rules,
-                sessions=sessions,
-                rescore=rescore.progress,
-                simulate_budget_s=resources.settings.simulate_budget_s,
-            ),
-            models_api(rules=rules, sessions=sessions, rescore=model_rescore.progress),
-        ],
-    )
+                *(
+                    [
+                        Companion.every(
+                            "model training",
+                            # looks often, trains when the last training is
+                            # `retrain_interval_h` old
+                            min(3600.0, settings.retrain_interval_h * 3600),
+                            lambda: scheduled_training(
+                                sessions,
+                                interval_h=settings.retrain_interval_h,
+                                auto_publish=settings.auto_publish,
+                            ),
+                        )
+                    ]
+                    if settings.retrain_interval_h > 0
+                    else []
+                ),
+            ],
+            routers=[
+                *score_api(
+                    sessions=sessions,
+                    rescore=rescore.progress,
+                    simulations=simulations,
+                    simulate_budget_s=settings.simulate_budget_s,
+                ),
+                models_api(sessions=sessions, rescore=model_rescore.progress),
+            ],
+        )
+    finally:
+        await simulations.close()
 
 
 async def explain(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
     async with resources.database()() as session:
         explanation = await explain_lead(
-            session, args.lead, load_rules(resources.settings.rules_file), datetime.now(UTC)
+            session, args.lead, await live_rules(session), datetime.now(UTC)
         )
     if explanation is None:
         raise OperatorError(f"no lead with id or email {args.lead!r}")
@@ -118,19 +127,50 @@ async def explain(resources: Resources[ScoreSettings], args: argparse.Namespace)
 
 
 async def simulate(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
-    live = load_rules(resources.settings.rules_file)
-    candidate = load_rules(args.rules)
+    # named by its file: a candidate is no version (its label may copy a live one's)
+    document = read_rules_file(args.rules)
+    candidate = RuleSet.model_validate({**document, "version": args.rules.name})
+    async with resources.database()() as session:
+        live = await live_rules(session)
     summary = await simulate_stored(
         resources.database(), live=live, candidate=candidate, at=datetime.now(UTC)
     )
-    text = render_summary(summary)
-    if candidate.version == live.version:
-        text = (
-            f"warning: {args.rules} has the live rules' version ({live.version}); give the "
-            "candidate a version of its own, or the rescore after it goes live will skip "
-            "every lead already scored under this one\n" + text
-        )
-    return Report(text=text, data=summary.model_dump(mode="json"))
+    return Report(text=render_summary(summary), data=summary.model_dump(mode="json"))
+
+
+async def rules_command(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
+    async with resources.database()() as session:
+        live = await RULES.live_version(session)
+        versions = await RULES.versions(session, limit=args.limit)
+        publications = await RULES.publications(session, limit=args.limit)
+    text = table(
+        ["version", "parent", "by", "saved (UTC)", "note"],
+        [(f"{v.version}{' (live)' if v.version == live else ''}", v.parent or "", v.author,
+          f"{v.created_at:%Y-%m-%d %H:%M}", v.note) for v in versions],
+    )  # fmt: skip
+    return Report(
+        text=text,
+        data={"live": live, "versions": [asdict(v) for v in versions],
+              "publications": [asdict(p) for p in publications]},
+    )  # fmt: skip
+
+
+async def publish_rules_command(
+    resources: Resources[ScoreSettings], args: argparse.Namespace
+) -> Report:
+    async with unit_of_work(resources.database()) as session:
+        try:
+            publication = await RULES.publish(
+                session, args.version, by=_who(args), note=args.note or ""
+            )
+        except LookupError as exc:
+            raise OperatorError(str(exc)) from None
+    text = (
+        f"rules {publication.version} are live (were {publication.previous or 'none'}); every "
+        "replica scores with them from its next batch, and the rescore sweep rescores the "
+        "stored leads in the background"
+    )
+    return Report(text=text, data=asdict(publication))
 
 
 def _who(args: argparse.Namespace) -> str:
@@ -139,9 +179,11 @@ def _who(args: argparse.Namespace) -> str:
 
 async def train_command(resources: Resources[ScoreSettings], args: argparse.Namespace) -> Report:
     settings = resources.settings
+    async with resources.database()() as session:
+        rules = await live_rules(session)
     report = await train_and_store(
         resources.database(),
-        rules=load_rules(settings.rules_file),
+        rules=rules,
         settings=settings.learning,
         requested_by=_who(args),
         note=args.note or "",
@@ -185,6 +227,7 @@ async def models_command(resources: Resources[ScoreSettings], args: argparse.Nam
                     "trainings": [asdict(r) for r in runs]}  # fmt: skip
             return Report(text=text, data=data)
         found = await resolve_version(session, args.version)
+        rules_version = await RULES.live_version(session)
     if found is None or found.document is None:
         raise OperatorError(f"no model version {args.version!r}")
     model = parse_model(found.document)
@@ -196,7 +239,7 @@ async def models_command(resources: Resources[ScoreSettings], args: argparse.Nam
         model,
         version=found.version,
         live=found.version == live_version,
-        rules_version=load_rules(resources.settings.rules_file).version,
+        rules_version=rules_version or "none",
     )
     return Report(text=text, data={"version": found.version, "model": found.document})
 
@@ -220,12 +263,13 @@ async def propose_rules_command(
 ) -> Report:
     async with resources.database()() as session:
         found = await resolve_version(session, args.version)
+        rules = await live_rules(session)
     if found is None or found.document is None:
         raise OperatorError(f"no model version {args.version!r}")
     try:
         proposal = propose_rules(
             parse_model(found.document),
-            load_rules(resources.settings.rules_file),
+            rules,
             model_version=found.version,
         )
     except NothingToPropose as exc:
@@ -305,6 +349,20 @@ SERVICE = Service(
                 "rules", type=Path, help="the candidate rules file (YAML)"
             ),
             run=simulate,
+        ),
+        OperatorCommand(
+            name="rules",
+            help="the scoring rules' versions, which one is live, who saved them and why",
+            arguments=lambda parser: parser.add_argument(
+                "--limit", type=int, default=20, help="how many versions (newest first)"
+            ),
+            run=rules_command,
+        ),
+        OperatorCommand(
+            name="publish-rules",
+            help="make a rules version live in every replica (an earlier one: a rollback)",
+            arguments=_publish_arguments,
+            run=publish_rules_command,
         ),
         OperatorCommand(
             name="train",

@@ -17,6 +17,8 @@ class ScoreSettings(ConsumingServiceSettings):
 
     health_port: int = 8082
     api_port: int = 8092
+    # A source of the scoring rules, adopted at start: published when its content is new
+    # (rules_versions.py); the rules' versions live in the database (`/v1/rules`).
     rules_file: Path = DEFAULT_RULES_FILE
     # The decay sweep: every `sweep_interval_s`, MQLs not evaluated for `sweep_stale_after_s`
     # are re-evaluated (at most `sweep_batch` per round) through `score.commands`.
@@ -27,9 +29,10 @@ class ScoreSettings(ConsumingServiceSettings):
     # next batch as soon as the last is done; the sweep looks every `rescore_interval_s` and
     # waits that long at most for a batch before leaving it to the next round.
     rescore_interval_s: float = Field(default=10.0, gt=0)
-    # A simulation through the API (`POST /v1/rules/simulate`) stops after this long with 503:
-    # a hostile or huge candidate cannot keep a replica busy. The CLI has no budget.
-    simulate_budget_s: float = Field(default=120.0, gt=0)
+    # A simulation through the API (`POST /v1/rules/simulations`, in the background) ends
+    # `failed` after this long: a hostile or huge candidate cannot keep a replica busy, even
+    # if nobody cancels it. The CLI has no budget.
+    simulate_budget_s: float = Field(default=900.0, gt=0)
     # leadflow learns (docs/learning.md). `learning`: how models are trained, JSON, e.g.
     # LEADFLOW_SCORE_LEARNING='{"min_outcomes": 500, "policy": {"horizon_days": 60}}'.
     learning: TrainingSettings = TrainingSettings()

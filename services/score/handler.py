@@ -74,6 +74,7 @@ from services.score.learning.model import Scorer
 from services.score.learning.runs import MODELS
 from services.score.metrics import FEEDBACK_RESULTS
 from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
+from shared.config_versions import LiveSource
 from shared.consumer import InvalidMessage, Message, Output
 from shared.contracts import (
     Contribution,
@@ -97,6 +98,7 @@ TOP_CONTRIBUTIONS = 5
 class _Work:
     """The batch's working set and the writes it collects."""
 
+    rules: RuleSet  # the live rules as the batch started: one version for the whole batch
     leads: dict[str, LeadRow]
     states: dict[str, ScoreState]  # each lead's ledger, as the engine reads it
     scored: set[tuple[str, str]]
@@ -148,17 +150,22 @@ def _cached_score(
 
 
 class ScoreHandler:
-    def __init__(self, rules: RuleSet) -> None:
-        self._rules = rules
+    """`rules`: where each batch gets its rule set (`rules_versions.RULES` in the service: the
+    live version, read once at the batch's start and used for the whole batch, so a batch
+    never mixes two versions; a publication reaches the handler at its next batch)."""
 
-    @property
-    def rules(self) -> RuleSet:
-        return self._rules
+    def __init__(self, rules: LiveSource[RuleSet]) -> None:
+        self._rules = rules
 
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        work = await self._load(messages, session, model=await MODELS.live(session))
+        live = await self._rules.live(session)
+        if live is None:
+            # the service publishes its rules file at start: only a database emptied under a
+            # running replica gets here; retried, never scored with nothing
+            raise RuntimeError("no scoring rules are published (score.config_live, kind rules)")
+        work = await self._load(messages, session, rules=live[1], model=await MODELS.live(session))
         for message in messages:
             value = message.value
             if isinstance(value, EnrichedEvent):
@@ -182,6 +189,7 @@ class ScoreHandler:
         messages: Sequence[Message[BaseModel]],
         session: AsyncSession,
         *,
+        rules: RuleSet,
         model: tuple[str, Scorer] | None,
     ) -> _Work:
         lead_ids: set[str] = set()
@@ -209,10 +217,11 @@ class ScoreHandler:
             if isinstance(m.value, ScoreCommand)
             and m.value.kind == "rescore"
             and m.value.lead_id in leads
-            and leads[m.value.lead_id].rule_version != self._rules.version
+            and leads[m.value.lead_id].rule_version != rules.version
         }
         states, scored = await repository.load_states_and_scored(session, lead_ids, keys)
         work = _Work(
+            rules=rules,
             leads=leads,
             states=states,
             scored=scored,
@@ -381,14 +390,14 @@ class ScoreHandler:
         # The survivor's picture is the one the unmerge left it: fit from that, and its history
         # keeps it, so a later replay ends on the same picture.
         self._score(event, survivor, work, behaviour=False)
-        cards[survivor.lead_id] = evaluate(self._rules, work.states[survivor.lead_id],
+        cards[survivor.lead_id] = evaluate(work.rules, work.states[survivor.lead_id],
                                            survivor.as_of or event.timestamp)  # fmt: skip
         items = {**histories, survivor.lead_id: [*histories[survivor.lead_id], work.history[-1][1]]}
         for lead_id in ids:
             lead = work.lead(lead_id)
             move = unmerged_move(
                 lead.stage,
-                earned_stage(self._rules, items[lead_id]),
+                earned_stage(work.rules, items[lead_id]),
                 f"unmerge {event.merge.merge_id}: the stage its own messages earn",
             )
             if move is not None:
@@ -453,9 +462,9 @@ class ScoreHandler:
         # stored ones as they are; a picture that differs only in form is scored again, which
         # changes nothing.
         same_facts = lead.picture is not None and lead.picture.facts == own_facts
-        same_picture = same_facts and lead.rule_version == self._rules.version
+        same_picture = same_facts and lead.rule_version == work.rules.version
         result = score_event(
-            self._rules,
+            work.rules,
             state,
             facts,
             at=at,
@@ -464,7 +473,7 @@ class ScoreHandler:
             profile=profile and not same_picture,
         )
         as_of = max(lead.as_of or at, at)
-        card = evaluate(self._rules, result.state, as_of)
+        card = evaluate(work.rules, result.state, as_of)
         self._record(lead, result.lines, work)
         work.history.append(
             (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile, origin))
@@ -484,7 +493,7 @@ class ScoreHandler:
         before = lead.likelihood
         self._observe(lead, facts, at=at, behaviour=behaviour, work=work)
         self._predict(lead, card, result.state, as_of, work)  # before the card: MQL may read it
-        self._apply_card(lead, card, as_of)
+        self._apply_card(lead, card, as_of, work=work)
         # A merge can change the score without a ledger line of its own (folded history); a
         # 0-point line (a tally such as an email delivered, a capped award) changes nothing.
         # A likelihood may move on a message no rule counts (a page only the model knows).
@@ -500,7 +509,7 @@ class ScoreHandler:
             identified=lead.identified,
             engaged=lead.engaged,
             qualifies=lead.qualifies,
-            why_qualified=_why_qualified(card, self._rules, lead) if lead.qualifies else "",
+            why_qualified=_why_qualified(card, work.rules, lead) if lead.qualifies else "",
         )
         if move is not None:
             self._transition(
@@ -556,7 +565,7 @@ class ScoreHandler:
         if decision.result == "refused":
             log.warning("feedback %s refused: %s", feedback.feedback_id, decision.detail)
         if decision.move is not None:
-            card = evaluate(self._rules, work.states[lead.lead_id], lead.as_of or feedback.at)
+            card = evaluate(work.rules, work.states[lead.lead_id], lead.as_of or feedback.at)
             self._transition(
                 lead,
                 decision.move,
@@ -585,19 +594,19 @@ class ScoreHandler:
             return
         as_of = max(lead.as_of or command.at, command.at)
         state = work.states[lead.lead_id]
-        card = evaluate(self._rules, state, as_of)
+        card = evaluate(work.rules, state, as_of)
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         before = lead.likelihood
         self._predict(lead, card, state, as_of, work)
-        qualifies = self._rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
+        qualifies = work.rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
         crossed = lead.qualifies and not qualifies and lead.as_of is not None
         if crossed and lead.stage == Stage.MQL and lead.below_line_since is None:
             # decay alone: it crossed the line between its last valuation and now
             assert lead.as_of is not None
             lead.below_line_since = fell_below_line(
-                self._rules, state, since=lead.as_of, until=as_of
+                work.rules, state, since=lead.as_of, until=as_of
             )
-        self._apply_card(lead, card, as_of)
+        self._apply_card(lead, card, as_of, work=work)
         if changed or _likelihood_moved(before, lead.likelihood):
             work.outputs.append(self._scored(lead, command.command_id, card, [], command.at, work))
         self._recycle_if_decayed(
@@ -611,10 +620,10 @@ class ScoreHandler:
         lead = work.leads.get(command.lead_id)
         if lead is None or lead.merged_into is not None:
             return
-        if lead.rule_version == self._rules.version:
+        if lead.rule_version == work.rules.version:
             if lead.lead_id in work.rebuilt:  # after a model's publication: the likelihood
                 as_of = lead.as_of or command.at
-                card = evaluate(self._rules, work.states[lead.lead_id], as_of)
+                card = evaluate(work.rules, work.states[lead.lead_id], as_of)
                 self._predict(lead, card, work.states[lead.lead_id], as_of, work)
                 if lead.likelihood is not None:
                     work.outputs.append(
@@ -635,8 +644,7 @@ class ScoreHandler:
             identified=lead.identified,
             engaged=lead.engaged,
             qualifies=lead.qualifies,
-            why_qualified=f"rules {self._rules.version}: "
-            + _why_qualified(card, self._rules, lead),
+            why_qualified=f"rules {work.rules.version}: " + _why_qualified(card, work.rules, lead),
         )
         if move is not None:
             self._transition(lead, move, trigger_id=command.command_id, at=command.at,
@@ -660,7 +668,7 @@ class ScoreHandler:
             work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
         work.replaced.add(lead.lead_id)
         work.states[lead.lead_id] = state = ScoreState()
-        for result in replayed(self._rules, items):
+        for result in replayed(work.rules, items):
             self._record(lead, result.lines, work)
             state = result.state
         lead.identified = any(item.facts.get("identified") is True for item in items)
@@ -668,9 +676,9 @@ class ScoreHandler:
             item.behaviour and item.facts.get("type") in ENGAGEMENT_TYPES for item in items
         )
         as_of = lead.as_of or at
-        card = evaluate(self._rules, state, as_of)
+        card = evaluate(work.rules, state, as_of)
         self._predict(lead, card, state, as_of, work)
-        self._apply_card(lead, card, as_of, rescored=True)
+        self._apply_card(lead, card, as_of, work=work, rescored=True)
         work.outputs.append(self._scored(lead, trigger_id, card, [], at, work))
         return card
 
@@ -718,19 +726,20 @@ class ScoreHandler:
         work.unwritten_lines.add(lead.lead_id)
         work.states[lead.lead_id] = recorded(work.states[lead.lead_id], lines)
 
+    @staticmethod
     def _apply_card(
-        self, lead: LeadRow, card: ScoreCard, as_of: datetime, *, rescored: bool = False
+        lead: LeadRow, card: ScoreCard, as_of: datetime, *, work: _Work, rescored: bool = False
     ) -> None:
         lead.fit, lead.behaviour, lead.total = card.fit, card.behaviour, card.total
         lead.grade, lead.band = card.grade, card.band
         # the score thresholds, and the likelihood's when the rules ask (`_predict` ran before)
-        lead.qualifies = self._rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
+        lead.qualifies = work.rules.mql.qualifies(card.qualifies_as_mql, lead.likelihood)
         lead.as_of = as_of
         # The lead's version says which rules made its whole ledger: a new lead's are the
         # running ones; a lead scored before a rules change keeps the old version, though new
         # lines follow the new rules, until the rescore sweep has it rescored.
         if rescored or not lead.rule_version:
-            lead.rule_version = self._rules.version
+            lead.rule_version = work.rules.version
         if lead.stage != Stage.MQL or lead.qualifies:
             lead.below_line_since = None
         elif lead.below_line_since is None:
@@ -747,14 +756,14 @@ class ScoreHandler:
         work: _Work,
     ) -> None:
         since = lead.below_line_since
-        grace = timedelta(days=self._rules.lifecycle.recycle_after_days_below)
+        grace = timedelta(days=work.rules.lifecycle.recycle_after_days_below)
         if lead.stage != Stage.MQL or since is None or as_of - since < grace:
             return
         move = apply(
             lead.stage,
             Trigger.DECAYED,
             f"score below the MQL line since {since:%Y-%m-%d} "
-            f"({self._rules.lifecycle.recycle_after_days_below:g} days allowed)",
+            f"({work.rules.lifecycle.recycle_after_days_below:g} days allowed)",
         )
         self._transition(
             lead,
@@ -788,6 +797,7 @@ class ScoreHandler:
             at=at,
             by_sales=move.by_sales,
             skipped=move.skipped,
+            rule_version=work.rules.version,
         )
         work.stage_changes.append(change)
         lead.stage = move.to_stage
@@ -819,6 +829,7 @@ class ScoreHandler:
                     )[:TOP_CONTRIBUTIONS],
                     likelihood=_likelihood_of(lead, work),
                     first_touch=first_touch_part(lead.first_touch),
+                    rule_version=work.rules.version,
                 ),
             )
         )
@@ -850,7 +861,7 @@ class ScoreHandler:
                 message_id=message_id,
                 score=self._score_of(card),
                 contributions=contributions,
-                rule_version=self._rules.version,
+                rule_version=work.rules.version,
                 scored_at=datetime.now(UTC),
                 received_at=received_at,
                 likelihood=_likelihood_of(lead, work),

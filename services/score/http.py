@@ -3,56 +3,56 @@ with a bearer token (`shared.service_api`; the scope each needs in brackets):
 
 GET  /v1/leads/{lead_id or email}/explain   [leads:read] the score rule by rule, the stage
                                             history and the identity history
-POST /v1/rules/simulate   [rules:simulate]  body: a candidate rules file (YAML). What it would
-                                            change on the stored history: how many scores and
-                                            stages move, who would become MQL, who would drop.
-                                            Nothing is written. 400 names the line and field
-                                            of a bad body; 409 while another simulation runs;
-                                            503 past LEADFLOW_SCORE_SIMULATE_BUDGET_S.
-GET  /v1/rules/rescore    [rules:simulate]  progress of the rescore under the running rules
+GET  /v1/rules/facts      [rules:read]      the facts seen in the stored history, with their
+                                            common values (what a condition can test)
+GET  /v1/rules/rescore    [rules:simulate]  progress of the rescore under the live rules
+/v1/rules...              the scoring rules' versions: list, read, check, save, publish, roll
+                          back, simulate in the background (`shared.config_api`)
 
-A candidate goes live as the rules file (`LEADFLOW_SCORE_RULES_FILE`, the `scoring-rules`
-ConfigMap) with a restart: every replica then scores with it, and the rescore sweep rescores the
-stored leads in the background (progress above). Rules are not swapped through HTTP: replicas
-holding different versions would rescore leads back and forth.
+A simulation (`POST /v1/rules/simulations`, a draft as YAML or as a document) compares the
+draft with the live rules on every stored lead: how many scores and stages move, who would
+become MQL, who would drop (the first 50 of each, and up to 10,000 lead ids of each for the
+SDR load the router's preview counts). Nothing is written. One runs at a time per service;
+it stops with `failed` past `LEADFLOW_SCORE_SIMULATE_BUDGET_S`.
+
+A published version is live in every replica at its next batch (no restart); the rescore sweep
+then rescores the stored leads in the background (progress above).
 """
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.score import repository
 from services.score.engine.explain import Explanation
-from services.score.engine.rescoring import SimulationSummary
 from services.score.engine.ruleset import RuleSet, RulesFileError
-from services.score.lookups import (
-    SimulationTimedOut,
-    explain_lead,
-    parse_candidate,
-    simulate_stored,
-)
+from services.score.facts_seen import facts_seen
+from services.score.lookups import explain_lead, simulate_stored
+from services.score.rules_versions import RULES, live_rules
 from services.score.sweep import RescoreProgress
-from shared.service_api import DENIED, ERROR, bounded_body, error_response, requires
+from shared.config_api import ConfigRoutes, config_api
+from shared.service_api import DENIED, ERROR, error_response, requires
+from shared.simulations import Progress, Simulations
 
-MAX_RULES_BYTES = 1_000_000
-"""A rules file is a few kilobytes; a larger body is refused before it is read whole."""
+FACTS_SAMPLE = 20_000
+"""Stored messages sampled for the facts a rules editor offers (tens of milliseconds)."""
 
 
 def score_api(
     *,
-    rules: RuleSet,
     sessions: async_sessionmaker[AsyncSession],
     rescore: RescoreProgress,
+    simulations: Simulations,
     simulate_budget_s: float,
-) -> APIRouter:
-    """score's routes. `simulate_budget_s`: a simulation that runs longer stops with 503."""
+) -> list[APIRouter]:
+    """score's routes. `simulate_budget_s`: a simulation that runs longer ends `failed`."""
     router = APIRouter(prefix="/v1", tags=["score"])
-    simulating = asyncio.Lock()
 
     @router.get(
         "/leads/{key}/explain",
@@ -63,58 +63,55 @@ def score_api(
     )
     async def explain(key: str) -> Response:
         async with sessions() as session:
+            rules = await live_rules(session)
             explanation = await explain_lead(session, key, rules, datetime.now(UTC))
         if explanation is None:
             return error_response(404, f"no lead with id or email {key!r}")
         return Response(explanation.model_dump_json(), media_type="application/json")
 
-    @router.post(
-        "/rules/simulate",
-        response_model=SimulationSummary,
-        responses={400: ERROR, 409: ERROR, 413: ERROR, 503: ERROR, **DENIED},
-        dependencies=[requires("rules:simulate")],
-        summary="What a candidate rules file would change on the stored leads",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/yaml": {"schema": {"type": "string"}}},
-                "description": "a scoring rules file (YAML), as services/score/rules/default.yaml",
-            }
-        },
+    @router.get(
+        "/rules/facts",
+        summary="The facts seen in the stored history and their common values",
+        responses=DENIED,
+        dependencies=[requires("rules:read")],
     )
-    async def simulate(request: Request) -> Response:
-        body = await bounded_body(request, MAX_RULES_BYTES)
-        if body is None:
-            return error_response(413, f"a rules file is at most {MAX_RULES_BYTES} bytes")
-        try:
-            # validated in a worker thread: a large candidate must not stall the event loop
-            candidate = await parse_candidate(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            return error_response(400, "request body: a rules file is UTF-8 YAML text")
-        except RulesFileError as exc:
-            return error_response(400, str(exc))
-        if simulating.locked():  # one at a time: a simulation reads every stored history
-            return error_response(409, "a simulation is already running; try again when it is done")
-        async with simulating:
-            try:
-                summary = await simulate_stored(
-                    sessions,
-                    live=rules,
-                    candidate=candidate,
-                    at=datetime.now(UTC),
-                    deadline_s=simulate_budget_s,
-                )
-            except SimulationTimedOut as exc:
-                return error_response(503, str(exc))
-        return Response(summary.model_dump_json(), media_type="application/json")
+    async def facts() -> dict[str, Any]:
+        async with sessions() as session:
+            sample = await repository.sample_history_facts(session, rows=FACTS_SAMPLE)
+        return {"sampled": len(sample), "facts": [asdict(fact) for fact in facts_seen(sample)]}
 
     @router.get(
         "/rules/rescore",
-        summary="Progress of the rescore under the running rules",
+        summary="Progress of the rescore under the live rules",
         responses=DENIED,
         dependencies=[requires("rules:simulate")],
     )
     async def rescore_progress() -> dict[str, Any]:
         return rescore.view()
 
-    return router
+    async def simulate(candidate: RuleSet, progress: Progress) -> dict[str, Any]:
+        async with sessions() as session:
+            live = await live_rules(session)
+        summary = await simulate_stored(
+            sessions,
+            live=live,
+            candidate=candidate,
+            at=datetime.now(UTC),
+            deadline_s=simulate_budget_s,
+            progress=progress,
+        )
+        return summary.model_dump(mode="json")
+
+    rules = config_api(
+        ConfigRoutes(
+            name="rules",
+            config=RULES,
+            model=RuleSet,
+            error=RulesFileError,
+            scopes=("rules:read", "rules:publish", "rules:simulate"),
+            simulate=simulate,
+        ),
+        sessions=sessions,
+        simulations=simulations,
+    )
+    return [router, rules]

@@ -37,6 +37,7 @@ from services.score.engine.scoring import LedgerLine, evaluate
 from services.score.learning.activity import activity_of
 from services.score.learning.runs import MODELS
 from shared.contracts import Likelihood
+from shared.simulations import Progress
 
 
 class SimulationTimedOut(Exception):
@@ -142,20 +143,32 @@ async def simulate_stored(
     candidate: RuleSet,
     at: datetime,
     deadline_s: float | None = None,
+    progress: Progress | None = None,
 ) -> SimulationSummary:
     """What `candidate` would change against `live`, over every stored lead, as of `at`.
 
     The replay is CPU work: each chunk runs in a worker thread, so a service that simulates
-    keeps consuming and answering health checks meanwhile. With `deadline_s`, the simulation
-    raises `SimulationTimedOut` once that many seconds have passed, checked before each message
+    keeps consuming and answering health checks meanwhile; memory holds one chunk and the
+    report's bounded lists (`SimulationReport`). With `deadline_s`, the simulation raises
+    `SimulationTimedOut` once that many seconds have passed, checked before each message
     replayed and each chunk read (the thread stops too: none is left running). None: no limit,
-    for the operator's CLI."""
+    for the operator's CLI. `progress`: a background simulation's (`shared.simulations`),
+    told how many leads are compared after each chunk; a cancel ends the simulation there."""
     report = SimulationReport(candidate_version=candidate.version)
     check = None if deadline_s is None else _budget(deadline_s, report)
+    total = None
+    if progress is not None:
+        async with sessions() as session:
+            total = await repository.count_live_leads(session)
+        await progress.update(done=0, total=total, force=True)
     async for chunk in lead_histories(sessions):
         if check is not None:
             check()
         await asyncio.to_thread(simulate, live, candidate, chunk, at=at, into=report, check=check)
+        if progress is not None:
+            await progress.update(done=report.leads, total=max(total or 0, report.leads))
+    if progress is not None:  # the count at the start may have grown or shrunk since
+        await progress.update(done=report.leads, total=report.leads, force=True)
     return summarise(report, live_version=live.version, at=at)
 
 

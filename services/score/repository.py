@@ -121,6 +121,7 @@ class StageChange:
     at: datetime
     by_sales: bool = False
     skipped: tuple[Stage, ...] = ()
+    rule_version: str | None = None  # the rules whose thresholds made it (None: before 0009)
 
 
 _LEAD_COLUMNS = (
@@ -259,12 +260,12 @@ _STORE_BATCH = f"""
              at timestamptz, behaviour boolean, profile boolean, facts jsonb, origin text)
     ), stages AS (
         INSERT INTO score.stage_changes (transition_id, lead_id, from_stage, to_stage, reason, at,
-                                         by_sales, skipped)
+                                         by_sales, skipped, rule_version)
         SELECT transition_id, lead_id, from_stage, to_stage, reason, at, by_sales,
-               ARRAY(SELECT jsonb_array_elements_text(skipped))
+               ARRAY(SELECT jsonb_array_elements_text(skipped)), rule_version
         FROM jsonb_to_recordset($3::text::jsonb) AS change(transition_id text, lead_id text,
              from_stage text, to_stage text, reason text, at timestamptz, by_sales boolean,
-             skipped jsonb)
+             skipped jsonb, rule_version text)
         ON CONFLICT (transition_id) DO NOTHING
     )
     INSERT INTO score.leads ({_LEAD_COLUMNS}, updated_at)
@@ -734,6 +735,37 @@ async def live_leads_after(
         (row["lead_id"], Stage(row["stage"]), row["identified"], row["email"], row["likelihood"])
         for row in rows
     ]
+
+
+async def sample_history_facts(
+    session: AsyncSession, *, rows: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """About `rows` scored messages' (lead_id, facts), sampled by block from the whole history
+    (`TABLESAMPLE SYSTEM` at the share that gives `rows` by the planner's row estimate; all
+    of a small table): the cost follows `rows`, not the size of the history."""
+    found = await fetch(
+        session,
+        """
+        WITH size AS (
+            SELECT greatest(reltuples, 0) AS estimate FROM pg_class
+             WHERE oid = 'score.history'::regclass
+        )
+        SELECT lead_id, facts FROM score.history
+          TABLESAMPLE SYSTEM ((SELECT CASE WHEN estimate <= $1 THEN 100
+                                           ELSE 100.0 * $1 / estimate END FROM size))
+         LIMIT $1
+        """,
+        rows,
+    )
+    return [(row["lead_id"], row["facts"]) for row in found]
+
+
+async def count_live_leads(session: AsyncSession) -> int:
+    """How many live (not merged) leads there are: what a simulation will compare."""
+    count: int = await fetchval(
+        session, "SELECT count(*) FROM score.leads WHERE merged_into IS NULL"
+    )
+    return count
 
 
 async def delete_ledgers(session: AsyncSession, lead_ids: Iterable[str]) -> None:

@@ -29,6 +29,7 @@ from services.score import repository
 from services.score.config import ScoreSettings
 from services.score.learning.runs import MODELS
 from services.score.repository import Rescored
+from services.score.rules_versions import RULES
 from shared.commands import CommandSender
 from shared.contracts import ScoreCommand
 from shared.topics import SCORE_COMMANDS
@@ -99,6 +100,11 @@ class RescoreProgress:
     rescored: int = 0
     last_round_at: datetime | None = None
 
+    def restart(self, version: str | None) -> None:
+        """Forget the pass: `version` is the new target, nothing is counted yet."""
+        self.version, self.to_rescore, self.pass_started_at = version, None, None
+        self.pass_leads = self.asked = self.rescored = 0
+
     def view(self) -> dict[str, object]:
         return {
             ("rule_version" if self.under == "rules" else "model_version"): self.version,
@@ -118,8 +124,12 @@ class RescoreSweep:
     """After a rules change (`under="rules"`), asks the consumer (through `score.commands`) to
     rescore every lead still scored under another version, a batch at a time, while live
     scoring goes on; after a model's publication (`under="model"`), every identified lead that
-    has no likelihood under it yet. The model sweep follows publications: each round asks
-    which model is live (`learning.runs.MODELS`) and starts a new pass when it changed.
+    has no likelihood under it yet. Both follow publications: each round asks which version is
+    live (`rules_versions.RULES`, `learning.runs.MODELS`) and starts a new pass when it changed.
+    A rules publication during a pass for the previous version ends that pass: the leads it
+    rescored are on the previous version and are found again by the new pass's count; a
+    rescore request of the old pass that arrives later rescores its lead under the batch's live
+    rules (the handler reads them per batch), so it too ends on the new version.
 
     Cost per batch does not grow with the number of leads: the next batch comes from an index on
     (version, lead_id) after a keyset cursor, and whether the last batch is done is a
@@ -132,8 +142,8 @@ class RescoreSweep:
     lead already on it ignores the request.
     """
 
-    def __init__(self, *, under: Rescored, version: str | None = None) -> None:
-        self.progress = RescoreProgress(under=under, version=version)
+    def __init__(self, *, under: Rescored) -> None:
+        self.progress = RescoreProgress(under=under, version=None)
         self._cursor: tuple[str, str] | None = None
         self._pending: list[str] = []
         self._asked_at = 0.0  # when the pending batch was asked (event loop clock)
@@ -153,12 +163,13 @@ class RescoreSweep:
         at = now or datetime.now(UTC)
         progress.last_round_at = at
         async with sessions() as session:
-            if progress.under == "model":
-                live = await MODELS.live(session)
-                if (live[0] if live is not None else None) != progress.version:
-                    self._new_target(live[0] if live is not None else None)
+            store = MODELS if progress.under == "model" else RULES
+            live = await store.live_version(session)
+            if live != progress.version:
+                self._new_target(live)
+            progress = self.progress
             version = progress.version
-            if version is None:  # no model published: nothing to bring leads onto
+            if version is None:  # nothing published: nothing to bring leads onto
                 return settings.rescore_interval_s
             waiting = await self._waiting(session, version)
             batch = (
@@ -204,8 +215,9 @@ class RescoreSweep:
         return POLL_S
 
     def _new_target(self, version: str | None) -> None:
-        """Another model went live: a new pass (the old one's leads are found again)."""
-        self.progress = RescoreProgress(under=self.progress.under, version=version)
+        """Another version went live: a new pass (the old one's leads are found again). The
+        progress object is reset in place: the API holds it."""
+        self.progress.restart(version)
         self._cursor, self._pending = None, []
 
     async def _waiting(self, session: AsyncSession, version: str) -> bool:

@@ -148,3 +148,8 @@ class LifecycleChanged(Contract):
         description="where the lead came from: the first source, import list and campaign (UTM) "
         "seen for it; null while none of them is known",
     )
+    rule_version: str | None = Field(
+        default=None,
+        description="the scoring rules version whose thresholds made the move (the version "
+        "`leads.scored` names); null on changes made before rules were versioned",
+    )

@@ -172,11 +172,17 @@ async def test_outcomes_train_a_model_that_once_published_scores_every_new_event
     assert proposed.status_code == 200, proposed.text
     rules = parse_rules(proposed.text, source="proposed")
     assert any(rule.id.startswith("learned-") for rule in rules.rules)
-    simulated = await api(pipeline, "POST", "/v1/rules/simulate", content=proposed.content,
-                          headers={"Content-Type": "application/yaml"})  # fmt: skip
-    assert simulated.status_code == 200, simulated.text
-    summary = simulated.json()
-    assert summary["candidate_version"] == rules.version
+    started = await api(pipeline, "POST", "/v1/rules/simulations", json={"yaml": proposed.text})
+    assert started.status_code == 202, started.text
+    simulation = await eventually(
+        lambda: api(pipeline, "GET", f"/v1/rules/simulations/{started.json()['id']}"),
+        "the simulation of the proposed rules done",
+        until=lambda answer: answer.json()["status"] != "running",
+        timeout_s=120,
+    )
+    assert simulation.json()["status"] == "done", simulation.text
+    summary = simulation.json()["result"]
+    assert summary["candidate_version"] == "draft"
     assert summary["leads"] >= len(world)
     assert summary["scores_changed"] > 0
     assert yaml.safe_load(proposed.text)["mql"] == rules_document["mql"]  # the person's lines

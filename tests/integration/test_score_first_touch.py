@@ -18,6 +18,7 @@ from pydantic import BaseModel, SecretStr
 from services.score.engine.first_touch import first_touch_of
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import pinned
 from shared.consumer import Message, Output
 from shared.contracts import CrmFeedback, EnrichedEvent, FirstTouch, LifecycleChanged
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -69,7 +70,7 @@ async def test_every_stage_change_carries_the_first_touch_of_the_leads_first_eve
 ) -> None:
     engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
     sessions = create_sessionmaker(engine)
-    handler = ScoreHandler(RULES)
+    handler = ScoreHandler(pinned(RULES))
 
     async def handle(*messages: Message[BaseModel]) -> list[LifecycleChanged]:
         async with unit_of_work(sessions) as session:
@@ -124,7 +125,7 @@ async def test_a_survivor_keeps_its_first_touch_and_takes_what_it_lacks_from_the
 ) -> None:
     engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
     sessions = create_sessionmaker(engine)
-    handler = ScoreHandler(RULES)
+    handler = ScoreHandler(pinned(RULES))
 
     async def handle(*messages: Message[BaseModel]) -> list[LifecycleChanged]:
         async with unit_of_work(sessions) as session:

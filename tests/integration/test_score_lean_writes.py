@@ -14,6 +14,7 @@ from pydantic import BaseModel, SecretStr
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import pinned
 from shared.consumer import Message, Output
 from shared.contracts import CrmFeedback, EnrichedEvent, LeadProfile, LifecycleChanged
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -50,7 +51,7 @@ async def test_a_picture_is_written_when_it_changes_and_carried_over_otherwise(
 ) -> None:
     engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
     sessions = create_sessionmaker(engine)
-    handler = ScoreHandler(RULES)
+    handler = ScoreHandler(pinned(RULES))
 
     async def handle(messages: Sequence[Message[BaseModel]]) -> Sequence[Output]:
         async with unit_of_work(sessions) as session:
@@ -110,7 +111,7 @@ async def test_history_keeps_no_null_facts(database_url: str, db: asyncpg.Connec
     sessions = create_sessionmaker(engine)
     try:
         async with unit_of_work(sessions) as session:
-            await ScoreHandler(RULES)(
+            await ScoreHandler(pinned(RULES))(
                 [event("m1", 0, version=1, type="page", event=None,
                        properties={"path": "/pricing", "title": None})],
                 session,

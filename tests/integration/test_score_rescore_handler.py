@@ -15,6 +15,7 @@ from pydantic import BaseModel, SecretStr
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, RuleSet, load_rules
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import pinned
 from shared.consumer import Message
 from shared.contracts import EnrichedEvent, ScoreCommand
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -73,10 +74,10 @@ async def test_rescore_in_a_batch_with_the_leads_own_events(
     pricing = {"type": "page", "properties": {"path": "/pricing"}}  # 15 points, intent
     try:
         # under the live rules: a webinar each (20 points)
-        await handle(ScoreHandler(LIVE), [event("x", "x1", 0, **webinar),
+        await handle(ScoreHandler(pinned(LIVE)), [event("x", "x1", 0, **webinar),
                                           event("y", "y1", 0, **webinar)])  # fmt: skip
         rules = new_rules()
-        handler = ScoreHandler(rules)
+        handler = ScoreHandler(pinned(rules))
         # new rules: an event before the rescore does not make the lead "on the new rules"
         await handle(handler, [event("x", "x2", 10, **pricing)])
         row = await db.fetchrow("SELECT rule_version, behaviour FROM score.leads WHERE lead_id='x'")

@@ -1,6 +1,7 @@
 """Rule changes through score's HTTP endpoints and the rescore sweep, on the real broker and
-PostgreSQL: a candidate rules file simulated on stored history (nothing written), a bad one
-refused with its line and field, and the sweep's progress and queries (index reads only)."""
+PostgreSQL: a draft simulated on stored history in the background (nothing written), a bad one
+refused with its line or field, published without a restart, a stale publish refused, a
+rollback; and the sweep's progress and queries (index reads only)."""
 
 from __future__ import annotations
 
@@ -24,30 +25,56 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.score import repository
 from services.score.config import ScoreSettings
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
+from services.score.rules_versions import RULES
 from services.score.sweep import POLL_S, RescoreSweep
 from shared.commands import CommandSender
-from shared.db import create_engine, create_sessionmaker, driver_connection
+from shared.db import create_engine, create_sessionmaker, driver_connection, unit_of_work
 from shared.settings import DatabaseSettings, KafkaSettings
-from shared.topics import EVENTS_ENRICHED, SCORE_COMMANDS
+from shared.topics import EVENTS_ENRICHED, LEADS_SCORED, SCORE_COMMANDS
 from tests.fixtures.pipeline import Pipeline
-from tests.integration.test_score_lifecycle import enriched, stages
+from tests.fixtures.polling import eventually
+from tests.integration.test_score_lifecycle import enriched, of_lead, stages
 
 LIVE = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
 
 
-def candidate_rules() -> str:
-    """Webinars worth much more, demos much less."""
-    document = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
-    document["version"] = "candidate-1"
+def candidate_yaml(live_yaml: str, *, webinar: int = 35, demo: int = 5) -> str:
+    """The live rules as the API gives them, with webinars worth more and demos less."""
+    document = yaml.safe_load(live_yaml)
     for rule in document["rules"]:
         if rule["id"] == "webinar-attended":
-            rule["points"] = 35
+            rule["points"] = webinar
         if rule["id"] == "demo-request":
-            rule["points"] = 5
+            rule["points"] = demo
     return yaml.safe_dump(document, sort_keys=False)
 
 
-async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_writes_nothing(
+async def simulated(client: httpx.AsyncClient, draft: dict[str, Any]) -> dict[str, Any]:
+    """Start a simulation of `draft` and wait for its result."""
+    started = await client.post("/v1/rules/simulations", json=draft)
+    assert started.status_code == 202, started.text
+    simulation_id = started.json()["id"]
+
+    async def state() -> dict[str, Any]:
+        return dict((await client.get(f"/v1/rules/simulations/{simulation_id}")).json())
+
+    done = await eventually(state, "the simulation done", until=lambda s: s["status"] != "running")
+    assert done["status"] == "done", done
+    assert done["progress"]["done"] == done["progress"]["total"]
+    return dict(done["result"])
+
+
+async def scored_under(pipeline: Pipeline, lead: str, event: str) -> dict[str, Any]:
+    """Send `lead` an event; its score as `leads.scored` reports it."""
+    pipeline.produce_raw(EVENTS_ENRICHED, enriched(lead, f"{lead}-1", event=event),
+                         key=lead.encode())  # fmt: skip
+    records = await pipeline.read(
+        LEADS_SCORED.full_name(pipeline.prefix), until=lambda rs: bool(of_lead(lead)(rs))
+    )
+    return dict(of_lead(lead)(records)[0])
+
+
+async def test_rules_are_simulated_published_and_rolled_back_through_the_api_without_a_restart(
     pipeline: Pipeline, db: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     await pipeline.start("score")
@@ -66,45 +93,90 @@ async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_write
         headers=pipeline.addresses.api_headers,
         timeout=30,
     ) as client:
-        answer = await client.post(
-            "/v1/rules/simulate",
-            content=candidate_rules(),
-            headers={"Content-Type": "application/yaml"},
-        )
-        bad = candidate_rules().replace("points: 35", "points: lots")
-        refused = await client.post("/v1/rules/simulate", content=bad)
-        not_yaml = await client.post("/v1/rules/simulate", content=b"rules: [\n  - {id: x\n")
-        not_text = await client.post("/v1/rules/simulate", content=b"\xff\xfe\x00")
-        too_big = await client.post("/v1/rules/simulate", content=b"#" * 1_000_001)
-        progress = await client.get("/v1/rules/rescore")
+        # the rules file was adopted at start as version 1, the live one
+        overview = (await client.get("/v1/rules")).json()
+        assert overview["live"] == "1"
+        assert [v["author"] for v in overview["versions"]] == ["rules file"]
+        live = (await client.get("/v1/rules/versions/live")).json()
+        assert (live["version"], live["document"]["version"]) == ("1", "1")
+        draft = candidate_yaml(live["yaml"])
 
-    assert answer.status_code == 200, answer.text
-    report = answer.json()
-    assert (report["live_version"], report["candidate_version"]) == (LIVE["version"], "candidate-1")
-    assert (report["leads"], report["scores_changed"], report["stage_changes"]) == (2, 2, 2)
-    assert [c["lead_id"] for c in report["becoming_mql"]] == [webinar]
-    assert [c["lead_id"] for c in report["dropping_below_mql"]] == [demo]
-    became = report["becoming_mql"][0]
-    assert (became["before"]["behaviour"], became["after"]["behaviour"]) == (20, 35)
-    assert became["after"]["qualifies_as_mql"] is True
+        # a simulation on the stored history, in the background
+        report = await simulated(client, {"yaml": draft, "by": "ada@lumenboard.io"})
+        assert (report["live_version"], report["candidate_version"]) == ("1", "draft")
+        assert (report["leads"], report["scores_changed"], report["stage_changes"]) == (2, 2, 2)
+        assert [c["lead_id"] for c in report["becoming_mql"]] == [webinar]
+        assert [c["lead_id"] for c in report["dropping_below_mql"]] == [demo]
+        assert (report["becoming_ids"], report["dropping_ids"]) == ([webinar], [demo])
+        became = report["becoming_mql"][0]
+        assert (became["before"]["behaviour"], became["after"]["behaviour"]) == (20, 35)
+
+        # bad drafts: every problem with its line (YAML) or dotted field (a form's document)
+        bad = draft.replace("points: 35", "points: lots")
+        refused = await client.post("/v1/rules/simulations", json={"yaml": bad})
+        as_document = yaml.safe_load(draft)
+        as_document["rules"][0]["points"] = 5000
+        refused_form = await client.post("/v1/rules/versions", json={"document": as_document})
+        not_yaml = await client.post("/v1/rules/check", json={"yaml": "rules: [\n  - {id: x\n"})
+        not_json = await client.post("/v1/rules/check", content=b"\xff\xfe\x00")
+        too_big = await client.post("/v1/rules/check", content=b"#" * 2_000_001)
+
+        # published with a note: every replica scores with it from its next batch
+        saved = await client.post(
+            "/v1/rules/versions",
+            json={"yaml": draft, "parent": "1", "note": "webinars matter more",
+                  "by": "ada@lumenboard.io", "publish": True},
+        )  # fmt: skip
+        # another editor who also started from version 1 is refused, not silently applied
+        stale = await client.post(
+            "/v1/rules/versions",
+            json={"yaml": candidate_yaml(live["yaml"], webinar=50), "parent": "1",
+                  "note": "mine", "by": "grace@lumenboard.io", "publish": True},
+        )  # fmt: skip
+        after_publish = await scored_under(pipeline, f"lead-n-{run}", "Webinar Attended")
+
+        # a rollback is publishing the earlier version
+        rolled_back = await client.post(
+            "/v1/rules/versions/1/publish",
+            json={"note": "back to the file", "expected_live": "2", "by": "ada@lumenboard.io"},
+        )
+        after_rollback = await scored_under(pipeline, f"lead-r-{run}", "Webinar Attended")
+        history = (await client.get("/v1/rules")).json()
 
     assert refused.status_code == 400
-    line = next(
-        n for n, text in enumerate(bad.splitlines(), 1) if "points: lots" in text
-    )  # the line the operator must fix
-    assert refused.json()["error"].startswith(f"request body: line {line}: rules.")
+    line = next(n for n, text in enumerate(bad.splitlines(), 1) if "points: lots" in text)
+    assert refused.json()["error"].startswith(f"draft: line {line}: rules.")
     assert ".points: Input should be a valid integer" in refused.json()["error"]
+    assert refused_form.status_code == 400
+    assert refused_form.json()["error"].startswith("draft: rules.0.points: ")
     assert not_yaml.status_code == 400
-    assert not_yaml.json()["error"].startswith("request body: ")
-    assert not_text.status_code == 400
+    assert not_yaml.json()["error"].startswith("draft: ")
+    assert not_json.status_code == 400
     assert too_big.status_code == 413
+    assert await db.fetchval("SELECT count(*) FROM score.ledger") >= ledger_before
 
-    assert progress.status_code == 200
-    assert progress.json()["rule_version"] == LIVE["version"]
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["version"]["version"] == "2"
+    assert saved.json()["version"]["author"] == "ada@lumenboard.io via local-stack"
+    assert saved.json()["publication"]["previous"] == "1"
+    assert stale.status_code == 409
+    assert (
+        "version 2 was published since this draft started from version 1" in (stale.json()["error"])
+    )
+    assert (after_publish["rule_version"], after_publish["score"]["behaviour"]) == ("2", 35)
 
-    # the CLI gives the same report
+    assert rolled_back.status_code == 200, rolled_back.text
+    assert (after_rollback["rule_version"], after_rollback["score"]["behaviour"]) == ("1", 20)
+    assert [(p["version"], p["previous"]) for p in history["publications"]] == [
+        ("1", "2"), ("2", "1"), ("1", None)
+    ]  # fmt: skip
+    assert history["live"] == "1"
+    # the refused draft was never saved: versions 1 and 2 only
+    assert [v["version"] for v in history["versions"]] == ["2", "1"]
+
+    # the CLI simulates a file against the live rules, and says the same
     candidate = tmp_path / "candidate.yaml"
-    candidate.write_text(candidate_rules())
+    candidate.write_text(draft)
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.score", "simulate", str(candidate),
         env={**os.environ, "LEADFLOW_DATABASE_URL": database_url},
@@ -113,16 +185,10 @@ async def test_simulate_endpoint_reports_what_a_candidate_would_change_and_write
     out, err = await cli.communicate()
     assert cli.returncode == 0, err.decode()
     printed = out.decode()
-    assert f"rules {LIVE['version']} -> candidate-1: 2 leads" in printed
-    assert "would become MQL:       1" in printed
+    assert "rules 1 -> candidate.yaml:" in printed
     # leads named as people know them: the email, with the lead id
     assert re.search(rf"^    \S+@\S+ <{webinar}> \(lead\) ", printed, re.MULTILINE), printed
     assert re.search(rf"^    \S+@\S+ <{demo}> ", printed, re.MULTILINE), printed
-
-    # a simulation writes nothing
-    assert await db.fetchval("SELECT count(*) FROM score.ledger") == ledger_before
-    versions = await db.fetch("SELECT DISTINCT rule_version FROM score.leads")
-    assert [v["rule_version"] for v in versions] == [LIVE["version"]]
 
 
 async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
@@ -150,13 +216,16 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
     )
     engine = create_engine(settings.database, application_name="test-rescore-sweep")
     commands = CommandSender(kafka, client_id="test-rescore-sweep")
-    sweep = RescoreSweep(under="rules", version="v2")
+    sweep = RescoreSweep(under="rules")
 
     async def step() -> float:
         return await sweep.step(sessions=sessions, commands=commands, settings=settings)
 
     try:
         sessions = create_sessionmaker(engine)
+        async with unit_of_work(sessions) as session:  # the live rules: version "1"
+            saved = await RULES.save(session, document=LIVE, author="test", note="")
+            await RULES.publish(session, saved.version, by="test")
         progress = sweep.progress
         # nobody rescores: one batch asked; the sweep wants to look again soon
         assert await step() == POLL_S
@@ -170,11 +239,11 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
         assert await step() == settings.rescore_interval_s
         assert progress.asked == 2
         # the consumer rescores the first batch: the next step moves on to the next ones
-        await db.execute("UPDATE score.leads SET rule_version = 'v2' WHERE lead_id <= 'lead-002'")
+        await db.execute("UPDATE score.leads SET rule_version = '1' WHERE lead_id <= 'lead-002'")
         assert await step() == POLL_S
         assert (progress.rescored, progress.to_rescore, progress.asked) == (2, 3, 4)
         # everything done: the pass ends with a fresh count of 0, and the sweep slows down
-        await db.execute("UPDATE score.leads SET rule_version = 'v2' WHERE merged_into IS NULL")
+        await db.execute("UPDATE score.leads SET rule_version = '1' WHERE merged_into IS NULL")
         assert await step() == settings.rescore_interval_s
         assert sweep.progress.view()["done"] is True
         assert sweep.progress.rescored == 4  # the fifth was never asked: the recount saw it
@@ -191,7 +260,7 @@ async def test_the_rescore_sweep_asks_batch_after_batch_and_counts_what_is_done(
     )
     leads = sorted({record.json()["lead_id"] for record in asked})
     assert leads == ["lead-001", "lead-002", "lead-003", "lead-004"]  # never the merged lead
-    assert all(r.json()["command_id"].startswith("rescore:rules-v2:") for r in asked)
+    assert all(r.json()["command_id"].startswith("rescore:rules-1:") for r in asked)
 
 
 async def test_sweep_queries_read_indexes_not_the_whole_leads_table(

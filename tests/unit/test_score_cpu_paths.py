@@ -14,6 +14,7 @@ from services.score.engine.scoring import (
     decayed_values,
 )
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import pinned
 from shared.contracts import Contribution, Score
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -57,7 +58,7 @@ def test_decayed_values_are_decayed_value_of_each_award_in_order() -> None:
 
 
 def test_output_parts_are_built_once_and_equal_to_fresh_ones() -> None:
-    handler = ScoreHandler(load_rules(DEFAULT_RULES_FILE))
+    handler = ScoreHandler(pinned(load_rules(DEFAULT_RULES_FILE)))
 
     def line(points: int, reason: str, *, message_id: str = "m1") -> LedgerLine:
         return LedgerLine(message_id, "demo", "intent", "behaviour", points, 30, reason, "",

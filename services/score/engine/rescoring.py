@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,6 +48,8 @@ class LeadHistory:
     email: str | None = None  # how people know the lead, in what a simulation lists
     likelihood: float | None = None  # under the live model: what `mql.min_likelihood` reads
 
+
+T = TypeVar("T")
 
 Check = Callable[[], None]
 """Called before each message is replayed; what it raises (e.g. the caller's time budget is
@@ -113,20 +116,48 @@ class LeadDelta:
     after: ScoreCard
 
 
+LISTED = 50
+"""Leads a simulation lists by name per kind of change (the rest are counted)."""
+KEPT_IDS = 10_000
+"""Lead ids a simulation keeps per kind of stage change, for the SDR load they would move
+(the router's preview); past this many the load is that of the first ones (`ids_complete`)."""
+
+
 @dataclass
 class SimulationReport:
-    """What a candidate rule set would change, as of one time."""
+    """What a candidate rule set would change, as of one time. Memory is bounded however many
+    leads are compared: every change is counted, the first `LISTED` of each kind are kept with
+    their scores, and the first `KEPT_IDS` of each kind by id."""
 
     candidate_version: str
     leads: int = 0
     score_changed: int = 0
-    would_become_mql: list[LeadDelta] = field(default_factory=list)
-    would_drop_below_mql: list[LeadDelta] = field(default_factory=list)
+    becoming_mql: int = 0
+    dropping_below_mql: int = 0
+    would_become_mql: list[LeadDelta] = field(default_factory=list)  # the first LISTED
+    would_drop_below_mql: list[LeadDelta] = field(default_factory=list)  # the first LISTED
+    becoming_ids: list[str] = field(default_factory=list)  # the first KEPT_IDS
+    dropping_ids: list[str] = field(default_factory=list)  # the first KEPT_IDS
     grade_changed: int = 0
 
     @property
     def stage_changes(self) -> int:
-        return len(self.would_become_mql) + len(self.would_drop_below_mql)
+        return self.becoming_mql + self.dropping_below_mql
+
+    def add_becoming(self, delta: LeadDelta) -> None:
+        self.becoming_mql += 1
+        _keep(self.would_become_mql, delta, LISTED)
+        _keep(self.becoming_ids, delta.lead_id, KEPT_IDS)
+
+    def add_dropping(self, delta: LeadDelta) -> None:
+        self.dropping_below_mql += 1
+        _keep(self.would_drop_below_mql, delta, LISTED)
+        _keep(self.dropping_ids, delta.lead_id, KEPT_IDS)
+
+
+def _keep(kept: list[T], item: T, most: int) -> None:
+    if len(kept) < most:
+        kept.append(item)
 
 
 QUALIFIABLE = (Stage.KNOWN, Stage.LEAD, Stage.RECYCLED)
@@ -163,9 +194,9 @@ def simulate(
             report.grade_changed += 1
         qualifies = candidate.mql.qualifies(after.qualifies_as_mql, lead.likelihood)
         if lead.identified and lead.stage in QUALIFIABLE and qualifies:
-            report.would_become_mql.append(delta)
+            report.add_becoming(delta)
         elif lead.stage == Stage.MQL and not qualifies:
-            report.would_drop_below_mql.append(delta)
+            report.add_dropping(delta)
     return report
 
 
@@ -204,10 +235,13 @@ class SimulationSummary(_Frozen):
     would_drop_below_mql: int
     becoming_mql: list[LeadChange]
     dropping_below_mql: list[LeadChange]
+    becoming_ids: list[str] = []
+    dropping_ids: list[str] = []
+    ids_complete: bool = True
 
 
 def summarise(
-    report: SimulationReport, *, live_version: str, at: datetime, listed: int = 50
+    report: SimulationReport, *, live_version: str, at: datetime, listed: int = LISTED
 ) -> SimulationSummary:
     def change(delta: LeadDelta) -> LeadChange:
         return LeadChange(
@@ -226,10 +260,14 @@ def summarise(
         scores_changed=report.score_changed,
         grades_changed=report.grade_changed,
         stage_changes=report.stage_changes,
-        would_become_mql=len(report.would_become_mql),
-        would_drop_below_mql=len(report.would_drop_below_mql),
+        would_become_mql=report.becoming_mql,
+        would_drop_below_mql=report.dropping_below_mql,
         becoming_mql=[change(d) for d in report.would_become_mql[:listed]],
         dropping_below_mql=[change(d) for d in report.would_drop_below_mql[:listed]],
+        becoming_ids=report.becoming_ids,
+        dropping_ids=report.dropping_ids,
+        ids_complete=len(report.becoming_ids) == report.becoming_mql
+        and len(report.dropping_ids) == report.dropping_below_mql,
     )
 
 

@@ -9,8 +9,9 @@ GET  /v1/models/{version}              [models:read]    one model: metrics besid
                                                         notes (`latest`, `live` or a number)
 GET  /v1/models/{version}/evaluation.svg  [models:read] its ROC, gains and calibration picture
 GET  /v1/models/{version}/proposed-rules  [models:read] a rules file (YAML) whose points follow
-                                                        what it learned: POST it to
-                                                        /v1/rules/simulate to see its effect
+                                                        what it learned, from the live rules:
+                                                        simulate it as a draft
+                                                        (POST /v1/rules/simulations)
 POST /v1/models/train                  [models:train]   202 {"run_id"}: a training starts in a
                                                         process of its own; 409 while one runs
 POST /v1/models/{version}/publish      [models:publish] body {"note": "..."} (optional): it
@@ -33,7 +34,6 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score import repository
-from services.score.engine.ruleset import RuleSet
 from services.score.learning.proposals import NothingToPropose, propose_rules
 from services.score.learning.runs import (
     MODELS,
@@ -42,6 +42,7 @@ from services.score.learning.runs import (
     resolve_version,
     start_training_process,
 )
+from services.score.rules_versions import live_rules
 from services.score.sweep import RescoreProgress
 from shared.db import unit_of_work
 from shared.service_api import DENIED, ERROR, bounded_body, error_response, requires
@@ -50,7 +51,7 @@ MAX_NOTE_BYTES = 10_000
 
 
 def models_api(
-    *, rules: RuleSet, sessions: async_sessionmaker[AsyncSession], rescore: RescoreProgress
+    *, sessions: async_sessionmaker[AsyncSession], rescore: RescoreProgress
 ) -> APIRouter:
     """The model routes; `rescore`: the model rescore sweep's progress (shown with the list)."""
     router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -100,6 +101,7 @@ def models_api(
     async def proposed_rules(version: str) -> Response:
         async with sessions() as session:
             found = await resolve_version(session, version)
+            rules = await live_rules(session)
         if found is None or found.document is None:
             return error_response(404, f"no model version {version!r}")
         try:
