@@ -130,10 +130,12 @@ class ConfigRoutes(Generic[M]):
                 if not isinstance(text, str):
                     raise BadDraft('"yaml" is the document as YAML text')
                 document, _ = parse_yaml_document(
-                    _stamped_yaml(text, self.version_field),
+                    text,
                     self.model,
                     source="draft",
                     error=self.error,
+                    # a draft needs no version label: it gets its version when saved
+                    defaults={self.version_field: "draft"},
                 )
             if not isinstance(document, dict):
                 raise BadDraft('"document" is a JSON object')
@@ -151,13 +153,6 @@ class ConfigRoutes(Generic[M]):
             ) from None
         except ConfigFileError as exc:
             raise BadDraft(str(exc)) from None
-
-
-def _stamped_yaml(text: str, field: str) -> str:
-    """YAML without its version label still validates: a draft gets its version when saved."""
-    if any(line.startswith(f"{field}:") for line in text.splitlines()):
-        return text
-    return f"{field}: draft\n{text}"
 
 
 def config_api(
@@ -294,9 +289,7 @@ def config_api(
     @router.post("/simulations", status_code=202,
                  summary=f"Simulate a {name} draft on the stored history (in the background)",
                  responses={400: ERROR, 409: ERROR, 413: ERROR, **DENIED})  # fmt: skip
-    async def simulate(
-        request: Request, client: str = requires(simulate_scope)
-    ) -> Response:
+    async def simulate(request: Request, client: str = requires(simulate_scope)) -> Response:
         draft = await draft_of(request)
         if isinstance(draft, Response):
             return draft

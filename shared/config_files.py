@@ -55,11 +55,18 @@ def parse_yaml_model(text: str, model: type[M], *, source: str, error: type[Valu
 
 
 def parse_yaml_document(
-    text: str, model: type[M], *, source: str, error: type[ValueError]
+    text: str,
+    model: type[M],
+    *,
+    source: str,
+    error: type[ValueError],
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], M]:
     """`parse_yaml_model`, also returning the document as written (a mapping, as YAML gave
     it): what a versioned configuration stores (`shared.config_versions`). A document that is
-    not a mapping is refused by `model`'s validation, with the same message."""
+    not a mapping is refused by `model`'s validation, with the same message. `defaults`: top-
+    level keys the document gets where it has none (a draft's version label), added after the
+    text is read, so the lines errors name stay the text's own."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise error(
             f"{source}: {len(text)} characters; a rules or routing file is at most "
@@ -77,6 +84,8 @@ def parse_yaml_document(
         raise error(f"{source}: {exc}") from None
     finally:
         loader.dispose()
+    if defaults and isinstance(document, dict):
+        document = {**defaults, **document}
     try:
         parsed = model.model_validate(document)
     except ValidationError as exc:

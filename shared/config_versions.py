@@ -284,21 +284,19 @@ class VersionedConfig(Generic[T]):
         such publishes of one kind are checked one after the other; the caller's transaction
         holds that row until it ends, so commit soon after."""
         if not isinstance(expected_live, _Anything):
-            live = await fetchrow(
+            locked = await fetchval(
                 session,
-                f"""
-                SELECT kinds.kind, live.version
-                  FROM "{self._schema}".config_kinds AS kinds
-                  LEFT JOIN "{self._schema}".config_live AS live USING (kind)
-                 WHERE kinds.kind = $1
-                   FOR UPDATE OF kinds
-                """,
+                f'SELECT kind FROM "{self._schema}".config_kinds WHERE kind = $1 FOR UPDATE',
                 self.kind,
             )
-            if live is None:
+            if locked is None:
                 raise LookupError(f"{self.kind}: no version {version!r}")
-            if live["version"] != expected_live:
-                raise LiveChanged(kind=self.kind, expected=expected_live, live=live["version"])
+            # A statement of its own, after the lock: it sees a publication that committed
+            # while this one waited (the locking statement kept its older snapshot of
+            # config_live, a row it did not lock).
+            live = await self.live_version(session)
+            if live != expected_live:
+                raise LiveChanged(kind=self.kind, expected=expected_live, live=live)
         row = await fetchrow(
             session,
             f"""
@@ -454,7 +452,10 @@ class VersionedConfig(Generic[T]):
         Concurrent adoptions of a kind (replicas starting together) are serialised by a
         transaction-scoped advisory lock: one imports, the others find it imported. A document
         `parse` refuses raises (see `save`) and nothing is stored."""
-        digest = hashlib.sha256(json_document(document).encode()).hexdigest()
+        # canonical: keys sorted, so a file whose keys were only reordered is no new content
+        digest = hashlib.sha256(
+            orjson.dumps(document, default=str, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         await fetchval(
             session,
             "SELECT pg_advisory_xact_lock(hashtext($1))",

@@ -226,10 +226,24 @@ class Simulations:
 
     async def close(self) -> None:
         """Stop the simulations this process runs (at shutdown); they end `failed`."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
+        running = dict(self._tasks)
+        for task in running.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running.values(), return_exceptions=True)
+        if running:
+            # A task cancelled before its first step never ran `_run`'s handlers: its row
+            # would stay `running` (and block every start) until its heartbeat went stale.
+            async with unit_of_work(self._sessions) as session:
+                await execute(
+                    session,
+                    f"""
+                    UPDATE "{self._schema}".simulations
+                       SET status = 'failed', finished_at = now(),
+                           error = 'the service stopped before it finished'
+                     WHERE id = ANY($1::uuid[]) AND status = 'running'
+                    """,
+                    [uuid.UUID(simulation_id) for simulation_id in running],
+                )
 
     async def _run(self, simulation_id: str, work: Work) -> None:
         status: Status
