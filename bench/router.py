@@ -27,6 +27,7 @@ from bench.infra import BenchInfra
 from bench.runner import postgres_cpu_s
 from services.router.handler import RouterHandler
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
+from services.router.routing_versions import pinned
 from shared.consumer import Message
 from shared.contracts import Consent, LeadProfile, LifecycleChanged, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -75,7 +76,7 @@ async def one_run(infra: BenchInfra, count: int, *, seed: int) -> tuple[float, f
     engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="bench-router")
     sessions = create_sessionmaker(engine)
     handler = RouterHandler(
-        load_routing(DEFAULT_ROUTING_FILE),
+        pinned(load_routing(DEFAULT_ROUTING_FILE)),
         sla_recheck=timedelta(minutes=5),
         backfill_horizon=timedelta(hours=72),
     )

@@ -36,10 +36,12 @@ from pydantic import BaseModel
 from bench.figures import Figure, at_least, median
 from bench.infra import BenchInfra, consume_until_handled, dead_letters, produce_all
 from bench.score import traffic as score_traffic
+from services.router import routing_versions
 from services.router.handler import RouterHandler
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
 from services.score.engine.ruleset import DEFAULT_RULES_FILE, load_rules
 from services.score.handler import ScoreHandler
+from services.score.rules_versions import pinned
 from shared.consumer import Handler
 from shared.contracts import (
     Consent,
@@ -321,7 +323,7 @@ async def _score_rate(infra: BenchInfra, url: str, *, size: int, run: int) -> fl
         events,
         topic=EVENTS_ENRICHED,
         service="score",
-        handler=ScoreHandler(load_rules(DEFAULT_RULES_FILE)),
+        handler=ScoreHandler(pinned(load_rules(DEFAULT_RULES_FILE))),
         subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
     )
 
@@ -356,7 +358,7 @@ async def _router_rate(infra: BenchInfra, url: str, *, size: int, run: int) -> f
         topic=LEADS_LIFECYCLE,
         service="router",
         handler=RouterHandler(
-            load_routing(DEFAULT_ROUTING_FILE),
+            routing_versions.pinned(load_routing(DEFAULT_ROUTING_FILE)),
             sla_recheck=timedelta(minutes=5),
             backfill_horizon=timedelta(hours=72),
         ),

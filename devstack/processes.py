@@ -107,6 +107,10 @@ class StackAddresses:
             if "score" in self.api_ports
             else "",
             "LEADFLOW_CONSOLE_SCORE_API_TOKEN": self.console_token,
+            "LEADFLOW_CONSOLE_ROUTER_API_URL": self.api_url("router")
+            if "router" in self.api_ports
+            else "",
+            "LEADFLOW_CONSOLE_ROUTER_API_TOKEN": self.console_token,
             "LEADFLOW_CONSOLE_METRICS_URLS": json.dumps(
                 {name: f"http://127.0.0.1:{port}" for name, port in self.health_ports.items()}
             ),

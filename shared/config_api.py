@@ -222,7 +222,7 @@ def config_api(
         if isinstance(draft, Response):
             return draft
         fields = draft.fields
-        who = _who(fields, client)
+        who = author_of(fields.get("by"), client)
         parent = fields.get("parent")
         try:
             async with unit_of_work(sessions) as session:
@@ -271,7 +271,7 @@ def config_api(
             return error_response(
                 400, 'the body is JSON: {"note": "why", "expected_live": "3", "by": "who"}'
             )
-        who = _who(fields, client)
+        who = author_of(fields.get("by"), client)
         kwargs: dict[str, Any] = {}
         if "expected_live" in fields:
             kwargs["expected_live"] = fields["expected_live"]
@@ -297,7 +297,7 @@ def config_api(
         try:
             state = await simulations.start(
                 kind=name,
-                by=_who(draft.fields, client),
+                by=author_of(draft.fields.get("by"), client),
                 work=lambda progress: routes.simulate(candidate, progress),
             )
         except SimulationBusy as exc:
@@ -333,6 +333,7 @@ def config_api(
     return router
 
 
-def _who(fields: dict[str, Any], client: str) -> str:
-    by = fields.get("by")
+def author_of(by: str | None, client: str) -> str:
+    """Who a change is recorded as: the person a client acts for, with the client's name ("ada
+    via console"), or the client alone."""
     return f"{by} via {client}" if by else client

@@ -15,13 +15,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from services.console import people
 from services.console.config import ROLES, ConsoleSettings
+from services.console.config_client import ConfigClient
 from services.console.handler import ReadModelHandler
 from services.console.health import HealthWatch
 from services.console.repository import SCHEMA
 from services.console.score_client import ScoreClient
 from services.console.web.app import console_app
+from services.console.web.editing import Editors
 from shared.companions import Companion
 from shared.db import unit_of_work
 from shared.operator import OperatorCommand, OperatorError, Report
@@ -51,6 +55,16 @@ async def start(resources: Resources[ConsoleSettings]) -> AsyncIterator[Running]
         str(settings.score_api_url), token.get_secret_value() if token is not None else None
     )
     health = HealthWatch({name: str(url) for name, url in settings.metrics_urls.items()})
+    editors = Editors(
+        rules=ConfigClient(
+            service="score", kind="rules", base_url=str(settings.score_api_url),
+            token=token.get_secret_value() if token is not None else None,
+        ),
+        routing=ConfigClient(
+            service="router", kind="routing", base_url=str(settings.router_api_url),
+            token=_secret(settings.router_api_token),
+        ),
+    )  # fmt: skip
 
     async def forget_expired_sessions() -> None:
         async with unit_of_work(sessions) as session:
@@ -67,7 +81,13 @@ async def start(resources: Resources[ConsoleSettings]) -> AsyncIterator[Running]
             ],
             apps=[
                 HttpApp(
-                    console_app(settings=settings, sessions=sessions, score=score, health=health),
+                    console_app(
+                        settings=settings,
+                        sessions=sessions,
+                        score=score,
+                        health=health,
+                        editors=editors,
+                    ),
                     host=settings.web_host,
                     port=settings.web_port,
                     setting="LEADFLOW_CONSOLE_WEB_PORT",
@@ -77,6 +97,12 @@ async def start(resources: Resources[ConsoleSettings]) -> AsyncIterator[Running]
     finally:
         await score.close()
         await health.close()
+        await editors.rules.close()
+        await editors.routing.close()
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 async def add_person(resources: Resources[ConsoleSettings], args: argparse.Namespace) -> Report:

@@ -64,8 +64,14 @@ class ConsoleSettings(ConsumingServiceSettings):
     local_accounts: bool | None = None
     # score's API (a lead's explanation: its ledger, identity history, likelihood), with a
     # token of a client holding `leads:read` (LEADFLOW_API_CLIENTS of score).
+    # Its rules editor also asks score (`/v1/rules`: rules:read, rules:simulate,
+    # rules:publish) with the same token.
     score_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8092")
     score_api_token: SecretStr | None = None
+    # router's API (the routing editor and reps' availability: routing:read,
+    # routing:simulate, routing:publish), with a token of a client holding those scopes.
+    router_api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8093")
+    router_api_token: SecretStr | None = None
     # The health page reads each service's own /metrics (its health port): name -> base URL.
     metrics_urls: dict[str, AnyHttpUrl] = Field(
         default_factory=lambda: {

@@ -371,3 +371,30 @@ async def lead_story(session: AsyncSession, key: str) -> LeadStory | None:
         ),
         feedback=[dict(report) for report in feedback],
     )
+
+
+@dataclass(frozen=True)
+class RepLoad:
+    team: str
+    rep: str
+    name: str | None
+    leads: int
+
+
+async def sdr_load(session: AsyncSession, *, days: int) -> list[RepLoad]:
+    """Each team's and rep's SDR leads of the last `days` days (first decisions, not SLA
+    reassignments; a fallback queue is its own "rep"): the load a rules simulation's change is
+    shown beside. Reads those days' SDR decisions by their index."""
+    rows = await fetch(
+        session,
+        """
+        SELECT team, rep, max(rep_name) AS name, count(*) AS leads
+          FROM console.decisions
+         WHERE route = 'sdr' AND supersedes IS NULL
+           AND decided_at >= now() - make_interval(days => $1)
+         GROUP BY team, rep
+         ORDER BY team, rep
+        """,
+        days,
+    )
+    return [RepLoad(row["team"], row["rep"], row["name"], row["leads"]) for row in rows]

@@ -2,6 +2,11 @@
 `routing.sdr` / `routing.nurture` out.
 
 Per batch, in one transaction (the runner commits offsets only after it and the produce acks):
+0. The live routing version is read (`routing_versions.live_routing`: the live pointer, one
+   primary-key read; a version's document is parsed once per process) and used for the whole
+   batch: a publication reaches the batch after it commits, never half of a batch. Every
+   decision records it (`routing_version`); nothing published fails the batch (`NoLiveRouting`:
+   the runner retries), never a batch routed with nothing.
 1. CRM feedback closes the lead's open decisions (their SLA timers stop). It goes first so that
    an acceptance and an SLA check in the same batch resolve in the rep's favour.
 2. Every lifecycle change not seen before is routed by the pure domain (`choose_route`), unless
@@ -13,15 +18,18 @@ Per batch, in one transaction (the runner commits offsets only after it and the 
    (repository lock order), the reps' loads are read once, and assignments are made in message
    order, counting each one in memory so a batch stays fair within itself.
 4. What the batch decided is written in one statement.
-Statements per batch, besides the runner's own: a batch without SLA checks chooses its routes
-before asking the database anything. With an sdr lead, steps 2 and 3 take one round trip
-(`repository.start_batch`) and step 4 another; with only nurture decisions, suppressions and
-history, nothing depends on what is stored, so steps 2 to 4 are one statement
+Statements per batch, besides the runner's own and step 0's read: a batch without SLA checks
+chooses its routes before asking the database anything else. With an sdr lead, steps 2 and 3
+take one round trip (`repository.start_batch`) and step 4 another; with only nurture decisions,
+suppressions and history, nothing depends on what is stored, so steps 2 to 4 are one statement
 (`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
 all, only the decided check and closing. A batch with SLA checks takes up to six, however
 many checks it holds (the decided check, the decision locks, the team locks with the loads;
 `_check_slas` adds the breaches and the transitions' owners so far; the write). However a batch
 starts, its decided check and closing are one database function (`repository` module docstring).
+
+A first decision is stored with the stage change it answered (`router.decisions.change`), which
+a simulation replays through a draft routing (`simulation`).
 
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
@@ -66,6 +74,8 @@ from services.router.metrics import (
 )
 from services.router.repository import NewDecision, OpenDecision
 from services.router.routing_config import RoutingConfig
+from services.router.routing_versions import live_routing
+from shared.config_versions import LiveSource
 from shared.consumer import Message, Output
 from shared.contracts import CrmFeedback, LifecycleChanged, RouterCommand, RoutingDecision
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
@@ -86,9 +96,12 @@ def next_decision_id(superseded_id: str) -> str:
 
 @dataclass
 class _Batch:
-    """What one batch writes, gathered so that it is written in one statement."""
+    """What one batch writes, gathered so that it is written in one statement, and the routing
+    it decides under (`version` of the live routing, read once at the batch's start)."""
 
     now: datetime
+    version: str
+    config: RoutingConfig
     loads: dict[str, RepLoad]
     days: dict[str, date]
     decisions: list[NewDecision] = field(default_factory=list)
@@ -169,10 +182,17 @@ class _Batch:
 
 
 class RouterHandler:
+    """`routing`: where each batch reads its routing (`routing_versions.ROUTING` in the service;
+    a `Pinned` configuration in a test or a benchmark)."""
+
     def __init__(
-        self, config: RoutingConfig, *, sla_recheck: timedelta, backfill_horizon: timedelta
+        self,
+        routing: LiveSource[RoutingConfig],
+        *,
+        sla_recheck: timedelta,
+        backfill_horizon: timedelta,
     ) -> None:
-        self._config = config
+        self._routing = routing
         self._sla_recheck = sla_recheck
         self._backfill_horizon = backfill_horizon
 
@@ -180,6 +200,8 @@ class RouterHandler:
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
         now = datetime.now(UTC)
+        # Once per batch, never again inside it (see the module doc, step 0).
+        version, config = await live_routing(self._routing, session)
         changes: list[LifecycleChanged] = []
         feedback: list[repository.Feedback] = []
         checks: list[str] = []
@@ -204,18 +226,21 @@ class RouterHandler:
 
         if checks:
             fresh, routes, locked, loads, days = await self._start_with_checks(
-                session, changes, checks, now
+                session, changes, checks, config=config, now=now
             )
         else:
             candidates = _first_of_each_transition(changes)
-            routes = [self._choose(c, now) for c in candidates]
+            routes = [self._choose(c, config=config, now=now) for c in candidates]
             if not any(isinstance(r, ToSdr) for r in routes) and any(routes):
-                batch = await self._decide_in_one_statement(session, candidates, routes, now)
+                batch = _Batch(now=now, version=version, config=config, loads={}, days={})
+                await self._decide_in_one_statement(session, candidates, routes, batch=batch)
                 batch.observe()
                 return batch.outputs
-            fresh, routes, loads, days = await self._start(session, candidates, routes, now)
+            fresh, routes, loads, days = await self._start(
+                session, candidates, routes, config=config, now=now
+            )
             locked = {}
-        batch = _Batch(now=now, loads=loads, days=days)
+        batch = _Batch(now=now, version=version, config=config, loads=loads, days=days)
         self._route_all(fresh, routes, batch)
         await self._check_slas(session, [locked[c] for c in checks if c in locked], batch)
 
@@ -238,6 +263,8 @@ class RouterHandler:
         session: AsyncSession,
         candidates: list[LifecycleChanged],
         routes: list[Route | None],
+        *,
+        config: RoutingConfig,
         now: datetime,
     ) -> tuple[list[LifecycleChanged], list[Route | None], dict[str, RepLoad], dict[str, date]]:
         """A batch without SLA checks, its routes chosen for every change first (pure): the
@@ -248,7 +275,7 @@ class RouterHandler:
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
         pairs = [(c.transition_id, c.lead_id) for c in candidates]
         if teams:
-            days = self._days(teams, now)
+            days = _days(config, teams, now)
             decided, loads = await repository.start_batch(
                 session, pairs, at=now, reason=CHANGED_STAGE, teams=teams, days=days
             )
@@ -269,15 +296,15 @@ class RouterHandler:
         session: AsyncSession,
         candidates: list[LifecycleChanged],
         routes: list[Route | None],
-        now: datetime,
-    ) -> _Batch:
+        *,
+        batch: _Batch,
+    ) -> None:
         """A batch of nurture decisions, suppressions and history only (no SLA check, no sdr
         lead; a batch of backfilled changes is one of these, whatever their stages): what
         it decides depends on nothing stored, so it is decided for every change first and the
         decided check, the closing and the writes go in one statement
         (`repository.record_first_decisions`), which skips the rows of transitions already
-        decided; those are then dropped from what the batch emits."""
-        batch = _Batch(now=now, loads={}, days={})
+        decided; those are then dropped from what `batch` (empty so far) emits."""
         self._route_all(candidates, routes, batch)
         batch.stamp_stored()
         decided = await repository.record_first_decisions(
@@ -285,17 +312,18 @@ class RouterHandler:
             [(c.transition_id, c.lead_id) for c in candidates],
             decisions=batch.decisions,
             suppressions=batch.not_routed,
-            at=now,
+            at=batch.now,
             reason=CHANGED_STAGE,
         )
         batch.drop(decided)
-        return batch
 
     async def _start_with_checks(
         self,
         session: AsyncSession,
         changes: list[LifecycleChanged],
         checks: list[str],
+        *,
+        config: RoutingConfig,
         now: datetime,
     ) -> tuple[
         list[LifecycleChanged],
@@ -314,27 +342,21 @@ class RouterHandler:
             if change.transition_id not in decided:
                 decided.add(change.transition_id)
                 fresh.append(change)
-        routes = [self._choose(c, now) for c in fresh]
+        routes = [self._choose(c, config=config, now=now) for c in fresh]
         locked = await repository.lock_decisions(session, checks)
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
-        teams |= {t for d in locked.values() for t in self._chain(d)}
-        days = self._days(teams, now)
+        teams |= {t for d in locked.values() for t in _chain(d, config)}
+        days = _days(config, teams, now)
         loads = await repository.lock_teams_and_read_loads(session, teams=teams, days=days)
         return fresh, routes, locked, loads, days
 
-    def _days(self, teams: set[str], now: datetime) -> dict[str, date]:
-        """Each rep of the teams and their local day (loads are counted per local day)."""
-        return {
-            rep.id: local_day(rep, now)
-            for name in sorted(teams)
-            for rep in self._config.team(name).reps
-        }
-
     # ---- lifecycle changes ---------------------------------------------------------------------
 
-    def _choose(self, change: LifecycleChanged, now: datetime) -> Route | None:
-        """The change's route as the routing file says, unless it is history by now."""
-        route = choose_route(change, self._config)
+    def _choose(
+        self, change: LifecycleChanged, *, config: RoutingConfig, now: datetime
+    ) -> Route | None:
+        """The change's route as the batch's routing says, unless it is history by now."""
+        route = choose_route(change, config)
         return route_now(route, change, now=now, horizon=self._backfill_horizon)
 
     def _route_all(
@@ -364,7 +386,7 @@ class RouterHandler:
         if isinstance(route, ToNurture):
             decision = self._decision(
                 change,
-                now=batch.now,
+                batch=batch,
                 assignment=Assignment(strategy="nurture_track"),
                 track=route.track,
                 territory=None,
@@ -372,11 +394,11 @@ class RouterHandler:
             )
             teams: tuple[str, ...] = ()
         else:
-            assignment = assign_sdr(route, config=self._config, loads=batch.loads, now=batch.now)
+            assignment = assign_sdr(route, config=batch.config, loads=batch.loads, now=batch.now)
             batch.count(assignment)
             decision = self._decision(
                 change,
-                now=batch.now,
+                batch=batch,
                 assignment=assignment,
                 track=None,
                 territory=route.territory,
@@ -389,6 +411,7 @@ class RouterHandler:
                 transition_id=change.transition_id,
                 teams=teams,
                 closed_reason=CHANGED_STAGE if closed_by_later else None,
+                change=change,
             )
         )
 
@@ -396,13 +419,14 @@ class RouterHandler:
         self,
         change: LifecycleChanged,
         *,
-        now: datetime,
+        batch: _Batch,
         assignment: Assignment,
         track: str | None,
         territory: str | None,
         reasons: tuple[str, ...],
     ) -> RoutingDecision:
         sdr = track is None
+        now = batch.now
         profile = change.profile
         name = " ".join(p for p in (profile.first_name, profile.last_name) if p) or None
         return RoutingDecision(
@@ -421,11 +445,12 @@ class RouterHandler:
             track=track,
             strategy=assignment.strategy,
             territory=territory,
+            routing_version=batch.version,
             reasons=list(reasons),
             account_id=change.account_id,
             received_at=change.received_at,
             decided_at=now,
-            sla_due_at=sla_due_at(now, score=change.score, config=self._config) if sdr else None,
+            sla_due_at=sla_due_at(now, score=change.score, config=batch.config) if sdr else None,
             speed_to_lead_ms=_milliseconds(now - change.received_at),
         )
 
@@ -441,13 +466,6 @@ class RouterHandler:
                 SLA_OUTCOMES.labels(outcome="met" if acted_at <= due else "breached").inc()
 
     # ---- SLA checks ----------------------------------------------------------------------------
-
-    def _chain(self, decision: OpenDecision) -> tuple[str, ...]:
-        """The decision's team chain as the running config knows it (teams since removed from
-        the routing file are dropped; nothing left: the default team's chain)."""
-        known = {team.name for team in self._config.teams}
-        chain = tuple(t for t in decision.teams if t in known)
-        return chain or tuple(t.name for t in self._config.team_chain(self._config.default_team))
 
     async def _check_slas(
         self, session: AsyncSession, decisions: list[OpenDecision], batch: _Batch
@@ -483,12 +501,12 @@ class RouterHandler:
         now = batch.now
         assignment = after_breach(
             Breached(
-                teams=self._chain(breached),
+                teams=_chain(breached, batch.config),
                 tried=frozenset(tried),
                 reassignments=decisions_so_far - 1,
                 strategy=breached.strategy or "",
             ),
-            config=self._config,
+            config=batch.config,
             loads=batch.loads,
             now=now,
         )
@@ -506,7 +524,7 @@ class RouterHandler:
         batch.count(assignment)
         previous = breached.decision
         who = previous.owner.id if previous.owner else f"queue {previous.queue}"
-        window = sla_window(previous.score, self._config.sla)
+        window = sla_window(previous.score, batch.config.sla)
         decision = previous.model_copy(
             update={
                 "decision_id": next_decision_id(previous.decision_id),
@@ -520,7 +538,8 @@ class RouterHandler:
                     *previous.reasons,
                 ],
                 "decided_at": now,
-                "sla_due_at": sla_due_at(now, score=previous.score, config=self._config),
+                "routing_version": batch.version,
+                "sla_due_at": sla_due_at(now, score=previous.score, config=batch.config),
                 "speed_to_lead_ms": _milliseconds(now - previous.received_at),
             }
         )
@@ -544,6 +563,19 @@ class RouterHandler:
             breached.decision_id,
             assignment.strategy,
         )
+
+
+def _days(config: RoutingConfig, teams: set[str], now: datetime) -> dict[str, date]:
+    """Each rep of the teams and their local day (loads are counted per local day)."""
+    return {rep.id: local_day(rep, now) for name in sorted(teams) for rep in config.team(name).reps}
+
+
+def _chain(decision: OpenDecision, config: RoutingConfig) -> tuple[str, ...]:
+    """The decision's team chain as the batch's routing knows it (teams since removed from the
+    routing are dropped; nothing left: the default team's chain)."""
+    known = {team.name for team in config.teams}
+    chain = tuple(t for t in decision.teams if t in known)
+    return chain or tuple(t.name for t in config.team_chain(config.default_team))
 
 
 def _first_of_each_transition(changes: list[LifecycleChanged]) -> list[LifecycleChanged]:

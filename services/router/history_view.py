@@ -24,7 +24,16 @@ def render_history(history: dict[str, Any]) -> str:
     if decisions:
         parts.append(
             table(
-                ["decided at", "route", "to", "stage", "score", "speed-to-lead", "closed"],
+                [
+                    "decided at",
+                    "route",
+                    "to",
+                    "stage",
+                    "score",
+                    "speed-to-lead",
+                    "routing",
+                    "closed",
+                ],
                 [
                     [
                         _time(d.get("decided_at")),
@@ -35,6 +44,7 @@ def render_history(history: dict[str, Any]) -> str:
                         f"{d['speed_to_lead_ms']} ms"
                         if d.get("speed_to_lead_ms") is not None
                         else None,
+                        d.get("routing_version"),  # None: before routing was versioned
                         _closed(d),
                     ]
                     for d in decisions

@@ -1,5 +1,7 @@
-"""router's tables (schema `router`): decisions (with their SLA timers), suppressions, SLA
-breaches and the reps' daily loads.
+"""router's tables (schema `router`): decisions (with their SLA timers, the routing version
+that made them and the stage change they answered), suppressions, SLA breaches and the reps'
+daily loads; and the reads of simulations and load previews. The routing versions and the
+simulations' own rows are `shared.config_versions`' and `shared.simulations`' (same schema).
 
 Every function takes the unit of work's session and runs in its transaction, with literal SQL
 through `shared.db` (its module docstring states the convention). A consumer batch sends one
@@ -31,8 +33,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.assignment import RepLoad
-from shared.contracts import RoutingDecision
-from shared.db import execute, fetch, fetchval, json_document
+from services.router.load_preview import CurrentOwner
+from shared.contracts import LifecycleChanged, RoutingDecision
+from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
 SCHEMA = "router"
 
@@ -263,12 +266,15 @@ class NewDecision:
     transition_id: str
     teams: tuple[str, ...] = ()
     closed_reason: str | None = None  # set: the decision is closed at birth (a later change)
+    change: LifecycleChanged | None = None  # what a first decision answered (None: an SLA check)
 
     def row(self) -> dict[str, Any]:
         """The `router.decisions` row, keyed by column (every column: one left out would be
-        written NULL); the payload is the decision's JSON, embedded as is."""
+        written NULL); the payload is the decision's JSON and `change` the stage change's, both
+        embedded as they are."""
         decision = self.decision
         closed = self.closed_reason is not None
+        change = self.change
         return {
             "decision_id": decision.decision_id,
             "transition_id": self.transition_id,
@@ -287,6 +293,8 @@ class NewDecision:
             "closed_at": decision.decided_at if closed else None,
             "closed_reason": self.closed_reason,
             "payload": orjson.Fragment(decision.model_dump_json(by_alias=True)),
+            "routing_version": decision.routing_version,
+            "change": orjson.Fragment(change.model_dump_json(by_alias=True)) if change else None,
         }
 
 
@@ -522,6 +530,180 @@ async def next_check_after(session: AsyncSession, now: datetime) -> datetime | N
         session, "SELECT min(next_check_at) FROM router.decisions WHERE next_check_at > $1", now
     )
     return earliest
+
+
+# ---- what a simulation replays (stored first sdr decisions and their changes) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """Which stored stage changes a simulation replays: those of the first sdr decisions after
+    `after` (a keyset position, exclusive), `replayable` of them (`limited`: the period has
+    more, older ones, left out); `without_change` first sdr decisions of the period stored none
+    (made before the router kept changes)."""
+
+    after: tuple[datetime, str]
+    replayable: int
+    limited: bool
+    without_change: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """A first sdr decision's stage change, as stored (JSON: the caller parses it, in the worker
+    thread that replays it), and when the router decided."""
+
+    decision_id: str
+    decided_at: datetime
+    change: dict[str, Any]
+
+
+async def find_replay_window(
+    session: AsyncSession, *, since: datetime, until: datetime, at_most: int
+) -> ReplayWindow:
+    """The newest `at_most` first sdr decisions (not SLA reassignments) decided from `since` to
+    `until` that stored their change: where they start, and how many; and how many of the
+    period's first sdr decisions have no change. One statement, on the partial index of first
+    sdr decisions by time."""
+    row = await fetchrow(
+        session,
+        """
+        WITH newest AS (
+            SELECT decided_at, decision_id
+              FROM router.decisions
+             WHERE route = 'sdr' AND supersedes IS NULL AND change IS NOT NULL
+               AND decided_at >= $1 AND decided_at <= $2
+             ORDER BY decided_at DESC, decision_id DESC
+             LIMIT $3 + 1
+        ), bounds AS (
+            SELECT count(*) AS found,
+                   (array_agg(decided_at ORDER BY decided_at, decision_id))[1] AS first_at,
+                   (array_agg(decision_id ORDER BY decided_at, decision_id))[1] AS first_id
+              FROM newest
+        )
+        SELECT bounds.found, bounds.first_at, bounds.first_id,
+               (SELECT count(*)
+                  FROM router.decisions
+                 WHERE route = 'sdr' AND supersedes IS NULL AND change IS NULL
+                   AND decided_at >= $1 AND decided_at <= $2) AS without_change
+          FROM bounds
+        """,
+        since,
+        until,
+        at_most,
+    )
+    assert row is not None  # an aggregate answers one row
+    if row["found"] > at_most:
+        # One more than wanted was read: the oldest of them is the exclusive start.
+        return ReplayWindow(
+            after=(row["first_at"], row["first_id"]),
+            replayable=at_most,
+            limited=True,
+            without_change=row["without_change"],
+        )
+    # All of the period: start before its first instant (a decision id is never empty).
+    return ReplayWindow(
+        after=(since, ""),
+        replayable=row["found"],
+        limited=False,
+        without_change=row["without_change"],
+    )
+
+
+async def read_decided_changes(
+    session: AsyncSession, *, after: tuple[datetime, str], until: datetime, limit: int
+) -> list[StoredChange]:
+    """The next `limit` first sdr decisions with their change after the keyset position `after`
+    (decided_at, decision_id), up to `until`, oldest first: a simulation reads the window
+    chunk by chunk with the last one read as the next `after`."""
+    after_at, after_id = after
+    rows = await fetch(
+        session,
+        """
+        SELECT decision_id, decided_at, change
+          FROM router.decisions
+         WHERE route = 'sdr' AND supersedes IS NULL AND change IS NOT NULL
+           AND (decided_at, decision_id) > ($1, $2) AND decided_at <= $3
+         ORDER BY decided_at, decision_id
+         LIMIT $4
+        """,
+        after_at,
+        after_id,
+        until,
+        limit,
+    )
+    return [
+        StoredChange(
+            decision_id=row["decision_id"], decided_at=row["decided_at"], change=row["change"]
+        )
+        for row in rows
+    ]
+
+
+# ---- what a load preview reads (leads' latest changes and open sdr owners) ---------------------
+
+
+async def latest_changes_of_leads(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each lead's newest stored stage change (JSON), for the leads that have one. One
+    statement, an index probe per lead."""
+    if not lead_ids:
+        return {}
+    rows = await fetch(
+        session,
+        """
+        SELECT wanted.lead_id, latest.change
+          FROM unnest($1::text[]) AS wanted(lead_id)
+         CROSS JOIN LATERAL (SELECT decision.change
+                               FROM router.decisions AS decision
+                              WHERE decision.lead_id = wanted.lead_id
+                                AND decision.change IS NOT NULL
+                              ORDER BY decision.decided_at DESC, decision.decision_id DESC
+                              LIMIT 1) AS latest
+        """,
+        sorted(set(lead_ids)),
+    )
+    return {row["lead_id"]: row["change"] for row in rows}
+
+
+async def open_sdr_owners_of_leads(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> dict[str, CurrentOwner]:
+    """Who has each lead now (`CurrentOwner`: its newest open sdr decision's owner or queue),
+    for the leads with an open sdr decision. One statement, a probe of the open-decisions index
+    per lead."""
+    if not lead_ids:
+        return {}
+    rows = await fetch(
+        session,
+        """
+        SELECT wanted.lead_id, latest.owner_id, latest.owner_name, latest.owner_team,
+               latest.queue
+          FROM unnest($1::text[]) AS wanted(lead_id)
+         CROSS JOIN LATERAL (SELECT decision.owner_id,
+                                    decision.payload -> 'owner' ->> 'name' AS owner_name,
+                                    decision.payload -> 'owner' ->> 'team' AS owner_team,
+                                    decision.queue
+                               FROM router.decisions AS decision
+                              WHERE decision.lead_id = wanted.lead_id
+                                AND decision.closed_at IS NULL
+                                AND decision.route = 'sdr'
+                              ORDER BY decision.decided_at DESC, decision.decision_id DESC
+                              LIMIT 1) AS latest
+        """,
+        sorted(set(lead_ids)),
+    )
+    return {
+        row["lead_id"]: CurrentOwner(
+            lead_id=row["lead_id"],
+            owner_id=row["owner_id"],
+            owner_name=row["owner_name"],
+            team=row["owner_team"],
+            queue=row["queue"],
+        )
+        for row in rows
+    }
 
 
 # ---- the lead's routing history (operators, CLI and HTTP) --------------------------------------

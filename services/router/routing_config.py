@@ -1,11 +1,13 @@
-"""The routing configuration, in YAML, changed by RevOps without code: teams and reps (weights,
-daily caps, working hours, out of office), territories, account-owner routing, suppression,
-nurture tracks and speed-to-lead SLAs.
+"""The routing configuration, changed by RevOps without code: teams and reps (weights, daily
+caps, working hours, out of office), territories, account-owner routing, suppression, nurture
+tracks and speed-to-lead SLAs.
 
-The file is validated as a whole when the router starts; a bad file stops the start with the
-file, line and field at fault (`RoutingFileError`), never a half-working router. Times of day are
-local to the rep's time zone (IANA names such as "Europe/Paris"); durations are written "90s",
-"5m", "2h" or "1d".
+`RoutingConfig` is the one validator of a routing document, wherever it comes from: the routing
+file (YAML) the router adopts at start, a draft sent to the router's API, a stored version
+(`routing_versions`). It is validated as a whole; a bad file stops the start with the file, line
+and field at fault (`RoutingFileError`), never a half-working router. Times of day are local to
+the rep's time zone (IANA names such as "Europe/Paris"); durations are written "90s", "5m", "2h"
+or "1d".
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config_files import ConfigFileError, load_yaml_model
+from shared.config_files import ConfigFileError, load_yaml_model, parse_yaml_document
 from shared.contracts import Stage
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "config" / "default.yaml"
@@ -328,3 +330,14 @@ class RoutingFileError(ConfigFileError):
 
 def load_routing(path: Path) -> RoutingConfig:
     return load_yaml_model(path, RoutingConfig, error=RoutingFileError)
+
+
+def read_routing_file(path: Path) -> dict[str, Any]:
+    """The file's document as written (what a version stores), validated: a file that cannot be
+    read or fails validation raises `RoutingFileError` naming the file, line and field."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RoutingFileError(f"{path}: {exc}") from None
+    document, _ = parse_yaml_document(text, RoutingConfig, source=str(path), error=RoutingFileError)
+    return document

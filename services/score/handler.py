@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.score import repository
@@ -76,6 +76,7 @@ from services.score.metrics import FEEDBACK_RESULTS
 from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
 from shared.config_versions import LiveSource
 from shared.consumer import InvalidMessage, Message, Output
+from shared.consumer.failures import NotReady
 from shared.contracts import (
     Contribution,
     CrmFeedback,
@@ -160,11 +161,17 @@ class ScoreHandler:
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
-        live = await self._rules.live(session)
+        try:
+            live = await self._rules.live(session)
+        except ValidationError as exc:  # a stricter score than the one that stored it
+            raise NotReady(
+                f"the live scoring rules do not pass validation ({exc.error_count()} problems); "
+                "publish a version that does: python -m services.score publish-rules <version>"
+            ) from exc
         if live is None:
             # the service publishes its rules file at start: only a database emptied under a
-            # running replica gets here; retried, never scored with nothing
-            raise RuntimeError("no scoring rules are published (score.config_live, kind rules)")
+            # running replica gets here; retried (NotReady), never scored with nothing
+            raise NotReady("no scoring rules are published (score.config_live, kind rules)")
         work = await self._load(messages, session, rules=live[1], model=await MODELS.live(session))
         for message in messages:
             value = message.value

@@ -13,6 +13,12 @@ class ConcurrentUpdate(Exception):
     """Another process changed the rows this batch relies on; handling it again will succeed."""
 
 
+class NotReady(Exception):
+    """The service cannot handle any batch yet: something it needs that no message brings is
+    missing (no usable configuration version is live). Retried with backoff like an outage,
+    never dead-lettered: the messages are fine, and publishing what is missing ends it."""
+
+
 _TRANSIENT_SQLSTATES = {
     # A slow or contended database, not a bad message: handling the batch again succeeds once
     # the load or the competing transaction has passed (dead-lettering would lose healthy data).
@@ -48,7 +54,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _transient_itself(exc: BaseException) -> bool:
-    if isinstance(exc, ConcurrentUpdate | OSError | asyncio.TimeoutError | TimeoutError):
+    if isinstance(exc, ConcurrentUpdate | NotReady | OSError | asyncio.TimeoutError | TimeoutError):
         return True
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return True

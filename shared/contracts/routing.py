@@ -56,6 +56,10 @@ class RoutingDecision(Contract):
     `sla_due_at` counts from it). `stored_at` was added in 2026-12 (additive, same schema
     version); a decision without it was measured to `decided_at`, leaving the router's own time
     out.
+
+    `routing_version` names the published routing configuration the decision was made under
+    (a version of the router's versioned configuration: "1", "2", ...); a reassignment names the
+    version live when it was made. Added in 2026-12 (additive, same schema version).
     """
 
     model_config = ConfigDict(
@@ -113,6 +117,11 @@ class RoutingDecision(Contract):
     track: str | None = None
     strategy: Strategy | None = Field(default=None, description="how the target was chosen")
     territory: str | None = Field(default=None, description="the territory rule that matched")
+    routing_version: str | None = Field(
+        default=None,
+        description="the version of the router's routing configuration that made this "
+        "decision (absent from decisions made before routing was versioned, 2026-12)",
+    )
     reasons: list[str] = Field(default_factory=list)
     account_id: str | None = None
     supersedes: str | None = Field(

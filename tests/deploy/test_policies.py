@@ -185,8 +185,8 @@ def test_each_service_starts_with_the_settings_its_manifest_gives(
 @pytest.mark.parametrize(
     ("service", "variable", "loader"),
     [
-        ("score", "LEADFLOW_SCORE_RULES_FILE", "load_rules"),
-        ("router", "LEADFLOW_ROUTER_ROUTING_FILE", "load_routing"),
+        ("score", "LEADFLOW_SCORE_RULES_FILE", "rules_versions.read_rules_file"),
+        ("router", "LEADFLOW_ROUTER_ROUTING_FILE", "routing_config.read_routing_file"),
     ],
 )
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -199,7 +199,7 @@ def test_rules_files_in_config_maps_load_as_the_service_loads_them(
     loader: str,
 ) -> None:
     """The file the setting names is a key of a ConfigMap mounted there, and the service's own
-    loader (the one its entry point calls at start) accepts its content."""
+    reader (the one it adopts the file with at start) accepts its content."""
     resources = rendered[overlay]
     deployment = named(resources, "Deployment", f"leadflow-{service}")
     spec = deployment["spec"]["template"]["spec"]
@@ -210,9 +210,9 @@ def test_rules_files_in_config_maps_load_as_the_service_loads_them(
     config_map = named(resources, "ConfigMap", volume["configMap"]["name"])
     copy = tmp_path / path.name
     copy.write_text(config_map["data"][path.name])
-    entry_point = importlib.import_module(f"services.{service}.__main__")
+    module, function = loader.rsplit(".", 1)
     try:
-        getattr(entry_point, loader)(copy)
+        getattr(importlib.import_module(f"services.{service}.{module}"), function)(copy)
     except Exception as exc:
         pytest.fail(
             f"the {volume['configMap']['name']} ConfigMap (deploy/base/config/{path.name}) no"

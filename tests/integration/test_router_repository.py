@@ -21,6 +21,7 @@ from services.router.assignment import RepLoad
 from services.router.handler import RouterHandler
 from services.router.repository import Feedback, NewDecision, Suppression
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
+from services.router.routing_versions import pinned
 from shared.consumer import Message
 from shared.contracts import Consent, Owner, RouterCommand, RoutingDecision, Score, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -321,7 +322,7 @@ async def test_a_nurture_batch_emits_only_its_new_transitions_and_closes_earlier
     transition emits nothing again, a later change closes its lead's earlier decision, and a
     suppressed lead is recorded, not routed."""
     handler = RouterHandler(
-        load_routing(DEFAULT_ROUTING_FILE),
+        pinned(load_routing(DEFAULT_ROUTING_FILE)),
         sla_recheck=timedelta(minutes=5),
         backfill_horizon=timedelta(hours=72),
     )
@@ -370,7 +371,7 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
     timer stops, one not due yet and one already closed are left alone; each breach is recorded
     once, and the batch redelivered changes nothing."""
     handler = RouterHandler(
-        load_routing(DEFAULT_ROUTING_FILE),
+        pinned(load_routing(DEFAULT_ROUTING_FILE)),
         sla_recheck=timedelta(minutes=5),
         backfill_horizon=timedelta(hours=72),
     )

@@ -18,6 +18,7 @@ from services.router import repository
 from services.router.domain import ToSdr, choose_route
 from services.router.handler import RouterHandler
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
+from services.router.routing_versions import pinned
 from shared.consumer import Message
 from shared.contracts import RoutingDecision, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
@@ -63,7 +64,7 @@ async def test_the_time_waiting_for_a_team_lock_is_part_of_speed_to_lead(
     2026-12, it would be a few ms)."""
     config = load_routing(DEFAULT_ROUTING_FILE)
     handler = RouterHandler(
-        config, sla_recheck=timedelta(minutes=5), backfill_horizon=timedelta(hours=72)
+        pinned(config), sla_recheck=timedelta(minutes=5), backfill_horizon=timedelta(hours=72)
     )
     mql = message(Stage.MQL, "lead-1")
     route = choose_route(mql.value, config)  # type: ignore[arg-type]
@@ -100,7 +101,7 @@ async def test_a_nurture_decision_is_stamped_as_it_is_stored_too(
 ) -> None:
     """The one-statement path (nurture only) stamps before its statement as well."""
     handler = RouterHandler(
-        load_routing(DEFAULT_ROUTING_FILE),
+        pinned(load_routing(DEFAULT_ROUTING_FILE)),
         sla_recheck=timedelta(minutes=5),
         backfill_horizon=timedelta(hours=72),
     )

@@ -10,11 +10,13 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.console.config import ConsoleSettings
+from services.console.config_client import ConfigClient
 from services.console.health import HealthWatch
 from services.console.score_client import ScoreClient
 from services.console.web import pages
 from services.console.web.access import open_routes
 from services.console.web.app import console_app
+from services.console.web.editing import Editors, editing_routes
 from services.console.web.rendering import Pages
 from services.console.web.sign_in import PUBLIC_PATHS
 
@@ -28,7 +30,17 @@ def build() -> object:
         sessions=async_sessionmaker(),
         score=ScoreClient("http://127.0.0.1:1", None),
         health=HealthWatch({}),
+        editors=editors(),
     )
+
+
+def editors() -> Editors:
+    return Editors(
+        rules=ConfigClient(service="score", kind="rules", base_url="http://127.0.0.1:1",
+                           token=None),
+        routing=ConfigClient(service="router", kind="routing", base_url="http://127.0.0.1:1",
+                             token=None),
+    )  # fmt: skip
 
 
 def test_every_route_but_signing_in_needs_a_signed_in_person() -> None:
@@ -39,6 +51,11 @@ def test_every_route_but_signing_in_needs_a_signed_in_person() -> None:
     paths = {route.path for route in routers[0].routes}  # type: ignore[attr-defined]
     assert {"/funnel", "/api/funnel", "/leads/{key}", "/admin/people"} <= paths
     assert open_routes(routers, public=set()) == []
+    editing = editing_routes(sessions=async_sessionmaker(), pages=Pages(), editors=editors())
+    edit_paths = {route.path for route in editing.routes}  # type: ignore[attr-defined]
+    assert {"/rules", "/rules/drafts/{draft_id}/publish", "/routing/reps/{rep_id}",
+            "/routing/versions/{version}/publish"} <= edit_paths  # fmt: skip
+    assert open_routes([editing], public=set()) == []
     assert {"/sign-in", "/sign-in/sso", "/sign-in/sso/callback"} == PUBLIC_PATHS
 
 

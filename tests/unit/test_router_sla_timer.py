@@ -14,8 +14,8 @@ HORIZON = timedelta(minutes=5)
 
 
 def wait(*, next_due: datetime | None, full: bool = False) -> timedelta:
-    done = Round(requested=0, full=full, next_due=next_due)
-    return next_round_in(done, now=NOW, interval=INTERVAL, horizon=HORIZON)
+    done = Round(requested=0, full=full, next_due=next_due, horizon=HORIZON)
+    return next_round_in(done, now=NOW, interval=INTERVAL)
 
 
 def test_with_no_open_timer_the_timer_waits_as_long_as_a_new_decision_needs() -> None:

@@ -24,6 +24,7 @@ from services.console.config import ConsoleSettings
 from services.console.health import HealthWatch
 from services.console.score_client import ScoreClient
 from services.console.web.access import install_refusals, open_routes
+from services.console.web.editing import Editors, editing_routes
 from services.console.web.pages import console_routes
 from services.console.web.rendering import STATIC, Pages
 from services.console.web.sign_in import PUBLIC_PATHS, sign_in_routes
@@ -47,6 +48,7 @@ def console_app(
     sessions: async_sessionmaker[AsyncSession],
     score: ScoreClient,
     health: HealthWatch,
+    editors: Editors,
 ) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sessions = sessions
@@ -55,6 +57,7 @@ def console_app(
     routers = [
         sign_in_routes(settings=settings, sessions=sessions, pages=pages),
         console_routes(sessions=sessions, pages=pages, score=score, health=health),
+        editing_routes(sessions=sessions, pages=pages, editors=editors),
     ]
     if unexpected := open_routes(routers, public=PUBLIC_PATHS):
         raise TypeError(f"console routes open without sign-in: {', '.join(unexpected)}")

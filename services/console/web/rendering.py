@@ -22,6 +22,8 @@ NAVIGATION = (
     ("/funnel", "Funnel", "viewer"),
     ("/speed", "Speed-to-lead", "viewer"),
     ("/leads", "Leads", "viewer"),
+    ("/rules", "Rules", "viewer"),
+    ("/routing", "Routing", "viewer"),
     ("/health", "Health", "viewer"),
     ("/admin/people", "People", "admin"),
     ("/admin/audit", "Audit log", "admin"),
@@ -66,6 +68,8 @@ class Pages:
     ) -> HTMLResponse:
         person = getattr(request.state, "person", None)
         csrf = request.scope.get("csrftoken")
+        # what the last change did, said once on the page it leads to
+        flash = request.session.pop("flash", None) if "session" in request.scope else None
         return self.templates.TemplateResponse(
             request,
             template,
@@ -78,6 +82,7 @@ class Pages:
                     if person is not None and person.may(role)
                 ],
                 "path": request.url.path,
+                "flash": flash,
                 **context,
             },
             status_code=status,

@@ -131,6 +131,7 @@ class SimulationReport:
 
     candidate_version: str
     leads: int = 0
+    mqls: int = 0  # of the leads compared, those that are MQLs now (under the live rules)
     score_changed: int = 0
     becoming_mql: int = 0
     dropping_below_mql: int = 0
@@ -187,6 +188,7 @@ def simulate(
         before = evaluate(live, replay(live, lead.items, check=check), at)
         after = evaluate(candidate, replay(candidate, lead.items, check=check), at)
         report.leads += 1
+        report.mqls += lead.stage == Stage.MQL
         delta = LeadDelta(lead.lead_id, lead.email, lead.stage, before, after)
         if (before.fit, before.behaviour) != (after.fit, after.behaviour):
             report.score_changed += 1
@@ -228,6 +230,8 @@ class SimulationSummary(_Frozen):
     candidate_version: str
     as_of: datetime
     leads: int
+    mqls_now: int = 0
+    mqls_with_candidate: int = 0
     scores_changed: int
     grades_changed: int
     stage_changes: int
@@ -257,6 +261,8 @@ def summarise(
         candidate_version=report.candidate_version,
         as_of=at,
         leads=report.leads,
+        mqls_now=report.mqls,
+        mqls_with_candidate=report.mqls - report.dropping_below_mql + report.becoming_mql,
         scores_changed=report.score_changed,
         grades_changed=report.grade_changed,
         stage_changes=report.stage_changes,
@@ -277,6 +283,7 @@ def render_summary(summary: SimulationSummary) -> str:
     out = [
         f"rules {s.live_version} -> {s.candidate_version}: {s.leads} lead{'' if s.leads == 1 else 's'}"
         f" (as of {s.as_of:%Y-%m-%d %H:%M} UTC)",
+        f"  MQLs:                   {s.mqls_now} now, {s.mqls_with_candidate} with the candidate",
         f"  scores that change:     {s.scores_changed}",
         f"  grades that change:     {s.grades_changed}",
         f"  would become MQL:       {s.would_become_mql}",
