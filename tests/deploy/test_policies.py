@@ -141,6 +141,7 @@ def secret_value(resources: list[Resource], reference: dict[str, Any], variable:
         # The console's keys of base/secret-template.yaml, single sign-on included.
         "LEADFLOW_CONSOLE_SECRET_KEY": "0123456789abcdef" * 4,
         "LEADFLOW_CONSOLE_SCORE_API_TOKEN": "a-token-of-the-console-client",
+        "LEADFLOW_CONSOLE_ROUTER_API_TOKEN": "a-token-of-the-console-client",
         "LEADFLOW_CONSOLE_OIDC": '{"metadata_url": "https://idp.example.com/.well-known/'
         'openid-configuration", "client_id": "leadflow", "client_secret": "s3cret",'
         ' "role_claim": "groups", "roles": {"revops-admins": "admin"}, "default_role": "viewer"}',

@@ -43,10 +43,7 @@ async def demo_scored(pipeline: Pipeline, email: str) -> dict[str, Any]:
         ]  # fmt: skip
 
     lead_ids: dict[str, str] = {}
-    explained = await eventually(
-        lambda: pipeline.explain(email), f"score knows {email}", until=lambda e: e is not None
-    )
-    lead_ids[email] = explained["lead_id"]
+    lead_ids[email] = (await explained(pipeline, email))["lead_id"]
     records = await pipeline.read(
         LEADS_SCORED.full_name(pipeline.prefix), until=lambda rs: bool(demo_of(rs))
     )
@@ -55,6 +52,20 @@ async def demo_scored(pipeline: Pipeline, email: str) -> dict[str, Any]:
 
 def demo_points(scored: dict[str, Any]) -> int:
     return int(next(c["points"] for c in scored["contributions"] if c["rule_id"] == "demo-request"))
+
+
+async def explained(pipeline: Pipeline, email: str) -> dict[str, Any]:
+    """score's explanation of the lead, once score has it (404 until then)."""
+
+    async def ask() -> Any:
+        async with httpx.AsyncClient(headers=pipeline.addresses.api_headers) as client:
+            answer = await client.get(
+                pipeline.addresses.api_url("score", f"/v1/leads/{email}/explain")
+            )
+        return answer.json() if answer.status_code == 200 else None
+
+    found: dict[str, Any] = await eventually(ask, f"score knows {email}")
+    return found
 
 
 async def api(pipeline: Pipeline, service: str, path: str) -> Any:
@@ -97,6 +108,8 @@ async def test_an_editor_changes_simulates_publishes_and_rolls_back_the_rules(
     assert "can be simulated" in await editor.inner_text("[data-test=flash]")
     assert "points: 20" in await editor.input_value("[data-test=yaml]")
     await editor.screenshot(path=artifacts / "rules-editor.png", full_page=True)
+    await editor.set_viewport_size({"width": 1500, "height": 900})
+    await editor.screenshot(path=artifacts / "console-rules-editor.png")  # the README's
 
     # simulate: the page polls the background simulation, then shows its result
     await editor.click("[data-test=simulate]")
@@ -114,6 +127,8 @@ async def test_an_editor_changes_simulates_publishes_and_rolls_back_the_rules(
     assert result["would_drop_below_mql"] >= 1  # a VP's demo alone no longer makes an MQL
     await editor.wait_for_selector("[data-test=sdr-load]")
     await editor.screenshot(path=artifacts / "rules-simulation.png", full_page=True)
+    simulation = editor.locator("#simulation")
+    await simulation.screenshot(path=artifacts / "console-rules-simulation.png")  # the README's
 
     # publish with a note: live at once, no restart
     await editor.fill("[data-test=note]", "demo requests were over-weighted")
@@ -184,15 +199,12 @@ async def test_an_out_of_office_toggle_sends_the_next_mql_to_another_rep(
         user = f"u-{run}-{n}"
         await identify_and_track(pipeline, user, f"vp.{n}.{run}@acme-robotics.com",
                                  "Demo Requested")  # fmt: skip
-        explained = await eventually(
-            lambda: pipeline.explain(f"vp.{n}.{run}@acme-robotics.com"), "score knows the lead",
-            until=lambda e: e is not None,
-        )  # fmt: skip
+        lead_id = (await explained(pipeline, f"vp.{n}.{run}@acme-robotics.com"))["lead_id"]
         records = await pipeline.read(
             ROUTING_SDR.full_name(pipeline.prefix),
-            until=lambda rs: any(r.json()["lead_id"] == explained["lead_id"] for r in rs),
+            until=lambda rs: any(r.json()["lead_id"] == lead_id for r in rs),
         )
-        decision = next(r.json() for r in records if r.json()["lead_id"] == explained["lead_id"])
+        decision = next(r.json() for r in records if r.json()["lead_id"] == lead_id)
         return dict(decision)
 
     first = await owner_of_next_mql(0)
@@ -207,9 +219,38 @@ async def test_an_out_of_office_toggle_sends_the_next_mql_to_another_rep(
     assert "Routing version 2 is live" in await page.inner_text("[data-test=flash]")
     assert "out of office" in await page.inner_text(f"tr[data-rep='{away_rep}'] .today")
     await page.screenshot(path=artifacts / "routing-reps.png", full_page=True)
+    await page.locator("[data-test=reps]").screenshot(path=artifacts / "console-routing-reps.png")
 
     # round robin would alternate; with one rep away, both go to the other
     second, third = await owner_of_next_mql(1), await owner_of_next_mql(2)
     assert second["owner"]["team"] == third["owner"]["team"] == team
     assert away_rep not in {second["owner"]["id"], third["owner"]["id"]}
     assert second["routing_version"] == third["routing_version"] == "2"
+
+    # teams, territories and tracks: the same draft, check, simulate, publish flow (YAML)
+    await page.goto(f"{base}/routing")
+    await page.click("[data-test=new-draft]")
+    await page.wait_for_selector("[data-test=yaml]")
+    text = await page.input_value("[data-test=yaml]")
+    assert "sdr-inbound" in text
+    await page.fill("[data-test=yaml]", text.replace("default_team: sdr-inbound",
+                                                      "default_team: no-such-team"))  # fmt: skip
+    await page.click("[data-test=check-yaml]")
+    problems = await page.inner_text("[data-test=problems]")
+    assert "default_team: 'no-such-team' is not one of the teams" in problems
+    assert await page.is_disabled("[data-test=publish]")
+    await page.fill("[data-test=yaml]", text.replace("daily_cap: 200", "daily_cap: 150", 1))
+    await page.click("[data-test=check-yaml]")
+    assert await page.locator("[data-test=problems]").count() == 0
+    await page.click("[data-test=simulate]")
+    await page.wait_for_selector("[data-test=simulation-result]", timeout=60_000)
+    simulation_id = await page.get_attribute("[data-test=simulation]", "data-simulation")
+    state = await api(pipeline, "router", f"/v1/routing/simulations/{simulation_id}")
+    assert state["status"] == "done"
+    assert state["result"]["replayed"] >= 3  # the MQLs above, from their stored changes
+    assert str(state["result"]["replayed"]) in await page.inner_text("[data-test=replayed]")
+    assert await shown(page, "owner-changes") == state["result"]["owner_changes"]
+    await page.fill("[data-test=note]", "a lower cap for the inbound desk")
+    await page.click("[data-test=publish]")
+    await page.wait_for_url(base + "/routing")
+    assert "Routing version 3 is live" in await page.inner_text("[data-test=flash]")
