@@ -65,7 +65,7 @@ format: $(STAMP) ## Format and fix what ruff can
 	$(BIN)/ruff check --fix .
 
 test: lint ## Lint, then every test against the real broker and PostgreSQL (but the slow cases)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" --durations=20
 
 .PHONY: test-reliability
 test-reliability: $(STAMP) ## Chaos, scaling, bad input and security (tests/reliability, slow cases too)
