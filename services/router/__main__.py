@@ -34,6 +34,7 @@ from services.router.routing_versions import ROUTING, adopt_routing_file
 from services.router.sla_timers import SlaTimer
 from services.router.versions_view import render_publications, render_versions
 from shared.companions import Companion
+from shared.consumer.failures import retried_while_transient
 from shared.db import unit_of_work
 from shared.operator import OperatorCommand, OperatorError, Report
 from shared.resources import Resources
@@ -49,7 +50,11 @@ async def start(resources: Resources[RouterSettings]) -> AsyncIterator[Running]:
     stopped (they end `failed`)."""
     settings = resources.settings
     sessions = resources.database()
-    await adopt_routing_file(sessions, settings.routing_file, routing=ROUTING)
+    await retried_while_transient(
+        lambda: adopt_routing_file(sessions, settings.routing_file, routing=ROUTING),
+        what="adopting the routing file",
+        give_up_after_s=settings.consumer.retry_give_up_after_s,
+    )
     simulations = Simulations(schema=SCHEMA, sessions=sessions)
     timer = SlaTimer(
         sessions=sessions, commands=resources.commands, settings=settings, routing=ROUTING

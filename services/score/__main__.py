@@ -41,6 +41,7 @@ from services.score.repository import SCHEMA
 from services.score.rules_versions import RULES, adopt_rules_file, live_rules, read_rules_file
 from services.score.sweep import RescoreSweep, sweep_decayed_mqls
 from shared.companions import Companion
+from shared.consumer.failures import retried_while_transient
 from shared.db import unit_of_work
 from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
@@ -55,7 +56,11 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
     then every batch, sweep and request reads the live rules version itself."""
     settings = resources.settings
     sessions = resources.database()
-    await adopt_rules_file(sessions, settings.rules_file)
+    await retried_while_transient(
+        lambda: adopt_rules_file(sessions, settings.rules_file),
+        what="adopting the rules file",
+        give_up_after_s=settings.consumer.retry_give_up_after_s,
+    )
     rescore = RescoreSweep(under="rules")
     model_rescore = RescoreSweep(under="model")
     simulations = Simulations(schema=SCHEMA, sessions=sessions)

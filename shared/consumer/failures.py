@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ConcurrentUpdate(Exception):
@@ -76,3 +82,23 @@ def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
     return False
+
+
+async def retried_while_transient(
+    work: Callable[[], Awaitable[T]], *, what: str, give_up_after_s: float, wait_s: float = 2.0
+) -> T:
+    """`work()`, tried again every `wait_s` while it fails for a transient reason (`is_transient`:
+    the database not reachable yet, a pod started before PostgreSQL), until `give_up_after_s`
+    have passed; then, or on any other failure, its exception propagates. For start-up work a
+    service cannot run without (adopting its configuration file), as the consumer rides out an
+    outage rather than crash-looping."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after_s
+    while True:
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_transient(exc) or loop.time() >= deadline:
+                raise
+            log.warning("%s: %s; trying again in %.0fs", what, type(exc).__name__, wait_s)
+        await asyncio.sleep(wait_s)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import asyncpg
+import pytest
 
 from shared.topics import ROUTING_SDR
 from tests.fixtures.pipeline import Pipeline
@@ -42,6 +43,7 @@ async def wait_for(db: asyncpg.Connection, query: str, expected: int, timeout_s:
     return int(value)
 
 
+@pytest.mark.slow  # about 55 s: `make test-slow` (make test stays within 20 minutes)
 async def test_killed_consumers_lose_nothing_and_double_count_nothing(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:

@@ -97,6 +97,7 @@ def kill(process: StartedProcess) -> None:
     wait_until(lambda: not process.running(), timeout_s=10, what=f"{process.describe()} killed")
 
 
+@pytest.mark.slow  # about 30 s: `make test-slow` (make test stays within 20 minutes)
 @pytest.mark.timeout(600)
 def test_ctrl_c_after_the_reader_of_its_output_went_away_stops_every_process(
     local_stack: LocalStack,

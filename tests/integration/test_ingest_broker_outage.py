@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from devstack.broker import LocalBroker, free_port
 from tests.fixtures.pipeline import PipelineFactory
 
 EVENT = {"anonymousId": "anon-outage", "event": "Pricing Viewed"}
 
 
+@pytest.mark.slow  # about 18 s: `make test-slow` (make test stays within 20 minutes)
 async def test_ingest_answers_503_while_the_broker_is_down_and_recovers(
     pipeline_factory: PipelineFactory,
 ) -> None:

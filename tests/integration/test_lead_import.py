@@ -111,6 +111,7 @@ def peak_rss_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.slow  # about 23 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_100k_row_list_imports_with_the_exact_report_in_bounded_memory(
     ingest: Pipeline,
 ) -> None:
@@ -471,6 +472,7 @@ async def test_the_cli_uploads_a_file_and_prints_the_report(
 # -- broker outage ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 18 s: `make test-slow` (make test stays within 20 minutes)
 async def test_an_import_during_a_broker_outage_answers_503_and_can_be_repeated(
     pipeline_factory: PipelineFactory,
 ) -> None:

@@ -123,6 +123,7 @@ async def recreate(harness: Harness, name: str, *, partitions: int) -> None:
         await admin.close()
 
 
+@pytest.mark.slow  # about 18 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_deleted_and_recreated_topic_stops_the_runner_instead_of_skipping_its_records(
     harness: Harness, keyed: KeyedNotes, db: asyncpg.Connection
 ) -> None:
@@ -198,6 +199,7 @@ async def test_a_statement_timeout_is_retried_and_never_dead_lettered(
     assert [(r.value, r.headers.get("leadflow.error")) for r in dead] == []
 
 
+@pytest.mark.slow  # about 17 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_dead_letter_replayed_once_its_handler_is_fixed_is_applied(
     harness: Harness, keyed: KeyedNotes, db: asyncpg.Connection
 ) -> None:

@@ -420,6 +420,7 @@ async def test_decay_sweep_recycles_an_mql_that_stays_below_the_line(
         await engine.dispose()
 
 
+@pytest.mark.slow  # about 21 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
     pipeline: Pipeline, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -474,6 +475,7 @@ async def test_a_rules_change_rescores_stored_leads_and_emits_what_changes(
     assert (progress["pass"]["leads"], progress["pass"]["rescored"]) == (1, 1)
 
 
+@pytest.mark.slow  # about 20 s: `make test-slow` (make test stays within 20 minutes)
 async def test_rescoring_a_survivor_counts_its_merged_leads_messages_for_behaviour_only(
     pipeline: Pipeline, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,7 +26,8 @@ async def test_personal_data_is_no_longer_served_on_the_scrape_port(pipeline: Pi
             pipeline.addresses.health_url("router", "/v1/leads/maria@northwind.io/routing")
         )
         simulate = await client.post(
-            pipeline.addresses.health_url("score", "/v1/rules/simulate"), content=b"rules: []"
+            pipeline.addresses.health_url("score", "/v1/rules/simulations"),
+            json={"yaml": "rules: []"},
         )
         docs = await client.get(pipeline.addresses.health_url("score", "/openapi.json"))
         metrics = await client.get(pipeline.addresses.health_url("score", "/metrics"))
@@ -60,7 +61,7 @@ async def test_reading_a_lead_without_a_token_is_refused_and_reveals_nothing(
                     (answer.status_code, answer.json(), answer.headers.get("www-authenticate"))
                 )
         simulate = await client.post(
-            pipeline.addresses.api_url("score", "/v1/rules/simulate"), content=b"rules: []"
+            pipeline.addresses.api_url("score", "/v1/rules/simulations"), json={"yaml": "rules: []"}
         )
 
     assert {answer for answer in map(repr, answers)} == {repr(answers[0])}
@@ -85,7 +86,9 @@ async def test_a_client_reads_with_its_token_and_cannot_use_a_scope_it_lacks(
     headers = {"Authorization": f"Bearer {reader}"}
     async with httpx.AsyncClient(base_url=addresses.api_url("score"), timeout=10) as client:
         unknown = await client.get("/v1/leads/nobody@nowhere.io/explain", headers=headers)
-        simulate = await client.post("/v1/rules/simulate", content=b"rules: []", headers=headers)
+        simulate = await client.post(
+            "/v1/rules/simulations", json={"yaml": "rules: []"}, headers=headers
+        )
         stack_token = await client.get(EXPLAIN, headers=addresses.api_headers)
 
     assert unknown.status_code == 404  # authenticated: now it may say whom it does not know

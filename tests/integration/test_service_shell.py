@@ -156,7 +156,10 @@ async def test_a_drain_longer_than_its_timeout_is_cut_logged_and_commits_nothing
     assert all(offset is None for offset in (await _committed(settings)).values())
 
 
-def test_a_second_service_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+def test_a_second_service_on_a_busy_port_says_so_in_one_line(
+    tmp_path: Path, database_url: str
+) -> None:
+    """(A database that answers: the router adopts its routing file before it listens.)"""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -166,7 +169,7 @@ def test_a_second_service_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> 
             cwd=REPO,
             env={
                 **os.environ,
-                "LEADFLOW_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+                "LEADFLOW_DATABASE_URL": database_url,
                 "LEADFLOW_ROUTER_HEALTH_PORT": str(port),
             },
             capture_output=True,
@@ -186,7 +189,7 @@ def test_a_second_service_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> 
     ("service", "paths"),
     [
         ("ingest", {"/v1/batch", "/v1/identify", "/v1/leads/import"}),
-        ("score", {"/v1/leads/{key}/explain", "/v1/rules/simulate", "/v1/rules/rescore"}),
+        ("score", {"/v1/leads/{key}/explain", "/v1/rules/simulations", "/v1/rules/rescore"}),
         ("router", {"/v1/leads/{key}/routing"}),
     ],
 )

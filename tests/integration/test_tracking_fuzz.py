@@ -9,6 +9,7 @@ import base64
 from typing import Any
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.openapi import from_dict
@@ -22,6 +23,7 @@ EXAMPLES_PER_OPERATION_AND_MODE = 30  # 7 endpoints x 2 modes x 30: about 25 s h
 ANSWERS = {200, 400, 401, 429}
 
 
+@pytest.mark.slow  # about 21 s: `make test-slow` (make test stays within 20 minutes)
 async def test_no_input_from_the_openapi_document_yields_a_server_error(pipeline: Pipeline) -> None:
     await pipeline.start("ingest")
     async with httpx.AsyncClient(base_url=pipeline.ingest_url) as client:
