@@ -32,7 +32,6 @@ from services.router.repository import SCHEMA, lead_history
 from services.router.routing_config import load_routing
 from services.router.routing_versions import ROUTING, adopt_routing_file
 from services.router.sla_timers import SlaTimer
-from services.router.versions_view import render_publications, render_versions
 from shared.companions import Companion
 from shared.consumer.failures import retried_while_transient
 from shared.db import unit_of_work
@@ -41,6 +40,7 @@ from shared.resources import Resources
 from shared.service import Database, Running, Service
 from shared.simulations import Simulations
 from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
+from shared.versions_view import publications_table, versions_table
 
 
 @asynccontextmanager
@@ -92,9 +92,13 @@ async def versions(resources: Resources[RouterSettings], args: argparse.Namespac
         live = await ROUTING.live_version(session)
         listed = await ROUTING.versions(session, limit=args.limit)
         publications = await ROUTING.publications(session, limit=10)
-    text = render_versions(listed, live=live)
+    text = (
+        versions_table(listed, live=live)
+        if listed
+        else "no routing version yet: the router publishes its routing file when it starts"
+    )
     if publications:
-        text += "\n\nlatest publications:\n" + render_publications(publications)
+        text += "\n\nlatest publications:\n" + publications_table(publications)
     data = {"live": live, "versions": [asdict(v) for v in listed],
             "publications": [asdict(p) for p in publications]}  # fmt: skip
     return Report(text=text, data=data)

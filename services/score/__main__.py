@@ -48,6 +48,7 @@ from shared.resources import Resources
 from shared.service import Database, Running, Service
 from shared.simulations import Simulations
 from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
+from shared.versions_view import publications_table, versions_table
 
 
 @asynccontextmanager
@@ -148,11 +149,9 @@ async def rules_command(resources: Resources[ScoreSettings], args: argparse.Name
         live = await RULES.live_version(session)
         versions = await RULES.versions(session, limit=args.limit)
         publications = await RULES.publications(session, limit=args.limit)
-    text = table(
-        ["version", "parent", "by", "saved (UTC)", "note"],
-        [(f"{v.version}{' (live)' if v.version == live else ''}", v.parent or "", v.author,
-          f"{v.created_at:%Y-%m-%d %H:%M}", v.note) for v in versions],
-    )  # fmt: skip
+    text = versions_table(versions, live=live)
+    if publications:
+        text += "\n\nlatest publications:\n" + publications_table(publications)
     return Report(
         text=text,
         data={"live": live, "versions": [asdict(v) for v in versions],

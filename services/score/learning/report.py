@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from services.score.learning.model import LikelihoodModel, Ranking
 from shared.config_versions import ConfigVersion
 from shared.operator import table
+from shared.versions_view import versions_table
 
 SHOWN_FEATURES = 12
 
@@ -14,17 +15,7 @@ SHOWN_FEATURES = 12
 def render_versions(versions: Sequence[ConfigVersion], *, live: str | None) -> str:
     if not versions:
         return "no model trained yet: python -m services.score train"
-    rows = [
-        (
-            v.version + (" (live)" if v.version == live else ""),
-            f"{v.created_at:%Y-%m-%d %H:%M}",
-            v.author,
-            v.parent,
-            v.note,
-        )
-        for v in versions
-    ]
-    return table(["version", "trained (UTC)", "by", "parent", "note"], rows)
+    return versions_table(versions, live=live, saved="trained (UTC)")
 
 
 def render_model(
