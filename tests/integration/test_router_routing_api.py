@@ -38,6 +38,7 @@ from shared.secret_hashes import secret_hash
 from shared.service_api import serve_clients, unauthenticated_routes
 from shared.settings import ApiClient, ApiSettings
 from shared.topics import LEADS_LIFECYCLE
+from tests.fixtures.routing import TWO_TEAMS_YAML
 from tests.unit.builders import lifecycle_change, profile
 
 WAIT_S = 20.0
@@ -54,26 +55,7 @@ CLIENTS = ApiSettings(
 )
 EDITOR = {"Authorization": f"Bearer {CONSOLE}"}
 
-ROUTING_YAML = """\
-version: api-test
-regions:
-  EMEA: [FR, DE]
-teams:
-  - name: sdr-emea
-    reps:
-      - {id: rep-a, name: Rep A, email: a@example.com, weight: 3}
-      - {id: rep-b, name: Rep B, email: b@example.com}
-  - name: sdr-other
-    reps:
-      - {id: rep-z, name: Rep Z, email: z@example.com}
-territories:
-  - {name: emea, team: sdr-emea, when: {regions: [EMEA]}}
-default_team: sdr-other
-fallback_queue: sdr-unassigned
-nurture: {default: general-nurture}
-sla:
-  default: 4h
-"""
+ROUTING_YAML = TWO_TEAMS_YAML
 ROUTING: dict[str, Any] = yaml.safe_load(ROUTING_YAML)
 
 

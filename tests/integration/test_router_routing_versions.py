@@ -50,28 +50,10 @@ from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import LEADS_LIFECYCLE, ROUTING_SDR
 from tests.fixtures.infra import REPO
 from tests.fixtures.pipeline import Pipeline
+from tests.fixtures.routing import TWO_TEAMS_YAML
 from tests.unit.builders import lifecycle_change, profile
 
-ROUTING_FILE = """\
-version: two-reps-1
-regions:
-  EMEA: [FR, DE]
-teams:
-  - name: sdr-emea
-    reps:
-      - {id: rep-a, name: Rep A, email: a@example.com, weight: 3}
-      - {id: rep-b, name: Rep B, email: b@example.com}
-  - name: sdr-other
-    reps:
-      - {id: rep-z, name: Rep Z, email: z@example.com}
-territories:
-  - {name: emea, team: sdr-emea, when: {regions: [EMEA]}}
-default_team: sdr-other
-fallback_queue: sdr-unassigned
-nurture: {default: general-nurture}
-sla:
-  default: 4h
-"""
+ROUTING_FILE = TWO_TEAMS_YAML
 
 
 def routing_document(**changes: Any) -> dict[str, Any]:
