@@ -141,6 +141,7 @@ async def _one_run(infra: BenchInfra, rng: random.Random) -> tuple[float, int, f
             provider=FileProvider(DATA_DIR / "companies.csv"),
             references=references,
             policy=EnrichPolicy(),
+            privacy_key=b"bench-privacy-key-of-32-bytes-at-least",
         ),
         sessions=sessions,
         schema="enrich",

@@ -219,7 +219,7 @@ class Stacks:
             write_keys={WRITE_KEY: "bench-site"},
             ingest_port=free_port(),
             health_ports={name: free_port() for name in SERVICES},
-            api_ports={name: free_port() for name in ("score", "router")},
+            api_ports={name: free_port() for name in ("enrich", "score", "router")},
         )
         logs = REPO / ".bench" / "logs" / "pipeline"
         logs.mkdir(parents=True, exist_ok=True)

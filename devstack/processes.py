@@ -44,12 +44,16 @@ class StackAddresses:
             "console": 8084,
         }
     )
-    api_ports: dict[str, int] = field(default_factory=lambda: {"score": 8092, "router": 8093})
+    api_ports: dict[str, int] = field(
+        default_factory=lambda: {"enrich": 8091, "score": 8092, "router": 8093}
+    )
     # The bearer token of the stack's one API client (every scope): made per stack, written to
     # `.devstack/api-token` by the local stack; the services are given only its hash.
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # The console: its pages' port, the key that signs its cookies, and its own API client's
     # token (scope leads:read only: it asks score for a lead's explanation), all per stack.
+    # The key of enrich's keyed hashes of identifiers (the do-not-track list), per stack.
+    privacy_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     console_port: int = 8088
     console_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     console_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
@@ -71,6 +75,7 @@ class StackAddresses:
             # Accepts the well-known local-dev-key, and serves the tracking API's /docs.
             "LEADFLOW_INGEST_LOCAL_STACK": "true",
             "LEADFLOW_INGEST_PORT": str(self.ingest_port),
+            "LEADFLOW_ENRICH_PRIVACY_KEY": self.privacy_key,
             "PYTHONUNBUFFERED": "1",
         }
         for name, port in self.health_ports.items():

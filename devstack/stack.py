@@ -72,6 +72,7 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "enrich": ("enrich health", 8081),
     "score": ("score health", 8082),
     "router": ("router health", 8083),
+    "enrich_api": ("enrich API", 8091),
     "score_api": ("score API", 8092),
     "router_api": ("router API", 8093),
     "console": ("console", 8088),
@@ -160,7 +161,7 @@ class Stack:
                 "console": ports["console_health"],
             },
             console_port=ports["console"],
-            api_ports={name: ports[f"{name}_api"] for name in ("score", "router")},
+            api_ports={name: ports[f"{name}_api"] for name in ("enrich", "score", "router")},
             sample_references=True,
             # Always named, demo or not: the services must not take it from another stack's
             # leadflow.env (shared.settings reads .devstack/leadflow.env of the working directory).

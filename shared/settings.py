@@ -145,6 +145,8 @@ Scope = Literal[
     "models:read",
     "models:train",
     "models:publish",
+    "privacy:erase",
+    "privacy:read",
 ]
 SCOPES: dict[str, str] = {
     "leads:read": "read a lead's data: its score explained, its routing history (personal data)",
@@ -157,6 +159,8 @@ SCOPES: dict[str, str] = {
     "models:read": "read trained models: metrics, factors, evaluation pictures, proposed rules",
     "models:train": "start a training of a model on the stored history and outcomes",
     "models:publish": "publish a trained model (or an earlier one: a rollback) to every replica",
+    "privacy:erase": "erase a person (by email, userId or anonymousId) and lift a do-not-track entry",
+    "privacy:read": "read erasure requests and their status per service (no personal data)",
 }
 
 

@@ -15,6 +15,8 @@ from shared.contracts import (
     CrmFeedback,
     EnrichCommand,
     EnrichedEvent,
+    ErasureNotice,
+    ErasureReport,
     LeadScored,
     LifecycleChanged,
     RawEvent,
@@ -67,6 +69,13 @@ ROUTER_COMMANDS = Topic(
     "router.commands", RouterCommand, key="lead_id", producer="router (internal)"
 )
 
+PRIVACY_ERASURES = Topic(
+    "privacy.erasures", ErasureNotice, key="request_id", producer="enrich"
+)
+PRIVACY_REPORTS = Topic(
+    "privacy.reports", ErasureReport, key="request_id", producer="score, router, console"
+)
+
 ALL_TOPICS: tuple[Topic, ...] = (
     EVENTS_RAW,
     EVENTS_ENRICHED,
@@ -78,6 +87,8 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ENRICH_COMMANDS,
     SCORE_COMMANDS,
     ROUTER_COMMANDS,
+    PRIVACY_ERASURES,
+    PRIVACY_REPORTS,
 )
 
 

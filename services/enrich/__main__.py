@@ -1,8 +1,9 @@
 """`python -m services.enrich <command>` (`--help` lists them): the enrich service on the shell.
 
 Start-up loads the accounts and suppressions files (when set) and the reference data into
-memory before the first batch; three companions run beside the consumer: the re-enrichment
-sweeper (with a provider), housekeeping and the reference reload (see `background`).
+memory before the first batch; four companions run beside the consumer: the re-enrichment
+sweeper (with a provider), housekeeping, the reference reload (see `background`) and the resend
+of erasure requests not yet resolved (`erasing`). The API port serves erasures (`http`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.enrich import background, repository
+from services.enrich import background, erasing, erasure_store, repository
 from services.enrich.config import EnrichSettings
+from services.enrich.erasures import BadRequest, identifier_of
 from services.enrich.firmographics import FileProvider, FirmographicsProvider
 from services.enrich.handler import EnrichHandler, EnrichPolicy
+from services.enrich.http import enrich_api
 from services.enrich.loading import BadFile, load_accounts, load_suppressions
 from services.enrich.references import References
 from services.enrich.repository import SCHEMA
@@ -32,7 +35,7 @@ from shared.db import unit_of_work
 from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
 from shared.service import Database, Running, Service
-from shared.topics import ENRICH_COMMANDS, EVENTS_RAW
+from shared.topics import ENRICH_COMMANDS, EVENTS_RAW, PRIVACY_REPORTS
 
 log = logging.getLogger("services.enrich")
 
@@ -67,7 +70,18 @@ async def start(resources: Resources[EnrichSettings]) -> AsyncIterator[Running]:
     references = References(fuzzy_threshold=settings.account_fuzzy_threshold)
     await background.refresh_references(sessions=sessions, references=references)
     provider = make_provider(settings)
+    key = settings.privacy_key.get_secret_value().encode()
     companions = [
+        Companion.every(
+            "erasure resend",
+            settings.erasure_resend_interval_s,
+            lambda: erasing.resend_unresolved(
+                sessions=sessions,
+                commands=commands,
+                older_than_s=settings.erasure_resend_after_s,
+                at=datetime.now(UTC),
+            ),
+        ),
         Companion.every(
             "reference reload",
             settings.reference_refresh_s,
@@ -99,8 +113,11 @@ async def start(resources: Resources[EnrichSettings]) -> AsyncIterator[Running]:
                     max_anonymous_history=settings.max_anonymous_history,
                     lookup_budget_s=settings.lookup_budget_s,
                 ),
+                privacy_key=key,
+                erasure_reporters=settings.erasure_reporters,
             ),
             companions=companions,
+            routers=enrich_api(sessions, commands=commands, key=key),
         )
     finally:
         if isinstance(provider, HttpVendorProvider):
@@ -204,6 +221,142 @@ async def unmerge(resources: Resources[EnrichSettings], args: argparse.Namespace
     )
 
 
+async def erase(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    kind, value = _named(args)
+    try:
+        request_id = await erasing.take_request(
+            sessions=resources.database(),
+            commands=resources.commands,
+            key=resources.settings.privacy_key.get_secret_value().encode(),
+            kind=kind,
+            value=value,
+            reason=args.reason,
+            requested_by=args.by,
+            at=datetime.now(UTC),
+        )
+    except BadRequest as exc:
+        raise OperatorError(str(exc), exit_code=2) from None
+    if args.wait_s > 0:
+        deadline = asyncio.get_running_loop().time() + args.wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            described = await _described(resources, request_id)
+            if described["status"] == "complete":
+                break
+            await asyncio.sleep(0.5)
+    return _status_report(await _described(resources, request_id))
+
+
+async def erasure_status(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    return _status_report(await _described(resources, args.request_id))
+
+
+async def erasures(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    async with unit_of_work(resources.database()) as session:
+        records = await erasure_store.newest_requests(session, limit=args.limit)
+    data = [erasing.described(record) for record in records]
+    rows = [
+        [
+            d["request_id"],
+            d["status"] + (" (nothing found)" if d["nothing_found"] else ""),
+            d["identifier_kind"],
+            d["requested_by"],
+            d["requested_at"][:19],
+            d["reason"],
+        ]
+        for d in data
+    ]
+    return Report(
+        text=table(["request", "status", "by", "requested by", "at", "reason"], rows)
+        if rows
+        else "no erasure requests",
+        data=data,
+    )
+
+
+async def unsuppress(resources: Resources[EnrichSettings], args: argparse.Namespace) -> Report:
+    kind, value = _named(args)
+    try:
+        identity = identifier_of(kind, value)
+    except BadRequest as exc:
+        raise OperatorError(str(exc), exit_code=2) from None
+    key = resources.settings.privacy_key.get_secret_value().encode()
+    async with unit_of_work(resources.database()) as session:
+        lifted = await erasure_store.lift_do_not_track(
+            session, identifier_hash=erasing.hash_of(key, identity), by=args.by
+        )
+    if not lifted:
+        raise OperatorError(f"that {kind} is not on the do-not-track list", exit_code=1)
+    return Report(
+        text=f"lifted the do-not-track entries of {len(lifted)} erasure request(s): "
+        + ", ".join(lifted),
+        data={"lifted_requests": lifted},
+    )
+
+
+async def _described(resources: Resources[EnrichSettings], request_id: str) -> dict[str, Any]:
+    async with unit_of_work(resources.database()) as session:
+        record = await erasure_store.get_request(session, request_id)
+    if record is None:
+        raise OperatorError(f"no erasure request {request_id}", exit_code=2)
+    return erasing.described(record)
+
+
+def _status_report(described: dict[str, Any]) -> Report:
+    parts = [
+        [service, part["status"], _counts(part["erased"]), _counts(part["anonymised"])]
+        for service, part in described["services"].items()
+    ]
+    found = (
+        "nothing found (the identifier is on the do-not-track list all the same)"
+        if described["nothing_found"]
+        else f"{described['leads_found']} lead(s), {described['identifiers_found']} identifier(s)"
+        if described["resolved_at"]
+        else "not resolved yet"
+    )
+    text = f"erasure {described['request_id']}: {described['status']}; {found}"
+    if parts:
+        text += "\n" + table(["service", "part", "erased", "anonymised"], parts)
+    return Report(text=text, data=described)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{table} {count}" for table, count in counts.items()) or "-"
+
+
+def _named(args: argparse.Namespace) -> tuple[str, str]:
+    given = [
+        (kind, value)
+        for kind, value in (
+            ("email", args.email),
+            ("user_id", args.user_id),
+            ("anonymous_id", args.anonymous_id),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise OperatorError(
+            "name the person by exactly one of --email, --user-id, --anonymous-id", exit_code=2
+        )
+    return given[0]
+
+
+def _identifier_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--email")
+    parser.add_argument("--user-id")
+    parser.add_argument("--anonymous-id")
+    parser.add_argument("--by", required=True, help="who asks (kept in the audit log)")
+
+
+def _erase_arguments(parser: argparse.ArgumentParser) -> None:
+    _identifier_arguments(parser)
+    parser.add_argument(
+        "--reason", required=True, help="why (kept in the audit log: no personal data)"
+    )
+    parser.add_argument(
+        "--wait-s", type=float, default=0, help="wait this long for every service's part"
+    )
+
+
 def _lead(lead_id: str, email: str | None) -> str:
     return f"{lead_id} <{email}>" if email else lead_id
 
@@ -220,7 +373,7 @@ SERVICE = Service(
     settings=EnrichSettings,
     start=start,
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
-    subscriptions=[EVENTS_RAW, ENRICH_COMMANDS],
+    subscriptions=[EVENTS_RAW, ENRICH_COMMANDS, PRIVACY_REPORTS],
     commands=[
         OperatorCommand(
             name="load-accounts",
@@ -246,6 +399,31 @@ SERVICE = Service(
             "`unmerged`; this waits until it is applied",
             arguments=_unmerge_arguments,
             run=unmerge,
+        ),
+        OperatorCommand(
+            name="erase",
+            help="erase a person everywhere (by --email, --user-id or --anonymous-id) and stop "
+            "collecting their data; prints the request and its status",
+            arguments=_erase_arguments,
+            run=erase,
+        ),
+        OperatorCommand(
+            name="erasure-status",
+            help="an erasure request's status, per service",
+            arguments=lambda parser: parser.add_argument("request_id"),
+            run=erasure_status,
+        ),
+        OperatorCommand(
+            name="erasures",
+            help="the erasure audit log: the newest requests (no personal data)",
+            arguments=lambda parser: parser.add_argument("--limit", type=int, default=50),
+            run=erasures,
+        ),
+        OperatorCommand(
+            name="unsuppress",
+            help="collect a person's data again: lift the do-not-track entries of their erasures",
+            arguments=_identifier_arguments,
+            run=unsuppress,
         ),
     ],
 )

@@ -53,6 +53,19 @@ class EnrichSettings(ConsumingServiceSettings):
     account_fuzzy_threshold: float = Field(default=90, ge=50, le=100)
     reference_refresh_s: float = Field(default=60, gt=0)
 
+    # Privacy (`services/enrich/erasures.py`). The key of the identifiers' keyed hashes (the
+    # do-not-track list, the erasure audit): a secret of the deployment, never changed (a new
+    # key would forget every do-not-track entry).
+    privacy_key: SecretStr = Field(min_length=32)
+    erasure_reporters: list[str] = Field(
+        default_factory=lambda: ["score", "router", "console"],
+        description="the services that report their part of an erasure on privacy.reports",
+    )
+    erasure_resend_after_s: float = Field(
+        default=300, gt=0, description="a request not yet resolved is sent again after this"
+    )
+    erasure_resend_interval_s: float = Field(default=60, gt=0)
+
     @model_validator(mode="after")
     def _http_needs_url(self) -> EnrichSettings:
         if self.firmographics_provider == "http" and not self.vendor_url:

@@ -9,6 +9,11 @@ in consumption order in memory, and write links, changed leads and anonymous his
 batched statements. A lead whose picture an event leaves as it was (most page views and tracks)
 is not rewritten, and its `lead_version` stays. Merges are the exception: a few statements each.
 
+Erasure (`erasing`): a batch's `erase` commands are carried out first, before anything else
+takes a lock (they close the do-not-track gate); its events are then checked against the
+do-not-track list right after their message ids are claimed, and the calls of an erased person
+are dropped unseen. `privacy.reports` mark services' parts of a request complete.
+
 Outputs per event, in this order: re-attributed anonymous history (if the event absorbed an
 anonymous lead), one `merged` per merged lead, then the event itself. Because the history rows
 are deleted in the same transaction that stores these outputs in the outbox, a redelivered batch
@@ -22,12 +27,12 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.enrich import repository
+from services.enrich import erasing, repository
 from services.enrich.firmographics import FirmographicsProvider, ProviderUnavailable
 from services.enrich.identity import (
     Identity,
@@ -59,6 +64,7 @@ from shared.contracts import (
     AttributedFrom,
     EnrichCommand,
     EnrichedEvent,
+    ErasureReport,
     Firmographics,
     IdentityRefusal,
     MergeInfo,
@@ -105,9 +111,15 @@ class EnrichHandler:
         provider: FirmographicsProvider | None,
         references: References,
         policy: EnrichPolicy,
+        privacy_key: bytes,
+        erasure_reporters: Sequence[str] = ("score", "router", "console"),
         new_lead_id: Callable[[], str] = new_lead_id,
     ) -> None:
+        """`privacy_key`: the key of identifiers' keyed hashes (`shared.privacy`);
+        `erasure_reporters`: the services whose reports complete an erasure."""
         self._provider = provider
+        self._privacy_key = privacy_key
+        self._erasure_reporters = tuple(erasure_reporters)
         self._references = references
         self._policy = policy
         self._new_lead_id = new_lead_id
@@ -123,9 +135,13 @@ class EnrichHandler:
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
         outputs: list[Output] = []
-        for message in messages:
-            if isinstance(message.value, EnrichCommand):
-                outputs += await self._command(message.value, session)
+        commands = [m.value for m in messages if isinstance(m.value, EnrichCommand)]
+        # Erasures first: they close the do-not-track gate, which must come before any lock.
+        for command in sorted(commands, key=lambda command: command.kind != "erase"):
+            outputs += await self._command(command, session)
+        reports = [m.value for m in messages if isinstance(m.value, ErasureReport)]
+        if reports:
+            await erasing.record_reports(session, reports)
         events = [(m, m.value) for m in messages if isinstance(m.value, RawEvent)]
         if events:
             outputs += await self._events(events, session)
@@ -145,6 +161,15 @@ class EnrichHandler:
                 new_ids.discard(event.message_id)
                 traits = traits_of(event)
                 fresh.append((message, event, identities_of(event, traits), traits))
+        blocked = await erasing.blocked_events(
+            session,
+            key=self._privacy_key,
+            identities=[
+                [*identities, *previous_identities(event)] for _, event, identities, _ in fresh
+            ],
+        )
+        if blocked:
+            fresh = [call for index, call in enumerate(fresh) if index not in blocked]
         wanted = [i for _, _, identities, _ in fresh for i in identities]
         wanted += [
             i
@@ -435,6 +460,17 @@ class EnrichHandler:
     # -- commands ----------------------------------------------------------------------------
 
     async def _command(self, command: EnrichCommand, session: AsyncSession) -> list[Output]:
+        if command.kind == "erase":
+            assert command.request_id is not None
+            person, outputs = await erasing.carry_out(
+                session,
+                request_id=command.request_id,
+                key=self._privacy_key,
+                reporters=self._erasure_reporters,
+                at=datetime.now(UTC),
+            )
+            self._cache.forget(person.lead_ids)
+            return outputs
         if command.kind == "firmographics_found":
             assert command.domain is not None
             return await self._firmographics_found(session, command)

@@ -65,19 +65,32 @@ _KINDS = {kind.value: kind for kind in IdentityKind}
 # -- dedupe -------------------------------------------------------------------------------------
 
 
+# The do-not-track gate: an advisory lock (two-int keys: a space apart from score's lead locks
+# and the router's team locks) that every batch of events holds shared and an erasure holds
+# exclusively (`erasure_store`'s module doc says why).
+DO_NOT_TRACK_GATE = (0x0E21, 0)
+
+
 async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
-    """Record message ids as seen; return those not seen before (a client retry is not new)."""
+    """Record message ids as seen; return those not seen before (a client retry is not new).
+
+    Its first act is to take the do-not-track gate shared (until the transaction ends), so that
+    the batch's later statements see every erasure committed before it or wait for one under
+    way. The lock is taken in this statement, so the do-not-track check must come after it."""
     if not message_ids:
         return set()
     rows = await fetch(
         session,
         """
+        WITH gate AS (SELECT pg_advisory_xact_lock_shared($2, $3))
         INSERT INTO enrich.seen_messages (message_id)
-        SELECT DISTINCT message_id FROM jsonb_array_elements_text($1::jsonb) AS message_id
+        SELECT DISTINCT message_id
+          FROM jsonb_array_elements_text($1::jsonb) AS message_id CROSS JOIN gate
         ON CONFLICT DO NOTHING
         RETURNING message_id
         """,
         json_document(list(message_ids)),
+        *DO_NOT_TRACK_GATE,
     )
     return {row["message_id"] for row in rows}
 

@@ -24,6 +24,7 @@ from shared.contracts.leads import (
     Score,
     Stage,
 )
+from shared.contracts.privacy import ErasureNotice, ErasureReport
 from shared.contracts.router_commands import RouterCommand
 from shared.contracts.routing import Owner, RoutingDecision
 from shared.contracts.score_commands import ScoreCommand
@@ -37,6 +38,8 @@ __all__ = [
     "CrmFeedback",
     "EnrichCommand",
     "EnrichedEvent",
+    "ErasureNotice",
+    "ErasureReport",
     "Factor",
     "Firmographics",
     "FirstTouch",

@@ -5,7 +5,9 @@ every event, so it gets the same exactly-once effects and outbox:
 - `firmographics_found`: the re-enrichment sweeper got an answer for a domain that had failed
   (firmographics, or None when the provider does not know the domain).
 - `unmerge`: an operator asked to reverse a merge (`python -m services.enrich unmerge <merge_id>`).
-Key: the domain, or the merge id. Applying a command twice changes nothing the second time.
+- `erase`: a person asked to be erased; the request (stored by enrich with the identifier, which
+  never travels on a topic) is resolved and carried out (`shared.contracts.privacy`).
+Key: the domain, the merge id or the erasure request id. Applying a command twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from shared.contracts.events_enriched import Firmographics
 class EnrichCommand(Contract):
     schema_version: Literal[1] = 1
     command_id: str = Field(min_length=1)
-    kind: Literal["firmographics_found", "unmerge"]
+    kind: Literal["firmographics_found", "unmerge", "erase"]
     domain: str | None = None
     firmographics: Firmographics | None = None
     merge_id: str | None = None
+    request_id: str | None = None
     requested_by: str | None = None
     at: AwareDatetime
 
@@ -34,9 +37,11 @@ class EnrichCommand(Contract):
             raise ValueError("firmographics_found needs a domain")
         if self.kind == "unmerge" and not self.merge_id:
             raise ValueError("unmerge needs a merge_id")
+        if self.kind == "erase" and not self.request_id:
+            raise ValueError("erase needs a request_id")
         return self
 
     @property
     def partition_key(self) -> str:
-        """The topic's key: commands about one domain (or one merge) stay in order."""
-        return self.domain or self.merge_id or self.command_id
+        """The topic's key: commands about one domain (one merge, one request) stay in order."""
+        return self.domain or self.merge_id or self.request_id or self.command_id

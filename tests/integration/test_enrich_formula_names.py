@@ -12,6 +12,7 @@ from shared.consumer import Message
 from shared.contracts import EnrichedEvent
 from shared.db import unit_of_work
 from shared.topics import EVENTS_RAW
+from tests.fixtures.enrich import PRIVACY_KEY
 from tests.unit.builders import identify
 
 
@@ -19,7 +20,10 @@ async def test_an_identify_with_a_formula_first_name_is_enriched_with_an_apostro
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     enrich = EnrichHandler(
-        provider=None, references=References(), policy=EnrichPolicy(max_anonymous_history=500)
+        provider=None,
+        references=References(),
+        policy=EnrichPolicy(max_anonymous_history=500),
+        privacy_key=PRIVACY_KEY,
     )
     call = identify(
         message_id="id-1",

@@ -18,7 +18,7 @@ from shared.consumer import Message
 from shared.contracts import RawEvent
 from shared.db import unit_of_work
 from shared.topics import EVENTS_RAW
-from tests.fixtures.enrich import handle
+from tests.fixtures.enrich import PRIVACY_KEY, handle
 from tests.unit.builders import NOW, identify, raw_event
 
 
@@ -27,6 +27,7 @@ def handler(*, max_anonymous_history: int = 500) -> EnrichHandler:
         provider=None,
         references=References(),
         policy=EnrichPolicy(max_anonymous_history=max_anonymous_history),
+        privacy_key=PRIVACY_KEY,
     )
 
 

@@ -14,6 +14,7 @@ from services.enrich import background, repository
 from services.enrich.config import EnrichSettings
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
+from tests.fixtures.enrich import PRIVACY_KEY
 
 
 @pytest.fixture
@@ -24,7 +25,10 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
 
 
 def settings(database_url: str) -> EnrichSettings:
-    return EnrichSettings(database=DatabaseSettings(url=SecretStr(database_url)))
+    return EnrichSettings(
+        database=DatabaseSettings(url=SecretStr(database_url)),
+        privacy_key=SecretStr(PRIVACY_KEY.decode()),
+    )
 
 
 async def test_message_ids_are_kept_for_the_retention_then_forgotten(

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.enrich.handler import EnrichHandler, EnrichPolicy
 from services.enrich.references import References
 from shared.contracts import EnrichedEvent, RawEvent
-from tests.fixtures.enrich import handle
+from tests.fixtures.enrich import PRIVACY_KEY, handle
 from tests.unit.builders import NOW, identify, raw_event
 
 USER_IDS = ("u1", "u2", "u3", "u4")
@@ -185,6 +185,7 @@ def handler() -> EnrichHandler:
         provider=None,
         references=References(),
         policy=EnrichPolicy(anonymous_ids_per_week=ANONYMOUS_IDS_PER_WEEK),
+        privacy_key=PRIVACY_KEY,
     )
 
 

@@ -15,6 +15,7 @@ from services.enrich.handler import EnrichHandler, EnrichPolicy
 from services.enrich.references import References
 from services.enrich.vendor import HttpVendorProvider
 from shared.contracts import Firmographics
+from tests.fixtures.enrich import PRIVACY_KEY
 
 pytestmark = pytest.mark.unit
 
@@ -169,7 +170,10 @@ class SlowAndDownProvider:
 async def test_a_batch_waits_for_the_provider_no_longer_than_its_budget() -> None:
     provider = SlowAndDownProvider()
     handler = EnrichHandler(
-        provider=provider, references=References(), policy=EnrichPolicy(lookup_budget_s=0.05)
+        provider=provider,
+        references=References(),
+        policy=EnrichPolicy(lookup_budget_s=0.05),
+        privacy_key=PRIVACY_KEY,
     )
 
     started = time.monotonic()
