@@ -185,7 +185,12 @@ async def unmerge(resources: Resources[EnrichSettings], args: argparse.Namespace
     async with unit_of_work(sessions) as session:
         merge = await repository.get_merge(session, args.merge_id, lock=False)
     if merge is None:
-        raise OperatorError(f"no merge {args.merge_id}", exit_code=2)
+        raise OperatorError(
+            f"no merge {args.merge_id} (merges are forgotten "
+            f"{resources.settings.merge_retention_days:g} days after they were made:"
+            " LEADFLOW_ENRICH_MERGE_RETENTION_DAYS)",
+            exit_code=2,
+        )
     data = {"merge_id": args.merge_id, "merged_lead_id": merge.merged_lead_id}
     if merge.unmerged_at is not None:
         return Report(

@@ -7,7 +7,9 @@
   `profile_updated` with exactly-once effects. A failure reschedules with exponential backoff.
   The command is produced before the row is rescheduled past the lease, so a crash in between
   only repeats a lookup (and applying the command twice changes nothing).
-- Housekeeping: forgets message ids older than the dedupe retention and old anonymous history.
+- Housekeeping: forgets message ids older than the dedupe retention, old anonymous history and
+  merges older than `merge_retention_days` (with the pictures they keep), each by an index on
+  its time, in bounded deletes.
 - References: reloads accounts and suppressions when their tables change.
 
 Each is a companion (`shared.companions`) of the running service.
@@ -95,8 +97,22 @@ async def housekeeping(
         history = await repository.forget_old_anonymous_history(
             session, older_than_days=settings.anonymous_history_retention_days
         )
-    if forgotten or history:
-        log.info("housekeeping: forgot %d message ids, %d anonymous events", forgotten, history)
+    merges = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            deleted = await repository.forget_old_merges(
+                session, older_than_days=settings.merge_retention_days
+            )
+        merges += deleted
+        if deleted < 1000:
+            break
+    if forgotten or history or merges:
+        log.info(
+            "housekeeping: forgot %d message ids, %d anonymous events, %d merges",
+            forgotten,
+            history,
+            merges,
+        )
 
 
 async def refresh_references(

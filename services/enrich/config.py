@@ -27,6 +27,9 @@ class EnrichSettings(ConsumingServiceSettings):
     anonymous_history_retention_days: float = Field(default=30, gt=0)
     # Dedupe by messageId: Segment's clients retry for hours; keep ids at least a day.
     seen_messages_retention_hours: float = Field(default=48, ge=24)
+    # A merge keeps both leads' pictures (personal data) so that it can be reversed: for this
+    # long; afterwards housekeeping forgets it, and it can no longer be unmerged.
+    merge_retention_days: float = Field(default=180, gt=0)
     housekeeping_interval_s: float = Field(default=3600, gt=0)
 
     # Firmographics.

@@ -592,6 +592,21 @@ async def get_merges_of(session: AsyncSession, lead_id: str) -> list[MergeRecord
     return [_merge(row) for row in rows]
 
 
+async def forget_old_merges(session: AsyncSession, *, older_than_days: float) -> int:
+    """Delete up to 1,000 merges recorded longer ago than the retention (by `merged_at`'s
+    index); returns how many. Their pictures go with them: they can no longer be reversed."""
+    return await execute(
+        session,
+        """
+        DELETE FROM enrich.merges WHERE merge_id IN (
+            SELECT merge_id FROM enrich.merges
+            WHERE merged_at < now() - make_interval(secs => $1)
+            ORDER BY merged_at LIMIT 1000)
+        """,
+        older_than_days * 86400,
+    )
+
+
 async def mark_unmerged(session: AsyncSession, merge_id: str, *, by: str) -> None:
     await execute(
         session,

@@ -31,7 +31,7 @@ def settings(database_url: str) -> EnrichSettings:
     )
 
 
-async def test_message_ids_are_kept_for_the_retention_then_forgotten(
+async def test_message_ids_history_and_merges_are_kept_for_their_retention_then_forgotten(
     sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection, database_url: str
 ) -> None:
     await db.execute(
@@ -49,8 +49,19 @@ async def test_message_ids_are_kept_for_the_retention_then_forgotten(
         """
     )
 
+    await db.execute(
+        """
+        INSERT INTO enrich.merges (merge_id, surviving_lead_id, merged_lead_id, reason,
+            history_replayed, moved_identities, merged_lead_snapshot, triggered_by, merged_at)
+        VALUES ('recent', 'l1', 'l2', 'same person', false, '[]', '{}', 'm', now() - interval '179 days'),
+               ('old', 'l1', 'l3', 'same person', false, '[]', '{}', 'm', now() - interval '181 days')
+        """
+    )
+
     await background.housekeeping(sessions=sessions, settings=settings(database_url))
 
+    merges = await db.fetch("SELECT merge_id FROM enrich.merges")
+    assert [r["merge_id"] for r in merges] == ["recent"]  # 180 days by default
     kept = await db.fetch("SELECT message_id FROM enrich.seen_messages ORDER BY message_id")
     assert [r["message_id"] for r in kept] == ["fresh", "yesterday"]  # 48 h by default
     history = await db.fetch("SELECT message_id FROM enrich.anonymous_events")

@@ -5,6 +5,8 @@
   (`identifier_hash`, `shared.privacy.identifier_hash`), its kind, who asked, why, when, and
   what was found. `unsuppressed_*`: when and by whom its do-not-track entries were lifted.
 - `erasure_services`: each service's part of a request: pending until its report arrives.
+- `merges_merged_at_idx`: housekeeping forgets merges older than their retention by it (a merge
+  keeps both leads' pictures, personal data, for as long as it can be reversed).
 - `do_not_track`: keyed hashes of every identifier an erased person had, with the request that
   put them there; an event naming one is dropped (`services/enrich/erasures.py`).
 
@@ -74,7 +76,9 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX do_not_track_request_idx ON enrich.do_not_track (request_id)")
+    op.execute("CREATE INDEX merges_merged_at_idx ON enrich.merges (merged_at)")
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX enrich.merges_merged_at_idx")
     op.execute("DROP TABLE enrich.do_not_track, enrich.erasure_services, enrich.erasure_requests")
