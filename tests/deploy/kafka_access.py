@@ -4,8 +4,11 @@
   writes what `shared/topics.py` names it the producer of, plus the dead-letter topics of what it
   reads. Its `replay-dead-letters` command (shared/consumer/operations.py) reads those
   dead-letter topics in a group of its own and writes their letters back onto what it reads.
-- CRMs read the routing decisions (the topics router produces for outside readers: not its
-  `(internal)` ones) and write the topics whose producer is "CRMs".
+- A topic's `producer` in `shared/topics.py` is one writer or a comma-separated list of them
+  ("score, router, console"), each possibly marked "(internal)" (`producers(topic)`).
+- CRMs read the routing decisions (the topics router alone produces for outside readers: not its
+  `(internal)` ones) and the erasure notices (`privacy.erasures`: a CRM connector that keeps
+  copies of leads erases them too), and write the topics whose producer is "CRMs".
 
 `granted(user)` flattens a KafkaUser's ACLs into one `Grant` per operation, so the two compare
 as sets.
@@ -21,7 +24,7 @@ import shared.topics
 from shared.consumer.operations import dead_letter_replay_group
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
-from shared.topics import ALL_TOPICS, Topic
+from shared.topics import ALL_TOPICS, PRIVACY_ERASURES, Topic
 from tests.deploy.manifests import REPO, Resource
 
 
@@ -60,10 +63,34 @@ def subscriptions(service: str) -> list[Topic]:
     return found
 
 
+@dataclass(frozen=True)
+class Producer:
+    """One writer of a topic as `shared/topics.py` names it: "enrich (internal)" is
+    Producer("enrich", internal=True)."""
+
+    name: str
+    internal: bool
+
+
+def producers(topic: Topic) -> list[Producer]:
+    """The writers a topic's `producer` names: one ("router", "enrich (internal)", "CRMs") or a
+    comma-separated list ("score, router, console"), in that order."""
+    found = []
+    for part in topic.producer.split(","):
+        words = part.split()
+        assert words, f"{topic.name}: an empty producer in {topic.producer!r}"
+        assert words[1:] in ([], ["(internal)"]), (
+            f"{topic.name}: cannot read the producer {part.strip()!r} (a name, optionally"
+            " followed by (internal); several separated by commas)"
+        )
+        found.append(Producer(words[0], internal=words[1:] == ["(internal)"]))
+    return found
+
+
 def produced(service: str) -> list[Topic]:
-    """The topics `shared/topics.py` names the service the producer of (`enrich (internal)`
-    included)."""
-    return [topic for topic in ALL_TOPICS if topic.producer.split()[0] == service]
+    """The topics `shared/topics.py` names the service a producer of (`enrich (internal)` and
+    one of several, "score, router, console", included)."""
+    return [topic for topic in ALL_TOPICS if any(p.name == service for p in producers(topic))]
 
 
 def referenced(service: str) -> set[Topic]:
@@ -106,13 +133,18 @@ def service_needs(service: str, *, prefix: str) -> set[Grant]:
 
 
 def crm_topics(*, prefix: str) -> set[Grant]:
-    """What a CRM does to topics: reads the routing decisions, writes its feedback."""
+    """What a CRM does to topics: reads the routing decisions and the erasure notices, writes
+    its feedback."""
     needs: set[Grant] = set()
     for topic in ALL_TOPICS:
-        if topic.producer == "router":  # not "router (internal)"
+        # Router's decisions for outside readers: not "router (internal)", and not the reports
+        # router writes with others ("score, router, console": privacy.reports, for enrich).
+        if producers(topic) == [Producer("router", internal=False)]:
             needs |= _topic(topic.full_name(prefix), "Read", "Describe")
-        if topic.producer == "CRMs":
+        if producers(topic) == [Producer("CRMs", internal=False)]:
             needs |= _topic(topic.full_name(prefix), "Write", "Describe")
+    # Erasure notices: a CRM connector erases its copies of the leads (it reports nothing).
+    needs |= _topic(PRIVACY_ERASURES.full_name(prefix), "Read", "Describe")
     return needs
 
 

@@ -4,7 +4,9 @@ really read, durable Kafka topics for every contract, and rules files the servic
 from __future__ import annotations
 
 import base64
+import copy
 import importlib
+import math
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from shared.settings import ConsumerSettings
-from shared.topics import ALL_TOPICS, all_topic_names
+from shared.topics import ALL_TOPICS, Topic, all_topic_names
 from tests.deploy.manifests import OVERLAYS, Resource, describe
 from tests.deploy.policies import (
     ALL_POLICIES,
@@ -145,6 +147,8 @@ def secret_value(resources: list[Resource], reference: dict[str, Any], variable:
         "LEADFLOW_CONSOLE_OIDC": '{"metadata_url": "https://idp.example.com/.well-known/'
         'openid-configuration", "client_id": "leadflow", "client_secret": "s3cret",'
         ' "role_claim": "groups", "roles": {"revops-admins": "admin"}, "default_role": "viewer"}',
+        # enrich's key of the do-not-track list's hashes (`openssl rand -hex 32`).
+        "LEADFLOW_ENRICH_PRIVACY_KEY": "fedcba9876543210" * 4,
     }
     return stand_ins[variable]
 
@@ -259,17 +263,115 @@ def test_prod_kafka_is_kraft_with_three_nodes_rf3_and_min_insync_2(
         assert topic["spec"]["config"]["min.insync.replicas"] == 2
 
 
-def test_dead_letters_are_kept_longer_than_their_topic(
+def _broker_default_ms(kafka_config: dict[str, Any], name: str) -> float:
+    """The broker's default of a topic's `retention.ms` (`log.retention.*`) or `segment.ms`
+    (`log.roll.*`), as the Kafka resource sets it or Kafka's own default (7 days for both)."""
+    prefix = {"retention.ms": "log.retention", "segment.ms": "log.roll"}[name]
+    for key, unit in (
+        (f"{prefix}.ms", 1),
+        (f"{prefix}.minutes", 60_000),
+        (f"{prefix}.hours", 3_600_000),
+    ):
+        if key in kafka_config:
+            return _ms(int(kafka_config[key]) * unit if int(kafka_config[key]) >= 0 else -1)
+    return 7 * DAY_MS
+
+
+def _ms(value: Any) -> float:
+    """A duration in ms of a topic's config; -1 (or below) is "forever"."""
+    return math.inf if int(value) < 0 else float(value)
+
+
+def dead_letter_retention_violations(resources: list[Resource], topic: Topic) -> list[str]:
+    """The topic's dead-letter topic keeps its letters no longer than the topic keeps its
+    messages: both KafkaTopics declared and deleting (`cleanup.policy: delete`: compaction
+    keeps a key's last message forever), the letters' `retention.ms` at most the topic's, and
+    their segments closed at least as often (`segment.ms`: Kafka deletes closed segments only,
+    so an open one outlives its retention by up to that much). Unset values are the broker's."""
+    by_name = {
+        t["spec"].get("topicName", t["metadata"]["name"]): t
+        for t in of_kind(resources, "KafkaTopic")
+    }
+    (kafka,) = of_kind(resources, "Kafka")
+    kafka_config = kafka["spec"]["kafka"].get("config", {})
+    missing = [name for name in (topic.full_name(), topic.dlq_name()) if name not in by_name]
+    if missing:
+        return [f"no KafkaTopic {name}" for name in missing]
+    source = by_name[topic.full_name()]["spec"].get("config", {})
+    dead = by_name[topic.dlq_name()]["spec"].get("config", {})
+    found = []
+    for name, config in ((topic.full_name(), source), (topic.dlq_name(), dead)):
+        policy = str(config.get("cleanup.policy", kafka_config.get("log.cleanup.policy", "delete")))
+        if policy != "delete":
+            found.append(f"{name}: cleanup.policy {policy}, not delete")
+    for setting, why in (
+        ("retention.ms", "keeps letters longer than"),
+        ("segment.ms", "closes segments less often than"),
+    ):
+        kept, letters = (
+            _ms(config[setting]) if setting in config else _broker_default_ms(kafka_config, setting)
+            for config in (source, dead)
+        )
+        if letters > kept:
+            found.append(
+                f"{topic.dlq_name()} {why} {topic.full_name()}: {setting} {letters:g} > {kept:g}"
+            )
+    return found
+
+
+@pytest.mark.parametrize("topic", ALL_TOPICS, ids=lambda topic: topic.name)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dead_letters_are_kept_no_longer_than_their_topic(
+    rendered: dict[str, list[Resource]], overlay: str, topic: Topic
+) -> None:
+    """A dead letter is its message's original bytes: it must not outlive the message (issue
+    21: dead-letter topics keep no longer than their source topics). An erasure removes nothing
+    from Kafka; retention is what bounds how long a person's data stays there."""
+    resources = rendered[overlay]
+    assert dead_letter_retention_violations(resources, topic) == []
+    # And the topic itself keeps a week at least, so its consumers can be replayed.
+    by_name = {t["spec"]["topicName"]: t for t in of_kind(resources, "KafkaTopic")}
+    assert _ms(by_name[topic.full_name()]["spec"]["config"]["retention.ms"]) >= 7 * DAY_MS
+
+
+def test_the_dead_letter_retention_check_reports_a_longer_keeping(
     rendered: dict[str, list[Resource]],
 ) -> None:
-    by_name = {t["spec"]["topicName"]: t for t in of_kind(rendered["prod"], "KafkaTopic")}
-    for topic in ALL_TOPICS:
-        if topic.full_name() not in by_name:
-            continue  # reported by the test above
-        source = by_name[topic.full_name()]["spec"]["config"]
-        dead = by_name[topic.dlq_name()]["spec"]["config"]
-        assert dead["retention.ms"] > source["retention.ms"] >= 7 * DAY_MS
-        assert source["cleanup.policy"] == dead["cleanup.policy"] == "delete"
+    """The check above fails where a dead-letter topic keeps longer, keeps forever, compacts,
+    closes its segments less often than its topic, or is missing."""
+
+    def changed(name: str, **config: Any) -> list[Resource]:
+        resources = copy.deepcopy(rendered["prod"])
+        for resource in of_kind(resources, "KafkaTopic"):
+            if resource["spec"]["topicName"] == name:
+                for key, value in config.items():
+                    if value is None:
+                        resource["spec"]["config"].pop(key, None)
+                    else:
+                        resource["spec"]["config"][key] = value
+        return resources
+
+    raw = next(t for t in ALL_TOPICS if t.name == "events.raw")
+    scored = next(t for t in ALL_TOPICS if t.name == "leads.scored")
+    cases = [
+        (raw, changed("events.raw.dlq", **{"retention.ms": 90 * DAY_MS}), "keeps letters longer"),
+        (raw, changed("events.raw.dlq", **{"retention.ms": -1}), "keeps letters longer"),
+        (raw, changed("events.raw.dlq", **{"cleanup.policy": "compact"}), "not delete"),
+        (raw, changed("events.raw", **{"segment.ms": 3_600_000}), "closes segments less often"),
+        # Unset: the broker's default (7 days), longer than a day-long source.
+        (raw, changed("events.raw", **{"retention.ms": DAY_MS}), "keeps letters longer"),
+        (
+            raw,
+            [r for r in rendered["prod"] if r.get("spec", {}).get("topicName") != "events.raw.dlq"],
+            "no KafkaTopic events.raw.dlq",
+        ),
+    ]
+    for topic, resources, expected in cases:
+        assert expected in " | ".join(dead_letter_retention_violations(resources, topic))
+    # Equal is fine; an unset retention.ms is the broker's 7 days, within leads.scored's 30.
+    assert dead_letter_retention_violations(changed("leads.scored.dlq"), scored) == []
+    unset = changed("leads.scored.dlq", **{"retention.ms": None})
+    assert dead_letter_retention_violations(unset, scored) == []
 
 
 def test_lag_autoscaling_never_exceeds_the_partitions_of_the_consumed_topic(
@@ -360,8 +462,9 @@ def _api_peers_violations(resources: list[Resource]) -> list[str]:
 def test_no_v1_route_is_reachable_from_outside_its_allowed_peers(
     rendered: dict[str, list[Resource]],
 ) -> None:
-    """score's and router's /v1 APIs serve personal data: in prod only API clients reach them
-    (monitoring reaches the health ports only), and every service with routes has an API port."""
+    """enrich's, score's and router's /v1 APIs take erasures and serve personal data: in prod
+    only API clients reach them (monitoring reaches the health ports only), and every service
+    with routes has an API port."""
     resources = rendered["prod"]
     with_api = {
         workload["metadata"]["name"]
@@ -369,7 +472,7 @@ def test_no_v1_route_is_reachable_from_outside_its_allowed_peers(
         for _, container in containers(workload)
         if any(port["name"] == "api" for port in container.get("ports", []))
     }
-    assert with_api == {"leadflow-score", "leadflow-router"}
+    assert with_api == {"leadflow-enrich", "leadflow-score", "leadflow-router"}
     assert _api_peers_violations(resources) == []
     # The check catches a policy that opens an API port to the monitoring namespace.
     opened = [dict(r) for r in resources]

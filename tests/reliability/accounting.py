@@ -89,7 +89,15 @@ async def wait_until_drained(
         await asyncio.sleep(1)
 
 
-async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport) -> Accounting:
+async def account(
+    db: asyncpg.Connection,
+    pipeline: Pipeline,
+    report: LoadReport,
+    *,
+    erased: frozenset[str] = frozenset(),
+) -> Accounting:
+    """`erased`: leads erased during the run, left out of the decisions' count (their decisions
+    stay on the append-only topic while the router has forgotten them)."""
     ids = sorted(report.acknowledged)
     rows_per_message = {
         r["message_id"]: r["n"]
@@ -148,7 +156,7 @@ async def account(db: asyncpg.Connection, pipeline: Pipeline, report: LoadReport
         decision_ids_on_topic.setdefault(value["lead_id"], set()).add(value["decision_id"])
     without_one = {
         lead
-        for lead in mql_leads | set(decisions) | set(decision_ids_on_topic)
+        for lead in (mql_leads | set(decisions) | set(decision_ids_on_topic)) - erased
         if decisions[lead] != 1 or len(decision_ids_on_topic.get(lead, ())) != 1
     }
     letters = await dead_letters(pipeline)
