@@ -47,7 +47,7 @@ from shared.operator import OperatorCommand, OperatorError, Report, table
 from shared.resources import Resources
 from shared.service import Database, Running, Service
 from shared.simulations import Simulations
-from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, SCORE_COMMANDS
+from shared.topics import CRM_FEEDBACK, EVENTS_ENRICHED, PRIVACY_ERASURES, SCORE_COMMANDS
 from shared.versions_view import publications_table, versions_table
 
 
@@ -337,7 +337,7 @@ SERVICE = Service(
     settings=ScoreSettings,
     start=start,
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
-    subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS],
+    subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS, PRIVACY_ERASURES],
     commands=[
         OperatorCommand(
             name="explain",

@@ -4,8 +4,13 @@ stored history. Pure: `repository.sample_history_facts` reads the sample.
 
 Values are offered only where they identify no one: never for a fact whose name says it holds
 an email, a name, a phone, an id, a domain or a company (`learning.features.IDENTIFYING`, the
-same list that keeps them out of models), nor for the visitor's IP address and user agent; and
-a value only once at least `MIN_LEADS` leads had it, so a rare value cannot point at a person.
+same list that keeps them out of models), nor for the visitor's IP address and user agent (any
+fact `engine.stored_facts.personal_kind` names); and a value only once at least `MIN_LEADS`
+leads had it, so a rare value cannot point at a person.
+
+The history keeps the IP address and user agent only while a live rule reads them (then the
+address truncated to its network: `engine.stored_facts`), so those facts are listed only when
+the sampled messages were scored under such rules.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.score.engine.conditions import PROFILE_PREFIXES
+from services.score.engine.stored_facts import personal_kind
 from services.score.learning.features import IDENTIFYING
 
 MIN_LEADS = 3
@@ -71,7 +77,11 @@ def facts_seen(sample: Iterable[tuple[str, Mapping[str, Any]]]) -> list[FactSeen
 
 
 def _offers_values(field: str) -> bool:
-    return field not in NO_VALUES and field.rpartition(".")[2] not in IDENTIFYING
+    return (
+        field not in NO_VALUES
+        and field.rpartition(".")[2] not in IDENTIFYING
+        and personal_kind(field) is None
+    )
 
 
 def _offerable(value: Any) -> bool:

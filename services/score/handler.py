@@ -1,5 +1,5 @@
-"""The consumer handler: `events.enriched`, `crm.feedback` and `score.commands` in;
-`leads.scored` and `leads.lifecycle` out.
+"""The consumer handler: `events.enriched`, `crm.feedback`, `score.commands` and
+`privacy.erasures` in; `leads.scored`, `leads.lifecycle` and `privacy.reports` out.
 
 Per batch: the leads and ledgers of every lead in it are loaded (row-locked) in one query each;
 messages are applied in consumption order (per lead that is event order: every input is keyed
@@ -31,6 +31,21 @@ Each lead's first touch (`engine.first_touch`: the first source, import list and
 is kept on its row as its messages are scored, with or without a model, and every stage change
 carries it. A merge keeps the survivor's and fills what it lacks from the merged leads'; an
 unmerge takes each side's again from its own messages.
+
+What is stored of a message is minimised (`engine.stored_facts`): the rules read the event's
+facts in full, but the history keeps the visitor's IP address and user agent only where a
+condition of the batch's rules reads them, an address truncated to its /24 (IPv4) or /48
+(IPv6). So a rescore or a simulation under rules that start reading them later finds none in
+the messages scored before (see `engine.stored_facts`).
+
+- `privacy.erasures`: every row of the notice's leads goes (`erasure`), under the lead locks
+  the batch takes for them as it loads, the leads are recorded as erased (`shared.privacy`)
+  in the same transaction, and a `privacy.reports` report says what went. A message about a
+  lead that has no row and was erased (it was on its way: an event of any kind, a CRM outcome
+  by lead id, a rescore or reevaluation) is dropped and counted
+  (`leadflow_score_erased_lead_messages_dropped_total`); the check costs one query per batch
+  with leads new to score, none otherwise. A CRM outcome naming an erased lead's email alone
+  finds no lead and goes to the dead-letter topic, as for any unknown lead.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -69,10 +84,12 @@ from services.score.engine.scoring import (
     recorded,
     score_event,
 )
+from services.score.engine.stored_facts import stored_facts
+from services.score.erasure import erase_leads
 from services.score.learning.activity import Activity, activity_of
 from services.score.learning.model import Scorer
 from services.score.learning.runs import MODELS
-from services.score.metrics import FEEDBACK_RESULTS
+from services.score.metrics import ERASED_LEAD_MESSAGES_DROPPED, FEEDBACK_RESULTS
 from services.score.repository import IdentityNote, LeadPicture, LeadRow, StageChange
 from shared.config_versions import LiveSource
 from shared.consumer import InvalidMessage, Message, Output
@@ -81,6 +98,7 @@ from shared.contracts import (
     Contribution,
     CrmFeedback,
     EnrichedEvent,
+    ErasureNotice,
     LeadScored,
     LifecycleChanged,
     Likelihood,
@@ -88,11 +106,13 @@ from shared.contracts import (
     ScoreCommand,
     Stage,
 )
+from shared.privacy import ErasedLeads, erasure_report
 from shared.topics import LEADS_LIFECYCLE, LEADS_SCORED
 
 log = logging.getLogger(__name__)
 
 TOP_CONTRIBUTIONS = 5
+ERASED_LEADS = ErasedLeads(repository.SCHEMA)
 
 
 @dataclass
@@ -122,6 +142,10 @@ class _Work:
     model: tuple[str, Scorer] | None = None
     rebuilt: set[str] = field(default_factory=set)
     likelihoods: dict[str, Likelihood] = field(default_factory=dict)
+    # Leads erased (`privacy.erasures`): those of the batch's messages that had no row and were
+    # erased before (`ErasedLeads.among`, asked once as the batch loads), and those the batch
+    # erases. Their messages are dropped.
+    erased: set[str] = field(default_factory=set)
 
     def lead(self, lead_id: str) -> LeadRow:
         if lead_id not in self.leads:
@@ -175,6 +199,13 @@ class ScoreHandler:
         work = await self._load(messages, session, rules=live[1], model=await MODELS.live(session))
         for message in messages:
             value = message.value
+            if isinstance(value, ErasureNotice):
+                await self._erase(message, value, work, session)
+                continue
+            if _lead_id_of(value) in work.erased:
+                # about a lead erased before it arrived (it was on its way): not created again
+                ERASED_LEAD_MESSAGES_DROPPED.labels(topic=message.topic.name).inc()
+                continue
             if isinstance(value, EnrichedEvent):
                 if value.kind == "merged":
                     await self._merged(value, work, session)
@@ -211,6 +242,8 @@ class ScoreHandler:
                     locked.update(value.merge.merged_lead_ids)
             elif isinstance(value, ScoreCommand | CrmFeedback) and value.lead_id:
                 lead_ids.add(value.lead_id)
+            elif isinstance(value, ErasureNotice):
+                locked.update(value.lead_ids)
         feedback_ids = [m.value.feedback_id for m in messages if isinstance(m.value, CrmFeedback)]
         # Every lead lock the batch will need that it can know of, in one ordered statement
         # (locks taken later, e.g. for a survivor, can deadlock; the runner retries those).
@@ -218,6 +251,10 @@ class ScoreHandler:
         if locked - lead_ids:
             await repository.lock_leads(session, lead_ids | locked)
         leads = await repository.load_leads(session, lead_ids)
+        # A lead without a row may be one erased before its message came: asked after the
+        # locks, so an erasure that committed while this batch waited for them is seen. Only
+        # leads without a row (new leads, mostly), in one query.
+        erased = await ERASED_LEADS.among(session, lead_ids - leads.keys())
         rescores = {
             m.value.lead_id
             for m in messages
@@ -235,6 +272,7 @@ class ScoreHandler:
             feedback=await repository.feedback_seen(session, feedback_ids),
             histories=await repository.load_histories(session, rescores),
             model=model,
+            erased=erased,
         )
         await self._rebuild_activities(work, session, leads)
         return work
@@ -482,8 +520,13 @@ class ScoreHandler:
         as_of = max(lead.as_of or at, at)
         card = evaluate(work.rules, result.state, as_of)
         self._record(lead, result.lines, work)
+        # The rules read the event's facts in full; what is kept of them is minimised (the IP
+        # address and user agent only where a live rule reads them, the address truncated).
+        # Whatever is derived for later (activity, first touch) reads what is kept, as its
+        # rebuild from the history will.
+        kept = stored_facts(facts, work.rules.personal_facts_read)
         work.history.append(
-            (lead.lead_id, HistoryItem(event.message_id, at, facts, behaviour, profile, origin))
+            (lead.lead_id, HistoryItem(event.message_id, at, kept, behaviour, profile, origin))
         )
         lead.identified = lead.identified or event.identified
         lead.engaged = lead.engaged or (behaviour and event.type in ENGAGEMENT_TYPES)
@@ -494,11 +537,11 @@ class ScoreHandler:
             if not (same_facts and event.lead_version == lead.profile_version):
                 lead.picture = LeadPicture.of(event, facts=_json_shaped(own_facts))
             lead.profile_version = event.lead_version
-        if learned := learned_first_touch(lead.first_touch, facts):
+        if learned := learned_first_touch(lead.first_touch, kept):
             lead.first_touch = {**(lead.first_touch or {}), **learned}  # replaced, not changed
         changed = (card.fit, card.behaviour) != (lead.fit, lead.behaviour)
         before = lead.likelihood
-        self._observe(lead, facts, at=at, behaviour=behaviour, work=work)
+        self._observe(lead, kept, at=at, behaviour=behaviour, work=work)
         self._predict(lead, card, result.state, as_of, work)  # before the card: MQL may read it
         self._apply_card(lead, card, as_of, work=work)
         # A merge can change the score without a ledger line of its own (folded history); a
@@ -656,6 +699,55 @@ class ScoreHandler:
         if move is not None:
             self._transition(lead, move, trigger_id=command.command_id, at=command.at,
                              received_at=command.at, card=card, work=work)  # fmt: skip
+
+    # --- privacy.erasures -----------------------------------------------------------------
+
+    async def _erase(
+        self,
+        message: Message[BaseModel],
+        notice: ErasureNotice,
+        work: _Work,
+        session: AsyncSession,
+    ) -> None:
+        """Erase the notice's leads (`erasure.erase_leads`), under the lead locks the batch took
+        for them as it loaded (a batch of another replica scoring one of them either committed
+        before, and its rows are erased here, or waits and then finds the lead erased), record
+        them as erased in the same transaction, and report. What the batch collected before the
+        notice is written first, and erased with the rest; the outputs it collected for these
+        leads are not sent (their erasure is committed with them), and their later messages in
+        the batch are dropped. A redelivered notice erases nothing and reports again."""
+        await self._flush(work, session)
+        ids = set(notice.lead_ids)
+        # Taken in `_load` with the batch's other locks (in one ordered statement): again here,
+        # a no-op then, so that an erasure never runs without them.
+        await repository.lock_leads(session, ids)
+        erased, anonymised = await erase_leads(session, sorted(ids))
+        await ERASED_LEADS.remember(session, ids)
+        for lead_id in ids:
+            work.leads.pop(lead_id, None)
+            work.states.pop(lead_id, None)
+            work.histories.pop(lead_id, None)
+            work.recent.pop(lead_id, None)
+            work.likelihoods.pop(lead_id, None)
+        work.scored = {key for key in work.scored if key[0] not in ids}
+        work.rebuilt -= ids
+        work.erased |= ids
+        work.outputs = [
+            output
+            for output in work.outputs
+            if not (output.topic in (LEADS_SCORED, LEADS_LIFECYCLE) and output.key in ids)
+        ]
+        report = erasure_report(
+            notice, service="score", erased=erased, anonymised=anonymised, at=datetime.now(UTC)
+        )
+        work.outputs.append(replace(report, source=message))
+        log.info(
+            "erasure %s of %d leads: %s",
+            notice.request_id,
+            len(ids),
+            ", ".join(f"{table} {count}" for table, count in erased.items() if count)
+            or "score held no rows of them",
+        )
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -914,3 +1006,10 @@ def _without_nulls(facts: Facts) -> Facts:
 def _json_shaped(facts: Facts) -> dict[str, Any]:
     """The facts as they come back from the database (JSON types)."""
     return cast(dict[str, Any], orjson.loads(orjson.dumps(facts, default=str)))
+
+
+def _lead_id_of(value: BaseModel) -> str | None:
+    """The lead a consumed message is about (None: a CRM outcome by email alone)."""
+    if isinstance(value, EnrichedEvent | CrmFeedback | ScoreCommand):
+        return value.lead_id
+    return None

@@ -4,7 +4,9 @@ with a bearer token (`shared.service_api`; the scope each needs in brackets):
 GET  /v1/leads/{lead_id or email}/explain   [leads:read] the score rule by rule, the stage
                                             history and the identity history
 GET  /v1/rules/facts      [rules:read]      the facts seen in the stored history, with their
-                                            common values (what a condition can test)
+                                            common values (what a condition can test; the IP
+                                            address and user agent are stored, and so seen,
+                                            only while a live rule reads them: never a value)
 GET  /v1/rules/rescore    [rules:simulate]  progress of the rescore under the live rules
 /v1/rules...              the scoring rules' versions: list, read, check, save, publish, roll
                           back, simulate in the background (`shared.config_api`)

@@ -10,3 +10,10 @@ FEEDBACK_RESULTS = Counter(
     "further), superseded (older than an outcome that holds), refused (cannot happen)",
     ["outcome", "result"],
 )
+
+ERASED_LEAD_MESSAGES_DROPPED = Counter(
+    "leadflow_score_erased_lead_messages_dropped_total",
+    "Messages about an erased lead that arrived after its erasure (they were on their way) and "
+    "were dropped instead of creating the lead again, by topic",
+    ["topic"],
+)

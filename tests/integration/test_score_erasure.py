@@ -51,8 +51,9 @@ EMAIL, WORK_EMAIL = "adaline@northwind.io", "a.lovelacey@northwind.io"
 FIRST, LAST, PHONE = "Adaline", "Lovelacey", "+442079460123"
 USER_ID, ANONYMOUS_ID = "user-adaline-42", "anon-adaline-7"
 IP, IP6, AGENT = "84.17.52.103", "2a00:1450:4001:82b::200e", "AdaBrowser/9.1 (Lovelacey)"
+# (the addresses also as they are stored: truncated)
 PII = [EMAIL, WORK_EMAIL, FIRST, LAST, PHONE, USER_ID, ANONYMOUS_ID, AGENT, IP, IP6,
-       "84.17.52.0", "2a00:1450:4001::"]  # fmt: skip  (the addresses as stored: truncated)
+       "84.17.52.0", "2a00:1450:4001::"]  # fmt: skip
 
 
 def rules() -> RuleSet:
@@ -219,9 +220,9 @@ class Score:
             return list(await self.handler(messages, session))
 
 
-async def populate(score: Score, db: asyncpg.Connection) -> None:
-    """Her leads and two others (bob, carol) with rows in every table score has, and a
-    simulation listing her and bob."""
+async def populate(score: Score, db: asyncpg.Connection) -> uuid.UUID:
+    """Her leads and two others (bob, carol) with rows in every table score has, and two
+    simulations: one listing her and bob (its id returned), one listing bob alone."""
     refusal = {"kind": "user_id", "reason": "another_user_id", "other_lead_id": "lead-bob",
                "detail": "user id not linked: it belongs to a lead with another userId"}  # fmt: skip
     await score(
@@ -241,8 +242,9 @@ async def populate(score: Score, db: asyncpg.Connection) -> None:
     )  # fmt: skip
     await score(merge(ADA, ADA_KNOWN, replayed=False), merge(ADA, ADA_VISITOR, replayed=True))
     await score(feedback(ADA, "fb-ada"), feedback("lead-bob", "fb-bob"))
-    await store_simulation(db, [ADA, "lead-bob", ADA_KNOWN])
+    listing = await store_simulation(db, [ADA, "lead-bob", ADA_KNOWN])
     await store_simulation(db, ["lead-bob"])
+    return listing
 
 
 async def test_an_erasure_deletes_every_row_of_the_person_and_nothing_else(
@@ -251,7 +253,7 @@ async def test_an_erasure_deletes_every_row_of_the_person_and_nothing_else(
     engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="t")
     score = Score(create_sessionmaker(engine))
     try:
-        await populate(score, db)
+        listing_id = await populate(score, db)
         before = await dump(db)
         # she is in every table score keeps about leads (else the test proves nothing)
         for table in ("leads", "ledger", "history", "stage_changes", "feedback",
@@ -295,7 +297,8 @@ async def test_an_erasure_deletes_every_row_of_the_person_and_nothing_else(
         ]
         assert len(after["erased_leads"]) == 3  # hashes of the ids, nothing else
         # The simulations keep their counts; hers are no longer listed.
-        listing, other = sorted(after["simulations"], key=lambda r: len(r["result"]["becoming_ids"]))[::-1]  # fmt: skip
+        (listing,) = [r for r in after["simulations"] if r["id"] == str(listing_id)]
+        (other,) = [r for r in after["simulations"] if r["id"] != str(listing_id)]
         assert listing["result"]["becoming_ids"] == ["lead-bob"]
         assert [c["lead_id"] for c in listing["result"]["becoming_mql"]] == ["lead-bob"]
         assert listing["result"]["would_become_mql"] == 3
@@ -303,7 +306,7 @@ async def test_an_erasure_deletes_every_row_of_the_person_and_nothing_else(
         assert other in before["simulations"]
 
         (report,) = reports(outputs)
-        assert report.request_id == "erase-1" and report.service == "score"
+        assert (report.request_id, report.service) == ("erase-1", "score")
         assert report.erased == {table: n for table, n in erased.items() if n}
         assert set(report.erased) == {"leads", "ledger", "history", "stage_changes", "feedback",
                                       "identity_notes"}  # fmt: skip
@@ -427,7 +430,7 @@ async def test_a_message_handled_concurrently_with_the_erasure_is_erased_or_drop
             erasure = asyncio.create_task(score(notice([ADA_KNOWN], "erase-b")))
             await waits(erasure)
         (report,) = reports(await erasure)
-        assert report.erased["leads"] == 1 and report.erased["history"] == 1
+        assert (report.erased["leads"], report.erased["history"]) == (1, 1)
         assert await db.fetchval("SELECT count(*) FROM score.leads") == 0
         assert await found_anywhere(db, PII) == []
     finally:

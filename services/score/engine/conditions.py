@@ -309,7 +309,9 @@ def facts_of(event: EnrichedEvent) -> Facts:
 
 def call_facts_of(event: EnrichedEvent) -> Facts:
     """The facts of the call itself: type, event, name, source, identified, properties.*,
-    context.*, page.*."""
+    context.*, page.*. All of them, for the rules to read on the live event; what the history
+    keeps of them is less (`stored_facts`: the IP address and user agent only where a rule
+    reads them, the address truncated)."""
     facts: Facts = {
         "type": event.type,
         "event": event.event,

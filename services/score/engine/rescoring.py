@@ -4,6 +4,12 @@ A lead's history is every enriched message score received for it (its facts, tim
 order. Replaying it through `score_event` from an empty state gives the ledger and score that a
 rule set would have produced, which is what both a simulation ("what would change?") and an
 applied rule change need. Pure: the caller streams leads from the database in batches.
+
+The stored facts are minimised (`stored_facts`): a message's IP address and user agent are
+kept only when a rule live at its scoring read them, the address truncated to its /24 or /48.
+Rules that start reading them later find none in the messages scored before, so a replay (a
+rescore, a simulation) counts those rules only on messages scored since, and an address rule
+holds on a replay only if it tests the network, not the whole address.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from services.score.engine.conditions import (
     fields_of,
     required_values,
 )
+from services.score.engine.stored_facts import personal_facts_read
 from shared.config_files import ConfigFileError, load_yaml_model, parse_yaml_model
 
 RuleKind = Literal["fit", "behaviour"]
@@ -230,6 +231,18 @@ class RuleSet(_Strict):
     def rule_groups(self) -> dict[str, str]:
         """rule id -> group id."""
         return {rule.id: rule.group for rule in self.rules}
+
+    @cached_property
+    def fields_read(self) -> frozenset[str]:
+        """Every fact some rule's condition reads (a count reads `count:<rule id>`)."""
+        return frozenset().union(*(fields_of(rule.when) for rule in self.rules))
+
+    @cached_property
+    def personal_facts_read(self) -> frozenset[str]:
+        """The facts of a visitor's network identity (IP address, user agent) that some rule
+        reads: the ones a scored message's stored history keeps (`stored_facts`). Worked out
+        once per rule set: a batch reads it for every message it scores."""
+        return personal_facts_read(self.fields_read)
 
     def group(self, group_id: str) -> Group:
         return self.groups_by_id[group_id]
