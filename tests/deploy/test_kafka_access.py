@@ -17,11 +17,14 @@ import pytest
 from shared.consumer.operations import dead_letter_replay_group
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
+from shared.topics import ALL_TOPICS, ENRICH_COMMANDS, PRIVACY_ERASURES, PRIVACY_REPORTS
 from tests.deploy.kafka_access import (
     Grant,
+    Producer,
     crm_topics,
     granted,
     produced,
+    producers,
     referenced,
     service_needs,
     subscriptions,
@@ -263,8 +266,29 @@ def test_each_service_kafka_user_may_touch_only_its_topics_and_group(
     assert show(needs - grants) == [], f"{name} would be refused what {service} does"
 
 
+def test_the_producers_of_each_topic_are_read_as_shared_topics_names_them() -> None:
+    """One producer, one marked "(internal)", or a comma-separated list of them; a service is
+    the producer of each topic whose list names it."""
+    for topic in ALL_TOPICS:
+        assert producers(topic), topic.name  # every topic's producer parses
+    assert producers(PRIVACY_REPORTS) == [
+        Producer("score", internal=False),
+        Producer("router", internal=False),
+        Producer("console", internal=False),
+    ]
+    assert producers(ENRICH_COMMANDS) == [Producer("enrich", internal=True)]
+    for service in ("score", "router", "console"):
+        assert PRIVACY_REPORTS in produced(service), service
+    assert produced("console") == [PRIVACY_REPORTS]
+    assert PRIVACY_ERASURES in produced("enrich")
+    assert PRIVACY_REPORTS not in produced("enrich")
+    # Every writer a topic names is a service or the CRMs: a misspelt one would grant nothing.
+    writers = {p.name for topic in ALL_TOPICS for p in producers(topic)}
+    assert writers <= {*SERVICES, "CRMs"}, writers
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_crm_user_reads_routing_and_writes_feedback_only(
+def test_crm_user_reads_routing_and_erasures_and_writes_feedback_only(
     rendered: dict[str, list[Resource]], overlay: str
 ) -> None:
     resources = rendered[overlay]

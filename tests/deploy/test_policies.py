@@ -272,8 +272,9 @@ def _broker_default_ms(kafka_config: dict[str, Any], name: str) -> float:
         (f"{prefix}.minutes", 60_000),
         (f"{prefix}.hours", 3_600_000),
     ):
-        if key in kafka_config:
-            return _ms(int(kafka_config[key]) * unit if int(kafka_config[key]) >= 0 else -1)
+        if key in kafka_config:  # the first given wins, as in Kafka
+            value = int(kafka_config[key])
+            return math.inf if value < 0 else float(value * unit)
     return 7 * DAY_MS
 
 
@@ -358,7 +359,7 @@ def test_the_dead_letter_retention_check_reports_a_longer_keeping(
         (raw, changed("events.raw.dlq", **{"retention.ms": -1}), "keeps letters longer"),
         (raw, changed("events.raw.dlq", **{"cleanup.policy": "compact"}), "not delete"),
         (raw, changed("events.raw", **{"segment.ms": 3_600_000}), "closes segments less often"),
-        # Unset: the broker's default (7 days), longer than a day-long source.
+        # A source kept a day: its letters' 7 days are longer.
         (raw, changed("events.raw", **{"retention.ms": DAY_MS}), "keeps letters longer"),
         (
             raw,
