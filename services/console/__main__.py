@@ -35,6 +35,7 @@ from shared.topics import (
     CRM_FEEDBACK,
     LEADS_LIFECYCLE,
     LEADS_SCORED,
+    PRIVACY_ERASURES,
     ROUTING_NURTURE,
     ROUTING_SDR,
 )
@@ -150,7 +151,14 @@ SERVICE = Service(
     settings=ConsoleSettings,
     start=start,
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
-    subscriptions=[LEADS_LIFECYCLE, LEADS_SCORED, ROUTING_SDR, ROUTING_NURTURE, CRM_FEEDBACK],
+    subscriptions=[
+        LEADS_LIFECYCLE,
+        LEADS_SCORED,
+        ROUTING_SDR,
+        ROUTING_NURTURE,
+        CRM_FEEDBACK,
+        PRIVACY_ERASURES,
+    ],
     commands=[
         OperatorCommand(
             name="add-person",

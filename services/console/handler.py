@@ -1,7 +1,17 @@
-"""The consumer handler: `leads.lifecycle`, `leads.scored`, `routing.sdr`, `routing.nurture`
-and `crm.feedback` in; the console's read model out (it produces nothing).
+"""The consumer handler: `leads.lifecycle`, `leads.scored`, `routing.sdr`, `routing.nurture`,
+`crm.feedback` and `privacy.erasures` in; the console's read model out, and `privacy.reports`
+(the only topic it produces: its part of each erasure, sent once committed).
 
 Per batch, in the runner's transaction:
+0. The leads that a stage change, a decision or a CRM report names by id, and the leads of the
+   batch's erasure notices, are locked (`repository.lock_leads`, one statement; none for a
+   batch of score changes alone). Each erasure is then done (`_erase`: records deleted, the
+   rows that feed the counts anonymised, the leads remembered as erased, a report output).
+   After reading the records (step 1), the leads named by such a message that have no record
+   are looked up among the erased ones (one query; none when every lead has a record), and
+   their messages are dropped and counted (`leadflow_console_erased_lead_messages_dropped_total`):
+   a late message never brings an erased lead back. Why the locks close the race with an
+   erasure handled on another replica: `repository` module docstring.
 1. The records of every lead the batch names are read and locked, with their decisions and
    which of the batch's CRM reports were applied before (`repository`: three statements;
    one for a batch of score changes only, which touch no decision or report).
@@ -11,7 +21,8 @@ Per batch, in the runner's transaction:
 3. Everything is written in one statement (`repository.store_batch`).
 Exactly once: the runner applies a batch at most once; a message produced twice upstream is
 recognised (a transition, decision or report already stored changes nothing), and counters
-follow the records, so a repeat adds nothing.
+follow the records, so a repeat adds nothing. An erasure notice delivered again changes
+nothing and reports again (zero rows).
 A CRM report for a lead the console has not seen (by id or email) is not kept: its lead's
 first stage change brings what the funnel needs, and the timeline asks score for the rest.
 """
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.console import repository
 from services.console.funnel import Share, change_of
 from services.console.lead_record import LeadRecord, on_lifecycle, on_scored
-from services.console.metrics import APPLIED
+from services.console.metrics import APPLIED, ERASED_LEAD_MESSAGES_DROPPED
 from services.console.repository import StoredFeedback
 from services.console.speed import (
     DecisionRow,
@@ -37,7 +49,14 @@ from services.console.speed import (
     on_stage_change,
 )
 from shared.consumer import Message, Output
-from shared.contracts import CrmFeedback, LeadScored, LifecycleChanged, RoutingDecision
+from shared.contracts import (
+    CrmFeedback,
+    ErasureNotice,
+    LeadScored,
+    LifecycleChanged,
+    RoutingDecision,
+)
+from shared.privacy import erasure_report
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +67,23 @@ class ReadModelHandler:
     async def __call__(
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
+        now = datetime.now(UTC)
+        notices = [m.value for m in messages if isinstance(m.value, ErasureNotice)]
+        messages = [m for m in messages if not isinstance(m.value, ErasureNotice)]
         lead_ids, emails, feedback_ids, routed = _named(messages)
+        # Step 0 (module doc): the lead locks, before any row is read.
+        await repository.lock_leads(
+            session, [*routed, *(lead_id for notice in notices for lead_id in notice.lead_ids)]
+        )
+        reports = [await _erase(session, notice, now) for notice in notices]
+        if not messages:
+            return reports
         stored = await repository.load_leads(session, lead_ids=lead_ids, emails=emails)
         before: dict[str, LeadRecord | None] = {record.lead_id: record for record in stored}
+        # Late messages: a lead with no record that a message would write rows about may have
+        # been erased (asked after the locks; only for those leads, one query).
+        unknown = routed - before.keys()
+        erased = await repository.ERASED_LEADS.among(session, unknown) if unknown else set()
         by_email = {record.email: record.lead_id for record in stored if record.email}
         records: dict[str, LeadRecord | None] = dict(before)
         # Most batches are score changes only, which touch no decision and no CRM report: those
@@ -68,6 +101,9 @@ class ReadModelHandler:
         tally = SpeedTally()
         for message in messages:
             value = message.value
+            if erased and _lead_named(value) in erased:
+                ERASED_LEAD_MESSAGES_DROPPED.labels(kind=_kind(value)).inc()
+                continue
             if isinstance(value, LifecycleChanged):
                 record = records.get(value.lead_id)
                 if record is not None and record.knows(value.transition_id):
@@ -117,7 +153,52 @@ class ReadModelHandler:
             share=share,
             tally=tally,
         )
-        return ()
+        return reports
+
+
+async def _erase(session: AsyncSession, notice: ErasureNotice, now: datetime) -> Output:
+    """The console's part of an erasure, under the leads' locks (taken by the caller): the
+    records deleted and the rows that feed the counts anonymised (`repository.erase_leads`),
+    the leads remembered as erased in the same transaction, and the report to send once it
+    commits. A notice delivered again changes nothing and reports again (zero rows)."""
+    erased = await repository.erase_leads(session, notice.lead_ids, at=now)
+    await repository.ERASED_LEADS.remember(session, notice.lead_ids)
+    log.info(
+        "erasure %s: %d leads; %d records deleted; anonymised %d stage changes, %d decisions,"
+        " %d CRM reports, %d audit entries",
+        notice.request_id,
+        len(set(notice.lead_ids)),
+        erased.leads,
+        erased.stage_changes,
+        erased.decisions,
+        erased.feedback,
+        erased.audit,
+    )
+    return erasure_report(
+        notice,
+        service="console",
+        erased=erased.deleted(),
+        anonymised=erased.anonymised(),
+        at=now,
+    )
+
+
+def _lead_named(value: BaseModel) -> str | None:
+    """The lead a message names by id (None: a CRM report naming its lead by email alone)."""
+    if isinstance(value, LifecycleChanged | LeadScored | RoutingDecision | CrmFeedback):
+        return value.lead_id
+    return None
+
+
+def _kind(value: BaseModel) -> str:
+    """A message's kind, as `APPLIED` names it."""
+    if isinstance(value, LifecycleChanged):
+        return "stage change"
+    if isinstance(value, RoutingDecision):
+        return "decision"
+    if isinstance(value, CrmFeedback):
+        return "crm report"
+    return "score"
 
 
 def _named(

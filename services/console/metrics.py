@@ -10,3 +10,10 @@ APPLIED = Counter(
     "`unknown lead`: a CRM report for a lead the console has not seen (not kept)",
     ["kind"],
 )
+ERASED_LEAD_MESSAGES_DROPPED = Counter(
+    "leadflow_console_erased_lead_messages_dropped_total",
+    "Messages about a lead the console erased that arrived after the erasure (produced before"
+    " it), dropped: nothing written; by kind (stage change, decision, crm report). A score change"
+    " of a lead without a record writes nothing whatever its lead, and is not counted here",
+    ["kind"],
+)

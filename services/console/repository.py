@@ -8,6 +8,17 @@ document per table (`shared.db.json_document`). Counters are added with
 same day's counters wait for each other instead of deadlocking. Each funnel counter is kept
 three ways: per day and dimensions (a filtered cohort), per day alone (the unfiltered one) and
 per dimensions alone (the leads in each stage now): a page reads the smallest that answers it.
+
+Erasure (`erase_leads`) and lead locks (`lock_leads`): a batch that may write rows about a lead
+the console has no record of yet (its first stage change, a decision or a CRM report) holds
+that lead's lock, an advisory lock per lead id, in its first statement; an erasure holds the
+same locks before it deletes and anonymises. A record's row lock (`load_leads`) cannot cover a
+lead without a record, the lock can: so a batch either commits before the erasure (whose
+statements, after its locks, then erase what the batch wrote) or waits for it, and then finds
+no record and the lead erased (`ERASED_LEADS.among`, asked after its locks) and drops its
+messages. Score changes only update a record that exists (under its row lock, which the
+erasure's delete waits for or skips), so a batch of score changes alone takes no lead lock.
+Lock order: lead locks (one statement, in key order), then the records' row locks.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,9 +35,16 @@ from services.console.funnel import Share
 from services.console.lead_record import LeadRecord, moves_from_json, moves_to_json
 from services.console.speed import DecisionRow, SpeedTally
 from shared.contracts import CrmFeedback, LifecycleChanged, Score, Stage
-from shared.db import execute, fetch, json_document
+from shared.db import execute, fetch, fetchrow, json_document
+from shared.privacy import ErasedLeads
 
 SCHEMA = "console"
+ERASED_LEADS = ErasedLeads(SCHEMA)
+"""The leads the console erased (`console.erased_leads`, migration 0006)."""
+
+# The first key of the console's lead locks (two-int advisory locks are a key space of their
+# own: apart from score's 0x5C0E, the router's 0x7007 and enrich's do-not-track gate 0x0E21).
+_LEAD_LOCK_SPACE = 0xC050
 
 LEAD_COLUMNS = (
     "lead_id, created_at, stage, stage_at, moves, email, name, company, title, country, source,"
@@ -89,6 +108,145 @@ async def load_leads(
         list(emails),
     )
     return [record_of(row) for row in rows]
+
+
+async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
+    """Hold the given leads' locks until the transaction ends, whether or not a record exists
+    for them (module doc): an advisory lock per id, in lock-key order, in one statement, so
+    two transactions locking overlapping sets wait for each other instead of deadlocking.
+    None given: nothing sent."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return
+    await execute(
+        session,
+        "SELECT pg_advisory_xact_lock($1, lock_key) FROM "
+        "(SELECT DISTINCT hashtext(lead_id) AS lock_key FROM unnest($2::text[]) AS lead_id "
+        " ORDER BY lock_key OFFSET 0) AS lock_keys",
+        _LEAD_LOCK_SPACE,
+        ids,
+    )
+
+
+async def lead_exists(session: AsyncSession, lead_id: str) -> bool:
+    """Whether the lead has a record (asked after its lock: an erasure may have just ended)."""
+    rows = await fetch(session, "SELECT 1 FROM console.leads WHERE lead_id = $1", lead_id)
+    return bool(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What `erase_leads` did: the records deleted, and the rows kept for counts with every
+    link to the person removed, per table."""
+
+    leads: int
+    stage_changes: int
+    decisions: int
+    feedback: int
+    audit: int
+
+    def deleted(self) -> dict[str, int]:
+        return {"leads": self.leads}
+
+    def anonymised(self) -> dict[str, int]:
+        return {
+            "stage_changes": self.stage_changes,
+            "decisions": self.decisions,
+            "feedback": self.feedback,
+            "audit": self.audit,
+        }
+
+
+async def erase_leads(session: AsyncSession, lead_ids: Sequence[str], *, at: datetime) -> Erased:
+    """Erase the leads from the read model, in one statement; the caller holds their locks
+    (`lock_leads`, in an earlier statement, so this one's snapshot sees what a batch of the
+    same leads committed while the erasure waited).
+
+    - `leads`: the records (email, name, company, title, country, first touch, moves, score)
+      are deleted. What they added to the funnel's counters (`funnel`, `stage_durations`,
+      `stage_flows`, their rollups and `stage_now`: counts per day and dimensions, naming no
+      lead) stays: the funnel keeps counting the leads it saw.
+    - `stage_changes`, `decisions`, `feedback`: kept, so speed-to-lead, SLA outcomes, the
+      waiting queues and the SDR load stay true, with every link to the person removed: the
+      lead id replaced by a pseudonym drawn at random for each lead ("erased-<uuid4>", the
+      same for all of one lead's rows, never stored beside the lead id: it exists in this
+      statement only), and every id a CRM or score could know replaced by a random one
+      (`transition_id` holds the lead id; decision and CRM report ids are the CRMs'), a
+      decision's `supersedes` renamed with the decision it names. Free text that may quote
+      the person or their company is cleared: a stage change's `reason` (a CRM's reason is
+      quoted there), a decision's `reasons` (the account's name, the stage change's reason),
+      a CRM report's `reason`. Times, stages, scores, reps, queues, tracks and outcomes stay.
+      A decision still open is closed at `at` ("lead erased"): the router deleted it, and no
+      message will ever close it, so the queues' waiting leads stay true.
+    - `audit`: who looked at which lead stays (the console users' accountability), with the
+      lead's pseudonym instead of its id (the log holds no other data of leads).
+    - `reps`, `dimension_values` and the counters name no lead: kept as they are.
+    Each table is read by its lead index; a second call changes nothing."""
+    ids = sorted(set(lead_ids))
+    row = await fetchrow(
+        session,
+        """
+        WITH pseudonym AS MATERIALIZED (
+            SELECT erased.lead_id, 'erased-' || gen_random_uuid() AS pseudonym
+              FROM unnest($1::text[]) AS erased(lead_id)
+        ), leads AS (
+            DELETE FROM console.leads WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), stage_changes AS (
+            UPDATE console.stage_changes AS change
+               SET transition_id = 'erased-' || gen_random_uuid(),
+                   lead_id = pseudonym.pseudonym, reason = ''
+              FROM pseudonym
+             WHERE change.lead_id = pseudonym.lead_id
+            RETURNING 1
+        ), renamed AS MATERIALIZED (
+            SELECT decision.decision_id, 'erased-' || gen_random_uuid() AS new_id
+              FROM console.decisions AS decision
+             WHERE decision.lead_id = ANY($1::text[])
+        ), decisions AS (
+            UPDATE console.decisions AS decision
+               SET decision_id = renamed.new_id,
+                   supersedes = CASE WHEN decision.supersedes IS NOT NULL THEN coalesce(
+                       (SELECT superseded.new_id FROM renamed AS superseded
+                         WHERE superseded.decision_id = decision.supersedes),
+                       'erased-' || gen_random_uuid()) END,
+                   lead_id = pseudonym.pseudonym, reasons = '{}',
+                   closed_at = coalesce(decision.closed_at, $2),
+                   closed_reason = coalesce(decision.closed_reason, 'lead erased')
+              FROM renamed, pseudonym
+             WHERE decision.decision_id = renamed.decision_id
+               AND decision.lead_id = pseudonym.lead_id
+            RETURNING 1
+        ), feedback AS (
+            UPDATE console.feedback AS report
+               SET feedback_id = 'erased-' || gen_random_uuid(),
+                   lead_id = pseudonym.pseudonym, reason = NULL
+              FROM pseudonym
+             WHERE report.lead_id = pseudonym.lead_id
+            RETURNING 1
+        ), audit AS (
+            UPDATE console.audit AS entry
+               SET lead_id = pseudonym.pseudonym
+              FROM pseudonym
+             WHERE entry.lead_id = pseudonym.lead_id
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM leads) AS leads,
+               (SELECT count(*) FROM stage_changes) AS stage_changes,
+               (SELECT count(*) FROM decisions) AS decisions,
+               (SELECT count(*) FROM feedback) AS feedback,
+               (SELECT count(*) FROM audit) AS audit
+        """,
+        ids,
+        at,
+    )
+    assert row is not None  # aggregates answer one row
+    return Erased(
+        leads=row["leads"],
+        stage_changes=row["stage_changes"],
+        decisions=row["decisions"],
+        feedback=row["feedback"],
+        audit=row["audit"],
+    )
 
 
 DECISION_COLUMNS = (

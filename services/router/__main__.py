@@ -7,6 +7,9 @@ file changes nothing: what people published since through the API stays live. A 
 file stops the start with the file, line and field at fault, before the database is asked
 anything. Every replica then follows publications at its next batch, without a restart.
 
+The consumer also takes the router's part of each erasure (`privacy.erasures`: the leads' rows
+deleted, a `privacy.reports` report; `handler`), and drops what arrives about erased leads later.
+
 Commands: `check FILE` (validate a routing file), `versions` (the versions, the live one and
 the publications), `publish VERSION` (make a version live: an earlier one is a rollback),
 `history LEAD`. HTTP (API port): the lead history, the routing versions, reps and previews (see
@@ -39,7 +42,7 @@ from shared.operator import OperatorCommand, OperatorError, Report
 from shared.resources import Resources
 from shared.service import Database, Running, Service
 from shared.simulations import Simulations
-from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
+from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, PRIVACY_ERASURES, ROUTER_COMMANDS
 from shared.versions_view import publications_table, versions_table
 
 
@@ -148,7 +151,7 @@ SERVICE = Service(
     settings=RouterSettings,
     start=start,
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
-    subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS],
+    subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS, PRIVACY_ERASURES],
     commands=[
         OperatorCommand(
             name="history",

@@ -1,7 +1,17 @@
-"""The consumer handler: `leads.lifecycle`, `crm.feedback` and `router.commands` in,
-`routing.sdr` / `routing.nurture` out.
+"""The consumer handler: `leads.lifecycle`, `crm.feedback`, `router.commands` and
+`privacy.erasures` in, `routing.sdr` / `routing.nurture` and `privacy.reports` out.
 
 Per batch, in one transaction (the runner commits offsets only after it and the produce acks):
+-1. A batch with an erasure notice, CRM feedback or an SLA check first locks every lead it names
+   (`repository.lock_leads`: an advisory lock per lead id, in key order, one statement, which
+   also answers which of them were erased, asked after the locks). Then each erasure is done
+   (`_erase`: the leads' rows deleted, the leads remembered as erased, a report output), and
+   the batch's messages about erased leads are dropped and counted
+   (`leadflow_router_erased_lead_messages_dropped_total`). A batch of stage changes alone takes
+   the same locks inside its first statement (`router.start_transitions`), which skips the
+   transitions of erased leads the same way, without a round trip more: the hot path's
+   statements are those counted below. How the locks close the race between an erasure and a
+   batch of the same lead on another replica: `repository` module docstring.
 0. The live routing version is read (`routing_versions.live_routing`: the live pointer, one
    primary-key read; a version's document is parsed once per process) and used for the whole
    batch: a publication reaches the batch after it commits, never half of a batch. Every
@@ -23,10 +33,13 @@ chooses its routes before asking the database anything else. With an sdr lead, s
 take one round trip (`repository.start_batch`) and step 4 another; with only nurture decisions,
 suppressions and history, nothing depends on what is stored, so steps 2 to 4 are one statement
 (`repository.record_first_decisions`, which skips replayed transitions); with no trigger at
-all, only the decided check and closing. A batch with SLA checks takes up to six, however
-many checks it holds (the decided check, the decision locks, the team locks with the loads;
-`_check_slas` adds the breaches and the transitions' owners so far; the write). However a batch
-starts, its decided check and closing are one database function (`repository` module docstring).
+all, only the decided check and closing. A batch with SLA checks takes up to seven, however
+many checks it holds (the lead locks, the decided check, the decision locks, the team locks
+with the loads; `_check_slas` adds the breaches and the transitions' owners so far; the write);
+one with CRM feedback takes the lead locks before closing decisions. An erasure takes two
+statements per notice after the lead locks (the deletes, then `ErasedLeads.remember`). However
+a batch starts, its decided check and closing are one database function (`repository` module
+docstring).
 
 A first decision is stored with the stage change it answered (`router.decisions.change`), which
 a simulation replays through a draft routing (`simulation`).
@@ -34,7 +47,9 @@ a simulation replays through a draft routing (`simulation`).
 Exactly once: the first decision of a transition has a stable id (uuid5 of the transition) and a
 unique row; a reassignment's id derives from the decision it supersedes, whose row lock and
 `closed_at` make a second check a no-op. A replayed transition finds its decision or
-suppression and emits nothing.
+suppression and emits nothing. An erasure notice delivered again deletes nothing and reports
+again (zero rows); a lead erased stays erased (`router.erased_leads`), so no message about it
+routes it again.
 """
 
 from __future__ import annotations
@@ -65,6 +80,7 @@ from services.router.domain import (
     sla_window,
 )
 from services.router.metrics import (
+    ERASED_LEAD_MESSAGES_DROPPED,
     HISTORY,
     SLA_BREACHES,
     SLA_OUTCOMES,
@@ -77,7 +93,14 @@ from services.router.routing_config import RoutingConfig
 from services.router.routing_versions import live_routing
 from shared.config_versions import LiveSource
 from shared.consumer import Message, Output
-from shared.contracts import CrmFeedback, LifecycleChanged, RouterCommand, RoutingDecision
+from shared.contracts import (
+    CrmFeedback,
+    ErasureNotice,
+    LifecycleChanged,
+    RouterCommand,
+    RoutingDecision,
+)
+from shared.privacy import erasure_report
 from shared.topics import ROUTING_NURTURE, ROUTING_SDR
 
 log = logging.getLogger(__name__)
@@ -200,13 +223,30 @@ class RouterHandler:
         self, messages: Sequence[Message[BaseModel]], session: AsyncSession
     ) -> Sequence[Output]:
         now = datetime.now(UTC)
+        values = [message.value for message in messages]
+        notices = [value for value in values if isinstance(value, ErasureNotice)]
+        rest = [value for value in values if not isinstance(value, ErasureNotice)]
+        reports: list[Output] = []
+        if notices or any(isinstance(value, CrmFeedback | RouterCommand) for value in rest):
+            # Step -1 (module doc): every lead the batch names locked in one statement, first.
+            erased = await repository.lock_leads(session, _leads_named(values))
+            for notice in notices:
+                reports.append(await self._erase(session, notice, now))
+                erased.update(notice.lead_ids)
+            rest = _without_erased(rest, erased)
+        if not rest:
+            return reports
+        return [*reports, *await self._route_batch(rest, session, now)]
+
+    async def _route_batch(
+        self, values: list[BaseModel], session: AsyncSession, now: datetime
+    ) -> list[Output]:
         # Once per batch, never again inside it (see the module doc, step 0).
         version, config = await live_routing(self._routing, session)
         changes: list[LifecycleChanged] = []
         feedback: list[repository.Feedback] = []
         checks: list[str] = []
-        for message in messages:
-            value = message.value
+        for value in values:
             if isinstance(value, LifecycleChanged):
                 changes.append(value)
             elif isinstance(value, CrmFeedback):
@@ -256,6 +296,33 @@ class RouterHandler:
         batch.observe()
         return batch.outputs
 
+    # ---- erasure ------------------------------------------------------------------------------
+
+    async def _erase(self, session: AsyncSession, notice: ErasureNotice, now: datetime) -> Output:
+        """The router's part of an erasure, under the leads' locks (taken by the caller, in the
+        batch's first statement): every row about the leads deleted (`repository.erase_leads`),
+        the leads remembered as erased in the same transaction, and the report to send once it
+        commits. A notice delivered again deletes nothing and reports again (zero rows)."""
+        erased = await repository.erase_leads(session, notice.lead_ids)
+        await repository.ERASED_LEADS.remember(session, notice.lead_ids)
+        log.info(
+            "erasure %s: %d leads; deleted %d decisions, %d suppressions, %d SLA breaches;"
+            " %d simulation results scrubbed",
+            notice.request_id,
+            len(set(notice.lead_ids)),
+            erased.decisions,
+            erased.suppressions,
+            erased.sla_breaches,
+            erased.simulations,
+        )
+        return erasure_report(
+            notice,
+            service="router",
+            erased=erased.deleted(),
+            anonymised={"simulations": erased.simulations},
+            at=now,
+        )
+
     # ---- a batch's first statements --------------------------------------------------------
 
     async def _start(
@@ -284,6 +351,7 @@ class RouterHandler:
             decided = await repository.start_transitions(
                 session, pairs, at=now, reason=CHANGED_STAGE
             )
+        _count_dropped(decided)
         kept = [
             (c, r)
             for c, r in zip(candidates, routes, strict=True)
@@ -315,6 +383,7 @@ class RouterHandler:
             at=batch.now,
             reason=CHANGED_STAGE,
         )
+        _count_dropped(decided)
         batch.drop(decided)
 
     async def _start_with_checks(
@@ -337,6 +406,7 @@ class RouterHandler:
         decided = await repository.start_transitions(
             session, [(c.transition_id, c.lead_id) for c in changes], at=now, reason=CHANGED_STAGE
         )
+        _count_dropped(decided)
         fresh: list[LifecycleChanged] = []
         for change in changes:
             if change.transition_id not in decided:
@@ -563,6 +633,44 @@ class RouterHandler:
             breached.decision_id,
             assignment.strategy,
         )
+
+
+def _lead_of(value: BaseModel) -> str | None:
+    """The lead a message names by id (None: a CRM report naming its lead by email alone)."""
+    if isinstance(value, LifecycleChanged | CrmFeedback | RouterCommand):
+        return value.lead_id
+    return None
+
+
+def _leads_named(values: Sequence[BaseModel]) -> set[str]:
+    """Every lead id the batch names: its messages' leads and its erasures' leads."""
+    named = {lead_id for value in values if (lead_id := _lead_of(value)) is not None}
+    for value in values:
+        if isinstance(value, ErasureNotice):
+            named.update(value.lead_ids)
+    return named
+
+
+_KINDS = {LifecycleChanged: "stage change", CrmFeedback: "crm feedback", RouterCommand: "sla check"}
+
+
+def _without_erased(values: list[BaseModel], erased: set[str]) -> list[BaseModel]:
+    """The messages whose lead was not erased; the others are dropped and counted."""
+    if not erased:
+        return values
+    kept: list[BaseModel] = []
+    for value in values:
+        if _lead_of(value) in erased:
+            ERASED_LEAD_MESSAGES_DROPPED.labels(kind=_KINDS[type(value)]).inc()
+        else:
+            kept.append(value)
+    return kept
+
+
+def _count_dropped(skipped: repository.Skipped) -> None:
+    """Count the stage changes skipped because their lead was erased (`Skipped.erased`)."""
+    if skipped.erased:
+        ERASED_LEAD_MESSAGES_DROPPED.labels(kind="stage change").inc(len(skipped.erased))
 
 
 def _days(config: RoutingConfig, teams: set[str], now: datetime) -> dict[str, date]:

@@ -29,6 +29,12 @@ SLA_OUTCOMES = Counter(
 SLA_BREACHES = Counter(
     "leadflow_router_sla_breaches_total", "SDR decisions not accepted by their sla_due_at"
 )
+ERASED_LEAD_MESSAGES_DROPPED = Counter(
+    "leadflow_router_erased_lead_messages_dropped_total",
+    "Messages about a lead the router erased that arrived after the erasure (produced before it),"
+    " dropped: nothing routed, written or emitted; by kind (stage change, crm feedback, sla check)",
+    ["kind"],
+)
 
 
 @cache

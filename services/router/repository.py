@@ -18,7 +18,22 @@ its columns, read with `jsonb_populate_recordset(NULL::router.decisions, ...)`):
 the one place its columns are listed.
 
 Lock order, the same everywhere so that two router instances never deadlock on each other:
-decision rows (`lock_decisions`, sorted by id), then team locks (sorted by name).
+lead locks (`lock_leads`, or `router.start_transitions` for a batch of stage changes alone: one
+statement, in key order), then decision rows (`lock_decisions`, sorted by id), then team locks
+(sorted by name). A lead lock is an advisory lock per lead id (migration 0006). Before it, work
+on one lead was serialised only by row locks: those a batch's decided check takes when it
+closes the lead's open decisions, and an SLA check's on its decision (team locks serialise a
+team's assignments, not a lead). A row lock covers nothing for a lead without an open decision,
+which is exactly a late message's case (the lead's first stage change, or a later one after
+its decisions were closed), and an erasure that deleted the rows it found could not stop a
+concurrent batch from writing new ones. A lead lock covers a lead whatever the router holds of
+it, so an erasure (`erase_leads`, under the same locks) and a batch naming one of its leads
+never interleave: the batch either commits first (and the erasure, whose statements come after
+its locks, deletes what the batch wrote, reassignments and breaches of an SLA check included)
+or waits for the erasure and then finds the lead erased (asked in a statement after the locks)
+and drops its messages. The one exception is CRM feedback named by email alone (no lead id to
+lock): it only closes decision rows (row locks) and never creates one, so an erasure waits for
+it or leaves it nothing to close.
 """
 
 from __future__ import annotations
@@ -36,8 +51,109 @@ from services.router.assignment import RepLoad
 from services.router.load_preview import CurrentOwner
 from shared.contracts import LifecycleChanged, RoutingDecision
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
+from shared.privacy import ErasedLeads
 
 SCHEMA = "router"
+ERASED_LEADS = ErasedLeads(SCHEMA)
+"""The leads the router erased (`router.erased_leads`, migration 0006)."""
+
+
+class Skipped(set[str]):
+    """The transitions a batch must not decide, as a set: those already decided (a replay) and,
+    among them, `erased`: those of leads erased by the time the batch held their locks (late
+    messages: dropped, and counted by the caller)."""
+
+    def __init__(self, transitions: Iterable[str] = (), *, erased: Iterable[str] = ()) -> None:
+        self.erased = set(erased)
+        super().__init__([*transitions, *self.erased])
+
+
+# ---- lead locks and erasure --------------------------------------------------------------------
+
+
+async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> set[str]:
+    """Hold each lead's lock until the transaction ends (whether or not the router has a row
+    for it: an advisory lock per id, in key order, in one statement); returns those of
+    `lead_ids` that were erased, asked after the locks (`router.lock_leads`, migration 0006),
+    so an erasure that committed while this waited is seen. Taking a lock the transaction
+    already holds is a no-op. None given: nothing sent."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return set()
+    rows = await fetch(
+        session, "SELECT erased_lead FROM router.lock_leads($1::text[]) AS erased_lead", ids
+    )
+    return {row["erased_lead"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What `erase_leads` did: rows deleted per table, and simulation results whose examples of
+    the leads were taken out (`simulations`: rows changed, kept)."""
+
+    decisions: int
+    suppressions: int
+    sla_breaches: int
+    simulations: int
+
+    def deleted(self) -> dict[str, int]:
+        return {
+            "decisions": self.decisions,
+            "suppressions": self.suppressions,
+            "sla_breaches": self.sla_breaches,
+        }
+
+
+async def erase_leads(session: AsyncSession, lead_ids: Sequence[str]) -> Erased:
+    """Delete everything the router keeps about these leads, in one statement: their decisions
+    (the payload holds email, name and company; `change` the stage change with the profile),
+    the changes not routed (`suppressions`, with the email) and the SLA breaches; and take the
+    leads out of the examples that stored simulation results list (lead id and email). The reps'
+    daily loads (`rep_loads`: counts per rep and day, naming no lead) are kept as they are, so
+    past assignments per rep stay counted.
+
+    The caller holds the leads' locks (`lock_leads`, in an earlier statement): this statement's
+    snapshot is taken after them, so it sees every row a batch of the same leads committed
+    while the erasure waited, and no batch can add one until the erasure commits. Each table is
+    read by its lead index; a second call deletes nothing."""
+    ids = sorted(set(lead_ids))
+    row = await fetchrow(
+        session,
+        """
+        WITH breaches AS (
+            DELETE FROM router.sla_breaches WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), decisions AS (
+            DELETE FROM router.decisions WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), suppressions AS (
+            DELETE FROM router.suppressions WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), simulations AS (
+            UPDATE router.simulations AS simulation
+               SET result = jsonb_set(simulation.result, '{changes}', coalesce(
+                   (SELECT jsonb_agg(listed.example ORDER BY listed.position)
+                      FROM jsonb_array_elements(simulation.result -> 'changes')
+                           WITH ORDINALITY AS listed(example, position)
+                     WHERE NOT coalesce(listed.example ->> 'lead_id' = ANY($1::text[]), false)),
+                   '[]'::jsonb))
+             WHERE jsonb_typeof(simulation.result -> 'changes') = 'array'
+               AND EXISTS (SELECT FROM jsonb_array_elements(simulation.result -> 'changes')
+                                       AS listed(example)
+                            WHERE listed.example ->> 'lead_id' = ANY($1::text[]))
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM decisions) AS decisions,
+               (SELECT count(*) FROM suppressions) AS suppressions,
+               (SELECT count(*) FROM breaches) AS sla_breaches,
+               (SELECT count(*) FROM simulations) AS simulations
+        """,
+        ids,
+    )
+    assert row is not None  # aggregates answer one row
+    return Erased(
+        decisions=row["decisions"],
+        suppressions=row["suppressions"],
+        sla_breaches=row["sla_breaches"],
+        simulations=row["simulations"],
+    )
 
 
 # ---- a batch's start ----------------------------------------------------------------------------
@@ -49,23 +165,34 @@ async def start_transitions(
     *,
     at: datetime,
     reason: str,
-) -> set[str]:
+) -> Skipped:
     """Of the (transition_id, lead_id) pairs, the transitions that already have a first decision
     or a suppression (a replay must add nothing); for the leads of every other transition, the
     open decisions are closed with `reason` (a new stage supersedes the SLA of decisions made
-    for an earlier one). One statement (`router.start_transitions`): the lookup and the
-    closing share a snapshot."""
+    for an earlier one). One statement (`router.start_transitions`): the leads' locks first,
+    then the lookup and the closing, which share a snapshot; the transitions of leads erased
+    by then are skipped too (`Skipped.erased`)."""
     if not transitions:
-        return set()
+        return Skipped()
     rows = await fetch(
         session,
-        "SELECT transition_id FROM router.start_transitions($1::text[], $2::text[], $3, $4)",
+        "SELECT transition_id, erased"
+        " FROM router.start_transitions($1::text[], $2::text[], $3, $4)",
         [transition_id for transition_id, _ in transitions],
         [lead_id for _, lead_id in transitions],
         at,
         reason,
     )
-    return {row["transition_id"] for row in rows}
+    return _skipped(rows)
+
+
+def _skipped(rows: Iterable[Mapping[str, Any]]) -> Skipped:
+    """The `Skipped` of `router.start_transitions` rows (rows without a transition: none)."""
+    started = [row for row in rows if row["transition_id"] is not None]
+    return Skipped(
+        (row["transition_id"] for row in started if not row["erased"]),
+        erased=(row["transition_id"] for row in started if row["erased"]),
+    )
 
 
 async def lock_teams_and_read_loads(
@@ -99,15 +226,15 @@ async def start_batch(
     reason: str,
     teams: Iterable[str],
     days: Mapping[str, date],
-) -> tuple[set[str], dict[str, RepLoad]]:
+) -> tuple[Skipped, dict[str, RepLoad]]:
     """`start_transitions`, then `lock_teams_and_read_loads`, in one round trip (the function
     `router.start_batch`): the same statements in the same order, each with its own snapshot.
     For a batch with no SLA check (whose decision rows must be locked between the two).
-    Returns (transitions already decided, loads by rep)."""
+    Returns (transitions skipped: already decided or of erased leads, loads by rep)."""
     rep_ids = sorted(days)
     rows = await fetch(
         session,
-        "SELECT transition_id, rep_id, assigned, last_assigned_at"
+        "SELECT transition_id, rep_id, assigned, last_assigned_at, erased"
         " FROM router.start_batch($1::text[], $2::text[], $3, $4, $5::text[], $6::text[],"
         " $7::date[])",
         [transition_id for transition_id, _ in transitions],
@@ -118,9 +245,8 @@ async def start_batch(
         rep_ids,
         [days[rep_id] for rep_id in rep_ids],
     )
-    decided = {row["transition_id"] for row in rows if row["transition_id"] is not None}
     loads = {row["rep_id"]: _load(row) for row in rows if row["rep_id"] is not None}
-    return decided, loads
+    return _skipped(rows), loads
 
 
 def _team_keys(teams: Iterable[str]) -> list[str]:
@@ -143,21 +269,22 @@ async def record_first_decisions(
     suppressions: Sequence[Suppression],
     at: datetime,
     reason: str,
-) -> set[str]:
+) -> Skipped:
     """`start_transitions` and `record_batch` in one statement, for a batch whose decisions
     depend on nothing stored (nurture decisions and suppressions: no loads to read first).
     `transitions` are the batch's (transition_id, lead_id) in message order, each once; the
-    rows given are written only for the transitions not already decided, which are returned
-    (the caller drops their rows from what it emits). A decision whose lead changes stage again
+    rows given are written only for the transitions not skipped (already decided, or of a lead
+    erased by the time the statement held its lock), which are returned (the caller drops
+    their rows from what it emits). A decision whose lead changes stage again
     later in the batch (by a transition not already decided) is closed at birth with `reason`,
     whatever the row's own closing columns say; none of these has an SLA timer."""
     if not transitions:
-        return set()
+        return Skipped()
     rows = await fetch(
         session,
         """
         WITH decided AS (
-            SELECT transition_id
+            SELECT transition_id, erased
               FROM router.start_transitions($1::text[], $2::text[], $3, $4)
         ), fresh AS (
             SELECT batch.transition_id, batch.lead_id, batch.position
@@ -187,7 +314,7 @@ async def record_first_decisions(
               FROM jsonb_populate_recordset(NULL::router.suppressions, $6::jsonb)
              WHERE transition_id IN (SELECT transition_id FROM fresh)
         )
-        SELECT transition_id FROM decided
+        SELECT transition_id, erased FROM decided
         """,
         [transition_id for transition_id, _ in transitions],
         [lead_id for _, lead_id in transitions],
@@ -196,7 +323,7 @@ async def record_first_decisions(
         json_document([row.row() for row in decisions]),
         json_document(suppressions),  # dataclasses: objects keyed by column name
     )
-    return {row["transition_id"] for row in rows}
+    return _skipped(rows)
 
 
 async def record_batch(

@@ -11,6 +11,12 @@ cancel). Decisions made before the router kept the changes are counted, not repl
 (`unreadable`). The live routing is the one live when the simulation starts. Decisions of one
 batch share their instant (`decided_at`): they are replayed in decision id order, the same for
 both routings (the batch's message order is not stored).
+
+Erasure: a simulation reads changes in short transactions of their own, so a lead it listed
+among its examples may be erased while it runs; the result is returned without the examples
+of leads erased by then (`ErasedLeads.among`, one query), and an erasure takes the leads out of
+the results already stored (`repository.erase_leads`). Left open: an erasure that commits
+between that query and `shared.simulations` storing the result (a few milliseconds).
 """
 
 from __future__ import annotations
@@ -75,11 +81,17 @@ async def simulate_draft(
         done += len(chunk)
         await progress.update(done=done, total=total)
     await progress.update(done=done, total=total, force=True)
+    result = replay.result()
+    listed = [example["lead_id"] for example in result["changes"]]
+    if listed:
+        async with sessions() as session:
+            erased = await repository.ERASED_LEADS.among(session, listed)
+        result["changes"] = [e for e in result["changes"] if e["lead_id"] not in erased]
     return {
         "live_version": live_version,
         "window": {"since": since.isoformat(), "until": until.isoformat()},
         "limited": window.limited,
-        **replay.result(),
+        **result,
         "skipped_without_change": window.without_change,
         "unreadable": unreadable,
     }

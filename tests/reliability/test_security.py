@@ -50,6 +50,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "__init__ refuses anything but a plain lower-case identifier (config_versions."
         "checked_schema); a quoted identifier"
     ),
+    ("shared/privacy.py", "self._schema"): (
+        "ErasedLeads' schema: the owning service's own schema name, given in its code; "
+        "__init__ refuses anything but a plain lower-case identifier (config_versions."
+        "checked_schema); a quoted identifier"
+    ),
     ("shared/migrations.py", "schema"): (
         "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
     ),
@@ -83,7 +88,7 @@ def test_versioned_configuration_tables_are_created_only_for_literal_schemas() -
     a plain identifier); a migration passes its service's schema as a literal, as it does to
     create_runner_tables."""
     calls = re.findall(
-        r"(?:config_versions|config_imports|simulations)_ddl\(([^)]*)\)", _sources("services")
+        r"(?:config_versions|config_imports|simulations|erased_leads)_ddl\(([^)]*)\)", _sources("services")
     )
     assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
 

@@ -16,7 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.console import people, queries
+from services.console import people, queries, repository
 from services.console.config import ROLES
 from services.console.health import HealthWatch
 from services.console.people import Person
@@ -161,6 +161,12 @@ def console_routes(
         async with unit_of_work(sessions) as session:
             story = await queries.lead_story(session, key)
             if story is None:
+                return None
+            # The lookup is audited under the lead's lock, the one an erasure takes: an
+            # erasure under way is waited for (and then the lead is gone: 404), and one that
+            # starts now waits for this entry, which it then anonymises with the lead's rows.
+            await repository.lock_leads(session, [story.record.lead_id])
+            if not await repository.lead_exists(session, story.record.lead_id):
                 return None
             await people.audit(
                 session,
