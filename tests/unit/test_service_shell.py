@@ -81,6 +81,7 @@ def test_an_invalid_setting_names_its_variable_and_the_problem(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", "postgresql+asyncpg://x@localhost/db")
     monkeypatch.setenv("LEADFLOW_ENRICH_REENRICH_BATCH", "0")
+    monkeypatch.setenv("LEADFLOW_ENRICH_PRIVACY_KEY", "k" * 32)
     monkeypatch.setenv("LEADFLOW_KAFKA_REQUEST_TIMEOUT_MS", "ten")
     with pytest.raises(SettingsError) as error:
         load_settings(EnrichSettings)
@@ -99,6 +100,7 @@ def test_the_local_stack_file_fills_in_what_the_environment_does_not_set(tmp_pat
     (tmp_path / ".devstack" / "leadflow.env").write_text(
         "LEADFLOW_DATABASE_URL='postgresql+asyncpg://stack@127.0.0.1:5433/leadflow'\n"
         "LEADFLOW_ENRICH_REENRICH_BATCH='7'\n"
+        "LEADFLOW_ENRICH_PRIVACY_KEY='a-local-stack-privacy-key-of-32-bytes'\n"
     )
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
     # the environment wins over the file
