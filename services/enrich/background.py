@@ -31,6 +31,7 @@ from services.enrich.references import References
 from shared.commands import CommandSender
 from shared.contracts import EnrichCommand
 from shared.db import unit_of_work
+from shared.housekeeping import in_rounds
 from shared.topics import ENRICH_COMMANDS
 
 log = logging.getLogger(__name__)
@@ -84,28 +85,28 @@ async def sweep_pending_enrichment(
 async def housekeeping(
     *, sessions: async_sessionmaker[AsyncSession], settings: EnrichSettings
 ) -> None:
-    forgotten = 0
-    while True:
-        async with unit_of_work(sessions) as session:
-            deleted = await repository.forget_seen_messages(
-                session, older_than_hours=settings.seen_messages_retention_hours
-            )
-        forgotten += deleted
-        if deleted < 10_000:
-            break
-    async with unit_of_work(sessions) as session:
-        history = await repository.forget_old_anonymous_history(
+    """One round of retention (`shared.housekeeping`): message ids, anonymous history, merges."""
+    forgotten = await in_rounds(
+        sessions,
+        lambda session: repository.forget_seen_messages(
+            session, older_than_hours=settings.seen_messages_retention_hours
+        ),
+        batch=repository.FORGET_BATCH,
+    )
+    history = await in_rounds(
+        sessions,
+        lambda session: repository.forget_old_anonymous_history(
             session, older_than_days=settings.anonymous_history_retention_days
-        )
-    merges = 0
-    while True:
-        async with unit_of_work(sessions) as session:
-            deleted = await repository.forget_old_merges(
-                session, older_than_days=settings.merge_retention_days
-            )
-        merges += deleted
-        if deleted < 1000:
-            break
+        ),
+        batch=repository.FORGET_BATCH,
+    )
+    merges = await in_rounds(
+        sessions,
+        lambda session: repository.forget_old_merges(
+            session, older_than_days=settings.merge_retention_days
+        ),
+        batch=repository.FORGET_BATCH,
+    )
     if forgotten or history or merges:
         log.info(
             "housekeeping: forgot %d message ids, %d anonymous events, %d merges",

@@ -95,17 +95,23 @@ async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str
     return {row["message_id"] for row in rows}
 
 
+FORGET_BATCH = 5_000
+"""Rows a retention statement deletes at most (`shared.housekeeping.in_rounds`)."""
+
+
 async def forget_seen_messages(session: AsyncSession, *, older_than_hours: float) -> int:
-    """Delete up to 10,000 message ids seen longer ago than the retention; returns how many."""
+    """Delete up to `FORGET_BATCH` message ids seen longer ago than the retention; returns how
+    many."""
     return await execute(
         session,
         """
         DELETE FROM enrich.seen_messages WHERE message_id IN (
             SELECT message_id FROM enrich.seen_messages
             WHERE seen_at < now() - make_interval(secs => $1)
-            LIMIT 10000)
+            LIMIT $2)
         """,
         older_than_hours * 3600,
+        FORGET_BATCH,
     )
 
 
@@ -492,10 +498,17 @@ async def take_anonymous_history(session: AsyncSession, lead_id: str) -> list[Hi
 
 
 async def forget_old_anonymous_history(session: AsyncSession, *, older_than_days: float) -> int:
+    """Delete up to `FORGET_BATCH` anonymous events stored longer ago than the retention."""
     return await execute(
         session,
-        "DELETE FROM enrich.anonymous_events WHERE stored_at < now() - make_interval(secs => $1)",
+        """
+        DELETE FROM enrich.anonymous_events WHERE (lead_id, seq) IN (
+            SELECT lead_id, seq FROM enrich.anonymous_events
+            WHERE stored_at < now() - make_interval(secs => $1)
+            LIMIT $2)
+        """,
         older_than_days * 86400,
+        FORGET_BATCH,
     )
 
 
@@ -593,17 +606,19 @@ async def get_merges_of(session: AsyncSession, lead_id: str) -> list[MergeRecord
 
 
 async def forget_old_merges(session: AsyncSession, *, older_than_days: float) -> int:
-    """Delete up to 1,000 merges recorded longer ago than the retention (by `merged_at`'s
-    index); returns how many. Their pictures go with them: they can no longer be reversed."""
+    """Delete up to `FORGET_BATCH` merges recorded longer ago than the retention (by
+    `merged_at`'s index); returns how many. Their pictures go with them: they can no longer be
+    reversed."""
     return await execute(
         session,
         """
         DELETE FROM enrich.merges WHERE merge_id IN (
             SELECT merge_id FROM enrich.merges
             WHERE merged_at < now() - make_interval(secs => $1)
-            ORDER BY merged_at LIMIT 1000)
+            LIMIT $2)
         """,
         older_than_days * 86400,
+        FORGET_BATCH,
     )
 
 
