@@ -24,6 +24,7 @@ from services.score.engine.explain import render_text
 from services.score.engine.rescoring import render_summary
 from services.score.engine.ruleset import RuleSet
 from services.score.handler import ScoreHandler
+from services.score.housekeeping import housekeeping
 from services.score.http import score_api
 from services.score.learning.api import models_api
 from services.score.learning.proposals import NothingToPropose, propose_rules
@@ -89,6 +90,11 @@ async def start(resources: Resources[ScoreSettings]) -> AsyncIterator[Running]:
                         sessions=sessions, commands=resources.commands, settings=settings
                     ),
                     retry_after_s=settings.rescore_interval_s,
+                ),
+                Companion(
+                    name="housekeeping",
+                    round=lambda: housekeeping(sessions=sessions, settings=settings),
+                    retry_after_s=settings.housekeeping_interval_s,
                 ),
                 *(
                     [

@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from services.score.learning.settings import TrainingSettings
+from services.score.repository import TOPICS_KEEP_AT_MOST_DAYS
 from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 
@@ -44,3 +45,19 @@ class ScoreSettings(ConsumingServiceSettings):
     # The live model is reported as drifting (log, `leadflow_score_model_auc`) when its AUC on
     # the outcomes decided since its training falls this far below its test AUC.
     drift_margin: float = Field(default=0.05, ge=0, le=1)
+    # Housekeeping (`housekeeping.py`): every `housekeeping_interval_s`, one replica at a time.
+    # The scored history (`score.history`: each message's stored facts, what rescores,
+    # simulations, unmerges and training replay) is kept `history_retention_days` by event
+    # time: a B2B sales cycle runs up to a year, and a model learns from a lead's whole way to
+    # an outcome, so a year and a margin (400). Keep it longer than the rules look back (decay,
+    # `within_days`): a rescore replays only the history that is left. At least 31 days,
+    # longer than any topic keeps a message (`repository.TOPICS_KEEP_AT_MOST_DAYS`), so a
+    # message that can still arrive again finds its history row and counts once (an older
+    # one, a backfill, by its ledger lines).
+    history_retention_days: float = Field(default=400, ge=TOPICS_KEEP_AT_MOST_DAYS)
+    # An erased lead is remembered (`score.erased_leads`, hashes of lead ids) this long: longer
+    # than the longest topic retention (30 days, 31 with a segment left open) and a margin, so
+    # a replay of a topic from its earliest offset still finds the lead erased and drops its
+    # messages instead of creating it again.
+    erased_leads_retention_days: float = Field(default=45, ge=TOPICS_KEEP_AT_MOST_DAYS)
+    housekeeping_interval_s: float = Field(default=3600, gt=0)

@@ -6,10 +6,11 @@ messages are applied in consumption order (per lead that is event order: every i
 by lead); the ledger, history, stage changes and leads are written at the end, in one
 statement (`repository.store_batch`), in the same transaction as the consumed offsets.
 
-Idempotency: a message is scored once per (lead_id, message_id) (`score.history`), CRM feedback
-once per feedback_id, and every output id derives from the input (transition ids are
-`lead:stage:trigger-id`), so redelivery or a replay from enrich never counts twice and emits
-the same ids.
+Idempotency: a message is scored once per (lead_id, message_id) (`score.history`; for a message
+older than 30 days, whose history row may be past its retention, also its lead's ledger lines:
+`repository.MAY_BE_FORGOTTEN_AFTER`), CRM feedback once per feedback_id, and every output id
+derives from the input (transition ids are `lead:stage:trigger-id`), so redelivery or a replay
+from enrich never counts twice and emits the same ids.
 
 - `event`: fit rules on the profile, behaviour rules on the call, both at event time.
 - `profile_updated`: fit rules only (a stale picture, older `lead_version`, is ignored).
@@ -25,7 +26,8 @@ the same ids.
   long enough below the line, it is recycled. `rescore`: the rescore sweep's request to replay a
   lead's history under the running rules and replace its ledger (the histories of a batch's
   rescores are read in one query); a lead's `rule_version` changes only then, so a lead that
-  keeps scoring across a rules change is still rescored.
+  keeps scoring across a rules change is still rescored. The history is kept for a time
+  (`housekeeping`): a rescore replays what is left of it (see `_replay`).
 
 Each lead's first touch (`engine.first_touch`: the first source, import list and campaign seen)
 is kept on its row as its messages are scored, with or without a model, and every stage change
@@ -73,7 +75,12 @@ from services.score.engine.lifecycle import (
     sales_move,
     unmerged_move,
 )
-from services.score.engine.rescoring import HistoryItem, earned_stage, replayed
+from services.score.engine.rescoring import (
+    HistoryItem,
+    earned_stage,
+    replayed,
+    with_kept_picture,
+)
 from services.score.engine.ruleset import RuleSet
 from services.score.engine.scoring import (
     LedgerLine,
@@ -232,12 +239,16 @@ class ScoreHandler:
     ) -> _Work:
         lead_ids: set[str] = set()
         keys: set[tuple[str, str]] = set()
+        aged: set[tuple[str, str]] = set()  # keys whose history row may be past retention
+        forgettable = datetime.now(UTC) - repository.MAY_BE_FORGOTTEN_AFTER
         locked: set[str] = set()  # also the leads the batch's merges touch, locked up front
         for message in messages:
             value = message.value
             if isinstance(value, EnrichedEvent):
                 lead_ids.add(value.lead_id)
                 keys.add((value.lead_id, value.message_id))
+                if value.timestamp < forgettable:
+                    aged.add((value.lead_id, value.message_id))
                 if value.merge is not None:
                     locked.update(value.merge.merged_lead_ids)
             elif isinstance(value, ScoreCommand | CrmFeedback) and value.lead_id:
@@ -263,7 +274,7 @@ class ScoreHandler:
             and m.value.lead_id in leads
             and leads[m.value.lead_id].rule_version != rules.version
         }
-        states, scored = await repository.load_states_and_scored(session, lead_ids, keys)
+        states, scored = await repository.load_states_and_scored(session, lead_ids, keys, aged=aged)
         work = _Work(
             rules=rules,
             leads=leads,
@@ -341,10 +352,12 @@ class ScoreHandler:
             work.leads.update(await repository.load_leads(session, [survivor.lead_id]))
             work.states.update(await repository.load_states(session, [survivor.lead_id]))
             await self._rebuild_activities(work, session, [survivor.lead_id])
-            seen = await repository.already_scored(session, [(survivor.lead_id, event.message_id)])
-            if seen or (survivor.lead_id, event.message_id) in work.scored:
+            key = (survivor.lead_id, event.message_id)
+            aged = datetime.now(UTC) - event.timestamp > repository.MAY_BE_FORGOTTEN_AFTER
+            seen = await repository.already_scored(session, [key], aged=[key] if aged else [])
+            if seen or key in work.scored:
                 return
-            work.scored.add((survivor.lead_id, event.message_id))
+            work.scored.add(key)
             origin = event.lead_id
             event = event.model_copy(update={"lead_id": survivor.lead_id})
             # Its behaviour counts; its picture is the merged lead's, not the survivor's.
@@ -688,7 +701,9 @@ class ScoreHandler:
         else:
             await self._flush(work, session)
             items = (await repository.load_histories(session, [lead.lead_id]))[lead.lead_id]
-        card = self._replay(lead, items, work, trigger_id=command.command_id, at=command.at)
+        card = self._replay(
+            lead, items, work, trigger_id=command.command_id, at=command.at, rescore=True
+        )
         move = earned_move(
             lead.stage,
             identified=lead.identified,
@@ -759,21 +774,34 @@ class ScoreHandler:
         *,
         trigger_id: str,
         at: datetime,
+        rescore: bool = False,
     ) -> ScoreCard:
         """Score `lead` again from `items`, its whole history, under the running rules: its
         ledger is replaced (lines of this batch not yet written are replayed too), and whether
-        it is identified and engaged follows the history. Emits its score; returns its card."""
+        it is identified and engaged follows the history. Emits its score; returns its card.
+
+        The history is what is left of it (`housekeeping`: kept for a time). A lead none of
+        whose own messages is left is replayed from its kept picture first, so it keeps its
+        fit (`rescoring.with_kept_picture`; fit lines under `<trigger_id>:picture`). A
+        `rescore` replays the messages the live path scored, less those past retention, so
+        what they showed stays shown: a rescored lead stays identified and engaged."""
         if lead.lead_id in work.unwritten_lines:
             work.ledger = [entry for entry in work.ledger if entry[0] != lead.lead_id]
         work.replaced.add(lead.lead_id)
         work.states[lead.lead_id] = state = ScoreState()
-        for result in replayed(work.rules, items):
+        picture = lead.picture.facts if lead.picture is not None else None
+        replaying = with_kept_picture(
+            items, picture, message_id=f"{trigger_id}:picture", at=lead.as_of or at
+        )
+        for result in replayed(work.rules, replaying):
             self._record(lead, result.lines, work)
             state = result.state
-        lead.identified = any(item.facts.get("identified") is True for item in items)
-        lead.engaged = any(
+        identified = any(item.facts.get("identified") is True for item in items)
+        engaged = any(
             item.behaviour and item.facts.get("type") in ENGAGEMENT_TYPES for item in items
         )
+        lead.identified = identified or (rescore and lead.identified)
+        lead.engaged = engaged or (rescore and lead.engaged)
         as_of = lead.as_of or at
         card = evaluate(work.rules, state, as_of)
         self._predict(lead, card, state, as_of, work)

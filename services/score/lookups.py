@@ -115,7 +115,9 @@ async def lead_histories(
     sessions: async_sessionmaker[AsyncSession], *, batch: int = 500
 ) -> AsyncIterator[list[LeadHistory]]:
     """Every live lead with its scored messages in order, in chunks of `batch` leads by lead id
-    (keyset pagination: memory holds one chunk, however many leads there are)."""
+    (keyset pagination: memory holds one chunk, however many leads there are), and the kept
+    picture of those none of whose own messages is left (past the history's retention: see
+    `rescoring.with_kept_picture`), read for them alone."""
     after = ""
     while True:
         async with sessions() as session:
@@ -123,11 +125,19 @@ async def lead_histories(
             if not leads:
                 return
             histories = await repository.load_histories(session, [lead[0] for lead in leads])
+            bare = [lead_id for lead_id, items in histories.items() if not _own(items)]
+            pictures = await repository.kept_pictures(session, bare)
         yield [
-            LeadHistory(lead_id, stage, identified, histories[lead_id], email, likelihood)
+            LeadHistory(lead_id, stage, identified, histories[lead_id], email, likelihood,
+                        picture=pictures.get(lead_id))
             for lead_id, stage, identified, email, likelihood in leads
-        ]
+        ]  # fmt: skip
         after = leads[-1][0]
+
+
+def _own(items: Sequence[HistoryItem]) -> bool:
+    """Whether one of a lead's messages carries its own picture."""
+    return any(item.profile for item in items)
 
 
 async def parse_candidate(text: str, *, source: str = "request body") -> RuleSet:

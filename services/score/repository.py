@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -26,6 +26,16 @@ from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
 SCHEMA = "score"
+
+TOPICS_KEEP_AT_MOST_DAYS = 31
+"""The longest a topic keeps a message (30 days' retention, and a day its last segment may stay
+open: deploy/components/strimzi-kafka/topics.yaml): the shortest retention allowed for the
+history and the erased leads' records (`config`), so a message that can still arrive finds
+them."""
+MAY_BE_FORGOTTEN_AFTER = timedelta(days=TOPICS_KEEP_AT_MOST_DAYS - 1)
+"""A message whose event time is older than this may have lost its history row to housekeeping
+(a day's margin for clocks): whether it was scored is then also asked of its lead's ledger
+(`load_states_and_scored`). Messages of the last 30 days, nearly all of them, are not."""
 
 
 class LeadPicture(BaseModel):
@@ -214,6 +224,22 @@ async def find_lead(session: AsyncSession, lead_id_or_email: str) -> LeadRow | N
     return lead
 
 
+async def kept_pictures(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, Any]:
+    """The profile-side facts of each lead's kept picture (`LeadPicture.facts`), by lead id;
+    leads without one are left out (by primary key per id, as `_LEDGER_OF_IDS`)."""
+    if not lead_ids:
+        return {}
+    rows = await fetch(
+        session,
+        "SELECT lead.lead_id, lead.facts FROM unnest($1::text[]) AS wanted(lead_id) "
+        "CROSS JOIN LATERAL (SELECT lead_id, profile -> 'facts' AS facts FROM score.leads "
+        " WHERE score.leads.lead_id = wanted.lead_id OFFSET 0) AS lead "
+        "WHERE lead.facts IS NOT NULL",
+        sorted(set(lead_ids)),
+    )
+    return {row["lead_id"]: row["facts"] for row in rows}
+
+
 def _lead_rows(leads: Sequence[LeadRow]) -> list[dict[str, Any]]:
     """The rows of the leads to write (see `store_batch`), each lead's `stored` now these."""
     rows: list[dict[str, Any]] = []
@@ -373,11 +399,20 @@ def _ledger_order(row: LedgerRow) -> tuple[datetime, str, str]:
 
 
 async def load_states_and_scored(
-    session: AsyncSession, lead_ids: Iterable[str], keys: Iterable[tuple[str, str]]
+    session: AsyncSession,
+    lead_ids: Iterable[str],
+    keys: Iterable[tuple[str, str]],
+    *,
+    aged: Iterable[tuple[str, str]] = (),
 ) -> tuple[dict[str, ScoreState], set[tuple[str, str]]]:
     """`load_states(lead_ids)` and `already_scored(keys)` in one round trip: a batch's reads
     once its leads are locked (both by primary key per id, as `_LEDGER_OF_IDS`). The scored
-    pairs come back as rows without a kind (a ledger row always has one)."""
+    pairs come back as rows without a kind (a ledger row always has one).
+
+    `aged`: those of `keys` old enough to have lost their history row to its retention
+    (`MAY_BE_FORGOTTEN_AFTER`; their leads among `lead_ids`): one of them is scored too when its
+    lead's ledger has a line of it (a message scored before, its history row since deleted by
+    housekeeping; without a history row, a message has ledger lines only then)."""
     ids, pairs = sorted(set(lead_ids)), sorted(set(keys))
     if not pairs:
         return await load_states(session, ids), set()
@@ -401,6 +436,13 @@ async def load_states_and_scored(
         [message_id for _, message_id in pairs],
     )
     scored = {(row["lead_id"], row["message_id"]) for row in rows if row["kind"] is None}
+    unsure = set(aged) - scored
+    if unsure:  # (a backfill of old messages: live traffic has none)
+        scored |= {
+            key
+            for row in rows
+            if row["kind"] is not None and (key := (row["lead_id"], row["message_id"])) in unsure
+        }
     states = _states_of(ids, (row for row in rows if row["kind"] is not None))
     return states, scored
 
@@ -440,10 +482,16 @@ async def load_ledgers(
 
 
 async def already_scored(
-    session: AsyncSession, keys: Iterable[tuple[str, str]]
+    session: AsyncSession,
+    keys: Iterable[tuple[str, str]],
+    *,
+    aged: Iterable[tuple[str, str]] = (),
 ) -> set[tuple[str, str]]:
-    """Which (lead_id, message_id) pairs were scored before: a replayed message counts once."""
-    return (await load_states_and_scored(session, [], keys))[1]
+    """Which (lead_id, message_id) pairs were scored before: a replayed message counts once
+    (`aged`, as for `load_states_and_scored`: asked of the ledger too, read for their leads)."""
+    aged = set(aged)
+    leads = {lead_id for lead_id, _ in aged}
+    return (await load_states_and_scored(session, leads, keys, aged=aged))[1]
 
 
 async def stage_history(session: AsyncSession, lead_id: str) -> list[StageLine]:

@@ -10,6 +10,10 @@ kept only when a rule live at its scoring read them, the address truncated to it
 Rules that start reading them later find none in the messages scored before, so a replay (a
 rescore, a simulation) counts those rules only on messages scored since, and an address rule
 holds on a replay only if it tests the network, not the whole address.
+
+The history is kept for a time (`LEADFLOW_SCORE_HISTORY_RETENTION_DAYS`, `housekeeping`): a
+replay replays only the messages that are left. A lead none of whose own messages is left is
+replayed from its kept picture first (`with_kept_picture`), so that its fit survives a rescore.
 """
 
 from __future__ import annotations
@@ -45,6 +49,23 @@ class HistoryItem:
     origin: str | None = None
 
 
+def with_kept_picture(
+    items: Sequence[HistoryItem], picture: Facts | None, *, message_id: str, at: datetime
+) -> Sequence[HistoryItem]:
+    """What to replay of a lead: `items`, preceded by its kept picture (`picture`: the
+    profile-side facts score keeps on the lead's row) as a message of its own, id `message_id`,
+    when none of `items` carries the lead's own picture (`HistoryItem.profile`). That happens
+    once every message of the lead's own is past the history's retention: its fit then comes
+    from what score still knows of it instead of falling to nothing (fit rules read the
+    picture alone). The added item is dated as the oldest of `items` (`at` when there are
+    none), so it is replayed first; it counts no behaviour. `items` as given when one of them
+    carries the picture, or no picture is kept."""
+    if picture is None or any(item.profile for item in items):
+        return items
+    first = min((item.at for item in items), default=at)
+    return [HistoryItem(message_id, first, picture, behaviour=False, profile=True), *items]
+
+
 @dataclass(frozen=True)
 class LeadHistory:
     lead_id: str
@@ -53,6 +74,12 @@ class LeadHistory:
     items: Sequence[HistoryItem]
     email: str | None = None  # how people know the lead, in what a simulation lists
     likelihood: float | None = None  # under the live model: what `mql.min_likelihood` reads
+    # the lead's kept picture, where none of `items` carries it (`with_kept_picture`)
+    picture: Facts | None = None
+
+    def replayed_items(self, at: datetime) -> Sequence[HistoryItem]:
+        """`items`, after the kept picture where none of them carries it."""
+        return with_kept_picture(self.items, self.picture, message_id="picture", at=at)
 
 
 T = TypeVar("T")
@@ -191,8 +218,9 @@ def simulate(
     """
     report = into or SimulationReport(candidate_version=candidate.version)
     for lead in leads:
-        before = evaluate(live, replay(live, lead.items, check=check), at)
-        after = evaluate(candidate, replay(candidate, lead.items, check=check), at)
+        items = lead.replayed_items(at)
+        before = evaluate(live, replay(live, items, check=check), at)
+        after = evaluate(candidate, replay(candidate, items, check=check), at)
         report.leads += 1
         report.mqls += lead.stage == Stage.MQL
         delta = LeadDelta(lead.lead_id, lead.email, lead.stage, before, after)
