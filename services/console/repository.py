@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.console.funnel import Share
 from services.console.lead_record import LeadRecord, moves_from_json, moves_to_json
 from services.console.speed import DecisionRow, SpeedTally
+from shared import advisory_locks
 from shared.contracts import CrmFeedback, LifecycleChanged, Score, Stage
 from shared.db import execute, fetch, fetchrow, json_document
 from shared.privacy import ErasedLeads
@@ -42,9 +43,6 @@ SCHEMA = "console"
 ERASED_LEADS = ErasedLeads(SCHEMA)
 """The leads the console erased (`console.erased_leads`, migration 0006)."""
 
-# The first key of the console's lead locks (two-int advisory locks are a key space of their
-# own: apart from score's 0x5C0E, the router's 0x7007 and enrich's do-not-track gate 0x0E21).
-_LEAD_LOCK_SPACE = 0xC050
 
 LEAD_COLUMNS = (
     "lead_id, created_at, stage, stage_at, moves, email, name, company, title, country, source,"
@@ -111,21 +109,8 @@ async def load_leads(
 
 
 async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
-    """Hold the given leads' locks until the transaction ends, whether or not a record exists
-    for them (module doc): an advisory lock per id, in lock-key order, in one statement, so
-    two transactions locking overlapping sets wait for each other instead of deadlocking.
-    None given: nothing sent."""
-    ids = sorted(set(lead_ids))
-    if not ids:
-        return
-    await execute(
-        session,
-        "SELECT pg_advisory_xact_lock($1, lock_key) FROM "
-        "(SELECT DISTINCT hashtext(lead_id) AS lock_key FROM unnest($2::text[]) AS lead_id "
-        " ORDER BY lock_key OFFSET 0) AS lock_keys",
-        _LEAD_LOCK_SPACE,
-        ids,
-    )
+    """The console's lead locks (module doc; `shared.advisory_locks.lock_leads`)."""
+    await advisory_locks.lock_leads(session, lead_ids, space=advisory_locks.CONSOLE_LEADS)
 
 
 async def lead_exists(session: AsyncSession, lead_id: str) -> bool:

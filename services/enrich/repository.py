@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enrich.accounts import Account
 from services.enrich.identity import Identity, IdentityKind, LeadFacts
+from shared import advisory_locks
 from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts import AccountMatch, Consent, Firmographics, LeadProfile
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
@@ -65,10 +66,8 @@ _KINDS = {kind.value: kind for kind in IdentityKind}
 # -- dedupe -------------------------------------------------------------------------------------
 
 
-# The do-not-track gate: an advisory lock (two-int keys: a space apart from score's lead locks
-# and the router's team locks) that every batch of events holds shared and an erasure holds
-# exclusively (`erasure_store`'s module doc says why).
-DO_NOT_TRACK_GATE = (0x0E21, 0)
+DO_NOT_TRACK_GATE = advisory_locks.ENRICH_DO_NOT_TRACK_GATE
+"""Held shared by every batch of events and exclusively by an erasure (`erasure_store`)."""
 
 
 async def claim_new_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:

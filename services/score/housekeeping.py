@@ -65,6 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.score.config import ScoreSettings
 from services.score.repository import SCHEMA
+from shared import advisory_locks
 from shared.db import execute, fetchrow, fetchval, unit_of_work
 from shared.privacy import ErasedLeads
 
@@ -77,9 +78,7 @@ BATCHES_PER_ROUND = 20
 BACKLOG_PAUSE_S = 60.0
 """The wait before the next round when this one left work (a backlog, or the history being
 vacuumed): long enough for the rows it deleted to be dead to every transaction."""
-HOUSEKEEPING_LOCK = (0x5C4E, 0)
-"""Two-int advisory lock key, a space of its own: apart from score's lead locks (0x5C0E), the
-router's (0x7007), the console's (0xC050) and enrich's do-not-track gate (0x0E21)."""
+HOUSEKEEPING_LOCK = advisory_locks.SCORE_HOUSEKEEPING
 
 FORGOTTEN = Counter(
     "leadflow_score_housekeeping_forgotten_total",

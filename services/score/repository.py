@@ -22,6 +22,7 @@ from services.score.engine.rescoring import HistoryItem
 from services.score.engine.scoring import LedgerLine, ScoreState
 from services.score.learning.activity import Activity
 from services.score.learning.outcomes import SalesOutcome
+from shared import advisory_locks
 from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics, LeadProfile, Stage
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
 
@@ -155,30 +156,11 @@ _LEAD_COLUMNS_UNSENT_PICTURE_EMPTY = (
 )
 _KEEP_PICTURE = "profile = coalesce(nullif(EXCLUDED.profile, '{}'::jsonb), score.leads.profile)"
 
-# The first key of score's lead locks (two-int advisory locks are a key space of their own, apart
-# from the router's one-bigint team locks).
-_LEAD_LOCK_SPACE = 0x5C0E
-
 
 async def lock_leads(session: AsyncSession, lead_ids: Iterable[str]) -> None:
-    """Lock the given lead ids for this transaction, whether or not a row exists for them yet.
-
-    A row lock (`FOR UPDATE`) cannot cover a lead that does not exist: two instances could then
-    both decide about a new lead at once (one marking it merged, the other scoring its first
-    event as a lead of its own). A transaction-scoped advisory lock per id can. Taken in one
-    statement, in lock-key order, so two batches locking overlapping sets at once wait for each
-    other instead of deadlocking; taking a lock this transaction already holds is a no-op."""
-    ids = sorted(set(lead_ids))
-    if not ids:
-        return
-    await execute(
-        session,
-        "SELECT pg_advisory_xact_lock($1, lock_key) FROM "
-        "(SELECT DISTINCT hashtext(lead_id) AS lock_key FROM unnest($2::text[]) AS lead_id "
-        " ORDER BY lock_key OFFSET 0) AS lock_keys",
-        _LEAD_LOCK_SPACE,
-        ids,
-    )
+    """score's lead locks (`shared.advisory_locks.lock_leads`): a batch's messages, commands
+    and erasures of a lead wait for each other across replicas."""
+    await advisory_locks.lock_leads(session, lead_ids, space=advisory_locks.SCORE_LEADS)
 
 
 async def load_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadRow]:
