@@ -35,6 +35,12 @@ from shared.contracts import ErasureNotice, ErasureReport
 from shared.db import execute, fetch
 from shared.topics import PRIVACY_REPORTS
 
+TOPICS_KEEP_AT_MOST_DAYS = 31
+"""The longest a topic keeps a message (30 days' retention, and a day its last segment may stay
+open: deploy/components/strimzi-kafka/topics.yaml; tests/deploy checks it): the shortest
+retention allowed for what a message that can still arrive must find (erased leads' records,
+score's history)."""
+
 
 def identifier_hash(key: bytes, *, kind: str, value: str) -> bytes:
     """The keyed hash of an identifier (`kind`: email, user_id or anonymous_id; `value`

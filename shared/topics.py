@@ -69,9 +69,7 @@ ROUTER_COMMANDS = Topic(
     "router.commands", RouterCommand, key="lead_id", producer="router (internal)"
 )
 
-PRIVACY_ERASURES = Topic(
-    "privacy.erasures", ErasureNotice, key="request_id", producer="enrich"
-)
+PRIVACY_ERASURES = Topic("privacy.erasures", ErasureNotice, key="request_id", producer="enrich")
 PRIVACY_REPORTS = Topic(
     "privacy.reports", ErasureReport, key="request_id", producer="score, router, console"
 )

@@ -1,7 +1,8 @@
 """`python -m services.console <command>` (`--help` lists them): the console on the shell.
 
 `run` consumes the topics into the read model and serves the pages on `web_host:web_port`
-(health and metrics on the health port, as every service). `add-person` makes a local account
+(health and metrics on the health port, as every service); its housekeeping forgets the erased
+leads' records past their retention (`housekeeping`). `add-person` makes a local account
 and prints its password once; `reset-password` prints a new one.
 """
 
@@ -22,6 +23,7 @@ from services.console.config import ROLES, ConsoleSettings
 from services.console.config_client import ConfigClient
 from services.console.handler import ReadModelHandler
 from services.console.health import HealthWatch
+from services.console.housekeeping import housekeeping
 from services.console.repository import SCHEMA
 from services.console.score_client import ScoreClient
 from services.console.web.app import console_app
@@ -78,6 +80,11 @@ async def start(resources: Resources[ConsoleSettings]) -> AsyncIterator[Running]
                 Companion.every("service health", HEALTH_READ_INTERVAL_S, health.read_all),
                 Companion.every(
                     "expired sessions", SESSION_SWEEP_INTERVAL_S, forget_expired_sessions
+                ),
+                Companion.every(
+                    "housekeeping",
+                    settings.housekeeping_interval_s,
+                    lambda: housekeeping(sessions=sessions, settings=settings),
                 ),
             ],
             apps=[

@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.privacy import TOPICS_KEEP_AT_MOST_DAYS
 from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 Role = Literal["viewer", "editor", "admin"]
@@ -85,6 +86,15 @@ class ConsoleSettings(ConsumingServiceSettings):
             )
         }
     )
+
+    # Housekeeping (`housekeeping.py`): every `housekeeping_interval_s`, one replica at a time.
+    # An erased lead is remembered (`console.erased_leads`, hashes of lead ids) this long:
+    # longer than the longest topic retention (30 days, 31 with a segment left open) and a
+    # margin, so a replay of a topic from its earliest offset still finds the lead erased and
+    # drops its messages instead of bringing the lead back. (The leads themselves are kept
+    # while they are leads, as in score: RevOps look any of them up; an erasure removes one.)
+    erased_leads_retention_days: float = Field(default=45, ge=TOPICS_KEEP_AT_MOST_DAYS)
+    housekeeping_interval_s: float = Field(default=3600, gt=0)
 
     @property
     def uses_local_accounts(self) -> bool:

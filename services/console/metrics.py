@@ -17,3 +17,9 @@ ERASED_LEAD_MESSAGES_DROPPED = Counter(
     " of a lead without a record writes nothing whatever its lead, and is not counted here",
     ["kind"],
 )
+HOUSEKEEPING_ROWS = Counter(
+    "leadflow_console_housekeeping_rows_total",
+    "Rows housekeeping deleted past their retention, by store (erased_leads: the records of"
+    " erased leads)",
+    ["store"],
+)

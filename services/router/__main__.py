@@ -9,6 +9,8 @@ anything. Every replica then follows publications at its next batch, without a r
 
 The consumer also takes the router's part of each erasure (`privacy.erasures`: the leads' rows
 deleted, a `privacy.reports` report; `handler`), and drops what arrives about erased leads later.
+Housekeeping (a companion, `housekeeping`) scrubs decisions' personal parts past their retention
+and forgets the erased leads' records past theirs.
 
 Commands: `check FILE` (validate a routing file), `versions` (the versions, the live one and
 the publications), `publish VERSION` (make a version live: an earlier one is a rollback),
@@ -30,6 +32,7 @@ from pathlib import Path
 from services.router.config import RouterSettings
 from services.router.handler import RouterHandler
 from services.router.history_view import render_history
+from services.router.housekeeping import housekeeping
 from services.router.http import router_api
 from services.router.repository import SCHEMA, lead_history
 from services.router.routing_config import load_routing
@@ -74,7 +77,12 @@ async def start(resources: Resources[RouterSettings]) -> AsyncIterator[Running]:
                     name="SLA timer",
                     round=timer.round,
                     retry_after_s=settings.sla_check_interval_s,
-                )
+                ),
+                Companion.every(
+                    "housekeeping",
+                    settings.housekeeping_interval_s,
+                    lambda: housekeeping(sessions=sessions, settings=settings),
+                ),
             ],
             routers=router_api(sessions, routing=ROUTING, simulations=simulations),
         )

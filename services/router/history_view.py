@@ -20,6 +20,15 @@ def render_history(history: dict[str, Any]) -> str:
     heading = f"lead {history['lead_id']}" + (f" <{who['email']}>" if who["email"] else "")
     heading += "".join(f", {who[key]}" for key in ("name", "company") if who[key])
     parts = [heading, ""]
+    scrubbed = [
+        f"{count} {what}"
+        for what in ("decisions", "suppressions")
+        if (count := sum(1 for row in history[what] if row.get("scrubbed_at")))
+    ]
+    if scrubbed:
+        # Housekeeping removed their personal parts past the retention (email, name, company,
+        # reasons): the rows stay as they were otherwise.
+        parts.insert(1, f"personal data removed past retention: {' and '.join(scrubbed)}")
     parts.append(f"decisions ({len(decisions)})")
     if decisions:
         parts.append(

@@ -35,6 +35,12 @@ ERASED_LEAD_MESSAGES_DROPPED = Counter(
     " dropped: nothing routed, written or emitted; by kind (stage change, crm feedback, sla check)",
     ["kind"],
 )
+HOUSEKEEPING_ROWS = Counter(
+    "leadflow_router_housekeeping_rows_total",
+    "Rows housekeeping handled past their retention, by store: decisions, suppressions and"
+    " simulations scrubbed of personal data (rows kept), erased leads' records deleted",
+    ["store"],
+)
 
 
 @cache

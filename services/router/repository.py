@@ -422,6 +422,7 @@ class NewDecision:
             "payload": orjson.Fragment(decision.model_dump_json(by_alias=True)),
             "routing_version": decision.routing_version,
             "change": orjson.Fragment(change.model_dump_json(by_alias=True)) if change else None,
+            "scrubbed_at": None,  # its personal parts are there until housekeeping scrubs them
         }
 
 
@@ -838,7 +839,9 @@ async def open_sdr_owners_of_leads(
 
 async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None:
     """Decisions (with their SLA outcome), suppressions and breaches of a lead, by lead_id or
-    email, oldest first; None if the router never saw it."""
+    email, oldest first; None if the router never saw it. A decision or suppression past its
+    retention was scrubbed by housekeeping (`scrubbed_at`): it has no email, name, company or
+    reasons (a suppression: its reason's kind only), and the lead is found by its id alone."""
     lead_id = await fetchval(
         session,
         """
@@ -854,7 +857,7 @@ async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None
     decisions = await fetch(
         session,
         """
-        SELECT payload, closed_at, closed_reason FROM router.decisions
+        SELECT payload, closed_at, closed_reason, scrubbed_at FROM router.decisions
          WHERE lead_id = $1 ORDER BY decided_at, decision_id
         """,
         lead_id,
@@ -862,7 +865,7 @@ async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None
     suppressions = await fetch(
         session,
         """
-        SELECT transition_id, stage, reason, recorded_at FROM router.suppressions
+        SELECT transition_id, stage, reason, recorded_at, scrubbed_at FROM router.suppressions
          WHERE lead_id = $1 ORDER BY recorded_at
         """,
         lead_id,
@@ -882,6 +885,7 @@ async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None
                 **row["payload"],
                 "closed_at": _iso(row["closed_at"]),
                 "closed_reason": row["closed_reason"],
+                "scrubbed_at": _iso(row["scrubbed_at"]),
             }
             for row in decisions
         ],
@@ -891,6 +895,7 @@ async def lead_history(session: AsyncSession, key: str) -> dict[str, Any] | None
                 "stage": row["stage"],
                 "reason": row["reason"],
                 "recorded_at": _iso(row["recorded_at"]),
+                "scrubbed_at": _iso(row["scrubbed_at"]),
             }
             for row in suppressions
         ],

@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.score.engine.ruleset import DEFAULT_RULES_FILE
 from services.score.learning.settings import TrainingSettings
-from services.score.repository import TOPICS_KEEP_AT_MOST_DAYS
+from shared.privacy import TOPICS_KEEP_AT_MOST_DAYS
 from shared.settings import SERVICE_SOURCES, ConsumingServiceSettings
 
 
@@ -51,7 +51,7 @@ class ScoreSettings(ConsumingServiceSettings):
     # time: a B2B sales cycle runs up to a year, and a model learns from a lead's whole way to
     # an outcome, so a year and a margin (400). Keep it longer than the rules look back (decay,
     # `within_days`): a rescore replays only the history that is left. At least 31 days,
-    # longer than any topic keeps a message (`repository.TOPICS_KEEP_AT_MOST_DAYS`), so a
+    # longer than any topic keeps a message (`shared.privacy.TOPICS_KEEP_AT_MOST_DAYS`), so a
     # message that can still arrive again finds its history row and counts once (an older
     # one, a backfill, by its ledger lines).
     history_retention_days: float = Field(default=400, ge=TOPICS_KEEP_AT_MOST_DAYS)

@@ -25,14 +25,10 @@ from services.score.learning.outcomes import SalesOutcome
 from shared import advisory_locks
 from shared.contracts import AccountMatch, Consent, EnrichedEvent, Firmographics, LeadProfile, Stage
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
+from shared.privacy import TOPICS_KEEP_AT_MOST_DAYS
 
 SCHEMA = "score"
 
-TOPICS_KEEP_AT_MOST_DAYS = 31
-"""The longest a topic keeps a message (30 days' retention, and a day its last segment may stay
-open: deploy/components/strimzi-kafka/topics.yaml): the shortest retention allowed for the
-history and the erased leads' records (`config`), so a message that can still arrive finds
-them."""
 MAY_BE_FORGOTTEN_AFTER = timedelta(days=TOPICS_KEEP_AT_MOST_DAYS - 1)
 """A message whose event time is older than this may have lost its history row to housekeeping
 (a day's margin for clocks): whether it was scored is then also asked of its lead's ledger

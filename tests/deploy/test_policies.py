@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from shared.privacy import TOPICS_KEEP_AT_MOST_DAYS
 from shared.settings import ConsumerSettings
 from shared.topics import ALL_TOPICS, Topic, all_topic_names
 from tests.deploy.manifests import OVERLAYS, Resource, describe
@@ -494,3 +495,21 @@ def test_no_v1_route_is_reachable_from_outside_its_allowed_peers(
         }
     )
     assert len(_api_peers_violations(opened)) == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_topic_keeps_a_message_longer_than_the_services_assume(
+    rendered: dict[str, list[Resource]], overlay: str
+) -> None:
+    """The erased leads' records and score's history must outlive any message that can still
+    arrive (`shared.privacy.TOPICS_KEEP_AT_MOST_DAYS`: a topic's retention plus its last open
+    segment). A topic kept longer would let a replay re-create an erased lead."""
+    (kafka,) = of_kind(rendered[overlay], "Kafka")
+    kafka_config = kafka["spec"]["kafka"].get("config", {})
+    for topic in of_kind(rendered[overlay], "KafkaTopic"):
+        config = topic["spec"]["config"]
+        kept = sum(
+            _ms(config[name]) if name in config else _broker_default_ms(kafka_config, name)
+            for name in ("retention.ms", "segment.ms")
+        )
+        assert kept <= TOPICS_KEEP_AT_MOST_DAYS * DAY_MS, topic["metadata"]["name"]

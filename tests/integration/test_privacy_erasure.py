@@ -9,7 +9,16 @@ from __future__ import annotations
 import asyncpg
 
 from tests.fixtures.pipeline import Pipeline
-from tests.fixtures.privacy import SERVICES, erase_a_person_and_prove_it
+from tests.fixtures.polling import eventually
+from tests.fixtures.privacy import (
+    SERVICES,
+    Person,
+    arrives_and_asks_for_a_demo,
+    erase_a_person_and_prove_it,
+    erasure_api,
+    sdr_decision,
+    traces_of,
+)
 
 
 async def test_an_erased_person_is_gone_from_every_store_and_not_collected_again(
@@ -17,3 +26,40 @@ async def test_an_erased_person_is_gone_from_every_store_and_not_collected_again
 ) -> None:
     await pipeline.start(*SERVICES)
     await erase_a_person_and_prove_it(pipeline, db)
+
+
+async def test_a_service_that_was_down_does_its_part_when_it_comes_back(
+    pipeline: Pipeline, db: asyncpg.Connection
+) -> None:
+    await pipeline.start(*SERVICES)
+    ada = Person("Ada", "Lovelace", "initech.com")
+    await arrives_and_asks_for_a_demo(pipeline, ada)
+    await sdr_decision(pipeline, ada.email)
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM console.leads WHERE email = $1", ada.email),
+        "the console has her",
+    )
+    assert pipeline.stop("console") == 0
+
+    asked = await erasure_api(
+        pipeline, "POST", "/v1/erasures",
+        json={"user_id": ada.user_id, "reason": "GDPR art. 17", "by": "dpo"},
+    )  # fmt: skip
+    assert asked.status_code == 202, asked.text
+    path = f"/v1/erasures/{asked.json()['request_id']}"
+
+    async def parts() -> dict[str, str]:
+        status = (await erasure_api(pipeline, "GET", path)).json()
+        return {service: part["status"] for service, part in status["services"].items()}
+
+    waiting = {"enrich": "complete", "score": "complete", "router": "complete",
+               "console": "pending"}  # fmt: skip
+    await eventually(parts, "every running service did its part", until=lambda p: p == waiting)
+    assert (await erasure_api(pipeline, "GET", path)).json()["status"] == "partial"
+    assert await traces_of(db, [ada.email], schemas=["console"])  # not yet
+
+    await pipeline.start("console")
+    await eventually(
+        parts, "the console did its part", until=lambda p: set(p.values()) == {"complete"}
+    )
+    assert await traces_of(db, ada.traces) == []
