@@ -88,7 +88,8 @@ def test_versioned_configuration_tables_are_created_only_for_literal_schemas() -
     a plain identifier); a migration passes its service's schema as a literal, as it does to
     create_runner_tables."""
     calls = re.findall(
-        r"(?:config_versions|config_imports|simulations|erased_leads)_ddl\(([^)]*)\)", _sources("services")
+        r"(?:config_versions|config_imports|simulations|erased_leads)_ddl\(([^)]*)\)",
+        _sources("services"),
     )
     assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
 
