@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from devstack.broker import free_port
 from devstack.processes import ServiceProcess
@@ -88,6 +89,7 @@ def decisions_of(records: list[Record], lead_id: str) -> list[dict[str, Any]]:
 # ---- two instances, one team ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 16 s: `make test-slow`
 async def test_two_router_instances_share_the_load_without_giving_a_slot_twice(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:

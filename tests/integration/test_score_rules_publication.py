@@ -107,6 +107,7 @@ async def mixed_transactions(db: asyncpg.Connection) -> tuple[int, set[str]]:
     return mixed, {row["rule_version"] for row in rows}
 
 
+@pytest.mark.slow  # about 20 s: `make test-slow`
 @pytest.mark.timeout(300)
 async def test_two_replicas_under_load_switch_versions_without_a_batch_scored_by_both(
     pipeline_factory: PipelineFactory, db: asyncpg.Connection

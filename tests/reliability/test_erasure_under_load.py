@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from tests.fixtures.load import SegmentLoad
 from tests.fixtures.pipeline import WRITE_KEY, Pipeline
@@ -15,6 +16,7 @@ from tests.fixtures.privacy import SERVICES, erase_a_person_and_prove_it
 from tests.reliability.accounting import account, wait_until_drained
 
 
+@pytest.mark.slow  # about 35 s: `make test-slow` (the story without load is in `make test`)
 async def test_an_erasure_under_load_loses_nothing_of_anybody_else(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:
