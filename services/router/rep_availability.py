@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
-from services.router.assignment import away_reason
+from services.router.assignment import away_reason, local_day
 from services.router.routing_config import OutOfOffice, RoutingConfig
 
 
@@ -67,7 +67,9 @@ def with_rep_changed(document: Mapping[str, Any], rep_id: str, change: RepChange
 def rep_roster(config: RoutingConfig, *, now: datetime) -> list[dict[str, Any]]:
     """Every rep of the routing, team by team in the routing's order: who they are, their
     team, `active`, `weight`, `daily_cap`, `timezone`, `out_of_office`, and whether they are
-    `away_today` (inactive, or out of office on their local day at `now`) with why."""
+    `away_today` (inactive, or out of office on their local day at `now`) with why, and
+    `local_today`, that local day: the day an out-of-office form should offer, since the router
+    judges absences on the rep's calendar, not the server's."""
     roster = []
     for team in config.teams:
         for rep in team.reps:
@@ -88,6 +90,7 @@ def rep_roster(config: RoutingConfig, *, now: datetime) -> list[dict[str, Any]]:
                     ],
                     "away_today": away is not None,
                     "away_reason": away,
+                    "local_today": local_day(rep, now).isoformat(),
                 }
             )
     return roster

@@ -4,7 +4,7 @@ live routing document, everything else as it was, and the reps as a page lists t
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -189,7 +189,18 @@ def test_the_roster_lists_every_rep_with_whether_they_are_away_today() -> None:
         "out_of_office": [{"from": "2026-03-02", "until": "2026-03-03"}],
         "away_today": True,
         "away_reason": "rep-alan out of office until 2026-03-03",
+        "local_today": "2026-03-02",
     }
     assert roster[1]["away_reason"] == "rep-grace inactive"
     later = rep_roster(config, now=NOW + timedelta(days=2))
     assert [r["away_today"] for r in later] == [False, True, False, True]
+
+
+def test_the_roster_offers_each_rep_their_own_calendar_day() -> None:
+    # 02:30 UTC on Tuesday is still Monday evening in New York: an absence "today" entered for
+    # the New York rep must start on Monday, the day the router judges her by.
+    roster = rep_roster(routing_config(), now=datetime(2026, 3, 3, 2, 30, tzinfo=UTC))
+
+    days = {r["id"]: r["local_today"] for r in roster}
+    assert days["rep-ada"] == "2026-03-03"  # Paris, 03:30 on Tuesday
+    assert days["rep-kat"] == "2026-03-02"  # New York, 21:30 on Monday
