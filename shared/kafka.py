@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from confluent_kafka import Producer
 
 from shared.settings import KafkaSettings, SettingsError
-from shared.topics import all_topic_names
+from shared.topics import ALL_TOPICS, all_topic_names
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,13 @@ def create_consumer(
     )
 
 
+def topic_configs(name: str, *, prefix: str) -> dict[str, str]:
+    """The configuration a local topic is created with: a compacted topic's cleanup policy
+    (`Topic.compacted`; its dead-letter topic keeps by time like every other)."""
+    compacted = {t.full_name(prefix) for t in ALL_TOPICS if t.compacted}
+    return {"cleanup.policy": "compact"} if name in compacted else {}
+
+
 async def ensure_topics(settings: KafkaSettings, *, partitions: int) -> list[str]:
     """Create every leadflow topic (and its DLQ) that does not exist yet; return those created.
 
@@ -193,7 +200,12 @@ async def ensure_topics(settings: KafkaSettings, *, partitions: int) -> list[str
             try:
                 await admin.create_topics(
                     [
-                        NewTopic(name, num_partitions=partitions, replication_factor=1)
+                        NewTopic(
+                            name,
+                            num_partitions=partitions,
+                            replication_factor=1,
+                            topic_configs=topic_configs(name, prefix=settings.topic_prefix),
+                        )
                         for name in missing
                     ]
                 )

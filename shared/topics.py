@@ -22,6 +22,7 @@ from shared.contracts import (
     RawEvent,
     RouterCommand,
     RoutingDecision,
+    RoutingWithdrawal,
     ScoreCommand,
 )
 
@@ -36,6 +37,9 @@ class Topic:
     model: type[BaseModel]
     key: str
     producer: str
+    compacted: bool = False
+    """State, not a log: Kafka keeps each key's latest value (cleanup.policy=compact), and a
+    record with no value (a tombstone) removes the key. Every other topic keeps by time."""
 
     def full_name(self, prefix: str = "") -> str:
         return f"{prefix}{self.name}"
@@ -60,7 +64,18 @@ LEADS_SCORED = Topic("leads.scored", LeadScored, key="lead_id", producer="score"
 LEADS_LIFECYCLE = Topic("leads.lifecycle", LifecycleChanged, key="lead_id", producer="score")
 ROUTING_SDR = Topic("routing.sdr", RoutingDecision, key="lead_id", producer="router")
 ROUTING_NURTURE = Topic("routing.nurture", RoutingDecision, key="lead_id", producer="router")
-CRM_FEEDBACK = Topic("crm.feedback", CrmFeedback, key="lead_id or email", producer="CRMs")
+ROUTING_WITHDRAWALS = Topic(
+    "routing.withdrawals", RoutingWithdrawal, key="lead_id", producer="router"
+)
+ROUTING_CURRENT = Topic(
+    "routing.current",
+    RoutingDecision,
+    key="lead_id (a tombstone: the lead has no current route)",
+    producer="router",
+    compacted=True,
+)
+# CRMs write it over Kafka, or over HTTP through ingest (`POST /v1/crm/feedback`).
+CRM_FEEDBACK = Topic("crm.feedback", CrmFeedback, key="lead_id or email", producer="CRMs, ingest")
 ENRICH_COMMANDS = Topic(
     "enrich.commands", EnrichCommand, key="domain or merge_id", producer="enrich (internal)"
 )
@@ -81,6 +96,8 @@ ALL_TOPICS: tuple[Topic, ...] = (
     LEADS_LIFECYCLE,
     ROUTING_SDR,
     ROUTING_NURTURE,
+    ROUTING_WITHDRAWALS,
+    ROUTING_CURRENT,
     CRM_FEEDBACK,
     ENRICH_COMMANDS,
     SCORE_COMMANDS,

@@ -60,11 +60,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository
 from services.router.assignment import Assignment, RepLoad, local_day
+from services.router.current_routes import (
+    CurrentChange,
+    CurrentRoute,
+    Ended,
+    RouteEvent,
+    Sent,
+    sequenced,
+)
 from services.router.domain import (
     Breached,
     History,
@@ -85,6 +94,7 @@ from services.router.metrics import (
     SLA_BREACHES,
     SLA_OUTCOMES,
     SUPPRESSIONS,
+    WITHDRAWALS,
     decisions_of,
     speed_to_lead_of,
 )
@@ -99,9 +109,10 @@ from shared.contracts import (
     LifecycleChanged,
     RouterCommand,
     RoutingDecision,
+    RoutingWithdrawal,
 )
 from shared.privacy import erasure_report
-from shared.topics import ROUTING_NURTURE, ROUTING_SDR
+from shared.topics import ROUTING_CURRENT, ROUTING_NURTURE, ROUTING_SDR, ROUTING_WITHDRAWALS
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +143,13 @@ class _Batch:
     history: list[repository.Suppression] = field(default_factory=list)  # before the horizon
     assignments: list[tuple[str, date]] = field(default_factory=list)
     checked: list[repository.CheckedDecision] = field(default_factory=list)
+    # What changes routes, in message order, with the transition that caused it (None: a
+    # timer's check), so that `drop` can forget what a replayed transition caused.
+    events: list[tuple[str | None, RouteEvent]] = field(default_factory=list)
+    routes: dict[str, CurrentRoute] = field(default_factory=dict)  # stored, read after locks
+    released: list[RoutingDecision] = field(default_factory=list)  # settled nurture, to send
+    sent: list[RoutingDecision | RoutingWithdrawal | CurrentChange] = field(default_factory=list)
+    changed_routes: list[CurrentRoute] = field(default_factory=list)
 
     def count(self, assignment: Assignment) -> None:
         if assignment.rep_id is not None and assignment.rep_id in self.days:
@@ -139,8 +157,12 @@ class _Batch:
             self.loads[assignment.rep_id] = RepLoad(before.assigned_today + 1, self.now)
             self.assignments.append((assignment.rep_id, self.days[assignment.rep_id]))
 
-    def emit(self, new: NewDecision) -> None:
+    def emit(self, new: NewDecision, *, send: bool = True) -> None:
+        """A new decision to store; `send`: it goes out now (not a nurture decision that waits
+        for its lead to settle)."""
         self.decisions.append(new)
+        if send:
+            self.events.append((new.transition_id, Sent(new.decision)))
 
     def stamp_stored(self) -> None:
         """Stamp every decision as stored now, the batch's last step before the statement that
@@ -160,17 +182,44 @@ class _Batch:
             for new in self.decisions
         ]
 
-    @property
-    def outputs(self) -> list[Output]:
-        """One record per decision, on its route's topic."""
-        return [
-            Output(
-                ROUTING_SDR if new.decision.route == "sdr" else ROUTING_NURTURE,
-                key=new.decision.lead_id,
-                value=new.decision,
-            )
+    def sequence(self) -> None:
+        """Give what goes out its lead's sequence, the withdrawals it causes, and the leads' new
+        routes (`current_routes.sequenced`, from the routes read after the leads' locks): the
+        decisions to store become the decisions as sent, and releases are stored as sent. After
+        `stamp_stored`, so what is stored, sent and counted is the same."""
+        stamped = {new.decision.decision_id: new.decision for new in self.decisions}
+        events = [
+            Sent(stamped.get(e.decision.decision_id, e.decision)) if isinstance(e, Sent) else e
+            for _, e in self.events
+        ]
+        done = sequenced(events, self.routes, at=self.now)
+        self.sent, self.changed_routes = done.messages, list(done.routes.values())
+        as_sent = {decision.decision_id: decision for decision in done.decisions}
+        self.decisions = [
+            replace(new, decision=as_sent.get(new.decision.decision_id, new.decision))
             for new in self.decisions
         ]
+        for released in self.released:
+            decision = as_sent[released.decision_id]
+            self.checked.append(
+                repository.CheckedDecision(
+                    decision.decision_id,
+                    sequence=decision.sequence,
+                    released_at=decision.released_at,
+                    payload=orjson.Fragment(decision.model_dump_json(by_alias=True)),
+                )
+            )
+
+    @property
+    def withdrawals(self) -> list[RoutingWithdrawal]:
+        return [m for m in self.sent if isinstance(m, RoutingWithdrawal)]
+
+    @property
+    def outputs(self) -> list[Output]:
+        """What `sequence` sent, in order: each decision on its route's topic, each withdrawal
+        on routing.withdrawals, each lead's new current route on routing.current (None: a
+        tombstone)."""
+        return [_output(message) for message in self.sent]
 
     @property
     def not_routed(self) -> list[repository.Suppression]:
@@ -184,14 +233,18 @@ class _Batch:
         self.decisions = [new for new in self.decisions if new.transition_id not in transitions]
         self.suppressions = [s for s in self.suppressions if s.transition_id not in transitions]
         self.history = [h for h in self.history if h.transition_id not in transitions]
+        self.events = [(t, e) for t, e in self.events if t not in transitions]
 
     def observe(self) -> None:
-        """Metrics and logs of what the batch decided, once it is written."""
-        for new in self.decisions:
-            decision = new.decision
-            decisions_of(decision.route, decision.strategy or "").inc()
-            if decision.supersedes is None:  # speed-to-lead is the first decision's
-                speed_to_lead_of(decision.route).observe(decision.speed_to_lead_ms / 1000)
+        """Metrics and logs of what the batch decided and sent, once it is written."""
+        for message in self.sent:
+            if isinstance(message, RoutingWithdrawal):
+                WITHDRAWALS.labels(route=message.route, cause=message.cause).inc()
+            if not isinstance(message, RoutingDecision):
+                continue
+            decisions_of(message.route, message.strategy or "").inc()
+            if message.supersedes is None:  # speed-to-lead is the first decision's
+                speed_to_lead_of(message.route).observe(message.speed_to_lead_ms / 1000)
         for suppression in self.suppressions:
             SUPPRESSIONS.inc()
             log.info("lead %s not routed: %s", suppression.lead_id, suppression.reason)
@@ -231,7 +284,7 @@ class RouterHandler:
             # Step -1 (module doc): every lead the batch names locked in one statement, first.
             erased = await repository.lock_leads(session, _leads_named(values))
             for notice in notices:
-                reports.append(await self._erase(session, notice, now))
+                reports += await self._erase(session, notice, now)
                 erased.update(notice.lead_ids)
             rest = _without_erased(rest, erased)
         if not rest:
@@ -258,14 +311,14 @@ class RouterHandler:
                         at=value.at,
                     )
                 )
-            elif isinstance(value, RouterCommand) and value.kind == "sla_check":
+            elif isinstance(value, RouterCommand):  # sla_check, nurture_release: a timer
                 checks.append(value.decision_id)
         checks = list(dict.fromkeys(checks))  # a decision checked twice in a batch: once
         if feedback:
             await self._close_on_feedback(session, feedback, now)
 
         if checks:
-            fresh, routes, locked, loads, days = await self._start_with_checks(
+            fresh, routes, locked, loads, days, stored = await self._start_with_checks(
                 session, changes, checks, config=config, now=now
             )
         else:
@@ -276,15 +329,18 @@ class RouterHandler:
                 await self._decide_in_one_statement(session, candidates, routes, batch=batch)
                 batch.observe()
                 return batch.outputs
-            fresh, routes, loads, days = await self._start(
+            fresh, routes, loads, days, stored = await self._start(
                 session, candidates, routes, config=config, now=now
             )
             locked = {}
-        batch = _Batch(now=now, version=version, config=config, loads=loads, days=days)
+        batch = _Batch(
+            now=now, version=version, config=config, loads=loads, days=days, routes=stored
+        )
         self._route_all(fresh, routes, batch)
-        await self._check_slas(session, [locked[c] for c in checks if c in locked], batch)
+        await self._check_timers(session, [locked[c] for c in checks if c in locked], batch)
 
         batch.stamp_stored()
+        batch.sequence()
         await repository.record_batch(
             session,
             decisions=batch.decisions,
@@ -292,17 +348,22 @@ class RouterHandler:
             assignments=batch.assignments,
             at=now,
             checked=batch.checked,
+            withdrawals=batch.withdrawals,
+            routes=batch.changed_routes,
         )
         batch.observe()
         return batch.outputs
 
     # ---- erasure ------------------------------------------------------------------------------
 
-    async def _erase(self, session: AsyncSession, notice: ErasureNotice, now: datetime) -> Output:
+    async def _erase(
+        self, session: AsyncSession, notice: ErasureNotice, now: datetime
+    ) -> list[Output]:
         """The router's part of an erasure, under the leads' locks (taken by the caller, in the
         batch's first statement): every row about the leads deleted (`repository.erase_leads`),
-        the leads remembered as erased in the same transaction, and the report to send once it
-        commits. A notice delivered again deletes nothing and reports again (zero rows)."""
+        the leads remembered as erased in the same transaction, and what to send once it
+        commits: the report, and a `routing.current` tombstone per lead. A notice delivered
+        again deletes nothing and reports again (zero rows)."""
         erased = await repository.erase_leads(session, notice.lead_ids)
         await repository.ERASED_LEADS.remember(session, notice.lead_ids)
         log.info(
@@ -315,13 +376,18 @@ class RouterHandler:
             erased.sla_breaches,
             erased.simulations,
         )
-        return erasure_report(
+        report = erasure_report(
             notice,
             service="router",
             erased=erased.deleted(),
             anonymised={"simulations": erased.simulations},
             at=now,
         )
+        # routing.current forgets the leads: a tombstone each (a key never written is a no-op).
+        tombstones = [
+            _output(CurrentChange(lead_id, None)) for lead_id in sorted(set(notice.lead_ids))
+        ]
+        return [report, *tombstones]
 
     # ---- a batch's first statements --------------------------------------------------------
 
@@ -333,12 +399,19 @@ class RouterHandler:
         *,
         config: RoutingConfig,
         now: datetime,
-    ) -> tuple[list[LifecycleChanged], list[Route | None], dict[str, RepLoad], dict[str, date]]:
+    ) -> tuple[
+        list[LifecycleChanged],
+        list[Route | None],
+        dict[str, RepLoad],
+        dict[str, date],
+        dict[str, CurrentRoute],
+    ]:
         """A batch without SLA checks, its routes chosen for every change first (pure): the
         teams to lock are known before the database is asked anything, so the decided check,
         the team locks and the loads take one round trip (`repository.start_batch`); a batch
         that routes no lead needs only the decided check. A change replayed (its transition
-        already decided) is dropped afterwards: at worst its teams were locked."""
+        already decided) is dropped afterwards: at worst its teams were locked. The leads'
+        current routes come back in the same round trip."""
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
         pairs = [(c.transition_id, c.lead_id) for c in candidates]
         if teams:
@@ -357,7 +430,7 @@ class RouterHandler:
             for c, r in zip(candidates, routes, strict=True)
             if c.transition_id not in decided
         ]
-        return [c for c, _ in kept], [r for _, r in kept], loads, days
+        return [c for c, _ in kept], [r for _, r in kept], loads, days, decided.routes
 
     async def _decide_in_one_statement(
         self,
@@ -372,7 +445,10 @@ class RouterHandler:
         it decides depends on nothing stored, so it is decided for every change first and the
         decided check, the closing and the writes go in one statement
         (`repository.record_first_decisions`), which skips the rows of transitions already
-        decided; those are then dropped from what `batch` (empty so far) emits."""
+        decided; those are then dropped from what `batch` (empty so far) emits. Nothing goes
+        out at once here (a nurture decision settles first), except the withdrawals of routes
+        the batch ends (a suppression; a nurture lead that moved on), which the statement's
+        current routes tell: those, rarely any, are written by a second statement."""
         self._route_all(candidates, routes, batch)
         batch.stamp_stored()
         decided = await repository.record_first_decisions(
@@ -385,6 +461,18 @@ class RouterHandler:
         )
         _count_dropped(decided)
         batch.drop(decided)
+        batch.routes = decided.routes
+        batch.sequence()
+        if batch.sent:
+            await repository.record_batch(
+                session,
+                decisions=(),
+                suppressions=(),
+                assignments=(),
+                at=batch.now,
+                withdrawals=batch.withdrawals,
+                routes=batch.changed_routes,
+            )
 
     async def _start_with_checks(
         self,
@@ -400,9 +488,12 @@ class RouterHandler:
         dict[str, OpenDecision],
         dict[str, RepLoad],
         dict[str, date],
+        dict[str, CurrentRoute],
     ]:
-        """A batch with SLA checks: their decision rows are locked between the decided check
-        and the team locks (the lock order), and their teams are known only once read."""
+        """A batch with timer checks (SLA, nurture release): their decision rows are locked
+        between the decided check and the team locks (the lock order), and their teams are
+        known only once read. The current routes of the checked decisions' leads are read
+        after the rows are locked (the leads' locks were taken first, step -1)."""
         decided = await repository.start_transitions(
             session, [(c.transition_id, c.lead_id) for c in changes], at=now, reason=CHANGED_STAGE
         )
@@ -414,11 +505,14 @@ class RouterHandler:
                 fresh.append(change)
         routes = [self._choose(c, config=config, now=now) for c in fresh]
         locked = await repository.lock_decisions(session, checks)
+        stored = await repository.read_routes(
+            session, {d.lead_id for d in locked.values()} - set(decided.routes)
+        )
         teams = {t for r in routes if isinstance(r, ToSdr) for t in r.teams_to_lock}
-        teams |= {t for d in locked.values() for t in _chain(d, config)}
+        teams |= {t for d in locked.values() if d.route == "sdr" for t in _chain(d, config)}
         days = _days(config, teams, now)
         loads = await repository.lock_teams_and_read_loads(session, teams=teams, days=days)
-        return fresh, routes, locked, loads, days
+        return fresh, routes, locked, loads, days, {**stored, **decided.routes}
 
     # ---- lifecycle changes ---------------------------------------------------------------------
 
@@ -433,12 +527,17 @@ class RouterHandler:
         self, changes: list[LifecycleChanged], routes: list[Route | None], batch: _Batch
     ) -> None:
         """Decide each routed change in message order; a decision whose lead changes stage
-        again later in the batch is closed at birth."""
+        again later in the batch is closed at birth. A change that calls for no decision may
+        still end its lead's nurture route (`current_routes`)."""
         later_change = {c.lead_id: i for i, c in enumerate(changes)}  # last change per lead
         for index, (change, route) in enumerate(zip(changes, routes, strict=True)):
             if route is not None:
                 closed_by_later = later_change[change.lead_id] > index
                 self._route(change, route, batch, closed_by_later=closed_by_later)
+            else:
+                moved = f"the lead moved to {change.to_stage.value}"
+                ended = Ended(change.lead_id, reason=moved, not_routed=False)
+                batch.events.append((change.transition_id, ended))
 
     def _route(
         self, change: LifecycleChanged, route: Route, batch: _Batch, *, closed_by_later: bool
@@ -452,6 +551,10 @@ class RouterHandler:
                 reason=route.reason,
             )
             (batch.suppressions if isinstance(route, Suppressed) else batch.history).append(row)
+            ended = Ended(
+                change.lead_id, reason=route.reason, not_routed=isinstance(route, Suppressed)
+            )
+            batch.events.append((change.transition_id, ended))
             return
         if isinstance(route, ToNurture):
             decision = self._decision(
@@ -462,24 +565,32 @@ class RouterHandler:
                 territory=None,
                 reasons=route.reasons,
             )
-            teams: tuple[str, ...] = ()
-        else:
-            assignment = assign_sdr(route, config=batch.config, loads=batch.loads, now=batch.now)
-            batch.count(assignment)
-            decision = self._decision(
-                change,
-                batch=batch,
-                assignment=assignment,
-                track=None,
-                territory=route.territory,
-                reasons=(*route.reasons, *assignment.reasons),
+            batch.emit(
+                NewDecision(
+                    decision=decision,
+                    transition_id=change.transition_id,
+                    closed_reason=CHANGED_STAGE if closed_by_later else None,
+                    change=change,
+                    release_at=None if closed_by_later else batch.now + batch.config.nurture.settle,
+                ),
+                send=False,  # it settles first (the decision timer releases it)
             )
-            teams = route.teams
+            return
+        assignment = assign_sdr(route, config=batch.config, loads=batch.loads, now=batch.now)
+        batch.count(assignment)
+        decision = self._decision(
+            change,
+            batch=batch,
+            assignment=assignment,
+            track=None,
+            territory=route.territory,
+            reasons=(*route.reasons, *assignment.reasons),
+        )
         batch.emit(
             NewDecision(
                 decision=decision,
                 transition_id=change.transition_id,
-                teams=teams,
+                teams=route.teams,
                 closed_reason=CHANGED_STAGE if closed_by_later else None,
                 change=change,
             )
@@ -536,6 +647,19 @@ class RouterHandler:
                 SLA_OUTCOMES.labels(outcome="met" if acted_at <= due else "breached").inc()
 
     # ---- SLA checks ----------------------------------------------------------------------------
+
+    async def _check_timers(
+        self, session: AsyncSession, decisions: list[OpenDecision], batch: _Batch
+    ) -> None:
+        """A batch's timer checks, in message order, on their locked decision rows: nurture
+        decisions at the end of their settle time are released, then the SLA checks."""
+        for decision in decisions:
+            if decision.route == "nurture" and not decision.closed and not decision.sent:
+                # No stage change closed it while it settled: it goes out now.
+                released = decision.decision.model_copy(update={"released_at": batch.now})
+                batch.released.append(released)
+                batch.events.append((None, Sent(released)))
+        await self._check_slas(session, [d for d in decisions if d.route == "sdr"], batch)
 
     async def _check_slas(
         self, session: AsyncSession, decisions: list[OpenDecision], batch: _Batch
@@ -633,6 +757,16 @@ class RouterHandler:
             breached.decision_id,
             assignment.strategy,
         )
+
+
+def _output(message: RoutingDecision | RoutingWithdrawal | CurrentChange) -> Output:
+    """The record of a message a batch sends (`_Batch.sequence`), keyed by its lead."""
+    if isinstance(message, RoutingDecision):
+        topic = ROUTING_SDR if message.route == "sdr" else ROUTING_NURTURE
+        return Output(topic, key=message.lead_id, value=message)
+    if isinstance(message, RoutingWithdrawal):
+        return Output(ROUTING_WITHDRAWALS, key=message.lead_id, value=message)
+    return Output(ROUTING_CURRENT, key=message.lead_id, value=message.decision)
 
 
 def _lead_of(value: BaseModel) -> str | None:

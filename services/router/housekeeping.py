@@ -91,6 +91,8 @@ KEPT_PAYLOAD_FIELDS = (
     "stored_at",
     "sla_due_at",
     "speed_to_lead_ms",
+    "sequence",
+    "released_at",
 )
 """The fields of a decision's payload (`RoutingDecision`) a scrubbed decision keeps: nothing of
 the lead but ids, numbers and times, and the routing's own names."""

@@ -13,6 +13,12 @@ SPEED_TO_LEAD = Histogram(
 DECISIONS = Counter(
     "leadflow_router_decisions_total", "Routing decisions emitted", ["route", "strategy"]
 )
+WITHDRAWALS = Counter(
+    "leadflow_router_withdrawals_total",
+    "Decisions withdrawn (routing.withdrawals): replaced, no longer routed, stage changed,"
+    " SLA breached",
+    ["route", "cause"],
+)
 SUPPRESSIONS = Counter(
     "leadflow_router_suppressions_total",
     "Lifecycle changes not routed: the lead must not be contacted (a reason is recorded)",

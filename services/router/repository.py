@@ -48,8 +48,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.assignment import RepLoad
+from services.router.current_routes import CurrentRoute
 from services.router.load_preview import CurrentOwner
-from shared.contracts import LifecycleChanged, RoutingDecision
+from shared.contracts import LifecycleChanged, RoutingDecision, RoutingWithdrawal
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
 from shared.privacy import ErasedLeads
 
@@ -61,10 +62,18 @@ ERASED_LEADS = ErasedLeads(SCHEMA)
 class Skipped(set[str]):
     """The transitions a batch must not decide, as a set: those already decided (a replay) and,
     among them, `erased`: those of leads erased by the time the batch held their locks (late
-    messages: dropped, and counted by the caller)."""
+    messages: dropped, and counted by the caller). `routes`: the current routes of the batch's
+    leads, read after their locks (`router.routes` rows; a lead without one is not there)."""
 
-    def __init__(self, transitions: Iterable[str] = (), *, erased: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        transitions: Iterable[str] = (),
+        *,
+        erased: Iterable[str] = (),
+        routes: Iterable[CurrentRoute] = (),
+    ) -> None:
         self.erased = set(erased)
+        self.routes = {route.lead_id: route for route in routes}
         super().__init__([*transitions, *self.erased])
 
 
@@ -94,6 +103,8 @@ class Erased:
     decisions: int
     suppressions: int
     sla_breaches: int
+    withdrawals: int
+    routes: int
     simulations: int
 
     def deleted(self) -> dict[str, int]:
@@ -101,13 +112,16 @@ class Erased:
             "decisions": self.decisions,
             "suppressions": self.suppressions,
             "sla_breaches": self.sla_breaches,
+            "withdrawals": self.withdrawals,
+            "routes": self.routes,
         }
 
 
 async def erase_leads(session: AsyncSession, lead_ids: Sequence[str]) -> Erased:
     """Delete everything the router keeps about these leads, in one statement: their decisions
     (the payload holds email, name and company; `change` the stage change with the profile),
-    the changes not routed (`suppressions`, with the email) and the SLA breaches; and take the
+    the changes not routed (`suppressions`, with the email), the SLA breaches, the withdrawals
+    and the lead's current route and sequence (`routes`); and take the
     leads out of the examples that stored simulation results list (lead id and email). The reps'
     daily loads (`rep_loads`: counts per rep and day, naming no lead) are kept as they are, so
     past assignments per rep stay counted.
@@ -126,6 +140,10 @@ async def erase_leads(session: AsyncSession, lead_ids: Sequence[str]) -> Erased:
             DELETE FROM router.decisions WHERE lead_id = ANY($1::text[]) RETURNING 1
         ), suppressions AS (
             DELETE FROM router.suppressions WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), withdrawals AS (
+            DELETE FROM router.withdrawals WHERE lead_id = ANY($1::text[]) RETURNING 1
+        ), routes AS (
+            DELETE FROM router.routes WHERE lead_id = ANY($1::text[]) RETURNING 1
         ), simulations AS (
             UPDATE router.simulations AS simulation
                SET result = jsonb_set(simulation.result, '{changes}', coalesce(
@@ -143,6 +161,8 @@ async def erase_leads(session: AsyncSession, lead_ids: Sequence[str]) -> Erased:
         SELECT (SELECT count(*) FROM decisions) AS decisions,
                (SELECT count(*) FROM suppressions) AS suppressions,
                (SELECT count(*) FROM breaches) AS sla_breaches,
+               (SELECT count(*) FROM withdrawals) AS withdrawals,
+               (SELECT count(*) FROM routes) AS routes,
                (SELECT count(*) FROM simulations) AS simulations
         """,
         ids,
@@ -152,6 +172,8 @@ async def erase_leads(session: AsyncSession, lead_ids: Sequence[str]) -> Erased:
         decisions=row["decisions"],
         suppressions=row["suppressions"],
         sla_breaches=row["sla_breaches"],
+        withdrawals=row["withdrawals"],
+        routes=row["routes"],
         simulations=row["simulations"],
     )
 
@@ -176,7 +198,7 @@ async def start_transitions(
         return Skipped()
     rows = await fetch(
         session,
-        "SELECT transition_id, erased"
+        "SELECT transition_id, erased, lead_id, sequence, decision_id, route"
         " FROM router.start_transitions($1::text[], $2::text[], $3, $4)",
         [transition_id for transition_id, _ in transitions],
         [lead_id for _, lead_id in transitions],
@@ -187,12 +209,39 @@ async def start_transitions(
 
 
 def _skipped(rows: Iterable[Mapping[str, Any]]) -> Skipped:
-    """The `Skipped` of `router.start_transitions` rows (rows without a transition: none)."""
+    """The `Skipped` of `router.start_transitions` rows: rows with a transition name one to
+    skip, rows with a lead a lead's `router.routes` row (migration 0008); others: neither."""
+    rows = list(rows)
     started = [row for row in rows if row["transition_id"] is not None]
     return Skipped(
         (row["transition_id"] for row in started if not row["erased"]),
         erased=(row["transition_id"] for row in started if row["erased"]),
+        routes=(_current_route(row) for row in rows if row["lead_id"] is not None),
     )
+
+
+def _current_route(row: Mapping[str, Any]) -> CurrentRoute:
+    return CurrentRoute(
+        lead_id=row["lead_id"],
+        sequence=row["sequence"],
+        decision_id=row["decision_id"],
+        route=row["route"],
+    )
+
+
+async def read_routes(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, CurrentRoute]:
+    """The current routes of leads whose locks the caller holds (`lock_leads`), for the paths
+    that start without `start_transitions` (SLA checks, nurture releases). One statement."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return {}
+    rows = await fetch(
+        session,
+        "SELECT lead_id, sequence, decision_id, route FROM router.routes"
+        " WHERE lead_id = ANY($1::text[])",
+        ids,
+    )
+    return {row["lead_id"]: _current_route(row) for row in rows}
 
 
 async def lock_teams_and_read_loads(
@@ -234,8 +283,8 @@ async def start_batch(
     rep_ids = sorted(days)
     rows = await fetch(
         session,
-        "SELECT transition_id, rep_id, assigned, last_assigned_at, erased"
-        " FROM router.start_batch($1::text[], $2::text[], $3, $4, $5::text[], $6::text[],"
+        "SELECT transition_id, rep_id, assigned, last_assigned_at, erased, lead_id, sequence,"
+        " decision_id, route FROM router.start_batch($1::text[], $2::text[], $3, $4, $5::text[], $6::text[],"
         " $7::date[])",
         [transition_id for transition_id, _ in transitions],
         [lead_id for _, lead_id in transitions],
@@ -277,20 +326,23 @@ async def record_first_decisions(
     erased by the time the statement held its lock), which are returned (the caller drops
     their rows from what it emits). A decision whose lead changes stage again
     later in the batch (by a transition not already decided) is closed at birth with `reason`,
-    whatever the row's own closing columns say; none of these has an SLA timer."""
+    whatever the row's own closing columns say, and its timer (a nurture decision's release,
+    `next_check_at`) is dropped; the others keep theirs. Also returns the leads' current routes
+    (`Skipped.routes`), read after the locks: what this batch withdraws is written next."""
     if not transitions:
         return Skipped()
     rows = await fetch(
         session,
         """
         WITH decided AS (
-            SELECT transition_id, erased
+            SELECT transition_id, erased, lead_id, sequence, decision_id, route
               FROM router.start_transitions($1::text[], $2::text[], $3, $4)
         ), fresh AS (
             SELECT batch.transition_id, batch.lead_id, batch.position
               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
                    AS batch(transition_id, lead_id, position)
-             WHERE batch.transition_id NOT IN (SELECT transition_id FROM decided)
+             WHERE batch.transition_id NOT IN (SELECT transition_id FROM decided
+                                                 WHERE transition_id IS NOT NULL)
         ), decisions AS (
             INSERT INTO router.decisions
             SELECT born.*
@@ -304,7 +356,7 @@ async def record_first_decisions(
                            WHERE this.transition_id = sent.transition_id)
                    ) AS closing(at_birth)
              CROSS JOIN LATERAL jsonb_populate_record(sent, jsonb_build_object(
-                   'next_check_at', NULL,
+                   'next_check_at', CASE WHEN NOT closing.at_birth THEN sent.next_check_at END,
                    'closed_at', CASE WHEN closing.at_birth THEN sent.decided_at END,
                    'closed_reason', CASE WHEN closing.at_birth THEN $4::text END)) AS born
              WHERE sent.transition_id IN (SELECT transition_id FROM fresh)
@@ -314,7 +366,7 @@ async def record_first_decisions(
               FROM jsonb_populate_recordset(NULL::router.suppressions, $6::jsonb)
              WHERE transition_id IN (SELECT transition_id FROM fresh)
         )
-        SELECT transition_id, erased FROM decided
+        SELECT transition_id, erased, lead_id, sequence, decision_id, route FROM decided
         """,
         [transition_id for transition_id, _ in transitions],
         [lead_id for _, lead_id in transitions],
@@ -334,18 +386,22 @@ async def record_batch(
     assignments: Iterable[tuple[str, date]],
     at: datetime,
     checked: Sequence[CheckedDecision] = (),
+    withdrawals: Sequence[RoutingWithdrawal] = (),
+    routes: Sequence[CurrentRoute] = (),
 ) -> None:
     """Write what a batch decided in one statement (nothing to write: none sent): its
     decisions, its suppressions, one assignment counted per (rep, local day) pair given, and
-    what its SLA checks did to the decisions they checked (`checked`: closed, or looked at
-    again later; those rows are locked by `lock_decisions`, and none is one of `decisions`).
+    what its SLA checks and releases did to the decisions they checked (`checked`: closed,
+    sent, or looked at again later; those rows are locked by `lock_decisions`, and none is one
+    of `decisions`); the decisions it withdrew and the leads' new `router.routes` rows
+    (`current_routes.sequenced`), under the leads' locks.
 
     Rows travel as one JSON document per table, read with `jsonb_populate_recordset` /
     `jsonb_to_recordset` (a decision's payload goes in as the JSON object it is): one parameter
     each instead of one array per column, which asyncpg encodes element by element with
     abstract-class checks in Python (measured: most of this statement's client CPU)."""
     counts = Counter(assignments)
-    if not decisions and not suppressions and not counts and not checked:
+    if not (decisions or suppressions or counts or checked or withdrawals or routes):
         return
     await execute(
         session,
@@ -361,11 +417,27 @@ async def record_batch(
             UPDATE router.decisions AS decision
                SET next_check_at = checked_decision.next_check_at,
                    closed_at = checked_decision.closed_at,
-                   closed_reason = checked_decision.closed_reason
+                   closed_reason = checked_decision.closed_reason,
+                   sequence = coalesce(checked_decision.sequence, decision.sequence),
+                   released_at = coalesce(checked_decision.released_at, decision.released_at),
+                   payload = coalesce(checked_decision.payload, decision.payload)
               FROM jsonb_to_recordset($5::jsonb)
                    AS checked_decision(decision_id text, next_check_at timestamptz,
-                                       closed_at timestamptz, closed_reason text)
+                                       closed_at timestamptz, closed_reason text,
+                                       sequence bigint, released_at timestamptz, payload jsonb)
              WHERE decision.decision_id = checked_decision.decision_id
+        ), withdrawals AS (
+            INSERT INTO router.withdrawals (decision_id, lead_id, route, cause, reason,
+                                            replaced_by, sequence, withdrawn_at)
+            SELECT decision_id, lead_id, route, cause, reason, replaced_by, sequence, withdrawn_at
+              FROM jsonb_populate_recordset(NULL::router.withdrawals, $6::jsonb)
+        ), routes AS (
+            INSERT INTO router.routes (lead_id, sequence, decision_id, route, changed_at)
+            SELECT lead_id, sequence, decision_id, route, changed_at
+              FROM jsonb_populate_recordset(NULL::router.routes, $7::jsonb)
+            ON CONFLICT (lead_id) DO UPDATE
+               SET sequence = EXCLUDED.sequence, decision_id = EXCLUDED.decision_id,
+                   route = EXCLUDED.route, changed_at = EXCLUDED.changed_at
         )
         INSERT INTO router.rep_loads (rep_id, day, assigned, last_assigned_at)
         SELECT rep_id, day, assigned, $4::timestamptz
@@ -384,6 +456,8 @@ async def record_batch(
         ),
         at,
         json_document(checked),
+        json_document([w.model_dump(mode="json") for w in withdrawals]),
+        json_document([route.row(at=at) for route in routes]),
     )
 
 
@@ -394,6 +468,7 @@ class NewDecision:
     teams: tuple[str, ...] = ()
     closed_reason: str | None = None  # set: the decision is closed at birth (a later change)
     change: LifecycleChanged | None = None  # what a first decision answered (None: an SLA check)
+    release_at: datetime | None = None  # a nurture decision: sent then if its lead settled
 
     def row(self) -> dict[str, Any]:
         """The `router.decisions` row, keyed by column (every column: one left out would be
@@ -416,13 +491,16 @@ class NewDecision:
             "supersedes": decision.supersedes,
             "decided_at": decision.decided_at,
             "sla_due_at": decision.sla_due_at,
-            "next_check_at": None if closed else decision.sla_due_at,  # an open timer
+            # an open timer: the SLA's, or when a settling nurture decision may be sent
+            "next_check_at": None if closed else (decision.sla_due_at or self.release_at),
             "closed_at": decision.decided_at if closed else None,
             "closed_reason": self.closed_reason,
             "payload": orjson.Fragment(decision.model_dump_json(by_alias=True)),
             "routing_version": decision.routing_version,
             "change": orjson.Fragment(change.model_dump_json(by_alias=True)) if change else None,
             "scrubbed_at": None,  # its personal parts are there until housekeeping scrubs them
+            "sequence": decision.sequence,  # None: not sent (yet)
+            "released_at": decision.released_at,
         }
 
 
@@ -440,27 +518,35 @@ class Suppression:
 
 @dataclass(frozen=True)
 class OpenDecision:
-    """A decision row as the SLA check needs it (read under its row lock)."""
+    """A decision row as a timer's check needs it (read under its row lock); `sent`: it went
+    out (a nurture decision still settling has not)."""
 
     decision_id: str
     transition_id: str
     lead_id: str
+    route: str
     strategy: str | None
     teams: tuple[str, ...]
     sla_due_at: datetime | None
     closed: bool
+    sent: bool
     decision: RoutingDecision
 
 
 @dataclass(frozen=True, slots=True)
 class CheckedDecision:
-    """What an SLA check did to an open decision: closed it (`closed_at`, `closed_reason`; its
-    timer stops), or set when it is looked at again (`next_check_at`; None: never)."""
+    """What a timer's check did to an open decision: closed it (`closed_at`, `closed_reason`;
+    its timer stops), or set when it is looked at again (`next_check_at`; None: never); a
+    nurture decision released is stored as sent (`sequence`, `released_at`, `payload`: the
+    decision as sent; None: unchanged)."""
 
     decision_id: str
     next_check_at: datetime | None = None
     closed_at: datetime | None = None
     closed_reason: str | None = None
+    sequence: int | None = None
+    released_at: datetime | None = None
+    payload: Any = None
 
 
 # ---- SLA checks --------------------------------------------------------------------------------
@@ -476,8 +562,8 @@ async def lock_decisions(
     rows = await fetch(
         session,
         """
-        SELECT decision_id, transition_id, lead_id, strategy, teams, sla_due_at,
-               closed_at IS NOT NULL AS closed, payload
+        SELECT decision_id, transition_id, lead_id, route, strategy, teams, sla_due_at,
+               closed_at IS NOT NULL AS closed, sequence IS NOT NULL AS sent, payload
           FROM router.decisions
          WHERE decision_id = ANY($1::text[])
          ORDER BY decision_id
@@ -490,10 +576,12 @@ async def lock_decisions(
             decision_id=row["decision_id"],
             transition_id=row["transition_id"],
             lead_id=row["lead_id"],
+            route=row["route"],
             strategy=row["strategy"],
             teams=tuple(row["teams"] or ()),
             sla_due_at=row["sla_due_at"],
             closed=row["closed"],
+            sent=row["sent"],
             decision=RoutingDecision.model_validate(row["payload"]),
         )
         for row in rows
@@ -627,8 +715,9 @@ async def close_on_feedback(
 
 async def claim_due_checks(
     session: AsyncSession, *, now: datetime, recheck_at: datetime, limit: int
-) -> list[tuple[str, str]]:
-    """(decision_id, lead_id) of open decisions whose SLA check is due, pushed to `recheck_at`
+) -> list[tuple[str, str, str]]:
+    """(decision_id, lead_id, route) of open decisions whose timer is due (an sdr decision's
+    SLA check, a settling nurture decision's release), pushed to `recheck_at`
     so that the next round (or another instance: SKIP LOCKED) does not claim them again
     before their check had a chance to run. Uses the partial index on next_check_at."""
     rows = await fetch(
@@ -642,13 +731,13 @@ async def claim_due_checks(
                  LIMIT $3
                    FOR UPDATE SKIP LOCKED) AS due
          WHERE decision.decision_id = due.decision_id
-        RETURNING decision.decision_id, decision.lead_id
+        RETURNING decision.decision_id, decision.lead_id, decision.route
         """,
         now,
         recheck_at,
         limit,
     )
-    return [(row["decision_id"], row["lead_id"]) for row in rows]
+    return [(row["decision_id"], row["lead_id"], row["route"]) for row in rows]
 
 
 async def next_check_after(session: AsyncSession, now: datetime) -> datetime | None:

@@ -237,10 +237,28 @@ class NurtureTrack(_Strict):
 
 
 class Nurture(_Strict):
-    """First matching track (in file order); `default` for the rest."""
+    """First matching track (in file order); `default` for the rest.
+
+    `settle`: how long a nurture decision waits before it is sent. A lead that changes stage
+    meanwhile (a new visitor who identifies and asks for a demo in one burst becomes an MQL
+    milliseconds later) cancels it, so the CRM never enrols in nurture a lead that sales is
+    about to call. Nurture is not urgent; an sdr decision never waits."""
 
     tracks: list[NurtureTrack] = Field(default_factory=list)
     default: str = Field(min_length=1)
+    settle: Duration = Field(
+        default=timedelta(seconds=30),
+        description="how long a nurture decision waits for its lead to settle before it is sent",
+    )
+
+    @field_validator("settle")
+    @classmethod
+    def _settle_is_short(cls, value: timedelta) -> timedelta:
+        # At least a second: a nurture decision always waits for the timer, never goes out in
+        # the batch that made it (that batch cannot know its lead's sequence yet).
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("settle must be between 1s and 1h")
+        return value
 
 
 class Sla(_Strict):

@@ -1,5 +1,7 @@
-"""The SLA timer: a companion that finds sdr decisions past their `sla_due_at` with no word
-from the CRM and asks the router's consumer to act on them (`router.commands` sla_check).
+"""The decision timer: a companion that finds sdr decisions past their `sla_due_at` with no
+word from the CRM, and nurture decisions at the end of their settle time (`nurture.settle`),
+and asks the router's consumer to act on them (`router.commands` sla_check, nurture_release).
+Both wait on the decision's `next_check_at`.
 
 The timer itself changes nothing a CRM sees: the consumer re-checks each decision under its row
 lock and does the reassignment exactly once, with the outbox like any other decision. Claiming
@@ -10,9 +12,9 @@ claim disjoint decisions (SKIP LOCKED).
 How often it looks (the companion's round says when it wants the next one): every
 `sla_check_interval_s` at most, and no more often than something can be due. A round also reads
 the earliest `next_check_at` still ahead, and a decision made (or a check pushed back) after the
-round cannot be due sooner than the shortest SLA window of the live routing (or `sla_recheck_s`)
-after it: the timer sleeps until the nearer of the two. The live routing is read once per round,
-in the round's transaction (`routing_versions.live_routing`), so a publication that shortens a
+round cannot be due sooner than the shortest SLA window or settle time of the live routing (or
+`sla_recheck_s`) after it: the timer sleeps until the nearer of the two. The live routing is
+read once per round, in the round's transaction (`routing_versions.live_routing`), so a publication that shortens a
 window counts from the next round. An idle router with the default routing file looks every 5
 minutes instead of every second, and a due SLA is still claimed at most one check interval late.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +39,12 @@ from shared.db import unit_of_work
 from shared.topics import ROUTER_COMMANDS
 
 log = logging.getLogger(__name__)
+
+_KIND: dict[str, Literal["sla_check", "nurture_release"]] = {
+    "sdr": "sla_check",
+    "nurture": "nurture_release",
+}
+"""The command a due decision's timer asks for, by its route."""
 
 
 @dataclass(frozen=True)
@@ -76,17 +85,17 @@ async def request_sla_checks(
         ROUTER_COMMANDS,
         [
             RouterCommand(
-                command_id=f"sla:{decision_id}:{at.isoformat()}",
-                kind="sla_check",
+                command_id=f"{_KIND[route]}:{decision_id}:{at.isoformat()}",
+                kind=_KIND[route],
                 lead_id=lead_id,
                 decision_id=decision_id,
                 at=at,
             )
-            for decision_id, lead_id in due
+            for decision_id, lead_id, route in due
         ],
     )
     if due:
-        log.info("SLA timer: %d decisions past due", len(due))
+        log.info("decision timer: %d decisions due", len(due))
     return Round(
         requested=len(due),
         full=len(due) >= settings.sla_check_batch,
@@ -100,7 +109,10 @@ def shortest_wait_for_new_checks(config: RoutingConfig, *, recheck: timedelta) -
     due its SLA window after it is made (the shortest configured), a check pushed back by the
     consumer or claimed by another instance `recheck` after that."""
     sla = config.sla
-    return min(sla.default, *sla.by_priority.values(), *sla.by_grade.values(), recheck)
+    return min(
+        sla.default, *sla.by_priority.values(), *sla.by_grade.values(), recheck,
+        config.nurture.settle,
+    )  # fmt: skip
 
 
 def next_round_in(done: Round, *, now: datetime, interval: timedelta) -> timedelta:

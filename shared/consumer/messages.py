@@ -42,7 +42,7 @@ class Output:
 
     topic: Topic
     key: str
-    value: BaseModel
+    value: BaseModel | None  # None: a tombstone (a compacted topic forgets the key)
     headers: tuple[tuple[str, bytes], ...] = field(default=())
     source: Message[BaseModel] | None = None
 

@@ -522,7 +522,7 @@ class ConsumerRunner:
                     seq=seq,
                     topic=output.topic.full_name(prefix),
                     key=key,
-                    value=encode(output.value),
+                    value=None if output.value is None else encode(output.value),
                     headers=output.headers,
                     source_topic=source.topic.full_name(prefix) if source else "",
                     source_partition=source.partition if source else -1,

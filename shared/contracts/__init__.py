@@ -26,7 +26,7 @@ from shared.contracts.leads import (
 )
 from shared.contracts.privacy import ErasureNotice, ErasureReport
 from shared.contracts.router_commands import RouterCommand
-from shared.contracts.routing import Owner, RoutingDecision
+from shared.contracts.routing import Owner, RoutingDecision, RoutingWithdrawal
 from shared.contracts.score_commands import ScoreCommand
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "RawEvent",
     "RouterCommand",
     "RoutingDecision",
+    "RoutingWithdrawal",
     "Score",
     "ScoreCommand",
     "Stage",

@@ -1,5 +1,12 @@
-"""`routing.sdr` and `routing.nurture`: the routing decision CRMs consume (the contract:
-docs/architecture.md, "Topics").
+"""`routing.sdr`, `routing.nurture`, `routing.withdrawals` and `routing.current`: the routing
+decisions CRMs consume (the contract: docs/architecture.md, "Topics"; how to read them: the
+README's "For CRM integrators").
+
+A lead has at most one current route. Every message the router emits about a lead on
+`routing.sdr`, `routing.nurture` or `routing.withdrawals` carries the lead's next `sequence`
+(1, 2, 3, ...: no gaps, no repeats, fixed when the message is stored, so a replay sends the same
+number): a consumer of several of these topics orders a lead's messages by it and ignores one
+older than what it has applied. `routing.current` holds each lead's current route as state.
 
 The JSON Schema of every topic value is published in `shared/contracts/schemas/` (generated from
 these models by `python -m shared.contracts.schemas`; a test fails when a file is stale).
@@ -138,11 +145,66 @@ class RoutingDecision(Contract):
     speed_to_lead_ms: int = Field(
         ge=0, description="from ingest receiving the triggering event to stored_at, in ms"
     )
+    sequence: int | None = Field(
+        default=None,
+        ge=1,
+        description="the lead's routing sequence: one more than the lead's previous message on "
+        "routing.sdr, routing.nurture or routing.withdrawals (absent from decisions made before "
+        "2026-12)",
+    )
+    released_at: AwareDatetime | None = Field(
+        default=None,
+        description="nurture only: when the decision was sent, once the lead had settled (a "
+        "nurture decision waits the routing's settle time, and a change of stage meanwhile "
+        "cancels it); absent from sdr decisions, which are never held",
+    )
 
     @model_validator(mode="after")
     def _route_has_its_target(self) -> RoutingDecision:
+        if self.route == "sdr" and self.released_at is not None:
+            raise ValueError("an sdr decision is never held: released_at is for nurture")
         if self.route == "sdr" and (self.owner is None) == (self.queue is None):
             raise ValueError("an sdr decision needs an owner or a queue (not both)")
         if self.route == "nurture" and not self.track:
             raise ValueError("a nurture decision needs a track")
+        return self
+
+
+WithdrawalCause = Literal["replaced", "not_routed", "stage_changed", "sla_breached"]
+
+
+class RoutingWithdrawal(Contract):
+    """`routing.withdrawals`: decision `decision_id` no longer holds. Key: lead_id.
+
+    Sent when a lead's current route ends, in the lead's sequence before whatever replaces it:
+    - `replaced`: a later decision (`replaced_by`) routes the lead elsewhere: a nurture lead that
+      became an MQL, an SDR lead recycled to nurture, a nurture track changed with the stage;
+    - `sla_breached`: the owner did not accept in time; `replaced_by` is the reassignment or
+      the escalation;
+    - `not_routed`: the lead is no longer routed (disqualified, unsubscribed, a suppression
+      rule): nothing replaces the route and `routing.current` gets a tombstone;
+    - `stage_changed`: a nurture lead moved to a stage that is not nurtured (sales took it):
+      its enrolment ends, nothing replaces it.
+    An sdr route stays current when sales moves the lead on (sql, sqo, customer): the owner
+    keeps it. `withdrawal_id` is stable on replay (a consumer may upsert by it)."""
+
+    schema_version: Literal[1] = 1
+    withdrawal_id: str
+    decision_id: str = Field(description="the decision that no longer holds")
+    lead_id: str
+    route: Literal["sdr", "nurture"] = Field(description="the withdrawn decision's route")
+    cause: WithdrawalCause
+    reason: str = Field(description="why, in words (a rep or a marketer reads it)")
+    replaced_by: str | None = Field(
+        default=None, description="the decision_id that replaces it (replaced, sla_breached)"
+    )
+    sequence: int = Field(ge=1, description="the lead's routing sequence (module doc)")
+    withdrawn_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _replacement_matches_cause(self) -> RoutingWithdrawal:
+        replacing = self.cause in ("replaced", "sla_breached")
+        if replacing != (self.replaced_by is not None):
+            raise ValueError(f"a {self.cause!r} withdrawal {'needs' if replacing else 'has no'}"
+                             " replaced_by")  # fmt: skip
         return self

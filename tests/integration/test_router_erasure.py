@@ -40,9 +40,16 @@ from shared.db import create_engine, create_sessionmaker, json_document, unit_of
 from shared.migrations import alembic_config
 from shared.privacy import lead_id_digest
 from shared.settings import DatabaseSettings
-from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, PRIVACY_ERASURES, ROUTER_COMMANDS
+from shared.topics import (
+    CRM_FEEDBACK,
+    LEADS_LIFECYCLE,
+    PRIVACY_ERASURES,
+    ROUTER_COMMANDS,
+    ROUTING_CURRENT,
+)
 from tests.fixtures.infra import REPO
 from tests.fixtures.privacy import traces_of
+from tests.fixtures.routing import decisions_in
 
 ROUTING = """\
 version: test-erasure
@@ -139,7 +146,7 @@ async def handle(
 
 
 def decided(outputs: list[Output]) -> list[RoutingDecision]:
-    return [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+    return decisions_in(outputs)
 
 
 def reports(outputs: list[Output]) -> list[ErasureReport]:
@@ -210,11 +217,22 @@ async def test_an_erasure_deletes_every_row_of_the_person_s_leads_and_keeps_the_
 
     [report] = reports(outputs)
     assert (report.request_id, report.service) == ("r-1", "router")
-    # Ada: her first decision and its reassignment; her merged lead: a nurture decision and a
-    # suppression (opted out); one breach; one simulation result with an example of hers.
-    assert report.erased == {"decisions": 3, "suppressions": 1, "sla_breaches": 1}
+    # Ada: her first decision and its reassignment (which withdrew it), her current route; her
+    # merged lead: a nurture decision (cancelled while it settled) and a suppression (opted
+    # out); one breach; one simulation result with an example of hers.
+    assert report.erased == {
+        "decisions": 3,
+        "suppressions": 1,
+        "sla_breaches": 1,
+        "withdrawals": 1,
+        "routes": 1,
+    }
     assert report.anonymised == {"simulations": 1}
     assert decided(outputs) == []
+    # routing.current forgets both leads
+    assert [(o.key, o.value) for o in outputs if o.topic is ROUTING_CURRENT] == [
+        (lead, None) for lead in sorted((ADA, ADA_PHONE))
+    ]
     assert await traces_of(db, HER, schemas=["router"]) == []
     after = await rows_of(db)
     assert after["rep_loads"] == before["rep_loads"], "the reps' loads stay counted"
@@ -297,7 +315,7 @@ async def test_an_erasure_waits_for_a_batch_of_the_lead_under_way_and_erases_wha
         assert not erasure.done(), "the erasure waits for the lead's lock"
     [report] = reports(await asyncio.wait_for(erasure, 10))
 
-    assert report.erased == {"decisions": 1}
+    assert report.erased == {"decisions": 1, "routes": 1}
     assert await traces_of(db, HER, schemas=["router"]) == []
 
 
@@ -333,7 +351,7 @@ async def test_an_erasure_waits_for_an_sla_check_of_the_lead_and_erases_its_reas
         assert not erasure.done(), "the erasure waits for the check's lead lock"
     [report] = reports(await asyncio.wait_for(erasure, 10))
 
-    assert report.erased == {"decisions": 2, "sla_breaches": 1}
+    assert report.erased == {"decisions": 2, "sla_breaches": 1, "withdrawals": 1, "routes": 1}
     assert await traces_of(db, HER, schemas=["router"]) == []
 
 
@@ -366,4 +384,7 @@ async def test_the_migration_downgrades_to_the_previous_batch_start_and_upgrades
     assert [dict(r) for r in await db.fetch(start)] == [{"transition_id": "t"}]
 
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert [dict(r) for r in await db.fetch(start)] == [{"transition_id": "t", "erased": False}]
+    assert [dict(r) for r in await db.fetch(start)] == [
+        {"transition_id": "t", "erased": False, "lead_id": None, "sequence": None,
+         "decision_id": None, "route": None}
+    ]  # fmt: skip

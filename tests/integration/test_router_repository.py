@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import repository
 from services.router.assignment import RepLoad
-from services.router.handler import RouterHandler
+from services.router.handler import RouterHandler, first_decision_id
 from services.router.repository import Feedback, NewDecision, Suppression
 from services.router.routing_config import DEFAULT_ROUTING_FILE, load_routing
 from services.router.routing_versions import pinned
@@ -27,6 +27,7 @@ from shared.contracts import Consent, Owner, RouterCommand, RoutingDecision, Sco
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
 from shared.topics import LEADS_LIFECYCLE, ROUTER_COMMANDS
+from tests.fixtures.routing import decisions_in
 from tests.unit.builders import lifecycle_change, profile
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -309,7 +310,7 @@ async def test_the_timer_claims_what_is_due_and_sees_the_next_check(
             session, now=NOW, recheck_at=NOW + timedelta(hours=1), limit=10
         )
         next_due = await repository.next_check_after(session, NOW)
-    assert due == [("d-due", "lead-1")]
+    assert due == [("d-due", "lead-1", "sdr")]
     assert next_due == NOW + timedelta(minutes=20)
     async with unit_of_work(sessions) as session:
         assert await repository.next_check_after(session, NOW + timedelta(hours=2)) is None
@@ -339,28 +340,54 @@ async def test_a_nurture_batch_emits_only_its_new_transitions_and_closes_earlier
         )
         return Message(topic=LEADS_LIFECYCLE, partition=0, offset=0, key=None, value=value)
 
-    async def handle(*messages: Message[BaseModel]) -> list[str | None]:
+    async def handle(*messages: Message[BaseModel]) -> list[tuple[str | None, int | None]]:
         async with unit_of_work(sessions) as session:
             outputs = await handler(messages, session)
-        return [o.value.transition_id for o in outputs if isinstance(o.value, RoutingDecision)]
+        return [
+            (o.value.transition_id, o.value.sequence)
+            for o in outputs
+            if isinstance(o.value, RoutingDecision) and o.topic.name == "routing.nurture"
+        ]
+
+    def release(transition_id: str) -> Message[BaseModel]:
+        decision_id = first_decision_id(transition_id)
+        command = RouterCommand(command_id=f"release:{decision_id}", kind="nurture_release",
+                                lead_id=transition_id.split(":")[0], decision_id=decision_id,
+                                at=datetime.now(UTC))  # fmt: skip
+        return Message(topic=ROUTER_COMMANDS, partition=0, offset=0, key=None, value=command)
 
     first = change("lead-1", Stage.KNOWN)
-    assert await handle(first, change("lead-2", Stage.LEAD)) == ["lead-1:known:m", "lead-2:lead:m"]
+    assert await handle(first, change("lead-2", Stage.LEAD)) == [], "nurture decisions settle"
     emitted = await handle(
         first, change("lead-1", Stage.LEAD), change("lead-3", Stage.KNOWN, opted_out=True)
     )
-    assert emitted == ["lead-1:lead:m"], "the redelivered transition is not decided twice"
+    assert emitted == [], "the redelivered transition is not decided twice"
     rows = await db.fetch(
-        "SELECT transition_id, closed_reason FROM router.decisions ORDER BY transition_id"
+        "SELECT transition_id, closed_reason, next_check_at IS NOT NULL, sequence"
+        " FROM router.decisions ORDER BY transition_id"
     )
-    assert [(r[0], r[1]) for r in rows] == [
-        ("lead-1:known:m", "lead changed stage"),
-        ("lead-1:lead:m", None),
-        ("lead-2:lead:m", None),
+    assert [tuple(r) for r in rows] == [
+        ("lead-1:known:m", "lead changed stage", False, None),  # cancelled while it settled
+        ("lead-1:lead:m", None, True, None),
+        ("lead-2:lead:m", None, True, None),
     ]
     suppressed = await db.fetch("SELECT transition_id, reason FROM router.suppressions")
     assert [r[0] for r in suppressed] == ["lead-3:known:m"]
     assert suppressed[0][1].startswith("opted out")
+
+    # The timer's releases: the settled decisions go out (each its lead's first message), the
+    # cancelled one never does, and a release delivered again sends nothing more.
+    releases = [release(t) for t in ("lead-1:known:m", "lead-1:lead:m", "lead-2:lead:m")]
+    assert await handle(*releases) == [("lead-1:lead:m", 1), ("lead-2:lead:m", 1)]
+    assert await handle(*releases) == []
+    sent = await db.fetch(
+        "SELECT transition_id, sequence, released_at IS NOT NULL, payload ->> 'sequence'"
+        " FROM router.decisions WHERE sequence IS NOT NULL ORDER BY transition_id"
+    )
+    assert [tuple(r) for r in sent] == [
+        ("lead-1:lead:m", 1, True, "1"),
+        ("lead-2:lead:m", 1, True, "1"),
+    ]
 
 
 async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
@@ -423,7 +450,7 @@ async def test_a_batch_of_sla_checks_acts_on_each_due_decision_once(
     ]
     async with unit_of_work(sessions) as session:
         outputs = await handler(checks, session)
-    emitted = [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+    emitted = decisions_in(outputs)
     assert [(d.lead_id, d.strategy, d.supersedes) for d in emitted] == [
         ("lead-1", "sla_reassigned", "d-due")
     ]

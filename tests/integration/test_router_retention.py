@@ -63,6 +63,7 @@ from shared.settings import ApiClient, ApiSettings, DatabaseSettings
 from shared.simulations import Progress, Simulations
 from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTER_COMMANDS
 from tests.fixtures.privacy import traces_of
+from tests.fixtures.routing import decisions_in, release_settled
 
 ROUTING = """\
 version: test-retention
@@ -158,16 +159,19 @@ TOPICS = {LifecycleChanged: LEADS_LIFECYCLE, CrmFeedback: CRM_FEEDBACK,
 async def handle(
     sessions: async_sessionmaker[AsyncSession], router: RouterHandler, *values: BaseModel
 ) -> list[Output]:
+    """One batch of `values`, then the release of the nurture decisions it made (as the
+    decision timer releases them once settled): what the router sent."""
     messages: list[Message[BaseModel]] = [
         Message(topic=TOPICS[type(value)], partition=0, offset=n, key=None, value=value)
         for n, value in enumerate(values)
     ]
     async with unit_of_work(sessions) as session:
-        return list(await router(messages, session))
+        outputs = list(await router(messages, session))
+    return outputs + await release_settled(router, sessions)
 
 
 def decided(outputs: list[Output]) -> list[RoutingDecision]:
-    return [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+    return decisions_in(outputs)
 
 
 async def age(db: asyncpg.Connection, leads: list[str], days: float) -> None:

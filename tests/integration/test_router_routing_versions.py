@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from services.router.sla_timers import request_sla_checks
 from shared.codec import encode
 from shared.commands import CommandSender
 from shared.config_versions import VersionedConfig
-from shared.consumer import Message
+from shared.consumer import Message, Output
 from shared.contracts import LifecycleChanged, RoutingDecision, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.migrations import alembic_config
@@ -50,7 +50,7 @@ from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import LEADS_LIFECYCLE, ROUTING_SDR
 from tests.fixtures.infra import REPO
 from tests.fixtures.pipeline import Pipeline
-from tests.fixtures.routing import TWO_TEAMS_YAML
+from tests.fixtures.routing import TWO_TEAMS_YAML, decisions_in, release_settled
 from tests.unit.builders import lifecycle_change, profile
 
 ROUTING_FILE = TWO_TEAMS_YAML
@@ -124,7 +124,12 @@ async def handle(
     ]
     async with unit_of_work(sessions) as session:
         outputs = await handler(messages, session)
-    return [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+    return sent(outputs)
+
+
+def sent(outputs: Sequence[Output]) -> list[RoutingDecision]:
+    """The decisions among a batch's outputs."""
+    return decisions_in(outputs)
 
 
 def owners(decisions: list[RoutingDecision]) -> list[tuple[str | None, str | None]]:
@@ -143,7 +148,8 @@ async def test_a_publication_is_followed_at_the_next_batch_and_each_decision_nam
 
     lead_1 = mql("lead-1")
     first = await handle(sessions, handler, lead_1, nurture("lead-2"))
-    assert owners(first) == [("rep-a", "1"), (None, "1")]
+    assert owners(first) == [("rep-a", "1")]  # the nurture decision settles first
+    assert owners(sent(await release_settled(handler, sessions))) == [(None, "1")]
 
     assert await publish(sessions, routing, without_rep_a()) == "2"
     second = await handle(sessions, handler, mql("lead-3"))
@@ -200,11 +206,13 @@ async def test_a_batch_reads_the_live_routing_once_and_a_publication_meanwhile_w
     )
     assert source.reads == 1
     # weights 3:1, one instant: a, a, then b (a tie goes to whoever waited longest)
-    assert owners(during) == [("rep-a", "1"), (None, "1"), ("rep-a", "1"), ("rep-b", "1")]
+    assert owners(during) == [("rep-a", "1"), ("rep-a", "1"), ("rep-b", "1")]
 
     after = await handle(sessions, handler, mql("lead-5"))
     assert source.reads == 2
     assert owners(after) == [("rep-z", "2")]
+    # released later, the nurture decision keeps the version it was decided under
+    assert owners(sent(await release_settled(handler, sessions))) == [(None, "1")]
 
 
 async def test_a_batch_with_no_routing_published_fails_and_routes_nothing(
@@ -221,9 +229,11 @@ async def test_a_batch_with_no_routing_published_fails_and_routes_nothing(
 async def test_the_sla_timer_reads_the_live_routing_each_round(
     sessions: async_sessionmaker[AsyncSession], database_url: str, tmp_path: Path
 ) -> None:
-    """How soon a round looks again depends on the shortest SLA window live in that round."""
+    """How soon a round looks again depends on the shortest SLA window (or nurture settle time)
+    live in that round."""
     routing = routing_versions()
-    await publish(sessions, routing, routing_document())
+    slow_settle = {"default": "general-nurture", "settle": "1h"}
+    await publish(sessions, routing, routing_document(nurture=slow_settle))
     settings = RouterSettings(
         database=DatabaseSettings(url=SecretStr(database_url)), sla_recheck_s=3600
     )
@@ -237,9 +247,13 @@ async def test_the_sla_timer_reads_the_live_routing_each_round(
 
     assert await round_horizon() == timedelta(hours=1)  # the recheck: shorter than 4 h
     await publish(
-        sessions, routing, routing_document(sla={"default": "4h", "by_grade": {"A": "5m"}})
+        sessions,
+        routing,
+        routing_document(sla={"default": "4h", "by_grade": {"A": "5m"}}, nurture=slow_settle),
     )
     assert await round_horizon() == timedelta(minutes=5)
+    await publish(sessions, routing, routing_document())  # nurture settles in 30 s by default
+    assert await round_horizon() == timedelta(seconds=30)
     await commands.close()
 
 

@@ -24,6 +24,7 @@ from shared.contracts import RoutingDecision, Stage
 from shared.db import create_engine, create_sessionmaker, unit_of_work
 from shared.settings import DatabaseSettings
 from shared.topics import LEADS_LIFECYCLE
+from tests.fixtures.routing import DECISION_TOPICS, decisions_in, release_settled
 from tests.unit.builders import lifecycle_change, profile
 
 HELD_S = 0.5  # how long another router instance holds the team's lock
@@ -77,7 +78,7 @@ async def test_the_time_waiting_for_a_team_lock_is_part_of_speed_to_lead(
         async def route_the_lead() -> list[RoutingDecision]:
             async with unit_of_work(sessions) as session:
                 outputs = await handler([mql], session)
-            return [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+            return decisions_in(outputs)
 
         routing = asyncio.create_task(route_the_lead())
         started = time.monotonic()
@@ -99,7 +100,8 @@ async def test_the_time_waiting_for_a_team_lock_is_part_of_speed_to_lead(
 async def test_a_nurture_decision_is_stamped_as_it_is_stored_too(
     db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """The one-statement path (nurture only) stamps before its statement as well."""
+    """The one-statement path (nurture only) stamps before its statement as well; the decision
+    is sent once it settled, as it was stored (its sequence and release time added)."""
     handler = RouterHandler(
         pinned(load_routing(DEFAULT_ROUTING_FILE)),
         sla_recheck=timedelta(minutes=5),
@@ -107,10 +109,16 @@ async def test_a_nurture_decision_is_stamped_as_it_is_stored_too(
     )
     before = datetime.now(UTC)
     async with unit_of_work(sessions) as session:
-        outputs = await handler([message(Stage.KNOWN, "lead-2")], session)
-    (decision,) = [o.value for o in outputs if isinstance(o.value, RoutingDecision)]
+        held = await handler([message(Stage.KNOWN, "lead-2")], session)
+    assert [o for o in held if o.topic in DECISION_TOPICS] == []
+    outputs = await release_settled(handler, sessions)
+    (decision,) = decisions_in(outputs)
 
     assert decision.route == "nurture"
+    assert decision.sequence == 1
+    assert decision.released_at is not None
+    assert decision.stored_at is not None
+    assert decision.stored_at <= decision.released_at
     assert decision.stored_at is not None
     assert before <= decision.decided_at <= decision.stored_at <= datetime.now(UTC)
     assert decision.speed_to_lead_ms == int(

@@ -135,7 +135,7 @@ async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and
     )
     assert await stages(pipeline, lead, 1) == [("anonymous", "lead")]
     nurture = await eventually(
-        lambda: pipeline.routing_history(lead),
+        lambda: pipeline.routing_history(lead, seen=False),
         "the lead's nurture decision",
         until=lambda history: history["decisions"],
     )
@@ -171,7 +171,7 @@ async def test_a_lead_sales_found_before_marketing_did_is_accepted_qualified_and
     )  # fmt: skip
     # The router saw it as any other move: the nurture decision is closed, nothing is open.
     history = await eventually(
-        lambda: pipeline.routing_history(lead),
+        lambda: pipeline.routing_history(lead, seen=False),
         "the nurture decision closed",
         until=lambda history: history["decisions"][0]["closed_reason"],
     )

@@ -39,13 +39,18 @@ def test_a_full_round_looks_again_after_one_interval() -> None:
     assert wait(next_due=None, full=True) == INTERVAL
 
 
-def test_the_horizon_is_the_shortest_sla_window_or_the_recheck() -> None:
-    config = routing_config()  # A1 5 min, grade A 1 h, default 4 h
+def test_the_horizon_is_the_shortest_sla_window_settle_time_or_recheck() -> None:
+    slow_settle = {"default": "general-nurture", "settle": "10m"}
+    config = routing_config(nurture=slow_settle)  # A1 5 min, grade A 1 h, default 4 h
     assert shortest_wait_for_new_checks(config, recheck=timedelta(hours=1)) == timedelta(minutes=5)
     assert shortest_wait_for_new_checks(config, recheck=timedelta(minutes=2)) == timedelta(
         minutes=2
     )
-    only_default = routing_config(sla={"default": "4h"})
+    only_default = routing_config(sla={"default": "4h"}, nurture=slow_settle)
     assert shortest_wait_for_new_checks(only_default, recheck=timedelta(hours=8)) == timedelta(
-        hours=4
+        minutes=10
+    )
+    # a nurture decision made after the round is released its settle time later (default 30 s)
+    assert shortest_wait_for_new_checks(routing_config(), recheck=timedelta(hours=1)) == timedelta(
+        seconds=30
     )
