@@ -184,7 +184,7 @@ async def test_later_calls_of_an_erased_person_are_dropped_and_counted(
 
     outputs = await run(sessions, enrich, [later, page("other-1", "anon-someone-else")])
 
-    assert [o.value.message_id for o in outputs] == ["other-1"]  # type: ignore[attr-defined]
+    assert [o.value.message_id for o in outputs] == ["other-1"]  # type: ignore[union-attr]
     assert DO_NOT_TRACK_DROPPED._value.get() == dropped + 1
     assert await traces_of(db, PERSON, schemas=["enrich"]) == []
 
@@ -223,7 +223,7 @@ async def test_unsuppress_lets_a_person_be_tracked_again(
     assert lifted == ["r-4"]
     # Every identifier of that request is lifted, not only the one named.
     outputs = await run(sessions, enrich, [identify(message_id="back-1", traits={"email": EMAIL})])
-    assert [o.value.profile.email for o in outputs] == [EMAIL]  # type: ignore[attr-defined]
+    assert [o.value.profile.email for o in outputs] == [EMAIL]  # type: ignore[union-attr]
     assert (await status(sessions, "r-4"))["unsuppressed_by"] == "dpo"
 
 

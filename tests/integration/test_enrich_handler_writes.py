@@ -162,7 +162,7 @@ async def handle_and_roll_back(
     message = Message(topic=EVENTS_RAW, partition=0, offset=0, key=None, value=event)
     async with unit_of_work(sessions) as session:
         outputs = await enrich([message], session)
-        assert [o.value.lead_version for o in outputs] == [2]  # type: ignore[attr-defined]
+        assert [o.value.lead_version for o in outputs] == [2]  # type: ignore[union-attr]
         raise Abandoned
 
 
