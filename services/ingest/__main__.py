@@ -48,7 +48,7 @@ async def start(resources: Resources[IngestSettings]) -> AsyncIterator[Running]:
 
 SERVICE = Service(
     name="ingest",
-    summary="The Segment-compatible tracking API and the lead-list upload.",
+    summary="The Segment-compatible tracking API, the lead-list upload and CRM feedback.",
     settings=IngestSettings,
     start=start,
 )

@@ -1,6 +1,7 @@
-"""The public HTTP API: Segment's tracking endpoints and the lead-list import. Health,
-readiness and metrics are served on ingest's health port (`health_app`), not here; the API's
-documentation (`/docs`, `/openapi.json`) only by the local stack (`IngestSettings.local_stack`).
+"""The public HTTP API: Segment's tracking endpoints, the lead-list import and CRM feedback
+(`POST /v1/crm/feedback`, onto `crm.feedback`: `crm_feedback`). Health, readiness and metrics
+are served on ingest's health port (`health_app`), not here; the API's documentation (`/docs`,
+`/openapi.json`) only by the local stack (`IngestSettings.local_stack`).
 
 Answers (Segment's contract, so existing clients work unchanged):
 - 200 `{"success": true}` only after the broker acknowledged every event of the request;
@@ -14,6 +15,11 @@ Answers (Segment's contract, so existing clients work unchanged):
 - 503 with `Retry-After` when the broker did not acknowledge in time (resend: same messageId; a
   call sent without one gets one derived from its content, `tracking.derived_message_id`, so
   resending it unchanged is safe too).
+
+CRM feedback answers the same way, but for: the key only from HTTP Basic (never the body),
+401 for none or an unknown one and 403 for a key without the `feedback` scope (a website's
+key); 413 for a body larger than 500 KB or a batch of more than 1,000 reports; 503: resend the
+same reports (same feedback_ids: the consumers apply each once).
 
 Bodies are read and parsed here (not by FastAPI) to enforce the size limits before parsing, to
 undo gzip with a cap, and for speed; the OpenAPI document still describes every body.
@@ -36,18 +42,22 @@ from services.ingest.answers import client_address, refusal_response
 from services.ingest.auth import key_from_basic_auth
 from services.ingest.body import TooSlow, paced_chunks
 from services.ingest.config import IngestSettings
+from services.ingest.crm_feedback import MAX_FEEDBACK_BYTES, PATH, feedback_records
 from services.ingest.intake import (
     Refused,
+    TooLarge,
     decompressed,
     events_from,
     json_object,
     limit_for,
+    too_large,
 )
 from services.ingest.lead_import import create_import_router
-from services.ingest.openapi import ENDPOINTS, document_bodies
+from services.ingest.openapi import ENDPOINTS, FEEDBACK_SUMMARY, document_bodies
 from services.ingest.publisher import BrokerUnavailable, EventPublisher
 from shared.http import create_api, health_router
 from shared.telemetry import MESSAGES_IN
+from shared.topics import CRM_FEEDBACK
 
 SUCCESS = b'{"success":true}'
 
@@ -70,7 +80,9 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
         description=(
             "Send calls the way Segment clients do: HTTP Basic auth with the write key as user "
             "name (or `writeKey` in the body), JSON bodies, optionally gzip "
-            "(`Content-Encoding: gzip`). Limits: 32 KB per call, 500 KB per batch request."
+            "(`Content-Encoding: gzip`). Limits: 32 KB per call, 500 KB per batch request. "
+            "CRMs report what sales did with a lead to `/v1/crm/feedback`, with a key of their "
+            "own (scope `feedback`)."
         ),
         lifespan=lifespan,
         docs=settings.local_stack,
@@ -121,11 +133,7 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
         try:
             await publisher.publish(events)
         except BrokerUnavailable as exc:
-            return JSONResponse(
-                {"success": False, "error": f"event store unavailable: {exc}"},
-                status_code=503,
-                headers={"Retry-After": str(settings.retry_after_s)},
-            )
+            return _unavailable(exc, settings)
         MESSAGES_IN.labels("ingest", f"/v1/{endpoint}").inc(len(events))
         return Response(SUCCESS, media_type="application/json")
 
@@ -138,6 +146,41 @@ def create_app(settings: IngestSettings, publisher: EventPublisher | None = None
             name=endpoint,
             response_model=None,
         )
+
+    @app.post(PATH, summary=FEEDBACK_SUMMARY, name="crm_feedback", response_model=None)
+    async def post_crm_feedback(request: Request) -> Response:
+        """A CRM's reports (`crm_feedback`), with its key in HTTP Basic only: checked before
+        the body is read."""
+        address = client_address(request)
+        caller = admission.authenticate(
+            key_from_basic_auth(request.headers.get("authorization")),
+            scope="feedback",
+            address=address,
+            now=time.monotonic(),
+        )
+        if isinstance(caller, Refusal):
+            return refusal_response(caller)
+        try:
+            body = json_object(
+                await _read_body(request, limit=MAX_FEEDBACK_BYTES, settings=settings)
+            )
+            records = feedback_records(body)
+        except TooLarge as large:
+            return refusal_response(Refusal(413, "; ".join(large.reasons)))
+        except Refused as refused:
+            return _bad_request(refused.reasons)
+        except TooSlow as slow:
+            return refusal_response(Refusal(408, str(slow)))
+        if refusal := admission.admit(
+            caller, address=address, events=len(records), now=time.monotonic()
+        ):
+            return refusal_response(refusal)
+        try:
+            await publisher.publish(records, topic=CRM_FEEDBACK)
+        except BrokerUnavailable as exc:
+            return _unavailable(exc, settings)
+        MESSAGES_IN.labels("ingest", PATH).inc(len(records))
+        return Response(SUCCESS, media_type="application/json")
 
     app.include_router(create_import_router(settings, publisher, admission))
     document_bodies(app)
@@ -177,7 +220,7 @@ async def _read_body(request: Request, *, limit: int, settings: IngestSettings) 
     one that arrives too slowly (`TooSlow`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])
+        raise TooLarge([too_large(limit)])
     chunks: list[bytes] = []
     size = 0
     async for chunk in paced_chunks(
@@ -187,7 +230,7 @@ async def _read_body(request: Request, *, limit: int, settings: IngestSettings) 
     ):
         size += len(chunk)
         if size > limit:
-            raise Refused([f"body is larger than {limit // 1024} KB (the limit of this endpoint)"])
+            raise TooLarge([too_large(limit)])
         chunks.append(chunk)
     return decompressed(
         b"".join(chunks),
@@ -198,3 +241,11 @@ async def _read_body(request: Request, *, limit: int, settings: IngestSettings) 
 
 def _bad_request(reasons: list[str]) -> JSONResponse:
     return JSONResponse({"success": False, "errors": reasons}, status_code=400)
+
+
+def _unavailable(exc: BrokerUnavailable, settings: IngestSettings) -> JSONResponse:
+    return JSONResponse(
+        {"success": False, "error": f"event store unavailable: {exc}"},
+        status_code=503,
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )

@@ -8,10 +8,14 @@ import's body is the file). A deployment configures only each key's SHA-256
   in `context.import.list`), so a key cannot pose as another source;
 - its scopes (`config.WRITE_KEY_SCOPES`): a website's key, which every visitor's browser holds,
   has `track` only; uploading lead lists and reading their reports (personal data) take
-  `import`; reading every key's reports takes `admin`.
+  `import`; reading every key's reports takes `admin`; reporting what sales did with leads
+  (`POST /v1/crm/feedback`, onto `crm.feedback`) takes `feedback`, which a CRM's own key holds
+  and a website's never should (a visitor could close any lead's SLA timer, or disqualify it).
 
 `python -m services.ingest.auth new-key <name> --source <source> --scope track` makes a key
-and prints its `LEADFLOW_INGEST_WRITE_KEYS` entry.
+and prints its `LEADFLOW_INGEST_WRITE_KEYS` entry; a CRM's: `new-key salesforce --source
+salesforce --scope feedback --no-limit-per-address` (its servers post from a few addresses;
+feedback records carry no source: it names the CRM in the key's rate-limit answers).
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ MAX_INFLATED_BYTES = 2 << 30
 MAX_GZIP_RATIO = 100.0
 
 
-WriteKeyScope = Literal["track", "import", "admin"]
+WriteKeyScope = Literal["track", "import", "admin", "feedback"]
 WRITE_KEY_SCOPES: dict[str, str] = {
     "track": "send tracking calls (/v1/identify, track, page, screen, group, alias, batch)",
     "import": "upload lead lists (/v1/leads/import) and read the reports of its own imports",
     "admin": "read the import reports of every write key",
+    "feedback": "report what sales did with leads (/v1/crm/feedback): a CRM's key",
 }
 
 WELL_KNOWN_KEYS = ("local-dev-key", "write-key", "writekey", "changeme", "secret", "test")
@@ -64,8 +65,9 @@ class IngestSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # JSON object: the key's name -> `WriteKey`, e.g. {"website": {"key_sha256": "<hex>",
-    # "source": "website", "scopes": ["track"]}}; `python -m services.ingest.auth new-key`
-    # makes a key and prints its entry. No default: a deployment must say which keys it accepts.
+    # "source": "website", "scopes": ["track"]}} (a CRM's: "scopes": ["feedback"], with
+    # "limit_per_address": false); `python -m services.ingest.auth new-key` makes a key and
+    # prints its entry. No default: a deployment must say which keys it accepts.
     write_keys: dict[str, WriteKey]
     # Only `make run`'s local stack sets it: accepts its well-known key `local-dev-key` and serves
     # the API's documentation (/docs, /openapi.json), which a production tracking API does not.

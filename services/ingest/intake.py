@@ -43,6 +43,11 @@ class Refused(Exception):
         self.reasons = list(reasons)
 
 
+class TooLarge(Refused):
+    """The body is larger than its endpoint's limit. A tracking call gets 400 as Segment
+    answers it; an endpoint of leadflow's own (`/v1/crm/feedback`) answers 413."""
+
+
 def limit_for(endpoint: str) -> int:
     """The largest body (decompressed) an endpoint takes: `batch` or a call type."""
     return MAX_BATCH_BYTES if endpoint == "batch" else MAX_CALL_BYTES
@@ -66,8 +71,13 @@ def decompressed(body: bytes, *, content_encoding: str | None, limit: int) -> by
     else:
         raise Refused([f"Content-Encoding {encoding!r} is not supported (use gzip)"])
     if len(plain) > limit:
-        raise Refused([f"body is larger than {limit // KB} KB (the limit of this endpoint)"])
+        raise TooLarge([too_large(limit)])
     return plain
+
+
+def too_large(limit: int) -> str:
+    """The reason given for a body larger than `limit` bytes."""
+    return f"body is larger than {limit // KB} KB (the limit of this endpoint)"
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -123,7 +133,7 @@ def events_from(
         for position, item_reasons in _reasons_by_position(exc).items():
             reasons.setdefault(checked[position][0], []).extend(item_reasons)
     if reasons:
-        raise _refusal(reasons)
+        raise batch_refusal(reasons)
     events = []
     for (index, _), call in zip(checked, calls, strict=True):
         try:
@@ -133,11 +143,11 @@ def events_from(
         except Refused as refused:
             reasons[index] = refused.reasons
     if reasons:
-        raise _refusal(reasons)
+        raise batch_refusal(reasons)
     return events
 
 
-def _refusal(reasons: dict[int, list[str]]) -> Refused:
+def batch_refusal(reasons: dict[int, list[str]]) -> Refused:
     """The reasons of a batch's calls by index, in index order, at most `MAX_REASONS`."""
     lines = [f"batch[{index}]: {line}" for index in sorted(reasons) for line in reasons[index]]
     if len(lines) > MAX_REASONS:
@@ -219,7 +229,7 @@ def _reasons_by_position(exc: ValidationError) -> dict[int, list[str]]:
     for error in exc.errors(include_url=False, include_input=False):
         location = error["loc"]
         position = location[0] if location and isinstance(location[0], int) else 0
-        reasons.setdefault(position, []).append(_reason(location[2:], error["msg"]))
+        reasons.setdefault(position, []).append(reason_line(location[2:], error["msg"]))
     return reasons
 
 
@@ -256,12 +266,13 @@ def _encoded(
 def reasons_of(exc: ValidationError) -> list[str]:
     """pydantic errors as `field: message` lines (wire names, no URLs)."""
     return [
-        _reason(error["loc"], error["msg"])
+        reason_line(error["loc"], error["msg"])
         for error in exc.errors(include_url=False, include_input=False)
     ]
 
 
-def _reason(location: Sequence[int | str], message: str) -> str:
+def reason_line(location: Sequence[int | str], message: str) -> str:
+    """One pydantic error as `field.path: message` (no "Value error, " prefix)."""
     where = ".".join(str(part) for part in location)
     message = message.removeprefix("Value error, ")
     return f"{where}: {message}" if where else message

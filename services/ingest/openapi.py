@@ -1,6 +1,7 @@
-"""The OpenAPI description of the tracking endpoints: request bodies (the call models, with
-examples) and every answer a client can get. The handlers parse bodies themselves (see
-`api.py`), so FastAPI cannot infer these; they are added to its generated document here."""
+"""The OpenAPI description of the tracking endpoints and of CRM feedback: request bodies (the
+call models and `CrmFeedback`, with examples) and every answer a client can get. The handlers
+parse bodies themselves (see `api.py`), so FastAPI cannot infer these; they are added to its
+generated document here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from services.ingest.crm_feedback import MAX_REPORTS, PATH, FeedbackBatch
 from services.ingest.tracking import CALLS, BatchRequest
+from shared.contracts import CrmFeedback
 
 ENDPOINTS: dict[str, str] = {
     "identify": "Identify a user: who they are and their traits",
@@ -123,6 +126,93 @@ RESPONSES: dict[str, Any] = {
 }
 
 
+FEEDBACK_SUMMARY = (
+    "Report what sales did with leads (a CRM, with a key holding the `feedback` scope): one "
+    "report or a batch, onto crm.feedback"
+)
+FEEDBACK_EXAMPLES: dict[str, Any] = {
+    "one report": {
+        "summary": "A rep accepted a lead routed to them (by lead_id)",
+        "value": {
+            "feedback_id": "sf-task-00T5g00000Lk3QmEAJ",
+            "lead_id": "3f2b8c1e-7d4a-4e9b-a6c2-5b1d9f0e8a47",
+            "outcome": "accepted",
+            "owner_id": "rep-grace",
+            "at": "2026-03-02T09:18:52Z",
+        },
+    },
+    "a batch": {
+        "summary": f"Up to {MAX_REPORTS:,} reports, all accepted or none",
+        "value": {
+            "batch": [
+                {
+                    "feedback_id": "hs-note-48120937561",
+                    "email": "jonas.weber@gmail.com",
+                    "outcome": "disqualified",
+                    "reason": "student, no buying role",
+                    "owner_id": "rep-alan",
+                    "at": "2026-03-04T10:05:17.250+01:00",
+                },
+                {
+                    "feedback_id": "sf-opp-0065g00000Xy9ZbAAJ-closed",
+                    "lead_id": "3f2b8c1e-7d4a-4e9b-a6c2-5b1d9f0e8a47",
+                    "outcome": "won",
+                    "reason": "Closed Won: Enterprise plan, 3-year term",
+                    "owner_id": "rep-grace",
+                    "at": "2026-04-17T15:42:00Z",
+                },
+            ]
+        },
+    },
+}
+FEEDBACK_RESPONSES: dict[str, Any] = {
+    **RESPONSES,
+    "200": {
+        "description": "Every report of the request is acknowledged by the broker, on "
+        "crm.feedback. Resending a report (same feedback_id) is safe: it is applied once.",
+        "content": {"application/json": {"example": {"success": True}}},
+    },
+    "400": {
+        **RESPONSES["400"],
+        "description": "Invalid body: each reason names the field (and batch index); a batch "
+        "with one invalid report is refused whole.",
+        "content": {
+            "application/json": {
+                **RESPONSES["400"]["content"]["application/json"],
+                "example": {
+                    "success": False,
+                    "errors": [
+                        "batch[0]: at: timestamp must carry a time zone (ISO-8601 with offset "
+                        "or Z)",
+                        "batch[2]: feedback needs lead_id or email",
+                    ],
+                },
+            }
+        },
+    },
+    "403": {
+        "description": "The write key lacks the `feedback` scope (e.g. a website's key).",
+        "content": {"application/json": {"schema": _ERROR}},
+    },
+    "413": {
+        "description": f"The body is larger than 500 KB, or a batch holds more than "
+        f"{MAX_REPORTS:,} reports: send them in several requests.",
+        "content": {"application/json": {"schema": _ERROR}},
+    },
+    "429": {
+        **RESPONSES["429"],
+        "description": "The rate limit of the write key (a report counts as an event) or of "
+        "the client address is exceeded, or the address sent too many unknown keys; retry "
+        "after `Retry-After` s.",
+    },
+    "503": {
+        **RESPONSES["503"],
+        "description": "The broker did not acknowledge; resend the same reports (same "
+        "feedback_ids) after `Retry-After` seconds.",
+    },
+}
+
+
 def _models() -> dict[str, type[BaseModel]]:
     return {**CALLS, "batch": BatchRequest}
 
@@ -141,8 +231,9 @@ def document_bodies(app: FastAPI) -> None:
             routes=app.routes,
         )
         models = _models()
+        documented: list[type[BaseModel]] = [*models.values(), CrmFeedback, FeedbackBatch]
         names, definitions = models_json_schema(
-            [(model, "validation") for model in models.values()],
+            [(model, "validation") for model in documented],
             ref_template="#/components/schemas/{model}",
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -163,6 +254,23 @@ def document_bodies(app: FastAPI) -> None:
             }
             operation["responses"] = RESPONSES
             operation["security"] = [{"writeKey": []}]
+        feedback = document["paths"][PATH]["post"]
+        feedback["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            names[(CrmFeedback, "validation")],
+                            names[(FeedbackBatch, "validation")],
+                        ]
+                    },
+                    "examples": FEEDBACK_EXAMPLES,
+                }
+            },
+        }
+        feedback["responses"] = FEEDBACK_RESPONSES
+        feedback["security"] = [{"writeKey": []}]
         app.openapi_schema = document
         return document
 

@@ -1,4 +1,5 @@
-"""Publishing accepted calls to `events.raw`, and knowing whether the broker is there.
+"""Publishing accepted calls to `events.raw` (and CRM feedback to `crm.feedback`), and knowing
+whether the broker is there.
 
 The producer is librdkafka's (confluent-kafka): records are queued and sent by its C threads,
 and their delivery reports are served by one poll thread of ours, which hands each request's
@@ -21,7 +22,7 @@ from services.ingest.wire import EncodedEvent
 from shared.kafka import create_confluent_producer
 from shared.settings import KafkaSettings
 from shared.telemetry import MESSAGES_OUT
-from shared.topics import EVENTS_RAW
+from shared.topics import CRM_FEEDBACK, EVENTS_RAW, Topic
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ POLL_INTERVAL_S = 0.1  # how long the poll thread blocks waiting for reports (an
 FLUSH_ON_STOP_S = 10.0  # at shutdown, how long records still queued may take to be acked
 QUEUE_FULL_WAIT_S = 0.005  # librdkafka's local queue is full: let it drain this long, retry
 QUEUE_MAX_RECORDS = 100_000  # librdkafka's local queue (queue.buffering.max.messages)
+TOPICS = (EVENTS_RAW, CRM_FEEDBACK)  # what ingest writes (deploy: its KafkaUser's ACLs)
 
 
 class BrokerUnavailable(Exception):
@@ -49,12 +51,16 @@ class EventPublisher:
     `start` returns at once: the broker is probed in the background until it answers, so
     ingest comes up (and answers 503) while the broker is away, and recovers by itself.
     `ready` says whether the broker answered and has not been reported down since.
+
+    Records go to `events.raw` unless `publish` is told another of the topics ingest writes
+    (`TOPICS`: `crm.feedback`, for `POST /v1/crm/feedback`).
     """
 
     def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
         self._topic = EVENTS_RAW.full_name(settings.topic_prefix)
+        self._topics = {topic: topic.full_name(settings.topic_prefix) for topic in TOPICS}
         self._producer: Producer | None = None
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -93,17 +99,18 @@ class EventPublisher:
         if self._poller is not None:
             await asyncio.to_thread(self._poller.join)
 
-    async def publish(self, events: Sequence[EncodedEvent]) -> None:
+    async def publish(self, events: Sequence[EncodedEvent], *, topic: Topic = EVENTS_RAW) -> None:
         producer = self._producer
         if producer is None or not self._connected_once:
             raise BrokerUnavailable("not connected to the broker yet")
         if not events:
             return
+        topic_name = self._topics[topic]
         loop = asyncio.get_running_loop()
         acks = _RequestAcks(loop, count=len(events))
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._enqueue(producer, events, on_delivery=acks.delivered)
+                await self._enqueue(producer, topic_name, events, on_delivery=acks.delivered)
                 # Sent by librdkafka's threads, acknowledged through the poll thread: all of a
                 # request's events share the round trips to the broker.
                 await acks.all_delivered
@@ -114,11 +121,12 @@ class EventPublisher:
         finally:
             acks.abandon()
         self._brokers_down = False
-        MESSAGES_OUT.labels("ingest", self._topic).inc(len(events))
+        MESSAGES_OUT.labels("ingest", topic_name).inc(len(events))
 
     async def _enqueue(
         self,
         producer: Producer,
+        topic_name: str,
         events: Sequence[EncodedEvent],
         *,
         on_delivery: Callable[[KafkaError | None, Message], None],
@@ -131,7 +139,7 @@ class EventPublisher:
             # Only this coroutine adds records until its next await, so room seen here is room
             # for the whole request: the queue does not refuse records halfway through it.
             if len(producer) + len(pending) <= QUEUE_MAX_RECORDS:
-                queued = producer.produce_batch(self._topic, pending, on_delivery=on_delivery)
+                queued = producer.produce_batch(topic_name, pending, on_delivery=on_delivery)
                 if queued == len(pending):
                     return
                 refused = [record for record in pending if "_error" in record]

@@ -8,7 +8,8 @@
   ("score, router, console"), each possibly marked "(internal)" (`producers(topic)`).
 - CRMs read the routing decisions (the topics router alone produces for outside readers: not its
   `(internal)` ones) and the erasure notices (`privacy.erasures`: a CRM connector that keeps
-  copies of leads erases them too), and write the topics whose producer is "CRMs".
+  copies of leads erases them too), and write the topics whose producers include "CRMs"
+  (`crm.feedback`: "CRMs, ingest", which also takes it over HTTP).
 
 `granted(user)` flattens a KafkaUser's ACLs into one `Grant` per operation, so the two compare
 as sets.
@@ -141,7 +142,7 @@ def crm_topics(*, prefix: str) -> set[Grant]:
         # router writes with others ("score, router, console": privacy.reports, for enrich).
         if producers(topic) == [Producer("router", internal=False)]:
             needs |= _topic(topic.full_name(prefix), "Read", "Describe")
-        if producers(topic) == [Producer("CRMs", internal=False)]:
+        if Producer("CRMs", internal=False) in producers(topic):
             needs |= _topic(topic.full_name(prefix), "Write", "Describe")
     # Erasure notices: a CRM connector erases its copies of the leads (it reports nothing).
     needs |= _topic(PRIVACY_ERASURES.full_name(prefix), "Read", "Describe")
