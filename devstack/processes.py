@@ -20,7 +20,7 @@ from shared.settings import SCOPES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-SERVICES = ("ingest", "enrich", "score", "router", "console")
+SERVICES = ("ingest", "enrich", "score", "router", "console", "sync")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class StackAddresses:
             "score": 8082,
             "router": 8083,
             "console": 8084,
+            "sync": 8085,
         }
     )
     api_ports: dict[str, int] = field(

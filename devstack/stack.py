@@ -77,6 +77,7 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "router_api": ("router API", 8093),
     "console": ("console", 8088),
     "console_health": ("console health", 8084),
+    "sync": ("sync health", 8085),
 }
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -159,6 +160,7 @@ class Stack:
                 "ingest": ports["ingest_health"],
                 **{name: ports[name] for name in ("enrich", "score", "router")},
                 "console": ports["console_health"],
+                "sync": ports["sync"],
             },
             console_port=ports["console"],
             api_ports={name: ports[f"{name}_api"] for name in ("enrich", "score", "router")},
@@ -195,7 +197,7 @@ class Stack:
                 partitions=PARTITIONS,
             )
         )
-        for service in ("enrich", "score", "router", "console"):
+        for service in ("enrich", "score", "router", "console", "sync"):
             upgrade_to_head(
                 migrations_dir=REPO_ROOT / "services" / service / "migrations",
                 schema=service,
@@ -204,7 +206,7 @@ class Stack:
         self.addresses.write_env_file(self.state.env_file)
         self.state.write_api_token(self.addresses.api_token)
         self.console_password = self._console_admin()
-        say("topics created, migrations applied; starting ingest, enrich, score, router, console")
+        say(f"topics created, migrations applied; starting {', '.join(SERVICES)}")
         for service in SERVICES:
             log_file = self.state.logs / f"{service}.log"
             process = ServiceProcess(service, self.addresses, log_file=log_file).start()

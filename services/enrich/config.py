@@ -61,7 +61,7 @@ class EnrichSettings(ConsumingServiceSettings):
     # key would forget every do-not-track entry).
     privacy_key: SecretStr = Field(min_length=32)
     erasure_reporters: list[str] = Field(
-        default_factory=lambda: ["score", "router", "console"],
+        default_factory=lambda: ["score", "router", "console", "sync"],
         description="the services that report their part of an erasure on privacy.reports",
     )
     erasure_resend_after_s: float = Field(

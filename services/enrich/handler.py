@@ -112,7 +112,7 @@ class EnrichHandler:
         references: References,
         policy: EnrichPolicy,
         privacy_key: bytes,
-        erasure_reporters: Sequence[str] = ("score", "router", "console"),
+        erasure_reporters: Sequence[str] = ("score", "router", "console", "sync"),
         new_lead_id: Callable[[], str] = new_lead_id,
     ) -> None:
         """`privacy_key`: the key of identifiers' keyed hashes (`shared.privacy`);

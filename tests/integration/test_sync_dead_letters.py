@@ -1,0 +1,90 @@
+"""Content a destination refuses (422) is dead-lettered at once, what keeps failing after
+`max_attempts`; `python -m services.sync replay` delivers them once the destination takes them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.topics import LEADS_LIFECYCLE
+from tests.fixtures.pipeline import Pipeline
+from tests.fixtures.polling import eventually
+from tests.fixtures.webhooks import (
+    Answer,
+    Receiver,
+    count,
+    decision,
+    decision_topic,
+    make_receivers,  # noqa: F401 - the fixture `receivers`
+    polled,
+    produce,
+    start_sync,
+)
+from tests.unit.builders import lifecycle_change
+
+
+async def test_refused_content_is_dead_lettered_and_replay_delivers_it(
+    pipeline: Pipeline,
+    database_url: str,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+    receivers: Callable[[], Awaitable[Receiver]],
+) -> None:
+    strict, flaky = await receivers(), await receivers()
+    strict.answer = lambda: Answer(422)
+    flaky.answer = lambda: Answer(500)
+    await start_sync(pipeline, database_url, tmp_path, {
+        "strict": (strict, {"max_attempts": 50}),
+        "flaky": (flaky, {"max_attempts": 2, "backoff_base_s": 0.1, "backoff_cap_s": 0.2}),
+    })  # fmt: skip
+    produce(
+        pipeline,
+        [
+            (LEADS_LIFECYCLE, "lead-1", lifecycle_change(lead_id="lead-1", transition_id="t-1")),
+            *[(decision_topic("sdr"), "lead-1", decision("lead-1", n)) for n in (1, 2, 3)],
+        ],
+    )
+
+    def dead(destination: str) -> Callable[[], Awaitable[int]]:
+        sql = "SELECT count(*) FROM sync.dead_letters WHERE destination = $1"
+        return lambda: count(db, sql, destination)
+
+    await eventually(dead("strict"), "422s dead-lettered", until=lambda n: n == 4, timeout_s=10)
+    await eventually(dead("flaky"), "500s dead-lettered after 2 attempts",
+                     until=lambda n: n == 4, timeout_s=10)  # fmt: skip
+    assert strict.attempts == 4  # at once: never retried
+    letters = await db.fetch(
+        "SELECT destination, attempts, last_status, last_error FROM sync.dead_letters"
+    )
+    assert {(r["destination"], r["attempts"], r["last_status"]) for r in letters} == {
+        ("strict", 1, 422),
+        ("flaky", 2, 500),
+    }
+    assert all(r["last_error"].endswith('{"error": "nope"}') for r in letters)
+    assert await count(db, "SELECT count(*) FROM sync.deliveries") == 0  # the lanes moved on
+
+    shown = json.loads(
+        await asyncio.to_thread(pipeline.processes["sync"].run_to_end, "destinations", "--json")
+    )
+    assert {d["name"]: d["dead_letters"] for d in shown} == {"flaky": 4, "strict": 4}
+
+    # Fixed: replay one event, then the rest.
+    strict.answer = Answer
+    replay = pipeline.processes["sync"].run_to_end
+    await asyncio.to_thread(replay, "replay", "--destination", "strict", "--event-id", "t-1")
+    await eventually(polled(lambda: strict.ids()), "the replayed event",
+                     until=lambda ids: ids == {"t-1"}, timeout_s=10)  # fmt: skip
+    await asyncio.to_thread(replay, "replay", "--destination", "strict", "--all")
+    await eventually(polled(lambda: len(strict.delivered)), "every dead letter delivered",
+                     until=lambda n: n == 4, timeout_s=10)  # fmt: skip
+    decisions = strict.by_lead("routing.decision")["lead-1"]
+    assert [e.event["data"]["sequence"] for e in decisions] == [1, 2, 3]
+    assert await dead("strict")() == 0
+    assert await dead("flaky")() == 4
+    with pytest.raises(RuntimeError, match="no dead letters"):
+        await asyncio.to_thread(replay, "replay", "--destination", "strict", "--all")
