@@ -13,8 +13,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-from services.ingest.config import WriteKey
+from services.ingest.config import WriteKey, WriteKeyScope
 from shared.secret_hashes import secret_hash
 from shared.settings import SCOPES
 
@@ -134,10 +135,11 @@ class StackAddresses:
         return env | self.service_env.get(service, {})
 
     def write_key_entries(self) -> dict[str, dict[str, object]]:
-        """`write_keys` as ingest's setting: named `key-1`, `key-2`... in their order."""
+        """`write_keys` as ingest's setting: named `key-1`, `key-2`... in their order, each with
+        every scope (a local stack's key also reports CRM feedback, imports and administers)."""
         return {
             f"key-{number}": WriteKey.of(
-                key, source=source, scopes=["admin", "import", "track"], limit_per_address=False
+                key, source=source, scopes=list(get_args(WriteKeyScope)), limit_per_address=False
             ).model_dump()
             for number, (key, source) in enumerate(self.write_keys.items(), start=1)
         }

@@ -46,6 +46,7 @@ from pathlib import Path
 from devstack.broker import LocalBroker, port_open
 from devstack.demo import DEMO_JOURNEYS_PER_S, demo_routing, play, routing_yaml
 from devstack.demo_crm import act_as_crm
+from devstack.demo_webhooks import DEMO_SECRET, SECRET_VARIABLE, destinations_yaml, receive_webhooks
 from devstack.postgres import LocalPostgres
 from devstack.processes import REPO_ROOT, SERVICES, ServiceProcess, StackAddresses
 from devstack.state import (
@@ -78,6 +79,7 @@ PORTS = {  # name: (label, default); LEADFLOW_DEV_<NAME>_PORT moves one
     "console": ("console", 8088),
     "console_health": ("console health", 8084),
     "sync": ("sync health", 8085),
+    "webhooks": ("demo webhook destination", 8089),
 }
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -151,6 +153,8 @@ class Stack:
         self.broker = LocalBroker(port=ports["kafka"], log_file=state.logs / "broker.log")
         self.postgres = LocalPostgres(port=ports["postgres"], base_dir=state.path / "postgres")
         self.routing_file = state.path / "routing.yaml" if demo else DEFAULT_ROUTING_FILE
+        # sync delivers to the stack's own webhook destination (`demo_webhooks`), demo or not
+        self.destinations_file = state.path / "destinations.yaml"
         self.addresses = StackAddresses(
             kafka_bootstrap=f"127.0.0.1:{ports['kafka']}",
             database_url=self.postgres.url("leadflow"),
@@ -167,7 +171,13 @@ class Stack:
             sample_references=True,
             # Always named, demo or not: the services must not take it from another stack's
             # leadflow.env (shared.settings reads .devstack/leadflow.env of the working directory).
-            service_env={"router": {"LEADFLOW_ROUTER_ROUTING_FILE": str(self.routing_file)}},
+            service_env={
+                "router": {"LEADFLOW_ROUTER_ROUTING_FILE": str(self.routing_file)},
+                "sync": {
+                    "LEADFLOW_SYNC_DESTINATIONS_FILE": str(self.destinations_file),
+                    SECRET_VARIABLE: DEMO_SECRET,
+                },
+            },
         )
         self.services: list[ServiceProcess] = []
         self.console_password = ""
@@ -183,6 +193,7 @@ class Stack:
                 load_routing(DEFAULT_ROUTING_FILE), leads_per_hour=DEMO_JOURNEYS_PER_S * 3600
             )
             self.routing_file.write_text(routing_yaml(demo))
+        self.destinations_file.write_text(destinations_yaml(self.layout.ports["webhooks"]))
         ports = self.layout.ports
         say(f"starting Kafka-protocol broker (Tansu) on 127.0.0.1:{ports['kafka']}")
         self.broker.start()
@@ -277,7 +288,10 @@ async def _show_decisions(stack: Stack) -> None:
         loop.add_signal_handler(sig, stop.set)
     ingest = f"http://127.0.0.1:{stack.addresses.ingest_port}"
     bootstrap = stack.addresses.kafka_bootstrap
-    tasks = [asyncio.create_task(print_decisions(bootstrap, "", stop=stop, show=show))]
+    tasks = [
+        asyncio.create_task(print_decisions(bootstrap, "", stop=stop, show=show)),
+        asyncio.create_task(receive_webhooks(stack.layout.ports["webhooks"], stop=stop, show=show)),
+    ]
     write_key = stack.layout.write_key
     if stack.demo:
         tasks.append(
@@ -337,7 +351,7 @@ def _refusal(layout: Layout, state: StateDir) -> str | None:
         return (
             f"ports held by processes this stack did not start: {'; '.join(busy)}. Stop them, "
             "or move the stack (LEADFLOW_DEV_KAFKA_PORT, ..._POSTGRES_, _INGEST_, _ENRICH_, "
-            "_SCORE_, _ROUTER_, _CONSOLE_PORT)"
+            "_SCORE_, _ROUTER_, _CONSOLE_, _SYNC_, _WEBHOOKS_PORT)"
         )
     return None
 

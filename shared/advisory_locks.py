@@ -10,6 +10,7 @@ all of these). A new use takes a new space from this table.
 | `SCORE_LEADS` | score: a lead's messages, commands and erasure | a transaction |
 | `ROUTER_LEADS` | router: a lead's stage changes, feedback, SLA checks and erasure (taken in its SQL functions, migration 0006) | a transaction |
 | `CONSOLE_LEADS` | console: a lead's record, and its erasure | a transaction |
+| `SYNC_LEADS` | sync: a lead's deliveries queued, held for order, or erased | a transaction |
 | `*_HOUSEKEEPING` | one replica per round of a service's retention | a transaction |
 """
 
@@ -28,6 +29,7 @@ ROUTER_LEADS = 0x7007
 ROUTER_HOUSEKEEPING = (0x704E, 0)
 CONSOLE_LEADS = 0xC050
 CONSOLE_HOUSEKEEPING = (0xC04E, 0)
+SYNC_LEADS = 0x5F1C
 
 
 async def lock_leads(session: AsyncSession, lead_ids: Iterable[str], *, space: int) -> None:

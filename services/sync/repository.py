@@ -22,14 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sync.events import Delivery, Event, lane_of
 from services.sync.ordering import Held, LeadOrder
+from shared.advisory_locks import SYNC_LEADS
 from shared.advisory_locks import lock_leads as lock_leads_in
 from shared.db import execute, fetch, fetchrow, fetchval, json_document
 from shared.privacy import ErasedLeads
 
 SCHEMA = "sync"
-SYNC_LEADS = 0x5F1C
-"""sync's advisory lock space for leads (a new space, as shared/advisory_locks.py asks; to be
-listed in its table)."""
 ERASED_LEADS = ErasedLeads(SCHEMA)
 MAX_LANES = 64  # DestinationConfig.concurrency's bound: the lanes the health figures look at
 

@@ -114,6 +114,10 @@ def test_ctrl_c_after_the_reader_of_its_output_went_away_stops_every_process(
     local_stack.post_demo_request(email)
     line = output.wait_for(email, timeout_s=60, logs=local_stack.logs)
     assert "NURTURE" in line or "SDR" in line
+    # ... and sync delivers it to the stack's webhook destination, which verifies the signature.
+    webhook = output.wait_for("[webhook] demo-crm received", timeout_s=60, logs=local_stack.logs)
+    assert "decision" in webhook
+    assert "signature verified" in webhook
 
     # An operator command run next to the stack, with no LEADFLOW_* variable set, finds the
     # database in .devstack/leadflow.env of its working directory.

@@ -30,7 +30,6 @@ from tests.unit.builders import lifecycle_change
 
 async def test_refused_content_is_dead_lettered_and_replay_delivers_it(
     pipeline: Pipeline,
-    database_url: str,
     db: asyncpg.Connection,
     tmp_path: Path,
     receivers: Callable[[], Awaitable[Receiver]],
@@ -38,7 +37,7 @@ async def test_refused_content_is_dead_lettered_and_replay_delivers_it(
     strict, flaky = await receivers(), await receivers()
     strict.answer = lambda: Answer(422)
     flaky.answer = lambda: Answer(500)
-    await start_sync(pipeline, database_url, tmp_path, {
+    await start_sync(pipeline, tmp_path, {
         "strict": (strict, {"max_attempts": 50}),
         "flaky": (flaky, {"max_attempts": 2, "backoff_base_s": 0.1, "backoff_cap_s": 0.2}),
     })  # fmt: skip

@@ -33,13 +33,12 @@ LEADS = [f"lead-{n}" for n in range(6)]
 
 async def test_every_event_arrives_signed_in_sequence_order_with_its_idempotency_key(
     pipeline: Pipeline,
-    database_url: str,
     db: asyncpg.Connection,
     tmp_path: Path,
     receivers: Callable[[], Awaitable[Receiver]],
 ) -> None:
     crm = await receivers()
-    await start_sync(pipeline, database_url, tmp_path, {"crm": (crm, {"concurrency": 3})})
+    await start_sync(pipeline, tmp_path, {"crm": (crm, {"concurrency": 3})})
 
     # Each lead: a stage change, then decision 1 (sdr), its withdrawal 2, decision 3 (nurture).
     # The withdrawals come first, a batch of their own: each waits for its decision.

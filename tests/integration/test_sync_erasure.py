@@ -33,7 +33,6 @@ ADA, BOB = "lead-ada", "lead-bob"
 
 async def test_an_erasure_deletes_the_leads_queued_deliveries_and_reports(
     pipeline: Pipeline,
-    database_url: str,
     db: asyncpg.Connection,
     tmp_path: Path,
     receivers: Callable[[], Awaitable[Receiver]],
@@ -41,7 +40,7 @@ async def test_an_erasure_deletes_the_leads_queued_deliveries_and_reports(
     crm, strict = await receivers(), await receivers()
     crm.answer = lambda: Answer(503)  # down: everything waits in its queue
     strict.answer = lambda: Answer(422)  # refuses: everything goes to its dead letters
-    await start_sync(pipeline, database_url, tmp_path, {
+    await start_sync(pipeline, tmp_path, {
         "crm": (crm, {"events": ["decisions", "withdrawals", "erasures"], "max_attempts": 1000,
                       "backoff_base_s": 0.5, "backoff_cap_s": 1}),
         "strict": (strict, {"events": ["decisions"]}),

@@ -32,7 +32,6 @@ ROUNDS = 10
 
 async def test_a_destination_down_for_a_while_gets_everything_in_order_when_it_is_back(
     pipeline: Pipeline,
-    database_url: str,
     db: asyncpg.Connection,
     tmp_path: Path,
     receivers: Callable[[], Awaitable[Receiver]],
@@ -40,7 +39,7 @@ async def test_a_destination_down_for_a_while_gets_everything_in_order_when_it_i
     crm = await receivers()
     crm.answer = lambda: Answer(503, {"Retry-After": "1"})
     retried_quickly = {"max_attempts": 1000, "backoff_base_s": 0.1, "backoff_cap_s": 0.5}
-    await start_sync(pipeline, database_url, tmp_path,
+    await start_sync(pipeline, tmp_path,
                      {"crm": (crm, {"concurrency": 2, "batch_size": 3, **retried_quickly})})  # fmt: skip
 
     # Steady production: every half second, each lead's next decision (sdr and nurture in turn).
@@ -82,7 +81,6 @@ async def test_a_destination_down_for_a_while_gets_everything_in_order_when_it_i
 
 async def test_a_slow_destination_does_not_delay_another(
     pipeline: Pipeline,
-    database_url: str,
     db: asyncpg.Connection,
     tmp_path: Path,
     receivers: Callable[[], Awaitable[Receiver]],
@@ -91,7 +89,6 @@ async def test_a_slow_destination_does_not_delay_another(
     slow.answer = lambda: Answer(delay_s=5)
     await start_sync(
         pipeline,
-        database_url,
         tmp_path,
         {"fast": (fast, {}), "slow": (slow, {"concurrency": 2, "timeout_s": 30})},
     )
