@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.enrich",
     "tests.fixtures.ingest",
     "tests.fixtures.browser",
+    "tests.fixtures.webhooks",
 ]
 
 

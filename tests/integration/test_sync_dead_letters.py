@@ -20,7 +20,6 @@ from tests.fixtures.webhooks import (
     count,
     decision,
     decision_topic,
-    make_receivers,  # noqa: F401 - the fixture `receivers`
     polled,
     produce,
     start_sync,

@@ -20,7 +20,6 @@ from tests.fixtures.webhooks import (
     decision,
     decision_topic,
     erasure,
-    make_receivers,  # noqa: F401 - the fixture `receivers`
     polled,
     produce,
     start_sync,
