@@ -21,10 +21,16 @@ import pytest
 
 from devstack.broker import free_port
 from devstack.processes import ServiceProcess
-from examples.crm_consumer import consume_decisions
+from examples.crm_consumer import CurrentRoutes, consume_routing
 from shared.codec import encode
 from shared.contracts import Consent, CrmFeedback, LeadProfile, LifecycleChanged, Score, Stage
-from shared.topics import CRM_FEEDBACK, LEADS_LIFECYCLE, ROUTING_NURTURE, ROUTING_SDR
+from shared.topics import (
+    CRM_FEEDBACK,
+    LEADS_LIFECYCLE,
+    ROUTING_NURTURE,
+    ROUTING_SDR,
+    ROUTING_WITHDRAWALS,
+)
 from tests.fixtures.pipeline import Pipeline, Record
 
 ALWAYS_ON_TEAM = """\
@@ -38,7 +44,7 @@ teams:
       - {id: rep-c, name: Rep C, email: c@example.com, daily_cap: 10}
 default_team: sdr
 fallback_queue: sdr-unassigned
-nurture: {default: general-nurture}
+nurture: {default: general-nurture, settle: 1s}
 sla:
   default: SLA
 """
@@ -409,32 +415,54 @@ def _handled_mql(history: dict[str, Any]) -> bool:
 async def test_a_crm_consumes_decisions_with_confluent_kafka_and_each_matches_the_schema(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
+    """The example connector (examples/crm_consumer.py) reads the three routing topics, checks
+    every message against its published schema, and applies them by each lead's sequence: the
+    leads that were nurtured first end with their SDR decision current, their nurture decision
+    withdrawn."""
     use_routing(pipeline, tmp_path)
     await pipeline.start("router")
     leads = [f"crm-{n}-{uuid.uuid4().hex[:6]}" for n in range(12)]
+    nurtured = leads[:3]
+    for lead in nurtured:
+        send(pipeline, mql(lead, to_stage=Stage.LEAD))
+    await pipeline.read(
+        ROUTING_NURTURE.full_name(pipeline.prefix),
+        until=lambda rs: {r.json()["lead_id"] for r in rs} >= set(nurtured),
+    )  # released once settled (1 s)
     for lead in leads:
         send(pipeline, mql(lead, priority="B2"))
-    valid: list[dict[str, Any]] = []
+    routes = CurrentRoutes()
+    messages: list[tuple[str, dict[str, Any]]] = []
     invalid: list[str] = []
     done = threading.Event()
 
-    def collect(decision: dict[str, Any]) -> None:
-        valid.append(decision)
-        if len(valid) == len(leads):
+    def collect(topic: str, message: dict[str, Any]) -> None:
+        messages.append((topic, message))
+        routes.apply(topic, message)
+        current = [routes.current.get(lead) for lead in leads]
+        if all(c is not None and c["route"] == "sdr" for c in current):
             done.set()
 
     worker = asyncio.to_thread(
-        consume_decisions,
+        consume_routing,
         bootstrap=pipeline.addresses.kafka_bootstrap,
-        topic=ROUTING_SDR.full_name(pipeline.prefix),
+        topics=[t.full_name(pipeline.prefix) for t in (ROUTING_SDR, ROUTING_NURTURE, ROUTING_WITHDRAWALS)],
         group_id=f"crm-{uuid.uuid4().hex[:6]}",
-        on_decision=collect,
+        on_message=collect,
         on_invalid=lambda raw, reason: invalid.append(reason),
         should_stop=done.is_set,
-    )
+    )  # fmt: skip
     await asyncio.wait_for(worker, timeout=60)
 
     assert invalid == []
-    assert sorted(d["lead_id"] for d in valid) == sorted(leads)
-    assert all(d["sla_due_at"] and d["speed_to_lead_ms"] >= 0 for d in valid)
-    assert json.loads(json.dumps(valid[0]))["owner"]["team"] == "sdr"
+    sdr = [m for topic, m in messages if topic == "routing.sdr"]
+    assert sorted(d["lead_id"] for d in sdr) == sorted(leads)
+    assert all(d["sla_due_at"] and d["speed_to_lead_ms"] >= 0 for d in sdr)
+    assert json.loads(json.dumps(sdr[0]))["owner"]["team"] == "sdr"
+    assert {lead: routes.applied[lead] for lead in leads} == {
+        lead: 3 if lead in nurtured else 1 for lead in leads
+    }  # nurture 1, withdrawal 2, sdr 3
+    withdrawn = [m for topic, m in messages if topic == "routing.withdrawals"]
+    assert sorted((w["lead_id"], w["cause"]) for w in withdrawn) == sorted(
+        (lead, "replaced") for lead in nurtured
+    )
