@@ -73,6 +73,9 @@ async def start(resources: Resources[SyncSettings]) -> AsyncIterator[Running]:
                 session, days=settings.erased_leads_retention_days
             )
             await repository.forget_idle_lead_orders(session, days=settings.lead_order_idle_days)
+            await repository.forget_old_dead_letters(
+                session, days=settings.dead_letter_retention_days
+            )
 
     try:
         yield Running(

@@ -36,7 +36,9 @@ class SyncSettings(ConsumingServiceSettings):
     # (`sync.erased_leads`) this long, longer than any topic keeps a message, so a late
     # message about it is dropped; a lead's routing order (`sync.lead_order`) is forgotten after
     # `lead_order_idle_days` without a routing event (a later one is then held at most
-    # `reorder_wait_s` once).
+    # `reorder_wait_s` once); a dead letter (the event as it was, with the lead's email and
+    # name) is deleted `dead_letter_retention_days` after it died: replay it before then.
     erased_leads_retention_days: float = Field(default=45, ge=TOPICS_KEEP_AT_MOST_DAYS)
     lead_order_idle_days: float = Field(default=7, gt=0)
+    dead_letter_retention_days: float = Field(default=30, gt=0)
     housekeeping_interval_s: float = Field(default=3600, gt=0)

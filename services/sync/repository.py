@@ -475,6 +475,16 @@ async def requeue(session: AsyncSession, destination: str, letters: Sequence[Dea
     return count
 
 
+async def forget_old_dead_letters(session: AsyncSession, *, days: float) -> int:
+    """Delete the dead letters that died more than `days` ago (they hold the event as it was:
+    the lead's email and name); how many. Read by `dead_letters_dead_at_idx`."""
+    return await execute(
+        session,
+        "DELETE FROM sync.dead_letters WHERE dead_at < now() - make_interval(secs => $1)",
+        days * 86400,
+    )
+
+
 async def forget_idle_lead_orders(session: AsyncSession, *, days: float) -> int:
     return await execute(
         session,

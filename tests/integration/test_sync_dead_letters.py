@@ -10,7 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.sync import repository
+from shared.db import unit_of_work
 from shared.topics import LEADS_LIFECYCLE
 from tests.fixtures.pipeline import Pipeline
 from tests.fixtures.polling import eventually
@@ -86,3 +89,26 @@ async def test_refused_content_is_dead_lettered_and_replay_delivers_it(
     assert await dead("flaky")() == 4
     with pytest.raises(RuntimeError, match="no dead letters"):
         await asyncio.to_thread(replay, "replay", "--destination", "strict", "--all")
+
+
+async def test_dead_letters_are_deleted_once_past_their_retention(
+    db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A dead letter holds the event as it was (the lead's email): housekeeping deletes those
+    that died more than the retention ago, and keeps the others."""
+    for event_id, days_ago in (("old", 31), ("recent", 29)):
+        await db.execute(
+            "INSERT INTO sync.dead_letters (destination, lead_id, event_id, event_kind, event_at,"
+            " data, received_at, created_at, attempts, last_error, dead_at)"
+            " VALUES ('crm', 'lead-1', $1, 'decision', now(), '{\"email\": \"ada@example.com\"}',"
+            " now(), now(), 3, 'HTTP 500', now() - make_interval(days => $2))",
+            event_id,
+            days_ago,
+        )
+    async with unit_of_work(sessions) as session:
+        deleted = await repository.forget_old_dead_letters(session, days=30)
+
+    assert deleted == 1
+    assert [r["event_id"] for r in await db.fetch("SELECT event_id FROM sync.dead_letters")] == [
+        "recent"
+    ]

@@ -85,6 +85,7 @@ def upgrade() -> None:
         "CREATE INDEX dead_letters_destination_idx ON sync.dead_letters (destination, event_id)"
     )
     op.execute("CREATE INDEX dead_letters_lead_idx ON sync.dead_letters (lead_id)")
+    op.execute("CREATE INDEX dead_letters_dead_at_idx ON sync.dead_letters (dead_at)")
     op.execute(
         """
         CREATE TABLE sync.destinations (
