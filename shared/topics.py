@@ -86,7 +86,7 @@ ROUTER_COMMANDS = Topic(
 
 PRIVACY_ERASURES = Topic("privacy.erasures", ErasureNotice, key="request_id", producer="enrich")
 PRIVACY_REPORTS = Topic(
-    "privacy.reports", ErasureReport, key="request_id", producer="score, router, console"
+    "privacy.reports", ErasureReport, key="request_id", producer="score, router, console, sync"
 )
 
 ALL_TOPICS: tuple[Topic, ...] = (

@@ -2,7 +2,9 @@
 
 - A service reads what it hands the consumer runner (`subscriptions=[...]` in its modules) and
   writes what `shared/topics.py` names it the producer of, plus the dead-letter topics of what it
-  reads. Its `replay-dead-letters` command (shared/consumer/operations.py) reads those
+  reads, plus `privacy.reports` when its modules call `shared.privacy.erasure_report` (the
+  helper that makes a service's erasure report: a check that the registry's producers of
+  `privacy.reports` are every service that reports). Its `replay-dead-letters` command (shared/consumer/operations.py) reads those
   dead-letter topics in a group of its own and writes their letters back onto what it reads.
 - A topic's `producer` in `shared/topics.py` is one writer or a comma-separated list of them
   ("score, router, console"), each possibly marked "(internal)" (`producers(topic)`).
@@ -25,7 +27,7 @@ import shared.topics
 from shared.consumer.operations import dead_letter_replay_group
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
-from shared.topics import ALL_TOPICS, PRIVACY_ERASURES, Topic
+from shared.topics import ALL_TOPICS, PRIVACY_ERASURES, PRIVACY_REPORTS, Topic
 from tests.deploy.manifests import REPO, Resource
 
 
@@ -88,10 +90,42 @@ def producers(topic: Topic) -> list[Producer]:
     return found
 
 
+# Helpers of shared/ that make a service's output for a topic: a service whose modules call one
+# produces that topic, whatever the registry's `producer` says.
+OUTPUT_HELPERS: dict[str, Topic] = {"erasure_report": PRIVACY_REPORTS}
+
+
+def helper_outputs(service: str) -> set[Topic]:
+    """The topics the service produces through `OUTPUT_HELPERS` (a call by the helper's name,
+    `erasure_report(...)` or `privacy.erasure_report(...)`)."""
+    found: set[Topic] = set()
+    for module in _modules(service):
+        for node in ast.walk(module):
+            if not isinstance(node, ast.Call):
+                continue
+            function = node.func
+            name = (
+                function.id
+                if isinstance(function, ast.Name)
+                else function.attr
+                if isinstance(function, ast.Attribute)
+                else None
+            )
+            if name in OUTPUT_HELPERS:
+                found.add(OUTPUT_HELPERS[name])
+    return found
+
+
 def produced(service: str) -> list[Topic]:
     """The topics `shared/topics.py` names the service a producer of (`enrich (internal)` and
-    one of several, "score, router, console", included)."""
-    return [topic for topic in ALL_TOPICS if any(p.name == service for p in producers(topic))]
+    one of several, "score, router, console", included), and those it produces through a
+    helper of shared/ (`OUTPUT_HELPERS`), in the registry's order."""
+    helped = helper_outputs(service)
+    return [
+        topic
+        for topic in ALL_TOPICS
+        if topic in helped or any(p.name == service for p in producers(topic))
+    ]
 
 
 def referenced(service: str) -> set[Topic]:

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings
 
 from shared.settings import ServiceSettings
 
-SERVICES = ("ingest", "enrich", "score", "router", "console")
+SERVICES = ("ingest", "enrich", "score", "router", "console", "sync")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ import yaml
 
 from tests.deploy.manifests import DEPLOY, OVERLAYS, REPO, Resource, builtin_errors, render
 from tests.deploy.network import Address, Pod, allows, pod_of
-from tests.deploy.policies import container_env, containers, env_name_violations, service_of
+from tests.deploy.policies import (
+    container_env,
+    containers,
+    env_name_violations,
+    selects,
+    service_of,
+)
 from tests.deploy.settings_names import SERVICES, service_env_names
 
 CONSOLE = "leadflow-console"
@@ -271,9 +277,13 @@ def test_the_sso_egress_opens_https_to_public_addresses_for_the_console_only(
     assert not allows(resources, console, Address(PUBLIC_ADDRESS), 80)
     for private in ("169.254.169.254", "10.96.0.10", "172.20.1.1", "192.168.1.1", "fd00::1"):
         assert not allows(resources, console, Address(private), 443), private
-    # Only the console.
+    # Only the console: the policy selects no other pod, and no other reaches the internet but
+    # sync, by a policy of its own (its webhook destinations, test_sync.py).
     for service, pod in pods.items():
-        if service != "console":
+        if service == "console":
+            continue
+        assert not selects(policy["spec"]["podSelector"], dict(pod.labels)), service
+        if service != "sync":
             assert not allows(resources, pod, Address(PUBLIC_ADDRESS), 443), service
     # And the rest of prod unchanged.
     assert allows(resources, console, pods["score"], pods["score"].ports["api"])

@@ -23,6 +23,7 @@ from tests.deploy.kafka_access import (
     Producer,
     crm_topics,
     granted,
+    helper_outputs,
     produced,
     producers,
     referenced,
@@ -275,11 +276,21 @@ def test_the_producers_of_each_topic_are_read_as_shared_topics_names_them() -> N
         Producer("score", internal=False),
         Producer("router", internal=False),
         Producer("console", internal=False),
+        Producer("sync", internal=False),
     ]
     assert producers(ENRICH_COMMANDS) == [Producer("enrich", internal=True)]
-    for service in ("score", "router", "console"):
+    for service in ("score", "router", "console", "sync"):
         assert PRIVACY_REPORTS in produced(service), service
     assert produced("console") == [PRIVACY_REPORTS]
+    # Erasure reports are made with shared.privacy.erasure_report: who calls it agrees with the
+    # registry's producers.
+    assert {s for s in SERVICES if PRIVACY_REPORTS in helper_outputs(s)} == {
+        "score",
+        "router",
+        "console",
+        "sync",
+    }
+    assert produced("sync") == [PRIVACY_REPORTS]
     assert PRIVACY_ERASURES in produced("enrich")
     assert PRIVACY_REPORTS not in produced("enrich")
     # Every writer a topic names is a service or the CRMs: a misspelt one would grant nothing.

@@ -37,7 +37,7 @@ from tests.deploy.settings_names import SERVICES, settings_class
 FIXTURES = Path(__file__).parent / "fixtures"
 DAY_MS = 86_400_000
 # The services with a Kafka consumer (the runner drains it on SIGTERM).
-CONSUMERS = {"enrich", "score", "router", "console"}
+CONSUMERS = {"enrich", "score", "router", "console", "sync"}
 
 
 def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
@@ -264,9 +264,22 @@ def test_prod_kafka_is_kraft_with_three_nodes_rf3_and_min_insync_2(
         assert topic["spec"]["config"]["min.insync.replicas"] == 2
 
 
+# A compacted topic's settings and the broker's settings of their defaults, with Kafka's own
+# defaults: no bound on the compaction lag, tombstones kept a day, no minimum lag.
+COMPACTION_DEFAULTS = {
+    "max.compaction.lag.ms": ("log.cleaner.max.compaction.lag.ms", math.inf),
+    "delete.retention.ms": ("log.cleaner.delete.retention.ms", float(DAY_MS)),
+    "min.compaction.lag.ms": ("log.cleaner.min.compaction.lag.ms", 0.0),
+}
+
+
 def _broker_default_ms(kafka_config: dict[str, Any], name: str) -> float:
     """The broker's default of a topic's `retention.ms` (`log.retention.*`) or `segment.ms`
-    (`log.roll.*`), as the Kafka resource sets it or Kafka's own default (7 days for both)."""
+    (`log.roll.*`), as the Kafka resource sets it or Kafka's own default (7 days for both), or
+    of a compaction setting (`COMPACTION_DEFAULTS`)."""
+    if name in COMPACTION_DEFAULTS:
+        key, default = COMPACTION_DEFAULTS[name]
+        return _ms(kafka_config[key]) if key in kafka_config else default
     prefix = {"retention.ms": "log.retention", "segment.ms": "log.roll"}[name]
     for key, unit in (
         (f"{prefix}.ms", 1),
@@ -284,12 +297,41 @@ def _ms(value: Any) -> float:
     return math.inf if int(value) < 0 else float(value)
 
 
+def _setting_ms(config: dict[str, Any], kafka_config: dict[str, Any], name: str) -> float:
+    """A topic's duration setting, or the broker's default of it."""
+    return _ms(config[name]) if name in config else _broker_default_ms(kafka_config, name)
+
+
+def _cleanup_policy(config: dict[str, Any], kafka_config: dict[str, Any]) -> str:
+    return str(config.get("cleanup.policy", kafka_config.get("log.cleanup.policy", "delete")))
+
+
+def compacted_keeping_ms(config: dict[str, Any], kafka_config: dict[str, Any]) -> float:
+    """How long a compacted topic may keep an erased lead's data after its tombstone: the
+    tombstone's segment rolls within `min(segment.ms, max.compaction.lag.ms)` of its first
+    record (Kafka rolls a compacted topic's open segment by the compaction lag too, at the next
+    append), and is compacted, removing the lead's earlier records, at the latest
+    `max.compaction.lag.ms` after the tombstone was written; the tombstone itself (the key, no
+    value) stays `delete.retention.ms` more."""
+    return sum(
+        _setting_ms(config, kafka_config, name)
+        for name in ("max.compaction.lag.ms", "delete.retention.ms")
+    )
+
+
 def dead_letter_retention_violations(resources: list[Resource], topic: Topic) -> list[str]:
     """The topic's dead-letter topic keeps its letters no longer than the topic keeps its
-    messages: both KafkaTopics declared and deleting (`cleanup.policy: delete`: compaction
-    keeps a key's last message forever), the letters' `retention.ms` at most the topic's, and
-    their segments closed at least as often (`segment.ms`: Kafka deletes closed segments only,
-    so an open one outlives its retention by up to that much). Unset values are the broker's."""
+    messages: both KafkaTopics declared, the letters deleting (`cleanup.policy: delete`:
+    compaction keeps a key's last message forever) as the topic does, the letters'
+    `retention.ms` at most the topic's, and their segments closed at least as often
+    (`segment.ms`: Kafka deletes closed segments only, so an open one outlives its retention by
+    up to that much). Unset values are the broker's.
+
+    A topic the registry declares compacted (`Topic.compacted`: state, a lead's current record)
+    compacts instead (`cleanup.policy: compact`, nothing else): it keeps a live lead's record
+    as long as it is current, and an erased lead's until its tombstone is compacted in, at the
+    latest `max.compaction.lag.ms` after it. Its letters are not compacted (a tombstone removes
+    none), so they keep by time, no longer than that lag, closing segments as often."""
     by_name = {
         t["spec"].get("topicName", t["metadata"]["name"]): t
         for t in of_kind(resources, "KafkaTopic")
@@ -302,21 +344,32 @@ def dead_letter_retention_violations(resources: list[Resource], topic: Topic) ->
     source = by_name[topic.full_name()]["spec"].get("config", {})
     dead = by_name[topic.dlq_name()]["spec"].get("config", {})
     found = []
-    for name, config in ((topic.full_name(), source), (topic.dlq_name(), dead)):
-        policy = str(config.get("cleanup.policy", kafka_config.get("log.cleanup.policy", "delete")))
-        if policy != "delete":
-            found.append(f"{name}: cleanup.policy {policy}, not delete")
+    expected = "compact" if topic.compacted else "delete"
+    for name, config, wanted in (
+        (topic.full_name(), source, expected),
+        (topic.dlq_name(), dead, "delete"),
+    ):
+        policy = _cleanup_policy(config, kafka_config)
+        if policy != wanted:
+            found.append(f"{name}: cleanup.policy {policy}, not {wanted}")
     for setting, why in (
         ("retention.ms", "keeps letters longer than"),
         ("segment.ms", "closes segments less often than"),
     ):
-        kept, letters = (
-            _ms(config[setting]) if setting in config else _broker_default_ms(kafka_config, setting)
-            for config in (source, dead)
-        )
+        letters = _setting_ms(dead, kafka_config, setting)
+        kept = _setting_ms(source, kafka_config, setting)
+        compared = setting
+        if topic.compacted:
+            # An erased lead's record stays up to the compaction lag, whatever retention.ms
+            # says (a compact-only topic ignores it); the open segment rolls by the lag too.
+            lag = _setting_ms(source, kafka_config, "max.compaction.lag.ms")
+            if setting == "retention.ms":
+                kept, compared = lag, "retention.ms vs max.compaction.lag.ms"
+            else:
+                kept = min(kept, lag)
         if letters > kept:
             found.append(
-                f"{topic.dlq_name()} {why} {topic.full_name()}: {setting} {letters:g} > {kept:g}"
+                f"{topic.dlq_name()} {why} {topic.full_name()}: {compared} {letters:g} > {kept:g}"
             )
     return found
 
@@ -331,9 +384,11 @@ def test_dead_letters_are_kept_no_longer_than_their_topic(
     from Kafka; retention is what bounds how long a person's data stays there."""
     resources = rendered[overlay]
     assert dead_letter_retention_violations(resources, topic) == []
-    # And the topic itself keeps a week at least, so its consumers can be replayed.
+    # And the topic itself keeps a week at least, so its consumers can be replayed (a compacted
+    # topic keeps each key's current record: no retention by time).
     by_name = {t["spec"]["topicName"]: t for t in of_kind(resources, "KafkaTopic")}
-    assert _ms(by_name[topic.full_name()]["spec"]["config"]["retention.ms"]) >= 7 * DAY_MS
+    if not topic.compacted:
+        assert _ms(by_name[topic.full_name()]["spec"]["config"]["retention.ms"]) >= 7 * DAY_MS
 
 
 def test_the_dead_letter_retention_check_reports_a_longer_keeping(
@@ -355,6 +410,7 @@ def test_the_dead_letter_retention_check_reports_a_longer_keeping(
 
     raw = next(t for t in ALL_TOPICS if t.name == "events.raw")
     scored = next(t for t in ALL_TOPICS if t.name == "leads.scored")
+    (current,) = [t for t in ALL_TOPICS if t.compacted]
     cases = [
         (raw, changed("events.raw.dlq", **{"retention.ms": 90 * DAY_MS}), "keeps letters longer"),
         (raw, changed("events.raw.dlq", **{"retention.ms": -1}), "keeps letters longer"),
@@ -366,6 +422,30 @@ def test_the_dead_letter_retention_check_reports_a_longer_keeping(
             raw,
             [r for r in rendered["prod"] if r.get("spec", {}).get("topicName") != "events.raw.dlq"],
             "no KafkaTopic events.raw.dlq",
+        ),
+        # A compacted topic: compacting (compact,delete would drop live leads' routes by time),
+        # its letters deleting, kept no longer than an erased lead's record stays.
+        (current, changed("routing.current", **{"cleanup.policy": "delete"}), "not compact"),
+        (
+            current,
+            changed("routing.current", **{"cleanup.policy": "compact,delete"}),
+            "not compact",
+        ),
+        (current, changed("routing.current.dlq", **{"cleanup.policy": "compact"}), "not delete"),
+        (
+            current,
+            changed("routing.current", **{"max.compaction.lag.ms": DAY_MS}),
+            "keeps letters longer",
+        ),
+        (
+            current,
+            changed("routing.current.dlq", **{"retention.ms": 30 * DAY_MS}),
+            "keeps letters longer",
+        ),
+        (
+            current,
+            changed("routing.current", **{"max.compaction.lag.ms": 3_600_000}),
+            "closes segments less often",
         ),
     ]
     for topic, resources, expected in cases:
@@ -497,19 +577,88 @@ def test_no_v1_route_is_reachable_from_outside_its_allowed_peers(
     assert len(_api_peers_violations(opened)) == 1
 
 
+def keeping_violations(resources: list[Resource]) -> list[str]:
+    """Topics that may keep a message (an erased lead's, for a compacted one) longer than the
+    services assume (`shared.privacy.TOPICS_KEEP_AT_MOST_DAYS`).
+
+    - A topic that deletes: its retention plus its last open segment (`retention.ms` +
+      `segment.ms`).
+    - A compacted topic keeps a live lead's current record as long as it is current: allowed
+      only where the registry declares the topic compacted (`Topic.compacted`), and only if an
+      erased lead's record goes in time: its tombstone compacted in within
+      `max.compaction.lag.ms` (set: Kafka's default is never), the tombstone gone
+      `delete.retention.ms` later (`compacted_keeping_ms`)."""
+    (kafka,) = of_kind(resources, "Kafka")
+    kafka_config = kafka["spec"]["kafka"].get("config", {})
+    compacted = {t.full_name() for t in ALL_TOPICS if t.compacted}
+    limit = TOPICS_KEEP_AT_MOST_DAYS * DAY_MS
+    found = []
+    for topic in of_kind(resources, "KafkaTopic"):
+        name = topic["spec"].get("topicName", topic["metadata"]["name"])
+        config = topic["spec"].get("config", {})
+        policies = set(_cleanup_policy(config, kafka_config).split(","))
+        if "compact" in policies:
+            if name not in compacted:
+                found.append(f"{name}: compacted, but shared/topics.py does not declare it so")
+                continue
+            kept = compacted_keeping_ms(config, kafka_config)
+            what = "max.compaction.lag.ms + delete.retention.ms"
+        else:
+            kept = sum(_setting_ms(config, kafka_config, s) for s in ("retention.ms", "segment.ms"))
+            what = "retention.ms + segment.ms"
+        if kept > limit:
+            found.append(f"{name}: {what} {kept:g} > {TOPICS_KEEP_AT_MOST_DAYS} days")
+    return found
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_topic_keeps_a_message_longer_than_the_services_assume(
     rendered: dict[str, list[Resource]], overlay: str
 ) -> None:
     """The erased leads' records and score's history must outlive any message that can still
     arrive (`shared.privacy.TOPICS_KEEP_AT_MOST_DAYS`: a topic's retention plus its last open
-    segment). A topic kept longer would let a replay re-create an erased lead."""
-    (kafka,) = of_kind(rendered[overlay], "Kafka")
-    kafka_config = kafka["spec"]["kafka"].get("config", {})
-    for topic in of_kind(rendered[overlay], "KafkaTopic"):
-        config = topic["spec"]["config"]
-        kept = sum(
-            _ms(config[name]) if name in config else _broker_default_ms(kafka_config, name)
-            for name in ("retention.ms", "segment.ms")
-        )
-        assert kept <= TOPICS_KEEP_AT_MOST_DAYS * DAY_MS, topic["metadata"]["name"]
+    segment; for the compacted state topic, how long an erased lead's record stays after its
+    tombstone). A topic kept longer would let a replay re-create an erased lead."""
+    assert keeping_violations(rendered[overlay]) == []
+
+
+def test_the_keeping_check_reports_a_topic_kept_too_long(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """The check above fails where a topic deletes too late, where a topic the registry does
+    not declare compacted compacts, and where the compacted topic's erased records may stay too
+    long (no compaction lag bound: Kafka's default is never)."""
+
+    def changed(name: str, **config: Any) -> list[Resource]:
+        resources = copy.deepcopy(rendered["prod"])
+        for resource in of_kind(resources, "KafkaTopic"):
+            if resource["spec"]["topicName"] == name:
+                for key, value in config.items():
+                    if value is None:
+                        resource["spec"]["config"].pop(key, None)
+                    else:
+                        resource["spec"]["config"][key] = value
+        return resources
+
+    cases = [
+        (changed("leads.scored", **{"retention.ms": 31 * DAY_MS}), "leads.scored: retention.ms"),
+        (changed("events.raw", **{"segment.ms": None}), None),  # 7 + 7 days: fine
+        (changed("events.raw", **{"retention.ms": -1}), "events.raw: retention.ms"),
+        (changed("leads.scored", **{"cleanup.policy": "compact"}), "does not declare it so"),
+        (changed("routing.current", **{"max.compaction.lag.ms": None}), "routing.current: max"),
+        (
+            # 31 days, and the tombstone's day.
+            changed("routing.current", **{"max.compaction.lag.ms": 31 * DAY_MS}),
+            "routing.current: max",
+        ),
+        (
+            changed("routing.current", **{"delete.retention.ms": 30 * DAY_MS}),
+            "routing.current: max",
+        ),
+    ]
+    for resources, expected in cases:
+        violations = " | ".join(keeping_violations(resources))
+        if expected is None:
+            assert violations == ""
+        else:
+            assert expected in violations
