@@ -21,12 +21,13 @@ The SQL convention, for every repository (hot path or not):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -57,6 +58,22 @@ def create_engine(settings: DatabaseSettings, *, application_name: str) -> Async
             "timeout": 5,
         },
     )
+
+
+async def listen(
+    settings: DatabaseSettings, channel: str, on_notice: Callable[[str], None], *, name: str
+) -> asyncpg.Connection:
+    """A connection of its own (not the pool's: LISTEN holds it for good) listening on
+    `channel`: `on_notice(payload)` for each NOTIFY, as the notifying transaction commits. The
+    caller closes it; one that closed (the server went away) is seen with `is_closed()`."""
+    url = make_url(settings.url.get_secret_value()).set(drivername="postgresql")
+    connection = await asyncpg.connect(
+        url.render_as_string(hide_password=False),
+        server_settings={"application_name": name},
+        timeout=5,
+    )
+    await connection.add_listener(channel, lambda *notice: on_notice(notice[3]))
+    return connection
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

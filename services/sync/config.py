@@ -18,10 +18,10 @@ class SyncSettings(ConsumingServiceSettings):
 
     health_port: int = 8085
     destinations_file: Path = DEFAULT_DESTINATIONS_FILE
-    # A lane with nothing to send looks again this often. The consumer runner offers no hook
-    # after its commit to wake the lanes, and the lanes may be in another replica anyway (the
-    # lease holder's): an event waits at most this long in an idle queue.
-    idle_poll_s: float = Field(default=0.2, gt=0, le=10)
+    # A lane with nothing to send is woken by the notification of the statement that queues its
+    # rows (delivery module doc), and also looks again this often: how late an event can be
+    # when a notification was missed (the listening connection being opened again).
+    idle_poll_s: float = Field(default=1.0, gt=0, le=10)
     # One replica delivers to a destination at a time: it holds the destination's lease
     # (`sync.destinations`) this long and renews it every third of it; when the holder stops
     # (its lease released) or dies (its lease runs out), another replica takes over.

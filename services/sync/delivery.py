@@ -9,6 +9,12 @@ counts as held here until 80% of `lease_s` after the statement that took it was 
 replica cut off from the database stops sending before another one may start; the rare overlap
 (a stalled process) sends some events twice, which their idempotency keys absorb.
 
+**Waking.** The statement that queues rows also notifies which lanes it queued for
+(`repository.enqueue`, PostgreSQL NOTIFY, delivered at its commit); this replica listens on a
+connection of its own and wakes those lanes of the destinations it holds, so a decision goes out
+as soon as it is stored. A lane also looks every `idle_poll_s` (a notification lost while the
+listening connection was being opened again, or a retry falling due).
+
 **Lanes.** A destination's queue is split into `concurrency` lanes by lead (`events.lane_of`).
 A lane reads its head (`repository.lane_head`, up to `batch_size` rows), sends the rows whose
 next attempt is due as one request, and only then looks at the next: the next request of a lane
@@ -37,6 +43,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
@@ -57,7 +65,7 @@ from services.sync.metrics import (
     RETRYING,
 )
 from services.sync.rate_limit import TokenBucket
-from services.sync.repository import Queued
+from services.sync.repository import QUEUED_CHANNEL, Queued
 from services.sync.retries import (
     PAUSING_STATUSES,
     Failure,
@@ -67,7 +75,7 @@ from services.sync.retries import (
     verdict,
 )
 from services.sync.webhooks import Envelope, webhook_request
-from shared.db import unit_of_work
+from shared.db import listen, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,12 @@ class DestinationSender:
         self._paused_until = 0.0
         self._draw = random.Random()
         self._lanes: list[asyncio.Task[None]] = []
+        self._wakes = [asyncio.Event() for _ in range(config.concurrency)]
+
+    def wake(self, lane: int) -> None:
+        """Rows were queued for `lane` (a notification): it looks at once, not at its next poll."""
+        if 0 <= lane < len(self._wakes):
+            self._wakes[lane].set()
 
     def start(self) -> None:
         name = self.destination.name
@@ -138,7 +152,15 @@ class DestinationSender:
                               LANE_FAILURE_WAIT_S)  # fmt: skip
                 wait_s = LANE_FAILURE_WAIT_S
             if wait_s > 0:
-                await asyncio.sleep(wait_s)
+                await self._wait(lane, wait_s)
+
+    async def _wait(self, lane: int, wait_s: float) -> None:
+        """Wait `wait_s`, or less if rows are queued for the lane meanwhile (`wake`); a wake that
+        came while the lane was busy makes it look again at once."""
+        wake = self._wakes[lane]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), wait_s)
+        wake.clear()
 
     async def step(self, lane: int) -> float:
         """One request of `lane` if one is due; returns the seconds to wait before the next."""
@@ -265,6 +287,33 @@ class Deliveries:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._leases = {name: Lease() for name in self._destinations}
         self._senders: dict[str, DestinationSender] = {}
+        self._listener: asyncpg.Connection | None = None
+
+    async def _listen(self) -> None:
+        """Listen for queued rows (`repository.enqueue` notifies), opening the connection
+        again if it closed; if it cannot be opened, lanes fall back to polling every
+        `idle_poll_s` until the next round tries again."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await listen(
+                self._settings.database, QUEUED_CHANNEL, self._queued, name="leadflow-sync-listen"
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self._listener = None
+            log.warning("not listening for queued deliveries (%s): lanes poll every %.1fs",
+                        type(exc).__name__, self._settings.idle_poll_s)  # fmt: skip
+
+    def _queued(self, payload: str) -> None:
+        """A notification: wake the lanes that rows were queued for, where this replica sends."""
+        try:
+            pairs = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        for name, lane in pairs:
+            sender = self._senders.get(name)
+            if sender is not None:
+                sender.wake(lane)
 
     async def round(self) -> float:
         """Take or renew the leases, start and stop senders, refresh the gauges; returns the
@@ -272,6 +321,7 @@ class Deliveries:
         lease_s = self._settings.lease_s
         if not self._destinations:
             return lease_s
+        await self._listen()
         asked_at = time.monotonic()
         async with unit_of_work(self._sessions) as session:
             held = await repository.take_leases(
@@ -330,6 +380,9 @@ class Deliveries:
         for sender in self._senders.values():
             await sender.stop()
         self._senders.clear()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):  # shutting down: a broken one is closed anyway
+                await self._listener.close()
         try:
             async with unit_of_work(self._sessions) as session:
                 await repository.release_leases(session, self.holder)

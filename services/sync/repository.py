@@ -28,6 +28,8 @@ from shared.db import execute, fetch, fetchrow, fetchval, json_document
 from shared.privacy import ErasedLeads
 
 SCHEMA = "sync"
+QUEUED_CHANNEL = "leadflow_sync_queued"
+"""What `enqueue` notifies (its literal SQL names it too)."""
 ERASED_LEADS = ErasedLeads(SCHEMA)
 MAX_LANES = 64  # DestinationConfig.concurrency's bound: the lanes the health figures look at
 
@@ -93,7 +95,12 @@ async def enqueue(
 ) -> int:
     """Queue `deliveries` in their order (each row's `delivery_id` follows the one before: a
     lane's FIFO order) and store the leads' routing `orders`, in one statement. Returns the rows
-    queued. An event without `received_at` counts its latency from now (when it was queued)."""
+    queued. An event without `received_at` counts its latency from now (when it was queued).
+
+    The same statement notifies `QUEUED_CHANNEL` with the (destination, lane) pairs it queued
+    for (JSON): PostgreSQL delivers it when the transaction commits, to whichever replica sends
+    to those destinations (`delivery.Deliveries` listens), so a lane wakes as soon as its rows
+    can be read instead of at its next idle poll."""
     if not deliveries and not orders:
         return 0
     rows = [
@@ -147,10 +154,12 @@ async def enqueue(
                 held_until = excluded.held_until, updated_at = now()
             RETURNING 1
         )
-        SELECT (SELECT count(*) FROM queued) + 0 * (SELECT count(*) FROM ordered)
+        SELECT (SELECT count(*) FROM queued) + 0 * (SELECT count(*) FROM ordered),
+               (SELECT pg_notify('leadflow_sync_queued', $3) WHERE $3 <> '')
         """,
         json_document(rows),
         json_document(order_rows),
+        json_document(sorted({(d.destination, d.lane) for d in deliveries})) if deliveries else "",
     )
     return queued
 
