@@ -114,3 +114,23 @@ async def test_every_event_arrives_signed_in_sequence_order_with_its_idempotency
         if line.startswith("leadflow_sync_reorder_held_total ")
     ]
     assert float(held.split()[1]) >= len(LEADS)
+
+
+async def test_a_decision_queued_wakes_its_lane_at_once_not_at_its_next_poll(
+    pipeline: Pipeline,
+    tmp_path: Path,
+    receivers: Callable[[], Awaitable[Receiver]],
+) -> None:
+    """The statement that queues a delivery notifies its lane (NOTIFY at commit): with lanes
+    that would otherwise look only every 10 s, a decision arrives within a few."""
+    crm = await receivers()
+    await start_sync(pipeline, tmp_path, {"crm": (crm, {})}, IDLE_POLL_S="10")
+    await asyncio.sleep(2)  # every lane has looked once and found nothing: idle for 10 s now
+
+    started = asyncio.get_running_loop().time()
+    produce(pipeline, [(decision_topic("sdr"), "lead-woken", decision("lead-woken", 1))])
+    await eventually(polled(lambda: len(crm.delivered)), "the decision delivered",
+                     until=lambda n: n >= 1, timeout_s=10)  # fmt: skip
+
+    assert asyncio.get_running_loop().time() - started < 5
+    assert crm.delivered[0].event["data"]["lead_id"] == "lead-woken"
