@@ -32,6 +32,7 @@ SECTIONS: tuple[str, ...] = (
     "router",
     "learning",
     "console",
+    "sync",
 )
 DEFAULT_OUTPUT = Path(".bench/results.json")
 

@@ -29,7 +29,7 @@ from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from shared.topics import ALL_TOPICS, Topic, all_topic_names
 
 REPO = Path(__file__).resolve().parents[1]
-MIGRATED_SERVICES = ("enrich", "score", "router")
+MIGRATED_SERVICES = ("enrich", "score", "router", "sync")
 PARTITIONS = 4
 
 

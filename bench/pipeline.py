@@ -201,11 +201,14 @@ async def run(infra: BenchInfra) -> list[Figure]:
 @dataclass
 class Stacks:
     """Starts each step's stack: the same stream of visitors, a new database and new topics,
-    dropped and deleted when the step ends (module doc)."""
+    dropped and deleted when the step ends (module doc). `services` and their extra
+    environment (`service_env`) are the pipeline's four unless told (bench/sync.py adds sync)."""
 
     infra: BenchInfra
     bodies: Iterator[bytes]
-    peak_rss_mb: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0.0))
+    services: tuple[str, ...] = SERVICES
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
     async def fresh(self) -> AsyncIterator[Stack]:
@@ -218,14 +221,15 @@ class Stacks:
             topic_prefix=await self.infra.fresh_topic_prefix(),
             write_keys={WRITE_KEY: "bench-site"},
             ingest_port=free_port(),
-            health_ports={name: free_port() for name in SERVICES},
+            health_ports={name: free_port() for name in self.services},
             api_ports={name: free_port() for name in ("enrich", "score", "router")},
+            service_env=self.service_env,
         )
         logs = REPO / ".bench" / "logs" / "pipeline"
         logs.mkdir(parents=True, exist_ok=True)
         processes = [
             ServiceProcess(name, addresses, log_file=logs / f"{name}.log").start()
-            for name in SERVICES
+            for name in self.services
         ]
         stack = Stack(addresses=addresses, processes=processes, bodies=self.bodies)
         reader: asyncio.Task[None] | None = None
@@ -241,7 +245,8 @@ class Stacks:
                     await reader
             for process in processes:
                 rss = _peak_rss_mb(process)
-                self.peak_rss_mb[process.service] = max(self.peak_rss_mb[process.service], rss)
+                before = self.peak_rss_mb.get(process.service, 0.0)
+                self.peak_rss_mb[process.service] = max(before, rss)
                 await asyncio.to_thread(process.stop)
             await self.infra.drop_database(addresses.database_url)
             await self.infra.delete_topics(addresses.topic_prefix)
