@@ -241,6 +241,7 @@ def mql(lead_id: str) -> LifecycleChanged:
     )
 
 
+@pytest.mark.slow  # about 11 s, the router's own feedback tests cover its side: `make test-slow`
 async def test_an_acceptance_reported_over_http_stops_the_routers_sla_timer(
     start_ingest: StartIngest, pipeline: Pipeline, tmp_path: Path
 ) -> None:
