@@ -29,10 +29,34 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries to where it goes: mapped (::ffff:a.b.c.d),
+    NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:aabb:ccdd::), Teredo (its server's client address) or
+    the deprecated compatible form (::a.b.c.d); None for a plain IPv6 address."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    packed = int(address)
+    if 1 < packed <= 0xFFFFFFFF:  # ::a.b.c.d (not :: or ::1)
+        return ipaddress.IPv4Address(packed)
+    return None
+
+
 def refusal(address: IpAddress) -> str | None:
-    """Why a destination may not be reached at `address`, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+    """Why a destination may not be reached at `address`, or None when it may. An IPv6 address
+    that carries an IPv4 one (`embedded_ipv4`) is judged by where it goes:
+    ::ffff:169.254.169.254 and 64:ff9b::a9fe:a9fe are 169.254.169.254."""
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if inner is not None and (reason := refusal(inner)) is not None:
+        return f"{address} carries {reason}"
     if address.is_unspecified:
         return f"{address} is the unspecified address (it reaches this host)"
     if address.is_link_local:

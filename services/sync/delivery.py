@@ -136,9 +136,9 @@ class DestinationSender:
     async def stop(self) -> None:
         for task in self._lanes:
             task.cancel()
-        for task in self._lanes:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather, not `await task` under suppress(CancelledError): a cancellation of the caller
+        # itself (the service stopping) must not be swallowed here.
+        await asyncio.gather(*self._lanes, return_exceptions=True)
         await self._client.close()
 
     async def _run_lane(self, lane: int) -> None:
@@ -184,6 +184,10 @@ class DestinationSender:
             return min((head[0].next_attempt_at - now).total_seconds(), HEAD_RECHECK_S)
         if self._bucket is not None and (wait_s := self._bucket.take(time.monotonic())) > 0:
             await asyncio.sleep(wait_s)
+            # The wait may have been long (many lanes, a low rate): the lease may have gone to
+            # another replica, or a Retry-After paused the destination, meanwhile.
+            if not self._lease.held() or self._paused_until > time.monotonic():
+                return 0.0
         request = webhook_request(
             [Envelope(row.event_id, type_of(row.event_kind), row.event_at, row.data)
              for row in due],
@@ -213,7 +217,9 @@ class DestinationSender:
             return
         now = datetime.now(UTC)
         failure = Failure(
-            answer.status, excerpt(answer.body) if answer.body else answer.error or ""
+            answer.status,
+            excerpt(answer.body) if answer.body else answer.error or "",
+            body_bytes=len(answer.body or b""),
         )
         told_s = retry_after_s(answer.retry_after, now=now)
         if told_s is not None:
@@ -229,6 +235,9 @@ class DestinationSender:
                            draw=self._draw)
         )  # fmt: skip
         async with unit_of_work(self._sessions) as session:
+            # Under the leads' locks, as an erasure: a dead letter this moves is either seen and
+            # deleted by an erasure that follows, or never written after one (its row is gone).
+            await repository.lock_leads(session, {row.lead_id for row in rows})
             dead = await repository.failed(
                 session,
                 name,
@@ -236,7 +245,8 @@ class DestinationSender:
                 max_attempts=config.max_attempts,
                 rejected=outcome == "rejected",
                 status=answer.status,
-                error=failure.describe(),
+                error=failure.summary(),
+                dead_letter_error=failure.dead_letter_text(events=len(rows)),
                 next_attempt_at=now + timedelta(seconds=wait_s),
             )
         cause = str(answer.status) if answer.status is not None else _cause(answer.error)
@@ -249,7 +259,7 @@ class DestinationSender:
             name,
             len(rows),
             f"{dead} dead-lettered" if dead else f"attempt {attempt}, next in {wait_s:.1f}s",
-            failure.describe(),
+            failure.summary(),
         )
 
 
@@ -307,13 +317,15 @@ class Deliveries:
     def _queued(self, payload: str) -> None:
         """A notification: wake the lanes that rows were queued for, where this replica sends."""
         try:
-            pairs = orjson.loads(payload)
+            lanes = orjson.loads(payload)  # destination -> a bit per lane (`queued_lanes`)
         except orjson.JSONDecodeError:
             return
-        for name, lane in pairs:
+        for name, bits in lanes.items():
             sender = self._senders.get(name)
             if sender is not None:
-                sender.wake(lane)
+                for lane in range(bits.bit_length()):
+                    if bits >> lane & 1:
+                        sender.wake(lane)
 
     async def round(self) -> float:
         """Take or renew the leases, start and stop senders, refresh the gauges; returns the
@@ -327,11 +339,15 @@ class Deliveries:
             held = await repository.take_leases(
                 session, sorted(self._destinations), holder=self.holder, lease_s=lease_s
             )
+        for name in held:  # every lease first: a takeover that fails must not leave one stale
+            self._leases[name].valid_until = asked_at + lease_s * LEASE_TRUSTED_SHARE
         for name, destination in self._destinations.items():
             if name in held:
-                self._leases[name].valid_until = asked_at + lease_s * LEASE_TRUSTED_SHARE
                 if name not in self._senders:
-                    await self._take_over(destination)
+                    try:
+                        await self._take_over(destination)
+                    except Exception:  # this destination again next round; the others go on
+                        log.exception("%s: taking over failed; again next round", name)
             elif name in self._senders:
                 log.info("%s: lease lost to another replica; stopped sending", name)
                 self._leases[name].valid_until = 0.0

@@ -209,13 +209,27 @@ def load_destinations(
                             f"{where}.headers.{header}: the environment variable {value.env} "
                             "is not set"
                         )
-                    headers[header] = SecretStr(environ.get(value.env, ""))
+                    text = environ.get(value.env, "")
                 else:
-                    headers[header] = SecretStr(value)
+                    text = value
+                if not _header_value(text):
+                    # never quoted: it may be a credential
+                    problems.append(
+                        f"{where}.headers.{header}: the value is not a header value (printable "
+                        "ASCII on one line; a secret read from a file often ends in a newline)"
+                    )
+                headers[header] = SecretStr(text)
         destinations.append(Destination(name=name, config=config, secret=secret, headers=headers))
     if problems:
         raise DestinationsFileError(f"{path}: {'; '.join(problems)}")
     return destinations
+
+
+def _header_value(text: str) -> bool:
+    """Whether `text` can be sent as a header value as it is: printable ASCII (tabs allowed),
+    no line break. Anything else would fail every request of the destination, and the HTTP
+    library's error would quote the value."""
+    return all(c == "\t" or " " <= c <= "~" for c in text)
 
 
 def _secret(environ: Mapping[str, str], variable: str) -> tuple[SecretStr, str | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -129,14 +129,33 @@ def lane_of(lead_id: str, lanes: int) -> int:
 
 
 def fan_out(events: Iterable[Event], destinations: Sequence[Destination]) -> list[Delivery]:
-    """One delivery per event and destination that wants it, in the events' order."""
+    """One delivery per event and destination that wants it, in the events' order; an erasure
+    notice goes to every lane that holds one of its leads (`erasure_deliveries`)."""
+    deliveries: list[Delivery] = []
+    for event in events:
+        for destination in destinations:
+            if not destination.wants(event.kind, route=event.route, stage=event.stage):
+                continue
+            lanes = destination.config.concurrency
+            if event.kind == "erasures":
+                deliveries += erasure_deliveries(event, destination.name, lanes=lanes)
+            else:
+                deliveries.append(Delivery(destination.name, lane_of(event.lead_id, lanes), event))
+    return deliveries
+
+
+def erasure_deliveries(event: Event, destination: str, *, lanes: int) -> list[Delivery]:
+    """The notice queued behind every lead it names, in each lane that holds one: a lane sends
+    in order, so whatever of those leads was queued (or already on its way) when the erasure
+    came reaches the CRM before a notice that erases it. Each copy has an id of its own (the
+    request id, then `<request id>:<lane>`): a CRM applies every one it receives."""
+    chosen = sorted({lane_of(lead_id, lanes) for lead_id in event.data["lead_ids"]})
+    first = lane_of(event.lead_id, lanes)
     return [
         Delivery(
-            destination=destination.name,
-            lane=lane_of(event.lead_id, destination.config.concurrency),
-            event=event,
+            destination,
+            lane,
+            event if lane == first else replace(event, event_id=f"{event.event_id}:{lane}"),
         )
-        for event in events
-        for destination in destinations
-        if destination.wants(event.kind, route=event.route, stage=event.stage)
+        for lane in chosen
     ]

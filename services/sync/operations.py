@@ -87,6 +87,8 @@ async def replay(resources: Resources[SyncSettings], args: argparse.Namespace) -
         raise OperatorError(f"no destination {args.destination!r} in the file (known: {known})")
     async with unit_of_work(resources.database()) as session:
         letters = await repository.dead_letters(session, destination.name, args.event_id)
+        # Under the leads' locks, as an erasure: a letter erased meanwhile is gone when moved.
+        await repository.lock_leads(session, {letter.lead_id for letter in letters})
         queued = await repository.requeue(
             session, destination.name, letters, lanes=destination.config.concurrency
         )

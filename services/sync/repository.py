@@ -90,6 +90,15 @@ async def lead_orders(session: AsyncSession, lead_ids: Iterable[str]) -> dict[st
     }
 
 
+def queued_lanes(deliveries: Sequence[Delivery]) -> dict[str, int]:
+    """The notification's payload: per destination, a bit per lane rows were queued for. Small
+    whatever the batch (PostgreSQL refuses a payload of 8,000 bytes or more)."""
+    lanes: dict[str, int] = {}
+    for delivery in deliveries:
+        lanes[delivery.destination] = lanes.get(delivery.destination, 0) | (1 << delivery.lane)
+    return lanes
+
+
 async def enqueue(
     session: AsyncSession, deliveries: Sequence[Delivery], orders: Sequence[LeadOrder]
 ) -> int:
@@ -97,8 +106,7 @@ async def enqueue(
     lane's FIFO order) and store the leads' routing `orders`, in one statement. Returns the rows
     queued. An event without `received_at` counts its latency from now (when it was queued).
 
-    The same statement notifies `QUEUED_CHANNEL` with the (destination, lane) pairs it queued
-    for (JSON): PostgreSQL delivers it when the transaction commits, to whichever replica sends
+    The same statement notifies `QUEUED_CHANNEL` with the lanes it queued for (`queued_lanes`): PostgreSQL delivers it when the transaction commits, to whichever replica sends
     to those destinations (`delivery.Deliveries` listens), so a lane wakes as soon as its rows
     can be read instead of at its next idle poll."""
     if not deliveries and not orders:
@@ -159,7 +167,7 @@ async def enqueue(
         """,
         json_document(rows),
         json_document(order_rows),
-        json_document(sorted({(d.destination, d.lane) for d in deliveries})) if deliveries else "",
+        json_document(queued_lanes(deliveries)) if deliveries else "",
     )
     return queued
 
@@ -267,11 +275,13 @@ async def failed(
     rejected: bool,
     status: int | None,
     error: str,
+    dead_letter_error: str,
     next_attempt_at: datetime,
 ) -> int:
     """An attempt that failed: each row's attempts counted; rows at `max_attempts` (all of them
-    when `rejected`) moved to the dead letters, the others wait for `next_attempt_at`; the
-    destination's last error noted. Returns the rows dead-lettered."""
+    when `rejected`) moved to the dead letters with `dead_letter_error`, the others wait for
+    `next_attempt_at` with `error`; the destination's last error noted (`error`: it quotes no
+    answer, `retries.Failure`). Returns the rows dead-lettered."""
     dead: int = await fetchval(
         session,
         """
@@ -284,7 +294,7 @@ async def failed(
                                            event_at, data, received_at, created_at, attempts,
                                            last_status, last_error)
             SELECT destination, lead_id, event_id, event_kind, sequence, event_at, data,
-                   received_at, created_at, attempts + 1, $5, $6
+                   received_at, created_at, attempts + 1, $5, $8
             FROM moved ORDER BY delivery_id
             RETURNING 1
         ), retried AS (
@@ -306,6 +316,7 @@ async def failed(
         status,
         error,
         next_attempt_at,
+        dead_letter_error,
     )
     return dead
 

@@ -70,14 +70,27 @@ def retry_after_s(value: str | None, *, now: datetime) -> float | None:
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed attempt as it is kept and shown: the status (None: no answer) and a short,
-    printable excerpt (the body's start, or what went wrong)."""
+    """A failed attempt as it is kept and shown: the status (None: no answer), the body's size
+    and a short, printable excerpt of it (or what went wrong without an answer).
+
+    A destination's answer may quote what it was sent, a lead's personal data: the excerpt is
+    kept only on the dead letter of the one event it answered (`dead_letter_text`, for the
+    operator who replays it; an erasure deletes it with the lead), and everywhere else (logs,
+    the destination's last error, a retried row) only `summary`, which quotes nothing."""
 
     status: int | None
     excerpt: str
+    body_bytes: int = 0
 
-    def describe(self) -> str:
-        return f"HTTP {self.status}: {self.excerpt}" if self.status is not None else self.excerpt
+    def summary(self) -> str:
+        if self.status is None:
+            return self.excerpt  # what went wrong: timeout, refused address, connection
+        return f"HTTP {self.status} ({self.body_bytes} bytes)"
+
+    def dead_letter_text(self, *, events: int) -> str:
+        if self.status is None or events > 1 or not self.excerpt:
+            return self.summary()
+        return f"HTTP {self.status}: {self.excerpt}"
 
 
 def excerpt(body: bytes) -> str:

@@ -128,6 +128,18 @@ def test_header_values_come_from_the_environment_and_stay_out_of_reprs(tmp_path:
         load(write(tmp_path, body), environ={"CRM_SECRET": SECRET})
 
 
+def test_a_header_value_with_a_line_break_is_refused_without_being_quoted(tmp_path: Path) -> None:
+    """A secret mounted from a file often ends in a newline: every request would fail, and the
+    HTTP library's error would quote the value into logs and the last error."""
+    body = destination(headers="{X-Api-Key: {env: CRM_KEY}}")
+    with pytest.raises(DestinationsFileError, match=r"headers\.X-Api-Key: the value is not a "
+                       "header value") as refused:  # fmt: skip
+        load(write(tmp_path, body), environ={**ENV, "CRM_KEY": "key-that-is-secret\n"})
+    assert "key-that-is-secret" not in str(refused.value)
+    with pytest.raises(DestinationsFileError, match=r"not a header value"):
+        load(write(tmp_path, body), environ={**ENV, "CRM_KEY": "clé"})
+
+
 def test_headers_sync_sets_itself_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DestinationsFileError, match=r"destinations\.crm\.headers: .*webhook-id"):
         load(write(tmp_path, destination(headers="{webhook-id: mine}")))
@@ -147,6 +159,29 @@ def test_addresses() -> None:
     private = literal_address("10.1.2.3")
     assert private is not None
     assert refusal(private) is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "::ffff:169.254.169.254",  # mapped
+        "64:ff9b::a9fe:a9fe",  # NAT64: 169.254.169.254 through the translator
+        "2002:a9fe:a9fe::1",  # 6to4
+        "::169.254.169.254",  # the deprecated compatible form
+        "::ffff:0.0.0.0",
+    ],
+)
+def test_an_ipv6_address_carrying_a_refused_ipv4_one_is_refused(written: str) -> None:
+    address = literal_address(written)
+    assert address is not None
+    assert refusal(address) is not None, written
+
+
+def test_an_ipv6_address_carrying_a_public_ipv4_one_is_allowed() -> None:
+    for written in ("64:ff9b::808:808", "2002:808:808::1", "2001:db8::1"):
+        address = literal_address(written)
+        assert address is not None
+        assert refusal(address) is None, written
 
 
 class _NoConnection(httpcore.AsyncNetworkBackend):

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from services.sync.rate_limit import TokenBucket
-from services.sync.retries import EXCERPT_CHARS, backoff_s, excerpt, retry_after_s, verdict
+from services.sync.retries import (
+    EXCERPT_CHARS,
+    Failure,
+    backoff_s,
+    excerpt,
+    retry_after_s,
+    verdict,
+)
 
 NOW = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
 
@@ -67,3 +74,16 @@ def test_the_token_bucket_spaces_requests_evenly() -> None:
     assert bucket.take(100.0) == pytest.approx(0.5)  # a third one waits behind the second
     assert bucket.take(101.0) == 0.0  # quiet for long enough: at once again, but no burst
     assert bucket.take(101.0) == pytest.approx(0.25)
+
+
+def test_an_answers_excerpt_is_kept_only_on_the_dead_letter_of_the_event_it_answered() -> None:
+    """An answer may quote what it was sent (a lead's name): logs, the destination's last error
+    and a retried row get the status and size alone; a dead letter gets the excerpt, unless
+    the request carried several leads' events."""
+    failure = Failure(422, excerpt(b'{"error": "Ada Lovelace: bad owner"}'), body_bytes=36)
+
+    assert failure.summary() == "HTTP 422 (36 bytes)"
+    assert failure.dead_letter_text(events=1) == 'HTTP 422: {"error": "Ada Lovelace: bad owner"}'
+    assert failure.dead_letter_text(events=3) == "HTTP 422 (36 bytes)"
+    no_answer = Failure(None, "no answer within 10s")
+    assert no_answer.summary() == no_answer.dead_letter_text(events=1) == "no answer within 10s"

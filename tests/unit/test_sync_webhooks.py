@@ -122,3 +122,21 @@ def test_a_leads_lane_is_stable_and_leads_spread_over_the_lanes() -> None:
     assert min(spread.values()) > 850
     # fixed, whatever the process (not Python's salted hash): lanes survive restarts
     assert [lane_of(f"lead-{n}", 16) for n in range(4)] == [7, 15, 8, 13]
+
+
+def test_an_erasure_notice_follows_every_lead_it_names_in_each_lane() -> None:
+    """Queued behind each of its leads (lane FIFO): whatever of a merged lead was on its way
+    reaches the CRM before a notice that erases it. One copy per lane, each with its own id."""
+    leads = [f"lead-{n}" for n in range(6)]
+    notice = event_of(
+        ErasureNotice(request_id="r-1", lead_ids=leads, requested_at=NOW, erased_at=NOW)
+    )
+    rows = fan_out([notice], [destination("all", events=["erasures"], concurrency=4)])
+
+    lanes = sorted({lane_of(lead, 4) for lead in leads})
+    assert sorted(row.lane for row in rows) == lanes
+    assert len(lanes) > 1, "the example must spread over lanes to test anything"
+    ids = {row.event.event_id for row in rows}
+    assert len(ids) == len(rows)
+    assert "r-1" in ids
+    assert all(row.event.data["lead_ids"] == leads for row in rows)
