@@ -136,7 +136,8 @@ async def test_an_erasure_removes_the_person_from_enrich_and_names_every_lead_th
     assert described["status"] == "partial"  # enrich's part done, the others pending
     assert described["services"]["enrich"]["erased"]["leads"] == 2
     assert {s: p["status"] for s, p in described["services"].items()} == {
-        "enrich": "complete", "score": "pending", "router": "pending", "console": "pending"}  # fmt: skip
+        "enrich": "complete", "score": "pending", "router": "pending", "console": "pending",
+        "sync": "pending"}  # fmt: skip
     # Every identifier she had is on the list, as keyed hashes only.
     assert (
         await db.fetchval("SELECT count(*) FROM enrich.do_not_track") == 4
@@ -148,7 +149,7 @@ async def test_an_erasure_removes_the_person_from_enrich_and_names_every_lead_th
     # The other services report; the request is then complete.
     reports = [
         ErasureReport(request_id="r-1", service=s, erased={"leads": 2}, reported_at=NOW)
-        for s in ("score", "router", "console")
+        for s in ("score", "router", "console", "sync")
     ]
     await run(sessions, enrich, reports)
     assert (await status(sessions, "r-1"))["status"] == "complete"

@@ -53,7 +53,7 @@ async def test_a_service_that_was_down_does_its_part_when_it_comes_back(
         return {service: part["status"] for service, part in status["services"].items()}
 
     waiting = {"enrich": "complete", "score": "complete", "router": "complete",
-               "console": "pending"}  # fmt: skip
+               "console": "pending", "sync": "complete"}  # fmt: skip
     await eventually(parts, "every running service did its part", until=lambda p: p == waiting)
     assert (await erasure_api(pipeline, "GET", path)).json()["status"] == "partial"
     assert await traces_of(db, [ada.email], schemas=["console"])  # not yet
