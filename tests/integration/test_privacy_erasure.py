@@ -7,6 +7,7 @@ dropped and counted, and everybody else's scores and decisions are as they were.
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from tests.fixtures.pipeline import Pipeline
 from tests.fixtures.polling import eventually
@@ -28,6 +29,7 @@ async def test_an_erased_person_is_gone_from_every_store_and_not_collected_again
     await erase_a_person_and_prove_it(pipeline, db)
 
 
+@pytest.mark.slow  # about 20 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_service_that_was_down_does_its_part_when_it_comes_back(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:

@@ -356,6 +356,7 @@ async def test_a_hot_lead_from_an_owned_account_goes_to_its_owner(pipeline: Pipe
     assert decision["reasons"][-1] == "account owner of Globex Corporation (acct-0002)"
 
 
+@pytest.mark.slow  # about 13 s: `make test-slow` (make test stays within 20 minutes)
 async def test_an_unsubscribed_lead_gets_no_decision_and_its_history_says_why(
     pipeline: Pipeline,
 ) -> None:

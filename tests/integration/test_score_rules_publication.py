@@ -167,6 +167,7 @@ async def test_two_replicas_under_load_switch_versions_without_a_batch_scored_by
     assert [(r["rule_version"], r["points"], r["n"]) for r in lines] == [("2", 35, len(late))]
 
 
+@pytest.mark.slow  # about 13 s: `make test-slow` (make test stays within 20 minutes)
 @pytest.mark.timeout(300)
 async def test_a_version_published_during_the_rescore_of_the_previous_one_wins(
     pipeline: Pipeline, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch

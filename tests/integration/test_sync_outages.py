@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from shared.topics import LEADS_LIFECYCLE
 from tests.fixtures.pipeline import Pipeline
@@ -78,6 +79,7 @@ async def test_a_destination_down_for_a_while_gets_everything_in_order_when_it_i
     assert 'leadflow_sync_failed_attempts_total{cause="connection",destination="crm"}' in metrics
 
 
+@pytest.mark.slow  # about 12 s: `make test-slow` (make test stays within 20 minutes)
 async def test_a_slow_destination_does_not_delay_another(
     pipeline: Pipeline,
     db: asyncpg.Connection,

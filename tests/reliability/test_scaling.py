@@ -124,6 +124,7 @@ async def test_a_killed_instance_hands_its_partitions_to_the_survivor(
 PAIRS = 40
 
 
+@pytest.mark.slow  # about 15 s: `make test-slow` (make test stays within 20 minutes)
 @pytest.mark.timeout(300)
 async def test_two_score_instances_count_a_merged_visitors_events_once(
     pipeline_factory: PipelineFactory, db: asyncpg.Connection
