@@ -49,6 +49,8 @@ def create_engine(settings: DatabaseSettings, *, application_name: str) -> Async
         json_serializer=json_document,
         json_deserializer=orjson.loads,
         pool_size=settings.pool_size,
+        # Bounded (SQLAlchemy's default is 10): the replicas' sum must fit max_connections.
+        max_overflow=settings.max_overflow,
         pool_pre_ping=True,
         connect_args={
             "server_settings": {

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -162,7 +164,17 @@ def create_confluent_producer(
 def create_consumer(
     settings: KafkaSettings, *, group_id: str, client_id: str, max_batch_records: int
 ) -> AIOKafkaConsumer:
-    """A consumer with auto-commit off: the consumer runner commits, and only last."""
+    """A consumer with auto-commit off: the consumer runner commits, and only last.
+
+    Partitions are assigned by range: for topics with the same number of partitions, partition
+    N of each goes to the same member, whatever the number of members. The topics keyed by
+    lead_id are partitioned alike for it (`events.enriched` and `score.commands`; `routing.sdr`,
+    `routing.nurture` and `routing.withdrawals`): a lead's records of all of them reach one
+    member, so replicas do not wait on each other's lead locks (`shared.advisory_locks`, which
+    keep a lead's state right whoever handles it). Round robin (aiokafka's
+    default, which splits them once the member count does not divide the partitions) stays
+    listed second, so members of the previous version, which offer only it, and members of this
+    one share a group during a rolling upgrade (the group uses a protocol all members offer)."""
     return AIOKafkaConsumer(
         **aiokafka_connection(settings),
         group_id=group_id,
@@ -170,6 +182,7 @@ def create_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         max_poll_records=max_batch_records,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,

@@ -15,7 +15,9 @@ The command line, the same for every service (`--help` lists them all, with thei
 1. Settings are read (`shared.settings.load_settings`: a missing or bad setting is one line
    naming its variable, exit 2) and logging is configured.
 2. The database engine is created (a service with a schema) and the command sender (its
-   producer starts at the first command sent).
+   producer starts at the first command sent). The schema must be at the code's revision or
+   newer (`shared.migrations.wait_for_schema`): a pod started before the migrate Job finished
+   waits up to `SCHEMA_WAIT_S` for it, then exits 2 naming both revisions (and is restarted).
 3. The service's start-up hook (`Service.start`, an async context manager) loads what the
    service needs before its first message (rules, reference data, clients) and yields
    `Running`: the handler of its consumer, its companions, its HTTP endpoints. Whatever it
@@ -62,7 +64,7 @@ from shared.consumer import ConsumerRunner, Handler
 from shared.consumer.operations import runner_commands
 from shared.db import create_engine, create_sessionmaker
 from shared.http import HttpServer, PortInUse, create_api, health_router
-from shared.migrations import upgrade_to_head
+from shared.migrations import upgrade_to_head, wait_for_schema
 from shared.operator import OperatorCommand, OperatorError, Report
 from shared.resources import Resources
 from shared.runtime import settle_garbage_collector
@@ -78,6 +80,15 @@ from shared.telemetry import configure_logging
 from shared.topics import Topic
 
 S = TypeVar("S", bound=ServiceSettings)
+
+# How long a starting service waits for the migrate Job to bring its schema to the code's
+# revision before it exits (and is restarted): within the startup probe's 60 s.
+SCHEMA_WAIT_S = 45.0
+
+
+class SchemaBehind(Exception):
+    """The service's schema is older than its code: it must be migrated first."""
+
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +164,7 @@ class Service(Generic[S]):
                 # uvloop: the event loop and its sockets in C; a consumer spends much of its
                 # CPU in socket writes and polling, measured ~15% of a service's CPU here.
                 uvloop.run(self.serve(settings))
-            except ConfigFileError as exc:
+            except (ConfigFileError, SchemaBehind) as exc:
                 return _fail(str(exc), exit_code=2)
             except PortInUse as exc:
                 return _fail(
@@ -187,6 +198,8 @@ class Service(Generic[S]):
         sessions = create_sessionmaker(engine) if engine is not None else None
         commands = CommandSender(settings.kafka, client_id=f"leadflow-{self.name}-commands")
         try:
+            if sessions is not None and self.database is not None:
+                await self._wait_for_schema(sessions, self.database)
             async with self.start(Resources(settings, sessions, commands)) as running:
                 await self._run(settings, running, sessions, stopping)
         finally:
@@ -194,6 +207,33 @@ class Service(Generic[S]):
             if engine is not None:
                 await engine.dispose()
             log.info("stopped")
+
+    async def _wait_for_schema(
+        self, sessions: async_sessionmaker[AsyncSession], database: Database
+    ) -> None:
+        """Start only on a schema this code can use (`shared.migrations.wait_for_schema`)."""
+        state = await wait_for_schema(
+            sessions,
+            migrations_dir=database.migrations,
+            schema=database.schema,
+            wait_s=SCHEMA_WAIT_S,
+        )
+        if state is None:
+            log.warning("schema %s: not checked, the database did not answer", database.schema)
+        elif not state.usable:
+            raise SchemaBehind(
+                f"schema {database.schema} is at {state.current or 'no revision'}, this version"
+                f" needs {state.head}: run `python -m services.{self.name} migrate` (the migrate"
+                " Job) first"
+            )
+        elif state.newer_than_code:
+            log.warning(
+                "schema %s is at %s, newer than this version (%s): running on it (migrations"
+                " only add)",
+                database.schema,
+                state.current,
+                state.head,
+            )
 
     async def _run(
         self,

@@ -115,7 +115,14 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_DATABASE_", **_SOURCES)
 
     url: SecretStr = Field(description="postgresql+asyncpg://user:password@host:port/database")
-    pool_size: int = Field(default=5, ge=1)
+    pool_size: int = Field(default=5, ge=1, description="connections each process keeps open")
+    max_overflow: int = Field(
+        default=2,
+        ge=0,
+        description="connections a process may open beyond pool_size under a burst, closed after"
+        " use; a process holds at most pool_size + max_overflow (deploy/README.md, 'Scale':"
+        " times the replicas, within PostgreSQL's max_connections)",
+    )
     statement_timeout_ms: int = Field(default=30_000, ge=100)
 
 

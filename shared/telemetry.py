@@ -43,6 +43,12 @@ CONSUMER_LAG = Gauge(
     "Messages behind the partition's high watermark",
     ["service", "topic", "partition"],
 )
+REWOUND_RECORDS = Counter(
+    "leadflow_consumer_rewound_records",
+    "Records applied again because Kafka's committed offset was ahead of the offset stored in"
+    " PostgreSQL (a failover or a restore lost the transactions that had applied them)",
+    ["service", "topic"],
+)
 
 
 # PII must not reach logs in clear (logs are shipped, kept and read far more widely than the

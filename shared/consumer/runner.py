@@ -1,6 +1,9 @@
 """The consumer runner: batch fetch -> decode -> handle + store -> produce -> commit.
 
 Contract, per batch (see docs/architecture.md, "Delivery semantics"):
+0. (Once per assignment.) Each assigned partition starts at the next offset stored in
+   PostgreSQL, not at Kafka's committed offset: the database is the truth, and after a failover
+   or a restore that lost transactions Kafka's offset is ahead of it (`_position`).
 1. Fetch up to `max_batch_records` records from the assigned partitions.
 2. Decode and validate each value against its topic's model. Undecodable or invalid values
    become dead letters (`<topic>.dlq`, original bytes, reason in headers).
@@ -81,6 +84,7 @@ from shared.telemetry import (
     MESSAGES_IN,
     MESSAGES_OUT,
     RETRIES,
+    REWOUND_RECORDS,
 )
 from shared.topics import Topic
 
@@ -194,6 +198,8 @@ class ConsumerRunner:
         self._last_commit = time.monotonic()
         self._assigned: set[TopicPartition] = set()
         self._outbox_to_recheck: set[TopicPartition] = set()
+        # Assigned, paused, and not yet positioned at their stored offsets (`_position`).
+        self._to_position: set[TopicPartition] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,6 +222,9 @@ class ConsumerRunner:
             self._producer = await self._retrying("start producer", self._start_producer)
             self._consumer = consumer = await self._retrying("start consumer", self._start_consumer)
             while not self._stop.is_set():
+                if self._to_position:
+                    async with self._lock:
+                        await self._retrying("position partitions", self._position)
                 if self._outbox_to_recheck:
                     async with self._lock:
                         await self._produce_leftovers()
@@ -762,13 +771,74 @@ class ConsumerRunner:
             await self._clear_acked_or_log()
             await self._commit(force=True)
             self._assigned -= set(revoked)
+            self._to_position -= set(revoked)
             for tp in revoked:
                 self._uncommitted.pop(tp, None)
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Called before the consumer can fetch anything of the new partitions (it has not
+        looked up their committed offsets yet): they stay paused until `_position` has put them
+        where PostgreSQL says, so no record is taken from Kafka's committed offset first."""
         self._assigned = set(assigned)
         self._outbox_to_recheck |= set(assigned)
+        self._to_position = set(assigned)
+        if self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    async def _position(self) -> None:
+        """Start each newly assigned partition at the next offset PostgreSQL stored for it, the
+        truth the batches' effects were committed with; Kafka's committed offsets only follow.
+
+        They differ when the database lost its last transactions (a failover to a standby that
+        had not received them, a restore from a backup): Kafka's offset is then ahead, and
+        starting from it would skip records whose effects are gone. The consumer goes back to
+        the stored offset instead, the records are applied again, once (their effects are not
+        stored), and `leadflow_consumer_rewound_records_total` counts them. A partition with no
+        stored offset starts at the beginning of the log, whatever Kafka committed. Kafka's
+        committed offset is then set to the stored one, so lag (and KEDA, which scales on it)
+        reads the truth. A stored offset past the log's end (the topic was re-created) makes the
+        consumer start from the beginning, and the first batch stops the runner with
+        `StoredOffsetsAhead` as before."""
+        consumer = self._consumer
+        assert consumer is not None
+        partitions = self._to_position & consumer.assignment()
+        async with self._transaction() as session:
+            stored = await self._store.stored_offsets(
+                session, [(tp.topic, tp.partition) for tp in partitions]
+            )
+        ordered = sorted(partitions)
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in ordered))
+        for tp, kafka_offset in zip(ordered, committed, strict=True):
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                consumer.seek(tp, 0)  # before the log's start: the broker resets it to there
+                if kafka_offset:
+                    log.warning(
+                        "%s[%d]: nothing stored in PostgreSQL but Kafka committed %d:"
+                        " applying the partition from its start",
+                        tp.topic,
+                        tp.partition,
+                        kafka_offset,
+                    )
+                continue
+            consumer.seek(tp, offset)
+            if kafka_offset is not None and kafka_offset > offset:
+                log.warning(
+                    "%s[%d]: Kafka committed %d, PostgreSQL stored %d: applying the %d records"
+                    " in between again (the database lost the transactions that applied them)",
+                    tp.topic,
+                    tp.partition,
+                    kafka_offset,
+                    offset,
+                    kafka_offset - offset,
+                )
+                REWOUND_RECORDS.labels(self._service, tp.topic).inc(kafka_offset - offset)
+            if kafka_offset != offset:
+                self._uncommitted[tp] = offset
+        consumer.resume(*partitions)
+        self._to_position -= partitions
+        await self._commit(force=True)
 
 
 def _append(batch: BatchBuilder, record: PendingRecord) -> bool:

@@ -234,6 +234,27 @@ class RunnerStore:
                 [record.seq for record in records],
             )
 
+    async def stored_offsets(
+        self, session: AsyncSession, positions: Iterable[Position]
+    ) -> dict[Position, int]:
+        """Next offset to apply per (topic, partition), where one is stored (no lock: read when
+        partitions are assigned, to position the consumer; batches lock them again)."""
+        wanted = sorted(set(positions))
+        rows = await fetch(
+            session,
+            f"""
+            SELECT stored.topic, stored.partition, stored.next_offset
+              FROM "{self._schema}".consumer_offsets AS stored
+              JOIN unnest($2::text[], $3::integer[]) AS wanted(topic, partition)
+                ON stored.topic = wanted.topic AND stored.partition = wanted.partition
+             WHERE stored.consumer_group = $1
+            """,
+            self._group,
+            [topic for topic, _ in wanted],
+            [partition for _, partition in wanted],
+        )
+        return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+
     async def reset_offsets(
         self, session: AsyncSession, *, topic: str, next_offsets: dict[int, int]
     ) -> dict[int, int | None]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
@@ -35,7 +35,7 @@ from shared.consumer.failures import ConcurrentUpdate
 from shared.contracts.base import Contract
 from shared.db import create_engine, create_sessionmaker
 from shared.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
-from shared.telemetry import RETRIES
+from shared.telemetry import RETRIES, REWOUND_RECORDS
 from shared.topics import Topic
 from tests.fixtures.infra import Infrastructure
 from tests.fixtures.outage import RestartablePostgres, restartable_postgres
@@ -218,7 +218,20 @@ async def stored_notes(db: asyncpg.Connection) -> list[str]:
 NOTES = [f"note-{i}" for i in range(20)]
 
 
-async def test_a_redelivered_batch_is_applied_once(
+def kafka_committed(runner: ConsumerRunner, expected: int) -> Callable[[], Any]:
+    """The runner's group committed offsets summing to `expected` on its assigned partitions."""
+
+    async def holds() -> bool:
+        consumer = runner._consumer
+        if consumer is None or not runner._assigned:
+            return False
+        committed = [await consumer.committed(tp) or 0 for tp in runner._assigned]
+        return sum(committed) == expected
+
+    return holds
+
+
+async def test_the_next_member_starts_where_postgresql_stored_not_where_kafka_committed(
     harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await harness.send(*NOTES)
@@ -230,22 +243,98 @@ async def test_a_redelivered_batch_is_applied_once(
     monkeypatch.setattr(first, "_commit", crash_before_commit)
     await run_until(first, consumed(db, harness, len(NOTES)))
 
-    # Kafka never saw a commit: a new member of the group gets every record again.
+    # Kafka never saw a commit; PostgreSQL stored every offset. The next member starts there,
+    # fetches nothing again, and brings Kafka's committed offsets up to the stored ones.
     second = harness.runner()
-
-    async def redelivered_and_committed() -> bool:
-        consumer = second._consumer
-        if consumer is None or not second._assigned:
-            return False
-        committed = [await consumer.committed(tp) or 0 for tp in second._assigned]
-        return sum(committed) == len(NOTES)
-
     calls_before = harness.handler.calls
-    await run_until(second, redelivered_and_committed)
+    await run_until(second, kafka_committed(second, len(NOTES)))
+    assert harness.handler.calls == calls_before
+    await assert_each_applied_and_produced_once(
+        harness, harness.handler, NOTES, stored=await stored_notes(db)
+    )
+
+
+async def test_a_redelivered_batch_is_applied_once(
+    harness: Harness, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records below the stored offset are skipped, whoever delivers them again (two members
+    that both believe they own a partition during a rebalance; here, a member made to start
+    from the log's beginning)."""
+    await harness.send(*NOTES)
+    await run_until(harness.runner(), consumed(db, harness, len(NOTES)))
+
+    second = harness.runner()
+    store = second._store
+
+    async def nothing_stored(session: Any, positions: Any) -> dict[Any, int]:
+        return {}
+
+    monkeypatch.setattr(store, "stored_offsets", nothing_stored)
+    calls_before = harness.handler.calls
+    await run_until(second, kafka_committed(second, len(NOTES)))
     assert harness.handler.calls == calls_before  # skipped before reaching the handler
     await assert_each_applied_and_produced_once(
         harness, harness.handler, NOTES, stored=await stored_notes(db)
     )
+
+
+async def test_a_batch_the_database_lost_is_applied_again_once(
+    harness: Harness, db: asyncpg.Connection
+) -> None:
+    """A failover to a standby that missed the last transactions: PostgreSQL lost the last
+    batch's effects and offsets, Kafka kept the commit made after them. The runner goes back to
+    the stored offsets and applies those records again, once; its outputs go out again (the
+    outputs' at-least-once, deduplicated downstream by message id)."""
+    kept, lost = NOTES[:12], NOTES[12:]
+    await harness.send(*kept)
+    await run_until(harness.runner(), consumed(db, harness, len(kept)))
+    before_loss = {
+        (r["topic"], r["partition"]): r["next_offset"]
+        for r in await db.fetch(
+            "SELECT topic, partition, next_offset FROM enrich.consumer_offsets"
+            " WHERE consumer_group = $1",
+            harness.group,
+        )
+    }
+    await harness.send(*lost)
+    first = harness.runner()
+    await run_until(first, kafka_committed(first, len(NOTES)))
+
+    # The transactions that applied `lost` never reached the promoted standby.
+    await db.execute("DELETE FROM effects WHERE note = ANY($1::text[])", lost)
+    for (topic, partition), next_offset in before_loss.items():
+        await db.execute(
+            "UPDATE enrich.consumer_offsets SET next_offset = $1"
+            " WHERE consumer_group = $2 AND topic = $3 AND partition = $4",
+            next_offset,
+            harness.group,
+            topic,
+            partition,
+        )
+    source = harness.source.full_name(harness.prefix)
+    rewound_before = REWOUND_RECORDS.labels("test", source)._value.get()
+
+    second = harness.runner()
+    await run_until(second, consumed(db, harness, len(NOTES)))
+
+    assert harness.handler.second_applications == []
+    assert Counter(await stored_notes(db)) == Counter(NOTES), "each note's effect once"
+    assert REWOUND_RECORDS.labels("test", source)._value.get() - rewound_before == len(lost)
+    out = await harness.reader().read_all(harness.output.full_name(harness.prefix), settle_s=1)
+    assert Counter(orjson_text(r.value) for r in out) == Counter(NOTES + lost)
+    # Kafka's committed offsets follow the stored ones again.
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=harness.infra.kafka_bootstrap, group_id=harness.group
+    )
+    await reader.start()
+    try:
+        committed = [
+            await reader.committed(TopicPartition(topic, partition)) or 0
+            for topic, partition in before_loss
+        ]
+    finally:
+        await reader.stop()
+    assert sum(committed) == len(NOTES)
 
 
 async def test_outputs_stored_before_a_crash_are_produced_by_the_next_owner(
@@ -432,12 +521,22 @@ async def test_a_database_restart_is_ridden_out(
         finally:
             await connection.close()
 
+    async def outbox_rows() -> int:
+        connection = await asyncpg.connect(plain_url)
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM enrich.outbox"))
+        finally:
+            await connection.close()
+
     retries_before = retries_of("test")
     runner = on_restartable.runner()
     task = asyncio.create_task(runner.run())
     try:
         await on_restartable.send(*NOTES)
         await wait_for_value(consumed_records, len(NOTES), task)
+        # Idle, its outbox cleared: the next statement on its held connection is the next
+        # batch's, and the restart fails it (not a clean-up's, which is not retried but left).
+        await wait_for_value(outbox_rows, 0, task)
         await asyncio.to_thread(restartable_postgres.stop)  # fast shutdown: connections cut
         await asyncio.sleep(0.5)
         await asyncio.to_thread(restartable_postgres.start)

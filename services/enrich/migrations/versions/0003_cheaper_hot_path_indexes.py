@@ -18,11 +18,18 @@ and some an identity; every row costs an entry in each of its table's indexes. N
   instead of B-tree: both columns grow with insertion order, so a block range summary answers
   housekeeping's "older than" scans (a few times an hour), and an insert adds no index entry.
 
+The tables are live (every event writes them): indexes are rebuilt concurrently
+(`shared.migrations.replace_index_concurrently`: built beside the old one, which is then dropped
+and the new one renamed), so the hot path's inserts never wait for a build; dropping the
+foreign key takes a brief exclusive lock, bounded by the migrations' lock timeout.
+
 Revision ID: 0003
 Revises: 0002
 """
 
 from alembic import op
+
+from shared.migrations import drop_index_concurrently, replace_index_concurrently
 
 revision = "0003"
 down_revision = "0002"
@@ -31,19 +38,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE enrich.identities DROP CONSTRAINT identities_lead_id_fkey")
-    op.execute("DROP INDEX enrich.identities_lead_idx")
-    op.execute("DROP INDEX enrich.leads_email_idx")
-    op.execute("CREATE INDEX leads_email_idx ON enrich.leads (email) WHERE email IS NOT NULL")
-    op.execute("DROP INDEX enrich.seen_messages_seen_at_idx")
-    op.execute(
-        "CREATE INDEX seen_messages_seen_at_idx ON enrich.seen_messages"
-        " USING brin (seen_at) WITH (autosummarize = on)"
+    op.execute("ALTER TABLE enrich.identities DROP CONSTRAINT IF EXISTS identities_lead_id_fkey")
+    drop_index_concurrently("identities_lead_idx", schema="enrich")
+    replace_index_concurrently(
+        "leads_email_idx", "ON enrich.leads (email) WHERE email IS NOT NULL", schema="enrich"
     )
-    op.execute("DROP INDEX enrich.anonymous_events_stored_at_idx")
-    op.execute(
-        "CREATE INDEX anonymous_events_stored_at_idx ON enrich.anonymous_events"
-        " USING brin (stored_at) WITH (autosummarize = on)"
+    replace_index_concurrently(
+        "seen_messages_seen_at_idx",
+        "ON enrich.seen_messages USING brin (seen_at) WITH (autosummarize = on)",
+        schema="enrich",
+    )
+    replace_index_concurrently(
+        "anonymous_events_stored_at_idx",
+        "ON enrich.anonymous_events USING brin (stored_at) WITH (autosummarize = on)",
+        schema="enrich",
     )
 
 

@@ -16,6 +16,8 @@ Revises: 0004
 
 from alembic import op
 
+from shared.migrations import create_index_concurrently
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -76,7 +78,10 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX do_not_track_request_idx ON enrich.do_not_track (request_id)")
-    op.execute("CREATE INDEX merges_merged_at_idx ON enrich.merges (merged_at)")
+    # enrich.merges is live: built without blocking merges.
+    create_index_concurrently(
+        "merges_merged_at_idx", "ON enrich.merges (merged_at)", schema="enrich"
+    )
 
 
 def downgrade() -> None:

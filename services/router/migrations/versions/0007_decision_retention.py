@@ -21,18 +21,17 @@ suppressions recorded and simulations started before `LEADFLOW_ROUTER_DECISION_P
 - `simulations_named_examples_idx`: routing simulations whose stored examples still carry an
   email, by start time: the same for `router.simulations` (a row per simulation run).
 
-`IF NOT EXISTS`: building an index reads its table once, and writes to it wait for the build
-(seconds for millions of decisions). Where the decisions are very many, build the two indexes
-beforehand without blocking writes, once the columns exist (`ALTER TABLE ... ADD COLUMN` is
-instant: no default, no rewrite), with these same names and definitions, e.g.
-`CREATE INDEX CONCURRENTLY decisions_unscrubbed_idx ON router.decisions (decided_at) WHERE
-scrubbed_at IS NULL`; the migration then finds them.
+The columns come first (`ALTER TABLE ... ADD COLUMN` is instant: no default, no rewrite), then
+the indexes are built concurrently (`shared.migrations.create_index_concurrently`): each reads
+its table once while decisions go on being written.
 
 Revision ID: 0007
 Revises: 0006
 """
 
 from alembic import op
+
+from shared.migrations import create_index_concurrently
 
 revision = "0007"
 down_revision = "0006"
@@ -47,17 +46,20 @@ predicate is this same text, so the planner matches it to the partial index)."""
 def upgrade() -> None:
     op.execute("ALTER TABLE router.decisions ADD COLUMN scrubbed_at timestamptz")
     op.execute("ALTER TABLE router.suppressions ADD COLUMN scrubbed_at timestamptz")
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS decisions_unscrubbed_idx ON router.decisions (decided_at)"
-        " WHERE scrubbed_at IS NULL"
+    create_index_concurrently(
+        "decisions_unscrubbed_idx",
+        "ON router.decisions (decided_at) WHERE scrubbed_at IS NULL",
+        schema="router",
     )
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS suppressions_unscrubbed_idx"
-        " ON router.suppressions (recorded_at) WHERE scrubbed_at IS NULL"
+    create_index_concurrently(
+        "suppressions_unscrubbed_idx",
+        "ON router.suppressions (recorded_at) WHERE scrubbed_at IS NULL",
+        schema="router",
     )
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS simulations_named_examples_idx"
-        f" ON router.simulations (started_at) WHERE {NAMED_EXAMPLES}"
+    create_index_concurrently(
+        "simulations_named_examples_idx",
+        f"ON router.simulations (started_at) WHERE {NAMED_EXAMPLES}",
+        schema="router",
     )
 
 

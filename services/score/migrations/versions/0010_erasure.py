@@ -15,6 +15,7 @@ Revises: 0009
 
 from alembic import op
 
+from shared.migrations import create_index_concurrently
 from shared.privacy import erased_leads_ddl
 
 revision = "0010"
@@ -26,7 +27,10 @@ depends_on = None
 def upgrade() -> None:
     for statement in erased_leads_ddl("score"):
         op.execute(statement)
-    op.execute("CREATE INDEX history_origin_idx ON score.history (origin) WHERE origin IS NOT NULL")
+    # score.history is live and large: built without blocking its inserts.
+    create_index_concurrently(
+        "history_origin_idx", "ON score.history (origin) WHERE origin IS NOT NULL", schema="score"
+    )
 
 
 def downgrade() -> None:

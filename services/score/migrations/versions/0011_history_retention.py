@@ -24,17 +24,16 @@ at the start of its next round, when the rows it deleted are dead to everyone: t
 describe the rows left. (Both functions need the owner of the index: the service's database
 user, which runs the migrations.)
 
-`IF NOT EXISTS`: building it reads the table once (sequentially, no sort), and history
-inserts wait for the build. Where the history is very large, build it beforehand without
-blocking writes, with this same name and definition:
-`CREATE INDEX CONCURRENTLY history_at_brin ON score.history USING brin (at) WITH
-(autosummarize = on)`; the migration then finds it.
+Built concurrently (`shared.migrations.create_index_concurrently`): it reads the table once
+(sequentially, no sort) while history inserts go on.
 
 Revision ID: 0011
 Revises: 0010
 """
 
 from alembic import op
+
+from shared.migrations import create_index_concurrently
 
 revision = "0011"
 down_revision = "0010"
@@ -43,9 +42,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS history_at_brin ON score.history USING brin (at) "
-        "WITH (autosummarize = on)"
+    create_index_concurrently(
+        "history_at_brin",
+        "ON score.history USING brin (at) WITH (autosummarize = on)",
+        schema="score",
     )
 
 
