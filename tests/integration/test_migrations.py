@@ -60,7 +60,8 @@ async def test_a_migration_waiting_for_a_lock_gives_way_to_traffic_and_tries_aga
         await report.close()
     attempts = await asyncio.wait_for(upgrading, 60)
 
-    assert attempts >= 2 and len(waits) == attempts - 1
+    assert attempts >= 2
+    assert len(waits) == attempts - 1
     assert await db.fetchval("SELECT version_num FROM enrich.alembic_version") == "0005"
     indexes = {
         r["indexname"]: r["indexdef"]
@@ -103,13 +104,15 @@ async def test_a_service_waits_for_its_schema_and_refuses_an_older_one(
         assert not waiting.done()
         await asyncio.to_thread(command.upgrade, config, "head")
         ready = await asyncio.wait_for(waiting, 30)
-        assert ready is not None and ready.usable and ready.current == "0005"
+        assert ready is not None
+        assert (ready.current, ready.usable) == ("0005", True)
 
         # A rolled-back image on a schema its successor migrated: it runs (migrations add).
         await db.execute("UPDATE enrich.alembic_version SET version_num = '0006'")
         newer = await wait_for_schema(
             sessions, migrations_dir=ENRICH, schema="enrich", wait_s=0.3, poll_s=0.1
         )
-        assert newer is not None and newer.usable and newer.newer_than_code
+        assert newer is not None
+        assert (newer.usable, newer.newer_than_code) == (True, True)
     finally:
         await engine.dispose()
