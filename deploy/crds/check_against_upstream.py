@@ -52,17 +52,16 @@ PACKAGES = {
     "@kubernetes-models/keda": "0.4.2",
 }
 VALIDATORS = {
-    "kafka.strimzi.io/v1beta2 Kafka": "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2Kafka.js",
-    "kafka.strimzi.io/v1beta2 KafkaNodePool": (
-        "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2KafkaNodePool.js"
+    "kafka.strimzi.io/v1 Kafka": "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1Kafka.js",
+    "kafka.strimzi.io/v1 KafkaNodePool": (
+        "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1KafkaNodePool.js"
     ),
-    "kafka.strimzi.io/v1beta2 KafkaTopic": (
-        "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2KafkaTopic.js"
-    ),
-    "kafka.strimzi.io/v1beta2 KafkaUser": (
-        "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1beta2KafkaUser.js"
-    ),
+    "kafka.strimzi.io/v1 KafkaTopic": "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1KafkaTopic.js",
+    "kafka.strimzi.io/v1 KafkaUser": "strimzi-kafka-operator/_schemas/KafkaStrimziIoV1KafkaUser.js",
     "postgresql.cnpg.io/v1 Cluster": "cloudnative-pg/_schemas/PostgresqlCnpgIoV1Cluster.js",
+    "postgresql.cnpg.io/v1 ScheduledBackup": (
+        "cloudnative-pg/_schemas/PostgresqlCnpgIoV1ScheduledBackup.js"
+    ),
     "keda.sh/v1alpha1 ScaledObject": "keda/_schemas/KedaShV1alpha1ScaledObject.js",
     "keda.sh/v1alpha1 TriggerAuthentication": (
         "keda/_schemas/KedaShV1alpha1TriggerAuthentication.js"
@@ -225,12 +224,17 @@ def disagreements(
 def main() -> int:
     crds = load_crds()
     raw = extract_schemas()
-    resources = [
+    custom = [
         r
         for overlay in OVERLAYS
         for r in render(DEPLOY / "overlays" / overlay)
         if not is_builtin(r)
     ]
+    # Kinds no package above covers (the Barman Cloud plugin's ObjectStore) stay a matter of
+    # reading their CRD.
+    resources = [r for r in custom if f"{r['apiVersion']} {r['kind']}" in VALIDATORS]
+    for key in sorted({f"{r['apiVersion']} {r['kind']}" for r in custom} - set(VALIDATORS)):
+        print(f"{key}: no upstream validator packaged, not checked")
     cases: list[tuple[str, Resource]] = [
         (f"{r['kind']}/{r['metadata']['name']} as rendered", r) for r in resources
     ]

@@ -83,8 +83,12 @@ def test_crd_extracts_are_valid_json_schemas(crds: dict[tuple[str, str], CrdVers
         "KafkaTopic",
         "KafkaUser",
         "Cluster",
+        "ScheduledBackup",
+        "ObjectStore",
         "ScaledObject",
         "TriggerAuthentication",
+        "PodMonitor",
+        "PrometheusRule",
     }
     for crd in crds.values():
         jsonschema.Draft7Validator.check_schema(crd.schema)

@@ -119,6 +119,7 @@ def test_prod_keeps_a_sync_replica_through_disruptions(
     budget = named(resources, "PodDisruptionBudget", SYNC)
     assert budget["spec"] == {
         "maxUnavailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
         "selector": {"matchLabels": {"app.kubernetes.io/name": SYNC}},
     }
 
