@@ -62,6 +62,22 @@ def render(directory: Path) -> list[Resource]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
+    """The resources of `kind`, in render order."""
+    return [r for r in resources if r["kind"] == kind]
+
+
+def set_topic_config(resources: list[Resource], topic: str, **config: Any) -> None:
+    """Set (None: remove) config entries of the KafkaTopic named `topic`, in place."""
+    for resource in of_kind(resources, "KafkaTopic"):
+        if resource["spec"]["topicName"] == topic:
+            for key, value in config.items():
+                if value is None:
+                    resource["spec"]["config"].pop(key, None)
+                else:
+                    resource["spec"]["config"][key] = value
+
+
 def describe(resource: Resource) -> str:
     return f"{resource.get('kind')}/{resource.get('metadata', {}).get('name')}"
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.manifests import DEPLOY, OVERLAYS, REPO, Resource, builtin_errors, render
+from tests.deploy.manifests import DEPLOY, OVERLAYS, REPO, Resource, builtin_errors, of_kind, render
 from tests.deploy.network import Address, Pod, allows, pod_of
 from tests.deploy.policies import (
     container_env,
@@ -34,10 +34,6 @@ CONSOLE = "leadflow-console"
 INGRESS_CONTROLLER = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 PUBLIC_ADDRESS = "203.0.113.10"  # TEST-NET-3: stands for an identity provider on the internet
 SSO_COMPONENT = DEPLOY / "components" / "console-sso-egress"
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def named(resources: list[Resource], kind: str, name: str) -> Resource:

@@ -31,7 +31,9 @@ from tests.deploy.manifests import (
     builtin_errors,
     custom_resource_errors,
     describe,
+    of_kind,
     render,
+    set_topic_config,
 )
 from tests.deploy.pins import image_violations
 
@@ -50,10 +52,6 @@ DATA_KINDS = ("Kafka", "KafkaNodePool", "KafkaTopic", "Cluster", "ObjectStore")
 STRIMZI_V1 = "kafka.strimzi.io/v1"
 QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|Pi)?$")
 UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50}
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def the_one(resources: list[Resource], kind: str) -> Resource:
@@ -585,15 +583,11 @@ def _edit(kind: str, change: Callable[[Resource], Any], name: str | None = None)
 
 
 def _topic(name: str, **config: Any) -> Any:
-    def change(resource: Resource) -> None:
-        if resource["spec"]["topicName"] == name:
-            for key, value in config.items():
-                if value is None:
-                    resource["spec"]["config"].pop(key, None)
-                else:
-                    resource["spec"]["config"][key] = value
+    def apply(resources: list[Resource]) -> list[Resource]:
+        set_topic_config(resources, name, **config)
+        return resources
 
-    return _edit("KafkaTopic", change)
+    return apply
 
 
 def _drop(kind: str) -> Any:

@@ -30,7 +30,7 @@ from tests.deploy.kafka_access import (
     service_needs,
     subscriptions,
 )
-from tests.deploy.manifests import OVERLAYS, Resource, describe
+from tests.deploy.manifests import OVERLAYS, Resource, describe, of_kind
 from tests.deploy.policies import container_env, containers, selects, service_of
 from tests.deploy.settings_names import SERVICES
 
@@ -47,10 +47,6 @@ KEDA_OPERATOR = {
     "app.kubernetes.io/component": "operator",
     "app.kubernetes.io/part-of": "keda-operator",
 }
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def the_kafka(resources: list[Resource]) -> Resource:

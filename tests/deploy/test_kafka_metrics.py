@@ -16,7 +16,7 @@ import yaml
 
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
-from tests.deploy.manifests import Resource
+from tests.deploy.manifests import Resource, of_kind
 from tests.deploy.network import Pod, allows
 from tests.deploy.observability import metric_names
 from tests.deploy.settings_names import SERVICES
@@ -24,7 +24,6 @@ from tests.deploy.test_monitoring import (
     STRIMZI_METRICS_PORT,
     dashboard_expressions,
     dashboards,
-    of_kind,
 )
 from tests.deploy.test_monitoring import rules as alert_rules
 

@@ -17,7 +17,7 @@ import pytest
 
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
-from tests.deploy.manifests import DEPLOY, Resource, describe
+from tests.deploy.manifests import DEPLOY, Resource, describe, of_kind
 from tests.deploy.observability import exported_metric_names, metric_names, unknown_metrics
 from tests.deploy.policies import containers, selects
 from tests.deploy.settings_names import SERVICES
@@ -33,10 +33,6 @@ STRIMZI_METRICS_PORT = "tcp-prometheus"
 # CloudNativePG's instance pods: cnpg.io/cluster <name>, cnpg.io/podRole instance, metrics on
 # the port `metrics` (9187).
 CNPG_METRICS_PORT = "metrics"
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def rules(resources: list[Resource]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from shared.privacy import TOPICS_KEEP_AT_MOST_DAYS
 from shared.settings import ConsumerSettings
 from shared.topics import ALL_TOPICS, Topic, all_topic_names
-from tests.deploy.manifests import OVERLAYS, Resource, describe
+from tests.deploy.manifests import OVERLAYS, Resource, describe, of_kind
 from tests.deploy.policies import (
     ALL_POLICIES,
     container_env,
@@ -38,10 +38,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 DAY_MS = 86_400_000
 # The services with a Kafka consumer (the runner drains it on SIGTERM).
 CONSUMERS = {"enrich", "score", "router", "console", "sync"}
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def named(resources: list[Resource], kind: str, name: str) -> Resource:

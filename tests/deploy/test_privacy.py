@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.manifests import DEPLOY, OVERLAYS, Resource, describe
+from tests.deploy.manifests import DEPLOY, OVERLAYS, Resource, describe, of_kind
 from tests.deploy.network import Pod, allows, pod_of
 from tests.deploy.policies import container_env, containers, service_of
 
@@ -23,10 +23,6 @@ ENRICH = "leadflow-enrich"
 PRIVACY_KEY = "LEADFLOW_ENRICH_PRIVACY_KEY"
 SECRET_KEY = "enrich-privacy-key"
 API_CLIENT = {"leadflow.io/api-client": "true"}
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def named(resources: list[Resource], kind: str, name: str) -> Resource:

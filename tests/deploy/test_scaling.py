@@ -18,14 +18,10 @@ import pytest
 from shared.consumer.runner import consumer_group
 from shared.settings import DatabaseSettings, KafkaSettings
 from tests.deploy.kafka_access import subscriptions
-from tests.deploy.manifests import OVERLAYS, REPO, Resource, describe
+from tests.deploy.manifests import OVERLAYS, REPO, Resource, describe, of_kind
 from tests.deploy.policies import container_env, containers, selects, service_of
 
 # -- KEDA --------------------------------------------------------------------------------------
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def _service(scaled_object: Resource) -> str:

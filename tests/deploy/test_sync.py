@@ -17,7 +17,7 @@ import yaml
 
 from services.sync.config import SyncSettings
 from services.sync.destinations import load_destinations
-from tests.deploy.manifests import DEPLOY, OVERLAYS, Resource, describe
+from tests.deploy.manifests import DEPLOY, OVERLAYS, Resource, describe, of_kind
 from tests.deploy.network import Address, Pod, allows, pod_of
 from tests.deploy.policies import container_env, containers, service_of
 from tests.deploy.settings_names import SERVICES, service_env_names
@@ -46,10 +46,6 @@ REFUSED = (
     "::1",
     "fd00::1",
 )
-
-
-def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
-    return [r for r in resources if r["kind"] == kind]
 
 
 def named(resources: list[Resource], kind: str, name: str) -> Resource:
