@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from shared.config_versions import checked_schema
 from shared.consumer.failures import is_transient
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,10 @@ def create_index_concurrently(name: str, definition: str, *, schema: str) -> Non
     """Alembic operation: `CREATE INDEX CONCURRENTLY name <definition>` (e.g. `ON s.t (c)`,
     `ON s.t USING brin (c)`, a `WHERE`), outside the migration's transaction, as PostgreSQL
     requires. Writes to the table go on while it builds. An invalid index left by an earlier
-    attempt that failed half-way is dropped first; a valid one is kept (re-running is safe)."""
+    attempt that failed half-way is dropped first; a valid one is kept (re-running is safe).
+    `name` and `schema` must be plain identifiers (they are formatted in; ValueError if not);
+    `definition` is the migration's own literal DDL."""
+    name, schema = checked_schema(name), checked_schema(schema)
     with op.get_context().autocommit_block():
         op.execute(
             f"""
@@ -149,7 +153,9 @@ def create_index_concurrently(name: str, definition: str, *, schema: str) -> Non
 
 
 def drop_index_concurrently(name: str, *, schema: str) -> None:
-    """Alembic operation: `DROP INDEX CONCURRENTLY IF EXISTS`, outside the transaction."""
+    """Alembic operation: `DROP INDEX CONCURRENTLY IF EXISTS`, outside the transaction.
+    `name` and `schema` must be plain identifiers (ValueError if not)."""
+    name, schema = checked_schema(name), checked_schema(schema)
     with op.get_context().autocommit_block():
         op.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{schema}"."{name}"')
 
@@ -158,7 +164,8 @@ def replace_index_concurrently(name: str, definition: str, *, schema: str) -> No
     """Alembic operation: index `name` becomes `definition`, without blocking writes: built
     concurrently under a temporary name, the old one dropped concurrently, the new one renamed
     (a brief lock on the index only). Safe to run again after a failure at any step."""
-    building = f"{name}_new"
+    name, schema = checked_schema(name), checked_schema(schema)
+    building = checked_schema(f"{name}_new")
     create_index_concurrently(building, definition, schema=schema)
     drop_index_concurrently(name, schema=schema)
     op.execute(f'ALTER INDEX "{schema}"."{building}" RENAME TO "{name}"')

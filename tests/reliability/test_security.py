@@ -9,6 +9,7 @@ test_ingest_rate_limit.py. Not repeated here.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import logging
@@ -58,6 +59,17 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("shared/migrations.py", "schema"): (
         "CREATE SCHEMA for the service being migrated; the schema comes from the service's code"
     ),
+    ("shared/migrations.py", "name"): (
+        "the index of create/drop/replace_index_concurrently: checked_schema refuses anything but "
+        "a plain identifier, and every migration passes a literal (checked below)"
+    ),
+    ("shared/migrations.py", "building"): (
+        "replace_index_concurrently's temporary index: the checked name plus '_new', checked again"
+    ),
+    ("shared/migrations.py", "definition"): (
+        "create_index_concurrently's `ON table (columns)`: DDL a migration writes as a literal "
+        "(checked below); CREATE INDEX takes no bind parameters"
+    ),
     ("services/ingest/lead_import/spool.py", "int(pages)"): (
         "SQLite's PRAGMA max_page_count takes no bind parameter; the value is an int computed "
         "from the spool's configured byte limits, converted by int() at the call"
@@ -92,6 +104,40 @@ def test_versioned_configuration_tables_are_created_only_for_literal_schemas() -
         _sources("services"),
     )
     assert all(re.fullmatch(r'"[a-z_]+"', c.strip()) for c in calls), calls
+
+
+def test_indexes_are_built_concurrently_only_from_literals() -> None:
+    """The migrations' index helpers format their name and definition into DDL: every call passes
+    literal strings (a definition may format in an upper-case module constant, as router 0007
+    does)."""
+    calls = [
+        node
+        for path in sorted((REPO / "services").rglob("migrations/versions/*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id.endswith("_index_concurrently")
+    ]
+    assert len(calls) >= 10, "the migrations no longer build indexes concurrently?"
+    for call in calls:
+        for argument in [*call.args, *(k.value for k in call.keywords)]:
+            assert _literal_text(argument), ast.unparse(call)
+
+
+def _literal_text(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return all(
+            isinstance(v, ast.Constant)
+            or (
+                isinstance(v, ast.FormattedValue)
+                and isinstance(v.value, ast.Name)
+                and v.value.id.isupper()
+            )
+            for v in node.values
+        )
+    return False
 
 
 @pytest.mark.parametrize(
