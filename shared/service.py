@@ -14,7 +14,9 @@ The command line, the same for every service (`--help` lists them all, with thei
 `run`, in order:
 1. Settings are read (`shared.settings.load_settings`: a missing or bad setting is one line
    naming its variable, exit 2) and logging is configured.
-2. The database engine is created (a service with a schema) and the command sender (its
+2. The service's configuration files are read and checked (`Service.check_files`): a bad one
+   is one line naming the file, line and field, exit 2, before anything connects.
+   The database engine is created (a service with a schema) and the command sender (its
    producer starts at the first command sent). The schema must be at the code's revision or
    newer (`shared.migrations.wait_for_schema`): a pod started before the migrate Job finished
    waits up to `SCHEMA_WAIT_S` for it, then exits 2 naming both revisions (and is restarted).
@@ -146,6 +148,11 @@ class Service(Generic[S]):
     database: Database | None = None
     subscriptions: Sequence[Topic] = ()
     commands: Sequence[OperatorCommand[S]] = field(default=())
+    # Reads and validates the service's configuration files from its settings, raising
+    # ConfigFileError: run before anything connects, so a bad file stops the start at once
+    # instead of after the wait for the database and its schema. The start-up hook reads them
+    # again (the check keeps nothing).
+    check_files: Callable[[S], object] | None = None
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The command line (see the module doc); returns the exit code."""
@@ -190,6 +197,8 @@ class Service(Generic[S]):
         """Run the service until `stopping` is set (by SIGTERM/SIGINT when not given), then
         drain and stop everything (see the module doc)."""
         stopping = stopping or _stop_on_signals()
+        if self.check_files is not None:
+            self.check_files(settings)
         engine = (
             create_engine(self._database(settings), application_name=f"leadflow-{self.name}")
             if self.database is not None

@@ -35,7 +35,7 @@ from services.router.history_view import render_history
 from services.router.housekeeping import housekeeping
 from services.router.http import router_api
 from services.router.repository import SCHEMA, lead_history
-from services.router.routing_config import load_routing
+from services.router.routing_config import load_routing, read_routing_file
 from services.router.routing_versions import ROUTING, adopt_routing_file
 from services.router.sla_timers import SlaTimer
 from shared.companions import Companion
@@ -158,6 +158,7 @@ SERVICE = Service(
     summary="Routes MQLs to the right SDR at once and the rest to nurture tracks, with SLA timers.",
     settings=RouterSettings,
     start=start,
+    check_files=lambda settings: read_routing_file(settings.routing_file),
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
     subscriptions=[LEADS_LIFECYCLE, CRM_FEEDBACK, ROUTER_COMMANDS, PRIVACY_ERASURES],
     commands=[

@@ -342,6 +342,7 @@ SERVICE = Service(
     summary="Scores leads (fit and behaviour, with decay) and moves them along the lifecycle.",
     settings=ScoreSettings,
     start=start,
+    check_files=lambda settings: read_rules_file(settings.rules_file),
     database=Database(schema=SCHEMA, migrations=Path(__file__).parent / "migrations"),
     subscriptions=[EVENTS_ENRICHED, CRM_FEEDBACK, SCORE_COMMANDS, PRIVACY_ERASURES],
     commands=[

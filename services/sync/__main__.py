@@ -103,6 +103,7 @@ SERVICE = Service(
     "HTTP (signed webhooks), in order per lead.",
     settings=SyncSettings,
     start=start,
+    check_files=lambda settings: load_destinations(settings.destinations_file, os.environ),
     database=Database(schema=repository.SCHEMA, migrations=Path(__file__).parent / "migrations"),
     subscriptions=[
         ROUTING_SDR,

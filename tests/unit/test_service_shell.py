@@ -20,6 +20,7 @@ from services.ingest.__main__ import SERVICE as INGEST
 from services.router.__main__ import SERVICE as ROUTER
 from services.router.history_view import render_history
 from services.score.__main__ import SERVICE as SCORE
+from services.sync.__main__ import SERVICE as SYNC
 from shared.companions import Companion, run_companion
 from shared.operator import table
 from shared.service import Service
@@ -210,3 +211,32 @@ def test_a_bad_routing_file_is_named_in_one_line_by_check_and_by_run(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     assert errors[0].startswith(f"error: {bad}")
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "content"),
+    [
+        (SCORE, "LEADFLOW_SCORE_RULES_FILE", "version: 1\nrules: not-a-list\n"),
+        (SYNC, "LEADFLOW_SYNC_DESTINATIONS_FILE", "destinations:\n  - url: ftp://crm.example\n"),
+    ],
+)
+def test_a_bad_configuration_file_stops_the_start_before_anything_connects(
+    service: Service[Any],
+    variable: str,
+    content: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No database answers at this address: the file is named at once, not after the wait for
+    the database and its schema (`Service.check_files`)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv(variable, str(bad))
+    assert service.main(["run"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert str(bad) in errors[0]
+    assert "does not answer" not in err  # the shell never waited for the database
