@@ -95,7 +95,7 @@ class Harness:
         self.kafka = KafkaSettings(
             bootstrap_servers=infra.kafka_bootstrap,
             topic_prefix=prefix,
-            session_timeout_ms=6000,
+            session_timeout_ms=2000,  # the development broker holds a join this long
             heartbeat_interval_ms=500,
         )
         self.engine = create_engine(

@@ -59,7 +59,7 @@ def _settings(infrastructure: Infrastructure, prefix: str, database_url: str) ->
         kafka=KafkaSettings(
             bootstrap_servers=infrastructure.kafka_bootstrap,
             topic_prefix=prefix,
-            session_timeout_ms=6000,
+            session_timeout_ms=3000,  # the broker holds a join this long
             heartbeat_interval_ms=500,
         ),
         consumer=ConsumerSettings(shutdown_drain_timeout_s=1.0),
