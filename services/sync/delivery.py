@@ -296,6 +296,9 @@ class Deliveries:
         self._settings = settings
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._leases = {name: Lease() for name in self._destinations}
+        for name in self._destinations:
+            # At 0 from the start: increase() would not see a series born at 1 (the alert).
+            DEAD_LETTERED.labels(destination=name)
         self._senders: dict[str, DestinationSender] = {}
         self._listener: asyncpg.Connection | None = None
 

@@ -186,6 +186,12 @@ class ConsumerRunner:
         self._settings = consumer
         prefix = kafka.topic_prefix
         self._topics = {topic.full_name(prefix): topic for topic in subscriptions}
+        # The alerts' counters exist from the start, at 0: Prometheus's increase() sees a
+        # counter grow only between two scrapes, so a series born at 1 would hide the first
+        # dead letter (or rewind) of this process from them.
+        for name in self._topics:
+            DEAD_LETTERS.labels(service, name)
+            REWOUND_RECORDS.labels(service, name)
         self._group = group_id or consumer_group(kafka, service)
         self._store = RunnerStore(schema=schema, group=self._group)
         self._partitioner = KeyHashPartitioner()  # the one `create_producer` gives its producer
