@@ -59,7 +59,9 @@ class StackAddresses:
     console_port: int = 8088
     console_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     console_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    fast_rebalance: bool = False  # shorter group timeouts: for tests
+    # Shorter group timeouts and retry backoff: tests and the local stack (not the bench, whose
+    # load could starve heartbeats).
+    fast_rebalance: bool = False
     # The sample accounts and suppression list of services/enrich/data (the local stack's demo
     # shows account owners and suppressed leads); tests leave them out unless they test them.
     sample_references: bool = False
@@ -129,8 +131,8 @@ class StackAddresses:
         if self.fast_rebalance:
             # The development broker holds a JoinGroup for the session timeout (measured: a new
             # group's first join took 6.0 s at 6,000 ms, 2.0 s at 2,000), so every start and
-            # rebalance in a test waits it; 3,000 leaves heartbeats (every 500 ms) room on a
-            # loaded machine.
+            # rebalance waits it; 3,000 leaves heartbeats (every 500 ms) room on a loaded
+            # machine.
             env |= {
                 "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "3000",
                 "LEADFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
