@@ -7,6 +7,7 @@ does not implement (idempotent producer, CreatePartitions, end_offsets): docs/ar
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -77,7 +78,28 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # never the same port twice from one process
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now, for a server started a moment later, and not handed out
+    before by this process. Chosen below the kernel's ephemeral range (Linux: 32768-60999) when
+    it is known: a port in that range can be taken in between as the local end of any outgoing
+    connection (a Kafka or PostgreSQL client's), one below it only by another server."""
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    candidates = range(20_000, low) if low > 21_000 else None
+    for _ in range(200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", random.choice(candidates) if candidates else 0))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port after 200 tries")

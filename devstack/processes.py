@@ -131,10 +131,10 @@ class StackAddresses:
         if self.fast_rebalance:
             # The development broker holds a JoinGroup for the session timeout (measured: a new
             # group's first join took 6.0 s at 6,000 ms, 2.0 s at 2,000), so every start and
-            # rebalance waits it; 3,000 leaves heartbeats (every 500 ms) room on a loaded
-            # machine.
+            # rebalance waits it. Heartbeats every 500 ms: four may be late before a member is
+            # dropped (then it joins again; nothing is lost).
             env |= {
-                "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "3000",
+                "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "LEADFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
                 "LEADFLOW_CONSUMER_RETRY_MAX_BACKOFF_S": "1",
             }

@@ -170,7 +170,7 @@ class Stack:
             api_ports={name: ports[f"{name}_api"] for name in ("enrich", "score", "router")},
             sample_references=True,
             # The development broker holds every group join for the session timeout: the
-            # consumers start taking events 3 s after they start instead of 10.
+            # consumers start taking events 2 s after they start instead of 10.
             fast_rebalance=True,
             # Always named, demo or not: the services must not take it from another stack's
             # leadflow.env (shared.settings reads .devstack/leadflow.env of the working directory).

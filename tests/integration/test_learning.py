@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import yaml
 from confluent_kafka import Producer
 
@@ -232,6 +233,7 @@ async def test_outcomes_train_a_model_that_once_published_scores_every_new_event
     assert "likelihood" in explained["stages"][-1]["reason"]
 
 
+@pytest.mark.slow  # about 10 s: `make test-slow` (the refusal itself: tests/unit/test_learning_training.py)
 async def test_a_training_without_enough_outcomes_is_refused_with_what_is_missing(
     pipeline: Pipeline, db: asyncpg.Connection
 ) -> None:

@@ -42,6 +42,7 @@ def poison(topic: Topic) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # about 20 s: `make test-slow` (malformed messages dead-lettered: test_dead_letters)
 async def test_poison_on_every_consumed_topic_is_dead_lettered_with_reasons(
     pipeline: Pipeline,
 ) -> None:
