@@ -35,7 +35,7 @@ async def test_a_service_that_was_down_does_its_part_when_it_comes_back(
 ) -> None:
     await pipeline.start(*SERVICES)
     ada = Person("Ada", "Lovelace", "initech.com")
-    await arrives_and_asks_for_a_demo(pipeline, ada)
+    await arrives_and_asks_for_a_demo(pipeline, db, ada)
     await sdr_decision(pipeline, ada.email)
     await eventually(
         lambda: db.fetchval("SELECT count(*) FROM console.leads WHERE email = $1", ada.email),
