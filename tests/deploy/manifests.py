@@ -67,6 +67,13 @@ def of_kind(resources: list[Resource], kind: str) -> list[Resource]:
     return [r for r in resources if r["kind"] == kind]
 
 
+def rule_groups(resources: list[Resource]) -> list[dict[str, Any]]:
+    """The groups of every PrometheusRule, as a Prometheus rule file holds them."""
+    return [
+        group for rule in of_kind(resources, "PrometheusRule") for group in rule["spec"]["groups"]
+    ]
+
+
 def set_topic_config(resources: list[Resource], topic: str, **config: Any) -> None:
     """Set (None: remove) config entries of the KafkaTopic named `topic`, in place."""
     for resource in of_kind(resources, "KafkaTopic"):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.manifests import Resource, of_kind
+from tests.deploy.manifests import Resource, rule_groups
 
 HERE = Path(__file__).parent
 CASES = HERE / "alert_rules_test.yaml"
@@ -37,16 +37,9 @@ def promtool() -> str:
     return PROMTOOL
 
 
-def rule_groups(resources: list[Resource]) -> list[dict[str, Any]]:
-    """The groups of every PrometheusRule, as a Prometheus rule file holds them."""
-    return [
-        group for rule in of_kind(resources, "PrometheusRule") for group in rule["spec"]["groups"]
-    ]
-
-
 def without_annotations(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The groups with no annotations: `promtool test rules` compares an alert's annotations
-    in full when a case names any, so the cases name labels only."""
+    in full (a case naming none expects none), so the cases name labels only."""
     stripped = copy.deepcopy(groups)
     for group in stripped:
         for rule in group["rules"]:

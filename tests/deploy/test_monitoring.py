@@ -17,7 +17,7 @@ import pytest
 
 from shared.consumer.runner import consumer_group
 from shared.settings import KafkaSettings
-from tests.deploy.manifests import DEPLOY, Resource, describe, of_kind
+from tests.deploy.manifests import DEPLOY, Resource, describe, of_kind, rule_groups
 from tests.deploy.observability import exported_metric_names, metric_names, unknown_metrics
 from tests.deploy.policies import containers, selects
 from tests.deploy.settings_names import SERVICES
@@ -36,12 +36,7 @@ CNPG_METRICS_PORT = "metrics"
 
 
 def rules(resources: list[Resource]) -> list[dict[str, Any]]:
-    return [
-        rule
-        for resource in of_kind(resources, "PrometheusRule")
-        for group in resource["spec"]["groups"]
-        for rule in group["rules"]
-    ]
+    return [rule for group in rule_groups(resources) for rule in group["rules"]]
 
 
 def dashboards(resources: list[Resource]) -> dict[str, dict[str, Any]]:
